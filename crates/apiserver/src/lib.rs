@@ -1,1 +1,29 @@
-//! placeholder
+//! vkube's Kubernetes-compatible API server: the virtual control plane's front door.
+//!
+//! It serves every built-in kind a tenant or the syncer uses, and custom resources from
+//! Established CRDs, over the embedded store, to unmodified kubectl, kube-rs and Python clients.
+//! It knows nothing of hosts or syncing.
+//!
+//! Layers, outermost first: [`server`] (listening, TLS, authentication) → [`http`] (URL grammar,
+//! negotiation, Status errors) → [`registry`] (generic object semantics) → `vkube_store`.
+//! Per-kind rules live in [`strategy`], [`table`] and [`crd`]; discovery and OpenAPI are derived
+//! from the [`catalog`].
+
+pub mod catalog;
+pub mod crd;
+pub mod discovery;
+pub mod error;
+pub mod fields;
+pub mod http;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod registry;
+pub mod selector;
+pub mod server;
+pub mod strategy;
+pub mod table;
+pub mod validation;
+
+pub use error::{ApiError, ApiResult};
+pub use server::{RunningServer, ServerConfig, ServerError, start};

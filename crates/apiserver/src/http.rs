@@ -1,0 +1,928 @@
+//! The HTTP layer: authentication, URL grammar, content negotiation and the mapping of every
+//! request onto the registry. Errors from anywhere become a `Status` response here, in
+//! [`error_response`], and nowhere else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::catalog::ResourceType;
+use crate::discovery;
+use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, OpenApi};
+use crate::registry::{DeleteOptions, Deleted, FieldValidation, ListParams, PatchType, Registry, WatchItem, WriteOptions};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::table;
+
+/// Largest accepted request body (kube-apiserver's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Who is making a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// User name.
+    pub user: String,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+/// Serves `pods/log` for pods whose containers run elsewhere (the syncer forwards to the host).
+pub trait PodLogs: Send + Sync + 'static {
+    /// The log text of `container` of pod `namespace/name` (follow ends when the stream ends).
+    fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        query: &str,
+    ) -> futures::future::BoxFuture<'static, ApiResult<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>>>;
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    /// The object registry.
+    pub registry: Registry,
+    /// OpenAPI document cache.
+    pub openapi: OpenApi,
+    /// Bearer tokens and the users they stand for.
+    pub tokens: HashMap<String, Identity>,
+    /// Reported by `/version`.
+    pub minor: u32,
+    /// Whether `/readyz` says ok.
+    pub ready: AtomicBool,
+    /// Accept requests without credentials as `system:anonymous` (only for plain-HTTP test servers).
+    pub allow_anonymous: bool,
+    /// Source of pod logs, if any.
+    pub pod_logs: Option<Arc<dyn PodLogs>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("minor", &self.minor).finish_non_exhaustive()
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parsed query string: the last value of each key wins, as in Go's `Get`.
+#[derive(Debug, Default)]
+struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Self {
+        let mut map = HashMap::new();
+        for pair in raw.unwrap_or_default().split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            map.insert(decode(k), decode(v));
+        }
+        Query(map)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn flag(&self, key: &str) -> ApiResult<bool> {
+        match self.get(key) {
+            None | Some("") => Ok(false),
+            Some(v) => parse_bool(v).ok_or_else(|| ApiError::BadRequest(format!("invalid boolean value for {key}: {v:?}"))),
+        }
+    }
+
+    fn list_params(&self) -> ApiResult<ListParams> {
+        let number = |key: &str| -> ApiResult<Option<u64>> {
+            match self.get(key).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("invalid value for {key}: {v:?}"))),
+            }
+        };
+        Ok(ListParams {
+            labels: LabelSelector::parse(self.get("labelSelector").unwrap_or_default())?,
+            fields: FieldSelector::parse(self.get("fieldSelector").unwrap_or_default())?,
+            limit: number("limit")?.map(|l| l as usize),
+            continue_token: self.get("continue").filter(|c| !c.is_empty()).map(String::from),
+            resource_version: self.get("resourceVersion").map(String::from),
+            resource_version_match: self.get("resourceVersionMatch").filter(|v| !v.is_empty()).map(String::from),
+            timeout: number("timeoutSeconds")?.map(Duration::from_secs),
+            bookmarks: self.flag("allowWatchBookmarks")?,
+            send_initial_events: match self.get("sendInitialEvents") {
+                None | Some("") => None,
+                Some(v) => Some(parse_bool(v).ok_or_else(|| ApiError::BadRequest(format!("invalid sendInitialEvents {v:?}")))?),
+            },
+        })
+    }
+
+    fn write_options(&self, headers: &HeaderMap) -> ApiResult<WriteOptions> {
+        let manager = match self.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) if m.len() > 128 => {
+                return Err(ApiError::InvalidOptions {
+                    message: "fieldManager: Too long: may not be more than 128 bytes".into(),
+                    causes: vec![crate::error::Cause::too_long("fieldManager", 128)],
+                });
+            }
+            Some(m) => m.to_string(),
+            None => {
+                let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+                agent.split('/').next().unwrap_or("unknown").to_string()
+            }
+        };
+        let field_validation = match self.get("fieldValidation") {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "fieldValidation must be one of Ignore, Warn or Strict, got {other:?}"
+                )));
+            }
+        };
+        Ok(WriteOptions { dry_run: self.dry_run()?, field_manager: manager, field_validation })
+    }
+
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::BadRequest(format!("dryRun must be All, got {other:?}"))),
+        }
+    }
+}
+
+/// The one place an error becomes a response.
+pub fn error_response(error: &ApiError) -> Response<Body> {
+    let status = error.status();
+    let mut response = json_response(StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &status);
+    if matches!(error, ApiError::TooLargeResourceVersion { .. } | ApiError::Unavailable(_)) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    bytes_response(code, "application/json", Bytes::from(serde_json::to_vec(body).unwrap_or_default()))
+}
+
+fn bytes_response(code: StatusCode, content_type: &str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = code;
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn text_response(text: &str) -> Response<Body> {
+    bytes_response(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from(text.to_string()))
+}
+
+/// What shape the client wants objects in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn shape(headers: &HeaderMap) -> Shape {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        if params.first() != Some(&"application/json") {
+            if params.first().is_some_and(|m| *m == "*/*" || m.starts_with("application/")) {
+                return Shape::Object;
+            }
+            continue;
+        }
+        let is_meta_group = params.contains(&"g=meta.k8s.io");
+        if is_meta_group && params.contains(&"as=Table") && (params.contains(&"v=v1") || params.contains(&"v=v1beta1")) {
+            return Shape::Table;
+        }
+        if is_meta_group && (params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList")) {
+            return Shape::Metadata;
+        }
+        if params.len() == 1 {
+            return Shape::Object;
+        }
+    }
+    Shape::Object
+}
+
+const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+fn object_response(code: StatusCode, rt: &ResourceType, object: &Value, shape: Shape, include: &str) -> Response<Body> {
+    match shape {
+        Shape::Object => json_response(code, object),
+        Shape::Metadata => json_response(code, &table::partial_metadata(object)),
+        Shape::Table => {
+            let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+            let t = table::table(rt, std::slice::from_ref(object), rv, true, include);
+            bytes_response(code, TABLE_CONTENT_TYPE, Bytes::from(serde_json::to_vec(&t).unwrap_or_default()))
+        }
+    }
+}
+
+/// Handles one request end to end.
+pub async fn handle(state: Arc<AppState>, identity: Option<Identity>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let span = tracing::debug_span!("request", %method, %path);
+    let _enter = span.enter();
+    match route(&state, identity, parts, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.code() >= 500 {
+                tracing::error!(%method, %path, %error, "request failed");
+            }
+            error_response(&error)
+        }
+    }
+}
+
+fn is_public(path: &str) -> bool {
+    matches!(path, "/version" | "/version/" | "/healthz" | "/livez" | "/readyz")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}
+
+async fn read_body(body: hyper::body::Incoming, headers: &HeaderMap) -> ApiResult<Bytes> {
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+        && length > MAX_BODY
+    {
+        return Err(ApiError::TooLarge { size: length, limit: MAX_BODY });
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(ApiError::TooLarge { size: MAX_BODY + 1, limit: MAX_BODY })
+            } else {
+                Err(ApiError::BadRequest(format!("failed to read the request body: {error}")))
+            }
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Decodes a JSON or YAML request body into an object.
+fn decode_body(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
+    if content_type.contains("protobuf") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+        )));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("the request body is empty".into()));
+    }
+    let is_yaml = content_type.contains("yaml");
+    let value: Value = if is_yaml {
+        serde_saphyr::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding JSON: {e}")))?
+    };
+    Ok(value)
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    identity: Option<Identity>,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> ApiResult<Response<Body>> {
+    let path = parts.uri.path().to_string();
+    let identity = match identity {
+        Some(identity) => Some(identity),
+        None => bearer(&parts.headers).and_then(|token| state.tokens.get(&token).cloned()),
+    };
+    if identity.is_none() && !is_public(&path) && !state.allow_anonymous {
+        return Err(ApiError::Unauthorized);
+    }
+    let identity = identity.unwrap_or(Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] });
+    let query = Query::parse(parts.uri.query());
+    let trimmed = path.trim_end_matches('/');
+    let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
+    let get = parts.method == Method::GET;
+    match segments.as_slice() {
+        ["version"] if get => {
+            return Ok(json_response(StatusCode::OK, &json!({
+                "major": "1", "minor": state.minor.to_string(), "gitVersion": format!("v1.{}.0", state.minor),
+                "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+                "platform": "linux/amd64",
+            })));
+        }
+        [check, ..] if get && matches!(*check, "healthz" | "livez" | "readyz") => {
+            if *check == "readyz" && !state.ready.load(Ordering::Relaxed) {
+                return Err(ApiError::Unavailable("not ready".into()));
+            }
+            if query.0.contains_key("verbose") {
+                return Ok(text_response(&format!("[+]ping ok\n[+]etcd ok\n{check} check passed\n")));
+            }
+            return Ok(text_response("ok"));
+        }
+        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
+            return Ok(bytes_response(StatusCode::OK, openapi::V2_CONTENT_TYPE, Bytes::new()));
+        }
+        ["openapi", "v3"] if get => {
+            let snapshot = state.registry.catalog.snapshot();
+            return Ok(json_response(StatusCode::OK, &state.openapi.index(&snapshot)));
+        }
+        ["openapi", "v3", rest @ ..] if get => {
+            let snapshot = state.registry.catalog.snapshot();
+            let doc = state.openapi.document(&snapshot, &rest.join("/")).ok_or_else(ApiError::no_route)?;
+            return Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(doc.as_ref().clone())));
+        }
+        ["api"] if get => return Ok(discovery_response(state, &parts.headers, true)),
+        ["apis"] if get => return Ok(discovery_response(state, &parts.headers, false)),
+        ["api", version] if get => {
+            let snapshot = state.registry.catalog.snapshot();
+            let doc = discovery::api_resource_list(&snapshot, "", version).ok_or_else(ApiError::no_route)?;
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        ["apis", group] if get => {
+            let snapshot = state.registry.catalog.snapshot();
+            let doc = discovery::api_group(&snapshot, group).ok_or_else(ApiError::no_route)?;
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        ["apis", group, version] if get => {
+            let snapshot = state.registry.catalog.snapshot();
+            let doc = discovery::api_resource_list(&snapshot, group, version).ok_or_else(ApiError::no_route)?;
+            return Ok(json_response(StatusCode::OK, &doc));
+        }
+        _ => {}
+    }
+    let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
+        ["api", version, rest @ ..] if !rest.is_empty() => ("", version, rest),
+        ["apis", group, version, rest @ ..] if !rest.is_empty() => (group, version, rest),
+        _ => return Err(ApiError::no_route()),
+    };
+    let target = Target::parse(rest).ok_or_else(ApiError::no_route)?;
+    let snapshot = state.registry.catalog.snapshot();
+    let rt = snapshot.get(group, version, target.resource).ok_or_else(ApiError::no_route)?;
+    if target.namespace.is_some() && !rt.namespaced {
+        return Err(ApiError::no_route());
+    }
+    if target.name.is_some() && rt.namespaced && target.namespace.is_none() {
+        return Err(ApiError::no_route());
+    }
+    serve_resource(state, &rt, &target, &identity, &query, parts, body).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string())
+}
+
+fn discovery_response(state: &AppState, headers: &HeaderMap, core: bool) -> Response<Body> {
+    let snapshot = state.registry.catalog.snapshot();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut response = match discovery::negotiate(accept) {
+        Some(version) => {
+            let doc = discovery::aggregated(&snapshot, core, version);
+            bytes_response(
+                StatusCode::OK,
+                &format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"),
+                Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
+            )
+        }
+        None => json_response(StatusCode::OK, &if core { discovery::api_versions() } else { discovery::api_group_list(&snapshot) }),
+    };
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+}
+
+/// The parts of a resource URL after the group-version prefix.
+#[derive(Debug, PartialEq, Eq)]
+struct Target<'a> {
+    namespace: Option<&'a str>,
+    resource: &'a str,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    fn parse(rest: &[&'a str]) -> Option<Self> {
+        let t = |namespace, resource, name, subresource| Some(Target { namespace, resource, name, subresource });
+        match rest {
+            ["namespaces", name, sub @ ("status" | "finalize")] => t(None, "namespaces", Some(*name), Some(*sub)),
+            ["namespaces", ns, resource] => t(Some(*ns), resource, None, None),
+            ["namespaces", ns, resource, name] => t(Some(*ns), resource, Some(*name), None),
+            ["namespaces", ns, resource, name, sub] => t(Some(*ns), resource, Some(*name), Some(*sub)),
+            [resource] => t(None, resource, None, None),
+            [resource, name] => t(None, resource, Some(*name), None),
+            [resource, name, sub] => t(None, resource, Some(*name), Some(*sub)),
+            _ => None,
+        }
+    }
+}
+
+fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
+    let mut options = DeleteOptions::default();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?;
+        options.grace_period = value.get("gracePeriodSeconds").and_then(Value::as_i64);
+        options.propagation = value.get("propagationPolicy").and_then(Value::as_str).map(String::from);
+        if options.propagation.is_none()
+            && let Some(orphan) = value.get("orphanDependents").and_then(Value::as_bool)
+        {
+            options.propagation = Some(if orphan { "Orphan" } else { "Background" }.into());
+        }
+        options.uid = value.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
+        options.resource_version = value.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
+        options.dry_run = value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All"));
+    }
+    if let Some(grace) = query.get("gracePeriodSeconds").filter(|g| !g.is_empty()) {
+        options.grace_period = Some(grace.parse().map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds {grace:?}")))?);
+    }
+    if let Some(policy) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
+        options.propagation = Some(policy.to_string());
+    }
+    if let Some(policy) = &options.propagation
+        && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::InvalidOptions {
+            message: format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {policy:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            causes: vec![crate::error::Cause::not_supported("propagationPolicy", policy, &["Foreground", "Background", "Orphan"])],
+        });
+    }
+    if query.dry_run()? {
+        options.dry_run = true;
+    }
+    Ok(options)
+}
+
+fn returns_deleted_object(rt: &ResourceType) -> bool {
+    rt.is_custom()
+        || (rt.group.is_empty()
+            && matches!(rt.kind.as_str(), "Pod" | "Service" | "PersistentVolume" | "PersistentVolumeClaim" | "ServiceAccount" | "Namespace" | "Node"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_resource(
+    state: &Arc<AppState>,
+    rt: &Arc<ResourceType>,
+    target: &Target<'_>,
+    identity: &Identity,
+    query: &Query,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> ApiResult<Response<Body>> {
+    let registry = &state.registry;
+    let headers = &parts.headers;
+    let shape = shape(headers);
+    let include = query.get("includeObject").unwrap_or("Metadata");
+    let ns = target.namespace;
+    let method = parts.method.clone();
+    let verb_allowed = |verb: &str| rt.verbs.contains(&verb);
+    match (target.name, target.subresource) {
+        (None, None) => match method {
+            Method::GET => {
+                let params = query.list_params()?;
+                if query.flag("watch")? {
+                    if !verb_allowed("watch") {
+                        return Err(ApiError::MethodNotAllowed);
+                    }
+                    return watch_response(state, rt.clone(), ns.map(String::from), params, shape, include.to_string()).await;
+                }
+                if !verb_allowed("list") {
+                    return Err(ApiError::MethodNotAllowed);
+                }
+                let list = registry.list(rt, ns, &params).await?;
+                Ok(list_response(rt, list, shape, include))
+            }
+            Method::POST => {
+                let bytes = read_body(body, headers).await?;
+                let object = decode_body(&bytes, &content_type(headers))?;
+                if rt.review {
+                    return Ok(json_response(StatusCode::CREATED, &review(rt, object, identity)?));
+                }
+                let options = query.write_options(headers)?;
+                let created = registry.create(rt, ns, object, &options).await?;
+                Ok(object_response(StatusCode::CREATED, rt, &created, shape, include))
+            }
+            Method::DELETE => {
+                if !verb_allowed("deletecollection") {
+                    return Err(ApiError::MethodNotAllowed);
+                }
+                let bytes = read_body(body, headers).await?;
+                let options = delete_options(query, &bytes)?;
+                let params = query.list_params()?;
+                let list = registry.delete_collection(rt, ns, &params, &options).await?;
+                Ok(json_response(StatusCode::OK, &list))
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        (Some(name), None) => match method {
+            Method::GET => {
+                let object = registry.get(rt, ns, name).await?;
+                Ok(object_response(StatusCode::OK, rt, &object, shape, include))
+            }
+            Method::PUT => {
+                let bytes = read_body(body, headers).await?;
+                let object = decode_body(&bytes, &content_type(headers))?;
+                let options = query.write_options(headers)?;
+                let updated = registry.update(rt, ns, name, object, "", &options).await?;
+                Ok(object_response(StatusCode::OK, rt, &updated, shape, include))
+            }
+            Method::PATCH => patch_response(state, rt, ns, name, "", query, headers, body, shape, include).await,
+            Method::DELETE => {
+                let bytes = read_body(body, headers).await?;
+                let options = delete_options(query, &bytes)?;
+                match registry.delete(rt, ns, name, &options).await? {
+                    Deleted::Gone(object) if !returns_deleted_object(rt) => {
+                        let uid = object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+                        let mut details = json!({"name": name, "kind": rt.plural, "uid": uid});
+                        if !rt.group.is_empty() {
+                            details["group"] = json!(rt.group);
+                        }
+                        Ok(json_response(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+                    }
+                    Deleted::Gone(object) | Deleted::Pending(object) => Ok(object_response(StatusCode::OK, rt, &object, shape, include)),
+                }
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        (Some(name), Some("status")) if rt.has_status => match method {
+            Method::GET => Ok(object_response(StatusCode::OK, rt, &registry.get(rt, ns, name).await?, shape, include)),
+            Method::PUT => {
+                let bytes = read_body(body, headers).await?;
+                let object = decode_body(&bytes, &content_type(headers))?;
+                let options = query.write_options(headers)?;
+                let updated = registry.update(rt, ns, name, object, "status", &options).await?;
+                Ok(object_response(StatusCode::OK, rt, &updated, shape, include))
+            }
+            Method::PATCH => patch_response(state, rt, ns, name, "status", query, headers, body, shape, include).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        (Some(name), Some("scale")) if rt.scale.is_some() => scale(state, rt, ns, name, query, parts, body).await,
+        (Some(name), Some("finalize")) if rt.kind == "Namespace" && method == Method::PUT => {
+            let bytes = read_body(body, headers).await?;
+            let object = decode_body(&bytes, &content_type(headers))?;
+            let mut current = registry.get(rt, None, name).await?;
+            current["spec"]["finalizers"] = object.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            if let Some(rv) = object.pointer("/metadata/resourceVersion") {
+                current["metadata"]["resourceVersion"] = rv.clone();
+            }
+            let options = query.write_options(headers)?;
+            let updated = registry.update(rt, None, name, current, "finalize", &options).await?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Some(name), Some("binding")) if rt.kind == "Pod" && method == Method::POST => {
+            let bytes = read_body(body, headers).await?;
+            let binding = decode_body(&bytes, &content_type(headers))?;
+            let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            if node.is_empty() {
+                return Err(ApiError::InvalidOptions {
+                    message: "Binding is invalid: target.name: Required value".into(),
+                    causes: vec![crate::error::Cause::required("target.name", "")],
+                });
+            }
+            let patch = json!({"spec": {"nodeName": node}});
+            let pod = registry.get(rt, ns, name).await?;
+            if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+                return Err(ApiError::Conflict {
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node {:?}", pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("")),
+                    subject: crate::error::Subject { group: String::new(), kind: "pods/binding".into(), name: name.into() },
+                    causes: vec![],
+                });
+            }
+            let options = query.write_options(headers)?;
+            registry.patch(rt, ns, name, PatchType::Merge, &patch, "", &options).await?;
+            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        (Some(name), Some("eviction")) if rt.kind == "Pod" && method == Method::POST => {
+            let bytes = read_body(body, headers).await?;
+            let eviction = decode_body(&bytes, &content_type(headers))?;
+            let mut options = DeleteOptions::default();
+            if let Some(grace) = eviction.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64) {
+                options.grace_period = Some(grace);
+            }
+            registry.delete(rt, ns, name, &options).await?;
+            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        (Some(name), Some("log")) if rt.kind == "Pod" && method == Method::GET => {
+            let pod = registry.get(rt, ns, name).await?;
+            let containers: Vec<String> = pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)).collect();
+            if let Some(container) = query.get("container").filter(|c| !c.is_empty())
+                && !containers.iter().any(|c| c == container)
+                && !pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten().any(|c| c.get("name").and_then(Value::as_str) == Some(container))
+            {
+                return Err(ApiError::BadRequest(format!("container {container} is not valid for pod {name}")));
+            }
+            if query.get("container").is_none_or(str::is_empty) && containers.len() > 1 {
+                return Err(ApiError::BadRequest(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                )));
+            }
+            let Some(source) = &state.pod_logs else {
+                return Err(ApiError::BadRequest(format!(
+                    "pod {name} has no log source: this API server runs no containers and is not connected to a host"
+                )));
+            };
+            let stream = source.logs(ns.unwrap_or("default"), name, parts.uri.query().unwrap_or("")).await?;
+            let mut response = Response::new(Body::from_stream(stream));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            Ok(response)
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn patch_response(
+    state: &Arc<AppState>,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    subresource: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: hyper::body::Incoming,
+    shape: Shape,
+    include: &str,
+) -> ApiResult<Response<Body>> {
+    let bytes = read_body(body, headers).await?;
+    let kind = content_type(headers);
+    let force = query.flag("force")?;
+    let patch_type = match kind.as_str() {
+        "application/json-patch+json" => PatchType::Json,
+        "application/merge-patch+json" => PatchType::Merge,
+        "application/strategic-merge-patch+json" => PatchType::Strategic,
+        "application/apply-patch+yaml" | "application/apply-patch+json" => PatchType::Apply { force },
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
+            )));
+        }
+    };
+    if force && !matches!(patch_type, PatchType::Apply { .. }) {
+        return Err(ApiError::InvalidOptions {
+            message: "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch".into(),
+            causes: vec![crate::error::Cause::forbidden("force", "may not be specified for non-apply patch")],
+        });
+    }
+    if matches!(patch_type, PatchType::Apply { .. }) && query.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::InvalidOptions {
+            message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            causes: vec![crate::error::Cause::required("fieldManager", "is required for apply patch")],
+        });
+    }
+    let patch_body = match patch_type {
+        PatchType::Apply { .. } => decode_body(&bytes, "application/yaml")?,
+        _ => decode_body(&bytes, "application/json")?,
+    };
+    let options = query.write_options(headers)?;
+    let (object, created) = state.registry.patch(rt, ns, name, patch_type, &patch_body, subresource, &options).await?;
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(object_response(code, rt, &object, shape, include))
+}
+
+fn list_response(rt: &ResourceType, mut list: Value, shape: Shape, include: &str) -> Response<Body> {
+    match shape {
+        Shape::Object => json_response(StatusCode::OK, &list),
+        Shape::Metadata => {
+            let items: Vec<Value> = list["items"].as_array().into_iter().flatten().map(table::partial_metadata).collect();
+            json_response(StatusCode::OK, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list["metadata"].take(), "items": items}))
+        }
+        Shape::Table => {
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
+            let mut t = table::table(rt, &items, rv.as_deref(), true, include);
+            if let Some(token) = list.pointer("/metadata/continue") {
+                t["metadata"]["continue"] = token.clone();
+            }
+            bytes_response(StatusCode::OK, TABLE_CONTENT_TYPE, Bytes::from(serde_json::to_vec(&t).unwrap_or_default()))
+        }
+    }
+}
+
+async fn watch_response(
+    state: &Arc<AppState>,
+    rt: Arc<ResourceType>,
+    namespace: Option<String>,
+    params: ListParams,
+    shape: Shape,
+    include: String,
+) -> ApiResult<Response<Body>> {
+    let receiver = state.registry.watch(rt.clone(), namespace, params).await?;
+    let mut first = true;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(move |item| {
+        let (kind, object) = match item {
+            WatchItem::Object(kind, object) => {
+                let object = match shape {
+                    Shape::Object => object,
+                    Shape::Metadata => table::partial_metadata(&object),
+                    Shape::Table => {
+                        let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
+                        let t = table::table(&rt, std::slice::from_ref(&object), rv.as_deref(), first, &include);
+                        first = false;
+                        t
+                    }
+                };
+                (kind, object)
+            }
+            WatchItem::Bookmark(rv, initial_end) => {
+                let (api_version, kind) = match shape {
+                    Shape::Object => (rt.api_version(), rt.kind.clone()),
+                    Shape::Metadata => ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string()),
+                    Shape::Table => ("meta.k8s.io/v1".to_string(), "Table".to_string()),
+                };
+                let mut object = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}});
+                if initial_end {
+                    object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                }
+                ("BOOKMARK", object)
+            }
+            WatchItem::Error(status) => ("ERROR", status),
+        };
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(Bytes::from(line))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let content_type = if shape == Shape::Table { TABLE_CONTENT_TYPE } else { "application/json" };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+async fn scale(
+    state: &Arc<AppState>,
+    rt: &Arc<ResourceType>,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> ApiResult<Response<Body>> {
+    let registry = &state.registry;
+    let paths = rt.scale.clone().expect("checked by the caller");
+    let pointer = |path: &str| format!("/{}", path.trim_start_matches('.').replace('.', "/"));
+    let to_scale = |object: &Value| -> Value {
+        let selector = paths.label_selector.as_deref().and_then(|p| object.pointer(&pointer(p)).cloned());
+        let selector = match selector {
+            Some(Value::String(s)) => s,
+            _ => object.pointer("/spec/selector/matchLabels").and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+        };
+        let meta = &object["metadata"];
+        json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": meta["name"], "namespace": meta.get("namespace").cloned().unwrap_or(Value::Null), "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+            "spec": {"replicas": object.pointer(&pointer(&paths.spec_replicas)).and_then(Value::as_i64).unwrap_or(0)},
+            "status": {"replicas": object.pointer(&pointer(&paths.status_replicas)).and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+        })
+    };
+    let headers = &parts.headers;
+    let current = registry.get(rt, ns, name).await?;
+    let new_scale = match parts.method {
+        Method::GET => return Ok(json_response(StatusCode::OK, &to_scale(&current))),
+        Method::PUT => {
+            let bytes = read_body(body, headers).await?;
+            decode_body(&bytes, &content_type(headers))?
+        }
+        Method::PATCH => {
+            let bytes = read_body(body, headers).await?;
+            let patch = decode_body(&bytes, "application/json")?;
+            let mut scale = to_scale(&current);
+            match content_type(headers).as_str() {
+                "application/json-patch+json" => crate::patch::json_patch(&mut scale, &patch)?,
+                "application/strategic-merge-patch+json" => crate::patch::strategic_merge_patch(&mut scale, &patch)?,
+                _ => crate::patch::merge_patch(&mut scale, &patch)?,
+            }
+            scale
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| ApiError::Invalid {
+        group: "autoscaling".into(),
+        kind: "Scale".into(),
+        name: name.into(),
+        causes: vec![crate::error::Cause::required("spec.replicas", "")],
+    })?;
+    if replicas < 0 {
+        return Err(ApiError::Invalid {
+            group: "autoscaling".into(),
+            kind: "Scale".into(),
+            name: name.into(),
+            causes: vec![crate::error::Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
+        });
+    }
+    let mut updated = current.clone();
+    let spec_pointer = pointer(&paths.spec_replicas);
+    let mut target = &mut updated;
+    let segments: Vec<&str> = spec_pointer.trim_start_matches('/').split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if i + 1 == segments.len() {
+            target[*segment] = json!(replicas);
+        } else {
+            if !target.get(*segment).is_some_and(Value::is_object) {
+                target[*segment] = json!({});
+            }
+            target = &mut target[*segment];
+        }
+    }
+    if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+        updated["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let options = query.write_options(headers)?;
+    let stored = registry.update(rt, ns, name, updated, "", &options).await?;
+    Ok(json_response(StatusCode::OK, &to_scale(&stored)))
+}
+
+fn review(rt: &ResourceType, mut object: Value, identity: &Identity) -> ApiResult<Value> {
+    object["apiVersion"] = json!(rt.api_version());
+    object["kind"] = json!(rt.kind);
+    let mut groups = identity.groups.clone();
+    if identity.user != "system:anonymous" && !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    match rt.kind.as_str() {
+        "SelfSubjectAccessReview" => {
+            object["status"] = json!({"allowed": true, "reason": "vkube authorizes every authenticated user"});
+        }
+        "SelfSubjectRulesReview" => {
+            object["status"] = json!({
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": false,
+            });
+        }
+        "SelfSubjectReview" => {
+            object["status"] = json!({"userInfo": {"username": identity.user, "groups": groups}});
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    }
+    if object.get("metadata").is_none() {
+        object["metadata"] = json!({});
+    }
+    object["metadata"]["creationTimestamp"] = json!(crate::registry::now());
+    Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_targets() {
+        assert_eq!(Target::parse(&["namespaces", "a", "status"]).unwrap(), Target { namespace: None, resource: "namespaces", name: Some("a"), subresource: Some("status") });
+        assert_eq!(Target::parse(&["namespaces", "a", "pods"]).unwrap(), Target { namespace: Some("a"), resource: "pods", name: None, subresource: None });
+        assert_eq!(Target::parse(&["namespaces", "a"]).unwrap(), Target { namespace: None, resource: "namespaces", name: Some("a"), subresource: None });
+        assert_eq!(Target::parse(&["namespaces", "a", "pods", "p", "log"]).unwrap().subresource, Some("log"));
+        assert!(Target::parse(&["a", "b", "c", "d"]).is_none());
+    }
+
+    #[test]
+    fn queries_tolerate_empty_pairs_and_go_booleans() {
+        let q = Query::parse(Some("&watch=True&limit=500&labelSelector=app%3Dweb&fieldSelector=metadata.name%3Dx"));
+        assert!(q.flag("watch").unwrap());
+        let params = q.list_params().unwrap();
+        assert_eq!(params.limit, Some(500));
+        assert_eq!(params.fields.pinned_name(), Some("x"));
+        assert!(Query::parse(Some("watch=maybe")).flag("watch").is_err());
+    }
+
+    #[test]
+    fn accept_headers_pick_the_shape() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert_eq!(shape(&h), Shape::Table);
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"));
+        assert_eq!(shape(&h), Shape::Metadata);
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.kubernetes.protobuf,application/json"));
+        assert_eq!(shape(&h), Shape::Object);
+        assert_eq!(shape(&HeaderMap::new()), Shape::Object);
+    }
+}

@@ -1,0 +1,330 @@
+//! OpenAPI: `/openapi/v3` and one document per group-version, generated from k8s-openapi's
+//! schemars impls for built-in kinds and from `openAPIV3Schema` for custom resources; and the
+//! empty protobuf answer for `/openapi/v2` that kubectl 1.27 and 1.28 need.
+//!
+//! Patch operations advertise `fieldValidation` (so kubectl leaves validation to the server) and
+//! do not advertise strategic merge patch (so kubectl computes it from its compiled-in types
+//! rather than from schemas that lack the patch-merge-key extensions).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use schemars::SchemaGenerator;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{ResourceType, Snapshot};
+
+/// The content type kubectl expects for `/openapi/v2`.
+pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// Caches generated documents per catalog generation.
+#[derive(Clone, Debug, Default)]
+pub struct OpenApi {
+    cache: Arc<Mutex<HashMap<(u64, String), Arc<Vec<u8>>>>>,
+}
+
+fn path_key(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+fn hash(generation: u64, key: &str) -> String {
+    let digest = Sha256::digest(format!("{generation}/{key}/{}", env!("CARGO_PKG_VERSION")));
+    digest.iter().take(32).map(|b| format!("{b:02X}")).collect()
+}
+
+impl OpenApi {
+    /// `GET /openapi/v3`.
+    pub fn index(&self, snapshot: &Snapshot) -> Value {
+        let mut paths = Map::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for rt in snapshot.types.values() {
+            if seen.insert((rt.group.clone(), rt.version.clone())) {
+                let key = path_key(&rt.group, &rt.version);
+                paths.insert(
+                    key.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash(snapshot.generation, &key))}),
+                );
+            }
+        }
+        json!({"paths": paths})
+    }
+
+    /// `GET /openapi/v3/{api/v1 | apis/g/v}` as JSON bytes, or None when not served.
+    pub fn document(&self, snapshot: &Snapshot, key: &str) -> Option<Arc<Vec<u8>>> {
+        let cache_key = (snapshot.generation, key.to_string());
+        if let Some(doc) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
+            return Some(doc.clone());
+        }
+        let (group, version) = match key.split('/').collect::<Vec<_>>().as_slice() {
+            ["api", v] => (String::new(), v.to_string()),
+            ["apis", g, v] => (g.to_string(), v.to_string()),
+            _ => return None,
+        };
+        let types = snapshot.group_version(&group, &version);
+        if types.is_empty() {
+            return None;
+        }
+        let doc = Arc::new(serde_json::to_vec(&build_document(&types)).ok()?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(generation, _), _| *generation == snapshot.generation);
+        cache.insert(cache_key, doc.clone());
+        Some(doc)
+    }
+}
+
+/// Adds the schema of a built-in kind to the generator; returns its definition name.
+fn builtin_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<String> {
+    use k8s_openapi::api::*;
+    macro_rules! schema {
+        ($t:ty) => {{
+            generator.subschema_for::<$t>();
+            Some(<$t as schemars::JsonSchema>::schema_name().to_string())
+        }};
+    }
+    match (group, kind) {
+        ("", "Pod") => schema!(core::v1::Pod),
+        ("", "Service") => schema!(core::v1::Service),
+        ("", "Endpoints") => schema!(core::v1::Endpoints),
+        ("", "ConfigMap") => schema!(core::v1::ConfigMap),
+        ("", "Secret") => schema!(core::v1::Secret),
+        ("", "ServiceAccount") => schema!(core::v1::ServiceAccount),
+        ("", "PersistentVolumeClaim") => schema!(core::v1::PersistentVolumeClaim),
+        ("", "PersistentVolume") => schema!(core::v1::PersistentVolume),
+        ("", "Node") => schema!(core::v1::Node),
+        ("", "Event") => schema!(core::v1::Event),
+        ("", "LimitRange") => schema!(core::v1::LimitRange),
+        ("", "ResourceQuota") => schema!(core::v1::ResourceQuota),
+        ("", "ReplicationController") => schema!(core::v1::ReplicationController),
+        ("", "Namespace") => schema!(core::v1::Namespace),
+        ("", "PodTemplate") => schema!(core::v1::PodTemplate),
+        ("apps", "Deployment") => schema!(apps::v1::Deployment),
+        ("apps", "ReplicaSet") => schema!(apps::v1::ReplicaSet),
+        ("apps", "StatefulSet") => schema!(apps::v1::StatefulSet),
+        ("apps", "DaemonSet") => schema!(apps::v1::DaemonSet),
+        ("apps", "ControllerRevision") => schema!(apps::v1::ControllerRevision),
+        ("batch", "Job") => schema!(batch::v1::Job),
+        ("batch", "CronJob") => schema!(batch::v1::CronJob),
+        ("networking.k8s.io", "Ingress") => schema!(networking::v1::Ingress),
+        ("networking.k8s.io", "IngressClass") => schema!(networking::v1::IngressClass),
+        ("networking.k8s.io", "NetworkPolicy") => schema!(networking::v1::NetworkPolicy),
+        ("policy", "PodDisruptionBudget") => schema!(policy::v1::PodDisruptionBudget),
+        ("scheduling.k8s.io", "PriorityClass") => schema!(scheduling::v1::PriorityClass),
+        ("storage.k8s.io", "StorageClass") => schema!(storage::v1::StorageClass),
+        ("storage.k8s.io", "CSINode") => schema!(storage::v1::CSINode),
+        ("storage.k8s.io", "CSIDriver") => schema!(storage::v1::CSIDriver),
+        ("storage.k8s.io", "CSIStorageCapacity") => schema!(storage::v1::CSIStorageCapacity),
+        ("storage.k8s.io", "VolumeAttachment") => schema!(storage::v1::VolumeAttachment),
+        ("node.k8s.io", "RuntimeClass") => schema!(node::v1::RuntimeClass),
+        ("discovery.k8s.io", "EndpointSlice") => schema!(discovery::v1::EndpointSlice),
+        ("events.k8s.io", "Event") => schema!(events::v1::Event),
+        ("coordination.k8s.io", "Lease") => schema!(coordination::v1::Lease),
+        ("rbac.authorization.k8s.io", "Role") => schema!(rbac::v1::Role),
+        ("rbac.authorization.k8s.io", "RoleBinding") => schema!(rbac::v1::RoleBinding),
+        ("rbac.authorization.k8s.io", "ClusterRole") => schema!(rbac::v1::ClusterRole),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => schema!(rbac::v1::ClusterRoleBinding),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            schema!(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)
+        }
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => schema!(authorization::v1::SelfSubjectAccessReview),
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => schema!(authorization::v1::SelfSubjectRulesReview),
+        ("authentication.k8s.io", "SelfSubjectReview") => schema!(authentication::v1::SelfSubjectReview),
+        _ => None,
+    }
+}
+
+fn custom_schema_name(rt: &ResourceType) -> String {
+    let reversed: Vec<&str> = rt.group.split('.').rev().collect();
+    format!("{}.{}.{}", reversed.join("."), rt.version, rt.kind)
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn build_document(types: &[Arc<ResourceType>]) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
+    let any_scale = types.iter().any(|t| t.scale.is_some());
+    if any_scale {
+        generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+    }
+    let mut names = Vec::new();
+    let mut custom = Vec::new();
+    for rt in types {
+        let name = match &rt.custom {
+            Some(info) => {
+                let name = custom_schema_name(rt);
+                let mut schema = info.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                if let Some(props) = schema.as_object_mut() {
+                    let properties = props.entry("properties").or_insert(json!({}));
+                    properties["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
+                    properties["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
+                    properties["metadata"] = json!({"allOf": [reference("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")], "description": "Standard object's metadata."});
+                }
+                custom.push((name.clone(), schema));
+                name
+            }
+            None => match builtin_schema(&mut generator, &rt.group, &rt.kind) {
+                Some(name) => name,
+                None => continue,
+            },
+        };
+        names.push((rt.clone(), name));
+    }
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(), json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}));
+    for (name, schema) in custom {
+        schemas.insert(name, schema);
+    }
+    let mut paths = Map::new();
+    for (rt, name) in &names {
+        if let Some(schema) = schemas.get_mut(name).and_then(Value::as_object_mut) {
+            schema.insert("x-kubernetes-group-version-kind".into(), json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]));
+        }
+        add_paths(&mut paths, rt, name);
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+fn parameter(name: &str, location: &str, kind: &str) -> Value {
+    let mut p = json!({"name": name, "in": location, "schema": {"type": kind}});
+    if location == "path" {
+        p["required"] = json!(true);
+    }
+    p
+}
+
+fn operation(rt: &ResourceType, action: &str, id: &str, query: &[&str], schema: &str, body: Option<Vec<&str>>) -> Value {
+    let mut op = json!({
+        "operationId": id,
+        "parameters": query.iter().map(|q| parameter(q, "query", if *q == "force" || *q == "watch" { "boolean" } else { "string" })).collect::<Vec<_>>(),
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference(schema)}}}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+    });
+    if let Some(types) = body {
+        let body_schema = if action == "patch" { "io.k8s.apimachinery.pkg.apis.meta.v1.Patch" } else { schema };
+        let content: Map<String, Value> = types.into_iter().map(|t| (t.to_string(), json!({"schema": reference(body_schema)}))).collect();
+        op["requestBody"] = json!({"content": content, "required": true});
+    }
+    op
+}
+
+fn add_paths(paths: &mut Map<String, Value>, rt: &ResourceType, schema: &str) {
+    let prefix = if rt.group.is_empty() { format!("/api/{}", rt.version) } else { format!("/apis/{}/{}", rt.group, rt.version) };
+    let collection = if rt.namespaced {
+        format!("{prefix}/namespaces/{{namespace}}/{}", rt.plural)
+    } else {
+        format!("{prefix}/{}", rt.plural)
+    };
+    let item = format!("{collection}/{{name}}");
+    let mut path_params = vec![];
+    if rt.namespaced {
+        path_params.push(parameter("namespace", "path", "string"));
+    }
+    let kind = &rt.kind;
+    let scope = if rt.namespaced { "Namespaced" } else { "" };
+    let group_part: String = if rt.group.is_empty() {
+        "Core".into()
+    } else {
+        rt.group.split('.').next().unwrap_or_default().chars().enumerate().map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c }).collect()
+    };
+    let version_part: String = rt.version.chars().enumerate().map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c }).collect();
+    let id = |verb: &str| format!("{verb}{group_part}{version_part}{scope}{kind}");
+    let write = ["dryRun", "fieldManager", "fieldValidation"];
+    let patch_types = vec!["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
+    if rt.review {
+        paths.insert(collection, json!({"parameters": path_params, "post": operation(rt, "post", &id("create"), &write, schema, Some(vec!["application/json"]))}));
+        return;
+    }
+    paths.insert(
+        collection,
+        json!({
+            "parameters": path_params,
+            "get": operation(rt, "list", &id("list"), &["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch"], schema, None),
+            "post": operation(rt, "post", &id("create"), &write, schema, Some(vec!["application/json", "application/yaml"])),
+            "delete": operation(rt, "deletecollection", &id("deleteCollection"), &["labelSelector", "fieldSelector", "dryRun"], "io.k8s.apimachinery.pkg.apis.meta.v1.Status", None),
+        }),
+    );
+    let mut item_params = vec![parameter("name", "path", "string")];
+    item_params.extend(path_params.iter().cloned());
+    let patch_query = ["dryRun", "fieldManager", "fieldValidation", "force"];
+    paths.insert(
+        item.clone(),
+        json!({
+            "parameters": item_params,
+            "get": operation(rt, "get", &id("read"), &[], schema, None),
+            "put": operation(rt, "put", &id("replace"), &write, schema, Some(vec!["application/json", "application/yaml"])),
+            "patch": operation(rt, "patch", &id("patch"), &patch_query, schema, Some(patch_types.clone())),
+            "delete": operation(rt, "delete", &id("delete"), &["dryRun", "gracePeriodSeconds", "propagationPolicy"], "io.k8s.apimachinery.pkg.apis.meta.v1.Status", None),
+        }),
+    );
+    if rt.has_status {
+        paths.insert(
+            format!("{item}/status"),
+            json!({
+                "parameters": item_params,
+                "get": operation(rt, "get", &format!("{}Status", id("read")), &[], schema, None),
+                "put": operation(rt, "put", &format!("{}Status", id("replace")), &write, schema, Some(vec!["application/json"])),
+                "patch": operation(rt, "patch", &format!("{}Status", id("patch")), &patch_query, schema, Some(patch_types.clone())),
+            }),
+        );
+    }
+    if rt.scale.is_some() {
+        let scale = "io.k8s.api.autoscaling.v1.Scale";
+        paths.insert(
+            format!("{item}/scale"),
+            json!({
+                "parameters": item_params,
+                "get": operation(rt, "get", &format!("{}Scale", id("read")), &[], scale, None),
+                "put": operation(rt, "put", &format!("{}Scale", id("replace")), &write, scale, Some(vec!["application/json"])),
+                "patch": operation(rt, "patch", &format!("{}Scale", id("patch")), &patch_query, scale, Some(patch_types)),
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    #[test]
+    fn core_document_has_gvk_and_field_validation() {
+        let snapshot = Catalog::builtin().snapshot();
+        let openapi = OpenApi::default();
+        let index = openapi.index(&snapshot);
+        let url = index["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap();
+        assert!(url.starts_with("/openapi/v3/api/v1?hash="));
+        let doc: Value = serde_json::from_slice(&openapi.document(&snapshot, "api/v1").unwrap()).unwrap();
+        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "ConfigMap");
+        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(patch["requestBody"]["content"].get("application/strategic-merge-patch+json").is_none());
+        let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        assert!(pod["properties"]["spec"].is_object());
+        let text = serde_json::to_string(&doc).unwrap();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+        }
+    }
+
+    #[test]
+    fn every_builtin_group_version_has_a_document() {
+        let snapshot = Catalog::builtin().snapshot();
+        let openapi = OpenApi::default();
+        for key in openapi.index(&snapshot)["paths"].as_object().unwrap().keys() {
+            assert!(openapi.document(&snapshot, key).is_some(), "{key}");
+        }
+    }
+}

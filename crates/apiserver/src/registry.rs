@@ -1,0 +1,1301 @@
+//! The generic registry: create, read, list, update, patch, delete and watch for every resource
+//! type over the key/value store, with the metadata rules every Kubernetes object follows.
+//! Per-kind behaviour comes from [`crate::strategy`]; the HTTP layer only translates requests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use vkube_store::{EventKind, KeyValue, ListOptions, Storage, StorageError};
+
+use crate::catalog::{Catalog, ResourceType};
+use crate::error::{ApiError, ApiResult, Cause, Subject};
+use crate::fields::{self, ListRules};
+use crate::patch;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::strategy;
+use crate::validation;
+
+/// The current time as Kubernetes writes `metav1.Time` (second precision, UTC).
+pub fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn timestamp_after(seconds: i64) -> String {
+    let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// How unknown fields are treated (`fieldValidation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop silently.
+    Ignore,
+    /// Accept with a warning.
+    #[default]
+    Warn,
+    /// Reject with 400.
+    Strict,
+}
+
+/// Options shared by every write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: do everything but persist.
+    pub dry_run: bool,
+    /// Who is writing, for managedFields.
+    pub field_manager: String,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+}
+
+/// The patch types the server accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/json-patch+json`
+    Json,
+    /// `application/merge-patch+json`
+    Merge,
+    /// `application/strategic-merge-patch+json`
+    Strategic,
+    /// `application/apply-patch+yaml`
+    Apply {
+        /// `force=true`
+        force: bool,
+    },
+}
+
+/// Parsed list/watch parameters.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit`.
+    pub limit: Option<usize>,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`.
+    pub resource_version_match: Option<String>,
+    /// `timeoutSeconds` (watch).
+    pub timeout: Option<Duration>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `sendInitialEvents`.
+    pub send_initial_events: Option<bool>,
+}
+
+/// `DeleteOptions`, from the body and the query.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period: Option<i64>,
+    /// `propagationPolicy` (or the deprecated `orphanDependents`).
+    pub propagation: Option<String>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Gone(Value),
+    /// The object is being deleted (finalizers or grace period); this is its state now.
+    Pending(Value),
+}
+
+/// One event of a watch stream.
+#[derive(Clone, Debug)]
+pub enum WatchItem {
+    /// ADDED / MODIFIED / DELETED with the object.
+    Object(&'static str, Value),
+    /// A bookmark at this resourceVersion; `initial_end` marks the end of initial events.
+    Bookmark(u64, bool),
+    /// An ERROR event carrying a Status.
+    Error(Value),
+}
+
+/// The registry over one store.
+#[derive(Clone)]
+pub struct Registry {
+    /// The backing store.
+    pub store: Arc<dyn Storage>,
+    /// The served types.
+    pub catalog: Catalog,
+    /// How often watches with `allowWatchBookmarks` get a bookmark.
+    pub bookmark_interval: Duration,
+    /// Background work (namespace finalization) is signalled here.
+    namespace_cleanup: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+fn subject(rt: &ResourceType, name: &str) -> Subject {
+    Subject { group: rt.group.clone(), kind: rt.plural.clone(), name: name.to_string() }
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+}
+
+/// The labels of an object.
+pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn finalizers_of(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn parse_rv(text: &str) -> ApiResult<u64> {
+    text.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {text:?}")))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    start: String,
+}
+
+impl Registry {
+    /// A registry over `store` serving `catalog`.
+    pub fn new(store: Arc<dyn Storage>, catalog: Catalog) -> Self {
+        Registry { store, catalog, bookmark_interval: Duration::from_secs(60), namespace_cleanup: None }
+    }
+
+    /// Starts the background work: namespace finalization and custom resource registration.
+    pub async fn start_background(&mut self) -> ApiResult<()> {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+        self.namespace_cleanup = Some(sender.clone());
+        self.refresh_custom_types().await?;
+        let registry = self.clone();
+        tokio::spawn(async move {
+            while let Some(namespace) = receiver.recv().await {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match registry.finalize_namespace(&namespace).await {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(error) => tracing::warn!(%namespace, %error, "namespace cleanup failed; retrying"),
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        });
+        // Resume namespaces that were terminating when the server stopped.
+        let namespaces = self.catalog.snapshot().get("", "v1", "namespaces").expect("built-in");
+        let list = self.store.list(ListOptions { prefix: namespaces.key_prefix(), ..Default::default() }).await?;
+        for kv in list.items {
+            let object = self.decode(&namespaces, &kv)?;
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                let _ = sender.send(meta_str(&object, "name").unwrap_or_default().to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored bytes as an API object of type `rt`.
+    pub fn decode(&self, rt: &ResourceType, kv: &KeyValue) -> ApiResult<Value> {
+        let mut object: Value = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::Internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        if rt.group == "events.k8s.io" {
+            object = strategy::event_to_events_v1(&object);
+        }
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        }
+        object["apiVersion"] = json!(rt.api_version());
+        object["kind"] = json!(rt.kind);
+        Ok(object)
+    }
+
+    fn encode(&self, rt: &ResourceType, object: &Value) -> ApiResult<Bytes> {
+        let mut stored = if rt.group == "events.k8s.io" { strategy::events_v1_to_event(object) } else { object.clone() };
+        if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("selfLink");
+        }
+        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, rt: &ResourceType, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let (object, _) = self.get_with_revision(rt, namespace, name).await?;
+        Ok(object)
+    }
+
+    async fn get_with_revision(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<(Value, u64)> {
+        match self.store.get(&rt.key(namespace, name)).await? {
+            Some(kv) => Ok((self.decode(rt, &kv)?, kv.mod_revision)),
+            None => Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+        }
+    }
+
+    /// Checks that every field selector term names a field this kind supports.
+    pub fn check_field_selector(&self, rt: &ResourceType, selector: &FieldSelector) -> ApiResult<()> {
+        let probe = json!({"metadata": {}});
+        for requirement in &selector.0 {
+            if strategy::field_value(rt, &probe, &requirement.field).is_none() {
+                return Err(ApiError::BadRequest(format!("field label not supported: {}", requirement.field)));
+            }
+        }
+        Ok(())
+    }
+
+    fn matches(&self, rt: &ResourceType, params: &ListParams, object: &Value) -> bool {
+        (params.labels.is_empty() || params.labels.matches(&labels_of(object)))
+            && (params.fields.is_empty() || params.fields.matches(|f| strategy::field_value(rt, object, f)))
+    }
+
+    /// Lists objects, returning the list object (`kind: XList`).
+    pub async fn list(&self, rt: &ResourceType, namespace: Option<&str>, params: &ListParams) -> ApiResult<Value> {
+        self.check_field_selector(rt, &params.fields)?;
+        let prefix = rt.namespace_prefix(namespace);
+        let (mut revision, mut start_after) = (None, None);
+        if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
+                .ok_or_else(|| ApiError::BadRequest("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into()))?;
+            if params.resource_version.as_deref().is_some_and(|rv| !rv.is_empty() && rv != "0") {
+                return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+            }
+            revision = Some(decoded.rv);
+            start_after = Some(format!("{prefix}{}", decoded.start));
+        } else if params.resource_version_match.as_deref() == Some("Exact") {
+            let rv = params.resource_version.as_deref().unwrap_or_default();
+            let rv = parse_rv(rv)?;
+            if rv == 0 {
+                return Err(ApiError::InvalidOptions {
+                    message: "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
+                    causes: vec![Cause::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"")],
+                });
+            }
+            revision = Some(rv);
+        } else if let Some(rv) = params.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0") {
+            let rv = parse_rv(rv)?;
+            let current = self.store.current_revision();
+            if rv > current {
+                return Err(ApiError::TooLargeResourceVersion { requested: rv, current });
+            }
+        }
+        let limit = params.limit.filter(|l| *l > 0);
+        let filtered = !params.labels.is_empty() || !params.fields.is_empty();
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut more = false;
+        let list_revision;
+        if !filtered {
+            let result = self
+                .store
+                .list(ListOptions { prefix: prefix.clone(), start_after, limit, revision })
+                .await
+                .map_err(|e| match e {
+                    StorageError::Compacted { .. } if params.continue_token.is_some() => ApiError::Expired {
+                        message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+                    },
+                    other => other.into(),
+                })?;
+            list_revision = result.revision;
+            more = result.remaining > 0;
+            for kv in &result.items {
+                items.push(self.decode(rt, kv)?);
+                last_key = Some(kv.key.clone());
+            }
+        } else {
+            let result = self.store.list(ListOptions { prefix: prefix.clone(), start_after, limit: None, revision }).await?;
+            list_revision = result.revision;
+            for kv in &result.items {
+                let object = self.decode(rt, kv)?;
+                if !self.matches(rt, params, &object) {
+                    continue;
+                }
+                if limit.is_some_and(|l| items.len() >= l) {
+                    more = true;
+                    break;
+                }
+                last_key = Some(kv.key.clone());
+                items.push(object);
+            }
+        }
+        let mut metadata = json!({"resourceVersion": list_revision.to_string()});
+        if more && let Some(last) = last_key {
+            let token = ContinueToken { rv: list_revision, start: last[prefix.len()..].to_string() };
+            let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&token).map_err(|e| ApiError::Internal(e.to_string()))?);
+            metadata["continue"] = json!(encoded);
+        }
+        Ok(json!({
+            "kind": rt.list_kind,
+            "apiVersion": rt.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }))
+    }
+
+    async fn check_namespace_accepts(&self, rt: &ResourceType, namespace: &str) -> ApiResult<()> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        let namespaces = self.catalog.snapshot().get("", "v1", "namespaces").expect("built-in");
+        let ns = match self.store.get(&namespaces.key(None, namespace)).await? {
+            Some(kv) => self.decode(&namespaces, &kv)?,
+            None => return Err(ApiError::not_found("", "namespaces", namespace)),
+        };
+        if ns.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::Forbidden {
+                message: format!("{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated", rt.plural, ""),
+                subject: Subject { group: rt.group.clone(), kind: rt.plural.clone(), name: String::new() },
+                causes: vec![Cause {
+                    reason: "NamespaceTerminating",
+                    field: "metadata.namespace".into(),
+                    message: format!("namespace {namespace} is being terminated"),
+                }],
+            });
+        }
+        Ok(())
+    }
+
+    fn check_type_meta(&self, rt: &ResourceType, object: &mut Value) -> ApiResult<()> {
+        let Some(map) = object.as_object_mut() else {
+            return Err(ApiError::BadRequest(format!("the body of the request must be a JSON object describing a {}", rt.kind)));
+        };
+        let expected_version = if rt.group == "events.k8s.io" { rt.api_version() } else { rt.api_version() };
+        match map.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("apiVersion".into(), json!(expected_version));
+            }
+            Some(v) if v == expected_version => {}
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the API version in the data ({other}) does not match the expected API version ({expected_version})"
+                )));
+            }
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("kind".into(), json!(rt.kind));
+            }
+            Some(k) if k == rt.kind => {}
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "the kind in the data ({other}) does not match the expected kind ({})",
+                    rt.kind
+                )));
+            }
+        }
+        match map.get("metadata") {
+            None | Some(Value::Null) => {
+                map.insert("metadata".into(), json!({}));
+            }
+            Some(Value::Object(_)) => {}
+            Some(_) => return Err(ApiError::BadRequest("metadata must be an object".into())),
+        }
+        Ok(())
+    }
+
+    fn validate(&self, rt: &ResourceType, object: &Value) -> ApiResult<()> {
+        let mut causes = Vec::new();
+        let rule = if rt.is_custom() { validation::dns1123_subdomain } else { validation::name_rule(&rt.group, &rt.kind) };
+        validation::object_meta(object.get("metadata").unwrap_or(&Value::Null), rule, &mut causes);
+        if rt.kind == "CustomResourceDefinition" {
+            crate::crd::validate(object, &mut causes);
+        }
+        strategy::validate(rt, object, &mut causes);
+        if let Some(custom) = &rt.custom
+            && let Some(schema) = &custom.schema
+        {
+            crate::crd::validate_against_schema(object, schema, &mut causes);
+        }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid {
+                group: rt.group.clone(),
+                kind: rt.kind.clone(),
+                name: meta_str(object, "name").unwrap_or_default().to_string(),
+                causes,
+            })
+        }
+    }
+
+    /// Creates an object.
+    pub async fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        object: Value,
+        options: &WriteOptions,
+    ) -> ApiResult<Value> {
+        self.create_inner(rt, namespace, object, options, None).await
+    }
+
+    async fn create_inner(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        mut object: Value,
+        options: &WriteOptions,
+        managed_fields: Option<Value>,
+    ) -> ApiResult<Value> {
+        self.check_type_meta(rt, &mut object)?;
+        let meta = object["metadata"].as_object_mut().expect("checked");
+        if rt.namespaced {
+            let ns = namespace.unwrap_or("default");
+            match meta.get("namespace").and_then(Value::as_str) {
+                Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
+                    return Err(ApiError::BadRequest(
+                        "the namespace of the provided object does not match the namespace sent on the request".into(),
+                    ));
+                }
+                _ => {
+                    meta.insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
+        }
+        let generate_name = meta.get("generateName").and_then(Value::as_str).map(String::from);
+        let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if name.is_empty() && generate_name.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::Invalid {
+                group: rt.group.clone(),
+                kind: rt.kind.clone(),
+                name: String::new(),
+                causes: vec![Cause::required("metadata.name", "name or generateName is required")],
+            });
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now()));
+        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            meta.remove(field);
+        }
+        if rt.generation || rt.is_custom() {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        if rt.is_custom() && rt.has_status {
+            object.as_object_mut().expect("map").remove("status");
+        }
+        strategy::default_object(rt, &mut object);
+        if rt.kind == "CustomResourceDefinition" {
+            crate::crd::prepare(&mut object);
+        }
+        if let Some(custom) = &rt.custom
+            && let Some(schema) = &custom.schema
+        {
+            crate::crd::apply_defaults(&mut object, schema);
+        }
+        let manager = options.field_manager.clone();
+        match managed_fields {
+            Some(managed) => object["metadata"]["managedFields"] = managed,
+            None => fields::record_update(None, &mut object, &manager, &rt.api_version(), "", ListRules { builtin: !rt.is_custom() }),
+        }
+        let ns = namespace.unwrap_or("default");
+        for attempt in 0..8 {
+            let mut candidate = object.clone();
+            if name.is_empty() {
+                let prefix = generate_name.as_deref().unwrap_or_default();
+                let prefix: String = prefix.chars().take(58).collect();
+                candidate["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+            }
+            self.validate(rt, &candidate)?;
+            if attempt == 0 {
+                self.check_namespace_accepts(rt, ns).await?;
+            }
+            if rt.kind == "Service" && rt.group.is_empty() {
+                self.allocate_service_addresses(&mut candidate).await?;
+            }
+            let candidate_name = meta_str(&candidate, "name").unwrap_or_default().to_string();
+            let key = rt.key(rt.namespaced.then_some(ns), &candidate_name);
+            if options.dry_run {
+                if self.store.get(&key).await?.is_some() {
+                    return Err(ApiError::AlreadyExists { group: rt.group.clone(), resource: rt.plural.clone(), name: candidate_name });
+                }
+                return Ok(candidate);
+            }
+            match self.store.create(&key, self.encode(rt, &candidate)?).await {
+                Ok(kv) => {
+                    let stored = self.decode(rt, &kv)?;
+                    self.after_write(rt, &stored).await;
+                    return Ok(stored);
+                }
+                Err(StorageError::AlreadyExists { .. }) if name.is_empty() && attempt < 7 => continue,
+                Err(StorageError::AlreadyExists { .. }) => {
+                    return Err(ApiError::AlreadyExists { group: rt.group.clone(), resource: rt.plural.clone(), name: candidate_name });
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    async fn allocate_service_addresses(&self, service: &mut Value) -> ApiResult<()> {
+        let service_type = service.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        if service_type == "ExternalName" {
+            return Ok(());
+        }
+        let services = self.catalog.snapshot().get("", "v1", "services").expect("built-in");
+        let existing = self.store.list(ListOptions { prefix: services.key_prefix(), ..Default::default() }).await?;
+        let mut used_ips = std::collections::HashSet::new();
+        let mut used_ports = std::collections::HashSet::new();
+        for kv in &existing.items {
+            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+            if let Some(ip) = other.pointer("/spec/clusterIP").and_then(Value::as_str) {
+                used_ips.insert(ip.to_string());
+            }
+            for port in other.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(p) = port.get("nodePort").and_then(Value::as_i64) {
+                    used_ports.insert(p);
+                }
+            }
+        }
+        let spec = strategy::ensure_object(service, "spec");
+        let requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ip = if requested.is_empty() {
+            let mut rng = rand::rng();
+            loop {
+                // 10.96.0.0/12, skipping the network address and .1 (the kubernetes service).
+                let offset: u32 = rng.random_range(2..(1 << 20) - 1);
+                let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) + offset).to_string();
+                if !used_ips.contains(&ip) {
+                    break ip;
+                }
+            }
+        } else if requested != "None" && used_ips.contains(&requested) {
+            return Err(ApiError::Invalid {
+                group: String::new(),
+                kind: "Service".into(),
+                name: meta_str(service, "name").unwrap_or_default().to_string(),
+                causes: vec![Cause::invalid("spec.clusterIPs", &requested, "failed to allocate IP: provided IP is already allocated")],
+            });
+        } else {
+            requested
+        };
+        let spec = strategy::ensure_object(service, "spec");
+        spec.insert("clusterIP".into(), json!(ip));
+        spec.insert("clusterIPs".into(), json!([ip]));
+        if matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
+            && let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut)
+        {
+            let mut rng = rand::rng();
+            for port in ports {
+                if port.get("nodePort").and_then(Value::as_i64).is_none() {
+                    let node_port = loop {
+                        let candidate = rng.random_range(30000..=32767);
+                        if used_ports.insert(candidate) {
+                            break candidate;
+                        }
+                    };
+                    port["nodePort"] = json!(node_port);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces an object (PUT), on the main resource or the `status` subresource.
+    pub async fn update(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        mut body: Value,
+        subresource: &str,
+        options: &WriteOptions,
+    ) -> ApiResult<Value> {
+        self.check_type_meta(rt, &mut body)?;
+        if let Some(body_name) = meta_str(&body, "name").filter(|n| !n.is_empty())
+            && body_name != name
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let (current, revision) = self.get_with_revision(rt, namespace, name).await?;
+        match meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty()) {
+            Some(rv) if rv != revision.to_string() => return Err(ApiError::stale(&rt.group, &rt.plural, name)),
+            Some(_) => {}
+            None if rt.is_custom() => {
+                return Err(ApiError::Invalid {
+                    group: rt.group.clone(),
+                    kind: rt.kind.clone(),
+                    name: name.to_string(),
+                    causes: vec![Cause::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                });
+            }
+            None => {}
+        }
+        self.write_update(rt, namespace, name, current, revision, body, subresource, options, true).await
+    }
+
+    /// Patches an object; server-side apply creates it when missing (`.1` is true then).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        patch_body: &Value,
+        subresource: &str,
+        options: &WriteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        if patch_type == PatchType::Strategic && !rt.accepts_strategic_merge() {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+            ));
+        }
+        let rules = ListRules { builtin: !rt.is_custom() };
+        for _attempt in 0..5 {
+            let existing = self.get_with_revision(rt, namespace, name).await;
+            let (current, revision) = match existing {
+                Ok(found) => found,
+                Err(ApiError::NotFound { .. }) if matches!(patch_type, PatchType::Apply { .. }) && subresource.is_empty() => {
+                    let mut applied = patch_body.clone();
+                    self.check_apply_body(rt, name, &mut applied)?;
+                    let mut object = fields::apply(None, &applied, &options.field_manager, true, &rt.api_version(), "", rules, subject(rt, name))?;
+                    object["metadata"]["name"] = json!(name);
+                    // The Apply entry replaces the Update entry a create would record.
+                    let managed = object.pointer("/metadata/managedFields").cloned();
+                    match self.create_inner(rt, namespace, object, options, managed).await {
+                        Err(ApiError::AlreadyExists { .. }) => continue,
+                        other => return other.map(|o| (o, true)),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            let mut patched = current.clone();
+            match patch_type {
+                PatchType::Json => patch::json_patch(&mut patched, patch_body)?,
+                PatchType::Merge => patch::merge_patch(&mut patched, patch_body)?,
+                PatchType::Strategic => patch::strategic_merge_patch(&mut patched, patch_body)?,
+                PatchType::Apply { force } => {
+                    let mut applied = patch_body.clone();
+                    self.check_apply_body(rt, name, &mut applied)?;
+                    patched = fields::apply(Some(&current), &applied, &options.field_manager, force, &rt.api_version(), subresource, rules, subject(rt, name))?;
+                }
+            }
+            let explicit_rv = meta_str(&patched, "resourceVersion").map(String::from);
+            if let Some(rv) = explicit_rv.as_deref()
+                && !rv.is_empty()
+                && rv != revision.to_string()
+            {
+                return Err(ApiError::stale(&rt.group, &rt.plural, name));
+            }
+            let record = !matches!(patch_type, PatchType::Apply { .. });
+            match self.write_update(rt, namespace, name, current, revision, patched, subresource, options, record).await {
+                Err(ApiError::Conflict { .. }) if !patch_body_sets_rv(patch_body) => continue,
+                other => return other.map(|o| (o, false)),
+            }
+        }
+        Err(ApiError::stale(&rt.group, &rt.plural, name))
+    }
+
+    fn check_apply_body(&self, rt: &ResourceType, name: &str, applied: &mut Value) -> ApiResult<()> {
+        if !applied.is_object() {
+            return Err(ApiError::BadRequest("an apply patch must be an object".into()));
+        }
+        if applied.get("apiVersion").and_then(Value::as_str).is_none() || applied.get("kind").and_then(Value::as_str).is_none() {
+            return Err(ApiError::BadRequest("apiVersion and kind must be set in an apply patch".into()));
+        }
+        self.check_type_meta(rt, applied)?;
+        if let Some(body_name) = meta_str(applied, "name").filter(|n| !n.is_empty())
+            && body_name != name
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The shared tail of PUT and PATCH: server-owned fields, status rules, validation,
+    /// generation, managedFields, finalizer-driven deletion and the compare-and-swap write.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_update(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        current: Value,
+        revision: u64,
+        mut new: Value,
+        subresource: &str,
+        options: &WriteOptions,
+        record: bool,
+    ) -> ApiResult<Value> {
+        self.check_type_meta(rt, &mut new)?;
+        if subresource == "status" {
+            let mut merged = current.clone();
+            match new.get("status") {
+                Some(status) => merged["status"] = status.clone(),
+                None => {
+                    merged.as_object_mut().expect("map").remove("status");
+                }
+            }
+            if let Some(managed) = new.pointer("/metadata/managedFields") {
+                merged["metadata"]["managedFields"] = managed.clone();
+            }
+            new = merged;
+        } else if rt.has_status {
+            match current.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    new.as_object_mut().expect("map").remove("status");
+                }
+            }
+        }
+        {
+            let meta = new["metadata"].as_object_mut().expect("checked");
+            meta.insert("name".into(), json!(name));
+            if rt.namespaced {
+                meta.insert("namespace".into(), json!(namespace.unwrap_or("default")));
+            } else {
+                meta.remove("namespace");
+            }
+            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                match current["metadata"].get(field) {
+                    Some(v) => {
+                        meta.insert(field.into(), v.clone());
+                    }
+                    None => {
+                        meta.remove(field);
+                    }
+                }
+            }
+            meta.remove("resourceVersion");
+        }
+        let deleting = current.pointer("/metadata/deletionTimestamp").is_some();
+        if deleting {
+            let before = finalizers_of(&current);
+            if finalizers_of(&new).iter().any(|f| !before.contains(f)) {
+                return Err(ApiError::Invalid {
+                    group: rt.group.clone(),
+                    kind: rt.kind.clone(),
+                    name: name.to_string(),
+                    causes: vec![Cause::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                });
+            }
+        }
+        strategy::default_object(rt, &mut new);
+        if rt.kind == "CustomResourceDefinition" {
+            crate::crd::prepare(&mut new);
+        }
+        if let Some(custom) = &rt.custom
+            && let Some(schema) = &custom.schema
+        {
+            crate::crd::apply_defaults(&mut new, schema);
+        }
+        self.validate(rt, &new)?;
+        if (rt.generation || rt.is_custom()) && spec_changed(rt, &current, &new) {
+            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            new["metadata"]["generation"] = json!(generation + 1);
+        }
+        if rt.kind == "Service" && rt.group.is_empty() {
+            // clusterIP is immutable once allocated.
+            for field in ["clusterIP", "clusterIPs"] {
+                if let Some(v) = current.pointer(&format!("/spec/{field}")) {
+                    strategy::ensure_object(&mut new, "spec").insert(field.into(), v.clone());
+                }
+            }
+        }
+        if record {
+            let mut current_for_fields = current.clone();
+            if let Some(meta) = current_for_fields.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("resourceVersion");
+            }
+            fields::record_update(
+                Some(&current_for_fields),
+                &mut new,
+                &options.field_manager,
+                &rt.api_version(),
+                subresource,
+                ListRules { builtin: !rt.is_custom() },
+            );
+        }
+        let mut comparable = current.clone();
+        comparable["metadata"].as_object_mut().expect("map").remove("resourceVersion");
+        let finish_deletion = deleting && finalizers_of(&new).is_empty() && !namespace_still_finalizing(rt, &new);
+        if comparable == new && !finish_deletion {
+            return Ok(current);
+        }
+        let key = rt.key(namespace, name);
+        if options.dry_run {
+            new["metadata"]["resourceVersion"] = json!(revision.to_string());
+            return Ok(new);
+        }
+        if finish_deletion {
+            // Graceful pods wait for their kubelet's grace-0 delete; everything else goes now.
+            let graceful_pod_pending = rt.kind == "Pod"
+                && rt.group.is_empty()
+                && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+            if !graceful_pod_pending {
+                let kv = match self.store.delete(&key, Some(revision)).await {
+                    Ok(kv) => kv,
+                    Err(StorageError::Conflict { .. }) => return Err(ApiError::stale(&rt.group, &rt.plural, name)),
+                    Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut gone = new.clone();
+                gone["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+                self.after_delete(rt, &gone).await;
+                return Ok(gone);
+            }
+        }
+        match self.store.update(&key, self.encode(rt, &new)?, revision).await {
+            Ok(kv) => {
+                let stored = self.decode(rt, &kv)?;
+                self.after_write(rt, &stored).await;
+                Ok(stored)
+            }
+            Err(StorageError::Conflict { .. }) => Err(ApiError::stale(&rt.group, &rt.plural, name)),
+            Err(StorageError::NotFound { .. }) => Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object, honouring preconditions, finalizers, propagation and grace periods.
+    pub async fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        for _attempt in 0..5 {
+            let (current, revision) = self.get_with_revision(rt, namespace, name).await?;
+            if let Some(uid) = &options.uid
+                && meta_str(&current, "uid") != Some(uid.as_str())
+            {
+                return Err(ApiError::Conflict {
+                    message: format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&current, "uid").unwrap_or_default()
+                    ),
+                    subject: subject(rt, name),
+                    causes: Vec::new(),
+                });
+            }
+            if let Some(rv) = &options.resource_version
+                && *rv != revision.to_string()
+            {
+                return Err(ApiError::Conflict {
+                    message: format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"
+                    ),
+                    subject: subject(rt, name),
+                    causes: Vec::new(),
+                });
+            }
+            let mut updated = current.clone();
+            updated["metadata"].as_object_mut().expect("map").remove("resourceVersion");
+            let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some();
+            let mut finalizers = finalizers_of(&current);
+            match options.propagation.as_deref() {
+                Some("Foreground") if !already_deleting && !finalizers.contains(&"foregroundDeletion".to_string()) => {
+                    finalizers.push("foregroundDeletion".into());
+                }
+                Some("Orphan") if !already_deleting && !finalizers.contains(&"orphan".to_string()) => {
+                    finalizers.push("orphan".into());
+                }
+                _ => {}
+            }
+            let is_pod = rt.kind == "Pod" && rt.group.is_empty();
+            let is_namespace = rt.kind == "Namespace" && rt.group.is_empty();
+            let graceful = is_pod && {
+                let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+                let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+                let terminal = matches!(phase, "Succeeded" | "Failed");
+                let grace = options.grace_period.unwrap_or_else(|| {
+                    current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                });
+                bound && !terminal && grace > 0
+            };
+            let keep = !finalizers.is_empty() || graceful || is_namespace && namespace_has_spec_finalizers(&current);
+            if keep {
+                let meta = updated["metadata"].as_object_mut().expect("map");
+                if !finalizers.is_empty() {
+                    meta.insert("finalizers".into(), json!(finalizers));
+                }
+                if graceful {
+                    let grace = options.grace_period.unwrap_or_else(|| {
+                        current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+                    });
+                    let previous = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                    if previous.is_none_or(|p| grace < p) {
+                        meta.insert("deletionTimestamp".into(), json!(timestamp_after(grace)));
+                        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                } else if !already_deleting {
+                    meta.insert("deletionTimestamp".into(), json!(now()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+                if is_namespace {
+                    strategy::ensure_object(&mut updated, "status").insert("phase".into(), json!("Terminating"));
+                }
+                if updated == {
+                    let mut c = current.clone();
+                    c["metadata"].as_object_mut().expect("map").remove("resourceVersion");
+                    c
+                } {
+                    return Ok(Deleted::Pending(current));
+                }
+                if options.dry_run {
+                    return Ok(Deleted::Pending(updated));
+                }
+                match self.store.update(&rt.key(namespace, name), self.encode(rt, &updated)?, revision).await {
+                    Ok(kv) => {
+                        let stored = self.decode(rt, &kv)?;
+                        if is_namespace
+                            && let Some(sender) = &self.namespace_cleanup
+                        {
+                            let _ = sender.send(name.to_string());
+                        }
+                        return Ok(Deleted::Pending(stored));
+                    }
+                    Err(StorageError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if options.dry_run {
+                return Ok(Deleted::Gone(current));
+            }
+            match self.store.delete(&rt.key(namespace, name), Some(revision)).await {
+                Ok(kv) => {
+                    let mut gone = current;
+                    gone["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+                    self.after_delete(rt, &gone).await;
+                    return Ok(Deleted::Gone(gone));
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::stale(&rt.group, &rt.plural, name))
+    }
+
+    /// Deletes every object matching the selectors; returns the list of what was deleted.
+    pub async fn delete_collection(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        params: &ListParams,
+        options: &DeleteOptions,
+    ) -> ApiResult<Value> {
+        let mut list = self.list(rt, namespace, &ListParams { limit: None, continue_token: None, ..params.clone() }).await?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = meta_str(&item, "name").unwrap_or_default().to_string();
+            let ns = item.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+            match self.delete(rt, ns.as_deref(), &name, options).await {
+                Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(o),
+                Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        list["items"] = Value::Array(deleted);
+        Ok(list)
+    }
+
+    async fn after_write(&self, rt: &ResourceType, _object: &Value) {
+        if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
+            if let Err(error) = self.refresh_custom_types().await {
+                tracing::error!(%error, "could not refresh custom resource types");
+            }
+        }
+    }
+
+    async fn after_delete(&self, rt: &ResourceType, object: &Value) {
+        if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
+            // Deleting a CRD deletes all of its instances.
+            let snapshot = self.catalog.snapshot();
+            let crd_name = meta_str(object, "name").unwrap_or_default();
+            let prefixes: Vec<String> = snapshot
+                .types
+                .values()
+                .filter(|t| t.custom.as_ref().is_some_and(|c| c.crd_name == crd_name))
+                .map(|t| t.key_prefix())
+                .collect();
+            for prefix in prefixes {
+                if let Ok(list) = self.store.list(ListOptions { prefix, ..Default::default() }).await {
+                    for kv in list.items {
+                        let _ = self.store.delete(&kv.key, None).await;
+                    }
+                }
+            }
+            if let Err(error) = self.refresh_custom_types().await {
+                tracing::error!(%error, "could not refresh custom resource types");
+            }
+        }
+    }
+
+    /// Re-reads every CRD and serves exactly the Established ones.
+    pub async fn refresh_custom_types(&self) -> ApiResult<()> {
+        let crds = self.catalog.snapshot().get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
+        let list = self.store.list(ListOptions { prefix: crds.key_prefix(), ..Default::default() }).await?;
+        let mut types = Vec::new();
+        for kv in &list.items {
+            let crd = self.decode(&crds, kv)?;
+            types.extend(crate::crd::resource_types(&crd));
+        }
+        self.catalog.set_custom(types);
+        Ok(())
+    }
+
+    /// One round of namespace finalization: deletes what is left in the namespace; once
+    /// nothing is left, removes the `kubernetes` finalizer (and so the namespace). True when done.
+    async fn finalize_namespace(&self, namespace: &str) -> ApiResult<bool> {
+        let snapshot = self.catalog.snapshot();
+        let namespaces = snapshot.get("", "v1", "namespaces").expect("built-in");
+        let ns = match self.get_with_revision(&namespaces, None, namespace).await {
+            Ok((ns, _)) => ns,
+            Err(ApiError::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if ns.pointer("/metadata/deletionTimestamp").is_none() {
+            return Ok(true);
+        }
+        let mut remaining = 0;
+        let mut seen_prefixes = std::collections::HashSet::new();
+        for rt in snapshot.types.values() {
+            if !rt.namespaced || rt.review || !seen_prefixes.insert(rt.key_prefix()) {
+                continue;
+            }
+            let list = self.store.list(ListOptions { prefix: rt.namespace_prefix(Some(namespace)), ..Default::default() }).await?;
+            for kv in list.items {
+                remaining += 1;
+                let object = self.decode(rt, &kv)?;
+                if object.pointer("/metadata/deletionTimestamp").is_some() {
+                    continue;
+                }
+                let name = meta_str(&object, "name").unwrap_or_default().to_string();
+                let options = DeleteOptions { propagation: Some("Background".into()), ..Default::default() };
+                match self.delete(rt, Some(namespace), &name, &options).await {
+                    Ok(Deleted::Gone(_)) => remaining -= 1,
+                    Ok(Deleted::Pending(_)) | Err(ApiError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if remaining > 0 {
+            return Ok(false);
+        }
+        let (current, revision) = match self.get_with_revision(&namespaces, None, namespace).await {
+            Ok(found) => found,
+            Err(ApiError::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let mut finalized = current.clone();
+        if let Some(spec) = finalized.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("finalizers".into(), json!([]));
+        }
+        let options = WriteOptions { field_manager: "namespace-controller".into(), ..Default::default() };
+        self.write_update(&namespaces, None, namespace, current, revision, finalized, "finalize", &options, false).await?;
+        Ok(true)
+    }
+
+    /// Starts a watch; events arrive on the returned channel until the timeout or an error.
+    pub async fn watch(
+        &self,
+        rt: Arc<ResourceType>,
+        namespace: Option<String>,
+        params: ListParams,
+    ) -> ApiResult<mpsc::Receiver<WatchItem>> {
+        self.check_field_selector(&rt, &params.fields)?;
+        if params.send_initial_events == Some(true) && params.resource_version_match.as_deref() != Some("NotOlderThan") {
+            return Err(ApiError::InvalidOptions {
+                message: "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+                causes: vec![Cause::forbidden("resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")],
+            });
+        }
+        let prefix = rt.namespace_prefix(namespace.as_deref());
+        let rv = params.resource_version.clone().unwrap_or_default();
+        let initial = params.send_initial_events.unwrap_or(rv.is_empty() || rv == "0");
+        let (sender, receiver) = mpsc::channel(256);
+        let mut initial_events = Vec::new();
+        let start = if initial {
+            let list = self.store.list(ListOptions { prefix: prefix.clone(), ..Default::default() }).await?;
+            for kv in &list.items {
+                let object = self.decode(&rt, kv)?;
+                if self.matches(&rt, &params, &object) {
+                    initial_events.push(WatchItem::Object("ADDED", object));
+                }
+            }
+            list.revision
+        } else {
+            parse_rv(&rv)?
+        };
+        let watcher = match self.store.watch(&prefix, start) {
+            Ok(w) => Some(w),
+            Err(StorageError::Compacted { requested, compacted }) => {
+                let error = ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") };
+                let _ = sender.try_send(WatchItem::Error(error.status()));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(mut watcher) = watcher else { return Ok(receiver) };
+        let registry = self.clone();
+        let timeout = params.timeout.unwrap_or_else(|| Duration::from_secs(1800 + rand::rng().random_range(0..1800)));
+        tokio::spawn(async move {
+            for item in initial_events {
+                if sender.send(item).await.is_err() {
+                    return;
+                }
+            }
+            if params.send_initial_events == Some(true) && sender.send(WatchItem::Bookmark(start, true)).await.is_err() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut bookmarks = tokio::time::interval_at(
+                tokio::time::Instant::now() + registry.bookmark_interval,
+                registry.bookmark_interval,
+            );
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if params.bookmarks {
+                            let _ = sender.send(WatchItem::Bookmark(watcher.revision(), false)).await;
+                        }
+                        return;
+                    }
+                    _ = bookmarks.tick(), if params.bookmarks => {
+                        if sender.send(WatchItem::Bookmark(watcher.revision(), false)).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = sender.closed() => return,
+                    batch = watcher.next_batch() => {
+                        let batch = match batch {
+                            Ok(batch) => batch,
+                            Err(StorageError::Compacted { requested, compacted }) => {
+                                let error = ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") };
+                                let _ = sender.send(WatchItem::Error(error.status())).await;
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        for event in batch {
+                            let Some(item) = registry.watch_item(&rt, &params, &event) else { continue };
+                            if sender.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    fn watch_item(&self, rt: &ResourceType, params: &ListParams, event: &vkube_store::Event) -> Option<WatchItem> {
+        let decode = |kv: &KeyValue| self.decode(rt, kv).ok();
+        let was = event.prev.as_ref().and_then(decode).filter(|o| self.matches(rt, params, o));
+        match event.kind {
+            EventKind::Put => {
+                let object = decode(&event.kv)?;
+                let is = self.matches(rt, params, &object);
+                match (was.is_some(), is) {
+                    (true, true) => Some(WatchItem::Object("MODIFIED", object)),
+                    (false, true) => Some(WatchItem::Object("ADDED", object)),
+                    (true, false) => Some(WatchItem::Object("DELETED", object)),
+                    (false, false) => None,
+                }
+            }
+            EventKind::Delete => {
+                was?;
+                let object = decode(&event.kv)?;
+                Some(WatchItem::Object("DELETED", object))
+            }
+        }
+    }
+
+    /// Creates the namespaces every cluster has, if missing.
+    pub async fn bootstrap(&self) -> ApiResult<()> {
+        let namespaces = self.catalog.snapshot().get("", "v1", "namespaces").expect("built-in");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            let options = WriteOptions { field_manager: "vkube-apiserver".into(), ..Default::default() };
+            match self.create(&namespaces, None, object, &options).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn patch_body_sets_rv(patch: &Value) -> bool {
+    patch.pointer("/metadata/resourceVersion").is_some()
+        || patch.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion"))
+        })
+}
+
+fn namespace_has_spec_finalizers(ns: &Value) -> bool {
+    ns.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+}
+
+fn namespace_still_finalizing(rt: &ResourceType, object: &Value) -> bool {
+    rt.kind == "Namespace" && rt.group.is_empty() && namespace_has_spec_finalizers(object)
+}
+
+fn spec_changed(rt: &ResourceType, old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    if strip(old) != strip(new) {
+        return true;
+    }
+    rt.kind == "Deployment" && old.pointer("/metadata/annotations") != new.pointer("/metadata/annotations")
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}

@@ -1,0 +1,227 @@
+//! Listening: TLS (HTTP/1.1 and HTTP/2 via ALPN) with client-certificate and bearer-token
+//! authentication, or plain HTTP when explicitly asked for; start-up and clean shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::catalog::Catalog;
+use crate::http::{AppState, Identity, PodLogs, handle};
+use crate::openapi::OpenApi;
+use crate::pki::{Pki, PkiError};
+use crate::registry::Registry;
+use vkube_store::{MemoryStorage, SqliteStorage, Storage};
+
+/// How to start an API server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Holds `store.db` and `pki/`. Required unless `memory` is set.
+    pub dir: PathBuf,
+    /// Where to listen (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Serve plain HTTP and accept anonymous requests (tests and demos only).
+    pub plain_http: bool,
+    /// Keep everything in memory instead of `dir/store.db`.
+    pub memory: bool,
+    /// The minor version `/version` reports (it selects kubectl's dispatcher target).
+    pub minor: u32,
+    /// Extra names/IPs for the serving certificate.
+    pub sans: Vec<String>,
+    /// Interval of watch bookmarks.
+    pub bookmark_interval: Duration,
+    /// Name used for the cluster in kubeconfigs.
+    pub cluster_name: String,
+}
+
+impl ServerConfig {
+    /// Defaults for a server keeping its state in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            dir: dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            plain_http: false,
+            memory: false,
+            minor: 33,
+            sans: Vec::new(),
+            bookmark_interval: Duration::from_secs(60),
+            cluster_name: "vkube".into(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("cannot open the store in {dir}")]
+    Store {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: vkube_store::StorageError,
+    },
+    /// The directory could not be created or written.
+    #[error("cannot use directory {dir}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificates could not be prepared.
+    #[error("cannot prepare certificates")]
+    Pki(#[from] PkiError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bootstrapping the default namespaces failed.
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+}
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT` (or `http://`).
+    pub url: String,
+    /// The certificates (None for plain HTTP).
+    pub pki: Option<Pki>,
+    /// Shared state (registry, catalog).
+    pub state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// A kubeconfig for the admin (client certificate), or None for plain HTTP.
+    pub fn admin_kubeconfig(&self, cluster: &str) -> Option<String> {
+        self.pki.as_ref().map(|pki| pki.admin_kubeconfig(&self.url, cluster))
+    }
+
+    /// The admin bearer token, if TLS is on.
+    pub fn admin_token(&self) -> Option<String> {
+        self.pki.as_ref().map(|pki| pki.admin_token.clone())
+    }
+
+    /// Stops accepting, closes every connection and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, prepares certificates, bootstraps namespaces and starts listening.
+pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> Result<RunningServer, ServerError> {
+    let store: Arc<dyn Storage> = if config.memory {
+        Arc::new(MemoryStorage::new())
+    } else {
+        std::fs::create_dir_all(&config.dir).map_err(|source| ServerError::Dir { dir: config.dir.clone(), source })?;
+        let path = config.dir.join("store.db");
+        Arc::new(SqliteStorage::open(&path).map_err(|source| ServerError::Store { dir: config.dir.clone(), source })?)
+    };
+    let mut registry = Registry::new(store, Catalog::builtin());
+    registry.bookmark_interval = config.bookmark_interval;
+    registry.start_background().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    registry.bootstrap().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let mut sans = config.sans.clone();
+    if !addr.ip().is_unspecified() {
+        sans.push(addr.ip().to_string());
+    }
+    let pki = if config.plain_http { None } else { Some(Pki::load_or_create(&config.dir, &sans)?) };
+    let mut tokens = HashMap::new();
+    if let Some(pki) = &pki {
+        tokens.insert(pki.admin_token.clone(), Identity { user: "admin".into(), groups: vec!["system:masters".into()] });
+    }
+    let state = Arc::new(AppState {
+        registry,
+        openapi: OpenApi::default(),
+        tokens,
+        minor: config.minor,
+        ready: AtomicBool::new(true),
+        allow_anonymous: config.plain_http,
+        pod_logs,
+    });
+    let acceptor = match &pki {
+        Some(pki) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?))),
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let url = format!("{scheme}://{host}:{}", addr.port());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, acceptor, state.clone(), stopped));
+    Ok(RunningServer { addr, url, pki, state, stop, task })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                connections.spawn(async move {
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else { return };
+                            let identity = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|certs| certs.first())
+                                .and_then(|cert| crate::pki::certificate_identity(cert))
+                                .map(|(user, groups)| Identity { user, groups });
+                            serve(TokioIo::new(tls), state, identity).await;
+                        }
+                        None => serve(TokioIo::new(stream), state, None).await,
+                    }
+                });
+            }
+        }
+    }
+    state.ready.store(false, Ordering::Relaxed);
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve<I>(io: I, state: Arc<AppState>, identity: Option<Identity>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        let identity = identity.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(state, identity, request).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let _ = builder.serve_connection(io, service).await;
+}

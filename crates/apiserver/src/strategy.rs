@@ -1,0 +1,563 @@
+//! Per-kind behaviour on top of the generic registry: defaulting, extra validation and the
+//! fields each kind can be selected by. A kind without an entry here behaves generically.
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::catalog::ResourceType;
+use crate::error::Cause;
+
+/// Fills in the defaults a real API server adds on create (and, for templates, on update).
+pub fn default_object(rt: &ResourceType, object: &mut Value) {
+    if rt.is_custom() {
+        return;
+    }
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Pod") => {
+            if let Some(spec) = object.get_mut("spec") {
+                default_pod_spec(spec);
+            }
+            let qos = qos_class(object.get("spec").unwrap_or(&Value::Null));
+            let status = ensure_object(object, "status");
+            status.entry("phase").or_insert(json!("Pending"));
+            status.entry("qosClass").or_insert(json!(qos));
+        }
+        ("", "Service") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("type").or_insert(json!("ClusterIP"));
+            spec.entry("sessionAffinity").or_insert(json!("None"));
+            let is_external_name = spec.get("type") == Some(&json!("ExternalName"));
+            if !is_external_name {
+                spec.entry("internalTrafficPolicy").or_insert(json!("Cluster"));
+                spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
+                spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
+            }
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for port in ports {
+                    if let Some(port) = port.as_object_mut() {
+                        port.entry("protocol").or_insert(json!("TCP"));
+                        if let Some(number) = port.get("port").cloned() {
+                            port.entry("targetPort").or_insert(number);
+                        }
+                    }
+                }
+            }
+            let is_lb_or_np = matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"));
+            if is_lb_or_np {
+                spec.entry("externalTrafficPolicy").or_insert(json!("Cluster"));
+            }
+            ensure_object(object, "status").entry("loadBalancer").or_insert(json!({}));
+        }
+        ("", "Secret") => {
+            let map = object.as_object_mut().expect("objects are maps");
+            map.entry("type").or_insert(json!("Opaque"));
+            if let Some(Value::Object(string_data)) = map.remove("stringData") {
+                let data = map.entry("data").or_insert(json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (key, value) in string_data {
+                    let text = value.as_str().unwrap_or_default();
+                    data[key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+        }
+        ("", "Namespace") => {
+            let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let meta = ensure_object(object, "metadata");
+            let labels = meta.entry("labels").or_insert(json!({}));
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            labels["kubernetes.io/metadata.name"] = json!(name);
+            ensure_object(object, "spec").entry("finalizers").or_insert(json!(["kubernetes"]));
+            ensure_object(object, "status").entry("phase").or_insert(json!("Active"));
+        }
+        ("", "PersistentVolumeClaim") => {
+            ensure_object(object, "spec").entry("volumeMode").or_insert(json!("Filesystem"));
+            ensure_object(object, "status").entry("phase").or_insert(json!("Pending"));
+        }
+        ("", "PersistentVolume") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("persistentVolumeReclaimPolicy").or_insert(json!("Retain"));
+            spec.entry("volumeMode").or_insert(json!("Filesystem"));
+            ensure_object(object, "status").entry("phase").or_insert(json!("Pending"));
+        }
+        ("", "ReplicationController") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("replicas").or_insert(json!(1));
+            default_template(object);
+        }
+        ("apps", "Deployment") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("replicas").or_insert(json!(1));
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+            let strategy = spec.entry("strategy").or_insert(json!({}));
+            if let Some(strategy) = strategy.as_object_mut() {
+                strategy.entry("type").or_insert(json!("RollingUpdate"));
+                if strategy.get("type") == Some(&json!("RollingUpdate")) {
+                    let rolling = strategy.entry("rollingUpdate").or_insert(json!({}));
+                    if let Some(rolling) = rolling.as_object_mut() {
+                        rolling.entry("maxSurge").or_insert(json!("25%"));
+                        rolling.entry("maxUnavailable").or_insert(json!("25%"));
+                    }
+                }
+            }
+            default_template(object);
+        }
+        ("apps", "ReplicaSet") => {
+            ensure_object(object, "spec").entry("replicas").or_insert(json!(1));
+            default_template(object);
+        }
+        ("apps", "StatefulSet") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("replicas").or_insert(json!(1));
+            spec.entry("podManagementPolicy").or_insert(json!("OrderedReady"));
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("updateStrategy").or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+            spec.entry("persistentVolumeClaimRetentionPolicy")
+                .or_insert(json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+            if let Some(templates) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
+                for template in templates {
+                    ensure_object(template, "spec").entry("volumeMode").or_insert(json!("Filesystem"));
+                }
+            }
+            default_template(object);
+        }
+        ("apps", "DaemonSet") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("updateStrategy")
+                .or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+            default_template(object);
+        }
+        ("batch", "Job") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("completions").or_insert(json!(1));
+            spec.entry("parallelism").or_insert(json!(1));
+            spec.entry("backoffLimit").or_insert(json!(6));
+            spec.entry("completionMode").or_insert(json!("NonIndexed"));
+            spec.entry("suspend").or_insert(json!(false));
+            spec.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
+            default_template(object);
+        }
+        ("batch", "CronJob") => {
+            let spec = ensure_object(object, "spec");
+            spec.entry("concurrencyPolicy").or_insert(json!("Allow"));
+            spec.entry("suspend").or_insert(json!(false));
+            spec.entry("successfulJobsHistoryLimit").or_insert(json!(3));
+            spec.entry("failedJobsHistoryLimit").or_insert(json!(1));
+            if let Some(job_spec) = object.pointer_mut("/spec/jobTemplate/spec")
+                && let Some(pod_spec) = job_spec.pointer_mut("/template/spec")
+            {
+                default_pod_spec(pod_spec);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn default_template(object: &mut Value) {
+    if let Some(spec) = object.pointer_mut("/spec/template/spec") {
+        default_pod_spec(spec);
+    }
+}
+
+/// Ensures `object[field]` is a map and returns it.
+pub fn ensure_object<'a>(object: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
+    let map = object.as_object_mut().expect("objects are maps");
+    let entry = map.entry(field.to_string()).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    entry.as_object_mut().expect("just made a map")
+}
+
+/// The pod spec defaults (also applied to pod templates).
+pub fn default_pod_spec(spec: &mut Value) {
+    let Some(spec) = spec.as_object_mut() else { return };
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    spec.entry("schedulerName").or_insert(json!("default-scheduler"));
+    spec.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+    spec.entry("securityContext").or_insert(json!({}));
+    for key in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(key).and_then(Value::as_array_mut) {
+            for container in containers {
+                let Some(c) = container.as_object_mut() else { continue };
+                c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+                c.entry("terminationMessagePolicy").or_insert(json!("File"));
+                c.entry("resources").or_insert(json!({}));
+                let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+                let policy = if image_is_latest(image) { "Always" } else { "IfNotPresent" };
+                c.entry("imagePullPolicy").or_insert(json!(policy));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for port in ports {
+                        if let Some(p) = port.as_object_mut() {
+                            p.entry("protocol").or_insert(json!("TCP"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn image_is_latest(image: &str) -> bool {
+    if image.contains('@') {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) => tag == "latest",
+        None => true,
+    }
+}
+
+fn qos_class(spec: &Value) -> &'static str {
+    let containers = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
+            any = true;
+        }
+        let has = |k: &str| limits.is_some_and(|l| l.contains_key(k));
+        let equal = |k: &str| {
+            let limit = limits.and_then(|l| l.get(k));
+            let request = requests.and_then(|r| r.get(k));
+            request.is_none() || request == limit
+        };
+        if !(has("cpu") && has("memory") && equal("cpu") && equal("memory")) {
+            guaranteed = false;
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Kind-specific validation beyond metadata, producing field causes.
+pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
+    if rt.is_custom() {
+        return;
+    }
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Pod") => validate_pod_spec(object.get("spec"), "spec", causes),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
+            let selector = object.pointer("/spec/selector");
+            let generated = rt.kind == "Job";
+            if selector.is_none() && !generated {
+                causes.push(Cause::required("spec.selector", ""));
+            }
+            validate_pod_spec(object.pointer("/spec/template/spec"), "spec.template.spec", causes);
+            if let Some(selector) = selector.and_then(|s| s.get("matchLabels")).and_then(Value::as_object) {
+                let labels = object.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+                let matches = selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+                if !matches {
+                    let labels_text = labels
+                        .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default();
+                    causes.push(Cause::invalid(
+                        "spec.template.metadata.labels",
+                        &labels_text,
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+            if let Some(replicas) = object.pointer("/spec/replicas").and_then(Value::as_i64)
+                && replicas < 0
+            {
+                causes.push(Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0"));
+            }
+        }
+        ("", "Service") => {
+            let service_type = object.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+            if !TYPES.contains(&service_type) {
+                causes.push(Cause::not_supported("spec.type", service_type, TYPES));
+            }
+            let headless = object.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+            let ports = object.pointer("/spec/ports").and_then(Value::as_array);
+            if service_type != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
+                causes.push(Cause::required("spec.ports", ""));
+            }
+            for (i, port) in ports.into_iter().flatten().enumerate() {
+                match port.get("port").and_then(Value::as_i64) {
+                    Some(p) if (1..=65535).contains(&p) => {}
+                    Some(p) => causes.push(Cause::invalid(
+                        format!("spec.ports[{i}].port"),
+                        &p.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    )),
+                    None => causes.push(Cause::required(format!("spec.ports[{i}].port"), "")),
+                }
+            }
+        }
+        ("", "ConfigMap" | "Secret") => {
+            for field in ["data", "binaryData"] {
+                if let Some(data) = object.get(field).and_then(Value::as_object) {
+                    for key in data.keys() {
+                        let ok = !key.is_empty()
+                            && key.len() <= 253
+                            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                            && key != "."
+                            && key != "..";
+                        if !ok {
+                            causes.push(Cause::invalid(
+                                format!("{field}[{key}]"),
+                                key,
+                                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let Some(spec) = spec else {
+        causes.push(Cause::required(path, ""));
+        return;
+    };
+    match spec.get("containers").and_then(Value::as_array) {
+        None => causes.push(Cause::required(format!("{path}.containers"), "")),
+        Some(containers) if containers.is_empty() => causes.push(Cause::required(format!("{path}.containers"), "")),
+        Some(containers) => {
+            let mut seen = std::collections::HashSet::new();
+            for (i, c) in containers.iter().enumerate() {
+                match c.get("name").and_then(Value::as_str) {
+                    None | Some("") => causes.push(Cause::required(format!("{path}.containers[{i}].name"), "")),
+                    Some(name) => {
+                        if let Err(detail) = crate::validation::dns1123_label(name) {
+                            causes.push(Cause::invalid(format!("{path}.containers[{i}].name"), name, &detail));
+                        }
+                        if !seen.insert(name.to_string()) {
+                            causes.push(Cause {
+                                reason: "FieldValueDuplicate",
+                                field: format!("{path}.containers[{i}].name"),
+                                message: format!("Duplicate value: {name:?}"),
+                            });
+                        }
+                    }
+                }
+                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push(Cause::required(format!("{path}.containers[{i}].image"), ""));
+                }
+            }
+        }
+    }
+}
+
+/// The value of a selectable field, or `None` when the kind does not support selecting by it.
+pub fn field_value(rt: &ResourceType, object: &Value, field: &str) -> Option<String> {
+    let text = |pointer: &str| -> String {
+        match object.pointer(pointer) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        }
+    };
+    match field {
+        "metadata.name" => return Some(text("/metadata/name")),
+        "metadata.namespace" if rt.namespaced => return Some(text("/metadata/namespace")),
+        _ => {}
+    }
+    let pointer = match (rt.group.as_str(), rt.kind.as_str(), field) {
+        ("", "Pod", "spec.nodeName" | "spec.host") => "/spec/nodeName",
+        ("", "Pod", "spec.restartPolicy") => "/spec/restartPolicy",
+        ("", "Pod", "spec.schedulerName") => "/spec/schedulerName",
+        ("", "Pod", "spec.serviceAccountName") => "/spec/serviceAccountName",
+        ("", "Pod", "spec.hostNetwork") => {
+            return Some(object.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false).to_string());
+        }
+        ("", "Pod", "status.phase") => "/status/phase",
+        ("", "Pod", "status.podIP") => "/status/podIP",
+        ("", "Pod", "status.nominatedNodeName") => "/status/nominatedNodeName",
+        ("", "Event", f) if f.starts_with("involvedObject.") => {
+            return Some(text(&format!("/involvedObject/{}", &f["involvedObject.".len()..])));
+        }
+        ("", "Event", "reason") => "/reason",
+        ("", "Event", "type") => "/type",
+        ("", "Event", "reportingComponent") => "/reportingComponent",
+        ("", "Event", "source") => "/source/component",
+        ("events.k8s.io", "Event", f) if f.starts_with("regarding.") => {
+            return Some(text(&format!("/regarding/{}", &f["regarding.".len()..])));
+        }
+        ("events.k8s.io", "Event", "reason") => "/reason",
+        ("events.k8s.io", "Event", "type") => "/type",
+        ("events.k8s.io", "Event", "reportingController") => "/reportingController",
+        ("", "Secret", "type") => "/type",
+        ("", "Namespace", "status.phase") => "/status/phase",
+        ("", "Node", "spec.unschedulable") => {
+            return Some(object.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false).to_string());
+        }
+        ("", "Service", "spec.clusterIP") => "/spec/clusterIP",
+        ("", "Service", "spec.type") => "/spec/type",
+        ("", "ReplicationController", "status.replicas") | ("apps", "ReplicaSet", "status.replicas") => {
+            return Some(object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0).to_string());
+        }
+        ("batch", "Job", "status.successful") => {
+            return Some(object.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0).to_string());
+        }
+        _ => return None,
+    };
+    Some(text(pointer))
+}
+
+/// Converts a stored core/v1 Event into its events.k8s.io/v1 form.
+pub fn event_to_events_v1(core: &Value) -> Value {
+    let mut out = json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": core.get("metadata").cloned().unwrap_or(json!({})),
+    });
+    let copy = |out: &mut Value, from: &str, to: &str| {
+        if let Some(v) = core.get(from)
+            && !v.is_null()
+        {
+            out[to] = v.clone();
+        }
+    };
+    copy(&mut out, "involvedObject", "regarding");
+    copy(&mut out, "related", "related");
+    copy(&mut out, "message", "note");
+    copy(&mut out, "reason", "reason");
+    copy(&mut out, "type", "type");
+    copy(&mut out, "action", "action");
+    copy(&mut out, "eventTime", "eventTime");
+    copy(&mut out, "reportingComponent", "reportingController");
+    copy(&mut out, "reportingInstance", "reportingInstance");
+    copy(&mut out, "count", "deprecatedCount");
+    copy(&mut out, "firstTimestamp", "deprecatedFirstTimestamp");
+    copy(&mut out, "lastTimestamp", "deprecatedLastTimestamp");
+    copy(&mut out, "source", "deprecatedSource");
+    if let Some(series) = core.get("series").filter(|s| !s.is_null()) {
+        out["series"] = series.clone();
+    }
+    if out.get("reportingController").is_none()
+        && let Some(c) = core.pointer("/source/component")
+    {
+        out["reportingController"] = c.clone();
+    }
+    out
+}
+
+/// Converts an events.k8s.io/v1 Event into the stored core/v1 form.
+pub fn events_v1_to_event(new: &Value) -> Value {
+    let mut out = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": new.get("metadata").cloned().unwrap_or(json!({})),
+    });
+    let copy = |out: &mut Value, from: &str, to: &str| {
+        if let Some(v) = new.get(from)
+            && !v.is_null()
+        {
+            out[to] = v.clone();
+        }
+    };
+    copy(&mut out, "regarding", "involvedObject");
+    copy(&mut out, "related", "related");
+    copy(&mut out, "note", "message");
+    copy(&mut out, "reason", "reason");
+    copy(&mut out, "type", "type");
+    copy(&mut out, "action", "action");
+    copy(&mut out, "eventTime", "eventTime");
+    copy(&mut out, "series", "series");
+    copy(&mut out, "reportingController", "reportingComponent");
+    copy(&mut out, "reportingInstance", "reportingInstance");
+    copy(&mut out, "deprecatedCount", "count");
+    copy(&mut out, "deprecatedFirstTimestamp", "firstTimestamp");
+    copy(&mut out, "deprecatedLastTimestamp", "lastTimestamp");
+    copy(&mut out, "deprecatedSource", "source");
+    if out.get("source").is_none()
+        && let Some(c) = new.get("reportingController")
+    {
+        out["source"] = json!({"component": c});
+    }
+    if out.get("involvedObject").is_none() {
+        out["involvedObject"] = json!({});
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn rt(group: &str, plural: &str) -> std::sync::Arc<ResourceType> {
+        Catalog::builtin().snapshot().get(group, "v1", plural).unwrap()
+    }
+
+    #[test]
+    fn pod_defaults_match_upstream() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx:1.27"}]}});
+        default_object(&rt("", "pods"), &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn secret_string_data_becomes_base64_data() {
+        let mut secret = json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}});
+        default_object(&rt("", "secrets"), &mut secret);
+        assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+        assert_eq!(secret["type"], "Opaque");
+        assert!(secret.get("stringData").is_none());
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let mut causes = Vec::new();
+        validate(&rt("apps", "deployments"), &d, &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+    }
+
+    #[test]
+    fn pod_field_selectors() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let pods = rt("", "pods");
+        assert_eq!(field_value(&pods, &pod, "spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(field_value(&pods, &pod, "status.phase").as_deref(), Some("Running"));
+        assert_eq!(field_value(&pods, &pod, "metadata.namespace").as_deref(), Some("d"));
+        assert_eq!(field_value(&pods, &pod, "spec.foo"), None);
+        let nodes = rt("", "nodes");
+        assert_eq!(field_value(&nodes, &pod, "metadata.namespace"), None);
+    }
+
+    #[test]
+    fn events_round_trip_between_group_versions() {
+        let core = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"},
+            "message": "hello", "reason": "Started", "type": "Normal", "count": 2,
+            "reportingComponent": "kubelet"});
+        let new = event_to_events_v1(&core);
+        assert_eq!(new["note"], "hello");
+        assert_eq!(new["regarding"]["name"], "p");
+        assert_eq!(new["deprecatedCount"], 2);
+        let back = events_v1_to_event(&new);
+        assert_eq!(back["message"], "hello");
+        assert_eq!(back["involvedObject"]["kind"], "Pod");
+        assert_eq!(back["count"], 2);
+    }
+}

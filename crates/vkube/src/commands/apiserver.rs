@@ -1,0 +1,54 @@
+//! `vkube apiserver`: a standalone API server on the embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vkube_apiserver::{ServerConfig, pki::write_private};
+
+/// Flags of `vkube apiserver`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory for the store, certificates and admin.kubeconfig (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Serve plain HTTP without authentication (never on a shared machine).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Kubernetes minor version reported by /version (27-33 select the matching kubectl).
+    #[arg(long, default_value_t = 33, value_parser = clap::value_parser!(u32).range(20..=40))]
+    pub minor: u32,
+    /// Extra DNS names or IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(&args.dir);
+    config.listen = args.listen;
+    config.plain_http = args.plain_http;
+    config.minor = args.minor;
+    config.sans = args.tls_sans;
+    let server = vkube_apiserver::start(config, None)
+        .await
+        .with_context(|| format!("starting the API server in {}", args.dir.display()))?;
+    let kubeconfig_path = args.dir.join("admin.kubeconfig");
+    match server.admin_kubeconfig("vkube") {
+        Some(kubeconfig) => {
+            write_private(&kubeconfig_path, &kubeconfig)
+                .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
+            eprintln!("kubeconfig: {}", kubeconfig_path.display());
+        }
+        None => eprintln!("warning: serving plain HTTP without authentication on {}", server.url),
+    }
+    eprintln!("listening on {}", server.url);
+    println!("ready");
+    super::shutdown_signal().await;
+    eprintln!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
