@@ -8,8 +8,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 /// The verbs of an ordinary stored resource.
-pub const ALL_VERBS: &[&str] =
-    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// JSON paths of a custom resource's scale subresource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,8 +216,24 @@ const BUILTIN: &[Line] = &[
     line("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", 0, &[], &[]),
     line("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", CLUSTER, &[], &[]),
     line("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", CLUSTER, &[], &[]),
-    line("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", STATUS | CLUSTER, &["crd", "crds"], &[]),
-    line("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", CLUSTER | REVIEW, &[], &[]),
+    line(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        STATUS | CLUSTER,
+        &["crd", "crds"],
+        &[],
+    ),
+    line(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        CLUSTER | REVIEW,
+        &[],
+        &[],
+    ),
     line("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", REVIEW, &[], &[]),
     line("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
 ];
@@ -232,13 +247,9 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
             ExtraSubresource { name: "binding", group: "", version: "", kind: "Binding", verbs: CREATE },
             ExtraSubresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: CREATE },
         ],
-        ("", "namespaces") => vec![ExtraSubresource {
-            name: "finalize",
-            group: "",
-            version: "",
-            kind: "Namespace",
-            verbs: &["update"],
-        }],
+        ("", "namespaces") => {
+            vec![ExtraSubresource { name: "finalize", group: "", version: "", kind: "Namespace", verbs: &["update"] }]
+        }
         _ => Vec::new(),
     }
 }
@@ -310,7 +321,7 @@ impl Snapshot {
         let mut versions: Vec<String> =
             self.types.values().filter(|t| t.group == group).map(|t| t.version.clone()).collect();
         versions.dedup();
-        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         versions.dedup();
         versions
     }
@@ -390,8 +401,8 @@ impl Catalog {
         }
         custom_groups.sort();
         group_order.extend(custom_groups);
-        let unchanged = types.len() == old.types.len()
-            && types.iter().all(|(k, v)| old.types.get(k).is_some_and(|o| o == v));
+        let unchanged =
+            types.len() == old.types.len() && types.iter().all(|(k, v)| old.types.get(k).is_some_and(|o| o == v));
         if unchanged {
             return;
         }
@@ -427,7 +438,7 @@ mod tests {
     #[test]
     fn versions_order_ga_before_beta_before_alpha() {
         let mut v = vec!["v1alpha1", "v2beta1", "v1", "v1beta2", "v2"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1alpha1"]);
     }
 

@@ -76,7 +76,8 @@ pub fn prepare(crd: &mut Value) {
             .and_then(|c| c.get("lastTransitionTime").cloned())
             .unwrap_or(json!(now))
     };
-    let mut stored_versions = crd.pointer("/status/storedVersions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut stored_versions =
+        crd.pointer("/status/storedVersions").and_then(Value::as_array).cloned().unwrap_or_default();
     for v in storage {
         if !stored_versions.contains(&v) {
             stored_versions.push(v);
@@ -99,7 +100,12 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
     }
     let text = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
     let strings = |p: &str| -> Vec<String> {
-        crd.pointer(p).and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+        crd.pointer(p)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
     };
     let group = text("/spec/group");
     let kind = text("/spec/names/kind");
@@ -168,7 +174,9 @@ pub fn apply_defaults(object: &mut Value, schema: &Value) {
         }
         return;
     };
-    let Some(map) = object.as_object_mut() else { return };
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
     for (name, property) in properties {
         if name == "metadata" || name == "apiVersion" || name == "kind" {
             continue;
@@ -196,13 +204,19 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
         return;
     }
-    let field = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    let field = |name: &str| {
+        if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+    };
     if let Some(expected) = schema.get("type").and_then(Value::as_str) {
         let ok = match expected {
             "object" => value.is_object(),
             "array" => value.is_array(),
             "string" => value.is_string() || schema.get("x-kubernetes-int-or-string").is_some(),
-            "integer" => value.is_i64() || value.is_u64() || (value.is_string() && schema.get("x-kubernetes-int-or-string").is_some()),
+            "integer" => {
+                value.is_i64()
+                    || value.is_u64()
+                    || (value.is_string() && schema.get("x-kubernetes-int-or-string").is_some())
+            }
             "number" => value.is_number(),
             "boolean" => value.is_boolean(),
             _ => true,
@@ -215,7 +229,11 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid",
                 field: if path.is_empty() { "<root>".into() } else { path.to_string() },
-                message: format!("Invalid value: {}: {path} in body must be of type {expected}: \"{}\"", serde_json::to_string(&shown).unwrap_or_default(), json_type(value)),
+                message: format!(
+                    "Invalid value: {}: {path} in body must be of type {expected}: \"{}\"",
+                    serde_json::to_string(&shown).unwrap_or_default(),
+                    json_type(value)
+                ),
             });
             return;
         }
@@ -302,7 +320,10 @@ mod tests {
         let types = resource_types(&crd);
         assert_eq!(types.len(), 1);
         let t = &types[0];
-        assert_eq!((t.group.as_str(), t.version.as_str(), t.plural.as_str(), t.singular.as_str()), ("example.com", "v1", "widgets", "widget"));
+        assert_eq!(
+            (t.group.as_str(), t.version.as_str(), t.plural.as_str(), t.singular.as_str()),
+            ("example.com", "v1", "widgets", "widget")
+        );
         assert!(t.has_status && t.scale.is_some() && t.namespaced);
         assert_eq!(t.custom.as_ref().unwrap().printer_columns[0].json_path, ".spec.color");
     }

@@ -48,7 +48,13 @@ fn subresources(rt: &ResourceType) -> Vec<(String, String, String, String, Vec<&
         out.push(("scale".into(), "autoscaling".into(), "v1".into(), "Scale".into(), vec!["get", "patch", "update"]));
     }
     for extra in &rt.extra {
-        out.push((extra.name.into(), extra.group.into(), extra.version.into(), extra.kind.into(), extra.verbs.to_vec()));
+        out.push((
+            extra.name.into(),
+            extra.group.into(),
+            extra.version.into(),
+            extra.kind.into(),
+            extra.verbs.to_vec(),
+        ));
     }
     out
 }
@@ -175,7 +181,8 @@ mod tests {
     fn documents_list_resources_and_subresources() {
         let snapshot = Catalog::builtin().snapshot();
         let core = api_resource_list(&snapshot, "", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"pods") && names.contains(&"pods/status") && names.contains(&"pods/log"));
         let groups = api_group_list(&snapshot);
         assert_eq!(groups["groups"][0]["name"], "apps");
@@ -183,7 +190,12 @@ mod tests {
         assert_eq!(agg["apiVersion"], "apidiscovery.k8s.io/v2beta1");
         let apps = &agg["items"][0];
         assert_eq!(apps["metadata"]["name"], "apps");
-        let deploy = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
         assert_eq!(deploy["subresources"][1]["responseKind"]["kind"], "Scale");
         let core_agg = aggregated(&snapshot, true, "v2");
         assert_eq!(core_agg["items"].as_array().unwrap().len(), 1);

@@ -17,11 +17,7 @@ impl Cause {
     /// A `FieldValueInvalid` cause: `value` at `field` is wrong because of `detail`.
     pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
         let field = field.into();
-        Cause {
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {}: {detail}", quote(value)),
-            field,
-        }
+        Cause { reason: "FieldValueInvalid", message: format!("Invalid value: {}: {detail}", quote(value)), field }
     }
 
     /// A `FieldValueRequired` cause.
@@ -136,10 +132,7 @@ impl ApiError {
 
     /// An unknown path.
     pub fn no_route() -> Self {
-        ApiError::NotFound {
-            message: "the server could not find the requested resource".into(),
-            subject: None,
-        }
+        ApiError::NotFound { message: "the server could not find the requested resource".into(), subject: None }
     }
 
     /// The standard optimistic-concurrency conflict.
@@ -238,10 +231,7 @@ impl ApiError {
                 causes
             }
             ApiError::Invalid { group, kind, name, causes } => {
-                put_subject(
-                    &Subject { group: group.clone(), kind: kind.clone(), name: name.clone() },
-                    &mut details,
-                );
+                put_subject(&Subject { group: group.clone(), kind: kind.clone(), name: name.clone() }, &mut details);
                 causes
             }
             ApiError::InvalidOptions { causes, .. } => causes,
@@ -256,10 +246,8 @@ impl ApiError {
             _ => &[],
         };
         if !causes.is_empty() {
-            let list: Vec<Value> = causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect();
+            let list: Vec<Value> =
+                causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
             details.insert("causes".into(), Value::Array(list));
         }
         let mut status = json!({
@@ -282,12 +270,10 @@ impl From<vkube_store::StorageError> for ApiError {
     fn from(error: vkube_store::StorageError) -> Self {
         use vkube_store::StorageError as S;
         match error {
-            S::Compacted { requested, compacted } => ApiError::Expired {
-                message: format!("too old resource version: {requested} ({compacted})"),
-            },
-            S::FutureRevision { requested, current } => {
-                ApiError::TooLargeResourceVersion { requested, current }
+            S::Compacted { requested, compacted } => {
+                ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") }
             }
+            S::FutureRevision { requested, current } => ApiError::TooLargeResourceVersion { requested, current },
             S::Closed => ApiError::Unavailable("storage is shutting down".into()),
             other => ApiError::Internal(format!("{other}: {}", source_text(&other))),
         }

@@ -61,6 +61,12 @@ fn object_set(map: &Map<String, Value>, rules: ListRules, path: &mut Vec<String>
         path.push(key.clone());
         let child = value_set(value, rules, path);
         path.pop();
+        if child.is_empty()
+            && value.as_object().is_some_and(|m| !m.is_empty() || (path.is_empty() && key == "metadata"))
+        {
+            // Only server-owned fields below (e.g. metadata with just a name).
+            continue;
+        }
         out.insert(format!("f:{key}"), Value::Object(child));
     }
     out
@@ -73,7 +79,9 @@ fn value_set(value: &Value, rules: ListRules, path: &mut Vec<String>) -> Map<Str
             ListStrategy::MergeByKey(key) => {
                 let mut out = Map::new();
                 for item in items {
-                    let Some(item_map) = item.as_object() else { continue };
+                    let Some(item_map) = item.as_object() else {
+                        continue;
+                    };
                     let Some(k) = item_map.get(key) else { continue };
                     let mut child = object_set(item_map, rules, path);
                     child.insert(".".into(), json!({}));
@@ -81,9 +89,7 @@ fn value_set(value: &Value, rules: ListRules, path: &mut Vec<String>) -> Map<Str
                 }
                 out
             }
-            ListStrategy::MergePrimitives => {
-                items.iter().map(|v| (format!("v:{v}"), json!({}))).collect()
-            }
+            ListStrategy::MergePrimitives => items.iter().map(|v| (format!("v:{v}"), json!({}))).collect(),
             ListStrategy::Replace => Map::new(),
         },
         _ => Map::new(),
@@ -118,7 +124,15 @@ fn changed_objects(
         }
         path.push(key.clone());
         let child = match (old.get(key), value) {
-            (Some(Value::Object(o)), Value::Object(n)) => changed_objects(o, n, rules, path),
+            (Some(Value::Object(o)), Value::Object(n)) => {
+                let child = changed_objects(o, n, rules, path);
+                if child.is_empty() {
+                    // Only server-owned fields differ below here.
+                    path.pop();
+                    continue;
+                }
+                child
+            }
             _ => value_set(value, rules, path),
         };
         path.pop();
@@ -144,7 +158,9 @@ pub fn union(a: &mut Map<String, Value>, b: &Map<String, Value>) {
 pub fn subtract(a: &mut Map<String, Value>, b: &Map<String, Value>) {
     let keys: Vec<String> = a.keys().cloned().collect();
     for key in keys {
-        let Some(Value::Object(bc)) = b.get(&key) else { continue };
+        let Some(Value::Object(bc)) = b.get(&key) else {
+            continue;
+        };
         if bc.is_empty() || bc.keys().all(|k| k == ".") {
             a.remove(&key);
             continue;
@@ -283,7 +299,7 @@ pub fn apply(
             }
             let theirs = entry_fields(e);
             let mut path = Vec::new();
-            find_conflicts(applied, &result, &theirs, &mut path, &mut |field| {
+            find_conflicts(applied, &result, &theirs, rules, &mut path, &mut |field| {
                 let who = e.get("manager").and_then(Value::as_str).unwrap_or("unknown");
                 let version = e.get("apiVersion").and_then(Value::as_str).unwrap_or(api_version);
                 conflicts.push(Cause {
@@ -330,27 +346,69 @@ fn find_conflicts(
     applied: &Value,
     live: &Value,
     theirs: &Map<String, Value>,
+    rules: ListRules,
     path: &mut Vec<String>,
     report: &mut dyn FnMut(String),
 ) {
-    let Value::Object(applied) = applied else { return };
+    let Value::Object(applied) = applied else {
+        return;
+    };
     for (key, value) in applied {
         if path.is_empty() && (key == "apiVersion" || key == "kind") {
             continue;
         }
-        let Some(Value::Object(their_child)) = theirs.get(&format!("f:{key}")) else { continue };
+        let Some(Value::Object(their_child)) = theirs.get(&format!("f:{key}")) else {
+            continue;
+        };
         let live_value = live.get(key).unwrap_or(&Value::Null);
-        if live_value == value {
+        if live_value == value || value.as_object().is_some_and(|m| m.is_empty()) {
             continue;
         }
         path.push(key.clone());
-        if their_child.is_empty() || !value.is_object() {
-            report(format!(".{}", path.join(".")));
-        } else {
-            find_conflicts(value, live_value, their_child, path, report);
+        match value {
+            Value::Object(_) if !their_child.is_empty() => {
+                find_conflicts(value, live_value, their_child, rules, path, report)
+            }
+            Value::Array(items) => match rules.strategy(path) {
+                ListStrategy::MergeByKey(merge_key) => {
+                    for item in items {
+                        let Some(k) = item.get(merge_key) else {
+                            continue;
+                        };
+                        let Some(Value::Object(their_item)) = their_child.get(&format!("k:{}", json!({merge_key: k})))
+                        else {
+                            continue;
+                        };
+                        let live_item = live_value
+                            .as_array()
+                            .and_then(|l| l.iter().find(|i| i.get(merge_key) == Some(k)))
+                            .unwrap_or(&Value::Null);
+                        if live_item != item {
+                            path.push(format!("[{merge_key}={k}]"));
+                            find_conflicts(item, live_item, their_item, rules, path, report);
+                            path.pop();
+                        }
+                    }
+                }
+                ListStrategy::MergePrimitives => {}
+                ListStrategy::Replace => report(field_path(path)),
+            },
+            _ => report(field_path(path)),
         }
         path.pop();
     }
+}
+
+/// `.spec.containers[name="c"].image`, as the real server prints conflict paths.
+fn field_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        if !segment.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(segment);
+    }
+    out
 }
 
 fn merge_applied(target: &mut Value, applied: &Value, rules: ListRules, path: &mut Vec<String>) {
@@ -417,21 +475,28 @@ fn remove_fields(object: &mut Value, removed: &Map<String, Value>, others: &Map<
         let other = others.get(key).and_then(Value::as_object);
         let is_leaf = child.keys().all(|k| k == ".");
         if let Some(name) = key.strip_prefix("f:") {
-            let Some(map) = object.as_object_mut() else { continue };
+            let Some(map) = object.as_object_mut() else {
+                continue;
+            };
             if is_leaf {
                 if other.is_none() {
                     map.remove(name);
                 }
             } else if let Some(sub) = map.get_mut(name) {
                 remove_fields(sub, child, other.unwrap_or(&empty));
-                let now_empty = sub.as_object().is_some_and(|m| m.is_empty()) || sub.as_array().is_some_and(|a| a.is_empty());
+                let now_empty =
+                    sub.as_object().is_some_and(|m| m.is_empty()) || sub.as_array().is_some_and(|a| a.is_empty());
                 if now_empty && other.is_none() {
                     map.remove(name);
                 }
             }
         } else if let Some(keys) = key.strip_prefix("k:") {
-            let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(keys) else { continue };
-            let Some(list) = object.as_array_mut() else { continue };
+            let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(keys) else {
+                continue;
+            };
+            let Some(list) = object.as_array_mut() else {
+                continue;
+            };
             let position = list.iter().position(|item| keys.iter().all(|(k, v)| item.get(k) == Some(v)));
             if let Some(i) = position {
                 if other.is_none() {
@@ -441,7 +506,9 @@ fn remove_fields(object: &mut Value, removed: &Map<String, Value>, others: &Map<
                 }
             }
         } else if let Some(value) = key.strip_prefix("v:") {
-            let Ok(value) = serde_json::from_str::<Value>(value) else { continue };
+            let Ok(value) = serde_json::from_str::<Value>(value) else {
+                continue;
+            };
             if other.is_none()
                 && let Some(list) = object.as_array_mut()
             {
@@ -475,7 +542,8 @@ mod tests {
 
     #[test]
     fn apply_removes_fields_the_manager_dropped_but_keeps_others() {
-        let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1", "b": "2"}});
+        let first =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1", "b": "2"}});
         let live = apply(None, &first, "mgr", false, "v1", "", BUILTIN, subject()).unwrap();
         assert_eq!(live["data"], json!({"a": "1", "b": "2"}));
         // Someone else sets c with an update.
@@ -485,8 +553,12 @@ mod tests {
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1"}});
         let live = apply(Some(&edited), &second, "mgr", false, "v1", "", BUILTIN, subject()).unwrap();
         assert_eq!(live["data"], json!({"a": "1", "c": "3"}));
-        let managers: Vec<&str> = live["metadata"]["managedFields"].as_array().unwrap().iter()
-            .map(|e| e["manager"].as_str().unwrap()).collect();
+        let managers: Vec<&str> = live["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
         assert_eq!(managers, ["kubectl-edit", "mgr"]);
     }
 

@@ -18,7 +18,9 @@ use crate::catalog::ResourceType;
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, OpenApi};
-use crate::registry::{DeleteOptions, Deleted, FieldValidation, ListParams, PatchType, Registry, WatchItem, WriteOptions};
+use crate::registry::{
+    DeleteOptions, Deleted, FieldValidation, ListParams, PatchType, Registry, WatchItem, WriteOptions,
+};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::table;
 
@@ -42,7 +44,10 @@ pub trait PodLogs: Send + Sync + 'static {
         namespace: &str,
         name: &str,
         query: &str,
-    ) -> futures::future::BoxFuture<'static, ApiResult<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>>>;
+    ) -> futures::future::BoxFuture<
+        'static,
+        ApiResult<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>>,
+    >;
 }
 
 /// Everything a request handler needs.
@@ -89,7 +94,8 @@ impl Query {
                 continue;
             }
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let decode =
+                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
             map.insert(decode(k), decode(v));
         }
         Query(map)
@@ -102,7 +108,9 @@ impl Query {
     fn flag(&self, key: &str) -> ApiResult<bool> {
         match self.get(key) {
             None | Some("") => Ok(false),
-            Some(v) => parse_bool(v).ok_or_else(|| ApiError::BadRequest(format!("invalid boolean value for {key}: {v:?}"))),
+            Some(v) => {
+                parse_bool(v).ok_or_else(|| ApiError::BadRequest(format!("invalid boolean value for {key}: {v:?}")))
+            }
         }
     }
 
@@ -110,7 +118,9 @@ impl Query {
         let number = |key: &str| -> ApiResult<Option<u64>> {
             match self.get(key).filter(|v| !v.is_empty()) {
                 None => Ok(None),
-                Some(v) => v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("invalid value for {key}: {v:?}"))),
+                Some(v) => {
+                    v.parse().map(Some).map_err(|_| ApiError::BadRequest(format!("invalid value for {key}: {v:?}")))
+                }
             }
         };
         Ok(ListParams {
@@ -124,7 +134,9 @@ impl Query {
             bookmarks: self.flag("allowWatchBookmarks")?,
             send_initial_events: match self.get("sendInitialEvents") {
                 None | Some("") => None,
-                Some(v) => Some(parse_bool(v).ok_or_else(|| ApiError::BadRequest(format!("invalid sendInitialEvents {v:?}")))?),
+                Some(v) => Some(
+                    parse_bool(v).ok_or_else(|| ApiError::BadRequest(format!("invalid sendInitialEvents {v:?}")))?,
+                ),
             },
         })
     }
@@ -168,7 +180,8 @@ impl Query {
 /// The one place an error becomes a response.
 pub fn error_response(error: &ApiError) -> Response<Body> {
     let status = error.status();
-    let mut response = json_response(StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &status);
+    let mut response =
+        json_response(StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &status);
     if matches!(error, ApiError::TooLargeResourceVersion { .. } | ApiError::Unavailable(_)) {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
@@ -211,10 +224,13 @@ fn shape(headers: &HeaderMap) -> Shape {
             continue;
         }
         let is_meta_group = params.contains(&"g=meta.k8s.io");
-        if is_meta_group && params.contains(&"as=Table") && (params.contains(&"v=v1") || params.contains(&"v=v1beta1")) {
+        if is_meta_group && params.contains(&"as=Table") && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+        {
             return Shape::Table;
         }
-        if is_meta_group && (params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList")) {
+        if is_meta_group
+            && (params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList"))
+        {
             return Shape::Metadata;
         }
         if params.len() == 1 {
@@ -239,7 +255,11 @@ fn object_response(code: StatusCode, rt: &ResourceType, object: &Value, shape: S
 }
 
 /// Handles one request end to end.
-pub async fn handle(state: Arc<AppState>, identity: Option<Identity>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    identity: Option<Identity>,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
@@ -264,7 +284,8 @@ fn is_public(path: &str) -> bool {
 }
 
 async fn read_body(body: hyper::body::Incoming, headers: &HeaderMap) -> ApiResult<Bytes> {
-    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+    if let Some(length) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         && length > MAX_BODY
     {
         return Err(ApiError::TooLarge { size: length, limit: MAX_BODY });
@@ -297,7 +318,8 @@ fn decode_body(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
         )));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
     if text.trim().is_empty() {
         return Err(ApiError::BadRequest("the request body is empty".into()));
     }
@@ -324,19 +346,23 @@ async fn route(
     if identity.is_none() && !is_public(&path) && !state.allow_anonymous {
         return Err(ApiError::Unauthorized);
     }
-    let identity = identity.unwrap_or(Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] });
+    let identity =
+        identity.unwrap_or(Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] });
     let query = Query::parse(parts.uri.query());
     let trimmed = path.trim_end_matches('/');
     let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
     let get = parts.method == Method::GET;
     match segments.as_slice() {
         ["version"] if get => {
-            return Ok(json_response(StatusCode::OK, &json!({
-                "major": "1", "minor": state.minor.to_string(), "gitVersion": format!("v1.{}.0", state.minor),
-                "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
-                "platform": "linux/amd64",
-            })));
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "major": "1", "minor": state.minor.to_string(), "gitVersion": format!("v1.{}.0", state.minor),
+                    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                    "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+                    "platform": "linux/amd64",
+                }),
+            ));
         }
         [check, ..] if get && matches!(*check, "healthz" | "livez" | "readyz") => {
             if *check == "readyz" && !state.ready.load(Ordering::Relaxed) {
@@ -413,7 +439,10 @@ fn discovery_response(state: &AppState, headers: &HeaderMap, core: bool) -> Resp
                 Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
             )
         }
-        None => json_response(StatusCode::OK, &if core { discovery::api_versions() } else { discovery::api_group_list(&snapshot) }),
+        None => json_response(
+            StatusCode::OK,
+            &if core { discovery::api_versions() } else { discovery::api_group_list(&snapshot) },
+        ),
     };
     response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
     response
@@ -447,7 +476,8 @@ impl<'a> Target<'a> {
 fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
     let mut options = DeleteOptions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?;
         options.grace_period = value.get("gracePeriodSeconds").and_then(Value::as_i64);
         options.propagation = value.get("propagationPolicy").and_then(Value::as_str).map(String::from);
         if options.propagation.is_none()
@@ -456,11 +486,13 @@ fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
             options.propagation = Some(if orphan { "Orphan" } else { "Background" }.into());
         }
         options.uid = value.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-        options.resource_version = value.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
+        options.resource_version =
+            value.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
         options.dry_run = value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All"));
     }
     if let Some(grace) = query.get("gracePeriodSeconds").filter(|g| !g.is_empty()) {
-        options.grace_period = Some(grace.parse().map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds {grace:?}")))?);
+        options.grace_period =
+            Some(grace.parse().map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds {grace:?}")))?);
     }
     if let Some(policy) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
         options.propagation = Some(policy.to_string());
@@ -469,8 +501,14 @@ fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
         && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground")
     {
         return Err(ApiError::InvalidOptions {
-            message: format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {policy:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
-            causes: vec![crate::error::Cause::not_supported("propagationPolicy", policy, &["Foreground", "Background", "Orphan"])],
+            message: format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: {policy:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ),
+            causes: vec![crate::error::Cause::not_supported(
+                "propagationPolicy",
+                policy,
+                &["Foreground", "Background", "Orphan"],
+            )],
         });
     }
     if query.dry_run()? {
@@ -482,7 +520,16 @@ fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
 fn returns_deleted_object(rt: &ResourceType) -> bool {
     rt.is_custom()
         || (rt.group.is_empty()
-            && matches!(rt.kind.as_str(), "Pod" | "Service" | "PersistentVolume" | "PersistentVolumeClaim" | "ServiceAccount" | "Namespace" | "Node"))
+            && matches!(
+                rt.kind.as_str(),
+                "Pod"
+                    | "Service"
+                    | "PersistentVolume"
+                    | "PersistentVolumeClaim"
+                    | "ServiceAccount"
+                    | "Namespace"
+                    | "Node"
+            ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -510,7 +557,8 @@ async fn serve_resource(
                     if !verb_allowed("watch") {
                         return Err(ApiError::MethodNotAllowed);
                     }
-                    return watch_response(state, rt.clone(), ns.map(String::from), params, shape, include.to_string()).await;
+                    return watch_response(state, rt.clone(), ns.map(String::from), params, shape, include.to_string())
+                        .await;
                 }
                 if !verb_allowed("list") {
                     return Err(ApiError::MethodNotAllowed);
@@ -563,9 +611,14 @@ async fn serve_resource(
                         if !rt.group.is_empty() {
                             details["group"] = json!(rt.group);
                         }
-                        Ok(json_response(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+                        Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+                        ))
                     }
-                    Deleted::Gone(object) | Deleted::Pending(object) => Ok(object_response(StatusCode::OK, rt, &object, shape, include)),
+                    Deleted::Gone(object) | Deleted::Pending(object) => {
+                        Ok(object_response(StatusCode::OK, rt, &object, shape, include))
+                    }
                 }
             }
             _ => Err(ApiError::MethodNotAllowed),
@@ -609,14 +662,24 @@ async fn serve_resource(
             let pod = registry.get(rt, ns, name).await?;
             if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
                 return Err(ApiError::Conflict {
-                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node {:?}", pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("")),
-                    subject: crate::error::Subject { group: String::new(), kind: "pods/binding".into(), name: name.into() },
+                    message: format!(
+                        "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node {:?}",
+                        pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("")
+                    ),
+                    subject: crate::error::Subject {
+                        group: String::new(),
+                        kind: "pods/binding".into(),
+                        name: name.into(),
+                    },
                     causes: vec![],
                 });
             }
             let options = query.write_options(headers)?;
             registry.patch(rt, ns, name, PatchType::Merge, &patch, "", &options).await?;
-            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (Some(name), Some("eviction")) if rt.kind == "Pod" && method == Method::POST => {
             let bytes = read_body(body, headers).await?;
@@ -626,15 +689,28 @@ async fn serve_resource(
                 options.grace_period = Some(grace);
             }
             registry.delete(rt, ns, name, &options).await?;
-            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (Some(name), Some("log")) if rt.kind == "Pod" && method == Method::GET => {
             let pod = registry.get(rt, ns, name).await?;
-            let containers: Vec<String> = pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)).collect();
+            let containers: Vec<String> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                .collect();
             if let Some(container) = query.get("container").filter(|c| !c.is_empty())
                 && !containers.iter().any(|c| c == container)
-                && !pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten().any(|c| c.get("name").and_then(Value::as_str) == Some(container))
+                && !pod
+                    .pointer("/spec/initContainers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.get("name").and_then(Value::as_str) == Some(container))
             {
                 return Err(ApiError::BadRequest(format!("container {container} is not valid for pod {name}")));
             }
@@ -687,13 +763,17 @@ async fn patch_response(
     };
     if force && !matches!(patch_type, PatchType::Apply { .. }) {
         return Err(ApiError::InvalidOptions {
-            message: "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch".into(),
+            message:
+                "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+                    .into(),
             causes: vec![crate::error::Cause::forbidden("force", "may not be specified for non-apply patch")],
         });
     }
     if matches!(patch_type, PatchType::Apply { .. }) && query.get("fieldManager").is_none_or(str::is_empty) {
         return Err(ApiError::InvalidOptions {
-            message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            message:
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+                    .into(),
             causes: vec![crate::error::Cause::required("fieldManager", "is required for apply patch")],
         });
     }
@@ -711,8 +791,12 @@ fn list_response(rt: &ResourceType, mut list: Value, shape: Shape, include: &str
     match shape {
         Shape::Object => json_response(StatusCode::OK, &list),
         Shape::Metadata => {
-            let items: Vec<Value> = list["items"].as_array().into_iter().flatten().map(table::partial_metadata).collect();
-            json_response(StatusCode::OK, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list["metadata"].take(), "items": items}))
+            let items: Vec<Value> =
+                list["items"].as_array().into_iter().flatten().map(table::partial_metadata).collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list["metadata"].take(), "items": items}),
+            )
         }
         Shape::Table => {
             let items = list["items"].as_array().cloned().unwrap_or_default();
@@ -757,7 +841,8 @@ async fn watch_response(
                     Shape::Metadata => ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string()),
                     Shape::Table => ("meta.k8s.io/v1".to_string(), "Table".to_string()),
                 };
-                let mut object = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}});
+                let mut object =
+                    json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}});
                 if initial_end {
                     object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
                 }
@@ -791,8 +876,12 @@ async fn scale(
         let selector = paths.label_selector.as_deref().and_then(|p| object.pointer(&pointer(p)).cloned());
         let selector = match selector {
             Some(Value::String(s)) => s,
-            _ => object.pointer("/spec/selector/matchLabels").and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            _ => object
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                })
                 .unwrap_or_default(),
         };
         let meta = &object["metadata"];
@@ -836,7 +925,11 @@ async fn scale(
             group: "autoscaling".into(),
             kind: "Scale".into(),
             name: name.into(),
-            causes: vec![crate::error::Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
+            causes: vec![crate::error::Cause::invalid(
+                "spec.replicas",
+                &replicas.to_string(),
+                "must be greater than or equal to 0",
+            )],
         });
     }
     let mut updated = current.clone();
@@ -897,9 +990,18 @@ mod tests {
 
     #[test]
     fn urls_split_into_targets() {
-        assert_eq!(Target::parse(&["namespaces", "a", "status"]).unwrap(), Target { namespace: None, resource: "namespaces", name: Some("a"), subresource: Some("status") });
-        assert_eq!(Target::parse(&["namespaces", "a", "pods"]).unwrap(), Target { namespace: Some("a"), resource: "pods", name: None, subresource: None });
-        assert_eq!(Target::parse(&["namespaces", "a"]).unwrap(), Target { namespace: None, resource: "namespaces", name: Some("a"), subresource: None });
+        assert_eq!(
+            Target::parse(&["namespaces", "a", "status"]).unwrap(),
+            Target { namespace: None, resource: "namespaces", name: Some("a"), subresource: Some("status") }
+        );
+        assert_eq!(
+            Target::parse(&["namespaces", "a", "pods"]).unwrap(),
+            Target { namespace: Some("a"), resource: "pods", name: None, subresource: None }
+        );
+        assert_eq!(
+            Target::parse(&["namespaces", "a"]).unwrap(),
+            Target { namespace: None, resource: "namespaces", name: Some("a"), subresource: None }
+        );
         assert_eq!(Target::parse(&["namespaces", "a", "pods", "p", "log"]).unwrap().subresource, Some("log"));
         assert!(Target::parse(&["a", "b", "c", "d"]).is_none());
     }
@@ -919,7 +1021,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
         assert_eq!(shape(&h), Shape::Table);
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+        );
         assert_eq!(shape(&h), Shape::Metadata);
         h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.kubernetes.protobuf,application/json"));
         assert_eq!(shape(&h), Shape::Object);

@@ -18,10 +18,12 @@ use crate::catalog::{ResourceType, Snapshot};
 /// The content type kubectl expects for `/openapi/v2`.
 pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
+type DocumentCache = HashMap<(u64, String), Arc<Vec<u8>>>;
+
 /// Caches generated documents per catalog generation.
 #[derive(Clone, Debug, Default)]
 pub struct OpenApi {
-    cache: Arc<Mutex<HashMap<(u64, String), Arc<Vec<u8>>>>>,
+    cache: Arc<Mutex<DocumentCache>>,
 }
 
 fn path_key(group: &str, version: &str) -> String {
@@ -122,13 +124,21 @@ fn builtin_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> O
         ("rbac.authorization.k8s.io", "Role") => schema!(rbac::v1::Role),
         ("rbac.authorization.k8s.io", "RoleBinding") => schema!(rbac::v1::RoleBinding),
         ("rbac.authorization.k8s.io", "ClusterRole") => schema!(rbac::v1::ClusterRole),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => schema!(rbac::v1::ClusterRoleBinding),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            schema!(rbac::v1::ClusterRoleBinding)
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             schema!(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)
         }
-        ("authorization.k8s.io", "SelfSubjectAccessReview") => schema!(authorization::v1::SelfSubjectAccessReview),
-        ("authorization.k8s.io", "SelfSubjectRulesReview") => schema!(authorization::v1::SelfSubjectRulesReview),
-        ("authentication.k8s.io", "SelfSubjectReview") => schema!(authentication::v1::SelfSubjectReview),
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            schema!(authorization::v1::SelfSubjectAccessReview)
+        }
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => {
+            schema!(authorization::v1::SelfSubjectRulesReview)
+        }
+        ("authentication.k8s.io", "SelfSubjectReview") => {
+            schema!(authentication::v1::SelfSubjectReview)
+        }
         _ => None,
     }
 }
@@ -157,7 +167,10 @@ fn build_document(types: &[Arc<ResourceType>]) -> Value {
         let name = match &rt.custom {
             Some(info) => {
                 let name = custom_schema_name(rt);
-                let mut schema = info.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                let mut schema = info
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
                 if let Some(props) = schema.as_object_mut() {
                     let properties = props.entry("properties").or_insert(json!({}));
                     properties["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
@@ -182,7 +195,10 @@ fn build_document(types: &[Arc<ResourceType>]) -> Value {
     let mut paths = Map::new();
     for (rt, name) in &names {
         if let Some(schema) = schemas.get_mut(name).and_then(Value::as_object_mut) {
-            schema.insert("x-kubernetes-group-version-kind".into(), json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]));
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]),
+            );
         }
         add_paths(&mut paths, rt, name);
     }
@@ -202,7 +218,14 @@ fn parameter(name: &str, location: &str, kind: &str) -> Value {
     p
 }
 
-fn operation(rt: &ResourceType, action: &str, id: &str, query: &[&str], schema: &str, body: Option<Vec<&str>>) -> Value {
+fn operation(
+    rt: &ResourceType,
+    action: &str,
+    id: &str,
+    query: &[&str],
+    schema: &str,
+    body: Option<Vec<&str>>,
+) -> Value {
     let mut op = json!({
         "operationId": id,
         "parameters": query.iter().map(|q| parameter(q, "query", if *q == "force" || *q == "watch" { "boolean" } else { "string" })).collect::<Vec<_>>(),
@@ -212,14 +235,16 @@ fn operation(rt: &ResourceType, action: &str, id: &str, query: &[&str], schema: 
     });
     if let Some(types) = body {
         let body_schema = if action == "patch" { "io.k8s.apimachinery.pkg.apis.meta.v1.Patch" } else { schema };
-        let content: Map<String, Value> = types.into_iter().map(|t| (t.to_string(), json!({"schema": reference(body_schema)}))).collect();
+        let content: Map<String, Value> =
+            types.into_iter().map(|t| (t.to_string(), json!({"schema": reference(body_schema)}))).collect();
         op["requestBody"] = json!({"content": content, "required": true});
     }
     op
 }
 
 fn add_paths(paths: &mut Map<String, Value>, rt: &ResourceType, schema: &str) {
-    let prefix = if rt.group.is_empty() { format!("/api/{}", rt.version) } else { format!("/apis/{}/{}", rt.group, rt.version) };
+    let prefix =
+        if rt.group.is_empty() { format!("/api/{}", rt.version) } else { format!("/apis/{}/{}", rt.group, rt.version) };
     let collection = if rt.namespaced {
         format!("{prefix}/namespaces/{{namespace}}/{}", rt.plural)
     } else {
@@ -235,12 +260,21 @@ fn add_paths(paths: &mut Map<String, Value>, rt: &ResourceType, schema: &str) {
     let group_part: String = if rt.group.is_empty() {
         "Core".into()
     } else {
-        rt.group.split('.').next().unwrap_or_default().chars().enumerate().map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c }).collect()
+        rt.group
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c })
+            .collect()
     };
-    let version_part: String = rt.version.chars().enumerate().map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c }).collect();
+    let version_part: String =
+        rt.version.chars().enumerate().map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c }).collect();
     let id = |verb: &str| format!("{verb}{group_part}{version_part}{scope}{kind}");
     let write = ["dryRun", "fieldManager", "fieldValidation"];
-    let patch_types = vec!["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
+    let patch_types =
+        vec!["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
     if rt.review {
         paths.insert(collection, json!({"parameters": path_params, "post": operation(rt, "post", &id("create"), &write, schema, Some(vec!["application/json"]))}));
         return;

@@ -8,8 +8,8 @@ use crate::error::{ApiError, ApiResult};
 /// Applies an RFC 6902 patch the way kube-apiserver (evanphx/json-patch) does: a `test` of
 /// `null` succeeds when the path is missing. Failures are 422s carrying the patch error.
 pub fn json_patch(document: &mut Value, patch: &Value) -> ApiResult<()> {
-    let operations: Vec<json_patch::PatchOperation> = serde_json::from_value(patch.clone())
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+    let operations: Vec<json_patch::PatchOperation> =
+        serde_json::from_value(patch.clone()).map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
     let mut working = document.clone();
     for operation in &operations {
         if let json_patch::PatchOperation::Test(test) = operation
@@ -17,18 +17,22 @@ pub fn json_patch(document: &mut Value, patch: &Value) -> ApiResult<()> {
         {
             match working.pointer(test.path.as_str()) {
                 None | Some(Value::Null) => continue,
-                Some(_) => return Err(patch_failed(format!("testing value {} failed: test failed", test.path.as_str()))),
+                Some(_) => {
+                    return Err(patch_failed(format!("testing value {} failed: test failed", test.path.as_str())));
+                }
             }
         }
-        json_patch::patch(&mut working, std::slice::from_ref(operation))
-            .map_err(|e| patch_failed(e.to_string()))?;
+        json_patch::patch(&mut working, std::slice::from_ref(operation)).map_err(|e| patch_failed(e.to_string()))?;
     }
     *document = working;
     Ok(())
 }
 
 fn patch_failed(message: String) -> ApiError {
-    ApiError::InvalidOptions { message: format!("the server rejected our request due to an error in our request: {message}"), causes: Vec::new() }
+    ApiError::InvalidOptions {
+        message: format!("the server rejected our request due to an error in our request: {message}"),
+        causes: Vec::new(),
+    }
 }
 
 /// Applies an RFC 7386 merge patch.
@@ -54,7 +58,9 @@ pub enum ListStrategy {
 /// The merge strategy of the list at `path` (field names from the object root, list indexes
 /// omitted), as the `patchStrategy`/`patchMergeKey` tags of k8s.io/api declare them.
 pub fn list_strategy(path: &[&str]) -> ListStrategy {
-    let Some(last) = path.last() else { return ListStrategy::Replace };
+    let Some(last) = path.last() else {
+        return ListStrategy::Replace;
+    };
     let parent = if path.len() >= 2 { path[path.len() - 2] } else { "" };
     match *last {
         "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::MergeByKey("name"),
@@ -172,11 +178,7 @@ fn merge_list(original: Vec<Value>, patch: &[Value], path: &mut Vec<String>) -> 
     });
     let strategy = list_strategy(&path.iter().map(String::as_str).collect::<Vec<_>>());
     if replace_marker {
-        return Ok(patch
-            .iter()
-            .filter(|item| item.get("$patch").is_none())
-            .map(strip_directives)
-            .collect());
+        return Ok(patch.iter().filter(|item| item.get("$patch").is_none()).map(strip_directives).collect());
     }
     match strategy {
         ListStrategy::Replace => Ok(patch.iter().map(strip_directives).collect()),
@@ -199,9 +201,7 @@ fn merge_list(original: Vec<Value>, patch: &[Value], path: &mut Vec<String>) -> 
                     if item_map.get("$patch").is_some() {
                         continue;
                     }
-                    return Err(smp_error(format!(
-                        "map: {item} does not contain declared merge key: {key}"
-                    )));
+                    return Err(smp_error(format!("map: {item} does not contain declared merge key: {key}")));
                 };
                 let position = result.iter().position(|o| o.get(key) == Some(key_value));
                 let delete = item_map.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -240,8 +240,7 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
         };
         found.unwrap_or(usize::MAX)
     };
-    let mut ranked: Vec<(usize, usize, Value)> =
-        list.drain(..).enumerate().map(|(i, v)| (rank(&v), i, v)).collect();
+    let mut ranked: Vec<(usize, usize, Value)> = list.drain(..).enumerate().map(|(i, v)| (rank(&v), i, v)).collect();
     ranked.sort_by_key(|(r, i, _)| (*r, *i));
     list.extend(ranked.into_iter().map(|(_, _, v)| v));
 }

@@ -71,7 +71,8 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| PkiError::Io { path: path.into(), source };
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
     file.write_all(contents.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -89,7 +90,12 @@ fn ca_params() -> Result<CertificateParams, PkiError> {
     Ok(params)
 }
 
-fn leaf(common_name: &str, organization: Option<&str>, sans: &[String], server: bool) -> Result<CertificateParams, PkiError> {
+fn leaf(
+    common_name: &str,
+    organization: Option<&str>,
+    sans: &[String],
+    server: bool,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(sans.to_vec())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);

@@ -201,7 +201,9 @@ impl Registry {
                     match registry.finalize_namespace(&namespace).await {
                         Ok(true) => break,
                         Ok(false) => {}
-                        Err(error) => tracing::warn!(%namespace, %error, "namespace cleanup failed; retrying"),
+                        Err(error) => {
+                            tracing::warn!(%namespace, %error, "namespace cleanup failed; retrying")
+                        }
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -236,7 +238,8 @@ impl Registry {
     }
 
     fn encode(&self, rt: &ResourceType, object: &Value) -> ApiResult<Bytes> {
-        let mut stored = if rt.group == "events.k8s.io" { strategy::events_v1_to_event(object) } else { object.clone() };
+        let mut stored =
+            if rt.group == "events.k8s.io" { strategy::events_v1_to_event(object) } else { object.clone() };
         if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("selfLink");
@@ -288,9 +291,16 @@ impl Registry {
                 .decode(token)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
-                .ok_or_else(|| ApiError::BadRequest("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into()))?;
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"
+                            .into(),
+                    )
+                })?;
             if params.resource_version.as_deref().is_some_and(|rv| !rv.is_empty() && rv != "0") {
-                return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+                return Err(ApiError::BadRequest(
+                    "specifying resource version is not allowed when using continue".into(),
+                ));
             }
             revision = Some(decoded.rv);
             start_after = Some(format!("{prefix}{}", decoded.start));
@@ -300,7 +310,10 @@ impl Registry {
             if rv == 0 {
                 return Err(ApiError::InvalidOptions {
                     message: "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
-                    causes: vec![Cause::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"")],
+                    causes: vec![Cause::forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    )],
                 });
             }
             revision = Some(rv);
@@ -335,7 +348,8 @@ impl Registry {
                 last_key = Some(kv.key.clone());
             }
         } else {
-            let result = self.store.list(ListOptions { prefix: prefix.clone(), start_after, limit: None, revision }).await?;
+            let result =
+                self.store.list(ListOptions { prefix: prefix.clone(), start_after, limit: None, revision }).await?;
             list_revision = result.revision;
             for kv in &result.items {
                 let object = self.decode(rt, kv)?;
@@ -376,7 +390,10 @@ impl Registry {
         };
         if ns.pointer("/metadata/deletionTimestamp").is_some() {
             return Err(ApiError::Forbidden {
-                message: format!("{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated", rt.plural, ""),
+                message: format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    rt.plural, ""
+                ),
                 subject: Subject { group: rt.group.clone(), kind: rt.plural.clone(), name: String::new() },
                 causes: vec![Cause {
                     reason: "NamespaceTerminating",
@@ -390,9 +407,12 @@ impl Registry {
 
     fn check_type_meta(&self, rt: &ResourceType, object: &mut Value) -> ApiResult<()> {
         let Some(map) = object.as_object_mut() else {
-            return Err(ApiError::BadRequest(format!("the body of the request must be a JSON object describing a {}", rt.kind)));
+            return Err(ApiError::BadRequest(format!(
+                "the body of the request must be a JSON object describing a {}",
+                rt.kind
+            )));
         };
-        let expected_version = if rt.group == "events.k8s.io" { rt.api_version() } else { rt.api_version() };
+        let expected_version = rt.api_version();
         match map.get("apiVersion").and_then(Value::as_str) {
             None | Some("") => {
                 map.insert("apiVersion".into(), json!(expected_version));
@@ -428,7 +448,8 @@ impl Registry {
 
     fn validate(&self, rt: &ResourceType, object: &Value) -> ApiResult<()> {
         let mut causes = Vec::new();
-        let rule = if rt.is_custom() { validation::dns1123_subdomain } else { validation::name_rule(&rt.group, &rt.kind) };
+        let rule =
+            if rt.is_custom() { validation::dns1123_subdomain } else { validation::name_rule(&rt.group, &rt.kind) };
         validation::object_meta(object.get("metadata").unwrap_or(&Value::Null), rule, &mut causes);
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::validate(object, &mut causes);
@@ -525,7 +546,14 @@ impl Registry {
         let manager = options.field_manager.clone();
         match managed_fields {
             Some(managed) => object["metadata"]["managedFields"] = managed,
-            None => fields::record_update(None, &mut object, &manager, &rt.api_version(), "", ListRules { builtin: !rt.is_custom() }),
+            None => fields::record_update(
+                None,
+                &mut object,
+                &manager,
+                &rt.api_version(),
+                "",
+                ListRules { builtin: !rt.is_custom() },
+            ),
         }
         let ns = namespace.unwrap_or("default");
         for attempt in 0..8 {
@@ -546,7 +574,11 @@ impl Registry {
             let key = rt.key(rt.namespaced.then_some(ns), &candidate_name);
             if options.dry_run {
                 if self.store.get(&key).await?.is_some() {
-                    return Err(ApiError::AlreadyExists { group: rt.group.clone(), resource: rt.plural.clone(), name: candidate_name });
+                    return Err(ApiError::AlreadyExists {
+                        group: rt.group.clone(),
+                        resource: rt.plural.clone(),
+                        name: candidate_name,
+                    });
                 }
                 return Ok(candidate);
             }
@@ -556,9 +588,15 @@ impl Registry {
                     self.after_write(rt, &stored).await;
                     return Ok(stored);
                 }
-                Err(StorageError::AlreadyExists { .. }) if name.is_empty() && attempt < 7 => continue,
+                Err(StorageError::AlreadyExists { .. }) if name.is_empty() && attempt < 7 => {
+                    continue;
+                }
                 Err(StorageError::AlreadyExists { .. }) => {
-                    return Err(ApiError::AlreadyExists { group: rt.group.clone(), resource: rt.plural.clone(), name: candidate_name });
+                    return Err(ApiError::AlreadyExists {
+                        group: rt.group.clone(),
+                        resource: rt.plural.clone(),
+                        name: candidate_name,
+                    });
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -576,7 +614,9 @@ impl Registry {
         let mut used_ips = std::collections::HashSet::new();
         let mut used_ports = std::collections::HashSet::new();
         for kv in &existing.items {
-            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
             if let Some(ip) = other.pointer("/spec/clusterIP").and_then(Value::as_str) {
                 used_ips.insert(ip.to_string());
             }
@@ -593,7 +633,8 @@ impl Registry {
             loop {
                 // 10.96.0.0/12, skipping the network address and .1 (the kubernetes service).
                 let offset: u32 = rng.random_range(2..(1 << 20) - 1);
-                let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) + offset).to_string();
+                let ip =
+                    std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) + offset).to_string();
                 if !used_ips.contains(&ip) {
                     break ip;
                 }
@@ -603,7 +644,11 @@ impl Registry {
                 group: String::new(),
                 kind: "Service".into(),
                 name: meta_str(service, "name").unwrap_or_default().to_string(),
-                causes: vec![Cause::invalid("spec.clusterIPs", &requested, "failed to allocate IP: provided IP is already allocated")],
+                causes: vec![Cause::invalid(
+                    "spec.clusterIPs",
+                    &requested,
+                    "failed to allocate IP: provided IP is already allocated",
+                )],
             });
         } else {
             requested
@@ -650,7 +695,9 @@ impl Registry {
         }
         let (current, revision) = self.get_with_revision(rt, namespace, name).await?;
         match meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty()) {
-            Some(rv) if rv != revision.to_string() => return Err(ApiError::stale(&rt.group, &rt.plural, name)),
+            Some(rv) if rv != revision.to_string() => {
+                return Err(ApiError::stale(&rt.group, &rt.plural, name));
+            }
             Some(_) => {}
             None if rt.is_custom() => {
                 return Err(ApiError::Invalid {
@@ -687,10 +734,21 @@ impl Registry {
             let existing = self.get_with_revision(rt, namespace, name).await;
             let (current, revision) = match existing {
                 Ok(found) => found,
-                Err(ApiError::NotFound { .. }) if matches!(patch_type, PatchType::Apply { .. }) && subresource.is_empty() => {
+                Err(ApiError::NotFound { .. })
+                    if matches!(patch_type, PatchType::Apply { .. }) && subresource.is_empty() =>
+                {
                     let mut applied = patch_body.clone();
                     self.check_apply_body(rt, name, &mut applied)?;
-                    let mut object = fields::apply(None, &applied, &options.field_manager, true, &rt.api_version(), "", rules, subject(rt, name))?;
+                    let mut object = fields::apply(
+                        None,
+                        &applied,
+                        &options.field_manager,
+                        true,
+                        &rt.api_version(),
+                        "",
+                        rules,
+                        subject(rt, name),
+                    )?;
                     object["metadata"]["name"] = json!(name);
                     // The Apply entry replaces the Update entry a create would record.
                     let managed = object.pointer("/metadata/managedFields").cloned();
@@ -709,7 +767,16 @@ impl Registry {
                 PatchType::Apply { force } => {
                     let mut applied = patch_body.clone();
                     self.check_apply_body(rt, name, &mut applied)?;
-                    patched = fields::apply(Some(&current), &applied, &options.field_manager, force, &rt.api_version(), subresource, rules, subject(rt, name))?;
+                    patched = fields::apply(
+                        Some(&current),
+                        &applied,
+                        &options.field_manager,
+                        force,
+                        &rt.api_version(),
+                        subresource,
+                        rules,
+                        subject(rt, name),
+                    )?;
                 }
             }
             let explicit_rv = meta_str(&patched, "resourceVersion").map(String::from);
@@ -720,7 +787,8 @@ impl Registry {
                 return Err(ApiError::stale(&rt.group, &rt.plural, name));
             }
             let record = !matches!(patch_type, PatchType::Apply { .. });
-            match self.write_update(rt, namespace, name, current, revision, patched, subresource, options, record).await {
+            match self.write_update(rt, namespace, name, current, revision, patched, subresource, options, record).await
+            {
                 Err(ApiError::Conflict { .. }) if !patch_body_sets_rv(patch_body) => continue,
                 other => return other.map(|o| (o, false)),
             }
@@ -732,7 +800,9 @@ impl Registry {
         if !applied.is_object() {
             return Err(ApiError::BadRequest("an apply patch must be an object".into()));
         }
-        if applied.get("apiVersion").and_then(Value::as_str).is_none() || applied.get("kind").and_then(Value::as_str).is_none() {
+        if applied.get("apiVersion").and_then(Value::as_str).is_none()
+            || applied.get("kind").and_then(Value::as_str).is_none()
+        {
             return Err(ApiError::BadRequest("apiVersion and kind must be set in an apply patch".into()));
         }
         self.check_type_meta(rt, applied)?;
@@ -810,7 +880,10 @@ impl Registry {
                     group: rt.group.clone(),
                     kind: rt.kind.clone(),
                     name: name.to_string(),
-                    causes: vec![Cause::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                    causes: vec![Cause::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
                 });
             }
         }
@@ -869,8 +942,12 @@ impl Registry {
             if !graceful_pod_pending {
                 let kv = match self.store.delete(&key, Some(revision)).await {
                     Ok(kv) => kv,
-                    Err(StorageError::Conflict { .. }) => return Err(ApiError::stale(&rt.group, &rt.plural, name)),
-                    Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+                    Err(StorageError::Conflict { .. }) => {
+                        return Err(ApiError::stale(&rt.group, &rt.plural, name));
+                    }
+                    Err(StorageError::NotFound { .. }) => {
+                        return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 let mut gone = new.clone();
@@ -983,9 +1060,7 @@ impl Registry {
                 match self.store.update(&rt.key(namespace, name), self.encode(rt, &updated)?, revision).await {
                     Ok(kv) => {
                         let stored = self.decode(rt, &kv)?;
-                        if is_namespace
-                            && let Some(sender) = &self.namespace_cleanup
-                        {
+                        if is_namespace && let Some(sender) = &self.namespace_cleanup {
                             let _ = sender.send(name.to_string());
                         }
                         return Ok(Deleted::Pending(stored));
@@ -1005,7 +1080,9 @@ impl Registry {
                     return Ok(Deleted::Gone(gone));
                 }
                 Err(StorageError::Conflict { .. }) => continue,
-                Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(&rt.group, &rt.plural, name)),
+                Err(StorageError::NotFound { .. }) => {
+                    return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1020,7 +1097,8 @@ impl Registry {
         params: &ListParams,
         options: &DeleteOptions,
     ) -> ApiResult<Value> {
-        let mut list = self.list(rt, namespace, &ListParams { limit: None, continue_token: None, ..params.clone() }).await?;
+        let mut list =
+            self.list(rt, namespace, &ListParams { limit: None, continue_token: None, ..params.clone() }).await?;
         let items = list["items"].as_array().cloned().unwrap_or_default();
         let mut deleted = Vec::new();
         for item in items {
@@ -1037,10 +1115,11 @@ impl Registry {
     }
 
     async fn after_write(&self, rt: &ResourceType, _object: &Value) {
-        if rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io" {
-            if let Err(error) = self.refresh_custom_types().await {
-                tracing::error!(%error, "could not refresh custom resource types");
-            }
+        if rt.kind == "CustomResourceDefinition"
+            && rt.group == "apiextensions.k8s.io"
+            && let Err(error) = self.refresh_custom_types().await
+        {
+            tracing::error!(%error, "could not refresh custom resource types");
         }
     }
 
@@ -1070,7 +1149,8 @@ impl Registry {
 
     /// Re-reads every CRD and serves exactly the Established ones.
     pub async fn refresh_custom_types(&self) -> ApiResult<()> {
-        let crds = self.catalog.snapshot().get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
+        let crds =
+            self.catalog.snapshot().get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
         let list = self.store.list(ListOptions { prefix: crds.key_prefix(), ..Default::default() }).await?;
         let mut types = Vec::new();
         for kv in &list.items {
@@ -1100,7 +1180,10 @@ impl Registry {
             if !rt.namespaced || rt.review || !seen_prefixes.insert(rt.key_prefix()) {
                 continue;
             }
-            let list = self.store.list(ListOptions { prefix: rt.namespace_prefix(Some(namespace)), ..Default::default() }).await?;
+            let list = self
+                .store
+                .list(ListOptions { prefix: rt.namespace_prefix(Some(namespace)), ..Default::default() })
+                .await?;
             for kv in list.items {
                 remaining += 1;
                 let object = self.decode(rt, &kv)?;
@@ -1129,7 +1212,8 @@ impl Registry {
             spec.insert("finalizers".into(), json!([]));
         }
         let options = WriteOptions { field_manager: "namespace-controller".into(), ..Default::default() };
-        self.write_update(&namespaces, None, namespace, current, revision, finalized, "finalize", &options, false).await?;
+        self.write_update(&namespaces, None, namespace, current, revision, finalized, "finalize", &options, false)
+            .await?;
         Ok(true)
     }
 
@@ -1141,7 +1225,8 @@ impl Registry {
         params: ListParams,
     ) -> ApiResult<mpsc::Receiver<WatchItem>> {
         self.check_field_selector(&rt, &params.fields)?;
-        if params.send_initial_events == Some(true) && params.resource_version_match.as_deref() != Some("NotOlderThan") {
+        if params.send_initial_events == Some(true) && params.resource_version_match.as_deref() != Some("NotOlderThan")
+        {
             return Err(ApiError::InvalidOptions {
                 message: "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
                 causes: vec![Cause::forbidden("resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")],
@@ -1167,13 +1252,16 @@ impl Registry {
         let watcher = match self.store.watch(&prefix, start) {
             Ok(w) => Some(w),
             Err(StorageError::Compacted { requested, compacted }) => {
-                let error = ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") };
+                let error =
+                    ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") };
                 let _ = sender.try_send(WatchItem::Error(error.status()));
                 None
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(mut watcher) = watcher else { return Ok(receiver) };
+        let Some(mut watcher) = watcher else {
+            return Ok(receiver);
+        };
         let registry = self.clone();
         let timeout = params.timeout.unwrap_or_else(|| Duration::from_secs(1800 + rand::rng().random_range(0..1800)));
         tokio::spawn(async move {
@@ -1182,7 +1270,8 @@ impl Registry {
                     return;
                 }
             }
-            if params.send_initial_events == Some(true) && sender.send(WatchItem::Bookmark(start, true)).await.is_err() {
+            if params.send_initial_events == Some(true) && sender.send(WatchItem::Bookmark(start, true)).await.is_err()
+            {
                 return;
             }
             let deadline = tokio::time::Instant::now() + timeout;

@@ -110,7 +110,9 @@ impl LabelSelector {
                 requirements.push(match op.as_str() {
                     "in" => LabelRequirement::In(key, values),
                     "notin" => LabelRequirement::NotIn(key, values),
-                    other => return Err(bad(format!("found '{other}', expected: in, notin, =, ==, !="))),
+                    other => {
+                        return Err(bad(format!("found '{other}', expected: in, notin, =, ==, !=")));
+                    }
                 });
             }
             skip_ws(&mut i);
@@ -174,11 +176,7 @@ impl FieldSelector {
             } else {
                 return Err(ApiError::BadRequest(format!("invalid selector: '{term}'; can't understand '{term}'")));
             };
-            requirements.push(FieldRequirement {
-                field: field.trim().to_string(),
-                value: unescape(&value),
-                negated,
-            });
+            requirements.push(FieldRequirement { field: field.trim().to_string(), value: unescape(&value), negated });
         }
         Ok(FieldSelector(requirements))
     }

@@ -141,7 +141,8 @@ pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> 
     registry.bookmark_interval = config.bookmark_interval;
     registry.start_background().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     registry.bootstrap().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let mut sans = config.sans.clone();
     if !addr.ip().is_unspecified() {
@@ -150,7 +151,8 @@ pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> 
     let pki = if config.plain_http { None } else { Some(Pki::load_or_create(&config.dir, &sans)?) };
     let mut tokens = HashMap::new();
     if let Some(pki) = &pki {
-        tokens.insert(pki.admin_token.clone(), Identity { user: "admin".into(), groups: vec!["system:masters".into()] });
+        tokens
+            .insert(pki.admin_token.clone(), Identity { user: "admin".into(), groups: vec!["system:masters".into()] });
     }
     let state = Arc::new(AppState {
         registry,

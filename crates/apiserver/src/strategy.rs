@@ -176,7 +176,9 @@ pub fn ensure_object<'a>(object: &'a mut Value, field: &str) -> &'a mut Map<Stri
 
 /// The pod spec defaults (also applied to pod templates).
 pub fn default_pod_spec(spec: &mut Value) {
-    let Some(spec) = spec.as_object_mut() else { return };
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
     spec.entry("restartPolicy").or_insert(json!("Always"));
     spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
     spec.entry("schedulerName").or_insert(json!("default-scheduler"));
@@ -185,7 +187,9 @@ pub fn default_pod_spec(spec: &mut Value) {
     for key in ["containers", "initContainers"] {
         if let Some(containers) = spec.get_mut(key).and_then(Value::as_array_mut) {
             for container in containers {
-                let Some(c) = container.as_object_mut() else { continue };
+                let Some(c) = container.as_object_mut() else {
+                    continue;
+                };
                 c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
                 c.entry("terminationMessagePolicy").or_insert(json!("File"));
                 c.entry("resources").or_insert(json!({}));
@@ -263,7 +267,12 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
                 let matches = selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
                 if !matches {
                     let labels_text = labels
-                        .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                        .map(|l| {
+                            l.iter()
+                                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
                         .unwrap_or_default();
                     causes.push(Cause::invalid(
                         "spec.template.metadata.labels",
@@ -275,7 +284,11 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
             if let Some(replicas) = object.pointer("/spec/replicas").and_then(Value::as_i64)
                 && replicas < 0
             {
-                causes.push(Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0"));
+                causes.push(Cause::invalid(
+                    "spec.replicas",
+                    &replicas.to_string(),
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         ("", "Service") => {

@@ -12,41 +12,149 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
     let name = ("Name", "string", 0);
     let age = ("Age", "string", 0);
     let mut cols = match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Pod") => vec![name, ("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "string", 0), age,
-            ("IP", "string", 1), ("Node", "string", 1), ("Nominated Node", "string", 1), ("Readiness Gates", "string", 1)],
-        ("apps", "Deployment") => vec![name, ("Ready", "string", 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0), age,
-            ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
-        ("apps", "ReplicaSet") | ("", "ReplicationController") => vec![name, ("Desired", "integer", 0), ("Current", "integer", 0),
-            ("Ready", "integer", 0), age, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
-        ("apps", "StatefulSet") => vec![name, ("Ready", "string", 0), age, ("Containers", "string", 1), ("Images", "string", 1)],
-        ("apps", "DaemonSet") => vec![name, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
-            ("Up-to-date", "integer", 0), ("Available", "integer", 0), ("Node Selector", "string", 0), age,
-            ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
-        ("batch", "Job") => vec![name, ("Status", "string", 0), ("Completions", "string", 0), ("Duration", "string", 0), age,
-            ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
-        ("batch", "CronJob") => vec![name, ("Schedule", "string", 0), ("Timezone", "string", 0), ("Suspend", "boolean", 0),
-            ("Active", "integer", 0), ("Last Schedule", "string", 0), age, ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
-        ("", "Service") => vec![name, ("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
-            ("Port(s)", "string", 0), age, ("Selector", "string", 1)],
-        ("", "Node") => vec![name, ("Status", "string", 0), ("Roles", "string", 0), age, ("Version", "string", 0),
-            ("Internal-IP", "string", 1), ("External-IP", "string", 1), ("OS-Image", "string", 1), ("Kernel-Version", "string", 1), ("Container-Runtime", "string", 1)],
+        ("", "Pod") => vec![
+            name,
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            age,
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        ("apps", "Deployment") => vec![
+            name,
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            age,
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => vec![
+            name,
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            age,
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        ("apps", "StatefulSet") => {
+            vec![name, ("Ready", "string", 0), age, ("Containers", "string", 1), ("Images", "string", 1)]
+        }
+        ("apps", "DaemonSet") => vec![
+            name,
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            age,
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        ("batch", "Job") => vec![
+            name,
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            age,
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        ("batch", "CronJob") => vec![
+            name,
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            age,
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        ("", "Service") => vec![
+            name,
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            age,
+            ("Selector", "string", 1),
+        ],
+        ("", "Node") => vec![
+            name,
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            age,
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
         ("", "Namespace") => vec![name, ("Status", "string", 0), age],
         ("", "ConfigMap") => vec![name, ("Data", "integer", 0), age],
         ("", "Secret") => vec![name, ("Type", "string", 0), ("Data", "integer", 0), age],
         ("", "ServiceAccount") => vec![name, ("Secrets", "integer", 0), age],
         ("", "Endpoints") => vec![name, ("Endpoints", "string", 0), age],
-        ("", "PersistentVolumeClaim") => vec![name, ("Status", "string", 0), ("Volume", "string", 0), ("Capacity", "string", 0),
-            ("Access Modes", "string", 0), ("StorageClass", "string", 0), age, ("VolumeMode", "string", 1)],
-        ("", "PersistentVolume") => vec![name, ("Capacity", "string", 0), ("Access Modes", "string", 0), ("Reclaim Policy", "string", 0),
-            ("Status", "string", 0), ("Claim", "string", 0), ("StorageClass", "string", 0), ("Reason", "string", 0), age],
-        ("", "Event") => vec![("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0), ("Object", "string", 0),
-            ("Message", "string", 0)],
-        ("networking.k8s.io", "Ingress") => vec![name, ("Class", "string", 0), ("Hosts", "string", 0), ("Address", "string", 0),
-            ("Ports", "string", 0), age],
-        ("storage.k8s.io", "StorageClass") => vec![name, ("Provisioner", "string", 0), ("ReclaimPolicy", "string", 0),
-            ("VolumeBindingMode", "string", 0), ("AllowVolumeExpansion", "string", 0), age],
+        ("", "PersistentVolumeClaim") => vec![
+            name,
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            age,
+            ("VolumeMode", "string", 1),
+        ],
+        ("", "PersistentVolume") => vec![
+            name,
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Reason", "string", 0),
+            age,
+        ],
+        ("", "Event") => vec![
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+        ],
+        ("networking.k8s.io", "Ingress") => vec![
+            name,
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            age,
+        ],
+        ("storage.k8s.io", "StorageClass") => vec![
+            name,
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
+            age,
+        ],
         ("coordination.k8s.io", "Lease") => vec![name, ("Holder", "string", 0), age],
-        ("scheduling.k8s.io", "PriorityClass") => vec![name, ("Value", "integer", 0), ("Global-Default", "boolean", 0), age],
+        ("scheduling.k8s.io", "PriorityClass") => {
+            vec![name, ("Value", "integer", 0), ("Global-Default", "boolean", 0), age]
+        }
         _ => Vec::new(),
     };
     if cols.is_empty() && rt.is_custom() {
@@ -57,7 +165,13 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
 
 /// The Table for `objects`. `headers` false omits column definitions (watch events after the
 /// first); `include_object` is `None`, `Metadata` (default) or `Object`.
-pub fn table(rt: &ResourceType, objects: &[Value], resource_version: Option<&str>, headers: bool, include_object: &str) -> Value {
+pub fn table(
+    rt: &ResourceType,
+    objects: &[Value],
+    resource_version: Option<&str>,
+    headers: bool,
+    include_object: &str,
+) -> Value {
     let mut builtin = columns(rt);
     let custom_columns = rt.custom.as_ref().map(|c| c.printer_columns.clone()).unwrap_or_default();
     let generic = builtin.is_empty();
@@ -75,7 +189,9 @@ pub fn table(rt: &ResourceType, objects: &[Value], resource_version: Option<&str
         definitions.push(json!({"name": c.name, "type": c.column_type, "format": c.format, "description": c.description, "priority": c.priority}));
     }
     if rt.is_custom() {
-        definitions.push(json!({"name": "Age", "type": "date", "format": "", "description": description("Age"), "priority": 0}));
+        definitions.push(
+            json!({"name": "Age", "type": "date", "format": "", "description": description("Age"), "priority": 0}),
+        );
     }
     let rows: Vec<Value> = objects
         .iter()
@@ -126,11 +242,17 @@ pub fn partial_metadata(object: &Value) -> Value {
 
 fn description(column: &str) -> &'static str {
     match column {
-        "Name" => "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
-        "Age" | "Created At" => "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        "Name" => {
+            "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+        }
+        "Age" | "Created At" => {
+            "CreationTimestamp is a timestamp representing the server time when this object was created."
+        }
         "Ready" => "The aggregate readiness state of this object.",
         "Status" => "The aggregate status of this object.",
-        "Restarts" => "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+        "Restarts" => {
+            "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."
+        }
         _ => "",
     }
 }
@@ -159,16 +281,21 @@ fn containers_and_images(o: &Value, spec: &str) -> (String, String) {
 }
 
 fn selector_text(o: &Value) -> String {
-    let Some(selector) = o.pointer("/spec/selector") else { return "<none>".into() };
+    let Some(selector) = o.pointer("/spec/selector") else {
+        return "<none>".into();
+    };
     let mut parts: Vec<String> = Vec::new();
-    let labels = selector.get("matchLabels").and_then(Value::as_object).or(selector.as_object().filter(|_| selector.get("matchLabels").is_none() && selector.get("matchExpressions").is_none()));
+    let labels = selector.get("matchLabels").and_then(Value::as_object).or(selector
+        .as_object()
+        .filter(|_| selector.get("matchLabels").is_none() && selector.get("matchExpressions").is_none()));
     if let Some(map) = labels {
         for (k, v) in map {
             parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
         }
     }
     for e in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-        let values: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let values: Vec<&str> =
+            e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         let key = s(e, "/key");
         match s(e, "/operator") {
             "In" => parts.push(format!("{key} in ({})", values.join(","))),
@@ -187,7 +314,8 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let age_cell = json!(age(created));
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Pod") => {
-            let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+            let statuses =
+                o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
             let total = o.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
             let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count();
             let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
@@ -208,77 +336,187 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 reason = "Terminating".into();
             }
             let gates = o.pointer("/spec/readinessGates").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-            vec![name, json!(format!("{ready}/{total}")), json!(reason), json!(restarts.to_string()), age_cell,
-                json!(or_none(s(o, "/status/podIP").into())), json!(or_none(s(o, "/spec/nodeName").into())),
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(reason),
+                json!(restarts.to_string()),
+                age_cell,
+                json!(or_none(s(o, "/status/podIP").into())),
+                json!(or_none(s(o, "/spec/nodeName").into())),
                 json!(or_none(s(o, "/status/nominatedNodeName").into())),
-                json!(if gates == 0 { "<none>".to_string() } else { format!("0/{gates}") })]
+                json!(if gates == 0 { "<none>".to_string() } else { format!("0/{gates}") }),
+            ]
         }
         ("apps", "Deployment") => {
             let (c, img) = containers_and_images(o, "/spec/template/spec");
-            vec![name, json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))),
-                json!(i(o, "/status/updatedReplicas")), json!(i(o, "/status/availableReplicas")), age_cell,
-                json!(c), json!(img), json!(selector_text(o))]
+            vec![
+                name,
+                json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))),
+                json!(i(o, "/status/updatedReplicas")),
+                json!(i(o, "/status/availableReplicas")),
+                age_cell,
+                json!(c),
+                json!(img),
+                json!(selector_text(o)),
+            ]
         }
         ("apps", "ReplicaSet") | ("", "ReplicationController") => {
             let (c, img) = containers_and_images(o, "/spec/template/spec");
-            vec![name, json!(i(o, "/spec/replicas")), json!(i(o, "/status/replicas")), json!(i(o, "/status/readyReplicas")),
-                age_cell, json!(c), json!(img), json!(selector_text(o))]
+            vec![
+                name,
+                json!(i(o, "/spec/replicas")),
+                json!(i(o, "/status/replicas")),
+                json!(i(o, "/status/readyReplicas")),
+                age_cell,
+                json!(c),
+                json!(img),
+                json!(selector_text(o)),
+            ]
         }
         ("apps", "StatefulSet") => {
             let (c, img) = containers_and_images(o, "/spec/template/spec");
-            vec![name, json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))), age_cell, json!(c), json!(img)]
+            vec![
+                name,
+                json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))),
+                age_cell,
+                json!(c),
+                json!(img),
+            ]
         }
         ("apps", "DaemonSet") => {
             let (c, img) = containers_and_images(o, "/spec/template/spec");
-            let node_selector = o.pointer("/spec/template/spec/nodeSelector").and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            let node_selector = o
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                })
                 .unwrap_or_default();
-            vec![name, json!(i(o, "/status/desiredNumberScheduled")), json!(i(o, "/status/currentNumberScheduled")),
-                json!(i(o, "/status/numberReady")), json!(i(o, "/status/updatedNumberScheduled")), json!(i(o, "/status/numberAvailable")),
-                json!(or_none(node_selector)), age_cell, json!(c), json!(img), json!(selector_text(o))]
+            vec![
+                name,
+                json!(i(o, "/status/desiredNumberScheduled")),
+                json!(i(o, "/status/currentNumberScheduled")),
+                json!(i(o, "/status/numberReady")),
+                json!(i(o, "/status/updatedNumberScheduled")),
+                json!(i(o, "/status/numberAvailable")),
+                json!(or_none(node_selector)),
+                age_cell,
+                json!(c),
+                json!(img),
+                json!(selector_text(o)),
+            ]
         }
         ("batch", "Job") => {
             let (c, img) = containers_and_images(o, "/spec/template/spec");
             let conditions = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
             let has = |t: &str| conditions.iter().any(|c| s(c, "/type") == t && s(c, "/status") == "True");
-            let status = if has("Complete") { "Complete" } else if has("Failed") { "Failed" } else if has("Suspended") { "Suspended" } else { "Running" };
+            let status = if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if has("Suspended") {
+                "Suspended"
+            } else {
+                "Running"
+            };
             let completions = match o.pointer("/spec/completions").and_then(Value::as_i64) {
                 Some(n) => format!("{}/{n}", i(o, "/status/succeeded")),
                 None => format!("{}/1 of {}", i(o, "/status/succeeded"), i(o, "/spec/parallelism")),
             };
             let start = s(o, "/status/startTime");
             let end = s(o, "/status/completionTime");
-            let duration = if start.is_empty() { String::new() } else { span(start, if end.is_empty() { None } else { Some(end) }) };
-            vec![name, json!(status), json!(completions), json!(duration), age_cell, json!(c), json!(img), json!(selector_text(o))]
+            let duration = if start.is_empty() {
+                String::new()
+            } else {
+                span(start, if end.is_empty() { None } else { Some(end) })
+            };
+            vec![
+                name,
+                json!(status),
+                json!(completions),
+                json!(duration),
+                age_cell,
+                json!(c),
+                json!(img),
+                json!(selector_text(o)),
+            ]
         }
         ("batch", "CronJob") => {
             let (c, img) = containers_and_images(o, "/spec/jobTemplate/spec/template/spec");
             let last = s(o, "/status/lastScheduleTime");
-            vec![name, json!(s(o, "/spec/schedule")), json!(or_none(s(o, "/spec/timeZone").into())),
+            vec![
+                name,
+                json!(s(o, "/spec/schedule")),
+                json!(or_none(s(o, "/spec/timeZone").into())),
                 json!(o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)),
                 json!(o.pointer("/status/active").and_then(Value::as_array).map(Vec::len).unwrap_or(0)),
-                json!(if last.is_empty() { "<none>".into() } else { age(last) }), age_cell, json!(c), json!(img), json!("<none>")]
+                json!(if last.is_empty() { "<none>".into() } else { age(last) }),
+                age_cell,
+                json!(c),
+                json!(img),
+                json!("<none>"),
+            ]
         }
         ("", "Service") => {
-            let ports: Vec<String> = o.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().map(|p| {
-                let node = p.get("nodePort").and_then(Value::as_i64).map(|n| format!(":{n}")).unwrap_or_default();
-                format!("{}{node}/{}", i(p, "/port"), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))
-            }).collect();
-            let external: Vec<String> = o.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten()
-                .map(|ing| if s(ing, "/ip").is_empty() { s(ing, "/hostname").to_string() } else { s(ing, "/ip").to_string() })
-                .chain(o.pointer("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(String::from)))
+            let ports: Vec<String> = o
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let node = p.get("nodePort").and_then(Value::as_i64).map(|n| format!(":{n}")).unwrap_or_default();
+                    format!("{}{node}/{}", i(p, "/port"), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))
+                })
                 .collect();
+            let external: Vec<String> =
+                o.pointer("/status/loadBalancer/ingress")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|ing| {
+                        if s(ing, "/ip").is_empty() {
+                            s(ing, "/hostname").to_string()
+                        } else {
+                            s(ing, "/ip").to_string()
+                        }
+                    })
+                    .chain(
+                        o.pointer("/spec/externalIPs")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(String::from)),
+                    )
+                    .collect();
             let service_type = s(o, "/spec/type");
             let external_text = if external.is_empty() {
-                if service_type == "LoadBalancer" { "<pending>".into() } else if service_type == "ExternalName" { s(o, "/spec/externalName").to_string() } else { "<none>".into() }
+                if service_type == "LoadBalancer" {
+                    "<pending>".into()
+                } else if service_type == "ExternalName" {
+                    s(o, "/spec/externalName").to_string()
+                } else {
+                    "<none>".into()
+                }
             } else {
                 external.join(",")
             };
-            let selector = o.pointer("/spec/selector").and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            let selector = o
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                })
                 .unwrap_or_default();
-            vec![name, json!(service_type), json!(or_none(s(o, "/spec/clusterIP").into())), json!(external_text),
-                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }), age_cell, json!(or_none(selector))]
+            vec![
+                name,
+                json!(service_type),
+                json!(or_none(s(o, "/spec/clusterIP").into())),
+                json!(external_text),
+                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                age_cell,
+                json!(or_none(selector)),
+            ]
         }
         ("", "Node") => {
             let conditions = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -291,13 +529,34 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
                 status.push_str(",SchedulingDisabled");
             }
-            let roles: Vec<String> = o.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten()
-                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).collect();
-            let address = |t: &str| o.pointer("/status/addresses").and_then(Value::as_array).into_iter().flatten()
-                .find(|a| s(a, "/type") == t).map(|a| s(a, "/address").to_string()).unwrap_or_else(|| "<none>".into());
-            vec![name, json!(status), json!(or_none(roles.join(","))), age_cell, json!(s(o, "/status/nodeInfo/kubeletVersion")),
-                json!(address("InternalIP")), json!(address("ExternalIP")), json!(or_none(s(o, "/status/nodeInfo/osImage").into())),
-                json!(or_none(s(o, "/status/nodeInfo/kernelVersion").into())), json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion").into()))]
+            let roles: Vec<String> = o
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(String::from))
+                .collect();
+            let address = |t: &str| {
+                o.pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|a| s(a, "/type") == t)
+                    .map(|a| s(a, "/address").to_string())
+                    .unwrap_or_else(|| "<none>".into())
+            };
+            vec![
+                name,
+                json!(status),
+                json!(or_none(roles.join(","))),
+                age_cell,
+                json!(s(o, "/status/nodeInfo/kubeletVersion")),
+                json!(address("InternalIP")),
+                json!(address("ExternalIP")),
+                json!(or_none(s(o, "/status/nodeInfo/osImage").into())),
+                json!(or_none(s(o, "/status/nodeInfo/kernelVersion").into())),
+                json!(or_none(s(o, "/status/nodeInfo/containerRuntimeVersion").into())),
+            ]
         }
         ("", "Namespace") => vec![name, json!(s(o, "/status/phase")), age_cell],
         ("", "ConfigMap") => {
@@ -309,11 +568,19 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             let n = o.get("data").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0);
             vec![name, json!(s(o, "/type")), json!(n), age_cell]
         }
-        ("", "ServiceAccount") => vec![name, json!(o.get("secrets").and_then(Value::as_array).map(Vec::len).unwrap_or(0)), age_cell],
+        ("", "ServiceAccount") => {
+            vec![name, json!(o.get("secrets").and_then(Value::as_array).map(Vec::len).unwrap_or(0)), age_cell]
+        }
         ("", "Endpoints") => {
             let mut endpoints = Vec::new();
             for subset in o.get("subsets").and_then(Value::as_array).into_iter().flatten() {
-                let ports: Vec<i64> = subset.get("ports").and_then(Value::as_array).into_iter().flatten().map(|p| i(p, "/port")).collect();
+                let ports: Vec<i64> = subset
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| i(p, "/port"))
+                    .collect();
                 for a in subset.get("addresses").and_then(Value::as_array).into_iter().flatten() {
                     if ports.is_empty() {
                         endpoints.push(s(a, "/ip").to_string());
@@ -323,43 +590,124 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                     }
                 }
             }
-            let text = if endpoints.len() > 3 { format!("{} + {} more...", endpoints[..3].join(","), endpoints.len() - 3) } else { endpoints.join(",") };
+            let text = if endpoints.len() > 3 {
+                format!("{} + {} more...", endpoints[..3].join(","), endpoints.len() - 3)
+            } else {
+                endpoints.join(",")
+            };
             vec![name, json!(or_none(text)), age_cell]
         }
         ("", "PersistentVolumeClaim") => {
-            let modes: Vec<&str> = o.pointer("/status/accessModes").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(short_mode).collect();
-            vec![name, json!(s(o, "/status/phase")), json!(s(o, "/spec/volumeName")), json!(s(o, "/status/capacity/storage")),
-                json!(modes.join(",")), json!(or_none(s(o, "/spec/storageClassName").into())), age_cell, json!(s(o, "/spec/volumeMode"))]
+            let modes: Vec<&str> = o
+                .pointer("/status/accessModes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(short_mode)
+                .collect();
+            vec![
+                name,
+                json!(s(o, "/status/phase")),
+                json!(s(o, "/spec/volumeName")),
+                json!(s(o, "/status/capacity/storage")),
+                json!(modes.join(",")),
+                json!(or_none(s(o, "/spec/storageClassName").into())),
+                age_cell,
+                json!(s(o, "/spec/volumeMode")),
+            ]
         }
         ("", "PersistentVolume") => {
-            let modes: Vec<&str> = o.pointer("/spec/accessModes").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(short_mode).collect();
-            let claim = if s(o, "/spec/claimRef/name").is_empty() { String::new() } else { format!("{}/{}", s(o, "/spec/claimRef/namespace"), s(o, "/spec/claimRef/name")) };
-            vec![name, json!(s(o, "/spec/capacity/storage")), json!(modes.join(",")), json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
-                json!(s(o, "/status/phase")), json!(claim), json!(s(o, "/spec/storageClassName")), json!(s(o, "/status/reason")), age_cell]
+            let modes: Vec<&str> = o
+                .pointer("/spec/accessModes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(short_mode)
+                .collect();
+            let claim = if s(o, "/spec/claimRef/name").is_empty() {
+                String::new()
+            } else {
+                format!("{}/{}", s(o, "/spec/claimRef/namespace"), s(o, "/spec/claimRef/name"))
+            };
+            vec![
+                name,
+                json!(s(o, "/spec/capacity/storage")),
+                json!(modes.join(",")),
+                json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
+                json!(s(o, "/status/phase")),
+                json!(claim),
+                json!(s(o, "/spec/storageClassName")),
+                json!(s(o, "/status/reason")),
+                age_cell,
+            ]
         }
         ("", "Event") => {
-            let last = [s(o, "/lastTimestamp"), s(o, "/eventTime"), s(o, "/metadata/creationTimestamp")].into_iter().find(|t| !t.is_empty()).unwrap_or("");
+            let last = [s(o, "/lastTimestamp"), s(o, "/eventTime"), s(o, "/metadata/creationTimestamp")]
+                .into_iter()
+                .find(|t| !t.is_empty())
+                .unwrap_or("");
             let object = format!("{}/{}", s(o, "/involvedObject/kind").to_lowercase(), s(o, "/involvedObject/name"));
-            vec![json!(age(last)), json!(s(o, "/type")), json!(s(o, "/reason")), json!(object), json!(s(o, "/message").trim())]
+            vec![
+                json!(age(last)),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(object),
+                json!(s(o, "/message").trim()),
+            ]
         }
         ("networking.k8s.io", "Ingress") => {
-            let hosts: Vec<&str> = o.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten().map(|r| s(r, "/host")).filter(|h| !h.is_empty()).collect();
-            let address: Vec<&str> = o.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten().map(|a| s(a, "/ip")).collect();
+            let hosts: Vec<&str> = o
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| s(r, "/host"))
+                .filter(|h| !h.is_empty())
+                .collect();
+            let address: Vec<&str> = o
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|a| s(a, "/ip"))
+                .collect();
             let ports = if o.pointer("/spec/tls").is_some() { "80, 443" } else { "80" };
-            vec![name, json!(or_none(s(o, "/spec/ingressClassName").into())), json!(if hosts.is_empty() { "*".into() } else { hosts.join(",") }),
-                json!(address.join(",")), json!(ports), age_cell]
+            vec![
+                name,
+                json!(or_none(s(o, "/spec/ingressClassName").into())),
+                json!(if hosts.is_empty() { "*".into() } else { hosts.join(",") }),
+                json!(address.join(",")),
+                json!(ports),
+                age_cell,
+            ]
         }
         ("storage.k8s.io", "StorageClass") => {
             let mut n = name_of(o);
-            if o.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true") {
+            if o.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str)
+                == Some("true")
+            {
                 n.push_str(" (default)");
             }
-            vec![json!(n), json!(s(o, "/provisioner")), json!(o.get("reclaimPolicy").and_then(Value::as_str).unwrap_or("Delete")),
+            vec![
+                json!(n),
+                json!(s(o, "/provisioner")),
+                json!(o.get("reclaimPolicy").and_then(Value::as_str).unwrap_or("Delete")),
                 json!(o.get("volumeBindingMode").and_then(Value::as_str).unwrap_or("Immediate")),
-                json!(o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false).to_string()), age_cell]
+                json!(o.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false).to_string()),
+                age_cell,
+            ]
         }
-        ("coordination.k8s.io", "Lease") => vec![name, json!(s(o, "/spec/holderIdentity")), age_cell],
-        ("scheduling.k8s.io", "PriorityClass") => vec![name, json!(i(o, "/value")), json!(o.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)), age_cell],
+        ("coordination.k8s.io", "Lease") => {
+            vec![name, json!(s(o, "/spec/holderIdentity")), age_cell]
+        }
+        ("scheduling.k8s.io", "PriorityClass") => vec![
+            name,
+            json!(i(o, "/value")),
+            json!(o.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+            age_cell,
+        ],
         _ => vec![name, age_cell],
     }
 }
@@ -410,7 +758,9 @@ pub fn age(timestamp: &str) -> String {
 }
 
 fn span(start: &str, end: Option<&str>) -> String {
-    let Ok(s) = start.parse::<jiff::Timestamp>() else { return String::new() };
+    let Ok(s) = start.parse::<jiff::Timestamp>() else {
+        return String::new();
+    };
     let e = end.and_then(|e| e.parse::<jiff::Timestamp>().ok()).unwrap_or_else(jiff::Timestamp::now);
     human_duration((e - s).get_seconds())
 }
@@ -425,7 +775,9 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = minutes / 60;
     let days = hours / 24;
     let years = days / 365;
-    let pair = |a: i64, au: &str, b: i64, bu: &str| if b == 0 { format!("{a}{au}") } else { format!("{a}{au}{b}{bu}") };
+    let pair = |a: i64, au: &str, b: i64, bu: &str| {
+        if b == 0 { format!("{a}{au}") } else { format!("{a}{au}{b}{bu}") }
+    };
     if seconds < 120 {
         format!("{seconds}s")
     } else if minutes < 10 {
@@ -454,7 +806,16 @@ mod tests {
 
     #[test]
     fn human_durations_match_kubectl() {
-        for (s, expected) in [(5, "5s"), (119, "119s"), (125, "2m5s"), (600, "10m"), (3 * 3600 + 120, "3h2m"), (30 * 3600, "30h"), (3 * 86400 + 3600, "3d1h"), (20 * 86400, "20d")] {
+        for (s, expected) in [
+            (5, "5s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 120, "3h2m"),
+            (30 * 3600, "30h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (20 * 86400, "20d"),
+        ] {
             assert_eq!(human_duration(s), expected, "{s}");
         }
     }

@@ -24,7 +24,9 @@ pub fn dns1123_subdomain(name: &str) -> Result<(), String> {
     if name.split('.').all(is_label) {
         Ok(())
     } else {
-        Err(format!("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{SUBDOMAIN_REGEX}')"))
+        Err(format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{SUBDOMAIN_REGEX}')"
+        ))
     }
 }
 
@@ -36,7 +38,9 @@ pub fn dns1123_label(name: &str) -> Result<(), String> {
     if is_label(name) {
         Ok(())
     } else {
-        Err(format!("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{LABEL_REGEX}')"))
+        Err(format!(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{LABEL_REGEX}')"
+        ))
     }
 }
 
@@ -48,7 +52,9 @@ pub fn dns1035_label(name: &str) -> Result<(), String> {
     if is_label(name) && name.as_bytes()[0].is_ascii_lowercase() {
         Ok(())
     } else {
-        Err(format!("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '{DNS1035_REGEX}')"))
+        Err(format!(
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '{DNS1035_REGEX}')"
+        ))
     }
 }
 

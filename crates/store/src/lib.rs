@@ -158,17 +158,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StorageError>;
 
     /// Replaces a key's value if its modification revision is still `expected`.
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-    ) -> Result<KeyValue, StorageError>;
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StorageError>;
 
     /// Deletes a key, if `expected` is given only when its modification revision matches.
     /// Returns the deleted value with `mod_revision` set to the deletion's revision.
-    async fn delete(&self, key: &str, expected: Option<Revision>)
-    -> Result<KeyValue, StorageError>;
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StorageError>;
 
     /// Watches every change under `prefix` after revision `after`.
     fn watch(&self, prefix: &str, after: Revision) -> Result<Watcher, StorageError>;

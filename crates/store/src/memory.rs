@@ -59,20 +59,11 @@ impl Storage for MemoryStorage {
         self.apply(Op::Create { key: key.to_string(), value })
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-    ) -> Result<KeyValue, StorageError> {
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StorageError> {
         self.apply(Op::Update { key: key.to_string(), value, expected })
     }
 
-    async fn delete(
-        &self,
-        key: &str,
-        expected: Option<Revision>,
-    ) -> Result<KeyValue, StorageError> {
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StorageError> {
         self.apply(Op::Delete { key: key.to_string(), expected })
     }
 

@@ -16,9 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::state::{Op, Plan, Shared};
-use crate::{
-    EventKind, KeyValue, ListOptions, ListResult, Revision, Storage, StorageError, Watcher,
-};
+use crate::{EventKind, KeyValue, ListOptions, ListResult, Revision, Storage, StorageError, Watcher};
 
 /// Largest number of writes grouped into one transaction.
 const MAX_BATCH: usize = 512;
@@ -66,9 +64,7 @@ impl SqliteStorage {
         )
         .map_err(StorageError::Backend)?;
         let revision: Revision = conn
-            .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |row| {
-                row.get::<_, i64>(0)
-            })
+            .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |row| row.get::<_, i64>(0))
             .optional()
             .map_err(StorageError::Backend)?
             .map(|r| r as Revision)
@@ -184,10 +180,7 @@ fn commit(conn: &mut Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
                 }
             }
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (name, value) VALUES ('revision', ?1)",
-            params![plan.revision as i64],
-        )?;
+        tx.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('revision', ?1)", params![plan.revision as i64])?;
     }
     tx.commit()
 }
@@ -214,20 +207,11 @@ impl Storage for SqliteStorage {
         self.apply(Op::Create { key: key.to_string(), value }).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Revision,
-    ) -> Result<KeyValue, StorageError> {
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StorageError> {
         self.apply(Op::Update { key: key.to_string(), value, expected }).await
     }
 
-    async fn delete(
-        &self,
-        key: &str,
-        expected: Option<Revision>,
-    ) -> Result<KeyValue, StorageError> {
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StorageError> {
         self.apply(Op::Delete { key: key.to_string(), expected }).await
     }
 

@@ -97,15 +97,9 @@ impl Shared {
                     };
                     Ok(put(&mut events, &mut overlay, key, kv, None))
                 }
-                (Op::Update { .. } | Op::Delete { .. }, None) => {
-                    Err(StorageError::NotFound { key: key.clone() })
-                }
+                (Op::Update { .. } | Op::Delete { .. }, None) => Err(StorageError::NotFound { key: key.clone() }),
                 (Op::Update { expected, .. }, Some(prev)) if prev.mod_revision != *expected => {
-                    Err(StorageError::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        actual: prev.mod_revision,
-                    })
+                    Err(StorageError::Conflict { key: key.clone(), expected: *expected, actual: prev.mod_revision })
                 }
                 (Op::Update { value, .. }, Some(prev)) => {
                     revision += 1;
@@ -117,14 +111,8 @@ impl Shared {
                     };
                     Ok(put(&mut events, &mut overlay, key, kv, Some(prev)))
                 }
-                (Op::Delete { expected: Some(expected), .. }, Some(prev))
-                    if prev.mod_revision != *expected =>
-                {
-                    Err(StorageError::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        actual: prev.mod_revision,
-                    })
+                (Op::Delete { expected: Some(expected), .. }, Some(prev)) if prev.mod_revision != *expected => {
+                    Err(StorageError::Conflict { key: key.clone(), expected: *expected, actual: prev.mod_revision })
                 }
                 (Op::Delete { .. }, Some(prev)) => {
                     revision += 1;
@@ -192,9 +180,7 @@ impl Shared {
             return Err(StorageError::FutureRevision { requested: at, current: index.revision });
         }
         let start = match &options.start_after {
-            Some(after) if after.as_str() >= options.prefix.as_str() => {
-                std::ops::Bound::Excluded(after.clone())
-            }
+            Some(after) if after.as_str() >= options.prefix.as_str() => std::ops::Bound::Excluded(after.clone()),
             _ => std::ops::Bound::Included(options.prefix.clone()),
         };
         let in_prefix = |key: &String| key.starts_with(&options.prefix);
@@ -310,19 +296,12 @@ impl Watcher {
             {
                 let index = self.shared.read();
                 if self.cursor < index.compacted {
-                    return Err(StorageError::Compacted {
-                        requested: self.cursor,
-                        compacted: index.compacted,
-                    });
+                    return Err(StorageError::Compacted { requested: self.cursor, compacted: index.compacted });
                 }
                 if index.revision > self.cursor {
                     let first = index.history.partition_point(|e| e.revision() <= self.cursor);
-                    let batch: Vec<Event> = index
-                        .history
-                        .range(first..)
-                        .filter(|e| e.kv.key.starts_with(&self.prefix))
-                        .cloned()
-                        .collect();
+                    let batch: Vec<Event> =
+                        index.history.range(first..).filter(|e| e.kv.key.starts_with(&self.prefix)).cloned().collect();
                     self.cursor = index.revision;
                     if !batch.is_empty() {
                         return Ok(batch);

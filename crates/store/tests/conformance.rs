@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use vkube_store::{
-    EventKind, ListOptions, MemoryStorage, SqliteStorage, Storage, StorageError,
-};
+use vkube_store::{EventKind, ListOptions, MemoryStorage, SqliteStorage, Storage, StorageError};
 
 fn v(s: &str) -> Bytes {
     Bytes::from(s.to_string())
@@ -42,14 +40,8 @@ async fn compare_and_swap(store: Arc<dyn Storage>) {
         other => panic!("expected Conflict, got {other:?}"),
     }
     assert_eq!(store.get("/cas/x").await.unwrap().unwrap().value, v("2"));
-    assert!(matches!(
-        store.update("/cas/missing", v("1"), 1).await,
-        Err(StorageError::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.delete("/cas/x", Some(a.mod_revision)).await,
-        Err(StorageError::Conflict { .. })
-    ));
+    assert!(matches!(store.update("/cas/missing", v("1"), 1).await, Err(StorageError::NotFound { .. })));
+    assert!(matches!(store.delete("/cas/x", Some(a.mod_revision)).await, Err(StorageError::Conflict { .. })));
     let deleted = store.delete("/cas/x", Some(b.mod_revision)).await.unwrap();
     assert_eq!(deleted.value, v("2"));
     assert_eq!(deleted.mod_revision, store.current_revision());
@@ -69,10 +61,8 @@ async fn list_prefix_pagination_and_history(store: Arc<dyn Storage>) {
     assert_eq!(all.remaining, 0);
     assert_eq!(store.count("/list/").await.unwrap(), 5);
 
-    let page1 = store
-        .list(ListOptions { prefix: "/list/ns1/".into(), limit: Some(3), ..Default::default() })
-        .await
-        .unwrap();
+    let page1 =
+        store.list(ListOptions { prefix: "/list/ns1/".into(), limit: Some(3), ..Default::default() }).await.unwrap();
     assert_eq!(page1.items.len(), 3);
     assert_eq!(page1.remaining, 1);
     let at = page1.revision;
@@ -205,17 +195,35 @@ macro_rules! suite {
         mod $backend {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn create_get_and_revisions() { let (s, _g) = $make; super::create_get_and_revisions(s).await }
+            async fn create_get_and_revisions() {
+                let (s, _g) = $make;
+                super::create_get_and_revisions(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn compare_and_swap() { let (s, _g) = $make; super::compare_and_swap(s).await }
+            async fn compare_and_swap() {
+                let (s, _g) = $make;
+                super::compare_and_swap(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn list_prefix_pagination_and_history() { let (s, _g) = $make; super::list_prefix_pagination_and_history(s).await }
+            async fn list_prefix_pagination_and_history() {
+                let (s, _g) = $make;
+                super::list_prefix_pagination_and_history(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn watch_from_revision() { let (s, _g) = $make; super::watch_from_revision(s).await }
+            async fn watch_from_revision() {
+                let (s, _g) = $make;
+                super::watch_from_revision(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn compaction() { let (s, _g) = $make; super::compaction(s).await }
+            async fn compaction() {
+                let (s, _g) = $make;
+                super::compaction(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_writers() { let (s, _g) = $make; super::concurrent_writers(s).await }
+            async fn concurrent_writers() {
+                let (s, _g) = $make;
+                super::concurrent_writers(s).await
+            }
         }
     };
 }

@@ -1,0 +1,402 @@
+//! kube-rs 5 against the API server: the client, runtime and discovery paths operators use.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{TestServer, await_condition};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::{ApiResource, Discovery};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use serde_json::json;
+
+fn configmap(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "test"}},
+        "data": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn create_get_list_replace_delete() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let created = api.create(&PostParams::default(), &configmap("one", &[("a", "1")])).await.unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some());
+    let fetched = api.get("one").await.unwrap();
+    assert_eq!(fetched.data.unwrap()["a"], "1");
+    let list = api.list(&ListParams::default().labels("app=test")).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.resource_version.is_some());
+    let none = api.list(&ListParams::default().labels("app=other")).await.unwrap();
+    assert!(none.items.is_empty());
+    let by_name = api.list(&ListParams::default().fields("metadata.name=one")).await.unwrap();
+    assert_eq!(by_name.items.len(), 1);
+
+    let mut changed = created.clone();
+    changed.data = Some([("a".to_string(), "2".to_string())].into());
+    let replaced = api.replace("one", &PostParams::default(), &changed).await.unwrap();
+    assert_eq!(replaced.data.unwrap()["a"], "2");
+    // The first copy now carries a stale resourceVersion.
+    let stale = api.replace("one", &PostParams::default(), &changed).await.unwrap_err();
+    assert!(matches!(&stale, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"), "{stale:?}");
+    let duplicate = api.create(&PostParams::default(), &configmap("one", &[])).await.unwrap_err();
+    assert!(matches!(&duplicate, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"), "{duplicate:?}");
+
+    api.delete("one", &DeleteParams::default()).await.unwrap();
+    let missing = api.get("one").await.unwrap_err();
+    assert!(matches!(&missing, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"), "{missing:?}");
+}
+
+#[tokio::test]
+async fn paginated_lists_are_consistent() {
+    let server = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    for i in 0..25 {
+        api.create(&PostParams::default(), &configmap(&format!("cm-{i:02}"), &[])).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(10)).await.unwrap();
+    assert_eq!(first.items.len(), 10);
+    let token = first.metadata.continue_.clone().expect("more pages");
+    // Writes after the first page do not show up in later pages.
+    api.create(&PostParams::default(), &configmap("cm-99", &[])).await.unwrap();
+    let mut names: Vec<String> = first.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    let mut next = Some(token);
+    while let Some(token) = next {
+        let page = api.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap();
+        assert_eq!(page.metadata.resource_version, first.metadata.resource_version);
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        next = page.metadata.continue_.filter(|t| !t.is_empty());
+    }
+    assert_eq!(names.len(), 25);
+    assert!(!names.contains(&"cm-99".to_string()));
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_merges_and_detects_conflicts() {
+    let server = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1", "b": "2"}});
+    let created = api.patch("ssa", &PatchParams::apply("alpha"), &Patch::Apply(&body)).await.unwrap();
+    assert_eq!(created.data.as_ref().unwrap().len(), 2);
+    let managers: Vec<String> =
+        created.metadata.managed_fields.unwrap().iter().map(|m| m.manager.clone().unwrap()).collect();
+    assert_eq!(managers, ["alpha"]);
+    // Dropping b removes it; a second manager's field survives.
+    api.patch(
+        "ssa",
+        &PatchParams::apply("beta"),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"c": "3"}})),
+    )
+    .await
+    .unwrap();
+    let applied = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("alpha"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"}})),
+        )
+        .await
+        .unwrap();
+    let data = applied.data.unwrap();
+    assert_eq!(data.keys().cloned().collect::<Vec<_>>(), ["a", "c"]);
+    let conflict = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("beta"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "9"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, kube::Error::Api(s) if s.code == 409 && s.message.contains("conflict with \"alpha\"")),
+        "{conflict:?}"
+    );
+    let forced = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("beta").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "9"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["a"], "9");
+}
+
+#[tokio::test]
+async fn watcher_and_reflector_follow_changes() {
+    let server = TestServer::start_with(|c| c.bookmark_interval = Duration::from_millis(200)).await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector(writer, watcher(api.clone(), watcher::Config::default().labels("app=test"))).applied_objects();
+    let handle = tokio::spawn(stream.for_each(|_| async {}));
+    reader.wait_until_ready().await.unwrap();
+    api.create(&PostParams::default(), &configmap("w1", &[("k", "v")])).await.unwrap();
+    api.create(&PostParams::default(), &configmap("w2", &[])).await.unwrap();
+    await_condition(Duration::from_secs(5), "two objects in the reflector", || {
+        let n = reader.state().len();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "changed"}}))).await.unwrap();
+    await_condition(Duration::from_secs(5), "the patch in the reflector", || {
+        let value = reader
+            .state()
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some("w1"))
+            .and_then(|c| c.data.clone())
+            .map(|d| d["k"].clone());
+        async move { (value.as_deref() == Some("changed")).then_some(()) }
+    })
+    .await;
+    // A label change out of the selector is a deletion for this watcher.
+    api.patch("w2", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
+        .await
+        .unwrap();
+    api.delete("w1", &DeleteParams::default()).await.unwrap();
+    await_condition(Duration::from_secs(5), "both gone from the reflector", || {
+        let n = reader.state().len();
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
+    handle.abort();
+}
+
+#[tokio::test]
+async fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
+    let server = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    api.create(&PostParams::default(), &configmap("s1", &[])).await.unwrap();
+    let mut stream = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut seen_init_done = false;
+    let mut names = Vec::new();
+    while let Ok(Ok(Some(event))) = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await {
+        match event {
+            watcher::Event::InitApply(cm) => names.push(cm.metadata.name.unwrap()),
+            watcher::Event::InitDone => {
+                seen_init_done = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(seen_init_done);
+    assert_eq!(names, ["s1"]);
+}
+
+#[tokio::test]
+async fn metadata_watcher_gets_partial_objects() {
+    let server = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    api.create(&PostParams::default(), &configmap("m1", &[("big", "data")])).await.unwrap();
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].types.as_ref().unwrap().kind, "PartialObjectMetadata");
+    let metadata: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(server.client().await, "default");
+    let mut stream = watcher(metadata, watcher::Config::default()).applied_objects().boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("m1"));
+}
+
+#[tokio::test]
+async fn discovery_finds_builtins_and_crds() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 3}, "color": {"type": "string"}}},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}}]}}))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let established = kube::runtime::wait::await_condition(
+        crds.clone(),
+        "widgets.example.com",
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(5), established).await.unwrap().unwrap();
+
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let (resource, caps) =
+        discovery.resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget")).expect("Widget discovered");
+    assert_eq!(resource.plural, "widgets");
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(discovery.resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")).is_some());
+
+    let widgets: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget")),
+    );
+    let mut widget = DynamicObject::new("w", &resource);
+    widget.data = json!({"spec": {"color": "red"}, "status": {"ready": true}});
+    let created = widgets.create(&PostParams::default(), &widget).await.unwrap();
+    assert_eq!(created.data["spec"]["size"], 3, "schema default applied");
+    assert!(created.data.get("status").is_none(), "status is dropped on create with the subresource");
+    let invalid = DynamicObject::new("bad", &resource).data(json!({"spec": {"size": "many"}}));
+    let error = widgets.create(&PostParams::default(), &invalid).await.unwrap_err();
+    assert!(matches!(&error, kube::Error::Api(s) if s.code == 422), "{error:?}");
+    let status = widgets
+        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .await
+        .unwrap();
+    assert_eq!(status.data["status"]["ready"], true);
+    assert_eq!(status.metadata.generation, Some(1), "status writes do not bump generation");
+    let strategic =
+        widgets.patch("w", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 4}}))).await.unwrap_err();
+    assert!(matches!(&strategic, kube::Error::Api(s) if s.code == 415), "{strategic:?}");
+
+    // Deleting the CRD removes the type and its objects.
+    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    await_condition(Duration::from_secs(5), "widgets to stop being served", || {
+        let widgets = widgets.clone();
+        async move { widgets.list(&ListParams::default()).await.is_err().then_some(()) }
+    })
+    .await;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reconcile failed: {0}")]
+struct ReconcileError(String);
+
+#[tokio::test]
+async fn controller_with_finalizer_helper() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let applied = Arc::new(AtomicUsize::new(0));
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let context = Arc::new((api.clone(), applied.clone(), cleaned.clone()));
+    let controller = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            |cm: Arc<ConfigMap>, ctx: Arc<(Api<ConfigMap>, Arc<AtomicUsize>, Arc<AtomicUsize>)>| async move {
+                let (api, applied, cleaned) = (&ctx.0, ctx.1.clone(), ctx.2.clone());
+                finalizer(api, "vkube.test/cleanup", cm, |event| async move {
+                    match event {
+                        Finalizer::Apply(_) => applied.fetch_add(1, Ordering::SeqCst),
+                        Finalizer::Cleanup(_) => cleaned.fetch_add(1, Ordering::SeqCst),
+                    };
+                    Ok::<_, ReconcileError>(Action::await_change())
+                })
+                .await
+                .map_err(|e| ReconcileError(e.to_string()))
+            },
+            |_, _, _| Action::requeue(Duration::from_millis(100)),
+            context,
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(controller);
+    api.create(&PostParams::default(), &configmap("guarded", &[])).await.unwrap();
+    await_condition(Duration::from_secs(10), "the finalizer to be added", || {
+        let api = api.clone();
+        async move {
+            let cm = api.get("guarded").await.ok()?;
+            cm.metadata.finalizers.filter(|f| f.contains(&"vkube.test/cleanup".to_string())).map(|_| ())
+        }
+    })
+    .await;
+    api.delete("guarded", &DeleteParams::default()).await.unwrap();
+    await_condition(Duration::from_secs(10), "the object to be gone after cleanup", || {
+        let api = api.clone();
+        async move { matches!(api.get("guarded").await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
+    })
+    .await;
+    assert!(applied.load(Ordering::SeqCst) >= 1);
+    assert_eq!(cleaned.load(Ordering::SeqCst), 1);
+    handle.abort();
+}
+
+#[tokio::test]
+async fn namespaces_lifecycle_blocks_creates_and_cleans_up() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<String> = namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
+    for expected in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(names.contains(&expected.to_string()), "{expected} bootstrapped");
+    }
+    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
+    let error = missing.create(&PostParams::default(), &configmap("x", &[])).await.unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.code == 404 && s.message == "namespaces \"nowhere\" not found"),
+        "{error:?}"
+    );
+
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
+    let team: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    team.create(&PostParams::default(), &configmap("inside", &[])).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+    await_condition(Duration::from_secs(10), "namespace removal", || {
+        let namespaces = namespaces.clone();
+        async move { matches!(namespaces.get("team").await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
+    })
+    .await;
+    assert!(team.list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn scale_subresource_and_generation() {
+    let server = TestServer::start().await;
+    let api: Api<Deployment> = Api::namespaced(server.client().await, "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &deployment).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(created.spec.as_ref().unwrap().replicas, Some(1), "defaulted");
+    let scale = api.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    let scaled =
+        api.patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(4));
+    let after = api.get("web").await.unwrap();
+    assert_eq!(after.spec.unwrap().replicas, Some(4));
+    assert_eq!(after.metadata.generation, Some(2));
+    let labelled = api
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(2), "metadata-only change keeps generation");
+}
