@@ -56,6 +56,11 @@ impl Cause {
     }
 }
 
+/// `deployments.apps`, or `configmaps` for the core group, as the real server names resources.
+pub fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+}
+
 fn quote(value: &str) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| format!("{value:?}"))
 }
@@ -78,7 +83,7 @@ pub enum ApiError {
     #[error("{message}")]
     NotFound { message: String, subject: Option<Subject> },
     /// A create named an object that exists.
-    #[error("{resource} \"{name}\" already exists")]
+    #[error("{} \"{name}\" already exists", qualified(group, resource))]
     AlreadyExists { group: String, resource: String, name: String },
     /// An update lost an optimistic-concurrency race, or a precondition failed.
     #[error("{message}")]
@@ -122,10 +127,10 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// `resource "name" not found`.
+    /// `resource.group "name" not found`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         ApiError::NotFound {
-            message: format!("{resource} \"{name}\" not found"),
+            message: format!("{} \"{name}\" not found", qualified(group, resource)),
             subject: Some(Subject { group: group.into(), kind: resource.into(), name: name.into() }),
         }
     }
@@ -139,7 +144,8 @@ impl ApiError {
     pub fn stale(group: &str, resource: &str, name: &str) -> Self {
         ApiError::Conflict {
             message: format!(
-                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(group, resource)
             ),
             subject: Subject { group: group.into(), kind: resource.into(), name: name.into() },
             causes: Vec::new(),

@@ -1,0 +1,155 @@
+//! Runs the built `vkube` binary and real third-party clients against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `vkube apiserver` child process on a free port.
+pub struct ApiServerProcess {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl ApiServerProcess {
+    /// Starts `vkube apiserver --dir DIR --listen 127.0.0.1:PORT` and waits for `ready`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(dir, "127.0.0.1:0", extra)
+    }
+
+    pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vkube"))
+            .args(["apiserver", "--dir"])
+            .arg(dir)
+            .args(["--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vkube starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let started = Instant::now();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line == "ready" => break,
+                Some(Ok(_)) => {}
+                _ => {
+                    let _ = child.kill();
+                    let output = child.wait_with_output().unwrap();
+                    panic!("vkube apiserver exited before ready: {}", String::from_utf8_lossy(&output.stderr));
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "vkube apiserver not ready in 30s");
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+        std::thread::spawn(move || for _ in lines {});
+        ApiServerProcess { child, dir: dir.to_path_buf(), kubeconfig: dir.join("admin.kubeconfig") }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ApiServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The directory holding the versioned kubectl binaries.
+pub fn kubectl_dir() -> PathBuf {
+    let dispatcher = std::fs::canonicalize(which("kubectl").expect("kubectl on PATH")).unwrap();
+    dispatcher.parent().unwrap().to_path_buf()
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+}
+
+/// Runs one kubectl version against a kubeconfig with an isolated HOME (discovery cache).
+pub struct Kubectl {
+    pub binary: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Kubectl {
+    pub fn new(minor: u32, kubeconfig: &Path, home: &Path) -> Self {
+        let binary = kubectl_dir().join(format!("kubectl.1.{minor}"));
+        assert!(binary.exists(), "{} is missing", binary.display());
+        Kubectl { binary, kubeconfig: kubeconfig.to_path_buf(), home: home.to_path_buf() }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.home)
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
+        command
+    }
+
+    /// Runs and returns the output whatever the exit code.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.output(args);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.output(args);
+        assert!(
+            !output.status.success(),
+            "kubectl {} unexpectedly succeeded: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+/// Polls until `check` is true or panics after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
