@@ -313,9 +313,12 @@ fn content_type(headers: &HeaderMap) -> String {
 
 /// Decodes a JSON or YAML request body into an object.
 fn decode_body(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
-    if content_type.contains("protobuf") {
+    if content_type == "application/vnd.kubernetes.protobuf" {
+        return crate::protobuf::decode(bytes);
+    }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"
         )));
     }
     let text =

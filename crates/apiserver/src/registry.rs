@@ -531,7 +531,9 @@ impl Registry {
         } else {
             meta.remove("generation");
         }
-        if rt.is_custom() && rt.has_status {
+        // Status is the controllers' to write: a create starts without one (nodes excepted,
+        // whose kubelet registers them with their status), as upstream PrepareForCreate does.
+        if rt.has_status && !(rt.group.is_empty() && rt.kind == "Node") {
             object.as_object_mut().expect("map").remove("status");
         }
         strategy::default_object(rt, &mut object);

@@ -194,6 +194,7 @@ fn scenario(minor: u32) {
         }
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(seen, "kubectl get -w printed the new configmap");
 
     // CRD, wait for Established, then use the new kind.
