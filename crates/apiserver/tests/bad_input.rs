@@ -1,0 +1,113 @@
+//! Bad input gets the right Status and leaves nothing behind.
+
+mod common;
+
+use common::TestServer;
+use serde_json::Value;
+
+const CM: &str = "/api/v1/namespaces/default/configmaps";
+
+fn assert_status(reply: &common::reqwest_like::Reply, code: u16, reason: &str) -> Value {
+    let status = reply.json();
+    assert_eq!(reply.status, code, "{status}");
+    assert_eq!(status["kind"], "Status", "{status}");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["code"], code);
+    assert_eq!(status["reason"], reason, "{status}");
+    assert!(reply.content_type.starts_with("application/json"));
+    status
+}
+
+#[tokio::test]
+async fn each_bad_request_gets_its_status_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let json = "application/json";
+
+    let reply = http.send("POST", CM, json, "{\"metadata\": {\"name\": ").await;
+    let status = assert_status(&reply, 400, "BadRequest");
+    assert!(status["message"].as_str().unwrap().contains("error decoding JSON"));
+
+    let reply = http.send("POST", CM, "application/yaml", "metadata: [unclosed").await;
+    assert_status(&reply, 400, "BadRequest");
+
+    let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "Bad_Name", "labels": {"ok": "-nope-"}}}"#).await;
+    let status = assert_status(&reply, 422, "Invalid");
+    assert_eq!(status["details"]["kind"], "ConfigMap");
+    let fields: Vec<&str> = status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["metadata.name", "metadata.labels.ok"]);
+    assert!(status["message"].as_str().unwrap().starts_with("ConfigMap \"Bad_Name\" is invalid: ["));
+
+    let reply = http.send("POST", CM, json, r#"{"metadata": {}}"#).await;
+    let status = assert_status(&reply, 422, "Invalid");
+    assert_eq!(status["details"]["causes"][0]["message"], "Required value: name or generateName is required");
+
+    let big = format!(r#"{{"metadata": {{"name": "big"}}, "data": {{"x": "{}"}}}}"#, "a".repeat(3 * 1024 * 1024 + 10));
+    let reply = http.send("POST", CM, json, &big).await;
+    assert_status(&reply, 413, "RequestEntityTooLarge");
+
+    let reply = http.send("POST", CM, json, r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}"#).await;
+    assert_status(&reply, 400, "BadRequest");
+    let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "x", "namespace": "other"}}"#).await;
+    let status = assert_status(&reply, 400, "BadRequest");
+    assert_eq!(status["message"], "the namespace of the provided object does not match the namespace sent on the request");
+    let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "x", "resourceVersion": "5"}}"#).await;
+    assert_status(&reply, 400, "BadRequest");
+    let reply = http.send("POST", CM, json, "[1, 2]").await;
+    assert_status(&reply, 400, "BadRequest");
+    let reply = http.send("POST", CM, "application/vnd.kubernetes.protobuf", "k8s\0garbage").await;
+    assert_status(&reply, 400, "BadRequest");
+
+    for path in ["/api/v1/namespaces/default/widgets", "/apis/nope.example.com/v1/things", "/api/v2/pods", "/random"] {
+        let reply = http.get(path).await;
+        let status = assert_status(&reply, 404, "NotFound");
+        assert_eq!(status["message"], "the server could not find the requested resource", "{path}");
+    }
+    let reply = http.get("/api/v1/namespaces/default/configmaps/missing").await;
+    let status = assert_status(&reply, 404, "NotFound");
+    assert_eq!(status["message"], "configmaps \"missing\" not found");
+    assert_eq!(status["details"]["name"], "missing");
+    let reply = http.send("PUT", CM, json, "{}").await;
+    assert_status(&reply, 405, "MethodNotAllowed");
+
+    let reply = http.get("/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20b").await;
+    assert_status(&reply, 400, "BadRequest");
+    let reply = http.get("/api/v1/namespaces/default/configmaps?fieldSelector=spec.nodeName%3Dx").await;
+    let status = assert_status(&reply, 400, "BadRequest");
+    assert_eq!(status["message"], "field label not supported: spec.nodeName");
+    let reply = http.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dx").await;
+    assert_eq!(reply.status, 200, "pods support spec.nodeName");
+
+    // A valid object, then stale and mismatched updates against it.
+    let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "good"}, "data": {"a": "1"}}"#).await;
+    assert_eq!(reply.status, 201);
+    let rv = reply.json()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let ok = http.send("PUT", &format!("{CM}/good"), json, &format!(r#"{{"metadata": {{"name": "good", "resourceVersion": "{rv}"}}, "data": {{"a": "2"}}}}"#)).await;
+    assert_eq!(ok.status, 200);
+    let stale = http.send("PUT", &format!("{CM}/good"), json, &format!(r#"{{"metadata": {{"name": "good", "resourceVersion": "{rv}"}}, "data": {{"a": "3"}}}}"#)).await;
+    let status = assert_status(&stale, 409, "Conflict");
+    assert!(status["message"].as_str().unwrap().contains("the object has been modified"));
+    let renamed = http.send("PUT", &format!("{CM}/good"), json, r#"{"metadata": {"name": "other"}}"#).await;
+    assert_status(&renamed, 400, "BadRequest");
+    let patch = http.send("PATCH", &format!("{CM}/good"), "text/plain", "x").await;
+    assert_status(&patch, 415, "UnsupportedMediaType");
+    let patch = http.send("PATCH", &format!("{CM}/good"), "application/json-patch+json", r#"[{"op": "remove", "path": "/data/missing"}]"#).await;
+    assert_status(&patch, 422, "Invalid");
+    let apply = http.send("PATCH", &format!("{CM}/good"), "application/apply-patch+yaml", "data: {a: x}").await;
+    let status = assert_status(&apply, 422, "Invalid");
+    assert!(status["message"].as_str().unwrap().contains("fieldManager: Required value"));
+    let delete = http.send("DELETE", &format!("{CM}/good"), json, r#"{"preconditions": {"uid": "not-the-uid"}}"#).await;
+    assert_status(&delete, 409, "Conflict");
+
+    let unauthenticated = http.request("GET", CM, &[], Vec::new(), false).await;
+    assert_status(&unauthenticated, 401, "Unauthorized");
+    let wrong_token = http.request("GET", CM, &[("authorization", "Bearer wrong")], Vec::new(), false).await;
+    assert_status(&wrong_token, 401, "Unauthorized");
+    assert_eq!(http.request("GET", "/readyz", &[], Vec::new(), false).await.status, 200, "health is public");
+
+    // Nothing but the valid object was stored, and it holds the last accepted write.
+    let list = http.get(CM).await.json();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["data"]["a"], "2");
+}
