@@ -566,6 +566,10 @@ async fn serve_resource(
                 if !verb_allowed("list") {
                     return Err(ApiError::MethodNotAllowed);
                 }
+                if shape == Shape::Object {
+                    let body = registry.list_json(rt, ns, &params).await?;
+                    return Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(body)));
+                }
                 let list = registry.list(rt, ns, &params).await?;
                 Ok(list_response(rt, list, shape, include))
             }

@@ -176,6 +176,74 @@ fn parse_rv(text: &str) -> ApiResult<u64> {
     text.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {text:?}")))
 }
 
+/// The keys of one list page, and the parsed objects when selectors had to look at them.
+struct ListPage {
+    kvs: Vec<KeyValue>,
+    objects: Option<Vec<Value>>,
+    metadata: Value,
+}
+
+/// Inserts `"resourceVersion":"N"` into the top-level `metadata` object of a stored JSON
+/// object without parsing it. None when the bytes do not have the expected shape.
+pub fn splice_resource_version(stored: &[u8], revision: u64) -> Option<Vec<u8>> {
+    let position = top_level_value(stored, b"metadata")?;
+    if stored.get(position) != Some(&b'{') {
+        return None;
+    }
+    let insert = format!("\"resourceVersion\":\"{revision}\"");
+    let empty = stored[position + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(stored.len() + insert.len() + 1);
+    out.extend_from_slice(&stored[..=position]);
+    out.extend_from_slice(insert.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&stored[position + 1..]);
+    Some(out)
+}
+
+/// The byte offset of the value of top-level key `key` in a JSON object.
+fn top_level_value(json: &[u8], key: &[u8]) -> Option<usize> {
+    let mut i = json.iter().position(|b| !b.is_ascii_whitespace())?;
+    if json[i] != b'{' {
+        return None;
+    }
+    i += 1;
+    let mut depth = 1usize;
+    let mut expecting_key = true;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    if json[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 && expecting_key {
+                    let name = &json[start..i.min(json.len())];
+                    let mut j = i + 1;
+                    while j < json.len() && (json[j].is_ascii_whitespace() || json[j] == b':') {
+                        j += 1;
+                    }
+                    if name == key {
+                        return Some(j);
+                    }
+                    expecting_key = false;
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' if depth == 1 => expecting_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     rv: u64,
@@ -283,6 +351,61 @@ impl Registry {
 
     /// Lists objects, returning the list object (`kind: XList`).
     pub async fn list(&self, rt: &ResourceType, namespace: Option<&str>, params: &ListParams) -> ApiResult<Value> {
+        let page = self.collect(rt, namespace, params).await?;
+        let items = match page.objects {
+            Some(objects) => objects,
+            None => page.kvs.iter().map(|kv| self.decode(rt, kv)).collect::<ApiResult<Vec<_>>>()?,
+        };
+        Ok(json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": page.metadata, "items": items}))
+    }
+
+    /// The same list as [`Registry::list`], already serialized. Unfiltered lists splice each
+    /// object's resourceVersion into its stored bytes instead of parsing it, which is what makes
+    /// large informer lists cheap.
+    pub async fn list_json(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        params: &ListParams,
+    ) -> ApiResult<Vec<u8>> {
+        if rt.group == "events.k8s.io" {
+            return serde_json::to_vec(&self.list(rt, namespace, params).await?)
+                .map_err(|e| ApiError::Internal(e.to_string()));
+        }
+        let page = self.collect(rt, namespace, params).await?;
+        let mut out = Vec::with_capacity(page.kvs.iter().map(|kv| kv.value.len() + 32).sum::<usize>() + 256);
+        let head = json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": page.metadata});
+        let head = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(e.to_string()))?;
+        out.extend_from_slice(&head[..head.len() - 1]);
+        out.extend_from_slice(b",\"items\":[");
+        match page.objects {
+            Some(objects) => {
+                for (i, object) in objects.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut out, object).map_err(|e| ApiError::Internal(e.to_string()))?;
+                }
+            }
+            None => {
+                for (i, kv) in page.kvs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    match splice_resource_version(&kv.value, kv.mod_revision) {
+                        Some(bytes) => out.extend_from_slice(&bytes),
+                        None => serde_json::to_writer(&mut out, &self.decode(rt, kv)?)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+
+    /// Reads the keys a list returns; parses objects only when selectors need them.
+    async fn collect(&self, rt: &ResourceType, namespace: Option<&str>, params: &ListParams) -> ApiResult<ListPage> {
         self.check_field_selector(rt, &params.fields)?;
         let prefix = rt.namespace_prefix(namespace);
         let (mut revision, mut start_after) = (None, None);
@@ -326,8 +449,15 @@ impl Registry {
         }
         let limit = params.limit.filter(|l| *l > 0);
         let filtered = !params.labels.is_empty() || !params.fields.is_empty();
-        let mut items = Vec::new();
-        let mut last_key = None;
+        let expired = |e: StorageError| {
+            match e {
+            StorageError::Compacted { .. } if params.continue_token.is_some() => ApiError::Expired {
+                message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+            },
+            other => other.into(),
+        }
+        };
+        let mut page = ListPage { kvs: Vec::new(), objects: None, metadata: Value::Null };
         let mut more = false;
         let list_revision;
         if !filtered {
@@ -335,48 +465,41 @@ impl Registry {
                 .store
                 .list(ListOptions { prefix: prefix.clone(), start_after, limit, revision })
                 .await
-                .map_err(|e| match e {
-                    StorageError::Compacted { .. } if params.continue_token.is_some() => ApiError::Expired {
-                        message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
-                    },
-                    other => other.into(),
-                })?;
+                .map_err(expired)?;
             list_revision = result.revision;
             more = result.remaining > 0;
-            for kv in &result.items {
-                items.push(self.decode(rt, kv)?);
-                last_key = Some(kv.key.clone());
-            }
+            page.kvs = result.items;
         } else {
-            let result =
-                self.store.list(ListOptions { prefix: prefix.clone(), start_after, limit: None, revision }).await?;
+            let result = self
+                .store
+                .list(ListOptions { prefix: prefix.clone(), start_after, limit: None, revision })
+                .await
+                .map_err(expired)?;
             list_revision = result.revision;
-            for kv in &result.items {
-                let object = self.decode(rt, kv)?;
+            let mut objects = Vec::new();
+            for kv in result.items {
+                let object = self.decode(rt, &kv)?;
                 if !self.matches(rt, params, &object) {
                     continue;
                 }
-                if limit.is_some_and(|l| items.len() >= l) {
+                if limit.is_some_and(|l| objects.len() >= l) {
                     more = true;
                     break;
                 }
-                last_key = Some(kv.key.clone());
-                items.push(object);
+                objects.push(object);
+                page.kvs.push(kv);
             }
+            page.objects = Some(objects);
         }
         let mut metadata = json!({"resourceVersion": list_revision.to_string()});
-        if more && let Some(last) = last_key {
-            let token = ContinueToken { rv: list_revision, start: last[prefix.len()..].to_string() };
+        if more && let Some(last) = page.kvs.last() {
+            let token = ContinueToken { rv: list_revision, start: last.key[prefix.len()..].to_string() };
             let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(serde_json::to_vec(&token).map_err(|e| ApiError::Internal(e.to_string()))?);
             metadata["continue"] = json!(encoded);
         }
-        Ok(json!({
-            "kind": rt.list_kind,
-            "apiVersion": rt.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }))
+        page.metadata = metadata;
+        Ok(page)
     }
 
     async fn check_namespace_accepts(&self, rt: &ResourceType, namespace: &str) -> ApiResult<()> {
@@ -1389,4 +1512,23 @@ fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_version_is_spliced_into_top_level_metadata_only() {
+        let stored = br#"{"aaa":{"metadata":{"x":1}},"data":{"k":"v\"metadata\":{"},"kind":"ConfigMap","metadata":{"name":"a"},"spec":{"template":{"metadata":{}}}}"#;
+        let spliced = splice_resource_version(stored, 42).unwrap();
+        let value: Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(value["metadata"], json!({"name": "a", "resourceVersion": "42"}));
+        assert_eq!(value["aaa"]["metadata"], json!({"x": 1}));
+        assert_eq!(value["spec"]["template"]["metadata"], json!({}));
+        let empty = splice_resource_version(br#"{"metadata":{}}"#, 7).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&empty).unwrap(), json!({"metadata": {"resourceVersion": "7"}}));
+        assert!(splice_resource_version(br#"{"kind":"X"}"#, 1).is_none());
+        assert!(splice_resource_version(b"[1]", 1).is_none());
+    }
 }

@@ -34,7 +34,8 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "Bad_Name", "labels": {"ok": "-nope-"}}}"#).await;
     let status = assert_status(&reply, 422, "Invalid");
     assert_eq!(status["details"]["kind"], "ConfigMap");
-    let fields: Vec<&str> = status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> =
+        status["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["metadata.name", "metadata.labels.ok"]);
     assert!(status["message"].as_str().unwrap().starts_with("ConfigMap \"Bad_Name\" is invalid: ["));
 
@@ -46,11 +47,15 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     let reply = http.send("POST", CM, json, &big).await;
     assert_status(&reply, 413, "RequestEntityTooLarge");
 
-    let reply = http.send("POST", CM, json, r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}"#).await;
+    let reply =
+        http.send("POST", CM, json, r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}"#).await;
     assert_status(&reply, 400, "BadRequest");
     let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "x", "namespace": "other"}}"#).await;
     let status = assert_status(&reply, 400, "BadRequest");
-    assert_eq!(status["message"], "the namespace of the provided object does not match the namespace sent on the request");
+    assert_eq!(
+        status["message"],
+        "the namespace of the provided object does not match the namespace sent on the request"
+    );
     let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "x", "resourceVersion": "5"}}"#).await;
     assert_status(&reply, 400, "BadRequest");
     let reply = http.send("POST", CM, json, "[1, 2]").await;
@@ -82,16 +87,37 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     let reply = http.send("POST", CM, json, r#"{"metadata": {"name": "good"}, "data": {"a": "1"}}"#).await;
     assert_eq!(reply.status, 201);
     let rv = reply.json()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let ok = http.send("PUT", &format!("{CM}/good"), json, &format!(r#"{{"metadata": {{"name": "good", "resourceVersion": "{rv}"}}, "data": {{"a": "2"}}}}"#)).await;
+    let ok = http
+        .send(
+            "PUT",
+            &format!("{CM}/good"),
+            json,
+            &format!(r#"{{"metadata": {{"name": "good", "resourceVersion": "{rv}"}}, "data": {{"a": "2"}}}}"#),
+        )
+        .await;
     assert_eq!(ok.status, 200);
-    let stale = http.send("PUT", &format!("{CM}/good"), json, &format!(r#"{{"metadata": {{"name": "good", "resourceVersion": "{rv}"}}, "data": {{"a": "3"}}}}"#)).await;
+    let stale = http
+        .send(
+            "PUT",
+            &format!("{CM}/good"),
+            json,
+            &format!(r#"{{"metadata": {{"name": "good", "resourceVersion": "{rv}"}}, "data": {{"a": "3"}}}}"#),
+        )
+        .await;
     let status = assert_status(&stale, 409, "Conflict");
     assert!(status["message"].as_str().unwrap().contains("the object has been modified"));
     let renamed = http.send("PUT", &format!("{CM}/good"), json, r#"{"metadata": {"name": "other"}}"#).await;
     assert_status(&renamed, 400, "BadRequest");
     let patch = http.send("PATCH", &format!("{CM}/good"), "text/plain", "x").await;
     assert_status(&patch, 415, "UnsupportedMediaType");
-    let patch = http.send("PATCH", &format!("{CM}/good"), "application/json-patch+json", r#"[{"op": "remove", "path": "/data/missing"}]"#).await;
+    let patch = http
+        .send(
+            "PATCH",
+            &format!("{CM}/good"),
+            "application/json-patch+json",
+            r#"[{"op": "remove", "path": "/data/missing"}]"#,
+        )
+        .await;
     assert_status(&patch, 422, "Invalid");
     let apply = http.send("PATCH", &format!("{CM}/good"), "application/apply-patch+yaml", "data: {a: x}").await;
     let status = assert_status(&apply, 422, "Invalid");
