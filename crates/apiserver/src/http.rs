@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::catalog::ResourceType;
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{self, OpenApi};
+use crate::openapi;
 use crate::registry::{
     DeleteOptions, Deleted, FieldValidation, ListParams, PatchType, Registry, WatchItem, WriteOptions,
 };
@@ -54,8 +54,6 @@ pub trait PodLogs: Send + Sync + 'static {
 pub struct AppState {
     /// The object registry.
     pub registry: Registry,
-    /// OpenAPI document cache.
-    pub openapi: OpenApi,
     /// Bearer tokens and the users they stand for.
     pub tokens: HashMap<String, Identity>,
     /// Reported by `/version`.
@@ -165,7 +163,12 @@ impl Query {
                 )));
             }
         };
-        Ok(WriteOptions { dry_run: self.dry_run()?, field_manager: manager, field_validation })
+        Ok(WriteOptions {
+            dry_run: self.dry_run()?,
+            field_manager: manager,
+            field_validation,
+            warnings: Default::default(),
+        })
     }
 
     fn dry_run(&self) -> ApiResult<bool> {
@@ -381,11 +384,11 @@ async fn route(
         }
         ["openapi", "v3"] if get => {
             let snapshot = state.registry.catalog.snapshot();
-            return Ok(json_response(StatusCode::OK, &state.openapi.index(&snapshot)));
+            return Ok(json_response(StatusCode::OK, &state.registry.openapi.index(&snapshot)));
         }
         ["openapi", "v3", rest @ ..] if get => {
             let snapshot = state.registry.catalog.snapshot();
-            let doc = state.openapi.document(&snapshot, &rest.join("/")).ok_or_else(ApiError::no_route)?;
+            let doc = state.registry.openapi.document(&snapshot, &rest.join("/")).ok_or_else(ApiError::no_route)?;
             return Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(doc.as_ref().clone())));
         }
         ["api"] if get => return Ok(discovery_response(state, &parts.headers, true)),
@@ -581,7 +584,7 @@ async fn serve_resource(
                 }
                 let options = query.write_options(headers)?;
                 let created = registry.create(rt, ns, object, &options).await?;
-                Ok(object_response(StatusCode::CREATED, rt, &created, shape, include))
+                Ok(with_warnings(object_response(StatusCode::CREATED, rt, &created, shape, include), &options))
             }
             Method::DELETE => {
                 if !verb_allowed("deletecollection") {
@@ -605,7 +608,7 @@ async fn serve_resource(
                 let object = decode_body(&bytes, &content_type(headers))?;
                 let options = query.write_options(headers)?;
                 let updated = registry.update(rt, ns, name, object, "", &options).await?;
-                Ok(object_response(StatusCode::OK, rt, &updated, shape, include))
+                Ok(with_warnings(object_response(StatusCode::OK, rt, &updated, shape, include), &options))
             }
             Method::PATCH => patch_response(state, rt, ns, name, "", query, headers, body, shape, include).await,
             Method::DELETE => {
@@ -791,7 +794,18 @@ async fn patch_response(
     let options = query.write_options(headers)?;
     let (object, created) = state.registry.patch(rt, ns, name, patch_type, &patch_body, subresource, &options).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(object_response(code, rt, &object, shape, include))
+    Ok(with_warnings(object_response(code, rt, &object, shape, include), &options))
+}
+
+/// Adds a `Warning: 299 - "..."` header for each warning the write produced.
+fn with_warnings(mut response: Response<Body>, options: &WriteOptions) -> Response<Body> {
+    for warning in options.warnings.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let text = format!("299 - {}", serde_json::to_string(warning).unwrap_or_default());
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn list_response(rt: &ResourceType, mut list: Value, shape: Shape, include: &str) -> Response<Body> {

@@ -19,11 +19,13 @@ use crate::catalog::{ResourceType, Snapshot};
 pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 type DocumentCache = HashMap<(u64, String), Arc<Vec<u8>>>;
+type SchemaCache = HashMap<(u64, String), Arc<Value>>;
 
 /// Caches generated documents per catalog generation.
 #[derive(Clone, Debug, Default)]
 pub struct OpenApi {
     cache: Arc<Mutex<DocumentCache>>,
+    parsed: Arc<Mutex<SchemaCache>>,
 }
 
 fn path_key(group: &str, version: &str) -> String {
@@ -72,6 +74,131 @@ impl OpenApi {
         cache.retain(|(generation, _), _| *generation == snapshot.generation);
         cache.insert(cache_key, doc.clone());
         Some(doc)
+    }
+}
+
+impl OpenApi {
+    /// The component schemas of the document serving `rt`, and the name of `rt`'s own schema.
+    fn schemas_for(&self, snapshot: &Snapshot, rt: &ResourceType) -> Option<(Arc<Value>, String)> {
+        let key = path_key(&rt.group, &rt.version);
+        let cache_key = (snapshot.generation, key.clone());
+        let cached = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key).cloned();
+        let schemas = match cached {
+            Some(schemas) => schemas,
+            None => {
+                let doc: Value = serde_json::from_slice(&self.document(snapshot, &key)?).ok()?;
+                let schemas = Arc::new(doc["components"]["schemas"].clone());
+                let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+                parsed.retain(|(generation, _), _| *generation == snapshot.generation);
+                parsed.insert(cache_key, schemas.clone());
+                schemas
+            }
+        };
+        let name = schemas.as_object()?.iter().find_map(|(name, schema)| {
+            let gvks = schema.get("x-kubernetes-group-version-kind")?.as_array()?;
+            gvks.iter()
+                .any(|g| {
+                    g["group"] == rt.group.as_str()
+                        && g["version"] == rt.version.as_str()
+                        && g["kind"] == rt.kind.as_str()
+                })
+                .then(|| name.clone())
+        })?;
+        Some((schemas, name))
+    }
+
+    /// Removes every field of `object` that `rt`'s schema does not declare and returns their
+    /// paths (`spec.template.spec.containers[0].imagee`). Fields under
+    /// `x-kubernetes-preserve-unknown-fields` and schema-less objects are kept.
+    pub fn prune_unknown_fields(&self, snapshot: &Snapshot, rt: &ResourceType, object: &mut Value) -> Vec<String> {
+        let mut unknown = Vec::new();
+        if let Some(info) = &rt.custom {
+            let Some(schema) = &info.schema else { return unknown };
+            let empty = Value::Object(Map::new());
+            if let Value::Object(map) = object {
+                for (key, value) in map.iter_mut() {
+                    if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                        continue;
+                    }
+                    match schema.get("properties").and_then(|p| p.get(key)) {
+                        Some(child) => prune(&empty, child, value, key, &mut unknown, 0),
+                        None if schema.get("properties").is_some()
+                            && schema.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true)) =>
+                        {
+                            unknown.push(key.clone())
+                        }
+                        None => {}
+                    }
+                }
+                for path in &unknown {
+                    if !path.contains(['.', '[']) {
+                        map.remove(path);
+                    }
+                }
+            }
+            return unknown;
+        }
+        let Some((schemas, name)) = self.schemas_for(snapshot, rt) else { return unknown };
+        let root = json!({"$ref": format!("#/components/schemas/{name}")});
+        prune(&schemas, &root, object, "", &mut unknown, 0);
+        unknown
+    }
+}
+
+fn resolve<'a>(schemas: &'a Value, mut schema: &'a Value) -> &'a Value {
+    for _ in 0..8 {
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            match reference.strip_prefix("#/components/schemas/").and_then(|name| schemas.get(name)) {
+                Some(target) => schema = target,
+                None => return schema,
+            }
+        } else if let Some([only]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+            schema = only;
+        } else {
+            return schema;
+        }
+    }
+    schema
+}
+
+fn prune(schemas: &Value, schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    let schema = resolve(schemas, schema);
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        Value::Object(map) => {
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                let mut remove = Vec::new();
+                for (key, child) in map.iter_mut() {
+                    match properties.get(key) {
+                        Some(child_schema) => prune(schemas, child_schema, child, &join(key), unknown, depth + 1),
+                        None if depth == 0 && (key == "apiVersion" || key == "kind") => {}
+                        None => remove.push(key.clone()),
+                    }
+                }
+                for key in remove {
+                    map.remove(&key);
+                    unknown.push(join(&key));
+                }
+            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (key, child) in map.iter_mut() {
+                    prune(schemas, additional, child, &join(key), unknown, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(schemas, item_schema, item, &format!("{path}[{i}]"), unknown, depth + 1);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -351,6 +478,24 @@ mod tests {
             let name = &reference[..reference.find('"').unwrap()];
             assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
         }
+    }
+
+    #[test]
+    fn unknown_fields_are_found_and_removed() {
+        let snapshot = Catalog::builtin().snapshot();
+        let openapi = OpenApi::default();
+        let deployments = snapshot.get("apps", "v1", "deployments").unwrap();
+        let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}, "bogus": 1},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagee": "typo",
+                "resources": {"limits": {"cpu": "1"}}, "ports": [{"containerPort": 80}]}]}}}, "extra": true});
+        let unknown = openapi.prune_unknown_fields(&snapshot, &deployments, &mut object);
+        assert_eq!(unknown, ["metadata.bogus", "spec.template.spec.containers[0].imagee", "extra"]);
+        assert!(object.get("extra").is_none());
+        assert!(object.pointer("/spec/template/spec/containers/0/imagee").is_none());
+        assert_eq!(object["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"], "1");
+        let configmaps = snapshot.get("", "v1", "configmaps").unwrap();
+        let mut clean = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "managedFields": [{"manager": "m", "fieldsV1": {"f:data": {}}}]}, "data": {"k": "v"}});
+        assert!(openapi.prune_unknown_fields(&snapshot, &configmaps, &mut clean).is_empty());
     }
 
     #[test]

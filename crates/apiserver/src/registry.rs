@@ -52,6 +52,8 @@ pub struct WriteOptions {
     pub field_manager: String,
     /// `fieldValidation`.
     pub field_validation: FieldValidation,
+    /// Warnings for the client (`Warning: 299` headers), filled in by the write.
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The patch types the server accepts.
@@ -137,6 +139,8 @@ pub struct Registry {
     pub catalog: Catalog,
     /// How often watches with `allowWatchBookmarks` get a bookmark.
     pub bookmark_interval: Duration,
+    /// OpenAPI documents (also the schemas unknown fields are checked against).
+    pub openapi: crate::openapi::OpenApi,
     /// Background work (namespace finalization) is signalled here.
     namespace_cleanup: Option<mpsc::UnboundedSender<String>>,
 }
@@ -253,7 +257,13 @@ struct ContinueToken {
 impl Registry {
     /// A registry over `store` serving `catalog`.
     pub fn new(store: Arc<dyn Storage>, catalog: Catalog) -> Self {
-        Registry { store, catalog, bookmark_interval: Duration::from_secs(60), namespace_cleanup: None }
+        Registry {
+            store,
+            catalog,
+            bookmark_interval: Duration::from_secs(60),
+            openapi: crate::openapi::OpenApi::default(),
+            namespace_cleanup: None,
+        }
     }
 
     /// Starts the background work: namespace finalization and custom resource registration.
@@ -569,6 +579,33 @@ impl Registry {
         Ok(())
     }
 
+    /// Drops fields the schema does not declare; `fieldValidation` decides whether that is an
+    /// error (Strict), a warning (Warn, the default) or silent (Ignore).
+    fn check_unknown_fields(&self, rt: &ResourceType, object: &mut Value, options: &WriteOptions) -> ApiResult<()> {
+        let unknown = self.openapi.prune_unknown_fields(&self.catalog.snapshot(), rt, object);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let listed: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+        match options.field_validation {
+            FieldValidation::Strict => Err(ApiError::BadRequest(if rt.is_custom() {
+                format!("strict decoding error: {}", listed.join(", "))
+            } else {
+                format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    listed.join(", "),
+                    kind = rt.kind,
+                    version = rt.version
+                )
+            })),
+            FieldValidation::Warn => {
+                options.warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(listed);
+                Ok(())
+            }
+            FieldValidation::Ignore => Ok(()),
+        }
+    }
+
     fn validate(&self, rt: &ResourceType, object: &Value) -> ApiResult<()> {
         let mut causes = Vec::new();
         let rule =
@@ -659,6 +696,7 @@ impl Registry {
         if rt.has_status && !(rt.group.is_empty() && rt.kind == "Node") {
             object.as_object_mut().expect("map").remove("status");
         }
+        self.check_unknown_fields(rt, &mut object, options)?;
         strategy::default_object(rt, &mut object);
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut object);
@@ -1012,6 +1050,7 @@ impl Registry {
                 });
             }
         }
+        self.check_unknown_fields(rt, &mut new, options)?;
         strategy::default_object(rt, &mut new);
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut new);

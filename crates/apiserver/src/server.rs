@@ -15,7 +15,6 @@ use tokio::task::JoinSet;
 
 use crate::catalog::Catalog;
 use crate::http::{AppState, Identity, PodLogs, handle};
-use crate::openapi::OpenApi;
 use crate::pki::{Pki, PkiError};
 use crate::registry::Registry;
 use vkube_store::{MemoryStorage, SqliteStorage, Storage};
@@ -156,7 +155,6 @@ pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> 
     }
     let state = Arc::new(AppState {
         registry,
-        openapi: OpenApi::default(),
         tokens,
         minor: config.minor,
         ready: AtomicBool::new(true),

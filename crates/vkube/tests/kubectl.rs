@@ -91,6 +91,20 @@ fn scenario(minor: u32) {
     let duplicate = k.fails(&["create", "-f", manifest]);
     assert!(duplicate.contains("AlreadyExists"), "{duplicate}");
 
+    // Unknown fields: an error by default (fieldValidation=Strict), a warning when asked.
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndatta:\n  a: b\n").unwrap();
+    let strict = k.fails(&["create", "-f", typo.to_str().unwrap()]);
+    assert!(strict.contains(r#"unknown field \"datta\""#) || strict.contains(r#"unknown field "datta""#), "{strict}");
+    let warned = k.output(&["create", "--validate=warn", "-f", typo.to_str().unwrap()]);
+    assert!(warned.status.success(), "{}", String::from_utf8_lossy(&warned.stderr));
+    assert!(
+        String::from_utf8_lossy(&warned.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&warned.stderr)
+    );
+    assert_eq!(k.ok(&["get", "cm", "typo", "-o", "jsonpath={.datta}"]), "", "the unknown field was dropped");
+
     // apply three times with edits: client-side three-way merge on built-in kinds.
     k.ok(&["apply", "-f", manifest]);
     let edited = MANIFEST.replace("nginx:1.27", "nginx:1.28").replace("size: \"1\"", "size: \"2\"");
