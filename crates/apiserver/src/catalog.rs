@@ -236,6 +236,9 @@ const BUILTIN: &[Line] = &[
     ),
     line("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", REVIEW, &[], &[]),
     line("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
+    // kubectl 1.27 asks for the beta (then alpha) version of `auth whoami`.
+    line("authentication.k8s.io", "v1beta1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
+    line("authentication.k8s.io", "v1alpha1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
 ];
 
 fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {

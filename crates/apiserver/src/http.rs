@@ -64,6 +64,8 @@ pub struct AppState {
     pub allow_anonymous: bool,
     /// Source of pod logs, if any.
     pub pod_logs: Option<Arc<dyn PodLogs>>,
+    /// Signs and verifies service account tokens (None without TLS).
+    pub token_signer: Option<crate::tokens::TokenSigner>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -347,7 +349,13 @@ async fn route(
     let path = parts.uri.path().to_string();
     let identity = match identity {
         Some(identity) => Some(identity),
-        None => bearer(&parts.headers).and_then(|token| state.tokens.get(&token).cloned()),
+        None => match bearer(&parts.headers) {
+            Some(token) => match state.tokens.get(&token) {
+                Some(identity) => Some(identity.clone()),
+                None => service_account_identity(state, &token).await,
+            },
+            None => None,
+        },
     };
     if identity.is_none() && !is_public(&path) && !state.allow_anonymous {
         return Err(ApiError::Unauthorized);
@@ -425,6 +433,33 @@ async fn route(
         return Err(ApiError::no_route());
     }
     serve_resource(state, &rt, &target, &identity, &query, parts, body).await
+}
+
+/// The service account a signed token names, if the token is valid and the account (and the
+/// pod it is bound to) still exists with the same uid.
+async fn service_account_identity(state: &AppState, token: &str) -> Option<Identity> {
+    let subject = state.token_signer.as_ref()?.verify(token)?;
+    let snapshot = state.registry.catalog.snapshot();
+    let accounts = snapshot.get("", "v1", "serviceaccounts")?;
+    let account = state.registry.get(&accounts, Some(&subject.namespace), &subject.name).await.ok()?;
+    if account.pointer("/metadata/uid").and_then(Value::as_str) != Some(subject.uid.as_str()) {
+        return None;
+    }
+    if let Some((pod_name, pod_uid)) = &subject.pod {
+        let pods = snapshot.get("", "v1", "pods")?;
+        let pod = state.registry.get(&pods, Some(&subject.namespace), pod_name).await.ok()?;
+        if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod_uid.as_str()) {
+            return None;
+        }
+    }
+    Some(Identity {
+        user: format!("system:serviceaccount:{}:{}", subject.namespace, subject.name),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{}", subject.namespace),
+            "system:authenticated".into(),
+        ],
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -657,6 +692,28 @@ async fn serve_resource(
             let options = query.write_options(headers)?;
             let updated = registry.update(rt, None, name, current, "finalize", &options).await?;
             Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Some(name), Some("token")) if rt.kind == "ServiceAccount" && method == Method::POST => {
+            let bytes = read_body(body, headers).await?;
+            let mut request = decode_body(&bytes, &content_type(headers))?;
+            let account = registry.get(rt, ns, name).await?;
+            let signer = state.token_signer.as_ref().ok_or_else(|| {
+                ApiError::Unavailable("service account tokens need TLS: this server has no signing key".into())
+            })?;
+            let uid = account.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+            let spec = request.get("spec").cloned().unwrap_or(json!({}));
+            let (token, expiry) = signer.issue(ns.unwrap_or("default"), name, uid, &spec)?;
+            request["apiVersion"] = json!("authentication.k8s.io/v1");
+            request["kind"] = json!("TokenRequest");
+            request["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": crate::registry::now()});
+            let mut spec = spec;
+            if spec.get("audiences").is_none_or(|a| a.as_array().is_none_or(Vec::is_empty)) {
+                spec["audiences"] = json!([crate::tokens::ISSUER]);
+            }
+            spec["expirationSeconds"] = json!(spec.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(3600));
+            request["spec"] = spec;
+            request["status"] = json!({"token": token, "expirationTimestamp": expiry});
+            Ok(json_response(StatusCode::CREATED, &request))
         }
         (Some(name), Some("binding")) if rt.kind == "Pod" && method == Method::POST => {
             let bytes = read_body(body, headers).await?;

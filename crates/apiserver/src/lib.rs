@@ -24,6 +24,7 @@ pub mod selector;
 pub mod server;
 pub mod strategy;
 pub mod table;
+pub mod tokens;
 pub mod validation;
 
 pub use error::{ApiError, ApiResult};

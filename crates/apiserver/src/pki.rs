@@ -53,6 +53,8 @@ pub struct Pki {
     pub admin_key: String,
     /// Admin bearer token.
     pub admin_token: String,
+    /// The key service account tokens are signed with (PKCS#8 DER, P-256).
+    pub service_account_key: Vec<u8>,
     /// CA key (PEM), to sign further client certificates.
     ca_key: String,
 }
@@ -174,7 +176,17 @@ impl Pki {
                 token
             }
         };
-        Ok(Pki { ca_cert, server_cert, server_key, admin_cert, admin_key, admin_token, ca_key })
+        let sa_key_pem = match read(&path("sa.key"))? {
+            Some(pem) => pem,
+            None => {
+                let key = KeyPair::generate()?;
+                write_private(&path("sa.key"), &key.serialize_pem())?;
+                key.serialize_pem()
+            }
+        };
+        let service_account_key =
+            KeyPair::from_pem(&sa_key_pem).map_err(|_| PkiError::BadPem(path("sa.key")))?.serialize_der();
+        Ok(Pki { ca_cert, server_cert, server_key, admin_cert, admin_key, admin_token, service_account_key, ca_key })
     }
 
     /// Signs a client certificate for `user` in `groups`; returns (cert PEM, key PEM).

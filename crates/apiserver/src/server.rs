@@ -159,6 +159,7 @@ pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> 
         minor: config.minor,
         ready: AtomicBool::new(true),
         allow_anonymous: config.plain_http,
+        token_signer: pki.as_ref().and_then(|p| crate::tokens::TokenSigner::from_pkcs8(&p.service_account_key)),
         pod_logs,
     });
     let acceptor = match &pki {

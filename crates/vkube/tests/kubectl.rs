@@ -59,6 +59,20 @@ spec:
               color: {type: string}
 "#;
 
+fn base64_decode(text: &str) -> Vec<u8> {
+    let output = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    output.stdout
+}
+
 fn scenario(minor: u32) {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -176,6 +190,38 @@ fn scenario(minor: u32) {
     let output = k.command(&["edit", "cm", "settings"]).env("KUBE_EDITOR", &editor).output().unwrap();
     assert!(output.status.success(), "edit: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(k.ok(&["get", "cm", "settings", "-o", "jsonpath={.data.size}"]), "edited");
+
+    // Service account tokens: issued by TokenRequest, accepted while the account exists.
+    k.ok(&["create", "serviceaccount", "robot"]);
+    let token = k.ok(&["create", "token", "robot"]).trim().to_string();
+    let ca = dir.path().join("ca.pem");
+    let ca_data =
+        k.ok(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}"]);
+    std::fs::write(&ca, base64_decode(&ca_data)).unwrap();
+    let server_url = k.ok(&["config", "view", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+    let as_robot = |args: &[&str]| {
+        let mut full = vec![
+            "--kubeconfig=/dev/null",
+            "--server",
+            &server_url,
+            "--certificate-authority",
+            ca.to_str().unwrap(),
+            "--token",
+            &token,
+        ];
+        full.extend_from_slice(args);
+        k.output(&full)
+    };
+    let whoami = as_robot(&["auth", "whoami"]);
+    assert!(
+        String::from_utf8_lossy(&whoami.stdout).contains("system:serviceaccount:default:robot"),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    assert!(as_robot(&["get", "cm", "settings"]).status.success());
+    k.ok(&["delete", "serviceaccount", "robot"]);
+    let rejected = as_robot(&["get", "cm", "settings"]);
+    assert!(!rejected.status.success() && String::from_utf8_lossy(&rejected.stderr).contains("Unauthorized"));
 
     // describe.
     let described = k.ok(&["describe", "deployment", "web"]);
