@@ -19,13 +19,13 @@ use crate::catalog::{ResourceType, Snapshot};
 pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 type DocumentCache = HashMap<(u64, String), Arc<Vec<u8>>>;
-type SchemaCache = HashMap<(u64, String), Arc<Value>>;
+type ShapeCache = HashMap<(u64, String), Option<Arc<Shape>>>;
 
 /// Caches generated documents per catalog generation.
 #[derive(Clone, Debug, Default)]
 pub struct OpenApi {
     cache: Arc<Mutex<DocumentCache>>,
-    parsed: Arc<Mutex<SchemaCache>>,
+    shapes: Arc<Mutex<ShapeCache>>,
 }
 
 fn path_key(group: &str, version: &str) -> String {
@@ -77,107 +77,99 @@ impl OpenApi {
     }
 }
 
-impl OpenApi {
-    /// The component schemas of the document serving `rt`, and the name of `rt`'s own schema.
-    fn schemas_for(&self, snapshot: &Snapshot, rt: &ResourceType) -> Option<(Arc<Value>, String)> {
-        let key = path_key(&rt.group, &rt.version);
-        let cache_key = (snapshot.generation, key.clone());
-        let cached = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key).cloned();
-        let schemas = match cached {
-            Some(schemas) => schemas,
-            None => {
-                let doc: Value = serde_json::from_slice(&self.document(snapshot, &key)?).ok()?;
-                let schemas = Arc::new(doc["components"]["schemas"].clone());
-                let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-                parsed.retain(|(generation, _), _| *generation == snapshot.generation);
-                parsed.insert(cache_key, schemas.clone());
-                schemas
-            }
-        };
-        let name = schemas.as_object()?.iter().find_map(|(name, schema)| {
-            let gvks = schema.get("x-kubernetes-group-version-kind")?.as_array()?;
-            gvks.iter()
-                .any(|g| {
-                    g["group"] == rt.group.as_str()
-                        && g["version"] == rt.version.as_str()
-                        && g["kind"] == rt.kind.as_str()
-                })
-                .then(|| name.clone())
-        })?;
-        Some((schemas, name))
-    }
-
-    /// Removes every field of `object` that `rt`'s schema does not declare and returns their
-    /// paths (`spec.template.spec.containers[0].imagee`). Fields under
-    /// `x-kubernetes-preserve-unknown-fields` and schema-less objects are kept.
-    pub fn prune_unknown_fields(&self, snapshot: &Snapshot, rt: &ResourceType, object: &mut Value) -> Vec<String> {
-        let mut unknown = Vec::new();
-        if let Some(info) = &rt.custom {
-            let Some(schema) = &info.schema else { return unknown };
-            let empty = Value::Object(Map::new());
-            if let Value::Object(map) = object {
-                for (key, value) in map.iter_mut() {
-                    if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
-                        continue;
-                    }
-                    match schema.get("properties").and_then(|p| p.get(key)) {
-                        Some(child) => prune(&empty, child, value, key, &mut unknown, 0),
-                        None if schema.get("properties").is_some()
-                            && schema.get("x-kubernetes-preserve-unknown-fields") != Some(&Value::Bool(true)) =>
-                        {
-                            unknown.push(key.clone())
-                        }
-                        None => {}
-                    }
-                }
-                for path in &unknown {
-                    if !path.contains(['.', '[']) {
-                        map.remove(path);
-                    }
-                }
-            }
-            return unknown;
-        }
-        let Some((schemas, name)) = self.schemas_for(snapshot, rt) else { return unknown };
-        let root = json!({"$ref": format!("#/components/schemas/{name}")});
-        prune(&schemas, &root, object, "", &mut unknown, 0);
-        unknown
-    }
+/// The fields a kind may have, as a compact tree built from its schema (no descriptions), used to
+/// find unknown fields without keeping whole OpenAPI documents in memory.
+#[derive(Debug, Default)]
+pub struct Shape {
+    nodes: Vec<Node>,
 }
 
-fn resolve<'a>(schemas: &'a Value, mut schema: &'a Value) -> &'a Value {
-    for _ in 0..8 {
-        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-            match reference.strip_prefix("#/components/schemas/").and_then(|name| schemas.get(name)) {
-                Some(target) => schema = target,
-                None => return schema,
+#[derive(Debug, Clone)]
+enum Node {
+    /// Declared properties (node indexes).
+    Object(HashMap<String, usize>),
+    /// Every value has this shape.
+    Map(usize),
+    /// Every item has this shape.
+    List(usize),
+    /// Anything goes (scalars, int-or-string, preserve-unknown-fields, untyped objects).
+    Any,
+}
+
+impl Shape {
+    fn build(schemas: &Map<String, Value>, root: &Value) -> Shape {
+        let mut shape = Shape::default();
+        let mut named = HashMap::new();
+        shape.node(schemas, root, &mut named, 0);
+        shape
+    }
+
+    fn node(
+        &mut self,
+        schemas: &Map<String, Value>,
+        schema: &Value,
+        named: &mut HashMap<String, usize>,
+        depth: usize,
+    ) -> usize {
+        let mut schema = schema;
+        let mut name = None;
+        for _ in 0..8 {
+            if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+                let target = reference.strip_prefix("#/components/schemas/").unwrap_or(reference);
+                if let Some(&index) = named.get(target) {
+                    return index;
+                }
+                match schemas.get(target) {
+                    Some(found) => {
+                        name = Some(target.to_string());
+                        schema = found;
+                    }
+                    None => break,
+                }
+            } else if let Some([only]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+                schema = only;
+            } else {
+                break;
             }
-        } else if let Some([only]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
-            schema = only;
+        }
+        let index = self.nodes.len();
+        self.nodes.push(Node::Any);
+        if let Some(name) = name {
+            named.insert(name, index);
+        }
+        if depth > 64 || schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+            return index;
+        }
+        let node = if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            let mut fields = HashMap::new();
+            for (key, child) in properties {
+                fields.insert(key.clone(), self.node(schemas, child, named, depth + 1));
+            }
+            Node::Object(fields)
+        } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            Node::Map(self.node(schemas, additional, named, depth + 1))
+        } else if let Some(items) = schema.get("items") {
+            Node::List(self.node(schemas, items, named, depth + 1))
         } else {
-            return schema;
-        }
+            Node::Any
+        };
+        self.nodes[index] = node;
+        index
     }
-    schema
-}
 
-fn prune(schemas: &Value, schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>, depth: usize) {
-    if depth > 64 {
-        return;
-    }
-    let schema = resolve(schemas, schema);
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
-        return;
-    }
-    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
-    match value {
-        Value::Object(map) => {
-            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+    /// Removes undeclared fields below node `at`; records their paths.
+    fn prune(&self, at: usize, value: &mut Value, path: &str, unknown: &mut Vec<String>, root: bool) {
+        let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        match (&self.nodes[at], value) {
+            (Node::Object(fields), Value::Object(map)) => {
                 let mut remove = Vec::new();
                 for (key, child) in map.iter_mut() {
-                    match properties.get(key) {
-                        Some(child_schema) => prune(schemas, child_schema, child, &join(key), unknown, depth + 1),
-                        None if depth == 0 && (key == "apiVersion" || key == "kind") => {}
+                    match fields.get(key) {
+                        Some(&next) => self.prune(next, child, &join(key), unknown, false),
+                        None if root
+                            && (key == "apiVersion" || key == "kind" || key == "metadata")
+                            && fields.is_empty() => {}
+                        None if root && (key == "apiVersion" || key == "kind") => {}
                         None => remove.push(key.clone()),
                     }
                 }
@@ -185,20 +177,63 @@ fn prune(schemas: &Value, schema: &Value, value: &mut Value, path: &str, unknown
                     map.remove(&key);
                     unknown.push(join(&key));
                 }
-            } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            }
+            (Node::Map(next), Value::Object(map)) => {
                 for (key, child) in map.iter_mut() {
-                    prune(schemas, additional, child, &join(key), unknown, depth + 1);
+                    self.prune(*next, child, &join(key), unknown, false);
                 }
             }
-        }
-        Value::Array(items) => {
-            if let Some(item_schema) = schema.get("items") {
+            (Node::List(next), Value::Array(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    prune(schemas, item_schema, item, &format!("{path}[{i}]"), unknown, depth + 1);
+                    self.prune(*next, item, &format!("{path}[{i}]"), unknown, false);
                 }
             }
+            _ => {}
         }
-        _ => {}
+    }
+}
+
+impl OpenApi {
+    fn shape_for(&self, snapshot: &Snapshot, rt: &ResourceType) -> Option<Arc<Shape>> {
+        let key = (snapshot.generation, format!("{}/{}/{}", rt.group, rt.version, rt.kind));
+        if let Some(shape) = self.shapes.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return shape.clone();
+        }
+        let shape = match &rt.custom {
+            Some(info) => info.schema.as_ref().map(|schema| {
+                let mut schema = schema.clone();
+                if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                    // metadata is checked by the server's own rules, not pruned.
+                    properties.insert(
+                        "metadata".into(),
+                        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                    );
+                }
+                Arc::new(Shape::build(&Map::new(), &schema))
+            }),
+            None => {
+                let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+                builtin_schema(&mut generator, &rt.group, &rt.kind).map(|name| {
+                    let schemas = generator.take_definitions(true);
+                    Arc::new(Shape::build(&schemas, &reference(&name)))
+                })
+            }
+        };
+        let mut shapes = self.shapes.lock().unwrap_or_else(|p| p.into_inner());
+        shapes.retain(|(generation, _), _| *generation == snapshot.generation);
+        shapes.insert(key, shape.clone());
+        shape
+    }
+
+    /// Removes every field of `object` that `rt`'s schema does not declare and returns their
+    /// paths (`spec.template.spec.containers[0].imagee`). Fields under
+    /// `x-kubernetes-preserve-unknown-fields` and schema-less objects are kept.
+    pub fn prune_unknown_fields(&self, snapshot: &Snapshot, rt: &ResourceType, object: &mut Value) -> Vec<String> {
+        let mut unknown = Vec::new();
+        if let Some(shape) = self.shape_for(snapshot, rt) {
+            shape.prune(0, object, "", &mut unknown, true);
+        }
+        unknown
     }
 }
 

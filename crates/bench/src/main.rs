@@ -89,6 +89,17 @@ fn secret_body(name: &str) -> String {
     )
 }
 
+/// Waits until `at` without tokio's millisecond timer granularity making the send late: sleeps
+/// to within 2 ms, then yields until the instant has come.
+async fn send_at(at: tokio::time::Instant) {
+    if let Some(early) = at.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep_until(early).await;
+    }
+    while tokio::time::Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Open loop: `count` creates at `rate`/s; latency from the scheduled send time.
 async fn open_loop(
     target: &Target,
@@ -102,7 +113,7 @@ async fn open_loop(
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let scheduled = start + interval * i as u32;
-        tokio::time::sleep_until(scheduled).await;
+        send_at(scheduled).await;
         let target = target.clone();
         let path = format!("/api/v1/namespaces/{namespace}/secrets");
         let body = secret_body(&format!("{prefix}-{i}"));
@@ -327,7 +338,7 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
     let interval = Duration::from_millis(10);
     let start = tokio::time::Instant::now();
     for i in 0..1000u32 {
-        tokio::time::sleep_until(start + interval * i).await;
+        send_at(start + interval * i).await;
         let name = format!("w-{i}");
         let (status, _) = target
             .send(

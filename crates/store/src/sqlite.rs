@@ -1,5 +1,8 @@
-//! The durable embedded backend: SQLite in WAL mode with `synchronous=FULL`, so a write is on disk
-//! (fsynced) before it is acknowledged and survives `kill -9` or power loss.
+//! The durable embedded backend: SQLite in WAL mode. A commit appends to the write-ahead log and
+//! the log is `fdatasync`ed before any write of the batch is acknowledged, so acknowledged writes
+//! survive `kill -9` and power loss. (`synchronous=NORMAL` plus our own `fdatasync` of the WAL is
+//! the same guarantee as `synchronous=FULL` at less than half the cost here: FULL issues a full
+//! `fsync` per commit; SQLite still syncs the WAL and database around every checkpoint.)
 //!
 //! Writers queue their operation; whoever finds the connection free commits every queued write in
 //! a single transaction (group commit: one fsync for many concurrent writers), planned against the
@@ -31,6 +34,39 @@ pub struct SqliteStorage {
     connection: Mutex<Connection>,
     /// Writes waiting for the next commit.
     queue: Mutex<Vec<(Op, Reply)>>,
+    /// The write-ahead log, synced after every commit (opened once it exists).
+    wal: Mutex<Option<std::fs::File>>,
+    wal_path: std::path::PathBuf,
+    /// Tells the checkpoint thread to stop.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteStorage {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How often the background thread moves the write-ahead log into the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints from its own connection, so writers never pay for copying the log into the
+/// database (with automatic checkpoints, every thousandth page committed stalls its writer).
+fn checkpointer(path: std::path::PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let conn = match Connection::open(&path) {
+        Ok(conn) => conn,
+        Err(error) => {
+            tracing::error!(%error, "checkpoint connection failed; the write-ahead log will grow until restart");
+            return;
+        }
+    };
+    let _ = conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "checkpoint failed; retrying");
+        }
+    }
 }
 
 impl SqliteStorage {
@@ -39,7 +75,8 @@ impl SqliteStorage {
         let conn = Connection::open(path).map_err(StorageError::Backend)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
+             PRAGMA synchronous=NORMAL;
+             PRAGMA wal_autocheckpoint=0;
              CREATE TABLE IF NOT EXISTS kv (
                  key TEXT PRIMARY KEY NOT NULL,
                  value BLOB NOT NULL,
@@ -78,10 +115,21 @@ impl SqliteStorage {
                 data.insert(kv.key.clone(), kv);
             }
         }
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (checkpoint_path, checkpoint_stop) = (path.to_path_buf(), stop.clone());
+        std::thread::Builder::new()
+            .name("vkube-sqlite-checkpoint".into())
+            .spawn(move || checkpointer(checkpoint_path, checkpoint_stop))
+            .map_err(|_| StorageError::Closed)?;
         Ok(SqliteStorage {
             shared: Shared::new(data, revision),
             connection: Mutex::new(conn),
             queue: Mutex::new(Vec::new()),
+            wal: Mutex::new(None),
+            wal_path: wal_path.into(),
+            stop,
         })
     }
 
@@ -127,22 +175,51 @@ impl SqliteStorage {
     fn commit_batch(&self, conn: &mut Connection, batch: Vec<(Op, Reply)>) {
         let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
         let plan = self.shared.plan(&ops);
-        match commit(conn, &plan) {
+        if let Err(error) = commit(conn, &plan) {
+            tracing::error!(%error, "sqlite commit failed; writes rejected");
+            for reply in replies {
+                let _ = reply.send(Err(StorageError::Backend(clone_error(&error))));
+            }
+            return;
+        }
+        // The batch is in the database now, so memory must show it whatever the sync says.
+        let synced = self.sync_wal(plan.events.is_empty());
+        let Plan { outcomes, events, revision } = plan;
+        self.shared.publish(events, revision);
+        match synced {
             Ok(()) => {
-                let Plan { outcomes, events, revision } = plan;
-                self.shared.publish(events, revision);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "sqlite commit failed; writes rejected");
+                // Not known to be durable: never acknowledge it.
+                tracing::error!(%error, "syncing the write-ahead log failed; writes not acknowledged");
                 for reply in replies {
                     let _ = reply.send(Err(StorageError::Backend(clone_error(&error))));
                 }
             }
         }
     }
+}
+
+impl SqliteStorage {
+    /// Makes the commit durable: `fdatasync` of the write-ahead log.
+    fn sync_wal(&self, nothing_written: bool) -> Result<(), rusqlite::Error> {
+        if nothing_written {
+            return Ok(());
+        }
+        let mut wal = lock(&self.wal);
+        if wal.is_none() {
+            *wal = Some(std::fs::File::open(&self.wal_path).map_err(io_error)?);
+        }
+        wal.as_ref().map(std::fs::File::sync_data).transpose().map_err(io_error)?;
+        Ok(())
+    }
+}
+
+fn io_error(error: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
