@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Run a standalone Kubernetes API server on the embedded store.
     Apiserver(commands::apiserver::Args),
+    /// Check, print and explain vcluster.yaml files.
+    #[command(subcommand)]
+    Config(commands::config::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Apiserver(args) => commands::apiserver::run(args).await,
+            Command::Config(command) => commands::config::run(command),
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! One module per CLI command: an `Args` struct and a `run` function.
 
 pub mod apiserver;
+pub mod config;
 
 /// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,0 +1,209 @@
+//! The host RBAC a configuration needs (sync-behavior.md 11.4 and 11.5): the Role in the host
+//! namespace and the ClusterRole, rule by rule, from the enabled syncers.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Config;
+
+/// One RBAC policy rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    /// API groups ("" for core).
+    pub api_groups: Vec<String>,
+    /// Resources (and subresources).
+    pub resources: Vec<String>,
+    /// Verbs.
+    pub verbs: Vec<String>,
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    PolicyRule { api_groups: owned(groups), resources: owned(resources), verbs: owned(verbs) }
+}
+
+const ALL: &[&str] = &["create", "delete", "patch", "update", "get", "list", "watch"];
+const READ: &[&str] = &["get", "watch", "list"];
+
+/// The rules of both roles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRbac {
+    /// Rules of the namespaced Role in the host namespace.
+    pub role: Vec<PolicyRule>,
+    /// Rules of the ClusterRole; empty when none is needed.
+    pub cluster_role: Vec<PolicyRule>,
+}
+
+/// Splits a custom resource key `<plural>.<group>[/<version>]` into (plural, group).
+fn plural_and_group(key: &str) -> (&str, &str) {
+    let resource = key.split('/').next().unwrap_or(key);
+    resource.split_once('.').unwrap_or((resource, ""))
+}
+
+/// What `config` needs on the host.
+pub fn host_rbac(config: &Config) -> HostRbac {
+    let config = config.resolved();
+    let (to, from) = (&config.sync.to_host, &config.sync.from_host);
+    let mut role = vec![
+        rule(
+            &[""],
+            &[
+                "configmaps",
+                "secrets",
+                "services",
+                "pods",
+                "pods/attach",
+                "pods/portforward",
+                "pods/exec",
+                "persistentvolumeclaims",
+            ],
+            ALL,
+        ),
+        rule(&[""], &["pods/status", "pods/ephemeralcontainers"], &["patch", "update"]),
+        rule(&["apps"], &["statefulsets", "replicasets", "deployments"], &["get", "list", "watch", "patch", "update"]),
+        rule(&[""], &["endpoints", "pods/log"], &["get", "list", "watch"]),
+        rule(&[""], &["events"], &["create", "get", "list", "watch"]),
+        rule(&["events.k8s.io"], &["events"], &["create", "get", "list", "watch"]),
+    ];
+    if to.endpoints.enabled {
+        role.push(rule(&[""], &["endpoints"], &["create", "delete", "patch", "update"]));
+    }
+    if config.control_plane.backing_store.etcd.external.enabled {
+        role.push(rule(&["coordination.k8s.io"], &["leases"], ALL));
+    }
+    if to.ingresses.enabled {
+        role.push(rule(&["networking.k8s.io"], &["ingresses"], ALL));
+    }
+    if to.network_policies.enabled {
+        role.push(rule(&["networking.k8s.io"], &["networkpolicies"], ALL));
+    }
+    if to.service_accounts.enabled {
+        role.push(rule(&[""], &["serviceaccounts"], ALL));
+    }
+    if to.pod_disruption_budgets.enabled {
+        role.push(rule(&["policy"], &["poddisruptionbudgets"], ALL));
+    }
+    if to.volume_snapshots.enabled {
+        role.push(rule(&["snapshot.storage.k8s.io"], &["volumesnapshots"], ALL));
+    }
+    for (key, entry) in &to.custom_resources {
+        if entry.enabled {
+            let (plural, group) = plural_and_group(key);
+            role.push(rule(&[group], &[plural], ALL));
+        }
+    }
+
+    let mut cluster = Vec::new();
+    if from.nodes.enabled {
+        cluster.push(rule(&[""], &["pods", "nodes", "nodes/status"], READ));
+        cluster.push(rule(&[""], &["nodes/metrics", "nodes/stats", "nodes/proxy"], &["get"]));
+        if from.nodes.sync_back_changes {
+            cluster.push(rule(&[""], &["nodes", "nodes/status"], &["update", "patch"]));
+        }
+    }
+    if from.storage_classes.enabled.is_on() {
+        cluster.push(rule(&["storage.k8s.io"], &["storageclasses"], READ));
+    }
+    if from.csi_nodes.enabled.is_on() {
+        cluster.push(rule(&["storage.k8s.io"], &["csinodes"], READ));
+    }
+    if from.csi_drivers.enabled.is_on() {
+        cluster.push(rule(&["storage.k8s.io"], &["csidrivers"], READ));
+    }
+    if from.csi_storage_capacities.enabled.is_on() {
+        cluster.push(rule(&["storage.k8s.io"], &["csistoragecapacities"], READ));
+    }
+    if to.persistent_volumes.enabled {
+        cluster.push(rule(&[""], &["persistentvolumes"], ALL));
+    }
+    if from.ingress_classes.enabled {
+        cluster.push(rule(&["networking.k8s.io"], &["ingressclasses"], READ));
+    }
+    if from.runtime_classes.enabled {
+        cluster.push(rule(&["node.k8s.io"], &["runtimeclasses"], READ));
+    }
+    if to.storage_classes.enabled {
+        cluster.push(rule(&["storage.k8s.io"], &["storageclasses"], ALL));
+    }
+    if to.priority_classes.enabled || from.priority_classes.enabled {
+        cluster.push(rule(&["scheduling.k8s.io"], &["priorityclasses"], ALL));
+    }
+    let any_custom =
+        to.custom_resources.values().any(|e| e.enabled) || from.custom_resources.values().any(|e| e.enabled);
+    if any_custom {
+        cluster.push(rule(&["apiextensions.k8s.io"], &["customresourcedefinitions"], &["get", "list", "watch"]));
+    }
+    for (key, entry) in &from.custom_resources {
+        if entry.enabled {
+            let (plural, group) = plural_and_group(key);
+            cluster.push(rule(&[group], &[plural], &["get", "list", "watch"]));
+        }
+    }
+    HostRbac { role, cluster_role: cluster }
+}
+
+/// The Role (and ClusterRole, when needed) as Kubernetes manifests for virtual cluster `name` in
+/// host namespace `namespace`.
+pub fn manifests(config: &Config) -> Vec<Value> {
+    let rbac = host_rbac(config);
+    let (name, namespace) = (config.name(), config.host_namespace());
+    let mut out = vec![json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": format!("vc-{name}"), "namespace": namespace},
+        "rules": rbac.role,
+    })];
+    if !rbac.cluster_role.is_empty() {
+        let cluster_name: String = format!("vc-{name}-v-{namespace}").chars().take(63).collect();
+        out.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": cluster_name},
+            "rules": rbac.cluster_role,
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+        rules.iter().any(|r| {
+            r.api_groups.iter().any(|g| g == group)
+                && r.resources.iter().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    }
+
+    #[test]
+    fn defaults_need_only_the_namespaced_role() {
+        let rbac = host_rbac(&Config::default());
+        assert!(has(&rbac.role, "", "pods", "create"));
+        assert!(has(&rbac.role, "", "endpoints", "create"), "endpoint sync is on by default");
+        assert!(!has(&rbac.role, "networking.k8s.io", "ingresses", "create"));
+        assert!(rbac.cluster_role.is_empty(), "auto switches resolve off and nodes are fake");
+    }
+
+    #[test]
+    fn enabled_syncers_add_their_rules() {
+        let config = Config::from_yaml(
+            "sync:\n  toHost:\n    ingresses: {enabled: true}\n    persistentVolumes: {enabled: true}\n    customResources:\n      widgets.example.com/v1: {enabled: true}\n  fromHost:\n    nodes: {enabled: true, syncBackChanges: true}\n    csiDrivers: {enabled: true}\n    ingressClasses: {enabled: true}\n",
+        )
+        .unwrap();
+        let rbac = host_rbac(&config);
+        assert!(has(&rbac.role, "networking.k8s.io", "ingresses", "create"));
+        assert!(has(&rbac.role, "example.com", "widgets", "delete"));
+        assert!(has(&rbac.cluster_role, "", "nodes", "watch"));
+        assert!(has(&rbac.cluster_role, "", "nodes/status", "patch"));
+        assert!(has(&rbac.cluster_role, "storage.k8s.io", "csidrivers", "list"));
+        assert!(!has(&rbac.cluster_role, "storage.k8s.io", "csinodes", "list"), "csiNodes stays auto = off");
+        assert!(has(&rbac.cluster_role, "", "persistentvolumes", "create"));
+        assert!(has(&rbac.cluster_role, "networking.k8s.io", "ingressclasses", "get"));
+        assert!(has(&rbac.cluster_role, "apiextensions.k8s.io", "customresourcedefinitions", "get"));
+        let manifests = manifests(&config);
+        assert_eq!(manifests[1]["metadata"]["name"], "vc-vc1-v-vcluster-vc1");
+    }
+}
