@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Run a standalone Kubernetes API server on the embedded store.
     Apiserver(commands::apiserver::Args),
+    /// Run a simulated host cluster: an API server plus simulated nodes, scheduler and kubelet.
+    Host(commands::host::Args),
     /// Check, print and explain vcluster.yaml files.
     #[command(subcommand)]
     Config(commands::config::Command),
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Config(command) => commands::config::run(command),
+            Command::Host(args) => commands::host::run(args).await,
         }
     });
     match result {

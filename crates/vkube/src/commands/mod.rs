@@ -2,6 +2,7 @@
 
 pub mod apiserver;
 pub mod config;
+pub mod host;
 
 /// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
@@ -17,4 +18,12 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+/// A kube client for a kubeconfig document (installs the rustls crypto provider first).
+pub async fn client_from_kubeconfig(text: &str) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(text)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }

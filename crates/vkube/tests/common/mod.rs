@@ -21,11 +21,16 @@ impl ApiServerProcess {
     }
 
     pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["apiserver", "--dir", dir.to_str().unwrap(), "--listen", listen];
+        args.extend_from_slice(extra);
+        Self::start_command(&args, dir.join("admin.kubeconfig"))
+    }
+
+    /// Starts `vkube ARGS...`, waits for its `ready` line; `kubeconfig` is where it writes one.
+    pub fn start_command(args: &[&str], kubeconfig: PathBuf) -> Self {
+        let dir = kubeconfig.parent().unwrap().to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vkube"))
-            .args(["apiserver", "--dir"])
-            .arg(dir)
-            .args(["--listen", listen])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -40,16 +45,16 @@ impl ApiServerProcess {
                 _ => {
                     let _ = child.kill();
                     let output = child.wait_with_output().unwrap();
-                    panic!("vkube apiserver exited before ready: {}", String::from_utf8_lossy(&output.stderr));
+                    panic!("vkube {} exited before ready: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
                 }
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "vkube apiserver not ready in 30s");
+            assert!(started.elapsed() < Duration::from_secs(30), "vkube {} not ready in 30s", args.join(" "));
         }
         // Keep draining stderr so the child never blocks on a full pipe.
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
         std::thread::spawn(move || for _ in lines {});
-        ApiServerProcess { child, dir: dir.to_path_buf(), kubeconfig: dir.join("admin.kubeconfig") }
+        ApiServerProcess { child, dir, kubeconfig }
     }
 
     /// SIGTERM and wait.

@@ -1,0 +1,470 @@
+//! A simulated host cluster in the spirit of KWOK: nodes with leases, a scheduler, a kubelet that
+//! runs pods (IPs, schema-complete statuses, completion, graceful deletion) and an endpoints
+//! controller. It talks to its API server only through `kube::Client`, so it runs unchanged
+//! against any Kubernetes API.
+//!
+//! The decisions are pure functions in [`lifecycle`]; this module is the thin async driver.
+
+pub mod lifecycle;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use lifecycle::NodeView;
+
+/// Annotation: seconds a pod with restartPolicy Never/OnFailure runs before it completes.
+pub const RUN_SECONDS: &str = "sim.vkube.io/run-seconds";
+/// Annotation: the exit code such a pod completes with (0 = Succeeded, else Failed).
+pub const EXIT_CODE: &str = "sim.vkube.io/exit-code";
+/// Field manager of every write the simulator makes.
+pub const MANAGER: &str = "vkube-simulator";
+
+/// How the simulated host looks.
+#[derive(Clone, Debug)]
+pub struct SimulatorConfig {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Node names are `<prefix>-<i>`.
+    pub node_prefix: String,
+    /// How long a run-to-completion pod runs unless its annotation says otherwise.
+    pub default_run: Duration,
+    /// Pods each node accepts.
+    pub pods_per_node: usize,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            nodes: 2,
+            node_prefix: "sim-node".into(),
+            default_run: Duration::from_secs(1),
+            pods_per_node: 110,
+        }
+    }
+}
+
+/// Why the simulator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    /// The API server refused a write the simulator cannot do without.
+    #[error("could not register node {node}")]
+    Node {
+        /// The node.
+        node: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn micro_now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn node_ip(index: usize) -> String {
+    format!("10.0.0.{}", index + 2)
+}
+
+fn node_object(config: &SimulatorConfig, index: usize) -> Value {
+    let name = format!("{}-{index}", config.node_prefix);
+    let now = now();
+    let condition = |kind: &str, status: &str, reason: &str, message: &str| json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now});
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": "vkube-simulated", "type": "vkube-simulated",
+        }, "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+        "spec": {"podCIDR": format!("10.244.{index}.0/24"), "podCIDRs": [format!("10.244.{index}.0/24")]},
+        "status": {
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": config.pods_per_node.to_string(), "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": config.pods_per_node.to_string(), "ephemeral-storage": "100Gi"},
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": node_ip(index)}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": format!("vkube-{index}"), "systemUUID": format!("vkube-{index}"), "bootID": format!("vkube-{index}"),
+                "kernelVersion": "6.1.0-vkube", "osImage": "vkube simulated node", "containerRuntimeVersion": "vkube://1.0",
+                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0", "operatingSystem": "linux", "architecture": "amd64",
+            },
+        },
+    })
+}
+
+/// Pod IPs per node: `10.244.<node>.2` to `.254`.
+#[derive(Debug, Default)]
+struct Addresses {
+    by_pod: HashMap<String, (usize, u8)>,
+    used: HashMap<usize, BTreeSet<u8>>,
+}
+
+impl Addresses {
+    fn record(&mut self, uid: &str, node: usize, ip: &str) {
+        if let Some(last) = ip.rsplit('.').next().and_then(|o| o.parse::<u8>().ok()) {
+            self.used.entry(node).or_default().insert(last);
+            self.by_pod.insert(uid.to_string(), (node, last));
+        }
+    }
+
+    fn allocate(&mut self, uid: &str, node: usize) -> Option<String> {
+        if let Some((n, octet)) = self.by_pod.get(uid)
+            && *n == node
+        {
+            return Some(format!("10.244.{node}.{octet}"));
+        }
+        let used = self.used.entry(node).or_default();
+        let octet = (2..=254u8).find(|o| !used.contains(o))?;
+        used.insert(octet);
+        self.by_pod.insert(uid.to_string(), (node, octet));
+        Some(format!("10.244.{node}.{octet}"))
+    }
+
+    fn release(&mut self, uid: &str) {
+        if let Some((node, octet)) = self.by_pod.remove(uid)
+            && let Some(used) = self.used.get_mut(&node)
+        {
+            used.remove(&octet);
+        }
+    }
+}
+
+struct Shared {
+    client: Client,
+    config: SimulatorConfig,
+    node_names: Vec<String>,
+    addresses: Mutex<Addresses>,
+    completing: Mutex<HashSet<String>>,
+    pods: Store<Pod>,
+    dirty: mpsc::UnboundedSender<String>,
+}
+
+impl Shared {
+    fn node_index(&self, name: &str) -> Option<usize> {
+        self.node_names.iter().position(|n| n == name)
+    }
+
+    fn node_views(&self) -> Vec<NodeView> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for pod in self.pods.state() {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
+                && !matches!(phase, "Succeeded" | "Failed")
+            {
+                *counts.entry(node).or_default() += 1;
+            }
+        }
+        self.node_names
+            .iter()
+            .map(|name| NodeView {
+                name: name.clone(),
+                labels: [
+                    ("kubernetes.io/hostname".to_string(), name.clone()),
+                    ("kubernetes.io/os".to_string(), "linux".to_string()),
+                    ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+                    ("type".to_string(), "vkube-simulated".to_string()),
+                ]
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+                taints: Vec::new(),
+                pods: counts.get(name).copied().unwrap_or(0),
+                capacity: self.config.pods_per_node,
+                schedulable: true,
+            })
+            .collect()
+    }
+
+    async fn handle_pod(self: &Arc<Self>, pod: &Pod) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let value = serde_json::to_value(pod).unwrap_or(Value::Null);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let _ = self.dirty.send(namespace.clone());
+        if pod.metadata.deletion_timestamp.is_some() {
+            if self.node_index(&node).is_some() {
+                // The simulated kubelet stops containers at once and confirms the deletion.
+                let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+                if let Err(error) = api.delete(&name, &params).await
+                    && !matches!(&error, kube::Error::Api(s) if s.code == 404)
+                {
+                    tracing::warn!(%namespace, %name, %error, "could not finish pod deletion");
+                }
+            }
+            return;
+        }
+        if node.is_empty() {
+            let scheduler = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+            if scheduler != "default-scheduler" {
+                return;
+            }
+            let views = self.node_views();
+            match lifecycle::schedule(&value, &views) {
+                Some(target) => {
+                    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": target.name}});
+                    if let Err(error) =
+                        api.create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding).await
+                    {
+                        tracing::debug!(%namespace, %name, %error, "binding failed");
+                    }
+                }
+                None => {
+                    let already =
+                        value.pointer("/status/conditions/0/reason").and_then(Value::as_str) == Some("Unschedulable");
+                    if !already {
+                        let status = lifecycle::unschedulable_status(&value, views.len(), &now());
+                        let _ = api
+                            .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status})))
+                            .await;
+                    }
+                }
+            }
+            return;
+        }
+        let Some(index) = self.node_index(&node) else { return };
+        let uid = pod.uid().unwrap_or_default();
+        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+        if phase.is_empty() || phase == "Pending" {
+            let ip = if pod_ip.is_empty() {
+                self.addresses.lock().unwrap_or_else(|p| p.into_inner()).allocate(&uid, index)
+            } else {
+                Some(pod_ip)
+            };
+            let Some(ip) = ip else {
+                tracing::warn!(%node, "no pod IP left on node");
+                return;
+            };
+            let status = lifecycle::running_status(&value, &node_ip(index), &ip, &now());
+            if let Err(error) =
+                api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await
+            {
+                tracing::debug!(%namespace, %name, %error, "could not start pod");
+            }
+            return;
+        }
+        let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+        if phase == "Running" && restart_policy != "Always" {
+            let fresh = self.completing.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone());
+            if !fresh {
+                return;
+            }
+            let annotations = pod.annotations();
+            let run = annotations
+                .get(RUN_SECONDS)
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(Duration::from_secs_f64)
+                .unwrap_or(self.config.default_run);
+            let exit_code = annotations.get(EXIT_CODE).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+            let shared = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(run).await;
+                let Ok(current) = api.get(&name).await else { return };
+                if current.uid().as_deref() != Some(uid.as_str()) || current.metadata.deletion_timestamp.is_some() {
+                    return;
+                }
+                let value = serde_json::to_value(&current).unwrap_or(Value::Null);
+                let status = lifecycle::finished_status(&value, exit_code, &now());
+                let _ = api
+                    .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status})))
+                    .await;
+                shared.completing.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            });
+        }
+    }
+}
+
+async fn register_nodes(client: &Client, config: &SimulatorConfig) -> Result<Vec<String>, SimulatorError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for index in 0..config.nodes {
+        let object = node_object(config, index);
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let node: Node = serde_json::from_value(object.clone())
+            .map_err(|e| SimulatorError::Node { node: name.clone(), source: kube::Error::SerdeError(e) })?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                nodes
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply(MANAGER),
+                        &Patch::Merge(json!({"status": object["status"]})),
+                    )
+                    .await
+                    .map_err(|source| SimulatorError::Node { node: name.clone(), source })?;
+            }
+            Err(source) => return Err(SimulatorError::Node { node: name, source }),
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+async fn heartbeat(client: Client, names: Vec<String>) {
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    loop {
+        for name in &names {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_now()}});
+            if let Err(error) = leases.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&lease)).await {
+                tracing::debug!(%name, %error, "lease renewal failed");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+async fn endpoints_controller(
+    client: Client,
+    pods: Store<Pod>,
+    services: Store<Service>,
+    mut dirty: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(first) = dirty.recv().await {
+        let mut namespaces = BTreeSet::from([first]);
+        while let Ok(more) = dirty.try_recv() {
+            namespaces.insert(more);
+        }
+        for namespace in namespaces {
+            let pod_values: Vec<Value> = pods
+                .state()
+                .iter()
+                .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+                .filter_map(|p| serde_json::to_value(p.as_ref()).ok())
+                .collect();
+            let pod_refs: Vec<&Value> = pod_values.iter().collect();
+            let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
+            for service in services.state().iter().filter(|s| s.namespace().as_deref() == Some(namespace.as_str())) {
+                let service_value = serde_json::to_value(service.as_ref()).unwrap_or(Value::Null);
+                let Some(subsets) = lifecycle::endpoint_subsets(&service_value, &pod_refs) else { continue };
+                let name = service.name_any();
+                let desired = json!({"apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": name, "namespace": namespace, "labels": service.labels()}, "subsets": subsets});
+                let current = api.get_opt(&name).await.ok().flatten();
+                let current_subsets = current.as_ref().map(|e| serde_json::to_value(&e.subsets).unwrap_or(Value::Null));
+                let wanted = if subsets.is_empty() { Value::Null } else { json!(subsets) };
+                if current_subsets.as_ref() == Some(&wanted) {
+                    continue;
+                }
+                let result = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await;
+                if let Err(error) = result {
+                    tracing::debug!(%namespace, %name, %error, "endpoints update failed");
+                }
+            }
+        }
+    }
+}
+
+/// Registers the nodes and runs the simulation until the future is dropped.
+pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), SimulatorError> {
+    let node_names = register_nodes(&client, &config).await?;
+    tokio::spawn(heartbeat(client.clone(), node_names.clone()));
+    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    let (service_reader, service_writer) = reflector::store::<Service>();
+    let (dirty_sender, dirty_receiver) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        config,
+        node_names,
+        addresses: Mutex::new(Addresses::default()),
+        completing: Mutex::new(HashSet::new()),
+        pods: pod_reader.clone(),
+        dirty: dirty_sender.clone(),
+    });
+    let services = reflector::reflector(
+        service_writer,
+        watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+    );
+    let service_dirty = dirty_sender.clone();
+    tokio::spawn(async move {
+        let mut services = std::pin::pin!(services);
+        while let Some(event) = services.next().await {
+            match event {
+                Ok(Event::Apply(s) | Event::InitApply(s) | Event::Delete(s)) => {
+                    let _ = service_dirty.send(s.namespace().unwrap_or_default());
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "service watch error"),
+            }
+        }
+    });
+    tokio::spawn(endpoints_controller(client.clone(), pod_reader, service_reader, dirty_receiver));
+    let pods = reflector::reflector(pod_writer, watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()));
+    let mut pods = std::pin::pin!(pods);
+    let mut initial = Vec::new();
+    while let Some(event) = pods.next().await {
+        match event {
+            Ok(Event::Init) => initial.clear(),
+            Ok(Event::InitApply(pod)) => initial.push(pod),
+            Ok(Event::InitDone) => {
+                // Record every IP in use before handing out new ones.
+                {
+                    let mut addresses = shared.addresses.lock().unwrap_or_else(|p| p.into_inner());
+                    for pod in &initial {
+                        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+                        if let (Some(index), false) = (shared.node_index(&node), ip.is_empty()) {
+                            addresses.record(&pod.uid().unwrap_or_default(), index, &ip);
+                        }
+                    }
+                }
+                for pod in std::mem::take(&mut initial) {
+                    shared.handle_pod(&pod).await;
+                }
+            }
+            Ok(Event::Apply(pod)) => shared.handle_pod(&pod).await,
+            Ok(Event::Delete(pod)) => {
+                shared.addresses.lock().unwrap_or_else(|p| p.into_inner()).release(&pod.uid().unwrap_or_default());
+                let _ = dirty_sender.send(pod.namespace().unwrap_or_default());
+            }
+            Err(error) => tracing::debug!(%error, "pod watch error"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_unique_per_node_and_reused_after_release() {
+        let mut addresses = Addresses::default();
+        addresses.record("old", 0, "10.244.0.2");
+        assert_eq!(addresses.allocate("a", 0).as_deref(), Some("10.244.0.3"));
+        assert_eq!(addresses.allocate("a", 0).as_deref(), Some("10.244.0.3"), "stable per pod");
+        assert_eq!(addresses.allocate("b", 1).as_deref(), Some("10.244.1.2"));
+        addresses.release("old");
+        assert_eq!(addresses.allocate("c", 0).as_deref(), Some("10.244.0.2"));
+    }
+
+    #[test]
+    fn node_objects_decode_as_nodes() {
+        let object = node_object(&SimulatorConfig::default(), 1);
+        let node: Node = serde_json::from_value(object).unwrap();
+        assert_eq!(node.metadata.name.as_deref(), Some("sim-node-1"));
+        assert_eq!(node.status.unwrap().addresses.unwrap()[0].address, "10.0.0.3");
+    }
+}

@@ -1,0 +1,337 @@
+//! The simulator's decisions as pure functions on observed objects: where a pod goes, what a
+//! running or finished pod's status looks like, what endpoints a service has.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+/// A simulated node as the scheduler sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Taints (`{key, value, effect}`).
+    pub taints: Vec<Value>,
+    /// Pods already bound to it.
+    pub pods: usize,
+    /// Pod capacity.
+    pub capacity: usize,
+    /// Ready and schedulable.
+    pub schedulable: bool,
+}
+
+fn str_of<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Whether `toleration` tolerates `taint`.
+fn tolerates(toleration: &Value, taint: &Value) -> bool {
+    let effect = str_of(toleration, "/effect");
+    if !effect.is_empty() && effect != str_of(taint, "/effect") {
+        return false;
+    }
+    let key = str_of(toleration, "/key");
+    match str_of(toleration, "/operator") {
+        "Exists" => key.is_empty() || key == str_of(taint, "/key"),
+        _ => key == str_of(taint, "/key") && str_of(toleration, "/value") == str_of(taint, "/value"),
+    }
+}
+
+fn expression_matches(expression: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let key = str_of(expression, "/key");
+    let values: Vec<&str> =
+        expression.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let actual = labels.get(key).map(String::as_str);
+    match str_of(expression, "/operator") {
+        "In" => actual.is_some_and(|a| values.contains(&a)),
+        "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
+        "Exists" => actual.is_some(),
+        "DoesNotExist" => actual.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(a), Some(v)) =
+                (actual.and_then(|a| a.parse::<i64>().ok()), values.first().and_then(|v| v.parse::<i64>().ok()))
+            else {
+                return false;
+            };
+            if str_of(expression, "/operator") == "Gt" { a > v } else { a < v }
+        }
+        _ => false,
+    }
+}
+
+/// Whether `pod` may run on `node`: node selector, required node affinity, taints, capacity.
+pub fn fits(pod: &Value, node: &NodeView) -> bool {
+    if !node.schedulable || node.pods >= node.capacity {
+        return false;
+    }
+    if let Some(selector) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object)
+        && !selector.iter().all(|(k, v)| node.labels.get(k).map(String::as_str) == v.as_str())
+    {
+        return false;
+    }
+    if let Some(terms) = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    {
+        let any_term = terms.iter().any(|term| {
+            term.get("matchExpressions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .all(|e| expression_matches(e, &node.labels))
+                && term.get("matchFields").and_then(Value::as_array).into_iter().flatten().all(|f| {
+                    str_of(f, "/key") != "metadata.name"
+                        || expression_matches(
+                            &json!({"key": "name", "operator": f["operator"], "values": f["values"]}),
+                            &[("name".to_string(), node.name.clone())].into(),
+                        )
+                })
+        });
+        if !any_term {
+            return false;
+        }
+    }
+    let tolerations: Vec<&Value> =
+        pod.pointer("/spec/tolerations").and_then(Value::as_array).into_iter().flatten().collect();
+    node.taints
+        .iter()
+        .filter(|t| matches!(str_of(t, "/effect"), "NoSchedule" | "NoExecute"))
+        .all(|taint| tolerations.iter().any(|t| tolerates(t, taint)))
+}
+
+/// The node for `pod`: among those it fits, the one with the fewest pods (ties by name).
+pub fn schedule<'a>(pod: &Value, nodes: &'a [NodeView]) -> Option<&'a NodeView> {
+    nodes.iter().filter(|n| fits(pod, n)).min_by(|a, b| a.pods.cmp(&b.pods).then_with(|| a.name.cmp(&b.name)))
+}
+
+fn condition(kind: &str, status: &str, now: &str) -> Value {
+    json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now})
+}
+
+fn container_statuses(pod: &Value, field: &str, state: &Value, ready: bool, started: bool) -> Vec<Value> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let name = str_of(c, "/name");
+            let image = str_of(c, "/image");
+            json!({
+                "name": name,
+                "image": image,
+                "imageID": format!("sim://{image}"),
+                "containerID": format!("sim://{}-{name}", str_of(pod, "/metadata/uid")),
+                "ready": ready,
+                "started": started,
+                "restartCount": 0,
+                "state": state,
+                "lastState": {},
+            })
+        })
+        .collect()
+}
+
+/// The status of a pod the simulated kubelet has started on `node_ip` with `pod_ip`.
+pub fn running_status(pod: &Value, node_ip: &str, pod_ip: &str, now: &str) -> Value {
+    let running = json!({"running": {"startedAt": now}});
+    let init_done = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}});
+    let mut status = json!({
+        "phase": "Running",
+        "conditions": [
+            condition("PodReadyToStartContainers", "True", now),
+            condition("Initialized", "True", now),
+            condition("Ready", "True", now),
+            condition("ContainersReady", "True", now),
+            condition("PodScheduled", "True", now),
+        ],
+        "hostIP": node_ip,
+        "hostIPs": [{"ip": node_ip}],
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
+        "startTime": now,
+        "containerStatuses": container_statuses(pod, "containers", &running, true, true),
+        "qosClass": pod.pointer("/status/qosClass").cloned().unwrap_or(json!("BestEffort")),
+    });
+    let init = container_statuses(pod, "initContainers", &init_done, true, false);
+    if !init.is_empty() {
+        status["initContainerStatuses"] = json!(init);
+    }
+    status
+}
+
+/// The status of a pod whose containers all exited with `exit_code`.
+pub fn finished_status(pod: &Value, exit_code: i64, now: &str) -> Value {
+    let mut status = pod.get("status").cloned().unwrap_or(json!({}));
+    let succeeded = exit_code == 0;
+    let reason = if succeeded { "Completed" } else { "Error" };
+    let started = pod.pointer("/status/startTime").cloned().unwrap_or(json!(now));
+    let terminated =
+        json!({"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": now}});
+    status["phase"] = json!(if succeeded { "Succeeded" } else { "Failed" });
+    status["containerStatuses"] = json!(container_statuses(pod, "containers", &terminated, false, false));
+    status["conditions"] = json!([
+        condition("PodReadyToStartContainers", "False", now),
+        condition("Initialized", "True", now),
+        {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastProbeTime": null, "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastProbeTime": null, "lastTransitionTime": now},
+        condition("PodScheduled", "True", now),
+    ]);
+    status
+}
+
+/// The status of a pod no node can take.
+pub fn unschedulable_status(pod: &Value, nodes: usize, now: &str) -> Value {
+    let mut status = pod.get("status").cloned().unwrap_or(json!({"phase": "Pending"}));
+    status["phase"] = json!("Pending");
+    status["conditions"] = json!([{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastProbeTime": null, "lastTransitionTime": now,
+        "message": format!("0/{nodes} nodes are available: no node matches the pod's node selector, affinity, tolerations or capacity."),
+    }]);
+    status
+}
+
+/// Whether a pod is ready (for endpoints).
+pub fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| str_of(c, "/type") == "Ready" && str_of(c, "/status") == "True")
+}
+
+fn resolve_target_port(port: &Value, pod: &Value) -> Option<i64> {
+    match port.get("targetPort") {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(name)) => pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
+            .find(|p| str_of(p, "/name") == name)
+            .and_then(|p| p.get("containerPort").and_then(Value::as_i64)),
+        _ => port.get("port").and_then(Value::as_i64),
+    }
+}
+
+/// The Endpoints `subsets` of `service` over the running pods it selects, or None when the service
+/// has no selector (its endpoints are managed by someone else).
+pub fn endpoint_subsets(service: &Value, pods: &[&Value]) -> Option<Vec<Value>> {
+    let selector = service.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty())?;
+    let selected: Vec<&Value> = pods
+        .iter()
+        .copied()
+        .filter(|p| {
+            let labels = p.pointer("/metadata/labels").and_then(Value::as_object);
+            selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                && !str_of(p, "/status/podIP").is_empty()
+                && p.pointer("/metadata/deletionTimestamp").is_none()
+                && str_of(p, "/status/phase") == "Running"
+        })
+        .collect();
+    let mut subsets = Vec::new();
+    for port in service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+        let mut ready = Vec::new();
+        let mut not_ready = Vec::new();
+        let mut number = None;
+        for pod in &selected {
+            let Some(target) = resolve_target_port(port, pod) else { continue };
+            number = Some(target);
+            let address = json!({
+                "ip": str_of(pod, "/status/podIP"),
+                "nodeName": str_of(pod, "/spec/nodeName"),
+                "targetRef": {"kind": "Pod", "namespace": str_of(pod, "/metadata/namespace"), "name": str_of(pod, "/metadata/name"), "uid": str_of(pod, "/metadata/uid")},
+            });
+            if is_ready(pod) { ready.push(address) } else { not_ready.push(address) }
+        }
+        let Some(number) = number else { continue };
+        let mut endpoint_port =
+            json!({"port": number, "protocol": port.get("protocol").cloned().unwrap_or(json!("TCP"))});
+        if let Some(name) = port.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            endpoint_port["name"] = json!(name);
+        }
+        let mut subset = json!({"ports": [endpoint_port]});
+        if !ready.is_empty() {
+            subset["addresses"] = json!(ready);
+        }
+        if !not_ready.is_empty() {
+            subset["notReadyAddresses"] = json!(not_ready);
+        }
+        subsets.push(subset);
+    }
+    Some(subsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, pods: usize, labels: &[(&str, &str)], taints: Vec<Value>) -> NodeView {
+        NodeView {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            taints,
+            pods,
+            capacity: 110,
+            schedulable: true,
+        }
+    }
+
+    #[test]
+    fn scheduling_honours_selectors_taints_and_load() {
+        let nodes = vec![
+            node("a", 5, &[("zone", "1")], vec![]),
+            node("b", 1, &[("zone", "2")], vec![]),
+            node("c", 0, &[("zone", "2")], vec![json!({"key": "gpu", "value": "yes", "effect": "NoSchedule"})]),
+        ];
+        let plain = json!({"spec": {}});
+        assert_eq!(schedule(&plain, &nodes).unwrap().name, "b", "least loaded untainted node");
+        let zone1 = json!({"spec": {"nodeSelector": {"zone": "1"}}});
+        assert_eq!(schedule(&zone1, &nodes).unwrap().name, "a");
+        let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}});
+        assert_eq!(schedule(&tolerant, &nodes).unwrap().name, "c");
+        let affinity = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["2"]}]}]}}}}});
+        assert_eq!(schedule(&affinity, &nodes).unwrap().name, "a");
+        let impossible = json!({"spec": {"nodeSelector": {"zone": "9"}}});
+        assert!(schedule(&impossible, &nodes).is_none());
+    }
+
+    #[test]
+    fn running_status_is_schema_complete() {
+        let pod = json!({"metadata": {"uid": "u1"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        let status = running_status(&pod, "10.0.0.1", "10.244.0.5", "2026-01-01T00:00:00Z");
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(status["podIP"], "10.244.0.5");
+        let c = &status["containerStatuses"][0];
+        for field in ["name", "image", "imageID", "containerID", "ready", "restartCount", "state"] {
+            assert!(c.get(field).is_some(), "{field}");
+        }
+        assert!(is_ready(&json!({"status": status})));
+        let done = finished_status(
+            &json!({"metadata": {"uid": "u1"}, "spec": pod["spec"], "status": status}),
+            0,
+            "2026-01-01T00:00:05Z",
+        );
+        assert_eq!(done["phase"], "Succeeded");
+        assert_eq!(done["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+    }
+
+    #[test]
+    fn endpoints_follow_selected_running_pods() {
+        let service =
+            json!({"spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}});
+        let ready = json!({"metadata": {"name": "p1", "namespace": "d", "uid": "1", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n", "containers": [{"ports": [{"name": "web", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.2", "conditions": [{"type": "Ready", "status": "True"}]}});
+        let other = json!({"metadata": {"name": "p2", "labels": {"app": "db"}}, "status": {"phase": "Running", "podIP": "10.244.0.3"}});
+        let subsets = endpoint_subsets(&service, &[&ready, &other]).unwrap();
+        assert_eq!(subsets.len(), 1);
+        assert_eq!(subsets[0]["addresses"][0]["ip"], "10.244.0.2");
+        assert_eq!(subsets[0]["ports"][0], json!({"port": 8080, "protocol": "TCP", "name": "http"}));
+        assert!(endpoint_subsets(&json!({"spec": {"ports": []}}), &[]).is_none(), "no selector: not ours");
+    }
+}
