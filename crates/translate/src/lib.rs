@@ -7,6 +7,7 @@
 pub mod labels;
 pub mod metadata;
 pub mod names;
+pub mod pods;
 
 /// The virtual cluster a translation is for.
 #[derive(Clone, Debug, PartialEq, Eq)]

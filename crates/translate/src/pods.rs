@@ -1,0 +1,340 @@
+//! Pods (sync-behavior.md section 4): the host pod for a virtual pod, the objects it references,
+//! and the virtual status from the host pod. Directions: spec virtual → host on create (image
+//! changes are forced onto the host afterwards); status host → virtual.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::Context;
+use crate::labels::{host_labels, namespace_labels};
+use crate::metadata::{Identity, host_annotations, kind_string};
+use crate::names::{host_name, kube_root_ca_host_name};
+
+/// What a virtual pod needs on the host besides itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    /// Config maps (virtual names, in the pod's namespace).
+    pub config_maps: BTreeSet<String>,
+    /// Secrets (virtual names, in the pod's namespace).
+    pub secrets: BTreeSet<String>,
+    /// Persistent volume claims (virtual names, in the pod's namespace).
+    pub claims: BTreeSet<String>,
+}
+
+/// Settings of `sync.toHost.pods` the translation needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodSettings {
+    /// Exact image string → host image.
+    pub translate_image: BTreeMap<String, String>,
+    /// Tolerations added to every host pod.
+    pub enforce_tolerations: Vec<Value>,
+}
+
+fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The config maps, secrets and claims a pod refers to.
+pub fn references(pod: &Value) -> References {
+    let mut refs = References::default();
+    let spec = pod.get("spec").unwrap_or(&Value::Null);
+    for volume in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(name) = volume.pointer("/configMap/name").and_then(Value::as_str) {
+            refs.config_maps.insert(name.into());
+        }
+        if let Some(name) = volume.pointer("/secret/secretName").and_then(Value::as_str) {
+            refs.secrets.insert(name.into());
+        }
+        if let Some(name) = volume.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str) {
+            refs.claims.insert(name.into());
+        }
+        for source in volume.pointer("/projected/sources").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(name) = source.pointer("/configMap/name").and_then(Value::as_str) {
+                refs.config_maps.insert(name.into());
+            }
+            if let Some(name) = source.pointer("/secret/name").and_then(Value::as_str) {
+                refs.secrets.insert(name.into());
+            }
+        }
+    }
+    for field in ["containers", "initContainers", "ephemeralContainers"] {
+        for container in spec.get(field).and_then(Value::as_array).into_iter().flatten() {
+            for env in container.get("env").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(name) = env.pointer("/valueFrom/configMapKeyRef/name").and_then(Value::as_str) {
+                    refs.config_maps.insert(name.into());
+                }
+                if let Some(name) = env.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str) {
+                    refs.secrets.insert(name.into());
+                }
+            }
+            for from in container.get("envFrom").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(name) = from.pointer("/configMapRef/name").and_then(Value::as_str) {
+                    refs.config_maps.insert(name.into());
+                }
+                if let Some(name) = from.pointer("/secretRef/name").and_then(Value::as_str) {
+                    refs.secrets.insert(name.into());
+                }
+            }
+        }
+    }
+    for secret in spec.get("imagePullSecrets").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(name) = secret.get("name").and_then(Value::as_str) {
+            refs.secrets.insert(name.into());
+        }
+    }
+    refs
+}
+
+/// The host name of a config map referenced from namespace `namespace`.
+pub fn config_map_host_name(context: &Context, name: &str, namespace: &str) -> String {
+    if name == "kube-root-ca.crt" { kube_root_ca_host_name(context) } else { host_name(context, name, namespace) }
+}
+
+fn rename(value: &mut Value, pointer: &str, to: impl Fn(&str) -> String) {
+    if let Some(slot) = value.pointer_mut(pointer)
+        && let Some(name) = slot.as_str().map(String::from)
+    {
+        *slot = json!(to(&name));
+    }
+}
+
+/// The host pod for `pod` (a virtual pod, as JSON) whose namespace has `namespace_labels`.
+pub fn host_pod(
+    context: &Context,
+    pod: &Value,
+    virtual_namespace_labels: &BTreeMap<String, String>,
+    settings: &PodSettings,
+) -> Value {
+    let name = text(pod, "/metadata/name");
+    let namespace = text(pod, "/metadata/namespace");
+    let uid = text(pod, "/metadata/uid");
+    let host = host_name(context, name, namespace);
+    let cm = |n: &str| config_map_host_name(context, n, namespace);
+    let other = |n: &str| host_name(context, n, namespace);
+
+    let mut labels = host_labels(context, &strings(pod.pointer("/metadata/labels")), None, Some(namespace));
+    labels.extend(namespace_labels(context, virtual_namespace_labels));
+    let virtual_annotations = strings(pod.pointer("/metadata/annotations"));
+    let identity = Identity {
+        name,
+        namespace: Some(namespace),
+        uid,
+        kind: &kind_string("", "v1", "Pod"),
+        host_name: &host,
+        host_namespace: Some(&context.host_namespace),
+    };
+    let mut annotations = host_annotations(&virtual_annotations, &BTreeMap::new(), &[], &identity);
+    let mut extra = |key: &str, value: String| {
+        if !virtual_annotations.contains_key(key) {
+            annotations.insert(key.to_string(), value);
+        }
+    };
+    extra("vcluster.loft.sh/namespace", namespace.into());
+    extra("vcluster.loft.sh/name", name.into());
+    extra("vcluster.loft.sh/uid", uid.into());
+    extra("vcluster.loft.sh/service-account-name", text(pod, "/spec/serviceAccountName").into());
+    let label_lines: Vec<String> = strings(pod.pointer("/metadata/labels"))
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+        .collect();
+    extra("vcluster.loft.sh/labels", label_lines.join("\n"));
+    let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+    let controller = owners.iter().find(|o| o.get("controller").and_then(Value::as_bool) == Some(true));
+    extra("cluster-autoscaler.kubernetes.io/safe-to-evict", controller.is_some().to_string());
+    if !owners.is_empty() {
+        extra("vcluster.loft.sh/owner-references", serde_json::to_string(&owners).unwrap_or_default());
+    }
+
+    let mut spec = pod.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(map) = spec.as_object_mut() {
+        map.insert("serviceAccountName".into(), json!(format!("vc-workload-{}", context.name)));
+        map.remove("serviceAccount");
+        map.insert("automountServiceAccountToken".into(), json!(false));
+        map.insert("enableServiceLinks".into(), json!(false));
+        map.remove("priorityClassName");
+        map.remove("priority");
+        map.remove("subdomain");
+        let hostname = map.get("hostname").and_then(Value::as_str).unwrap_or("").to_string();
+        if hostname.is_empty() {
+            let mut short: String = name.chars().take(63).collect::<String>().replace('.', "-");
+            if short.ends_with('-') {
+                short.pop();
+            }
+            map.insert("hostname".into(), json!(short));
+        }
+        let mut tolerations = map.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+        for enforced in &settings.enforce_tolerations {
+            if !tolerations.contains(enforced) {
+                tolerations.push(enforced.clone());
+            }
+        }
+        if !tolerations.is_empty() {
+            map.insert("tolerations".into(), Value::Array(tolerations));
+        }
+    }
+    for field in ["containers", "initContainers", "ephemeralContainers"] {
+        for container in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(image) = container.get("image").and_then(Value::as_str)
+                && let Some(replacement) = settings.translate_image.get(image)
+            {
+                container["image"] = json!(replacement);
+            }
+            for env in container.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+                rename(env, "/valueFrom/configMapKeyRef/name", cm);
+                rename(env, "/valueFrom/secretKeyRef/name", other);
+            }
+            for from in container.get_mut("envFrom").and_then(Value::as_array_mut).into_iter().flatten() {
+                rename(from, "/configMapRef/name", cm);
+                rename(from, "/secretRef/name", other);
+            }
+        }
+    }
+    for secret in spec.get_mut("imagePullSecrets").and_then(Value::as_array_mut).into_iter().flatten() {
+        rename(secret, "/name", other);
+    }
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for volume in volumes.iter_mut() {
+            rename(volume, "/configMap/name", cm);
+            rename(volume, "/secret/secretName", other);
+            rename(volume, "/persistentVolumeClaim/claimName", other);
+            if let Some(sources) = volume.pointer_mut("/projected/sources").and_then(Value::as_array_mut) {
+                // Service account tokens of the virtual cluster cannot be minted by the host.
+                sources.retain(|s| s.get("serviceAccountToken").is_none());
+                for source in sources.iter_mut() {
+                    rename(source, "/configMap/name", cm);
+                    rename(source, "/secret/name", other);
+                }
+            }
+        }
+    }
+    let metadata: Map<String, Value> = [
+        ("name".to_string(), json!(host)),
+        ("namespace".to_string(), json!(context.host_namespace)),
+        ("labels".to_string(), json!(labels)),
+        ("annotations".to_string(), json!(annotations)),
+    ]
+    .into_iter()
+    .collect();
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+}
+
+/// A config map or secret copied to the host: data verbatim, metadata translated.
+pub fn host_copy(context: &Context, object: &Value, kind: &str, host: &str) -> Value {
+    let name = text(object, "/metadata/name");
+    let namespace = text(object, "/metadata/namespace");
+    let identity = Identity {
+        name,
+        namespace: Some(namespace),
+        uid: text(object, "/metadata/uid"),
+        kind: &kind_string("", "v1", kind),
+        host_name: host,
+        host_namespace: Some(&context.host_namespace),
+    };
+    let labels = host_labels(context, &strings(object.pointer("/metadata/labels")), None, Some(namespace));
+    let annotations =
+        host_annotations(&strings(object.pointer("/metadata/annotations")), &BTreeMap::new(), &[], &identity);
+    let mut copy = json!({
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {"name": host, "namespace": context.host_namespace, "labels": labels, "annotations": annotations},
+    });
+    for field in ["data", "binaryData", "stringData", "type", "immutable"] {
+        if let Some(value) = object.get(field) {
+            copy[field] = value.clone();
+        }
+    }
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vc() -> Context {
+        Context::new("my-vc", "vcluster-my-vc")
+    }
+
+    fn fixture() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "nginx", "namespace": "default", "uid": "uid-1", "labels": {"app": "nginx", "release": "stable"}},
+            "spec": {
+                "serviceAccountName": "default",
+                "containers": [{"name": "web", "image": "nginx:1.27",
+                    "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                    "envFrom": [{"configMapRef": {"name": "settings"}}]}],
+                "imagePullSecrets": [{"name": "registry"}],
+                "volumes": [
+                    {"name": "config", "configMap": {"name": "files"}},
+                    {"name": "ca", "configMap": {"name": "kube-root-ca.crt"}},
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}, {"secret": {"name": "extra"}}]}}
+                ],
+            },
+            "status": {"phase": "Pending"},
+        })
+    }
+
+    #[test]
+    fn references_cover_volumes_env_and_pull_secrets() {
+        let refs = references(&fixture());
+        assert_eq!(refs.config_maps, ["files", "kube-root-ca.crt", "settings"].map(String::from).into());
+        assert_eq!(refs.secrets, ["db", "extra", "registry"].map(String::from).into());
+        assert_eq!(refs.claims, ["data"].map(String::from).into());
+    }
+
+    #[test]
+    fn host_pod_is_translated() {
+        let settings = PodSettings {
+            translate_image: [("nginx:1.27".to_string(), "mirror.local/nginx:1.27".to_string())].into(),
+            enforce_tolerations: vec![json!({"key": "dedicated", "operator": "Exists"})],
+        };
+        let ns_labels: BTreeMap<String, String> =
+            [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();
+        let host = host_pod(&vc(), &fixture(), &ns_labels, &settings);
+        assert_eq!(host["metadata"]["name"], "nginx-x-default-x-my-vc");
+        assert_eq!(host["metadata"]["namespace"], "vcluster-my-vc");
+        let labels = &host["metadata"]["labels"];
+        assert_eq!(labels["vcluster.loft.sh/label-my-vc-x-a4d451ec23"], "stable");
+        assert_eq!(labels["vcluster.loft.sh/ns-label-my-vc-x-cf1227b7b2"], "default");
+        assert_eq!(labels["vcluster.loft.sh/managed-by"], "my-vc");
+        let annotations = &host["metadata"]["annotations"];
+        assert_eq!(annotations["vcluster.loft.sh/object-kind"], "/v1, Kind=Pod");
+        assert_eq!(annotations["vcluster.loft.sh/labels"], "app=\"nginx\"\nrelease=\"stable\"");
+        assert_eq!(annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"], "false");
+        let spec = &host["spec"];
+        assert_eq!(spec["serviceAccountName"], "vc-workload-my-vc");
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert_eq!(spec["hostname"], "nginx");
+        assert_eq!(spec["containers"][0]["image"], "mirror.local/nginx:1.27");
+        assert_eq!(spec["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"], "db-x-default-x-my-vc");
+        assert_eq!(spec["containers"][0]["envFrom"][0]["configMapRef"]["name"], "settings-x-default-x-my-vc");
+        assert_eq!(spec["imagePullSecrets"][0]["name"], "registry-x-default-x-my-vc");
+        assert_eq!(spec["volumes"][0]["configMap"]["name"], "files-x-default-x-my-vc");
+        assert_eq!(spec["volumes"][1]["configMap"]["name"], "vcluster-kube-root-ca.crt-x-my-vc");
+        assert_eq!(spec["volumes"][2]["persistentVolumeClaim"]["claimName"], "data-x-default-x-my-vc");
+        assert_eq!(
+            spec["volumes"][3]["projected"]["sources"],
+            json!([{"secret": {"name": "extra-x-default-x-my-vc"}}])
+        );
+        assert_eq!(spec["tolerations"], json!([{"key": "dedicated", "operator": "Exists"}]));
+        assert!(host.get("status").is_none());
+    }
+
+    #[test]
+    fn config_map_copies_keep_data_and_get_bookkeeping() {
+        let cm = json!({"metadata": {"name": "settings", "namespace": "team", "uid": "u"}, "data": {"a": "1"}});
+        let copy = host_copy(&vc(), &cm, "ConfigMap", "settings-x-team-x-my-vc");
+        assert_eq!(copy["data"], json!({"a": "1"}));
+        assert_eq!(copy["metadata"]["annotations"]["vcluster.loft.sh/object-name"], "settings");
+        assert_eq!(copy["metadata"]["labels"]["vcluster.loft.sh/namespace"], "team");
+    }
+}
