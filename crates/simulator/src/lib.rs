@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
@@ -66,6 +67,17 @@ pub enum SimulatorError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// Aborts the tasks it holds when dropped, so stopping the simulator stops all of its loops.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 fn now() -> String {
@@ -380,7 +392,7 @@ async fn endpoints_controller(
 /// Registers the nodes and runs the simulation until the future is dropped.
 pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), SimulatorError> {
     let node_names = register_nodes(&client, &config).await?;
-    tokio::spawn(heartbeat(client.clone(), node_names.clone()));
+    let mut tasks = Tasks(vec![tokio::spawn(heartbeat(client.clone(), node_names.clone()))]);
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
     let (service_reader, service_writer) = reflector::store::<Service>();
     let (dirty_sender, dirty_receiver) = mpsc::unbounded_channel();
@@ -395,10 +407,10 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
     });
     let services = reflector::reflector(
         service_writer,
-        watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()),
+        watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff(),
     );
     let service_dirty = dirty_sender.clone();
-    tokio::spawn(async move {
+    tasks.0.push(tokio::spawn(async move {
         let mut services = std::pin::pin!(services);
         while let Some(event) = services.next().await {
             match event {
@@ -409,9 +421,12 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
                 Err(error) => tracing::debug!(%error, "service watch error"),
             }
         }
-    });
-    tokio::spawn(endpoints_controller(client.clone(), pod_reader, service_reader, dirty_receiver));
-    let pods = reflector::reflector(pod_writer, watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()));
+    }));
+    tasks.0.push(tokio::spawn(endpoints_controller(client.clone(), pod_reader, service_reader, dirty_receiver)));
+    let pods = reflector::reflector(
+        pod_writer,
+        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff(),
+    );
     let mut pods = std::pin::pin!(pods);
     let mut initial = Vec::new();
     while let Some(event) = pods.next().await {

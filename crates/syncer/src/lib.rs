@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
@@ -53,6 +54,17 @@ pub enum SyncerError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// Aborts the tasks it holds when dropped, so stopping the syncer stops all of its watches.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// A unit of work.
@@ -464,7 +476,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config));
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
     let handle = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -510,13 +522,13 @@ pub async fn run(
     let (queue, mut work) = mpsc::unbounded_channel::<Work>();
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={}", config.context.name));
     let q = queue.clone();
-    let (virtual_pods, _) =
+    let (virtual_pods, virtual_pods_task) =
         reflect(Api::<Pod>::all(virtual_client.clone()), watcher::Config::default(), move |pod, _| {
             let _ = q.send(Work::Pod(pod.namespace().unwrap_or_default(), pod.name_any()));
             let _ = q.send(Work::References);
         });
     let q = queue.clone();
-    let (host_pods, _) =
+    let (host_pods, host_pods_task) =
         reflect(Api::<Pod>::namespaced(host_client.clone(), &namespace), managed.clone(), move |pod, _| {
             let annotations = pod.annotations();
             if let (Some(ns), Some(name)) = (annotations.get(OBJECT_NAMESPACE), annotations.get(OBJECT_NAME)) {
@@ -524,27 +536,37 @@ pub async fn run(
             }
             let _ = q.send(Work::Nodes);
         });
-    let (namespaces_store, _) =
+    let (namespaces_store, namespaces_store_task) =
         reflect(Api::<Namespace>::all(virtual_client.clone()), watcher::Config::default(), |_, _| {});
     let q = queue.clone();
-    let (config_maps, _) =
+    let (config_maps, config_maps_task) =
         reflect(Api::<ConfigMap>::all(virtual_client.clone()), watcher::Config::default(), move |_, _| {
             let _ = q.send(Work::References);
         });
     let q = queue.clone();
-    let (secrets, _) = reflect(Api::<Secret>::all(virtual_client.clone()), watcher::Config::default(), move |_, _| {
-        let _ = q.send(Work::References);
-    });
+    let (secrets, secrets_task) =
+        reflect(Api::<Secret>::all(virtual_client.clone()), watcher::Config::default(), move |_, _| {
+            let _ = q.send(Work::References);
+        });
     let q = queue.clone();
-    let (host_config_maps, _) =
+    let (host_config_maps, host_config_maps_task) =
         reflect(Api::<ConfigMap>::namespaced(host_client.clone(), &namespace), managed.clone(), move |_, _| {
             let _ = q.send(Work::References);
         });
     let q = queue.clone();
-    let (host_secrets, _) =
+    let (host_secrets, host_secrets_task) =
         reflect(Api::<Secret>::namespaced(host_client.clone(), &namespace), managed, move |_, _| {
             let _ = q.send(Work::References);
         });
+    let _tasks = Tasks(vec![
+        virtual_pods_task,
+        host_pods_task,
+        namespaces_store_task,
+        config_maps_task,
+        secrets_task,
+        host_config_maps_task,
+        host_secrets_task,
+    ]);
     for store in [&virtual_pods, &host_pods] {
         let _ = store.wait_until_ready().await;
     }

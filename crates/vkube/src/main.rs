@@ -18,6 +18,10 @@ enum Command {
     Apiserver(commands::apiserver::Args),
     /// Run a simulated host cluster: an API server plus simulated nodes, scheduler and kubelet.
     Host(commands::host::Args),
+    /// Run one virtual cluster (API server + syncer) against a host reached by a kubeconfig.
+    Serve(commands::serve::Args),
+    /// Run a simulated host and a virtual cluster on it, in one process.
+    Up(commands::up::Args),
     /// Check, print and explain vcluster.yaml files.
     #[command(subcommand)]
     Config(commands::config::Command),
@@ -41,8 +45,12 @@ fn main() -> std::process::ExitCode {
             Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Config(command) => commands::config::run(command),
             Command::Host(args) => commands::host::run(args).await,
+            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Up(args) => commands::up::run(args).await,
         }
     });
+    // Background tasks must not keep a stopping process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

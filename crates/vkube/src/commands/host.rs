@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 /// The log of a simulated container: what the simulated kubelet did with it.
-struct SimulatedLogs;
+pub struct SimulatedLogs;
 
 impl PodLogs for SimulatedLogs {
     fn logs(

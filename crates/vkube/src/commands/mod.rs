@@ -3,6 +3,8 @@
 pub mod apiserver;
 pub mod config;
 pub mod host;
+pub mod serve;
+pub mod up;
 
 /// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,0 +1,206 @@
+//! `vkube serve`: one virtual cluster (API server on the embedded store + syncer) against any host.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use vkube_apiserver::http::PodLogs;
+use vkube_apiserver::pki::write_private;
+use vkube_apiserver::{ApiError, ApiResult, RunningServer, ServerConfig};
+use vkube_config::Config;
+use vkube_syncer::SyncerConfig;
+use vkube_translate::Context;
+use vkube_translate::pods::PodSettings;
+
+/// Flags of `vkube serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name of the virtual cluster (overrides vkube.name in the config).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Kubeconfig of the host cluster.
+    #[arg(long)]
+    pub host_kubeconfig: PathBuf,
+    /// Host namespace (default: vcluster-NAME; created if missing).
+    #[arg(long)]
+    pub host_namespace: Option<String>,
+    /// vcluster.yaml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory for the virtual cluster's store, certificates and NAME.kubeconfig.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address of the virtual API server (default: from controlPlane.proxy, 127.0.0.1:8443).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// The resolved settings of one virtual cluster.
+pub struct VirtualCluster {
+    /// vcluster.yaml after flags.
+    pub config: Config,
+    /// Where it keeps its state.
+    pub dir: PathBuf,
+    /// Where its API server listens.
+    pub listen: SocketAddr,
+}
+
+impl VirtualCluster {
+    /// Merges flags over the config file.
+    pub fn resolve(
+        config: Option<&Path>,
+        name: Option<String>,
+        host_namespace: Option<String>,
+        dir: PathBuf,
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let mut config = match config {
+            Some(path) => super::config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(name) = name {
+            config.vkube.name = name;
+        }
+        if let Some(namespace) = host_namespace {
+            config.vkube.host_namespace = namespace;
+        }
+        // Re-validate: the flags may have put invalid values in.
+        let config =
+            Config::from_value(serde_json::to_value(&config)?).map_err(|problems| anyhow::anyhow!("{problems}"))?;
+        if config.control_plane.backing_store.etcd.external.enabled {
+            anyhow::bail!(
+                "controlPlane.backingStore.etcd.external: the etcd store is not available in this build yet; use the embedded database"
+            );
+        }
+        let listen = match listen {
+            Some(listen) => listen,
+            None => {
+                let proxy = &config.control_plane.proxy;
+                format!("{}:{}", proxy.bind_address, proxy.port)
+                    .parse()
+                    .context("controlPlane.proxy.bindAddress/port")?
+            }
+        };
+        Ok(VirtualCluster { config, dir, listen })
+    }
+}
+
+/// `pods/log` of virtual pods, read from their host pods.
+struct HostLogs {
+    host: kube::Client,
+    context: Context,
+}
+
+fn log_params(query: &str) -> LogParams {
+    let mut params = LogParams::default();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "container" => params.container = Some(value.to_string()),
+            "follow" => params.follow = matches!(value, "true" | "1" | "True"),
+            "previous" => params.previous = matches!(value, "true" | "1" | "True"),
+            "timestamps" => params.timestamps = matches!(value, "true" | "1" | "True"),
+            "tailLines" => params.tail_lines = value.parse().ok(),
+            "sinceSeconds" => params.since_seconds = value.parse().ok(),
+            "limitBytes" => params.limit_bytes = value.parse().ok(),
+            _ => {}
+        }
+    }
+    params
+}
+
+impl PodLogs for HostLogs {
+    fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        query: &str,
+    ) -> BoxFuture<'static, ApiResult<BoxStream<'static, Result<Bytes, std::io::Error>>>> {
+        let api: Api<Pod> = Api::namespaced(self.host.clone(), &self.context.host_namespace);
+        let host = vkube_translate::names::host_name(&self.context, name, namespace);
+        let params = log_params(query);
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        Box::pin(async move {
+            let stream = api.log_stream(&host, &params).await.map_err(|error| match error {
+                kube::Error::Api(status) if status.code == 404 => {
+                    ApiError::BadRequest(format!("pod {namespace}/{name} has not been synced to the host yet"))
+                }
+                other => ApiError::Internal(format!("reading the host pod's log: {other}")),
+            })?;
+            let lines = futures::AsyncBufReadExt::lines(stream).map_ok(|line| Bytes::from(format!("{line}\n")));
+            let stream: BoxStream<'static, Result<Bytes, std::io::Error>> = Box::pin(lines);
+            Ok(stream)
+        })
+    }
+}
+
+/// Starts the virtual API server and the syncer; returns once the syncer's caches are synced.
+pub async fn start(
+    cluster: &VirtualCluster,
+    host: kube::Client,
+) -> anyhow::Result<(RunningServer, PathBuf, tokio::task::JoinHandle<()>)> {
+    let config = &cluster.config;
+    let name = config.name().to_string();
+    let context = Context::new(name.clone(), config.host_namespace());
+    let mut server_config = ServerConfig::new(&cluster.dir);
+    server_config.listen = cluster.listen;
+    server_config.sans = config.control_plane.proxy.extra_sans.clone();
+    server_config.cluster_name = name.clone();
+    let logs = Arc::new(HostLogs { host: host.clone(), context: context.clone() });
+    let server = vkube_apiserver::start(server_config, Some(logs))
+        .await
+        .with_context(|| format!("starting the virtual API server in {}", cluster.dir.display()))?;
+    let kubeconfig = server.admin_kubeconfig(&name).context("the virtual API server has no certificates")?;
+    let path = cluster.dir.join(format!("{name}.kubeconfig"));
+    write_private(&path, &kubeconfig).with_context(|| format!("writing {}", path.display()))?;
+    let virtual_client = super::client_from_kubeconfig(&kubeconfig).await?;
+    let pods = &config.sync.to_host.pods;
+    let mut enforce = Vec::new();
+    for spec in &pods.enforce_tolerations {
+        enforce.push(vkube_config::tolerations::parse(spec).map_err(anyhow::Error::msg)?);
+    }
+    let syncer_config = SyncerConfig {
+        context,
+        pods: PodSettings { translate_image: pods.translate_image.clone(), enforce_tolerations: enforce },
+        all_config_maps: config.sync.to_host.config_maps.all,
+        all_secrets: config.sync.to_host.secrets.all,
+    };
+    let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    let syncer = tokio::spawn(async move {
+        if let Err(error) = vkube_syncer::run(virtual_client, host, syncer_config, ready).await {
+            tracing::error!(error = %anyhow::Error::from(error), "the syncer stopped");
+        }
+    });
+    tokio::select! {
+        changed = ready_rx.wait_for(|r| *r) => { changed.context("the syncer stopped before its caches were synced")?; }
+        _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => anyhow::bail!("the syncer did not sync its caches within 60 s; is the host reachable?"),
+    }
+    Ok((server, path, syncer))
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cluster =
+        VirtualCluster::resolve(args.config.as_deref(), args.name, args.host_namespace, args.dir, args.listen)?;
+    let text = std::fs::read_to_string(&args.host_kubeconfig)
+        .with_context(|| format!("cannot read --host-kubeconfig {}", args.host_kubeconfig.display()))?;
+    let host = super::client_from_kubeconfig(&text)
+        .await
+        .with_context(|| format!("--host-kubeconfig {}", args.host_kubeconfig.display()))?;
+    let (server, path, syncer) = start(&cluster, host).await?;
+    eprintln!("virtual kubeconfig: {}", path.display());
+    eprintln!("listening on {}", server.url);
+    println!("ready");
+    super::shutdown_signal().await;
+    eprintln!("shutting down");
+    syncer.abort();
+    server.shutdown().await;
+    Ok(())
+}

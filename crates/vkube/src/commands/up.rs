@@ -1,0 +1,74 @@
+//! `vkube up`: a simulated host and a virtual cluster on it, in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use vkube_apiserver::ServerConfig;
+use vkube_apiserver::pki::write_private;
+use vkube_simulator::SimulatorConfig;
+
+use super::serve::VirtualCluster;
+
+/// Flags of `vkube up`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name of the virtual cluster.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// vcluster.yaml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory for everything (host/ and NAME/ below it).
+    #[arg(long, default_value = ".vkube")]
+    pub dir: PathBuf,
+    /// Number of simulated host nodes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=250))]
+    pub nodes: u32,
+    /// Address of the virtual API server.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Address of the simulated host's API server.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub host_listen: SocketAddr,
+}
+
+/// Runs host and virtual cluster until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let name = args.name.clone();
+    let probe = VirtualCluster::resolve(args.config.as_deref(), name.clone(), None, PathBuf::new(), Some(args.listen))?;
+    let cluster_name = probe.config.name().to_string();
+    let cluster =
+        VirtualCluster::resolve(args.config.as_deref(), name, None, args.dir.join(&cluster_name), Some(args.listen))?;
+
+    let host_dir = args.dir.join("host");
+    let mut host_config = ServerConfig::new(&host_dir);
+    host_config.listen = args.host_listen;
+    host_config.cluster_name = "vkube-host".into();
+    let host_server = vkube_apiserver::start(host_config, Some(Arc::new(super::host::SimulatedLogs)))
+        .await
+        .with_context(|| format!("starting the host API server in {}", host_dir.display()))?;
+    let host_kubeconfig =
+        host_server.admin_kubeconfig("vkube-host").context("the host API server has no certificates")?;
+    let host_path = host_dir.join("host.kubeconfig");
+    write_private(&host_path, &host_kubeconfig).with_context(|| format!("writing {}", host_path.display()))?;
+    let host = super::client_from_kubeconfig(&host_kubeconfig).await?;
+    let simulation = tokio::spawn(vkube_simulator::run(
+        host.clone(),
+        SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() },
+    ));
+
+    let (server, path, syncer) = super::serve::start(&cluster, host).await?;
+    eprintln!("host kubeconfig: {}", host_path.display());
+    eprintln!("virtual kubeconfig: {}", path.display());
+    eprintln!("virtual cluster {cluster_name} on {}, host on {}", server.url, host_server.url);
+    println!("ready");
+    super::shutdown_signal().await;
+    eprintln!("shutting down");
+    syncer.abort();
+    simulation.abort();
+    server.shutdown().await;
+    host_server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `vkube up` (simulated host + virtual cluster + syncer in one process) driven by kubectl.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{ApiServerProcess, Kubectl, wait_until};
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  imagePullSecrets: [{name: registry}]
+  containers:
+  - name: web
+    image: nginx:1.27
+    env:
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: db, key: password}}
+    volumeMounts: [{name: files, mountPath: /etc/files}]
+  volumes:
+  - name: files
+    configMap: {name: files}
+"#;
+
+#[test]
+fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let up = ApiServerProcess::start_command(
+        &["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"],
+        state.join("vc1").join("vc1.kubeconfig"),
+    );
+    let k = Kubectl::new(33, &up.kubeconfig, home.path());
+    let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
+    k.ok(&["create", "configmap", "files", "--from-literal=app.conf=x=1"]);
+    k.ok(&["create", "configmap", "unrelated", "--from-literal=a=b"]);
+    k.ok(&["create", "secret", "generic", "db", "--from-literal=password=hunter2"]);
+    k.ok(&["create", "secret", "generic", "unused", "--from-literal=x=y"]);
+    k.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "registry",
+        "--docker-server=r.example.com",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]);
+    let mut create = k.command(&["create", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    create.stdin.take().unwrap().write_all(POD.as_bytes()).unwrap();
+    assert!(create.wait().unwrap().success());
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
+    let wide = k.ok(&["get", "pod", "web", "-o", "wide"]);
+    assert!(wide.contains("Running") && wide.contains("10.244.") && wide.contains("sim-node-"), "{wide}");
+    assert!(k.ok(&["get", "nodes"]).contains("sim-node-"), "the pod's node appears in the virtual cluster");
+    assert!(k.ok(&["logs", "web"]).contains("simulated container web"), "logs come from the host pod");
+
+    let host_objects = host.ok(&["get", "pods,configmaps,secrets", "-n", "vcluster-vc1", "-o", "name"]);
+    let synced: Vec<&str> = host_objects.lines().filter(|l| l.contains("-x-")).collect();
+    assert_eq!(
+        synced,
+        [
+            "pod/web-x-default-x-vc1",
+            "configmap/files-x-default-x-vc1",
+            "secret/db-x-default-x-vc1",
+            "secret/registry-x-default-x-vc1"
+        ],
+        "only the pod and what it references reach the host"
+    );
+
+    k.ok(&["delete", "pod", "web", "--timeout=30s"]);
+    wait_until(Duration::from_secs(15), "the host namespace to be empty again", || {
+        host.ok(&["get", "pods,configmaps,secrets", "-n", "vcluster-vc1", "-o", "name"])
+            .lines()
+            .all(|l| !l.contains("-x-"))
+    });
+    assert!(up.stop().success());
+}
