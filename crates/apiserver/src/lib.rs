@@ -28,4 +28,4 @@ pub mod tokens;
 pub mod validation;
 
 pub use error::{ApiError, ApiResult};
-pub use server::{RunningServer, ServerConfig, ServerError, start};
+pub use server::{Hooks, RunningServer, ServerConfig, ServerError, start, start_with};

@@ -143,6 +143,17 @@ pub struct Registry {
     pub openapi: crate::openapi::OpenApi,
     /// Background work (namespace finalization) is signalled here.
     namespace_cleanup: Option<mpsc::UnboundedSender<String>>,
+    /// Allocates service addresses elsewhere (a virtual cluster takes them from its host).
+    pub service_addresses: Option<Arc<dyn ServiceAddresses>>,
+}
+
+/// Where Services get their cluster IPs and node ports when not from the server's own range: a
+/// virtual cluster creates the host service first and uses the host's addresses.
+pub trait ServiceAddresses: Send + Sync + 'static {
+    /// The service (namespace, name and uid set) with `spec.clusterIP(s)` and node ports filled in.
+    fn allocate(&self, service: Value) -> futures::future::BoxFuture<'static, ApiResult<Value>>;
+    /// Gives back what `allocate` took, when the service could not be stored after all.
+    fn release(&self, service: Value) -> futures::future::BoxFuture<'static, ()>;
 }
 
 impl std::fmt::Debug for Registry {
@@ -263,6 +274,7 @@ impl Registry {
             bookmark_interval: Duration::from_secs(60),
             openapi: crate::openapi::OpenApi::default(),
             namespace_cleanup: None,
+            service_addresses: None,
         }
     }
 
@@ -730,8 +742,15 @@ impl Registry {
             if attempt == 0 {
                 self.check_namespace_accepts(rt, ns).await?;
             }
+            let mut allocated_elsewhere = false;
             if rt.kind == "Service" && rt.group.is_empty() {
-                self.allocate_service_addresses(&mut candidate).await?;
+                match &self.service_addresses {
+                    Some(hook) if !options.dry_run => {
+                        candidate = hook.allocate(candidate).await?;
+                        allocated_elsewhere = true;
+                    }
+                    _ => self.allocate_service_addresses(&mut candidate).await?,
+                }
             }
             let candidate_name = meta_str(&candidate, "name").unwrap_or_default().to_string();
             let key = rt.key(rt.namespaced.then_some(ns), &candidate_name);
@@ -745,7 +764,14 @@ impl Registry {
                 }
                 return Ok(candidate);
             }
-            match self.store.create(&key, self.encode(rt, &candidate)?).await {
+            let created = self.store.create(&key, self.encode(rt, &candidate)?).await;
+            if created.is_err()
+                && allocated_elsewhere
+                && let Some(hook) = &self.service_addresses
+            {
+                hook.release(candidate.clone()).await;
+            }
+            match created {
                 Ok(kv) => {
                     let stored = self.decode(rt, &kv)?;
                     self.after_write(rt, &stored).await;

@@ -127,8 +127,23 @@ impl RunningServer {
     }
 }
 
+/// Ways a server delegates work to whoever embeds it.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Source of `pods/log`.
+    pub pod_logs: Option<Arc<dyn PodLogs>>,
+    /// Allocator of service addresses.
+    pub service_addresses: Option<Arc<dyn crate::registry::ServiceAddresses>>,
+}
+
 /// Opens the store, prepares certificates, bootstraps namespaces and starts listening.
 pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> Result<RunningServer, ServerError> {
+    start_with(config, Hooks { pod_logs, service_addresses: None }).await
+}
+
+/// [`start`] with every hook.
+pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningServer, ServerError> {
+    let pod_logs = hooks.pod_logs;
     let store: Arc<dyn Storage> = if config.memory {
         Arc::new(MemoryStorage::new())
     } else {
@@ -138,6 +153,7 @@ pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> 
     };
     let mut registry = Registry::new(store, Catalog::builtin());
     registry.bookmark_interval = config.bookmark_interval;
+    registry.service_addresses = hooks.service_addresses;
     registry.start_background().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     registry.bootstrap().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let listener =

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -23,9 +23,15 @@ use vkube_translate::labels::MANAGED_BY;
 use vkube_translate::metadata::{OBJECT_NAME, OBJECT_NAMESPACE, OBJECT_UID};
 use vkube_translate::names::host_name;
 use vkube_translate::pods::{PodSettings, config_map_host_name, host_copy, host_pod, references};
+use vkube_translate::services::{host_service, with_host_addresses};
 
 /// Field manager of the syncer's writes.
 pub const MANAGER: &str = "vkube-syncer";
+/// Annotation on a host service created ahead of its virtual service (protects it for a while).
+pub const BLOCK_DELETION: &str = "vcluster.loft.sh/block-deletion";
+/// How long a host service with [`BLOCK_DELETION`] waits for its virtual service.
+const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
+
 /// Label on virtual nodes that stand for host nodes running synced pods.
 pub const FAKE_NODE: &str = "vcluster.loft.sh/fake-node";
 
@@ -76,6 +82,8 @@ enum Work {
     References,
     /// Recompute fake nodes.
     Nodes,
+    /// Reconcile the virtual service `namespace/name`.
+    Service(String, String),
 }
 
 struct Syncer {
@@ -89,6 +97,10 @@ struct Syncer {
     secrets: Store<Secret>,
     host_config_maps: Store<ConfigMap>,
     host_secrets: Store<Secret>,
+    services: Store<Service>,
+    host_services: Store<Service>,
+    /// Host services seen in this run: one that disappears was deleted on the host.
+    seen_host_services: Arc<Mutex<BTreeSet<String>>>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
     queue: mpsc::UnboundedSender<Work>,
@@ -399,6 +411,107 @@ impl Syncer {
         Ok(())
     }
 
+    async fn reconcile_service(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let context = &self.config.context;
+        let host = host_name(context, name, namespace);
+        let virtual_service = self
+            .services
+            .state()
+            .into_iter()
+            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == name);
+        let host_service_now = self.host_services.state().into_iter().find(|s| s.name_any() == host);
+        let host_api: Api<Service> = Api::namespaced(self.host_client.clone(), &context.host_namespace);
+        let virtual_api: Api<Service> = Api::namespaced(self.virtual_client.clone(), namespace);
+        match (virtual_service, host_service_now) {
+            (None, None) => Ok(()),
+            (None, Some(host_service_obj)) => {
+                let blocked = host_service_obj.annotations().get(BLOCK_DELETION).is_some_and(|v| v == "true");
+                let age = host_service_obj
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| jiff_age(&t.0))
+                    .unwrap_or(Duration::ZERO);
+                if blocked && age < BLOCK_DELETION_WINDOW {
+                    let queue = self.queue.clone();
+                    let item = Work::Service(namespace.to_string(), name.to_string());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        let _ = queue.send(item);
+                    });
+                    return Ok(());
+                }
+                ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)
+            }
+            (Some(_), None) if self.seen_host_services.lock().unwrap_or_else(|p| p.into_inner()).contains(&host) => {
+                tracing::info!(%namespace, %name, "host service deleted; deleting the virtual service");
+                ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await)
+            }
+            (Some(virtual_service), None) => {
+                // Created before the syncer ran (or without the API hook): give it a host copy.
+                allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref())).await.map(|_| ())
+            }
+            (Some(virtual_service), Some(host_service_obj)) => {
+                let virtual_value = to_value(virtual_service.as_ref());
+                let host_value = to_value(host_service_obj.as_ref());
+                let desired = host_service(context, &virtual_value);
+                if host_service_obj.annotations().contains_key(BLOCK_DELETION) {
+                    let unblock = json!({"metadata": {"annotations": {BLOCK_DELETION: null}}});
+                    ignore_not_found(
+                        host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(unblock)).await,
+                    )?;
+                }
+                let mut patch = serde_json::Map::new();
+                for field in
+                    ["type", "selector", "externalName", "externalIPs", "sessionAffinity", "publishNotReadyAddresses"]
+                {
+                    let want = desired["spec"].get(field).cloned().unwrap_or(Value::Null);
+                    let have = host_value["spec"].get(field).cloned().unwrap_or(Value::Null);
+                    if want != have && !(field == "type" && want.is_null()) {
+                        patch.insert(field.into(), want);
+                    }
+                }
+                let ports = |v: &Value| -> Vec<(Value, Value, Value)> {
+                    v.pointer("/spec/ports")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            (
+                                p.get("port").cloned().unwrap_or(Value::Null),
+                                p.get("targetPort").cloned().unwrap_or(Value::Null),
+                                p.get("protocol").cloned().unwrap_or(json!("TCP")),
+                            )
+                        })
+                        .collect()
+                };
+                if ports(&desired) != ports(&host_value) {
+                    patch.insert("ports".into(), desired["spec"]["ports"].clone());
+                }
+                if !patch.is_empty() {
+                    ignore_not_found(
+                        host_api
+                            .patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"spec": patch})))
+                            .await,
+                    )?;
+                }
+                let host_status = host_value.get("status").cloned().unwrap_or(Value::Null);
+                if !host_status.is_null() && virtual_value.get("status") != Some(&host_status) {
+                    ignore_not_found(
+                        virtual_api
+                            .patch_status(
+                                name,
+                                &PatchParams::apply(MANAGER),
+                                &Patch::Merge(json!({"status": host_status})),
+                            )
+                            .await,
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Keeps on the host exactly the config maps and secrets some virtual pod references (or all,
     /// when configured); syncs their data.
     async fn reconcile_references(&self) -> Result<(), kube::Error> {
@@ -449,6 +562,36 @@ impl Syncer {
     }
 }
 
+/// Creates the host service for a virtual service that is being created and returns the virtual
+/// service with the host's addresses (what the reference's API interceptor does). An existing host
+/// service of the same virtual object is reused, so retries and restarts allocate nothing twice.
+pub async fn allocate_on_host(host: &Client, context: &Context, service: Value) -> Result<Value, kube::Error> {
+    let mut desired = host_service(context, &service);
+    // The virtual service is stored only after this returns: until the syncer has seen it, the
+    // host service must not be taken for an orphan.
+    desired["metadata"]["annotations"][BLOCK_DELETION] = json!("true");
+    let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
+    let object: Service = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
+    let created =
+        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
+            Ok(created) => created,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+                api.get(name).await?
+            }
+            Err(error) => return Err(error),
+        };
+    Ok(with_host_addresses(&service, &to_value(&created)))
+}
+
+/// Deletes the host service made by [`allocate_on_host`] when the virtual create failed.
+pub async fn release_on_host(host: &Client, context: &Context, service: &Value) {
+    let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
+    let _ = api.delete(&host_name(context, name, namespace), &DeleteParams::default()).await;
+}
+
 fn host_pod_images(config: &SyncerConfig, pod: &Pod) -> Vec<(String, String)> {
     pod.spec
         .as_ref()
@@ -463,6 +606,15 @@ fn host_pod_images(config: &SyncerConfig, pod: &Pod) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn jiff_age(timestamp: &k8s_openapi::jiff::Timestamp) -> Duration {
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(*timestamp);
+    Duration::from_secs(elapsed.as_secs().max(0) as u64)
+}
+
+fn managed_services(config: &SyncerConfig) -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY}={}", config.context.name))
 }
 
 /// Starts a reflector for `api` and returns its store; `on_change` is called for every change.
@@ -558,7 +710,30 @@ pub async fn run(
         reflect(Api::<Secret>::namespaced(host_client.clone(), &namespace), managed, move |_, _| {
             let _ = q.send(Work::References);
         });
+    let q = queue.clone();
+    let (services, services_task) =
+        reflect(Api::<Service>::all(virtual_client.clone()), watcher::Config::default(), move |service, _| {
+            let _ = q.send(Work::Service(service.namespace().unwrap_or_default(), service.name_any()));
+        });
+    let q = queue.clone();
+    let seen: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let seen_writer = seen.clone();
+    let (host_services, host_services_task) = reflect(
+        Api::<Service>::namespaced(host_client.clone(), &namespace),
+        managed_services(&config),
+        move |service, deleted| {
+            if !deleted {
+                seen_writer.lock().unwrap_or_else(|p| p.into_inner()).insert(service.name_any());
+            }
+            let annotations = service.annotations();
+            if let (Some(ns), Some(name)) = (annotations.get(OBJECT_NAMESPACE), annotations.get(OBJECT_NAME)) {
+                let _ = q.send(Work::Service(ns.clone(), name.clone()));
+            }
+        },
+    );
     let _tasks = Tasks(vec![
+        services_task,
+        host_services_task,
         virtual_pods_task,
         host_pods_task,
         namespaces_store_task,
@@ -577,6 +752,9 @@ pub async fn run(
     for store in [&secrets, &host_secrets] {
         let _ = store.wait_until_ready().await;
     }
+    for store in [&services, &host_services] {
+        let _ = store.wait_until_ready().await;
+    }
     let syncer = Arc::new(Syncer {
         config,
         virtual_client,
@@ -588,6 +766,9 @@ pub async fn run(
         secrets,
         host_config_maps,
         host_secrets,
+        services,
+        host_services,
+        seen_host_services: seen,
         last_synced: Mutex::new(HashMap::new()),
         queue: queue.clone(),
     });
@@ -598,6 +779,16 @@ pub async fn run(
     for pod in syncer.host_pods.state() {
         if let (Some(ns), Some(name)) = (pod.annotations().get(OBJECT_NAMESPACE), pod.annotations().get(OBJECT_NAME)) {
             let _ = queue.send(Work::Pod(ns.clone(), name.clone()));
+        }
+    }
+    for service in syncer.services.state() {
+        let _ = queue.send(Work::Service(service.namespace().unwrap_or_default(), service.name_any()));
+    }
+    for service in syncer.host_services.state() {
+        if let (Some(ns), Some(name)) =
+            (service.annotations().get(OBJECT_NAMESPACE), service.annotations().get(OBJECT_NAME))
+        {
+            let _ = queue.send(Work::Service(ns.clone(), name.clone()));
         }
     }
     let _ = queue.send(Work::References);
@@ -613,6 +804,7 @@ pub async fn run(
                 Work::Pod(namespace, name) => syncer.reconcile_pod(namespace, name).await,
                 Work::References => syncer.reconcile_references().await,
                 Work::Nodes => syncer.reconcile_nodes().await,
+                Work::Service(namespace, name) => syncer.reconcile_service(namespace, name).await,
             };
             if let Err(error) = result {
                 tracing::warn!(?item, %error, "sync failed; retrying");

@@ -8,6 +8,7 @@ pub mod labels;
 pub mod metadata;
 pub mod names;
 pub mod pods;
+pub mod services;
 
 /// The virtual cluster a translation is for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -73,6 +73,35 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
         "only the pod and what it references reach the host"
     );
 
+    // A service gets the host's cluster IP and node port; the host's endpoints find the host pod.
+    k.ok(&["expose", "pod", "web", "--port=80", "--type=NodePort"]);
+    let virtual_address =
+        k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"]);
+    let host_address = host.ok(&[
+        "get",
+        "service",
+        "web-x-default-x-vc1",
+        "-n",
+        "vcluster-vc1",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}",
+    ]);
+    assert_eq!(virtual_address, host_address);
+    assert!(virtual_address.starts_with("10."), "{virtual_address}");
+    let pod_ip = k.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+    wait_until(Duration::from_secs(10), "host endpoints", || {
+        host.ok(&[
+            "get",
+            "endpoints",
+            "web-x-default-x-vc1",
+            "-n",
+            "vcluster-vc1",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}",
+        ]) == pod_ip
+    });
+    k.ok(&["delete", "service", "web"]);
+
     k.ok(&["delete", "pod", "web", "--timeout=30s"]);
     wait_until(Duration::from_secs(15), "the host namespace to be empty again", || {
         host.ok(&["get", "pods,configmaps,secrets", "-n", "vcluster-vc1", "-o", "name"])

@@ -141,6 +141,33 @@ impl PodLogs for HostLogs {
     }
 }
 
+/// Services of the virtual cluster take their cluster IPs and node ports from the host: the host
+/// service is created first (as the reference's API interceptor does).
+struct HostServices {
+    host: kube::Client,
+    context: Context,
+}
+
+impl vkube_apiserver::registry::ServiceAddresses for HostServices {
+    fn allocate(&self, service: serde_json::Value) -> BoxFuture<'static, ApiResult<serde_json::Value>> {
+        let (host, context) = (self.host.clone(), self.context.clone());
+        Box::pin(async move {
+            vkube_syncer::allocate_on_host(&host, &context, service).await.map_err(|error| match error {
+                kube::Error::Api(status) if status.code == 422 => ApiError::InvalidOptions {
+                    message: format!("the host refused the service: {}", status.message),
+                    causes: Vec::new(),
+                },
+                other => ApiError::Unavailable(format!("could not create the service on the host: {other}")),
+            })
+        })
+    }
+
+    fn release(&self, service: serde_json::Value) -> BoxFuture<'static, ()> {
+        let (host, context) = (self.host.clone(), self.context.clone());
+        Box::pin(async move { vkube_syncer::release_on_host(&host, &context, &service).await })
+    }
+}
+
 /// Starts the virtual API server and the syncer; returns once the syncer's caches are synced.
 pub async fn start(
     cluster: &VirtualCluster,
@@ -153,8 +180,11 @@ pub async fn start(
     server_config.listen = cluster.listen;
     server_config.sans = config.control_plane.proxy.extra_sans.clone();
     server_config.cluster_name = name.clone();
-    let logs = Arc::new(HostLogs { host: host.clone(), context: context.clone() });
-    let server = vkube_apiserver::start(server_config, Some(logs))
+    let hooks = vkube_apiserver::Hooks {
+        pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
+        service_addresses: Some(Arc::new(HostServices { host: host.clone(), context: context.clone() })),
+    };
+    let server = vkube_apiserver::start_with(server_config, hooks)
         .await
         .with_context(|| format!("starting the virtual API server in {}", cluster.dir.display()))?;
     let kubeconfig = server.admin_kubeconfig(&name).context("the virtual API server has no certificates")?;
