@@ -207,6 +207,32 @@ impl Shared {
             .collect()
     }
 
+    /// Records a core/v1 Event about `pod`, as the real scheduler and kubelet do.
+    async fn event(&self, pod: &Pod, reason: &str, message: String, component: &str, node: &str) {
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let now = now();
+        let suffix: String = format!("{:x}", jiff::Timestamp::now().as_nanosecond()).chars().rev().take(16).collect();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{name}.{suffix}"), "namespace": namespace},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": name, "uid": pod.uid().unwrap_or_default()},
+            "reason": reason, "message": message, "type": "Normal",
+            "source": {"component": component, "host": node},
+            "reportingComponent": component, "reportingInstance": node,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        });
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &namespace);
+        match serde_json::from_value(event) {
+            Ok(event) => {
+                if let Err(error) = api.create(&PostParams::default(), &event).await {
+                    tracing::debug!(%namespace, %name, %error, "could not record event");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "event did not decode"),
+        }
+    }
+
     async fn handle_pod(self: &Arc<Self>, pod: &Pod) {
         let namespace = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
@@ -236,10 +262,15 @@ impl Shared {
             match lifecycle::schedule(&value, &views) {
                 Some(target) => {
                     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": target.name}});
-                    if let Err(error) =
-                        api.create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding).await
+                    match api
+                        .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
+                        .await
                     {
-                        tracing::debug!(%namespace, %name, %error, "binding failed");
+                        Ok(_) => {
+                            let message = format!("Successfully assigned {namespace}/{name} to {}", target.name);
+                            self.event(pod, "Scheduled", message, "default-scheduler", &target.name).await;
+                        }
+                        Err(error) => tracing::debug!(%namespace, %name, %error, "binding failed"),
                     }
                 }
                 None => {
@@ -269,10 +300,20 @@ impl Shared {
                 return;
             };
             let status = lifecycle::running_status(&value, &node_ip(index), &ip, &now());
-            if let Err(error) =
-                api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await
+            match api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await
             {
-                tracing::debug!(%namespace, %name, %error, "could not start pod");
+                Ok(_) => {
+                    for container in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                        let image = container.image.clone().unwrap_or_default();
+                        let pulled = format!("Container image \"{image}\" already present on machine");
+                        self.event(pod, "Pulled", pulled, "kubelet", &node).await;
+                        self.event(pod, "Created", format!("Created container: {}", container.name), "kubelet", &node)
+                            .await;
+                        self.event(pod, "Started", format!("Started container {}", container.name), "kubelet", &node)
+                            .await;
+                    }
+                }
+                Err(error) => tracing::debug!(%namespace, %name, %error, "could not start pod"),
             }
             return;
         }

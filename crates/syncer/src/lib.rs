@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -84,6 +86,8 @@ enum Work {
     Nodes,
     /// Reconcile the virtual service `namespace/name`.
     Service(String, String),
+    /// Mirror the host event with this name.
+    Event(String),
 }
 
 struct Syncer {
@@ -99,6 +103,7 @@ struct Syncer {
     host_secrets: Store<Secret>,
     services: Store<Service>,
     host_services: Store<Service>,
+    host_events: Store<CoreEvent>,
     /// Host services seen in this run: one that disappears was deleted on the host.
     seen_host_services: Arc<Mutex<BTreeSet<String>>>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
@@ -512,6 +517,84 @@ impl Syncer {
         }
     }
 
+    /// Mirrors a host event about a synced object into the virtual cluster.
+    async fn reconcile_event(&self, host_event_name: &str) -> Result<(), kube::Error> {
+        let Some(event) = self.host_events.state().into_iter().find(|e| e.name_any() == host_event_name) else {
+            return Ok(());
+        };
+        let kind = event.involved_object.kind.clone().unwrap_or_default();
+        let host_object = event.involved_object.name.clone().unwrap_or_default();
+        if !vkube_translate::events::KINDS.contains(&kind.as_str()) {
+            return Ok(());
+        }
+        let annotations = match kind.as_str() {
+            "Pod" => self.find_host_pod(&host_object).map(|o| o.annotations().clone()),
+            "Service" => self
+                .host_services
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == host_object)
+                .map(|o| o.annotations().clone()),
+            "ConfigMap" => self
+                .host_config_maps
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == host_object)
+                .map(|o| o.annotations().clone()),
+            _ => self
+                .host_secrets
+                .state()
+                .into_iter()
+                .find(|o| o.name_any() == host_object)
+                .map(|o| o.annotations().clone()),
+        };
+        let Some(annotations) = annotations else { return Ok(()) };
+        let (Some(namespace), Some(name)) = (annotations.get(OBJECT_NAMESPACE), annotations.get(OBJECT_NAME)) else {
+            return Ok(());
+        };
+        let uid = match kind.as_str() {
+            "Pod" => self.find_virtual_pod(namespace, name).and_then(|p| p.uid()),
+            "Service" => self
+                .services
+                .state()
+                .into_iter()
+                .find(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == *name)
+                .and_then(|s| s.uid()),
+            "ConfigMap" => self
+                .config_maps
+                .state()
+                .into_iter()
+                .find(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == *name)
+                .and_then(|s| s.uid()),
+            _ => self
+                .secrets
+                .state()
+                .into_iter()
+                .find(|s| s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == *name)
+                .and_then(|s| s.uid()),
+        };
+        let Some(uid) = uid else { return Ok(()) };
+        let object = vkube_translate::events::VirtualObject { namespace, name, uid: &uid };
+        let mirrored = vkube_translate::events::virtual_event(
+            &to_value(event.as_ref()),
+            &self.config.context.host_namespace,
+            &host_object,
+            &object,
+        );
+        let event_name = mirrored["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let api: Api<CoreEvent> = Api::namespaced(self.virtual_client.clone(), namespace);
+        let object: CoreEvent = serde_json::from_value(mirrored.clone()).map_err(kube::Error::SerdeError)?;
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let update = json!({"count": mirrored["count"], "lastTimestamp": mirrored["lastTimestamp"], "message": mirrored["message"], "series": mirrored.get("series")});
+                ignore_not_found(api.patch(&event_name, &PatchParams::apply(MANAGER), &Patch::Merge(update)).await)
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 403 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Keeps on the host exactly the config maps and secrets some virtual pod references (or all,
     /// when configured); syncs their data.
     async fn reconcile_references(&self) -> Result<(), kube::Error> {
@@ -731,7 +814,18 @@ pub async fn run(
             }
         },
     );
+    let q = queue.clone();
+    let (host_events, host_events_task) = reflect(
+        Api::<CoreEvent>::namespaced(host_client.clone(), &namespace),
+        watcher::Config::default(),
+        move |event, deleted| {
+            if !deleted {
+                let _ = q.send(Work::Event(event.name_any()));
+            }
+        },
+    );
     let _tasks = Tasks(vec![
+        host_events_task,
         services_task,
         host_services_task,
         virtual_pods_task,
@@ -755,6 +849,7 @@ pub async fn run(
     for store in [&services, &host_services] {
         let _ = store.wait_until_ready().await;
     }
+    let _ = host_events.wait_until_ready().await;
     let syncer = Arc::new(Syncer {
         config,
         virtual_client,
@@ -768,6 +863,7 @@ pub async fn run(
         host_secrets,
         services,
         host_services,
+        host_events,
         seen_host_services: seen,
         last_synced: Mutex::new(HashMap::new()),
         queue: queue.clone(),
@@ -805,6 +901,7 @@ pub async fn run(
                 Work::References => syncer.reconcile_references().await,
                 Work::Nodes => syncer.reconcile_nodes().await,
                 Work::Service(namespace, name) => syncer.reconcile_service(namespace, name).await,
+                Work::Event(name) => syncer.reconcile_event(name).await,
             };
             if let Err(error) = result {
                 tracing::warn!(?item, %error, "sync failed; retrying");

@@ -59,6 +59,11 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
     assert!(wide.contains("Running") && wide.contains("10.244.") && wide.contains("sim-node-"), "{wide}");
     assert!(k.ok(&["get", "nodes"]).contains("sim-node-"), "the pod's node appears in the virtual cluster");
     assert!(k.ok(&["logs", "web"]).contains("simulated container web"), "logs come from the host pod");
+    wait_until(Duration::from_secs(10), "host events in describe", || {
+        let described = k.ok(&["describe", "pod", "web"]);
+        described.contains("Successfully assigned default/web to sim-node-")
+            && described.contains("Started container web")
+    });
 
     let host_objects = host.ok(&["get", "pods,configmaps,secrets", "-n", "vcluster-vc1", "-o", "name"]);
     let synced: Vec<&str> = host_objects.lines().filter(|l| l.contains("-x-")).collect();
