@@ -203,9 +203,16 @@ pub async fn start(
         all_secrets: config.sync.to_host.secrets.all,
     };
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    let controllers_client = virtual_client.clone();
     let syncer = tokio::spawn(async move {
-        if let Err(error) = vkube_syncer::run(virtual_client, host, syncer_config, ready).await {
-            tracing::error!(error = %anyhow::Error::from(error), "the syncer stopped");
+        // The controllers stop with the syncer: both are dropped when this task is aborted.
+        let controllers = vkube_controllers::run(controllers_client);
+        let syncer = vkube_syncer::run(virtual_client, host, syncer_config, ready);
+        tokio::select! {
+            () = controllers => tracing::error!("the controllers stopped"),
+            result = syncer => if let Err(error) = result {
+                tracing::error!(error = %anyhow::Error::from(error), "the syncer stopped");
+            },
         }
     });
     tokio::select! {

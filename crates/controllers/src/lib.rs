@@ -1,0 +1,430 @@
+//! Controllers that run inside a virtual cluster (the stock kube-controller-manager's job in the
+//! reference): deployments, replica sets, and garbage collection of their dependents. They talk to
+//! the API only through `kube::Client`; decisions live in [`workloads`].
+
+pub mod workloads;
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// Field manager of the controllers' writes.
+pub const MANAGER: &str = "vkube-controller-manager";
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Work {
+    Deployment(String, String),
+    ReplicaSet(String, String),
+    Collect,
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn value<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+fn reflect<K>(api: Api<K>, on_change: impl Fn(&K) + Send + 'static) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(o) | Event::InitApply(o) | Event::Delete(o)) => on_change(&o),
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "watch error; retrying"),
+            }
+        }
+    });
+    (reader, task)
+}
+
+struct Controllers {
+    client: Client,
+    deployments: Store<Deployment>,
+    replica_sets: Store<ReplicaSet>,
+    pods: Store<Pod>,
+}
+
+impl Controllers {
+    async fn replica_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(rs) = self
+            .replica_sets
+            .state()
+            .into_iter()
+            .find(|r| r.namespace().as_deref() == Some(namespace) && r.name_any() == name)
+        else {
+            return Ok(());
+        };
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let rs_value = value(rs.as_ref());
+        let uid = rs.uid().unwrap_or_default();
+        let owned: Vec<Value> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .map(|p| value(p.as_ref()))
+            .filter(|p| workloads::controlled_by(p, &uid))
+            .collect();
+        let refs: Vec<&Value> = owned.iter().collect();
+        let plan = workloads::plan_replicas(&rs_value, &refs);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..plan.create {
+            let pod: Pod = serde_json::from_value(workloads::pod_for(&rs_value)).map_err(kube::Error::SerdeError)?;
+            pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+        }
+        for victim in &plan.delete {
+            ignore_not_found(pods.delete(victim, &DeleteParams::default()).await)?;
+        }
+        if rs_value.get("status") != Some(&plan.status) && plan.create == 0 && plan.delete.is_empty() {
+            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+            ignore_not_found(
+                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": plan.status})))
+                    .await,
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn deployment(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(deployment) = self
+            .deployments
+            .state()
+            .into_iter()
+            .find(|d| d.namespace().as_deref() == Some(namespace) && d.name_any() == name)
+        else {
+            return Ok(());
+        };
+        if deployment.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let d = value(deployment.as_ref());
+        let uid = deployment.uid().unwrap_or_default();
+        let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let hash = workloads::template_hash(&template);
+        let owned: Vec<Value> = self
+            .replica_sets
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(namespace))
+            .map(|r| value(r.as_ref()))
+            .filter(|r| workloads::controlled_by(r, &uid))
+            .collect();
+        let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+        let wanted = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+        let current_name = format!("{name}-{hash}");
+        let current =
+            owned.iter().find(|r| r.pointer("/metadata/name").and_then(Value::as_str) == Some(current_name.as_str()));
+        let max_revision = owned.iter().map(workloads::revision).max().unwrap_or(0);
+        match current {
+            None => {
+                let rs: ReplicaSet = serde_json::from_value(workloads::replica_set_for(&d, &hash, max_revision + 1))
+                    .map_err(kube::Error::SerdeError)?;
+                ignore_not_found(
+                    rs_api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &rs).await,
+                )?;
+                let annotate = json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": (max_revision + 1).to_string()}}});
+                let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+                ignore_not_found(deployments.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(annotate)).await)?;
+            }
+            Some(rs) => {
+                if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(wanted) {
+                    let scale = json!({"spec": {"replicas": wanted}, "metadata": {"annotations": {"deployment.kubernetes.io/desired-replicas": wanted.to_string()}}});
+                    ignore_not_found(
+                        rs_api.patch(&current_name, &PatchParams::apply(MANAGER), &Patch::Merge(scale)).await,
+                    )?;
+                }
+                if workloads::revision(rs) < max_revision {
+                    // A rollback to an older template: it becomes the newest revision again.
+                    let bump = json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": (max_revision + 1).to_string()}}});
+                    ignore_not_found(
+                        rs_api.patch(&current_name, &PatchParams::apply(MANAGER), &Patch::Merge(bump)).await,
+                    )?;
+                    let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+                    ignore_not_found(
+                        deployments
+                            .patch(
+                                name,
+                                &PatchParams::apply(MANAGER),
+                                &Patch::Merge(bump_for_deployment(max_revision + 1)),
+                            )
+                            .await,
+                    )?;
+                }
+            }
+        }
+        // Old replica sets scale down once the new one is available; history is trimmed.
+        let new_ready =
+            current.and_then(|rs| rs.pointer("/status/availableReplicas").and_then(Value::as_i64)).unwrap_or(0)
+                >= wanted;
+        let mut old: Vec<&Value> = owned
+            .iter()
+            .filter(|r| r.pointer("/metadata/name").and_then(Value::as_str) != Some(current_name.as_str()))
+            .collect();
+        old.sort_by_key(|r| workloads::revision(r));
+        for rs in &old {
+            let rs_name = rs.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let recreate = d.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate");
+            if (new_ready || recreate) && rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(0) {
+                ignore_not_found(
+                    rs_api
+                        .patch(rs_name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+                        .await,
+                )?;
+            }
+        }
+        let limit = d.pointer("/spec/revisionHistoryLimit").and_then(Value::as_i64).unwrap_or(10).max(0) as usize;
+        let idle: Vec<&&Value> =
+            old.iter().filter(|r| r.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0) == 0).collect();
+        if idle.len() > limit {
+            for rs in &idle[..idle.len() - limit] {
+                let rs_name = rs.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                ignore_not_found(rs_api.delete(rs_name, &DeleteParams::background()).await)?;
+            }
+        }
+        let all: Vec<&Value> = owned.iter().collect();
+        let status = workloads::deployment_status(&d, current, &all, &now());
+        let changed = {
+            let mut a = d.get("status").cloned().unwrap_or(Value::Null);
+            let mut b = status.clone();
+            for v in [&mut a, &mut b] {
+                if let Some(map) = v.as_object_mut() {
+                    map.remove("conditions");
+                }
+            }
+            a != b || d.pointer("/status/conditions/1/reason") != status.pointer("/conditions/1/reason")
+        };
+        if changed {
+            let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+            ignore_not_found(
+                deployments
+                    .patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status})))
+                    .await,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes pods and replica sets whose controller is gone; honours the `orphan` and
+    /// `foregroundDeletion` finalizers of deployments and replica sets.
+    async fn collect(&self) -> Result<(), kube::Error> {
+        let deployment_uids: HashSet<String> = self.deployments.state().iter().filter_map(|d| d.uid()).collect();
+        let rs_uids: HashSet<String> = self.replica_sets.state().iter().filter_map(|r| r.uid()).collect();
+        for rs in self.replica_sets.state() {
+            let v = value(rs.as_ref());
+            if let Some(owner) = workloads::controller_uid(&v)
+                && !deployment_uids.contains(&owner)
+                && rs.metadata.deletion_timestamp.is_none()
+            {
+                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
+                ignore_not_found(api.delete(&rs.name_any(), &DeleteParams::background()).await)?;
+            }
+        }
+        for pod in self.pods.state() {
+            let v = value(pod.as_ref());
+            let owned_by_rs =
+                pod.owner_references().iter().any(|o| o.kind == "ReplicaSet" && o.controller == Some(true));
+            if let Some(owner) = workloads::controller_uid(&v)
+                && owned_by_rs
+                && !rs_uids.contains(&owner)
+                && pod.metadata.deletion_timestamp.is_none()
+            {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+                ignore_not_found(api.delete(&pod.name_any(), &DeleteParams::background()).await)?;
+            }
+        }
+        for deployment in self.deployments.state() {
+            self.finalize(
+                deployment.as_ref(),
+                &self.replica_sets.state().iter().map(|r| value(r.as_ref())).collect::<Vec<_>>(),
+                "apps/v1",
+                "deployments",
+            )
+            .await?;
+        }
+        for rs in self.replica_sets.state() {
+            self.finalize(
+                rs.as_ref(),
+                &self.pods.state().iter().map(|p| value(p.as_ref())).collect::<Vec<_>>(),
+                "apps/v1",
+                "replicasets",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn finalize<K: Resource + serde::Serialize>(
+        &self,
+        owner: &K,
+        dependents: &[Value],
+        _api_version: &str,
+        plural: &str,
+    ) -> Result<(), kube::Error> {
+        let meta = owner.meta();
+        if meta.deletion_timestamp.is_none() {
+            return Ok(());
+        }
+        let finalizers = meta.finalizers.clone().unwrap_or_default();
+        let uid = meta.uid.clone().unwrap_or_default();
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let mine: Vec<&Value> = dependents.iter().filter(|d| workloads::controlled_by(d, &uid)).collect();
+        let dependent_api = |kind: &str| -> Api<kube::core::DynamicObject> {
+            let resource = if kind == "Pod" {
+                kube::discovery::ApiResource::erase::<Pod>(&())
+            } else {
+                kube::discovery::ApiResource::erase::<ReplicaSet>(&())
+            };
+            Api::namespaced_with(self.client.clone(), &namespace, &resource)
+        };
+        let dependent_kind = if plural == "deployments" { "ReplicaSet" } else { "Pod" };
+        let remove = |finalizer: &str| -> Value {
+            let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+            json!({"metadata": {"finalizers": rest}})
+        };
+        let owner_api: Api<kube::core::DynamicObject> = {
+            let resource = if plural == "deployments" {
+                kube::discovery::ApiResource::erase::<Deployment>(&())
+            } else {
+                kube::discovery::ApiResource::erase::<ReplicaSet>(&())
+            };
+            Api::namespaced_with(self.client.clone(), &namespace, &resource)
+        };
+        if finalizers.iter().any(|f| f == "orphan") {
+            for dependent in &mine {
+                let dependent_name = dependent.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let remaining: Vec<&Value> = dependent
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| o.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
+                    .collect();
+                let patch = json!({"metadata": {"ownerReferences": remaining}});
+                ignore_not_found(
+                    dependent_api(dependent_kind)
+                        .patch(dependent_name, &PatchParams::apply(MANAGER), &Patch::Merge(patch))
+                        .await,
+                )?;
+            }
+            ignore_not_found(
+                owner_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(remove("orphan"))).await,
+            )?;
+        } else if finalizers.iter().any(|f| f == "foregroundDeletion") {
+            if mine.is_empty() {
+                ignore_not_found(
+                    owner_api
+                        .patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(remove("foregroundDeletion")))
+                        .await,
+                )?;
+            } else {
+                for dependent in &mine {
+                    if dependent.pointer("/metadata/deletionTimestamp").is_none() {
+                        let dependent_name =
+                            dependent.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                        ignore_not_found(
+                            dependent_api(dependent_kind).delete(dependent_name, &DeleteParams::foreground()).await,
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bump_for_deployment(revision: i64) -> Value {
+    json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": revision.to_string()}}})
+}
+
+/// Runs the controllers until the future is dropped.
+pub async fn run(client: Client) {
+    let (queue, mut work) = mpsc::unbounded_channel::<Work>();
+    let q = queue.clone();
+    let (deployments, t1) = reflect(Api::<Deployment>::all(client.clone()), move |d: &Deployment| {
+        let _ = q.send(Work::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
+        let _ = q.send(Work::Collect);
+    });
+    let q = queue.clone();
+    let (replica_sets, t2) = reflect(Api::<ReplicaSet>::all(client.clone()), move |rs: &ReplicaSet| {
+        let namespace = rs.namespace().unwrap_or_default();
+        let _ = q.send(Work::ReplicaSet(namespace.clone(), rs.name_any()));
+        if let Some(owner) = rs.owner_references().iter().find(|o| o.kind == "Deployment") {
+            let _ = q.send(Work::Deployment(namespace, owner.name.clone()));
+        }
+        let _ = q.send(Work::Collect);
+    });
+    let q = queue.clone();
+    let (pods, t3) = reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
+        if let Some(owner) = pod.owner_references().iter().find(|o| o.kind == "ReplicaSet") {
+            let _ = q.send(Work::ReplicaSet(pod.namespace().unwrap_or_default(), owner.name.clone()));
+        }
+        let _ = q.send(Work::Collect);
+    });
+    let _tasks = Tasks(vec![t1, t2, t3]);
+    let _ = deployments.wait_until_ready().await;
+    let _ = replica_sets.wait_until_ready().await;
+    let _ = pods.wait_until_ready().await;
+    let controllers = Controllers { client, deployments, replica_sets, pods };
+    while let Some(first) = work.recv().await {
+        let mut batch = BTreeSet::from([first]);
+        while let Ok(more) = work.try_recv() {
+            batch.insert(more);
+        }
+        for item in batch {
+            let result = match &item {
+                Work::Deployment(namespace, name) => controllers.deployment(namespace, name).await,
+                Work::ReplicaSet(namespace, name) => controllers.replica_set(namespace, name).await,
+                Work::Collect => controllers.collect().await,
+            };
+            if let Err(error) = result {
+                tracing::debug!(?item, %error, "controller work failed; retrying");
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = queue.send(item);
+                });
+            }
+        }
+    }
+}

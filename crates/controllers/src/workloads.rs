@@ -1,0 +1,213 @@
+//! Decisions of the deployment and replica set controllers as pure functions on JSON objects.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn int(value: &Value, pointer: &str) -> i64 {
+    value.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Whether `object` is controlled by the owner with `uid`.
+pub fn controlled_by(object: &Value, uid: &str) -> bool {
+    object.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten().any(|o| {
+        o.get("uid").and_then(Value::as_str) == Some(uid) && o.get("controller").and_then(Value::as_bool) == Some(true)
+    })
+}
+
+/// The controller owner's uid of `object`, if any.
+pub fn controller_uid(object: &Value) -> Option<String> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|o| o.get("uid").and_then(Value::as_str).map(String::from))
+}
+
+/// An owner reference marking `owner` (of `api_version`/`kind`) as the controller.
+pub fn owner_reference(owner: &Value, api_version: &str, kind: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "name": text(owner, "/metadata/name"), "uid": text(owner, "/metadata/uid"),
+           "controller": true, "blockOwnerDeletion": true})
+}
+
+/// Whether a pod counts: not terminating and not finished.
+pub fn is_active(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_none()
+        && !matches!(text(pod, "/status/phase"), "Succeeded" | "Failed")
+}
+
+/// Whether a pod is ready.
+pub fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Ready")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    })
+}
+
+/// A new pod for replica set `rs`.
+pub fn pod_for(rs: &Value) -> Value {
+    let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+    metadata["generateName"] = json!(format!("{}-", text(rs, "/metadata/name")));
+    metadata["namespace"] = json!(text(rs, "/metadata/namespace"));
+    metadata["ownerReferences"] = json!([owner_reference(rs, "apps/v1", "ReplicaSet")]);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
+}
+
+/// What a replica set needs: pods to create (count) and pods to delete (names).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplicaPlan {
+    /// How many pods to create.
+    pub create: usize,
+    /// Which pods to delete (not ready first, then newest).
+    pub delete: Vec<String>,
+    /// The status to report.
+    pub status: Value,
+}
+
+/// Plans replica set `rs` given the active pods it controls.
+pub fn plan_replicas(rs: &Value, pods: &[&Value]) -> ReplicaPlan {
+    let wanted = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
+    let mut active: Vec<&Value> = pods.iter().copied().filter(|p| is_active(p)).collect();
+    let ready = active.iter().filter(|p| is_ready(p)).count();
+    let mut delete = Vec::new();
+    let create = wanted.saturating_sub(active.len());
+    if active.len() > wanted {
+        active.sort_by(|a, b| {
+            is_ready(a)
+                .cmp(&is_ready(b))
+                .then_with(|| text(b, "/metadata/creationTimestamp").cmp(text(a, "/metadata/creationTimestamp")))
+        });
+        delete = active.iter().take(active.len() - wanted).map(|p| text(p, "/metadata/name").to_string()).collect();
+    }
+    let status = json!({
+        "replicas": active.len(), "fullyLabeledReplicas": active.len(), "readyReplicas": ready, "availableReplicas": ready,
+        "observedGeneration": int(rs, "/metadata/generation"),
+    });
+    ReplicaPlan { create, delete, status }
+}
+
+/// The pod-template-hash of a deployment's template (10 hex characters of its SHA-256).
+pub fn template_hash(template: &Value) -> String {
+    let mut template = template.clone();
+    if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        labels.remove("pod-template-hash");
+    }
+    Sha256::digest(template.to_string().as_bytes()).iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The replica set a deployment wants for its current template.
+pub fn replica_set_for(deployment: &Value, hash: &str, revision: i64) -> Value {
+    let name = text(deployment, "/metadata/name");
+    let mut template = deployment.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    let mut selector = deployment.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+    selector["matchLabels"]["pod-template-hash"] = json!(hash);
+    let labels = template["metadata"]["labels"].clone();
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": format!("{name}-{hash}"), "namespace": text(deployment, "/metadata/namespace"), "labels": labels,
+            "annotations": {"deployment.kubernetes.io/revision": revision.to_string(),
+                "deployment.kubernetes.io/desired-replicas": int(deployment, "/spec/replicas").to_string()},
+            "ownerReferences": [owner_reference(deployment, "apps/v1", "Deployment")]},
+        "spec": {"replicas": deployment.pointer("/spec/replicas").cloned().unwrap_or(json!(1)), "selector": selector, "template": template},
+    })
+}
+
+/// The revision annotation of a replica set.
+pub fn revision(rs: &Value) -> i64 {
+    rs.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The status of a deployment from its replica sets (`current` is the one for its template).
+pub fn deployment_status(deployment: &Value, current: Option<&Value>, all: &[&Value], now: &str) -> Value {
+    let sum = |pointer: &str| all.iter().map(|rs| int(rs, pointer)).sum::<i64>();
+    let wanted = int(deployment, "/spec/replicas");
+    let updated = current.map(|rs| int(rs, "/status/replicas")).unwrap_or(0);
+    let available = sum("/status/availableReplicas");
+    let replicas = sum("/status/replicas");
+    let complete = updated == wanted
+        && replicas == wanted
+        && available == wanted
+        && current.is_some_and(|rs| int(rs, "/status/observedGeneration") >= int(rs, "/metadata/generation"));
+    let rs_name = current.map(|rs| text(rs, "/metadata/name").to_string()).unwrap_or_default();
+    let progressing_reason = if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" };
+    let progressing_message = if complete {
+        format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
+    } else {
+        format!("ReplicaSet \"{rs_name}\" is progressing.")
+    };
+    let available_status = if available >= wanted { "True" } else { "False" };
+    json!({
+        "observedGeneration": int(deployment, "/metadata/generation"),
+        "replicas": replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": sum("/status/readyReplicas"),
+        "availableReplicas": available,
+        "unavailableReplicas": (replicas - available).max(0),
+        "conditions": [
+            {"type": "Available", "status": available_status,
+             "reason": if available_status == "True" { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+             "message": if available_status == "True" { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." },
+             "lastUpdateTime": now, "lastTransitionTime": now},
+            {"type": "Progressing", "status": "True", "reason": progressing_reason, "message": progressing_message,
+             "lastUpdateTime": now, "lastTransitionTime": now},
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ready: bool, created: &str) -> Value {
+        json!({"metadata": {"name": name, "creationTimestamp": created},
+               "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+    }
+
+    #[test]
+    fn replica_sets_scale_up_and_down() {
+        let rs = json!({"metadata": {"name": "web-1", "generation": 2}, "spec": {"replicas": 3}});
+        let a = pod("a", true, "2026-01-01T00:00:00Z");
+        let b = pod("b", false, "2026-01-01T00:00:01Z");
+        let plan = plan_replicas(&rs, &[&a, &b]);
+        assert_eq!(plan.create, 1);
+        assert!(plan.delete.is_empty());
+        assert_eq!(plan.status["readyReplicas"], 1);
+        assert_eq!(plan.status["observedGeneration"], 2);
+        let one = json!({"metadata": {"name": "web-1"}, "spec": {"replicas": 1}});
+        let c = pod("c", true, "2026-01-01T00:00:02Z");
+        assert_eq!(plan_replicas(&one, &[&a, &b, &c]).delete, ["b", "c"], "not ready first, then newest");
+    }
+
+    #[test]
+    fn new_pods_are_owned_and_labelled() {
+        let rs = json!({"metadata": {"name": "web-abc", "namespace": "d", "uid": "u1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let pod = pod_for(&rs);
+        assert_eq!(pod["metadata"]["generateName"], "web-abc-");
+        assert_eq!(pod["metadata"]["labels"]["app"], "web");
+        assert!(controlled_by(&pod, "u1"));
+    }
+
+    #[test]
+    fn template_changes_change_the_hash() {
+        let a = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"image": "nginx:1"}]}});
+        let b = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"image": "nginx:2"}]}});
+        assert_ne!(template_hash(&a), template_hash(&b));
+        assert_eq!(template_hash(&a).len(), 10);
+        let deployment = json!({"metadata": {"name": "web", "namespace": "d", "uid": "u"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": a}});
+        let rs = replica_set_for(&deployment, &template_hash(&a), 3);
+        assert_eq!(rs["metadata"]["name"], format!("web-{}", template_hash(&a)));
+        assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], template_hash(&a));
+        assert_eq!(revision(&rs), 3);
+    }
+}

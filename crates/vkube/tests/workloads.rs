@@ -1,0 +1,58 @@
+//! Deployments inside the virtual cluster (`vkube up`), driven by kubectl.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ApiServerProcess, Kubectl, wait_until};
+
+#[test]
+fn deployment_rolls_out_scales_rolls_back_and_cascades() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let up = ApiServerProcess::start_command(
+        &["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"],
+        state.join("vc1").join("vc1.kubeconfig"),
+    );
+    let k = Kubectl::new(33, &up.kubeconfig, home.path());
+    let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
+    k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=3"]);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let pods = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.status.phase} {.status.podIP}{\"\\n\"}{end}",
+    ]);
+    assert_eq!(pods.lines().filter(|l| l.starts_with("Running 10.244.")).count(), 3, "{pods}");
+    assert_eq!(host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).lines().count(), 3);
+
+    k.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"]);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let images = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+    assert_eq!(images.split_whitespace().filter(|i| *i == "nginx:1.28").count(), 3, "{images}");
+    k.ok(&["rollout", "undo", "deployment/web"]);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(
+        k.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]),
+        "nginx:1.27"
+    );
+
+    k.ok(&["scale", "deployment/web", "--replicas=5"]);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(k.ok(&["get", "deployment", "web"]).contains("5/5"));
+    k.ok(&["scale", "deployment/web", "--replicas=2"]);
+    wait_until(Duration::from_secs(20), "two pods", || {
+        k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).lines().count() == 2
+    });
+
+    k.ok(&["delete", "deployment", "web"]);
+    wait_until(Duration::from_secs(20), "cascade to replica sets and pods, virtual and host", || {
+        k.ok(&["get", "replicasets,pods", "-o", "name"]).is_empty()
+            && host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).is_empty()
+    });
+    assert!(up.stop().success());
+}
