@@ -133,6 +133,24 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
             default_template(object);
         }
         ("batch", "Job") => {
+            let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+            let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let manual = object.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true);
+            if !manual && object.pointer("/spec/selector").is_none() && !uid.is_empty() {
+                // What the real server generates: a selector on the job's uid, echoed in the template.
+                let spec = ensure_object(object, "spec");
+                spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+                if let Some(template) = object.pointer_mut("/spec/template") {
+                    let metadata = ensure_object(template, "metadata");
+                    let labels = metadata.entry("labels").or_insert(json!({}));
+                    if labels.is_object() {
+                        labels["batch.kubernetes.io/controller-uid"] = json!(uid);
+                        labels["batch.kubernetes.io/job-name"] = json!(name);
+                        labels["controller-uid"] = json!(uid);
+                        labels["job-name"] = json!(name);
+                    }
+                }
+            }
             let spec = ensure_object(object, "spec");
             spec.entry("completions").or_insert(json!(1));
             spec.entry("parallelism").or_insert(json!(1));

@@ -2,6 +2,7 @@
 //! reference): deployments, replica sets, and garbage collection of their dependents. They talk to
 //! the API only through `kube::Client`; decisions live in [`workloads`].
 
+pub mod jobs;
 pub mod workloads;
 
 use std::collections::{BTreeSet, HashSet};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -26,6 +28,7 @@ pub const MANAGER: &str = "vkube-controller-manager";
 enum Work {
     Deployment(String, String),
     ReplicaSet(String, String),
+    Job(String, String),
     Collect,
 }
 
@@ -79,7 +82,9 @@ struct Controllers {
     client: Client,
     deployments: Store<Deployment>,
     replica_sets: Store<ReplicaSet>,
+    jobs: Store<Job>,
     pods: Store<Pod>,
+    queue: mpsc::UnboundedSender<Work>,
 }
 
 impl Controllers {
@@ -244,11 +249,80 @@ impl Controllers {
         Ok(())
     }
 
+    async fn job(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(job) =
+            self.jobs.state().into_iter().find(|j| j.namespace().as_deref() == Some(namespace) && j.name_any() == name)
+        else {
+            return Ok(());
+        };
+        if job.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let job_value = value(job.as_ref());
+        let uid = job.uid().unwrap_or_default();
+        let owned: Vec<Value> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .map(|p| value(p.as_ref()))
+            .filter(|p| workloads::controlled_by(p, &uid))
+            .collect();
+        let refs: Vec<&Value> = owned.iter().collect();
+        let plan = jobs::plan(&job_value, &refs, &now());
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..plan.create {
+            let pod: Pod = serde_json::from_value(jobs::pod_for(&job_value)).map_err(kube::Error::SerdeError)?;
+            pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+        }
+        let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        let mut current = job_value.get("status").cloned().unwrap_or(Value::Null);
+        let mut wanted = plan.status.clone();
+        for v in [&mut current, &mut wanted] {
+            if let Some(map) = v.as_object_mut() {
+                for volatile in ["startTime", "completionTime", "conditions"] {
+                    map.remove(volatile);
+                }
+            }
+        }
+        let newly_finished = plan.finished && job_value.pointer("/status/conditions").is_none();
+        if current != wanted || newly_finished {
+            ignore_not_found(
+                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": plan.status})))
+                    .await,
+            )?;
+        }
+        if plan.finished
+            && let Some(ttl) = job_value.pointer("/spec/ttlSecondsAfterFinished").and_then(Value::as_i64)
+        {
+            let finished_at = job_value
+                .pointer("/status/completionTime")
+                .or_else(|| job_value.pointer("/status/conditions/1/lastTransitionTime"))
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+            let elapsed =
+                finished_at.map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t).as_secs()).unwrap_or(0);
+            if elapsed >= ttl {
+                ignore_not_found(api.delete(name, &DeleteParams::background()).await)?;
+            } else {
+                let queue = self.queue.clone();
+                let item = Work::Job(namespace.to_string(), name.to_string());
+                let wait = Duration::from_secs((ttl - elapsed).max(1) as u64);
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = queue.send(item);
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes pods and replica sets whose controller is gone; honours the `orphan` and
     /// `foregroundDeletion` finalizers of deployments and replica sets.
     async fn collect(&self) -> Result<(), kube::Error> {
         let deployment_uids: HashSet<String> = self.deployments.state().iter().filter_map(|d| d.uid()).collect();
         let rs_uids: HashSet<String> = self.replica_sets.state().iter().filter_map(|r| r.uid()).collect();
+        let job_uids: HashSet<String> = self.jobs.state().iter().filter_map(|j| j.uid()).collect();
         for rs in self.replica_sets.state() {
             let v = value(rs.as_ref());
             if let Some(owner) = workloads::controller_uid(&v)
@@ -261,11 +335,14 @@ impl Controllers {
         }
         for pod in self.pods.state() {
             let v = value(pod.as_ref());
-            let owned_by_rs =
-                pod.owner_references().iter().any(|o| o.kind == "ReplicaSet" && o.controller == Some(true));
+            let owner_kind = pod.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.kind.clone());
+            let gone = |owner: &String| match owner_kind.as_deref() {
+                Some("ReplicaSet") => !rs_uids.contains(owner),
+                Some("Job") => !job_uids.contains(owner),
+                _ => false,
+            };
             if let Some(owner) = workloads::controller_uid(&v)
-                && owned_by_rs
-                && !rs_uids.contains(&owner)
+                && gone(&owner)
                 && pod.metadata.deletion_timestamp.is_none()
             {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
@@ -395,17 +472,32 @@ pub async fn run(client: Client) {
         let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
+    let (jobs, t4) = reflect(Api::<Job>::all(client.clone()), move |job: &Job| {
+        let _ = q.send(Work::Job(job.namespace().unwrap_or_default(), job.name_any()));
+        let _ = q.send(Work::Collect);
+    });
+    let q = queue.clone();
     let (pods, t3) = reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
-        if let Some(owner) = pod.owner_references().iter().find(|o| o.kind == "ReplicaSet") {
-            let _ = q.send(Work::ReplicaSet(pod.namespace().unwrap_or_default(), owner.name.clone()));
+        for owner in pod.owner_references() {
+            let namespace = pod.namespace().unwrap_or_default();
+            match owner.kind.as_str() {
+                "ReplicaSet" => {
+                    let _ = q.send(Work::ReplicaSet(namespace, owner.name.clone()));
+                }
+                "Job" => {
+                    let _ = q.send(Work::Job(namespace, owner.name.clone()));
+                }
+                _ => {}
+            }
         }
         let _ = q.send(Work::Collect);
     });
-    let _tasks = Tasks(vec![t1, t2, t3]);
+    let _tasks = Tasks(vec![t1, t2, t3, t4]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
-    let controllers = Controllers { client, deployments, replica_sets, pods };
+    let _ = jobs.wait_until_ready().await;
+    let controllers = Controllers { client, deployments, replica_sets, jobs, pods, queue: queue.clone() };
     while let Some(first) = work.recv().await {
         let mut batch = BTreeSet::from([first]);
         while let Ok(more) = work.try_recv() {
@@ -415,6 +507,7 @@ pub async fn run(client: Client) {
             let result = match &item {
                 Work::Deployment(namespace, name) => controllers.deployment(namespace, name).await,
                 Work::ReplicaSet(namespace, name) => controllers.replica_set(namespace, name).await,
+                Work::Job(namespace, name) => controllers.job(namespace, name).await,
                 Work::Collect => controllers.collect().await,
             };
             if let Err(error) = result {

@@ -54,5 +54,16 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades() {
         k.ok(&["get", "replicasets,pods", "-o", "name"]).is_empty()
             && host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).is_empty()
     });
+
+    // A job with three completions, two at a time; its pods go when the job goes.
+    let job = dir.path().join("job.yaml");
+    std::fs::write(&job, "apiVersion: batch/v1\nkind: Job\nmetadata: {name: three}\nspec:\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n").unwrap();
+    k.ok(&["apply", "-f", job.to_str().unwrap()]);
+    k.ok(&["wait", "--for=condition=Complete", "job/three", "--timeout=60s"]);
+    assert_eq!(k.ok(&["get", "job", "three", "-o", "jsonpath={.status.succeeded}"]), "3");
+    let phases = k.ok(&["get", "pods", "-l", "job-name=three", "-o", "jsonpath={.items[*].status.phase}"]);
+    assert_eq!(phases.split_whitespace().filter(|p| *p == "Succeeded").count(), 3, "{phases}");
+    k.ok(&["delete", "job", "three"]);
+    wait_until(Duration::from_secs(20), "job pods gone", || k.ok(&["get", "pods", "-o", "name"]).is_empty());
     assert!(up.stop().success());
 }
