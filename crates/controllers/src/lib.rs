@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -29,6 +29,7 @@ enum Work {
     Deployment(String, String),
     ReplicaSet(String, String),
     Job(String, String),
+    Namespace(String),
     Collect,
 }
 
@@ -85,6 +86,8 @@ struct Controllers {
     jobs: Store<Job>,
     pods: Store<Pod>,
     queue: mpsc::UnboundedSender<Work>,
+    /// The cluster CA, published as `kube-root-ca.crt` in every namespace.
+    root_ca: Option<String>,
 }
 
 impl Controllers {
@@ -317,6 +320,47 @@ impl Controllers {
         Ok(())
     }
 
+    /// Every active namespace has a `default` service account and the `kube-root-ca.crt` config map.
+    async fn namespace(&self, name: &str) -> Result<(), kube::Error> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let Some(namespace) = namespaces.get_opt(name).await? else { return Ok(()) };
+        if namespace.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
+        if accounts.get_opt("default").await?.is_none() {
+            let account: ServiceAccount =
+                serde_json::from_value(json!({"metadata": {"name": "default"}})).map_err(kube::Error::SerdeError)?;
+            ignore_not_found(accounts.create(&params, &account).await)?;
+        }
+        if let Some(ca) = &self.root_ca {
+            let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), name);
+            let wanted = json!({"ca.crt": ca});
+            match maps.get_opt("kube-root-ca.crt").await? {
+                None => {
+                    let map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "kube-root-ca.crt",
+                        "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
+                        "data": wanted}))
+                    .map_err(kube::Error::SerdeError)?;
+                    ignore_not_found(maps.create(&params, &map).await)?;
+                }
+                Some(map) if value(&map.data) != wanted => {
+                    ignore_not_found(
+                        maps.patch(
+                            "kube-root-ca.crt",
+                            &PatchParams::apply(MANAGER),
+                            &Patch::Merge(json!({"data": wanted})),
+                        )
+                        .await,
+                    )?;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes pods and replica sets whose controller is gone; honours the `orphan` and
     /// `foregroundDeletion` finalizers of deployments and replica sets.
     async fn collect(&self) -> Result<(), kube::Error> {
@@ -454,9 +498,24 @@ fn bump_for_deployment(revision: i64) -> Value {
     json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": revision.to_string()}}})
 }
 
-/// Runs the controllers until the future is dropped.
-pub async fn run(client: Client) {
+/// Runs the controllers until the future is dropped. `root_ca` is the cluster CA (PEM) published
+/// in every namespace.
+pub async fn run(client: Client, root_ca: Option<String>) {
     let (queue, mut work) = mpsc::unbounded_channel::<Work>();
+    let q = queue.clone();
+    let (_namespaces, t5) = reflect(Api::<Namespace>::all(client.clone()), move |ns: &Namespace| {
+        let _ = q.send(Work::Namespace(ns.name_any()));
+    });
+    let q = queue.clone();
+    let (_accounts, t6) = reflect(Api::<ServiceAccount>::all(client.clone()), move |sa: &ServiceAccount| {
+        let _ = q.send(Work::Namespace(sa.namespace().unwrap_or_default()));
+    });
+    let q = queue.clone();
+    let (_root_cas, t7) = reflect(Api::<ConfigMap>::all(client.clone()), move |cm: &ConfigMap| {
+        if cm.name_any() == "kube-root-ca.crt" {
+            let _ = q.send(Work::Namespace(cm.namespace().unwrap_or_default()));
+        }
+    });
     let q = queue.clone();
     let (deployments, t1) = reflect(Api::<Deployment>::all(client.clone()), move |d: &Deployment| {
         let _ = q.send(Work::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
@@ -492,12 +551,12 @@ pub async fn run(client: Client) {
         }
         let _ = q.send(Work::Collect);
     });
-    let _tasks = Tasks(vec![t1, t2, t3, t4]);
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
     let _ = jobs.wait_until_ready().await;
-    let controllers = Controllers { client, deployments, replica_sets, jobs, pods, queue: queue.clone() };
+    let controllers = Controllers { client, deployments, replica_sets, jobs, pods, queue: queue.clone(), root_ca };
     while let Some(first) = work.recv().await {
         let mut batch = BTreeSet::from([first]);
         while let Ok(more) = work.try_recv() {
@@ -508,6 +567,7 @@ pub async fn run(client: Client) {
                 Work::Deployment(namespace, name) => controllers.deployment(namespace, name).await,
                 Work::ReplicaSet(namespace, name) => controllers.replica_set(namespace, name).await,
                 Work::Job(namespace, name) => controllers.job(namespace, name).await,
+                Work::Namespace(name) => controllers.namespace(name).await,
                 Work::Collect => controllers.collect().await,
             };
             if let Err(error) = result {

@@ -65,5 +65,23 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades() {
     assert_eq!(phases.split_whitespace().filter(|p| *p == "Succeeded").count(), 3, "{phases}");
     k.ok(&["delete", "job", "three"]);
     wait_until(Duration::from_secs(20), "job pods gone", || k.ok(&["get", "pods", "-o", "name"]).is_empty());
+
+    // New namespaces get a default service account and the root CA; deleting one removes its pods everywhere.
+    k.ok(&["create", "namespace", "team"]);
+    wait_until(Duration::from_secs(10), "default service account and kube-root-ca.crt", || {
+        k.ok(&["get", "serviceaccount,configmap", "-n", "team", "-o", "name"]).lines().count() == 2
+    });
+    assert!(
+        k.ok(&["get", "configmap", "kube-root-ca.crt", "-n", "team", "-o", "jsonpath={.data.ca\\.crt}"])
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(k.ok(&["create", "token", "default", "-n", "team"]).starts_with("eyJ"));
+    k.ok(&["run", "worker", "-n", "team", "--image=busybox"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/worker", "-n", "team", "--timeout=30s"]);
+    assert!(host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).contains("worker-x-team-x-vc1"));
+    k.ok(&["delete", "namespace", "team", "--timeout=60s"]);
+    wait_until(Duration::from_secs(20), "the namespace's host pod gone", || {
+        host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).is_empty()
+    });
     assert!(up.stop().success());
 }

@@ -204,9 +204,10 @@ pub async fn start(
     };
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     let controllers_client = virtual_client.clone();
+    let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
     let syncer = tokio::spawn(async move {
         // The controllers stop with the syncer: both are dropped when this task is aborted.
-        let controllers = vkube_controllers::run(controllers_client);
+        let controllers = vkube_controllers::run(controllers_client, root_ca);
         let syncer = vkube_syncer::run(virtual_client, host, syncer_config, ready);
         tokio::select! {
             () = controllers => tracing::error!("the controllers stopped"),
