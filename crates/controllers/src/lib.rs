@@ -2,6 +2,7 @@
 //! reference): deployments, replica sets, and garbage collection of their dependents. They talk to
 //! the API only through `kube::Client`; decisions live in [`workloads`].
 
+pub mod endpoints;
 pub mod jobs;
 pub mod workloads;
 
@@ -49,7 +50,7 @@ fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error
     }
 }
 
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct Tasks(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
@@ -551,7 +552,8 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         }
         let _ = q.send(Work::Collect);
     });
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7]);
+    let endpoints = tokio::spawn(endpoints::run(client.clone()));
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, endpoints]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;

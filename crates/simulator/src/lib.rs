@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use lifecycle::NodeView;
 
@@ -169,7 +168,6 @@ struct Shared {
     addresses: Mutex<Addresses>,
     completing: Mutex<HashSet<String>>,
     pods: Store<Pod>,
-    dirty: mpsc::UnboundedSender<String>,
 }
 
 impl Shared {
@@ -240,7 +238,6 @@ impl Shared {
         let value = serde_json::to_value(pod).unwrap_or(Value::Null);
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        let _ = self.dirty.send(namespace.clone());
         if pod.metadata.deletion_timestamp.is_some() {
             if self.node_index(&node).is_some() {
                 // The simulated kubelet stops containers at once and confirms the deletion.
@@ -389,54 +386,11 @@ async fn heartbeat(client: Client, names: Vec<String>) {
     }
 }
 
-async fn endpoints_controller(
-    client: Client,
-    pods: Store<Pod>,
-    services: Store<Service>,
-    mut dirty: mpsc::UnboundedReceiver<String>,
-) {
-    while let Some(first) = dirty.recv().await {
-        let mut namespaces = BTreeSet::from([first]);
-        while let Ok(more) = dirty.try_recv() {
-            namespaces.insert(more);
-        }
-        for namespace in namespaces {
-            let pod_values: Vec<Value> = pods
-                .state()
-                .iter()
-                .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-                .filter_map(|p| serde_json::to_value(p.as_ref()).ok())
-                .collect();
-            let pod_refs: Vec<&Value> = pod_values.iter().collect();
-            let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
-            for service in services.state().iter().filter(|s| s.namespace().as_deref() == Some(namespace.as_str())) {
-                let service_value = serde_json::to_value(service.as_ref()).unwrap_or(Value::Null);
-                let Some(subsets) = lifecycle::endpoint_subsets(&service_value, &pod_refs) else { continue };
-                let name = service.name_any();
-                let desired = json!({"apiVersion": "v1", "kind": "Endpoints",
-                    "metadata": {"name": name, "namespace": namespace, "labels": service.labels()}, "subsets": subsets});
-                let current = api.get_opt(&name).await.ok().flatten();
-                let current_subsets = current.as_ref().map(|e| serde_json::to_value(&e.subsets).unwrap_or(Value::Null));
-                let wanted = if subsets.is_empty() { Value::Null } else { json!(subsets) };
-                if current_subsets.as_ref() == Some(&wanted) {
-                    continue;
-                }
-                let result = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await;
-                if let Err(error) = result {
-                    tracing::debug!(%namespace, %name, %error, "endpoints update failed");
-                }
-            }
-        }
-    }
-}
-
 /// Registers the nodes and runs the simulation until the future is dropped.
 pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), SimulatorError> {
     let node_names = register_nodes(&client, &config).await?;
     let mut tasks = Tasks(vec![tokio::spawn(heartbeat(client.clone(), node_names.clone()))]);
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
-    let (service_reader, service_writer) = reflector::store::<Service>();
-    let (dirty_sender, dirty_receiver) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         client: client.clone(),
         config,
@@ -444,26 +398,8 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
         addresses: Mutex::new(Addresses::default()),
         completing: Mutex::new(HashSet::new()),
         pods: pod_reader.clone(),
-        dirty: dirty_sender.clone(),
     });
-    let services = reflector::reflector(
-        service_writer,
-        watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    );
-    let service_dirty = dirty_sender.clone();
-    tasks.0.push(tokio::spawn(async move {
-        let mut services = std::pin::pin!(services);
-        while let Some(event) = services.next().await {
-            match event {
-                Ok(Event::Apply(s) | Event::InitApply(s) | Event::Delete(s)) => {
-                    let _ = service_dirty.send(s.namespace().unwrap_or_default());
-                }
-                Ok(_) => {}
-                Err(error) => tracing::debug!(%error, "service watch error"),
-            }
-        }
-    }));
-    tasks.0.push(tokio::spawn(endpoints_controller(client.clone(), pod_reader, service_reader, dirty_receiver)));
+    tasks.0.push(tokio::spawn(vkube_controllers::endpoints::run(client.clone())));
     let pods = reflector::reflector(
         pod_writer,
         watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff(),
@@ -493,7 +429,6 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
             Ok(Event::Apply(pod)) => shared.handle_pod(&pod).await,
             Ok(Event::Delete(pod)) => {
                 shared.addresses.lock().unwrap_or_else(|p| p.into_inner()).release(&pod.uid().unwrap_or_default());
-                let _ = dirty_sender.send(pod.namespace().unwrap_or_default());
             }
             Err(error) => tracing::debug!(%error, "pod watch error"),
         }

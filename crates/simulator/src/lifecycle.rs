@@ -202,69 +202,6 @@ pub fn is_ready(pod: &Value) -> bool {
         .any(|c| str_of(c, "/type") == "Ready" && str_of(c, "/status") == "True")
 }
 
-fn resolve_target_port(port: &Value, pod: &Value) -> Option<i64> {
-    match port.get("targetPort") {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(name)) => pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
-            .find(|p| str_of(p, "/name") == name)
-            .and_then(|p| p.get("containerPort").and_then(Value::as_i64)),
-        _ => port.get("port").and_then(Value::as_i64),
-    }
-}
-
-/// The Endpoints `subsets` of `service` over the running pods it selects, or None when the service
-/// has no selector (its endpoints are managed by someone else).
-pub fn endpoint_subsets(service: &Value, pods: &[&Value]) -> Option<Vec<Value>> {
-    let selector = service.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty())?;
-    let selected: Vec<&Value> = pods
-        .iter()
-        .copied()
-        .filter(|p| {
-            let labels = p.pointer("/metadata/labels").and_then(Value::as_object);
-            selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-                && !str_of(p, "/status/podIP").is_empty()
-                && p.pointer("/metadata/deletionTimestamp").is_none()
-                && str_of(p, "/status/phase") == "Running"
-        })
-        .collect();
-    let mut subsets = Vec::new();
-    for port in service.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-        let mut ready = Vec::new();
-        let mut not_ready = Vec::new();
-        let mut number = None;
-        for pod in &selected {
-            let Some(target) = resolve_target_port(port, pod) else { continue };
-            number = Some(target);
-            let address = json!({
-                "ip": str_of(pod, "/status/podIP"),
-                "nodeName": str_of(pod, "/spec/nodeName"),
-                "targetRef": {"kind": "Pod", "namespace": str_of(pod, "/metadata/namespace"), "name": str_of(pod, "/metadata/name"), "uid": str_of(pod, "/metadata/uid")},
-            });
-            if is_ready(pod) { ready.push(address) } else { not_ready.push(address) }
-        }
-        let Some(number) = number else { continue };
-        let mut endpoint_port =
-            json!({"port": number, "protocol": port.get("protocol").cloned().unwrap_or(json!("TCP"))});
-        if let Some(name) = port.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            endpoint_port["name"] = json!(name);
-        }
-        let mut subset = json!({"ports": [endpoint_port]});
-        if !ready.is_empty() {
-            subset["addresses"] = json!(ready);
-        }
-        if !not_ready.is_empty() {
-            subset["notReadyAddresses"] = json!(not_ready);
-        }
-        subsets.push(subset);
-    }
-    Some(subsets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,20 +255,5 @@ mod tests {
         );
         assert_eq!(done["phase"], "Succeeded");
         assert_eq!(done["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
-    }
-
-    #[test]
-    fn endpoints_follow_selected_running_pods() {
-        let service =
-            json!({"spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}});
-        let ready = json!({"metadata": {"name": "p1", "namespace": "d", "uid": "1", "labels": {"app": "web"}},
-            "spec": {"nodeName": "n", "containers": [{"ports": [{"name": "web", "containerPort": 8080}]}]},
-            "status": {"phase": "Running", "podIP": "10.244.0.2", "conditions": [{"type": "Ready", "status": "True"}]}});
-        let other = json!({"metadata": {"name": "p2", "labels": {"app": "db"}}, "status": {"phase": "Running", "podIP": "10.244.0.3"}});
-        let subsets = endpoint_subsets(&service, &[&ready, &other]).unwrap();
-        assert_eq!(subsets.len(), 1);
-        assert_eq!(subsets[0]["addresses"][0]["ip"], "10.244.0.2");
-        assert_eq!(subsets[0]["ports"][0], json!({"port": 8080, "protocol": "TCP", "name": "http"}));
-        assert!(endpoint_subsets(&json!({"spec": {"ports": []}}), &[]).is_none(), "no selector: not ours");
     }
 }

@@ -105,6 +105,9 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
             "jsonpath={.subsets[0].addresses[0].ip}",
         ]) == pod_ip
     });
+    wait_until(Duration::from_secs(10), "virtual endpoints", || {
+        k.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets[0].addresses[0].ip}"]) == pod_ip
+    });
     k.ok(&["delete", "service", "web"]);
 
     k.ok(&["delete", "pod", "web", "--timeout=30s"]);
