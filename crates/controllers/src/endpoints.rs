@@ -3,12 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -87,29 +83,16 @@ pub fn endpoint_subsets(service: &Value, pods: &[&Value]) -> Option<Vec<Value>> 
     Some(subsets)
 }
 
-fn watch_into<K>(api: Api<K>, dirty: mpsc::UnboundedSender<String>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()).default_backoff());
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Ok(Event::Apply(o) | Event::InitApply(o) | Event::Delete(o)) = event {
-                let _ = dirty.send(o.namespace().unwrap_or_default());
-            }
-        }
-    });
-    (reader, task)
-}
-
 /// Keeps Endpoints in step with services and pods until the future is dropped.
 pub async fn run(client: Client) {
     let (dirty, mut changes) = mpsc::unbounded_channel::<String>();
-    let (pods, pods_task) = watch_into(Api::<Pod>::all(client.clone()), dirty.clone());
-    let (services, services_task) = watch_into(Api::<Service>::all(client.clone()), dirty);
+    let pod_dirty = dirty.clone();
+    let (pods, pods_task) = crate::reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
+        let _ = pod_dirty.send(pod.namespace().unwrap_or_default());
+    });
+    let (services, services_task) = crate::reflect(Api::<Service>::all(client.clone()), move |service: &Service| {
+        let _ = dirty.send(service.namespace().unwrap_or_default());
+    });
     let _tasks = crate::Tasks(vec![pods_task, services_task]);
     while let Some(first) = changes.recv().await {
         let mut namespaces = BTreeSet::from([first]);

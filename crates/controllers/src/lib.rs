@@ -60,7 +60,10 @@ impl Drop for Tasks {
     }
 }
 
-fn reflect<K>(api: Api<K>, on_change: impl Fn(&K) + Send + 'static) -> (Store<K>, tokio::task::JoinHandle<()>)
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    on_change: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
