@@ -31,6 +31,15 @@ enum Bench {
         #[arg(long, default_value = "target/release/vkube")]
         vkube: PathBuf,
     },
+    /// The syncer benchmark: `vkube up` with a simulated host.
+    Sync {
+        /// The vkube binary to run (build it with --release first).
+        #[arg(long, default_value = "target/release/vkube")]
+        vkube: PathBuf,
+        /// Pods to create.
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+    },
 }
 
 type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -383,5 +392,8 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Apiserver { vkube } => apiserver(vkube).await,
+        Bench::Sync { vkube, pods } => sync::run(vkube, pods).await,
     }
 }
+
+mod sync;

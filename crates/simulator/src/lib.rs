@@ -221,14 +221,17 @@ impl Shared {
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         });
         let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &namespace);
-        match serde_json::from_value(event) {
-            Ok(event) => {
-                if let Err(error) = api.create(&PostParams::default(), &event).await {
-                    tracing::debug!(%namespace, %name, %error, "could not record event");
+        // Recording events must not slow the kubelet down: they are written in the background.
+        tokio::spawn(async move {
+            match serde_json::from_value(event) {
+                Ok(event) => {
+                    if let Err(error) = api.create(&PostParams::default(), &event).await {
+                        tracing::debug!(%namespace, %name, %error, "could not record event");
+                    }
                 }
+                Err(error) => tracing::debug!(%error, "event did not decode"),
             }
-            Err(error) => tracing::debug!(%error, "event did not decode"),
-        }
+        });
     }
 
     async fn handle_pod(self: &Arc<Self>, pod: &Pod) {

@@ -27,6 +27,9 @@ use vkube_translate::names::host_name;
 use vkube_translate::pods::{PodSettings, config_map_host_name, host_copy, host_pod, references};
 use vkube_translate::services::{host_service, with_host_addresses};
 
+/// How many objects reconcile at once.
+const CONCURRENCY: usize = 32;
+
 /// Field manager of the syncer's writes.
 pub const MANAGER: &str = "vkube-syncer";
 /// Annotation on a host service created ahead of its virtual service (protects it for a while).
@@ -106,6 +109,8 @@ struct Syncer {
     host_events: Store<CoreEvent>,
     /// Host services seen in this run: one that disappears was deleted on the host.
     seen_host_services: Arc<Mutex<BTreeSet<String>>>,
+    /// Virtual nodes known to exist (saves a lookup per pod binding).
+    known_nodes: Mutex<BTreeSet<String>>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
     queue: mpsc::UnboundedSender<Work>,
@@ -273,6 +278,9 @@ impl Syncer {
     }
 
     async fn ensure_virtual_node(&self, name: &str) -> Result<(), kube::Error> {
+        if self.known_nodes.lock().unwrap_or_else(|p| p.into_inner()).contains(name) {
+            return Ok(());
+        }
         let nodes: Api<Node> = Api::all(self.virtual_client.clone());
         if nodes.get_opt(name).await?.is_some() {
             return Ok(());
@@ -291,10 +299,12 @@ impl Syncer {
         }
         let node: Node = serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
         match nodes.create(&PostParams::default(), &node).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(error) => Err(error),
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(error),
         }
+        self.known_nodes.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+        Ok(())
     }
 
     /// Virtual nodes exist exactly while a synced pod runs on their host node.
@@ -305,6 +315,7 @@ impl Syncer {
         for node in nodes.list(&ListParams::default().labels(&format!("{FAKE_NODE}=true"))).await?.items {
             let name = node.name_any();
             if !used.contains(&name) {
+                self.known_nodes.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
                 ignore_not_found(nodes.delete(&name, &DeleteParams::default()).await)?;
             }
         }
@@ -866,6 +877,7 @@ pub async fn run(
         host_events,
         seen_host_services: seen,
         last_synced: Mutex::new(HashMap::new()),
+        known_nodes: Mutex::new(BTreeSet::new()),
         queue: queue.clone(),
     });
     // A full pass over everything that existed before this start: no duplicates, no orphans.
@@ -895,23 +907,32 @@ pub async fn run(
         while let Ok(more) = work.try_recv() {
             batch.insert(more);
         }
-        for item in batch {
-            let result = match &item {
-                Work::Pod(namespace, name) => syncer.reconcile_pod(namespace, name).await,
-                Work::References => syncer.reconcile_references().await,
-                Work::Nodes => syncer.reconcile_nodes().await,
-                Work::Service(namespace, name) => syncer.reconcile_service(namespace, name).await,
-                Work::Event(name) => syncer.reconcile_event(name).await,
-            };
-            if let Err(error) = result {
-                tracing::warn!(?item, %error, "sync failed; retrying");
-                let queue = syncer.queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = queue.send(item);
-                });
+        // Keys in a batch are distinct, so they reconcile concurrently without racing each other;
+        // the shared passes (references, nodes) run after the per-object work of the batch.
+        let (shared_passes, objects): (Vec<Work>, Vec<Work>) =
+            batch.into_iter().partition(|item| matches!(item, Work::References | Work::Nodes));
+        let work_on = |item: Work| {
+            let syncer = syncer.clone();
+            async move {
+                let result = match &item {
+                    Work::Pod(namespace, name) => syncer.reconcile_pod(namespace, name).await,
+                    Work::References => syncer.reconcile_references().await,
+                    Work::Nodes => syncer.reconcile_nodes().await,
+                    Work::Service(namespace, name) => syncer.reconcile_service(namespace, name).await,
+                    Work::Event(name) => syncer.reconcile_event(name).await,
+                };
+                if let Err(error) = result {
+                    tracing::warn!(?item, %error, "sync failed; retrying");
+                    let queue = syncer.queue.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let _ = queue.send(item);
+                    });
+                }
             }
-        }
+        };
+        futures::stream::iter(objects).for_each_concurrent(CONCURRENCY, work_on).await;
+        futures::stream::iter(shared_passes).for_each_concurrent(1, work_on).await;
     }
     Ok(())
 }
