@@ -400,3 +400,55 @@ async fn scale_subresource_and_generation() {
         .unwrap();
     assert_eq!(labelled.metadata.generation, Some(2), "metadata-only change keeps generation");
 }
+
+#[tokio::test]
+async fn too_old_watches_get_an_in_stream_410_and_collections_delete() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        api.create(&PostParams::default(), &configmap(&format!("old-{i}"), &[])).await.unwrap();
+    }
+    let registry = &server.server.as_ref().unwrap().state.registry;
+    registry.store.compact(registry.store.current_revision()).await.unwrap();
+    let http = server.http();
+    let reply = http.get("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=2&timeoutSeconds=5").await;
+    assert_eq!(reply.status, 200, "a too-old watch is a 200 with an ERROR event, not an HTTP 410");
+    let event: serde_json::Value = serde_json::from_slice(reply.body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
+
+    let deleted =
+        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=test")).await.unwrap();
+    assert_eq!(deleted.left().map(|l| l.items.len()), Some(3));
+    assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_refuses_new_content_with_403() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "closing"}})).unwrap())
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "closing");
+    let mut held = configmap("held", &[]);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+    namespaces.delete("closing", &DeleteParams::default()).await.unwrap();
+    let error = api.create(&PostParams::default(), &configmap("late", &[])).await.unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.code == 403 && s.message.contains("because it is being terminated")),
+        "{error:?}"
+    );
+    // Releasing the finalizer lets the namespace finish.
+    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    await_condition(Duration::from_secs(10), "the namespace to go", || {
+        let namespaces = namespaces.clone();
+        async move { matches!(namespaces.get("closing").await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
+    })
+    .await;
+}
