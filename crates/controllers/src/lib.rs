@@ -95,6 +95,17 @@ struct Controllers {
 }
 
 impl Controllers {
+    /// The pods in `namespace` whose controller has `uid`, as JSON.
+    fn owned_pods(&self, namespace: &str, uid: &str) -> Vec<Value> {
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .map(|p| value(p.as_ref()))
+            .filter(|p| workloads::controlled_by(p, uid))
+            .collect()
+    }
+
     async fn replica_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let Some(rs) = self
             .replica_sets
@@ -109,14 +120,7 @@ impl Controllers {
         }
         let rs_value = value(rs.as_ref());
         let uid = rs.uid().unwrap_or_default();
-        let owned: Vec<Value> = self
-            .pods
-            .state()
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-            .map(|p| value(p.as_ref()))
-            .filter(|p| workloads::controlled_by(p, &uid))
-            .collect();
+        let owned = self.owned_pods(namespace, &uid);
         let refs: Vec<&Value> = owned.iter().collect();
         let plan = workloads::plan_replicas(&rs_value, &refs);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
@@ -267,14 +271,7 @@ impl Controllers {
         }
         let job_value = value(job.as_ref());
         let uid = job.uid().unwrap_or_default();
-        let owned: Vec<Value> = self
-            .pods
-            .state()
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-            .map(|p| value(p.as_ref()))
-            .filter(|p| workloads::controlled_by(p, &uid))
-            .collect();
+        let owned = self.owned_pods(namespace, &uid);
         let refs: Vec<&Value> = owned.iter().collect();
         let plan = jobs::plan(&job_value, &refs, &now());
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
