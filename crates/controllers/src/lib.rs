@@ -4,15 +4,16 @@
 
 pub mod endpoints;
 pub mod jobs;
+pub mod statefulsets;
 pub mod workloads;
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -30,6 +31,7 @@ enum Work {
     Deployment(String, String),
     ReplicaSet(String, String),
     Job(String, String),
+    StatefulSet(String, String),
     Namespace(String),
     Collect,
 }
@@ -88,6 +90,7 @@ struct Controllers {
     deployments: Store<Deployment>,
     replica_sets: Store<ReplicaSet>,
     jobs: Store<Job>,
+    stateful_sets: Store<StatefulSet>,
     pods: Store<Pod>,
     queue: mpsc::UnboundedSender<Work>,
     /// The cluster CA, published as `kube-root-ca.crt` in every namespace.
@@ -321,6 +324,48 @@ impl Controllers {
         Ok(())
     }
 
+    async fn stateful_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(set) = self
+            .stateful_sets
+            .state()
+            .into_iter()
+            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == name)
+        else {
+            return Ok(());
+        };
+        if set.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let set_value = value(set.as_ref());
+        let owned = self.owned_pods(namespace, &set.uid().unwrap_or_default());
+        let refs: Vec<&Value> = owned.iter().collect();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match statefulsets::next_step(&set_value, &refs) {
+            statefulsets::Step::Create(n) => {
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+                for claim in statefulsets::claims_for(&set_value, n) {
+                    let claim: PersistentVolumeClaim =
+                        serde_json::from_value(claim).map_err(kube::Error::SerdeError)?;
+                    ignore_not_found(claims.create(&params, &claim).await)?;
+                }
+                let pod: Pod =
+                    serde_json::from_value(statefulsets::pod_for(&set_value, n)).map_err(kube::Error::SerdeError)?;
+                ignore_not_found(pods.create(&params, &pod).await)?;
+            }
+            statefulsets::Step::Delete(pod) => ignore_not_found(pods.delete(&pod, &DeleteParams::default()).await)?,
+            statefulsets::Step::Wait => {}
+        }
+        let status = statefulsets::status(&set_value, &refs);
+        if set_value.get("status") != Some(&status) {
+            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
+            ignore_not_found(
+                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Every active namespace has a `default` service account and the `kube-root-ca.crt` config map.
     async fn namespace(&self, name: &str) -> Result<(), kube::Error> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -368,6 +413,7 @@ impl Controllers {
         let deployment_uids: HashSet<String> = self.deployments.state().iter().filter_map(|d| d.uid()).collect();
         let rs_uids: HashSet<String> = self.replica_sets.state().iter().filter_map(|r| r.uid()).collect();
         let job_uids: HashSet<String> = self.jobs.state().iter().filter_map(|j| j.uid()).collect();
+        let set_uids: HashSet<String> = self.stateful_sets.state().iter().filter_map(|s| s.uid()).collect();
         for rs in self.replica_sets.state() {
             let v = value(rs.as_ref());
             if let Some(owner) = workloads::controller_uid(&v)
@@ -384,6 +430,7 @@ impl Controllers {
             let gone = |owner: &String| match owner_kind.as_deref() {
                 Some("ReplicaSet") => !rs_uids.contains(owner),
                 Some("Job") => !job_uids.contains(owner),
+                Some("StatefulSet") => !set_uids.contains(owner),
                 _ => false,
             };
             if let Some(owner) = workloads::controller_uid(&v)
@@ -547,18 +594,28 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 "Job" => {
                     let _ = q.send(Work::Job(namespace, owner.name.clone()));
                 }
+                "StatefulSet" => {
+                    let _ = q.send(Work::StatefulSet(namespace, owner.name.clone()));
+                }
                 _ => {}
             }
         }
         let _ = q.send(Work::Collect);
     });
+    let q = queue.clone();
+    let (stateful_sets, t8) = reflect(Api::<StatefulSet>::all(client.clone()), move |set: &StatefulSet| {
+        let _ = q.send(Work::StatefulSet(set.namespace().unwrap_or_default(), set.name_any()));
+        let _ = q.send(Work::Collect);
+    });
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, endpoints]);
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, endpoints]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
     let _ = jobs.wait_until_ready().await;
-    let controllers = Controllers { client, deployments, replica_sets, jobs, pods, queue: queue.clone(), root_ca };
+    let _ = stateful_sets.wait_until_ready().await;
+    let controllers =
+        Controllers { client, deployments, replica_sets, jobs, stateful_sets, pods, queue: queue.clone(), root_ca };
     while let Some(first) = work.recv().await {
         let mut batch = BTreeSet::from([first]);
         while let Ok(more) = work.try_recv() {
@@ -570,6 +627,7 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 Work::ReplicaSet(namespace, name) => controllers.replica_set(namespace, name).await,
                 Work::Job(namespace, name) => controllers.job(namespace, name).await,
                 Work::Namespace(name) => controllers.namespace(name).await,
+                Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
                 Work::Collect => controllers.collect().await,
             };
             if let Err(error) = result {

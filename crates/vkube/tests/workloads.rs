@@ -66,6 +66,25 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades() {
     k.ok(&["delete", "job", "three"]);
     wait_until(Duration::from_secs(20), "job pods gone", || k.ok(&["get", "pods", "-o", "name"]).is_empty());
 
+    // A stateful set starts web-0 then web-1 with their claims, rolls an image change, and cascades.
+    let set = dir.path().join("sts.yaml");
+    std::fs::write(&set, "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: postgres:16}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n").unwrap();
+    k.ok(&["apply", "-f", set.to_str().unwrap()]);
+    k.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    assert_eq!(k.ok(&["get", "pods", "-l", "app=db", "-o", "jsonpath={.items[*].metadata.name}"]), "db-0 db-1");
+    assert_eq!(k.ok(&["get", "pod", "db-1", "-o", "jsonpath={.spec.hostname}.{.spec.subdomain}"]), "db-1.db");
+    assert_eq!(k.ok(&["get", "pvc", "-o", "jsonpath={.items[*].metadata.name}"]), "data-db-0 data-db-1");
+    let created = |pod: &str| k.ok(&["get", "pod", pod, "-o", "jsonpath={.metadata.creationTimestamp}"]);
+    assert!(created("db-0") <= created("db-1"), "ordered start");
+    k.ok(&["set", "image", "statefulset/db", "db=postgres:17"]);
+    k.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    assert_eq!(
+        k.ok(&["get", "pods", "-l", "app=db", "-o", "jsonpath={.items[*].spec.containers[0].image}"]),
+        "postgres:17 postgres:17"
+    );
+    k.ok(&["delete", "statefulset", "db"]);
+    wait_until(Duration::from_secs(20), "stateful set pods gone", || k.ok(&["get", "pods", "-o", "name"]).is_empty());
+
     // New namespaces get a default service account and the root CA; deleting one removes its pods everywhere.
     k.ok(&["create", "namespace", "team"]);
     wait_until(Duration::from_secs(10), "default service account and kube-root-ca.crt", || {
