@@ -32,10 +32,7 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let up = ApiServerProcess::start_command(
-        &["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"],
-        state.join("vc1").join("vc1.kubeconfig"),
-    );
+    let up = ApiServerProcess::up(&state);
     let k = Kubectl::new(33, &up.kubeconfig, home.path());
     let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
     k.ok(&["create", "configmap", "files", "--from-literal=app.conf=x=1"]);

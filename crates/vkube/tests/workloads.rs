@@ -11,10 +11,7 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades() {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let up = ApiServerProcess::start_command(
-        &["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"],
-        state.join("vc1").join("vc1.kubeconfig"),
-    );
+    let up = ApiServerProcess::up(&state);
     let k = Kubectl::new(33, &up.kubeconfig, home.path());
     let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
     k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=3"]);

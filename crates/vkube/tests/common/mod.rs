@@ -26,6 +26,14 @@ impl ApiServerProcess {
         Self::start_command(&args, dir.join("admin.kubeconfig"))
     }
 
+    /// Starts `vkube up` in `state` on free ports; the kubeconfig is the virtual cluster's.
+    pub fn up(state: &Path) -> Self {
+        Self::start_command(
+            &["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"],
+            state.join("vc1").join("vc1.kubeconfig"),
+        )
+    }
+
     /// Starts `vkube ARGS...`, waits for its `ready` line; `kubeconfig` is where it writes one.
     pub fn start_command(args: &[&str], kubeconfig: PathBuf) -> Self {
         let dir = kubeconfig.parent().unwrap().to_path_buf();
