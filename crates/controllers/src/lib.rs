@@ -2,6 +2,7 @@
 //! reference): deployments, replica sets, and garbage collection of their dependents. They talk to
 //! the API only through `kube::Client`; decisions live in [`workloads`].
 
+pub mod daemonsets;
 pub mod endpoints;
 pub mod jobs;
 pub mod statefulsets;
@@ -11,9 +12,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -32,6 +33,8 @@ enum Work {
     ReplicaSet(String, String),
     Job(String, String),
     StatefulSet(String, String),
+    DaemonSet(String, String),
+    AllDaemonSets,
     Namespace(String),
     Collect,
 }
@@ -91,6 +94,8 @@ struct Controllers {
     replica_sets: Store<ReplicaSet>,
     jobs: Store<Job>,
     stateful_sets: Store<StatefulSet>,
+    daemon_sets: Store<DaemonSet>,
+    nodes: Store<Node>,
     pods: Store<Pod>,
     queue: mpsc::UnboundedSender<Work>,
     /// The cluster CA, published as `kube-root-ca.crt` in every namespace.
@@ -366,6 +371,44 @@ impl Controllers {
         Ok(())
     }
 
+    async fn daemon_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(set) = self
+            .daemon_sets
+            .state()
+            .into_iter()
+            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == name)
+        else {
+            return Ok(());
+        };
+        if set.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let set_value = value(set.as_ref());
+        let owned = self.owned_pods(namespace, &set.uid().unwrap_or_default());
+        let pod_refs: Vec<&Value> = owned.iter().collect();
+        let node_values: Vec<Value> = self.nodes.state().iter().map(|n| value(n.as_ref())).collect();
+        let node_refs: Vec<&Value> = node_values.iter().collect();
+        let (create, delete) = daemonsets::plan(&set_value, &node_refs, &pod_refs);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        for node in &create {
+            let pod: Pod =
+                serde_json::from_value(daemonsets::pod_for(&set_value, node)).map_err(kube::Error::SerdeError)?;
+            pods.create(&params, &pod).await?;
+        }
+        for pod in &delete {
+            ignore_not_found(pods.delete(pod, &DeleteParams::default()).await)?;
+        }
+        let status = daemonsets::status(&set_value, &node_refs, &pod_refs);
+        if set_value.get("status") != Some(&status) {
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), namespace);
+            ignore_not_found(
+                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Every active namespace has a `default` service account and the `kube-root-ca.crt` config map.
     async fn namespace(&self, name: &str) -> Result<(), kube::Error> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -414,6 +457,7 @@ impl Controllers {
         let rs_uids: HashSet<String> = self.replica_sets.state().iter().filter_map(|r| r.uid()).collect();
         let job_uids: HashSet<String> = self.jobs.state().iter().filter_map(|j| j.uid()).collect();
         let set_uids: HashSet<String> = self.stateful_sets.state().iter().filter_map(|s| s.uid()).collect();
+        let daemon_uids: HashSet<String> = self.daemon_sets.state().iter().filter_map(|s| s.uid()).collect();
         for rs in self.replica_sets.state() {
             let v = value(rs.as_ref());
             if let Some(owner) = workloads::controller_uid(&v)
@@ -431,6 +475,7 @@ impl Controllers {
                 Some("ReplicaSet") => !rs_uids.contains(owner),
                 Some("Job") => !job_uids.contains(owner),
                 Some("StatefulSet") => !set_uids.contains(owner),
+                Some("DaemonSet") => !daemon_uids.contains(owner),
                 _ => false,
             };
             if let Some(owner) = workloads::controller_uid(&v)
@@ -597,6 +642,9 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 "StatefulSet" => {
                     let _ = q.send(Work::StatefulSet(namespace, owner.name.clone()));
                 }
+                "DaemonSet" => {
+                    let _ = q.send(Work::DaemonSet(namespace, owner.name.clone()));
+                }
                 _ => {}
             }
         }
@@ -607,15 +655,36 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         let _ = q.send(Work::StatefulSet(set.namespace().unwrap_or_default(), set.name_any()));
         let _ = q.send(Work::Collect);
     });
+    let q = queue.clone();
+    let (daemon_sets, t9) = reflect(Api::<DaemonSet>::all(client.clone()), move |set: &DaemonSet| {
+        let _ = q.send(Work::DaemonSet(set.namespace().unwrap_or_default(), set.name_any()));
+        let _ = q.send(Work::Collect);
+    });
+    let q = queue.clone();
+    let (nodes, t10) = reflect(Api::<Node>::all(client.clone()), move |_: &Node| {
+        let _ = q.send(Work::AllDaemonSets);
+    });
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, endpoints]);
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, endpoints]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
     let _ = jobs.wait_until_ready().await;
     let _ = stateful_sets.wait_until_ready().await;
-    let controllers =
-        Controllers { client, deployments, replica_sets, jobs, stateful_sets, pods, queue: queue.clone(), root_ca };
+    let _ = daemon_sets.wait_until_ready().await;
+    let _ = nodes.wait_until_ready().await;
+    let controllers = Controllers {
+        client,
+        deployments,
+        replica_sets,
+        jobs,
+        stateful_sets,
+        daemon_sets,
+        nodes,
+        pods,
+        queue: queue.clone(),
+        root_ca,
+    };
     while let Some(first) = work.recv().await {
         let mut batch = BTreeSet::from([first]);
         while let Ok(more) = work.try_recv() {
@@ -628,6 +697,13 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 Work::Job(namespace, name) => controllers.job(namespace, name).await,
                 Work::Namespace(name) => controllers.namespace(name).await,
                 Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
+                Work::DaemonSet(namespace, name) => controllers.daemon_set(namespace, name).await,
+                Work::AllDaemonSets => {
+                    for set in controllers.daemon_sets.state() {
+                        let _ = queue.send(Work::DaemonSet(set.namespace().unwrap_or_default(), set.name_any()));
+                    }
+                    Ok(())
+                }
                 Work::Collect => controllers.collect().await,
             };
             if let Err(error) = result {

@@ -27,6 +27,24 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades() {
     assert_eq!(pods.lines().filter(|l| l.starts_with("Running 10.244.")).count(), 3, "{pods}");
     assert_eq!(host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).lines().count(), 3);
 
+    // A daemon set runs one pod on each node the virtual cluster shows (those running its pods).
+    let nodes = k.ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert!(!nodes.is_empty());
+    let agent = dir.path().join("ds.yaml");
+    std::fs::write(&agent, "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: busybox}]}\n").unwrap();
+    k.ok(&["apply", "-f", agent.to_str().unwrap()]);
+    k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    let placed = k.ok(&["get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    let mut placed: Vec<&str> = placed.split_whitespace().collect();
+    placed.sort();
+    assert_eq!(placed, nodes, "one pod per node");
+    k.ok(&["delete", "daemonset", "agent"]);
+    wait_until(Duration::from_secs(20), "daemon set pods gone", || {
+        k.ok(&["get", "pods", "-l", "app=agent", "-o", "name"]).is_empty()
+    });
+
     k.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"]);
     k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let images = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
