@@ -55,7 +55,40 @@ fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error
     }
 }
 
-pub(crate) struct Tasks(pub(crate) Vec<tokio::task::JoinHandle<()>>);
+/// The object `namespace/name` from `store`, unless it is missing or being deleted.
+fn live<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    store.state().into_iter().find(|o| {
+        o.namespace().as_deref() == Some(namespace) && o.name_any() == name && o.meta().deletion_timestamp.is_none()
+    })
+}
+
+/// Writes `status` to `namespace/name` of kind `K` when it differs from `current`.
+async fn write_status<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    current: &Value,
+    status: Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    if current.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    ignore_not_found(
+        api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await,
+    )
+}
+
+/// Aborts the tasks it holds when dropped, so stopping a controller stops all of its watches.
+pub struct Tasks(pub Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
@@ -115,17 +148,7 @@ impl Controllers {
     }
 
     async fn replica_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
-        let Some(rs) = self
-            .replica_sets
-            .state()
-            .into_iter()
-            .find(|r| r.namespace().as_deref() == Some(namespace) && r.name_any() == name)
-        else {
-            return Ok(());
-        };
-        if rs.metadata.deletion_timestamp.is_some() {
-            return Ok(());
-        }
+        let Some(rs) = live(&self.replica_sets, namespace, name) else { return Ok(()) };
         let rs_value = value(rs.as_ref());
         let uid = rs.uid().unwrap_or_default();
         let owned = self.owned_pods(namespace, &uid);
@@ -150,17 +173,7 @@ impl Controllers {
     }
 
     async fn deployment(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
-        let Some(deployment) = self
-            .deployments
-            .state()
-            .into_iter()
-            .find(|d| d.namespace().as_deref() == Some(namespace) && d.name_any() == name)
-        else {
-            return Ok(());
-        };
-        if deployment.metadata.deletion_timestamp.is_some() {
-            return Ok(());
-        }
+        let Some(deployment) = live(&self.deployments, namespace, name) else { return Ok(()) };
         let d = value(deployment.as_ref());
         let uid = deployment.uid().unwrap_or_default();
         let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -269,14 +282,7 @@ impl Controllers {
     }
 
     async fn job(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
-        let Some(job) =
-            self.jobs.state().into_iter().find(|j| j.namespace().as_deref() == Some(namespace) && j.name_any() == name)
-        else {
-            return Ok(());
-        };
-        if job.metadata.deletion_timestamp.is_some() {
-            return Ok(());
-        }
+        let Some(job) = live(&self.jobs, namespace, name) else { return Ok(()) };
         let job_value = value(job.as_ref());
         let uid = job.uid().unwrap_or_default();
         let owned = self.owned_pods(namespace, &uid);
@@ -330,17 +336,7 @@ impl Controllers {
     }
 
     async fn stateful_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
-        let Some(set) = self
-            .stateful_sets
-            .state()
-            .into_iter()
-            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == name)
-        else {
-            return Ok(());
-        };
-        if set.metadata.deletion_timestamp.is_some() {
-            return Ok(());
-        }
+        let Some(set) = live(&self.stateful_sets, namespace, name) else { return Ok(()) };
         let set_value = value(set.as_ref());
         let owned = self.owned_pods(namespace, &set.uid().unwrap_or_default());
         let refs: Vec<&Value> = owned.iter().collect();
@@ -362,27 +358,12 @@ impl Controllers {
             statefulsets::Step::Wait => {}
         }
         let status = statefulsets::status(&set_value, &refs);
-        if set_value.get("status") != Some(&status) {
-            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), namespace);
-            ignore_not_found(
-                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await,
-            )?;
-        }
+        write_status::<StatefulSet>(&self.client, namespace, name, &set_value, status).await?;
         Ok(())
     }
 
     async fn daemon_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
-        let Some(set) = self
-            .daemon_sets
-            .state()
-            .into_iter()
-            .find(|s| s.namespace().as_deref() == Some(namespace) && s.name_any() == name)
-        else {
-            return Ok(());
-        };
-        if set.metadata.deletion_timestamp.is_some() {
-            return Ok(());
-        }
+        let Some(set) = live(&self.daemon_sets, namespace, name) else { return Ok(()) };
         let set_value = value(set.as_ref());
         let owned = self.owned_pods(namespace, &set.uid().unwrap_or_default());
         let pod_refs: Vec<&Value> = owned.iter().collect();
@@ -400,12 +381,7 @@ impl Controllers {
             ignore_not_found(pods.delete(pod, &DeleteParams::default()).await)?;
         }
         let status = daemonsets::status(&set_value, &node_refs, &pod_refs);
-        if set_value.get("status") != Some(&status) {
-            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), namespace);
-            ignore_not_found(
-                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await,
-            )?;
-        }
+        write_status::<DaemonSet>(&self.client, namespace, name, &set_value, status).await?;
         Ok(())
     }
 

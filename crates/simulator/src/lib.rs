@@ -22,6 +22,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use lifecycle::NodeView;
+use vkube_controllers::Tasks;
 
 /// Annotation: seconds a pod with restartPolicy Never/OnFailure runs before it completes.
 pub const RUN_SECONDS: &str = "sim.vkube.io/run-seconds";
@@ -66,17 +67,6 @@ pub enum SimulatorError {
         #[source]
         source: kube::Error,
     },
-}
-
-/// Aborts the tasks it holds when dropped, so stopping the simulator stops all of its loops.
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
 }
 
 fn now() -> String {
