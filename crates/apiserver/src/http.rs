@@ -66,6 +66,10 @@ pub struct AppState {
     pub pod_logs: Option<Arc<dyn PodLogs>>,
     /// Signs and verifies service account tokens (None without TLS).
     pub token_signer: Option<crate::tokens::TokenSigner>,
+    /// Extra `/metrics` text of whoever embeds the server.
+    pub metrics: Option<crate::server::MetricsSource>,
+    /// Extra `/readyz` checks of whoever embeds the server, by name.
+    pub ready_checks: Vec<(String, crate::server::ReadyCheck)>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -382,10 +386,29 @@ async fn route(
             if *check == "readyz" && !state.ready.load(Ordering::Relaxed) {
                 return Err(ApiError::Unavailable("not ready".into()));
             }
+            let mut lines = String::from("[+]ping ok\n[+]etcd ok\n");
+            if *check == "readyz" {
+                for (name, ready) in &state.ready_checks {
+                    if !ready() {
+                        return Err(ApiError::Unavailable(format!("readiness check {name} failed")));
+                    }
+                    lines.push_str(&format!("[+]{name} ok\n"));
+                }
+            }
             if query.0.contains_key("verbose") {
-                return Ok(text_response(&format!("[+]ping ok\n[+]etcd ok\n{check} check passed\n")));
+                return Ok(text_response(&format!("{lines}{check} check passed\n")));
             }
             return Ok(text_response("ok"));
+        }
+        ["metrics"] if get => {
+            let mut text = format!(
+                "# HELP vkube_apiserver_ready 1 when the API server is ready.\n# TYPE vkube_apiserver_ready gauge\nvkube_apiserver_ready {}\n",
+                u8::from(state.ready.load(Ordering::Relaxed))
+            );
+            if let Some(metrics) = &state.metrics {
+                text.push_str(&metrics());
+            }
+            return Ok(bytes_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text)));
         }
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
             return Ok(bytes_response(StatusCode::OK, openapi::V2_CONTENT_TYPE, Bytes::new()));

@@ -134,11 +134,20 @@ pub struct Hooks {
     pub pod_logs: Option<Arc<dyn PodLogs>>,
     /// Allocator of service addresses.
     pub service_addresses: Option<Arc<dyn crate::registry::ServiceAddresses>>,
+    /// More text for `/metrics` (Prometheus text format).
+    pub metrics: Option<MetricsSource>,
+    /// More `/readyz` checks, by name.
+    pub ready_checks: Vec<(String, ReadyCheck)>,
 }
+
+/// Produces Prometheus text for `/metrics`.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+/// One `/readyz` check.
+pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Opens the store, prepares certificates, bootstraps namespaces and starts listening.
 pub async fn start(config: ServerConfig, pod_logs: Option<Arc<dyn PodLogs>>) -> Result<RunningServer, ServerError> {
-    start_with(config, Hooks { pod_logs, service_addresses: None }).await
+    start_with(config, Hooks { pod_logs, ..Hooks::default() }).await
 }
 
 /// [`start`] with every hook.
@@ -177,6 +186,8 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         allow_anonymous: config.plain_http,
         token_signer: pki.as_ref().and_then(|p| crate::tokens::TokenSigner::from_pkcs8(&p.service_account_key)),
         pod_logs,
+        metrics: hooks.metrics,
+        ready_checks: hooks.ready_checks,
     });
     let acceptor = match &pki {
         Some(pki) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?))),

@@ -8,7 +8,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use vkube_syncer::{SyncerConfig, run};
 use vkube_translate::Context;
-use vkube_translate::pods::PodSettings;
 
 async fn server(dir: &std::path::Path) -> (vkube_apiserver::RunningServer, kube::Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -39,12 +38,7 @@ where
 }
 
 fn syncer_config() -> SyncerConfig {
-    SyncerConfig {
-        context: Context::new("vc", "vcluster-vc"),
-        pods: PodSettings::default(),
-        all_config_maps: false,
-        all_secrets: false,
-    }
+    SyncerConfig::new(Context::new("vc", "vcluster-vc"))
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {

@@ -4,6 +4,7 @@
 //! Conventions follow the reference syncer exactly where host objects are concerned (names,
 //! bookkeeping keys, hashes), so a host namespace can be read by either implementation.
 
+pub mod claims;
 pub mod events;
 pub mod labels;
 pub mod metadata;

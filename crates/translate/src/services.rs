@@ -94,6 +94,53 @@ pub fn with_host_addresses(virtual_service: &Value, host: &Value) -> Value {
     out
 }
 
+/// The host endpoints for the virtual endpoints of a selector-less service: addresses copied,
+/// pod target references renamed to the host pods (sync-behavior.md 3.5).
+pub fn host_endpoints(context: &Context, endpoints: &Value) -> Value {
+    let name = endpoints.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = endpoints.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let host = host_name(context, name, namespace);
+    let identity = Identity {
+        name,
+        namespace: Some(namespace),
+        uid: endpoints.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default(),
+        kind: &kind_string("", "v1", "Endpoints"),
+        host_name: &host,
+        host_namespace: Some(&context.host_namespace),
+    };
+    let labels = host_labels(context, &strings(endpoints.pointer("/metadata/labels")), None, Some(namespace));
+    let annotations =
+        host_annotations(&strings(endpoints.pointer("/metadata/annotations")), &BTreeMap::new(), &[], &identity);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": host, "namespace": context.host_namespace, "labels": labels, "annotations": annotations},
+        "subsets": host_subsets(context, endpoints.get("subsets")),
+    })
+}
+
+/// Endpoint subsets with pod target references renamed to the host pods.
+pub fn host_subsets(context: &Context, subsets: Option<&Value>) -> Value {
+    let mut subsets = subsets.cloned().unwrap_or(json!([]));
+    for subset in subsets.as_array_mut().into_iter().flatten() {
+        for field in ["addresses", "notReadyAddresses"] {
+            for address in subset.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+                let Some(target) = address.get_mut("targetRef").and_then(Value::as_object_mut) else { continue };
+                if target.get("kind").and_then(Value::as_str) != Some("Pod") {
+                    continue;
+                }
+                let pod = target.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let pod_namespace = target.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+                target.insert("name".into(), json!(host_name(context, &pod, &pod_namespace)));
+                target.insert("namespace".into(), json!(context.host_namespace));
+                target.remove("uid");
+                target.remove("resourceVersion");
+            }
+        }
+    }
+    subsets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +175,22 @@ mod tests {
         assert_eq!(host_service(&vc(), &headless)["spec"]["clusterIP"], "None");
         let external = json!({"metadata": {"name": "ext", "namespace": "d"}, "spec": {"ports": [{"port": 5432}]}});
         assert!(host_service(&vc(), &external)["spec"].get("selector").is_none());
+    }
+
+    #[test]
+    fn endpoints_of_selectorless_services_point_at_host_pods() {
+        let endpoints = json!({"metadata": {"name": "ext", "namespace": "d", "uid": "u"},
+            "subsets": [{"addresses": [{"ip": "10.244.0.5", "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "d", "uid": "p"}},
+                                       {"ip": "192.168.1.1"}],
+                         "ports": [{"port": 5432}]}]});
+        let host = host_endpoints(&vc(), &endpoints);
+        assert_eq!(host["metadata"]["name"], "ext-x-d-x-my-vc");
+        let address = &host["subsets"][0]["addresses"][0];
+        assert_eq!(
+            address["targetRef"],
+            json!({"kind": "Pod", "name": "web-0-x-d-x-my-vc", "namespace": "vcluster-my-vc"})
+        );
+        assert_eq!(host["subsets"][0]["addresses"][1], json!({"ip": "192.168.1.1"}));
+        assert_eq!(host["subsets"][0]["ports"], json!([{"port": 5432}]));
     }
 }

@@ -180,9 +180,13 @@ pub async fn start(
     server_config.listen = cluster.listen;
     server_config.sans = config.control_plane.proxy.extra_sans.clone();
     server_config.cluster_name = name.clone();
+    let syncer_metrics = Arc::new(vkube_syncer::Metrics::default());
+    let (rendered, readiness) = (syncer_metrics.clone(), syncer_metrics.clone());
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
         service_addresses: Some(Arc::new(HostServices { host: host.clone(), context: context.clone() })),
+        metrics: Some(Arc::new(move || rendered.render())),
+        ready_checks: vec![("syncer".into(), Arc::new(move || readiness.is_ready()))],
     };
     let server = vkube_apiserver::start_with(server_config, hooks)
         .await
@@ -196,12 +200,13 @@ pub async fn start(
     for spec in &pods.enforce_tolerations {
         enforce.push(vkube_config::tolerations::parse(spec).map_err(anyhow::Error::msg)?);
     }
-    let syncer_config = SyncerConfig {
-        context,
-        pods: PodSettings { translate_image: pods.translate_image.clone(), enforce_tolerations: enforce },
-        all_config_maps: config.sync.to_host.config_maps.all,
-        all_secrets: config.sync.to_host.secrets.all,
-    };
+    let mut syncer_config = SyncerConfig::new(context);
+    syncer_config.pods = PodSettings { translate_image: pods.translate_image.clone(), enforce_tolerations: enforce };
+    syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
+    syncer_config.all_secrets = config.sync.to_host.secrets.all;
+    syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
+    syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
+    syncer_config.metrics = syncer_metrics;
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     let controllers_client = virtual_client.clone();
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());

@@ -1,0 +1,119 @@
+//! Persistent volume claims: created on the host, bound there; the binding (volume name, bind
+//! annotations, status) comes back and the virtual cluster shows a fake persistent volume for
+//! it. Requests (volume expansion) go virtual → host; deletion both ways.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use vkube_translate::claims::{fake_volume, host_claim, virtual_claim_patch};
+use vkube_translate::names::host_name;
+
+use crate::{MANAGER, Syncer, belongs_to, cached, ensure, events, has_controller, ignore_not_found, lock, to_value};
+
+impl Syncer {
+    pub(crate) async fn reconcile_claim(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        if !self.config.claims {
+            return Ok(());
+        }
+        let host = host_name(&self.config.context, name, namespace);
+        let virtual_claim = cached(&self.claims, Some(namespace), name);
+        let host_claim_now = cached(&self.host_claims, Some(self.host_namespace()), &host);
+        if let Some(other) = host_claim_now.as_ref().filter(|h| !belongs_to(h.as_ref(), namespace, name)) {
+            if let Some(claim) = &virtual_claim {
+                let owner = crate::virtual_key(other.as_ref()).map(|(ns, n)| format!("{ns}/{n}")).unwrap_or_default();
+                let message = format!(
+                    "cannot sync: host name {}/{host} is already used by claim {owner}; rename this claim",
+                    self.host_namespace()
+                );
+                let target = events::Target::of(claim.as_ref());
+                self.recorder.warn(&target, "SyncWarning", "SyncPersistentVolumeClaim", &message).await;
+            }
+            return Ok(());
+        }
+        let virtual_api: Api<PersistentVolumeClaim> = Api::namespaced(self.virtual_client.clone(), namespace);
+        let host_api: Api<PersistentVolumeClaim> = self.host_api();
+        let now = DeleteParams::default().grace_period(0);
+        match (virtual_claim, host_claim_now) {
+            (None, None) => Ok(()),
+            (None, Some(host_claim_obj)) => {
+                if host_claim_obj.metadata.deletion_timestamp.is_none() {
+                    tracing::info!(%namespace, %name, "virtual claim deleted; deleting the host claim");
+                    ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
+                }
+                Ok(())
+            }
+            (Some(_), None) if self.seen("PersistentVolumeClaim", &host) => {
+                tracing::info!(%namespace, %name, "host claim deleted; deleting the virtual claim");
+                ignore_not_found(virtual_api.delete(name, &now).await)
+            }
+            (Some(claim), None) => {
+                if claim.metadata.deletion_timestamp.is_some() {
+                    return Ok(());
+                }
+                let desired = host_claim(&self.config.context, &to_value(claim.as_ref()));
+                self.create_on_host::<PersistentVolumeClaim>(self.owned(desired, has_controller(claim.as_ref()))).await
+            }
+            (Some(claim), Some(host_claim_obj)) => {
+                if claim.metadata.deletion_timestamp.is_some() {
+                    if host_claim_obj.metadata.deletion_timestamp.is_none() {
+                        ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
+                    }
+                    return Ok(());
+                }
+                if host_claim_obj.metadata.deletion_timestamp.is_some() {
+                    return ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await);
+                }
+                let virtual_value = to_value(claim.as_ref());
+                let host_value = to_value(host_claim_obj.as_ref());
+                let want = virtual_value.pointer("/spec/resources/requests");
+                if want.is_some() && want != host_value.pointer("/spec/resources/requests") {
+                    let patch = json!({"spec": {"resources": {"requests": want}}});
+                    ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
+                }
+                if let Some(patch) = virtual_claim_patch(&virtual_value, &host_value) {
+                    ignore_not_found(
+                        virtual_api.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await,
+                    )?;
+                }
+                let host_status = host_value.get("status").cloned().unwrap_or(Value::Null);
+                if !host_status.is_null() && virtual_value.get("status") != Some(&host_status) {
+                    let patch = Patch::Merge(json!({"status": host_status}));
+                    ignore_not_found(virtual_api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The fake persistent volume `name` exists exactly while a virtual claim is bound to it.
+    pub(crate) async fn reconcile_volume(&self, name: &str) -> Result<(), kube::Error> {
+        let user = lock(&self.volume_users).get(name).cloned();
+        let claim = user
+            .and_then(|(ns, claim)| cached(&self.claims, Some(&ns), &claim))
+            .filter(|c| c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(name));
+        let volume = cached(&self.volumes, None, name);
+        let api: Api<PersistentVolume> = Api::all(self.virtual_client.clone());
+        match (claim, volume) {
+            (None, None) => Ok(()),
+            (None, Some(volume)) => {
+                if volume.finalizers().iter().len() > 0 {
+                    let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+                    ignore_not_found(api.patch(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                }
+                ignore_not_found(api.delete(name, &DeleteParams::default()).await)
+            }
+            (Some(claim), volume) => {
+                if volume.is_none() {
+                    ensure(&api, fake_volume(&to_value(claim.as_ref()), name)).await?;
+                }
+                let phase = volume.as_ref().and_then(|v| v.status.as_ref()).and_then(|s| s.phase.as_deref());
+                if phase != Some("Bound") {
+                    let patch = Patch::Merge(json!({"status": {"phase": "Bound"}}));
+                    ignore_not_found(api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Config maps and secrets: on the host exactly those some virtual pod uses (or all, when
+//! configured), with their data synced both ways; a host copy nothing uses any more is deleted.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use vkube_translate::Context;
+use vkube_translate::names::host_name;
+use vkube_translate::pods::{config_map_host_name, host_copy, references};
+
+use crate::refs::{DataKind, Use};
+use crate::{MANAGER, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, virtual_key};
+
+/// The host config maps and secrets `pod` needs.
+pub(crate) fn uses_of_pod(context: &Context, pod: &Pod) -> BTreeSet<Use> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let refs = references(&to_value(pod));
+    let maps = refs.config_maps.into_iter().map(|name| Use {
+        kind: DataKind::ConfigMap,
+        host: config_map_host_name(context, &name, &namespace),
+        namespace: namespace.clone(),
+        name,
+    });
+    let secrets = refs.secrets.into_iter().map(|name| Use {
+        kind: DataKind::Secret,
+        host: host_name(context, &name, &namespace),
+        namespace: namespace.clone(),
+        name,
+    });
+    maps.chain(secrets).collect()
+}
+
+/// The use a virtual object makes of its own host copy when every object of its kind syncs.
+pub(crate) fn own_use(kind: DataKind, host: &str, namespace: &str, name: &str, deleted: bool) -> BTreeSet<Use> {
+    if deleted {
+        return BTreeSet::new();
+    }
+    BTreeSet::from([Use { kind, host: host.into(), namespace: namespace.into(), name: name.into() }])
+}
+
+impl Syncer {
+    /// Makes host copy `host` match what its users need: absent when unused, else the data of
+    /// the virtual object it stands for.
+    pub(crate) async fn reconcile_data(&self, kind: DataKind, host: &str) -> Result<(), kube::Error> {
+        let sources = lock(&self.refs).sources(kind, host);
+        match kind {
+            DataKind::ConfigMap => {
+                let current = cached(&self.host_config_maps, Some(self.host_namespace()), host);
+                self.reconcile_copy(kind, host, sources, current, &self.config_maps).await
+            }
+            DataKind::Secret => {
+                let current = cached(&self.host_secrets, Some(self.host_namespace()), host);
+                self.reconcile_copy(kind, host, sources, current, &self.secrets).await
+            }
+        }
+    }
+
+    async fn reconcile_copy<K>(
+        &self,
+        kind: DataKind,
+        host: &str,
+        sources: Vec<(String, String)>,
+        current: Option<std::sync::Arc<K>>,
+        virtual_store: &kube::runtime::reflector::Store<K>,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug
+            + 'static,
+    {
+        let host_api: Api<K> = self.host_api();
+        if sources.is_empty() {
+            if current.is_some() {
+                tracing::info!(kind = kind.kind(), %host, "no longer used; deleting the host copy");
+                ignore_not_found(host_api.delete(host, &DeleteParams::default()).await)?;
+            }
+            lock(&self.last_synced).remove(host);
+            return Ok(());
+        }
+        // Several virtual objects may stand for one host name: the shared kube-root-ca.crt copy
+        // by design, any other pair only by a name collision, which is refused.
+        let holder = current.as_ref().and_then(|c| virtual_key(c.as_ref())).filter(|key| sources.contains(key));
+        let (namespace, name) = holder.unwrap_or_else(|| sources[0].clone());
+        let shared = kind == DataKind::ConfigMap && name == "kube-root-ca.crt";
+        if !shared {
+            for (other_ns, other) in sources.iter().filter(|(ns, n)| *ns != namespace || *n != name) {
+                if let Some(object) = cached(virtual_store, Some(other_ns), other) {
+                    let message = format!(
+                        "cannot sync: host name {}/{host} is already used by {} {namespace}/{name}; rename this {}",
+                        self.host_namespace(),
+                        kind.kind(),
+                        kind.kind()
+                    );
+                    let action = format!("Sync{}", kind.kind());
+                    self.recorder.warn(&events::Target::of(object.as_ref()), "SyncWarning", &action, &message).await;
+                }
+            }
+        }
+        let Some(source) = cached(virtual_store, Some(&namespace), &name) else {
+            // Referenced but not created yet: its watch event brings it here again.
+            return Ok(());
+        };
+        let virtual_api: Api<K> = Api::namespaced(self.virtual_client.clone(), &namespace);
+        let fields: &[&str] = match kind {
+            DataKind::ConfigMap => &["data", "binaryData"],
+            DataKind::Secret => &["data"],
+        };
+        self.sync_data(kind, host, source.as_ref(), current.as_deref(), &virtual_api, &host_api, fields).await
+    }
+
+    /// Data of config maps and secrets syncs both ways: a change on one side since the last sync
+    /// is copied to the other; when both changed, the virtual side wins.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_data<K>(
+        &self,
+        kind: DataKind,
+        host: &str,
+        source: &K,
+        current: Option<&K>,
+        virtual_api: &Api<K>,
+        host_api: &Api<K>,
+        fields: &[&str],
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let virtual_value = to_value(source);
+        let pick = |value: &Value| -> Value {
+            fields
+                .iter()
+                .map(|f| (f.to_string(), value.get(*f).cloned().unwrap_or(Value::Null)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let virtual_data = pick(&virtual_value);
+        let Some(current) = current else {
+            let copy = host_copy(&self.config.context, &virtual_value, kind.kind(), host);
+            let copy = self.owned(copy, has_controller(source));
+            self.create_on_host::<K>(copy).await?;
+            lock(&self.last_synced).insert(host.to_string(), virtual_data);
+            return Ok(());
+        };
+        let host_data = pick(&to_value(current));
+        let last = lock(&self.last_synced).get(host).cloned();
+        if host_data == virtual_data {
+            lock(&self.last_synced).insert(host.to_string(), virtual_data);
+            return Ok(());
+        }
+        let host_changed_only = last.as_ref().is_some_and(|last| *last == virtual_data && *last != host_data);
+        let patch = Patch::Merge(if host_changed_only { host_data.clone() } else { virtual_data.clone() });
+        if host_changed_only {
+            ignore_not_found(virtual_api.patch(&source.name_any(), &PatchParams::apply(MANAGER), &patch).await)?;
+            lock(&self.last_synced).insert(host.to_string(), host_data);
+        } else {
+            ignore_not_found(host_api.patch(host, &PatchParams::apply(MANAGER), &patch).await)?;
+            lock(&self.last_synced).insert(host.to_string(), virtual_data);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Pods: created on the host with their references synced first, status and node binding
+//! brought back, images forced onto the host, deletion both ways, re-created virtual pods
+//! replaced, and a second virtual pod that maps to a taken host name refused.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use vkube_translate::metadata::OBJECT_UID;
+use vkube_translate::names::host_name;
+use vkube_translate::pods::host_pod;
+
+use crate::{
+    MANAGER, Syncer, SyncerConfig, belongs_to, cached, data, events, has_controller, ignore_not_found, is_not_found,
+    to_value,
+};
+
+impl Syncer {
+    pub(crate) async fn reconcile_pod(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let context = &self.config.context;
+        let host = host_name(context, name, namespace);
+        let virtual_pod = cached(&self.virtual_pods, Some(namespace), name);
+        let host_pod_now = cached(&self.host_pods, Some(self.host_namespace()), &host);
+        if let Some(other) = host_pod_now.as_ref().filter(|h| !belongs_to(h.as_ref(), namespace, name)) {
+            // The host name is taken by another virtual pod (`a-x-b` in `c` and `a` in `b-x-c`).
+            if let Some(virtual_pod) = &virtual_pod {
+                let owner = crate::virtual_key(other.as_ref()).map(|(ns, n)| format!("{ns}/{n}")).unwrap_or_default();
+                let message = format!(
+                    "cannot sync: host name {}/{host} is already used by virtual pod {owner}; rename this pod",
+                    self.host_namespace()
+                );
+                self.recorder.warn(&events::Target::of(virtual_pod.as_ref()), "SyncWarning", "SyncPod", &message).await;
+            }
+            return Ok(());
+        }
+        let virtual_api: Api<Pod> = Api::namespaced(self.virtual_client.clone(), namespace);
+        let host_api: Api<Pod> = self.host_api();
+        match (virtual_pod, host_pod_now) {
+            (None, None) => Ok(()),
+            (None, Some(host_pod)) => {
+                if host_pod.metadata.deletion_timestamp.is_none() {
+                    tracing::info!(%namespace, %name, "virtual pod deleted; deleting host pod");
+                    ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
+                }
+                Ok(())
+            }
+            (Some(virtual_pod), None) => {
+                let ran_before = virtual_pod.status.as_ref().and_then(|s| s.start_time.as_ref()).is_some();
+                if ran_before || virtual_pod.metadata.deletion_timestamp.is_some() {
+                    tracing::info!(%namespace, %name, "host pod is gone; deleting virtual pod");
+                    let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+                    return ignore_not_found(virtual_api.delete(name, &params).await);
+                }
+                for (kind, host) in
+                    data::uses_of_pod(context, virtual_pod.as_ref()).into_iter().map(|u| (u.kind, u.host))
+                {
+                    self.reconcile_data(kind, &host).await?;
+                }
+                let value = to_value(virtual_pod.as_ref());
+                let labels = self.namespace_labels(namespace);
+                let desired = host_pod(context, &value, &labels, &self.config.pods);
+                let desired = self.owned(desired, has_controller(virtual_pod.as_ref()));
+                self.create_on_host::<Pod>(desired).await
+            }
+            (Some(virtual_pod), Some(host_pod)) => {
+                let virtual_uid = virtual_pod.uid().unwrap_or_default();
+                if host_pod.annotations().get(OBJECT_UID).is_some_and(|uid| *uid != virtual_uid) {
+                    tracing::info!(%namespace, %name, "virtual pod was re-created; replacing host pod");
+                    return ignore_not_found(
+                        host_api
+                            .delete(&host, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+                            .await,
+                    );
+                }
+                if virtual_pod.metadata.deletion_timestamp.is_some() {
+                    if host_pod.metadata.deletion_timestamp.is_none() {
+                        let grace = virtual_pod.metadata.deletion_grace_period_seconds.map(|g| g.max(0) as u32);
+                        ignore_not_found(
+                            host_api
+                                .delete(&host, &DeleteParams { grace_period_seconds: grace, ..Default::default() })
+                                .await,
+                        )?;
+                    }
+                    return Ok(());
+                }
+                self.bring_status_back(&virtual_api, &virtual_pod, &host_pod).await?;
+                self.force_images(&host_api, &virtual_pod, &host_pod).await
+            }
+        }
+    }
+
+    async fn bring_status_back(
+        &self,
+        virtual_api: &Api<Pod>,
+        virtual_pod: &Pod,
+        host_pod: &Pod,
+    ) -> Result<(), kube::Error> {
+        let name = virtual_pod.name_any();
+        let host_node = host_pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let virtual_node = virtual_pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if let Some(node) = host_node.filter(|_| virtual_node.is_none()) {
+            self.ensure_virtual_node(&node).await?;
+            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
+            match virtual_api
+                .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let host_status = to_value(&host_pod.status);
+        if host_status.is_null() || to_value(&virtual_pod.status) == host_status {
+            return Ok(());
+        }
+        match virtual_api
+            .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": host_status})))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Container images follow the virtual pod: a change made on the host is reverted.
+    async fn force_images(&self, host_api: &Api<Pod>, virtual_pod: &Pod, host_pod: &Pod) -> Result<(), kube::Error> {
+        let desired = host_pod_images(&self.config, virtual_pod);
+        let actual = host_pod
+            .spec
+            .as_ref()
+            .map(|s| {
+                s.containers.iter().map(|c| (c.name.clone(), c.image.clone().unwrap_or_default())).collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if desired == actual || host_pod.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let containers: Vec<Value> =
+            desired.iter().map(|(name, image)| json!({"name": name, "image": image})).collect();
+        let patch = json!({"spec": {"containers": containers}});
+        ignore_not_found(
+            host_api.patch(&host_pod.name_any(), &PatchParams::apply(MANAGER), &Patch::Strategic(patch)).await,
+        )
+    }
+}
+
+fn host_pod_images(config: &SyncerConfig, pod: &Pod) -> Vec<(String, String)> {
+    pod.spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| {
+                    let image = c.image.clone().unwrap_or_default();
+                    let image = config.pods.translate_image.get(&image).cloned().unwrap_or(image);
+                    (c.name.clone(), image)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,188 @@
+//! Services (the host allocates cluster IPs and node ports; spec virtual → host, status host →
+//! virtual) and the endpoints of selector-less services (virtual → host; the host's endpoints
+//! controller makes those of services with a selector from the translated selector).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use vkube_translate::Context;
+use vkube_translate::names::host_name;
+use vkube_translate::services::{host_endpoints, host_service, host_subsets, with_host_addresses};
+
+use crate::{
+    BLOCK_DELETION, MANAGER, Syncer, Work, belongs_to, cached, has_controller, ignore_not_found, lock, to_value,
+};
+
+/// How long a host service with [`BLOCK_DELETION`] waits for its virtual service.
+const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
+
+/// Creates the host service for a virtual service that is being created and returns the virtual
+/// service with the host's addresses (what the reference's API interceptor does). An existing host
+/// service of the same virtual object is reused, so retries and restarts allocate nothing twice.
+pub async fn allocate_on_host(host: &Client, context: &Context, service: Value) -> Result<Value, kube::Error> {
+    let mut desired = host_service(context, &service);
+    // The virtual service is stored only after this returns: until the syncer has seen it, the
+    // host service must not be taken for an orphan.
+    desired["metadata"]["annotations"][BLOCK_DELETION] = json!("true");
+    let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
+    let object: Service = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
+    let created =
+        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
+            Ok(created) => created,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+                api.get(name).await?
+            }
+            Err(error) => return Err(error),
+        };
+    Ok(with_host_addresses(&service, &to_value(&created)))
+}
+
+/// Deletes the host service made by [`allocate_on_host`] when the virtual create failed.
+pub async fn release_on_host(host: &Client, context: &Context, service: &Value) {
+    let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
+    let _ = api.delete(&host_name(context, name, namespace), &DeleteParams::default()).await;
+}
+
+fn age(timestamp: &k8s_openapi::jiff::Timestamp) -> Duration {
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(*timestamp);
+    Duration::from_secs(elapsed.as_secs().max(0) as u64)
+}
+
+fn ports(service: &Value) -> Vec<(Value, Value, Value)> {
+    service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.get("port").cloned().unwrap_or(Value::Null),
+                p.get("targetPort").cloned().unwrap_or(Value::Null),
+                p.get("protocol").cloned().unwrap_or(json!("TCP")),
+            )
+        })
+        .collect()
+}
+
+impl Syncer {
+    pub(crate) async fn reconcile_service(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let context = &self.config.context;
+        let host = host_name(context, name, namespace);
+        let virtual_service = cached(&self.services, Some(namespace), name);
+        let host_service_now = cached(&self.host_services, Some(self.host_namespace()), &host)
+            .filter(|h| belongs_to(h.as_ref(), namespace, name));
+        let host_api: Api<Service> = self.host_api();
+        let virtual_api: Api<Service> = Api::namespaced(self.virtual_client.clone(), namespace);
+        match (virtual_service, host_service_now) {
+            (None, None) => Ok(()),
+            (None, Some(host_service_obj)) => {
+                let blocked = host_service_obj.annotations().get(BLOCK_DELETION).is_some_and(|v| v == "true");
+                let age =
+                    host_service_obj.metadata.creation_timestamp.as_ref().map(|t| age(&t.0)).unwrap_or(Duration::ZERO);
+                if blocked && age < BLOCK_DELETION_WINDOW {
+                    self.queue.send_after(Duration::from_secs(10), Work::Service(namespace.into(), name.into()));
+                    return Ok(());
+                }
+                ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)
+            }
+            (Some(_), None) if self.seen("Service", &host) => {
+                tracing::info!(%namespace, %name, "host service deleted; deleting the virtual service");
+                ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await)
+            }
+            (Some(virtual_service), None) => {
+                // Created before the syncer ran (or without the API hook): give it a host copy.
+                allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref())).await.map(|_| ())
+            }
+            (Some(virtual_service), Some(host_service_obj)) => {
+                let virtual_value = to_value(virtual_service.as_ref());
+                let host_value = to_value(host_service_obj.as_ref());
+                let desired = host_service(context, &virtual_value);
+                let mut metadata = serde_json::Map::new();
+                if host_service_obj.annotations().contains_key(BLOCK_DELETION) {
+                    metadata.insert("annotations".into(), json!({BLOCK_DELETION: null}));
+                }
+                if let Some(owned) =
+                    self.owned(json!({}), has_controller(virtual_service.as_ref())).pointer("/metadata/ownerReferences")
+                    && host_service_obj.owner_references().is_empty()
+                {
+                    metadata.insert("ownerReferences".into(), owned.clone());
+                }
+                let mut spec = serde_json::Map::new();
+                for field in
+                    ["type", "selector", "externalName", "externalIPs", "sessionAffinity", "publishNotReadyAddresses"]
+                {
+                    let want = desired["spec"].get(field).cloned().unwrap_or(Value::Null);
+                    let have = host_value["spec"].get(field).cloned().unwrap_or(Value::Null);
+                    if want != have && !(field == "type" && want.is_null()) {
+                        spec.insert(field.into(), want);
+                    }
+                }
+                if ports(&desired) != ports(&host_value) {
+                    spec.insert("ports".into(), desired["spec"]["ports"].clone());
+                }
+                if !spec.is_empty() || !metadata.is_empty() {
+                    let patch = json!({"metadata": metadata, "spec": spec});
+                    ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
+                }
+                let host_status = host_value.get("status").cloned().unwrap_or(Value::Null);
+                if !host_status.is_null() && virtual_value.get("status") != Some(&host_status) {
+                    ignore_not_found(
+                        virtual_api
+                            .patch_status(
+                                name,
+                                &PatchParams::apply(MANAGER),
+                                &Patch::Merge(json!({"status": host_status})),
+                            )
+                            .await,
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The host endpoints of virtual service `namespace/name`: a copy of the virtual endpoints when
+    /// the service has no selector; otherwise none written by the syncer (the host makes them).
+    pub(crate) async fn reconcile_endpoints(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        if !self.config.endpoints || (namespace == "default" && name == "kubernetes") {
+            return Ok(());
+        }
+        let host = host_name(&self.config.context, name, namespace);
+        let service = cached(&self.services, Some(namespace), name);
+        let endpoints = cached(&self.endpoints, Some(namespace), name);
+        let current = cached(&self.host_endpoints, Some(self.host_namespace()), &host)
+            .filter(|h| belongs_to(h.as_ref(), namespace, name));
+        let host_api: Api<Endpoints> = self.host_api();
+        let selector_less = service
+            .as_ref()
+            .is_some_and(|s| s.spec.as_ref().and_then(|spec| spec.selector.as_ref()).is_none_or(|s| s.is_empty()));
+        let (Some(endpoints), true) = (endpoints.filter(|_| selector_less), selector_less) else {
+            // No service, a service with a selector, or no endpoints: nothing of ours on the host.
+            if current.is_some() {
+                ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
+            }
+            return Ok(());
+        };
+        let value = to_value(endpoints.as_ref());
+        let Some(current) = current else {
+            let desired = host_endpoints(&self.config.context, &value);
+            return self.create_on_host::<Endpoints>(self.owned(desired, false)).await;
+        };
+        let subsets = host_subsets(&self.config.context, value.get("subsets"));
+        let have = to_value(current.as_ref()).get("subsets").cloned().unwrap_or(json!([]));
+        // The host may default fields (port protocols): compare with what was last written too.
+        let key = format!("Endpoints/{host}");
+        if subsets != have && lock(&self.last_synced).get(&key) != Some(&subsets) {
+            let patch = json!({"subsets": subsets});
+            ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
+            lock(&self.last_synced).insert(key, subsets);
+        }
+        Ok(())
+    }
+}

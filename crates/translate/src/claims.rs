@@ -1,0 +1,192 @@
+//! Persistent volume claims (sync-behavior.md 3.8) and the fake persistent volumes the virtual
+//! cluster shows for bound claims (3.9, default mode). Directions: spec virtual → host on create,
+//! `spec.resources.requests` virtual → host afterwards (volume expansion); status, `volumeName`
+//! and the three bind annotations host → virtual.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::Context;
+use crate::labels::host_labels;
+use crate::metadata::{Identity, host_annotations, kind_string};
+use crate::names::host_name;
+
+/// Annotations the host's volume controller writes; copied host → virtual, never virtual → host.
+pub const BIND_ANNOTATIONS: &[&str] = &[
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.beta.kubernetes.io/storage-provisioner",
+];
+
+/// Label of the persistent volumes the virtual cluster shows for bound claims.
+pub const FAKE_PV: &str = "vcluster.loft.sh/fake-pv";
+
+fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// The host claim for virtual `claim`: translated metadata (without the bind annotations), the
+/// spec as the tenant wrote it except `volumeName` (the host binds), and a claim data source
+/// renamed to its host copy.
+pub fn host_claim(context: &Context, claim: &Value) -> Value {
+    let name = claim.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = claim.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let host = host_name(context, name, namespace);
+    let identity = Identity {
+        name,
+        namespace: Some(namespace),
+        uid: claim.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default(),
+        kind: &kind_string("", "v1", "PersistentVolumeClaim"),
+        host_name: &host,
+        host_namespace: Some(&context.host_namespace),
+    };
+    let labels = host_labels(context, &strings(claim.pointer("/metadata/labels")), None, Some(namespace));
+    let annotations = host_annotations(
+        &strings(claim.pointer("/metadata/annotations")),
+        &BTreeMap::new(),
+        BIND_ANNOTATIONS,
+        &identity,
+    );
+    let mut spec = claim.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(map) = spec.as_object_mut() {
+        map.remove("volumeName");
+        for field in ["dataSource", "dataSourceRef"] {
+            if let Some(source) = map.get_mut(field).and_then(Value::as_object_mut)
+                && source.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim")
+                && source.get("apiGroup").is_none_or(|g| g.as_str().unwrap_or_default().is_empty())
+            {
+                let source_namespace = source.get("namespace").and_then(Value::as_str).unwrap_or(namespace).to_string();
+                let source_name = source.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                source.insert("name".into(), json!(host_name(context, &source_name, &source_namespace)));
+                source.remove("namespace");
+            }
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": host, "namespace": context.host_namespace, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    })
+}
+
+/// What the virtual claim takes from the host claim: a merge patch for its metadata and spec
+/// (bind annotations, `volumeName`) or None when nothing differs. Status is written separately.
+pub fn virtual_claim_patch(virtual_claim: &Value, host: &Value) -> Option<Value> {
+    let mut patch = Map::new();
+    let mut annotations = Map::new();
+    for key in BIND_ANNOTATIONS {
+        let pointer = format!("/metadata/annotations/{}", key.replace('/', "~1"));
+        let want = host.pointer(&pointer);
+        if want != virtual_claim.pointer(&pointer) {
+            annotations.insert(key.to_string(), want.cloned().unwrap_or(Value::Null));
+        }
+    }
+    if !annotations.is_empty() {
+        patch.insert("metadata".into(), json!({"annotations": annotations}));
+    }
+    let host_volume = host.pointer("/spec/volumeName").and_then(Value::as_str).filter(|v| !v.is_empty());
+    let virtual_volume = virtual_claim.pointer("/spec/volumeName").and_then(Value::as_str).filter(|v| !v.is_empty());
+    if let (Some(volume), None) = (host_volume, virtual_volume) {
+        patch.insert("spec".into(), json!({"volumeName": volume}));
+    }
+    (!patch.is_empty()).then(|| Value::Object(patch))
+}
+
+/// The fake persistent volume the virtual cluster shows for `claim` bound to host volume `volume`.
+pub fn fake_volume(claim: &Value, volume: &str) -> Value {
+    let spec = claim.get("spec").cloned().unwrap_or(json!({}));
+    let capacity = claim
+        .pointer("/status/capacity")
+        .or_else(|| claim.pointer("/spec/resources/requests"))
+        .cloned()
+        .unwrap_or(json!({}));
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": volume,
+            "labels": {FAKE_PV: "true"},
+            "annotations": {
+                "kubernetes.io/createdby": "fake-pv-provisioner",
+                "pv.kubernetes.io/bound-by-controller": "true",
+                "pv.kubernetes.io/provisioned-by": "fake-pv-provisioner",
+            },
+        },
+        "spec": {
+            "flexVolume": {"driver": "fake"},
+            "capacity": capacity,
+            "accessModes": spec.get("accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+            "claimRef": {
+                "kind": "PersistentVolumeClaim",
+                "apiVersion": "v1",
+                "namespace": claim.pointer("/metadata/namespace"),
+                "name": claim.pointer("/metadata/name"),
+                "uid": claim.pointer("/metadata/uid"),
+            },
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": spec.get("storageClassName").cloned().unwrap_or(json!("")),
+            "volumeMode": spec.get("volumeMode").cloned().unwrap_or(json!("Filesystem")),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vc() -> Context {
+        Context::new("my-vc", "vcluster-my-vc")
+    }
+
+    #[test]
+    fn claim_goes_to_the_host_without_binding_details() {
+        let claim = json!({
+            "metadata": {"name": "data-web-0", "namespace": "default", "uid": "u1",
+                         "labels": {"app": "web"},
+                         "annotations": {"note": "x", "pv.kubernetes.io/bind-completed": "yes"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                     "volumeName": "pv-virtual", "storageClassName": "standard",
+                     "dataSource": {"kind": "PersistentVolumeClaim", "name": "seed"}},
+        });
+        let host = host_claim(&vc(), &claim);
+        assert_eq!(host["metadata"]["name"], "data-web-0-x-default-x-my-vc");
+        assert_eq!(host["metadata"]["namespace"], "vcluster-my-vc");
+        assert_eq!(host["metadata"]["annotations"]["note"], "x");
+        assert!(host["metadata"]["annotations"].get("pv.kubernetes.io/bind-completed").is_none());
+        assert_eq!(host["metadata"]["annotations"]["vcluster.loft.sh/object-name"], "data-web-0");
+        assert_eq!(host["metadata"]["labels"]["vcluster.loft.sh/namespace"], "default");
+        assert!(host["spec"].get("volumeName").is_none());
+        assert_eq!(host["spec"]["storageClassName"], "standard");
+        assert_eq!(host["spec"]["dataSource"]["name"], "seed-x-default-x-my-vc");
+    }
+
+    #[test]
+    fn binding_comes_back_once() {
+        let virtual_claim = json!({"metadata": {"name": "c", "namespace": "d"}, "spec": {}});
+        let host = json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+                          "spec": {"volumeName": "pvc-123"}});
+        let patch = virtual_claim_patch(&virtual_claim, &host).unwrap();
+        assert_eq!(patch["spec"]["volumeName"], "pvc-123");
+        assert_eq!(patch["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"], "yes");
+        let synced = json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+                            "spec": {"volumeName": "pvc-123"}});
+        assert_eq!(virtual_claim_patch(&synced, &host), None);
+    }
+
+    #[test]
+    fn fake_volume_points_at_the_virtual_claim() {
+        let claim = json!({"metadata": {"name": "c", "namespace": "d", "uid": "u"},
+                           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                           "status": {"capacity": {"storage": "2Gi"}}});
+        let pv = fake_volume(&claim, "pvc-123");
+        assert_eq!(pv["metadata"]["name"], "pvc-123");
+        assert_eq!(pv["spec"]["capacity"]["storage"], "2Gi");
+        assert_eq!(pv["spec"]["claimRef"]["name"], "c");
+        assert_eq!(pv["spec"]["flexVolume"]["driver"], "fake");
+    }
+}
