@@ -6,6 +6,7 @@
 //! The decisions are pure functions in [`lifecycle`]; this module is the thin async driver.
 
 pub mod lifecycle;
+pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -393,6 +394,8 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
         pods: pod_reader.clone(),
     });
     tasks.0.push(tokio::spawn(vkube_controllers::endpoints::run(client.clone())));
+    tasks.0.push(tokio::spawn(storage::provision(client.clone())));
+    tasks.0.push(tokio::spawn(storage::collect_owned_by_services(client.clone())));
     let pods = reflector::reflector(
         pod_writer,
         watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff(),

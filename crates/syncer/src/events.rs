@@ -44,10 +44,13 @@ pub(crate) fn describe(error: &kube::Error) -> String {
     }
 }
 
+/// An event already recorded: (object uid, reason, message, action).
+type EventKey = (String, String, String, String);
+
 /// Records Warning events, counting repeats on one event instead of creating new ones.
 pub(crate) struct Recorder {
     client: Client,
-    recorded: Mutex<HashMap<(String, String, String, String), (String, i32)>>,
+    recorded: Mutex<HashMap<EventKey, (String, i32)>>,
 }
 
 impl Recorder {

@@ -298,13 +298,17 @@ impl Syncer {
             + std::fmt::Debug,
     {
         let object: K = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
-        match self
-            .host_api::<K>()
-            .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object)
-            .await
-        {
+        let api = self.host_api::<K>();
+        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                // Ours (made by a concurrent reconcile) is fine; anyone else's is not overwritten.
+                let existing = api.get_opt(&object.name_any()).await?;
+                let ours = existing
+                    .as_ref()
+                    .is_some_and(|e| e.labels().get(MANAGED_BY).is_some_and(|v| *v == self.config.context.name));
+                if ours || existing.is_none() { Ok(()) } else { Err(kube::Error::Api(status)) }
+            }
             Err(error) => Err(error),
         }
     }

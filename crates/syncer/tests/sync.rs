@@ -4,46 +4,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
-use vkube_syncer::{SyncerConfig, run};
-use vkube_translate::Context;
+use vkube_syncer::run;
 
-async fn server(dir: &std::path::Path) -> (vkube_apiserver::RunningServer, kube::Client) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = vkube_apiserver::ServerConfig::new(dir);
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let server = vkube_apiserver::start(config, None).await.unwrap();
-    let kubeconfig = Kubeconfig::from_yaml(&server.admin_kubeconfig("c").unwrap()).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap(),
-    )
-    .unwrap();
-    (server, client)
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn syncer_config() -> SyncerConfig {
-    SyncerConfig::new(Context::new("vc", "vcluster-vc"))
-}
-
-fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).unwrap()
-}
+mod common;
+use common::{eventually, object, server, syncer_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_and_their_references_sync_both_ways() {

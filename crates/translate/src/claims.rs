@@ -94,7 +94,7 @@ pub fn virtual_claim_patch(virtual_claim: &Value, host: &Value) -> Option<Value>
     if let (Some(volume), None) = (host_volume, virtual_volume) {
         patch.insert("spec".into(), json!({"volumeName": volume}));
     }
-    (!patch.is_empty()).then(|| Value::Object(patch))
+    (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
 /// The fake persistent volume the virtual cluster shows for `claim` bound to host volume `volume`.

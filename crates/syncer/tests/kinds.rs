@@ -1,0 +1,275 @@
+//! Claims, fake volumes, endpoints of selector-less services, owner references, name
+//! collisions and sync failures, through kube-rs against in-process servers.
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+mod common;
+use common::{Clusters, eventually, object, syncer_config};
+
+const HNS: &str = "vcluster-vc";
+
+fn gone<T>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 404)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_bind_on_the_host_and_the_virtual_cluster_shows_the_volume() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_claims: Api<PersistentVolumeClaim> = Api::namespaced(clusters.host.clone(), HNS);
+    let v_volumes: Api<PersistentVolume> = Api::all(clusters.vc.clone());
+    v_claims
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    let host_claim = eventually("the host claim to be bound", || {
+        let h_claims = h_claims.clone();
+        async move {
+            let claim = h_claims.get("data-x-default-x-vc").await.ok()?;
+            (claim.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(claim)
+        }
+    })
+    .await;
+    let owner = &host_claim.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Service", "vc"), "owned by the virtual cluster's service");
+    let volume = host_claim.spec.unwrap().volume_name.unwrap();
+    let claim = eventually("the virtual claim to be bound", || {
+        let v_claims = v_claims.clone();
+        async move {
+            let claim = v_claims.get("data").await.ok()?;
+            (claim.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(claim)
+        }
+    })
+    .await;
+    assert_eq!(claim.spec.as_ref().unwrap().volume_name.as_deref(), Some(volume.as_str()));
+    assert_eq!(claim.annotations().get("pv.kubernetes.io/bind-completed").map(String::as_str), Some("yes"));
+    let fake = eventually("the fake volume", || {
+        let v_volumes = v_volumes.clone();
+        let volume = volume.clone();
+        async move {
+            let pv = v_volumes.get(&volume).await.ok()?;
+            (pv.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(pv)
+        }
+    })
+    .await;
+    assert_eq!(fake.spec.as_ref().unwrap().claim_ref.as_ref().unwrap().name.as_deref(), Some("data"));
+
+    // Expanding the virtual claim expands the host claim.
+    let expand = json!({"spec": {"resources": {"requests": {"storage": "5Gi"}}}});
+    v_claims.patch("data", &PatchParams::default(), &Patch::Merge(expand)).await.unwrap();
+    eventually("the host claim to be expanded", || {
+        let h_claims = h_claims.clone();
+        async move {
+            let claim = h_claims.get("data-x-default-x-vc").await.ok()?;
+            let storage = claim.spec?.resources?.requests?.get("storage")?.0.clone();
+            (storage == "5Gi").then_some(())
+        }
+    })
+    .await;
+
+    // Deleting the virtual claim deletes the host claim and the fake volume.
+    v_claims.delete("data", &DeleteParams::default()).await.unwrap();
+    eventually("host claim and fake volume gone", || {
+        let (h_claims, v_volumes, volume) = (h_claims.clone(), v_volumes.clone(), volume.clone());
+        async move { (gone(h_claims.get("data-x-default-x-vc").await) && gone(v_volumes.get(&volume).await)).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_selectorless_services_reach_the_host() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    let v_endpoints: Api<Endpoints> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_endpoints: Api<Endpoints> = Api::namespaced(clusters.host.clone(), HNS);
+    v_services
+        .create(&pp, &object(json!({"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}})))
+        .await
+        .unwrap();
+    v_endpoints
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "db"}, "subsets": [{"addresses": [{"ip": "192.168.10.7"}], "ports": [{"port": 5432}]}]})),
+        )
+        .await
+        .unwrap();
+    eventually("host endpoints with the external address", || {
+        let h_endpoints = h_endpoints.clone();
+        async move {
+            let endpoints = h_endpoints.get("db-x-default-x-vc").await.ok()?;
+            let ip = endpoints.subsets?.first()?.addresses.as_ref()?.first()?.ip.clone();
+            (ip == "192.168.10.7").then_some(())
+        }
+    })
+    .await;
+    let moved = json!({"subsets": [{"addresses": [{"ip": "192.168.10.8"}], "ports": [{"port": 5432}]}]});
+    v_endpoints.patch("db", &PatchParams::default(), &Patch::Merge(moved)).await.unwrap();
+    eventually("host endpoints to follow", || {
+        let h_endpoints = h_endpoints.clone();
+        async move {
+            let endpoints = h_endpoints.get("db-x-default-x-vc").await.ok()?;
+            let ip = endpoints.subsets?.first()?.addresses.as_ref()?.first()?.ip.clone();
+            (ip == "192.168.10.8").then_some(())
+        }
+    })
+    .await;
+    // A service with a selector gets its host endpoints from the host, never from the syncer.
+    v_services
+        .create(
+            &pp,
+            &object(
+                json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    v_endpoints
+        .create(&pp, &object(json!({"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.1.1.1"}], "ports": [{"port": 80}]}]})))
+        .await
+        .ok();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if let Ok(endpoints) = h_endpoints.get("web-x-default-x-vc").await {
+        assert!(!endpoints.annotations().contains_key("vcluster.loft.sh/object-name"), "the host makes these");
+    }
+    // Deleting the service removes the copied endpoints.
+    v_services.delete("db", &DeleteParams::default()).await.unwrap();
+    eventually("host endpoints gone", || {
+        let h_endpoints = h_endpoints.clone();
+        async move { gone(h_endpoints.get("db-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pod_with_the_same_host_name_is_refused_with_a_warning() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(clusters.vc.clone());
+    for ns in ["c", "b-x-c"] {
+        namespaces.create(&pp, &object(json!({"metadata": {"name": ns}}))).await.unwrap();
+    }
+    let pod = |name: &str| {
+        object::<Pod>(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))
+    };
+    let first: Api<Pod> = Api::namespaced(clusters.vc.clone(), "c");
+    let second: Api<Pod> = Api::namespaced(clusters.vc.clone(), "b-x-c");
+    first.create(&pp, &pod("a-x-b")).await.unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    eventually("the first pod on the host", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("a-x-b-x-c-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    second.create(&pp, &pod("a")).await.unwrap();
+    let events: Api<Event> = Api::namespaced(clusters.vc.clone(), "b-x-c");
+    let warning =
+        eventually("a warning on the second pod", || {
+            let events = events.clone();
+            async move {
+                events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
+                    e.involved_object.name.as_deref() == Some("a") && e.reason.as_deref() == Some("SyncWarning")
+                })
+            }
+        })
+        .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning.message.as_deref().unwrap_or_default().contains("already used by virtual pod c/a-x-b"),
+        "{warning:?}"
+    );
+    let host_pod = h_pods.get("a-x-b-x-c-x-vc").await.unwrap();
+    assert_eq!(host_pod.annotations()["vcluster.loft.sh/object-namespace"], "c", "the first pod keeps its host pod");
+    // Deleting the refused pod leaves the other pod's host pod alone.
+    second.delete("a", &DeleteParams::default().grace_period(0)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let host_pod = h_pods.get("a-x-b-x-c-x-vc").await.unwrap();
+    assert!(host_pod.metadata.deletion_timestamp.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_reported_on_the_virtual_pod_and_retried() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    // Someone else's config map already has the name the syncer needs.
+    let h_maps: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), HNS);
+    h_maps
+        .create(&pp, &object(json!({"metadata": {"name": "settings-x-default-x-vc"}, "data": {"theirs": "1"}})))
+        .await
+        .unwrap();
+    let v_maps: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    v_maps.create(&pp, &object(json!({"metadata": {"name": "settings"}, "data": {"mine": "1"}}))).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(&pp, &object(json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "c", "image": "nginx", "envFrom": [{"configMapRef": {"name": "settings"}}]}]}})))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(clusters.vc.clone(), "default");
+    let warning =
+        eventually("a SyncError event on the pod", || {
+            let events = events.clone();
+            async move {
+                events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
+                    e.involved_object.name.as_deref() == Some("app") && e.reason.as_deref() == Some("SyncError")
+                })
+            }
+        })
+        .await;
+    assert!(warning.message.as_deref().unwrap_or_default().contains("already exists"), "{warning:?}");
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    assert!(gone(h_pods.get("app-x-default-x-vc").await), "the pod waits for its config map");
+    assert_eq!(h_maps.get("settings-x-default-x-vc").await.unwrap().data.unwrap()["theirs"], "1", "not overwritten");
+    // Once the other object is gone, the retry succeeds.
+    h_maps.delete("settings-x-default-x-vc", &DeleteParams::default()).await.unwrap();
+    eventually("the pod on the host", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("app-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    assert_eq!(h_maps.get("settings-x-default-x-vc").await.unwrap().data.unwrap()["mine"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_virtual_clusters_host_service_cleans_the_host_namespace() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let v_maps: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    v_maps.create(&pp, &object(json!({"metadata": {"name": "files"}, "data": {"a": "1"}}))).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(&pp, &object(json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "c", "image": "nginx"}], "volumes": [{"name": "f", "configMap": {"name": "files"}}]}})))
+        .await
+        .unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let h_maps: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), HNS);
+    eventually("pod and config map on the host", || {
+        let (h_pods, h_maps) = (h_pods.clone(), h_maps.clone());
+        async move {
+            let pod = h_pods.get("app-x-default-x-vc").await.ok()?;
+            h_maps.get("files-x-default-x-vc").await.ok()?;
+            Some(pod)
+        }
+    })
+    .await;
+    // The virtual cluster is deleted: its syncer stops and its service goes.
+    clusters.syncer.abort();
+    let h_services: Api<Service> = Api::namespaced(clusters.host.clone(), HNS);
+    h_services.delete("vc", &DeleteParams::default()).await.unwrap();
+    eventually("owned host objects gone", || {
+        let (h_pods, h_maps) = (h_pods.clone(), h_maps.clone());
+        async move {
+            let pods = h_pods.list(&ListParams::default()).await.ok()?.items;
+            let pods_left = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count();
+            (pods_left == 0 && gone(h_maps.get("files-x-default-x-vc").await)).then_some(())
+        }
+    })
+    .await;
+}
