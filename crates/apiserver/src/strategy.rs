@@ -87,6 +87,16 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
             let spec = ensure_object(object, "spec");
             spec.entry("replicas").or_insert(json!(1));
             default_template(object);
+            // An empty selector (and empty labels) default to the template's labels.
+            let template_labels = object.pointer("/spec/template/metadata/labels").cloned();
+            if let Some(labels) = template_labels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty())) {
+                if object.pointer("/spec/selector").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+                    object["spec"]["selector"] = labels.clone();
+                }
+                if object.pointer("/metadata/labels").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+                    object["metadata"]["labels"] = labels;
+                }
+            }
         }
         ("apps", "Deployment") => {
             let spec = ensure_object(object, "spec");
@@ -329,6 +339,62 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
                         "must be between 1 and 65535, inclusive",
                     )),
                     None => causes.push(Cause::required(format!("spec.ports[{i}].port"), "")),
+                }
+            }
+        }
+        ("batch", "CronJob") => {
+            match object.pointer("/spec/schedule").and_then(Value::as_str) {
+                None | Some("") => causes.push(Cause::required("spec.schedule", "")),
+                Some(schedule) => {
+                    if let Err(error) = vkube_cron::parse(schedule) {
+                        causes.push(Cause::invalid(
+                            "spec.schedule",
+                            schedule,
+                            &format!("unparseable schedule: {error}"),
+                        ));
+                    }
+                }
+            }
+            if let Some(zone) = object.pointer("/spec/timeZone").and_then(Value::as_str)
+                && jiff::tz::TimeZone::get(zone).is_err()
+            {
+                causes.push(Cause::invalid("spec.timeZone", zone, "unknown time zone"));
+            }
+            for (field, min) in
+                [("startingDeadlineSeconds", 0), ("successfulJobsHistoryLimit", 0), ("failedJobsHistoryLimit", 0)]
+            {
+                if let Some(value) = object.pointer(&format!("/spec/{field}")).and_then(Value::as_i64)
+                    && value < min
+                {
+                    causes.push(Cause::invalid(
+                        format!("spec.{field}"),
+                        &value.to_string(),
+                        "must be greater than or equal to 0",
+                    ));
+                }
+            }
+            if let Some(policy) = object.pointer("/spec/concurrencyPolicy").and_then(Value::as_str) {
+                const POLICIES: &[&str] = &["Allow", "Forbid", "Replace"];
+                if !POLICIES.contains(&policy) {
+                    causes.push(Cause::not_supported("spec.concurrencyPolicy", policy, POLICIES));
+                }
+            }
+            validate_pod_spec(
+                object.pointer("/spec/jobTemplate/spec/template/spec"),
+                "spec.jobTemplate.spec.template.spec",
+                causes,
+            );
+        }
+        ("", "ReplicationController") => {
+            validate_pod_spec(object.pointer("/spec/template/spec"), "spec.template.spec", causes);
+            if let Some(selector) = object.pointer("/spec/selector").and_then(Value::as_object) {
+                let labels = object.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+                if !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+                    causes.push(Cause::invalid(
+                        "spec.template.metadata.labels",
+                        "",
+                        "`selector` does not match template `labels`",
+                    ));
                 }
             }
         }

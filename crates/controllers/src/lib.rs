@@ -2,6 +2,7 @@
 //! reference): deployments, replica sets, and garbage collection of their dependents. They talk to
 //! the API only through `kube::Client`; decisions live in [`workloads`].
 
+pub mod cronjobs;
 pub mod daemonsets;
 pub mod endpoints;
 pub mod jobs;
@@ -13,11 +14,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController, ServiceAccount,
+};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -30,6 +33,8 @@ pub const MANAGER: &str = "vkube-controller-manager";
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Work {
     Deployment(String, String),
+    CronJob(String, String),
+    ReplicationController(String, String),
     ReplicaSet(String, String),
     Job(String, String),
     StatefulSet(String, String),
@@ -61,9 +66,18 @@ where
     K: Resource + Clone + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    store.state().into_iter().find(|o| {
-        o.namespace().as_deref() == Some(namespace) && o.name_any() == name && o.meta().deletion_timestamp.is_none()
-    })
+    store.get(&ObjectRef::new(name).within(namespace)).filter(|o| o.meta().deletion_timestamp.is_none())
+}
+
+/// The uid of the controller owner of `object` and that owner's kind.
+fn controller_of<K: Resource>(object: &K) -> Option<(&str, &str)> {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.uid.as_str(), o.kind.as_str()))
 }
 
 /// Writes `status` to `namespace/name` of kind `K` when it differs from `current`.
@@ -130,6 +144,10 @@ struct Controllers {
     daemon_sets: Store<DaemonSet>,
     nodes: Store<Node>,
     pods: Store<Pod>,
+    cron_jobs: Store<CronJob>,
+    replication_controllers: Store<ReplicationController>,
+    /// When each cron job is woken up next.
+    wakeups: std::sync::Mutex<std::collections::HashMap<(String, String), jiff::Timestamp>>,
     queue: mpsc::UnboundedSender<Work>,
     /// The cluster CA, published as `kube-root-ca.crt` in every namespace.
     root_ca: Option<String>,
@@ -141,35 +159,118 @@ impl Controllers {
         self.pods
             .state()
             .iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace) && controller_of(p.as_ref()).is_some_and(|(u, _)| u == uid)
+            })
             .map(|p| value(p.as_ref()))
-            .filter(|p| workloads::controlled_by(p, uid))
             .collect()
     }
 
     async fn replica_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let Some(rs) = live(&self.replica_sets, namespace, name) else { return Ok(()) };
-        let rs_value = value(rs.as_ref());
-        let uid = rs.uid().unwrap_or_default();
-        let owned = self.owned_pods(namespace, &uid);
+        self.keep_replicas::<ReplicaSet>(value(rs.as_ref()), "apps/v1", "ReplicaSet").await
+    }
+
+    async fn replication_controller(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(rc) = live(&self.replication_controllers, namespace, name) else { return Ok(()) };
+        self.keep_replicas::<ReplicationController>(value(rc.as_ref()), "v1", "ReplicationController").await
+    }
+
+    /// Keeps `spec.replicas` pods of `owner`'s template running and reports the counts.
+    async fn keep_replicas<K>(&self, owner: Value, api_version: &str, kind: &str) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let namespace = owner.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let name = owner.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let owned = self.owned_pods(namespace, uid);
         let refs: Vec<&Value> = owned.iter().collect();
-        let plan = workloads::plan_replicas(&rs_value, &refs);
+        let plan = workloads::plan_replicas(&owner, &refs);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         for _ in 0..plan.create {
-            let pod: Pod = serde_json::from_value(workloads::pod_for(&rs_value)).map_err(kube::Error::SerdeError)?;
+            let pod: Pod = serde_json::from_value(workloads::pod_for_owner(&owner, api_version, kind))
+                .map_err(kube::Error::SerdeError)?;
             pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
         }
         for victim in &plan.delete {
             ignore_not_found(pods.delete(victim, &DeleteParams::default()).await)?;
         }
-        if rs_value.get("status") != Some(&plan.status) && plan.create == 0 && plan.delete.is_empty() {
-            let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-            ignore_not_found(
-                api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": plan.status})))
-                    .await,
-            )?;
+        if plan.create == 0 && plan.delete.is_empty() {
+            write_status::<K>(&self.client, namespace, name, &owner, plan.status).await?;
         }
         Ok(())
+    }
+
+    /// Starts the cron job's due run, applies its concurrency policy and history limits, and
+    /// wakes up again at the next scheduled time.
+    async fn cron_job(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(cron_job) = live(&self.cron_jobs, namespace, name) else { return Ok(()) };
+        let cron_value = value(cron_job.as_ref());
+        let uid = cron_job.uid().unwrap_or_default();
+        let owned: Vec<Value> = self
+            .jobs
+            .state()
+            .iter()
+            .filter(|j| {
+                j.namespace().as_deref() == Some(namespace) && controller_of(j.as_ref()).is_some_and(|(u, _)| u == uid)
+            })
+            .map(|j| value(j.as_ref()))
+            .collect();
+        let refs: Vec<&Value> = owned.iter().collect();
+        let now = jiff::Timestamp::now();
+        let plan = cronjobs::plan(&cron_value, &refs, now);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        for victim in &plan.delete {
+            ignore_not_found(jobs.delete(victim, &DeleteParams::background()).await)?;
+        }
+        if let Some(job) = &plan.create {
+            let job: Job = serde_json::from_value(job.clone()).map_err(kube::Error::SerdeError)?;
+            match jobs.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &job).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some((reason, message)) = &plan.warning {
+            self.warn(cron_job.as_ref(), "CronJob", "batch/v1", reason, message).await;
+        }
+        write_status::<CronJob>(&self.client, namespace, name, &cron_value, plan.status).await?;
+        if let Some(next) = plan.next {
+            let wait = next.as_millisecond() - now.as_millisecond();
+            let key = (namespace.to_string(), name.to_string());
+            let mut wakeups = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
+            if wakeups.get(&key).is_none_or(|at| *at > next || *at <= now) {
+                wakeups.insert(key, next);
+                let queue = self.queue.clone();
+                let item = Work::CronJob(namespace.to_string(), name.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64 + 50)).await;
+                    let _ = queue.send(item);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a Warning event about `object` (once per reason and message).
+    async fn warn<K: Resource>(&self, object: &K, kind: &str, api_version: &str, reason: &str, message: &str) {
+        let meta = object.meta();
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let event_name = format!("{name}.{}", &workloads::template_hash(&json!([reason, message, meta.uid])));
+        let now = now();
+        let event = json!({
+            "metadata": {"name": event_name, "namespace": namespace},
+            "involvedObject": {"kind": kind, "apiVersion": api_version, "namespace": namespace, "name": name, "uid": meta.uid},
+            "reason": reason, "message": message, "type": "Warning", "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "cronjob-controller"},
+        });
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Ok(event) = serde_json::from_value(event) {
+            let _ = api.create(&PostParams::default(), &event).await;
+        }
     }
 
     async fn deployment(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
@@ -426,59 +527,63 @@ impl Controllers {
         Ok(())
     }
 
-    /// Deletes pods and replica sets whose controller is gone; honours the `orphan` and
-    /// `foregroundDeletion` finalizers of deployments and replica sets.
+    /// Deletes dependents (replica sets, jobs, pods) whose controller is gone; honours the
+    /// `orphan` and `foregroundDeletion` finalizers of deployments and replica sets. Reads typed
+    /// owner references only, so a pass over thousands of pods serializes none of them.
     async fn collect(&self) -> Result<(), kube::Error> {
-        let deployment_uids: HashSet<String> = self.deployments.state().iter().filter_map(|d| d.uid()).collect();
-        let rs_uids: HashSet<String> = self.replica_sets.state().iter().filter_map(|r| r.uid()).collect();
-        let job_uids: HashSet<String> = self.jobs.state().iter().filter_map(|j| j.uid()).collect();
-        let set_uids: HashSet<String> = self.stateful_sets.state().iter().filter_map(|s| s.uid()).collect();
-        let daemon_uids: HashSet<String> = self.daemon_sets.state().iter().filter_map(|s| s.uid()).collect();
+        fn uids<K: Resource + Clone>(store: &Store<K>) -> impl Iterator<Item = String> + use<K>
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            store.state().into_iter().filter_map(|o| o.meta().uid.clone())
+        }
+        let owners: HashSet<String> = uids(&self.deployments)
+            .chain(uids(&self.replica_sets))
+            .chain(uids(&self.jobs))
+            .chain(uids(&self.stateful_sets))
+            .chain(uids(&self.daemon_sets))
+            .chain(uids(&self.cron_jobs))
+            .chain(uids(&self.replication_controllers))
+            .collect();
+        let orphaned = |meta_owner: Option<(&str, &str)>, kinds: &[&str]| {
+            meta_owner.is_some_and(|(uid, kind)| kinds.contains(&kind) && !owners.contains(uid))
+        };
         for rs in self.replica_sets.state() {
-            let v = value(rs.as_ref());
-            if let Some(owner) = workloads::controller_uid(&v)
-                && !deployment_uids.contains(&owner)
-                && rs.metadata.deletion_timestamp.is_none()
-            {
+            if orphaned(controller_of(rs.as_ref()), &["Deployment"]) && rs.metadata.deletion_timestamp.is_none() {
                 let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
                 ignore_not_found(api.delete(&rs.name_any(), &DeleteParams::background()).await)?;
             }
         }
+        for job in self.jobs.state() {
+            if orphaned(controller_of(job.as_ref()), &["CronJob"]) && job.metadata.deletion_timestamp.is_none() {
+                let api: Api<Job> = Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+                ignore_not_found(api.delete(&job.name_any(), &DeleteParams::background()).await)?;
+            }
+        }
+        const POD_OWNERS: &[&str] = &["ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController"];
         for pod in self.pods.state() {
-            let v = value(pod.as_ref());
-            let owner_kind = pod.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.kind.clone());
-            let gone = |owner: &String| match owner_kind.as_deref() {
-                Some("ReplicaSet") => !rs_uids.contains(owner),
-                Some("Job") => !job_uids.contains(owner),
-                Some("StatefulSet") => !set_uids.contains(owner),
-                Some("DaemonSet") => !daemon_uids.contains(owner),
-                _ => false,
-            };
-            if let Some(owner) = workloads::controller_uid(&v)
-                && gone(&owner)
-                && pod.metadata.deletion_timestamp.is_none()
-            {
+            if orphaned(controller_of(pod.as_ref()), POD_OWNERS) && pod.metadata.deletion_timestamp.is_none() {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
                 ignore_not_found(api.delete(&pod.name_any(), &DeleteParams::background()).await)?;
             }
         }
-        for deployment in self.deployments.state() {
-            self.finalize(
-                deployment.as_ref(),
-                &self.replica_sets.state().iter().map(|r| value(r.as_ref())).collect::<Vec<_>>(),
-                "apps/v1",
-                "deployments",
-            )
-            .await?;
+        let finalizing = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_some_and(|f| !f.is_empty())
+        };
+        for deployment in self.deployments.state().into_iter().filter(|d| finalizing(&d.metadata)) {
+            let namespace = deployment.namespace();
+            let sets: Vec<Value> = self
+                .replica_sets
+                .state()
+                .iter()
+                .filter(|r| r.namespace() == namespace)
+                .map(|r| value(r.as_ref()))
+                .collect();
+            self.finalize(deployment.as_ref(), &sets, "apps/v1", "deployments").await?;
         }
-        for rs in self.replica_sets.state() {
-            self.finalize(
-                rs.as_ref(),
-                &self.pods.state().iter().map(|p| value(p.as_ref())).collect::<Vec<_>>(),
-                "apps/v1",
-                "replicasets",
-            )
-            .await?;
+        for rs in self.replica_sets.state().into_iter().filter(|r| finalizing(&r.metadata)) {
+            let pods = self.owned_pods(&rs.namespace().unwrap_or_default(), &rs.uid().unwrap_or_default());
+            self.finalize(rs.as_ref(), &pods, "apps/v1", "replicasets").await?;
         }
         Ok(())
     }
@@ -601,9 +706,24 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     });
     let q = queue.clone();
     let (jobs, t4) = reflect(Api::<Job>::all(client.clone()), move |job: &Job| {
-        let _ = q.send(Work::Job(job.namespace().unwrap_or_default(), job.name_any()));
+        let namespace = job.namespace().unwrap_or_default();
+        let _ = q.send(Work::Job(namespace.clone(), job.name_any()));
+        if let Some(owner) = job.owner_references().iter().find(|o| o.kind == "CronJob") {
+            let _ = q.send(Work::CronJob(namespace, owner.name.clone()));
+        }
         let _ = q.send(Work::Collect);
     });
+    let q = queue.clone();
+    let (cron_jobs, t11) = reflect(Api::<CronJob>::all(client.clone()), move |cron_job: &CronJob| {
+        let _ = q.send(Work::CronJob(cron_job.namespace().unwrap_or_default(), cron_job.name_any()));
+        let _ = q.send(Work::Collect);
+    });
+    let q = queue.clone();
+    let (replication_controllers, t12) =
+        reflect(Api::<ReplicationController>::all(client.clone()), move |rc: &ReplicationController| {
+            let _ = q.send(Work::ReplicationController(rc.namespace().unwrap_or_default(), rc.name_any()));
+            let _ = q.send(Work::Collect);
+        });
     let q = queue.clone();
     let (pods, t3) = reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
         for owner in pod.owner_references() {
@@ -620,6 +740,9 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 }
                 "DaemonSet" => {
                     let _ = q.send(Work::DaemonSet(namespace, owner.name.clone()));
+                }
+                "ReplicationController" => {
+                    let _ = q.send(Work::ReplicationController(namespace, owner.name.clone()));
                 }
                 _ => {}
             }
@@ -641,7 +764,7 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         let _ = q.send(Work::AllDaemonSets);
     });
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, endpoints]);
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
@@ -649,7 +772,12 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     let _ = stateful_sets.wait_until_ready().await;
     let _ = daemon_sets.wait_until_ready().await;
     let _ = nodes.wait_until_ready().await;
+    let _ = cron_jobs.wait_until_ready().await;
+    let _ = replication_controllers.wait_until_ready().await;
     let controllers = Controllers {
+        cron_jobs,
+        replication_controllers,
+        wakeups: std::sync::Mutex::default(),
         client,
         deployments,
         replica_sets,
@@ -671,6 +799,10 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 Work::Deployment(namespace, name) => controllers.deployment(namespace, name).await,
                 Work::ReplicaSet(namespace, name) => controllers.replica_set(namespace, name).await,
                 Work::Job(namespace, name) => controllers.job(namespace, name).await,
+                Work::CronJob(namespace, name) => controllers.cron_job(namespace, name).await,
+                Work::ReplicationController(namespace, name) => {
+                    controllers.replication_controller(namespace, name).await
+                }
                 Work::Namespace(name) => controllers.namespace(name).await,
                 Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
                 Work::DaemonSet(namespace, name) => controllers.daemon_set(namespace, name).await,

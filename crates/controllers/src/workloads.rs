@@ -51,11 +51,17 @@ pub fn is_ready(pod: &Value) -> bool {
 
 /// A new pod for replica set `rs`.
 pub fn pod_for(rs: &Value) -> Value {
+    pod_for_owner(rs, "apps/v1", "ReplicaSet")
+}
+
+/// A new pod from the template of `owner` (a replica set or replication controller).
+pub fn pod_for_owner(owner: &Value, api_version: &str, kind: &str) -> Value {
+    let rs = owner;
     let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
     metadata["generateName"] = json!(format!("{}-", text(rs, "/metadata/name")));
     metadata["namespace"] = json!(text(rs, "/metadata/namespace"));
-    metadata["ownerReferences"] = json!([owner_reference(rs, "apps/v1", "ReplicaSet")]);
+    metadata["ownerReferences"] = json!([owner_reference(rs, api_version, kind)]);
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
 }
 

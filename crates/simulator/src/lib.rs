@@ -152,10 +152,45 @@ impl Addresses {
     }
 }
 
+/// Active pods per node as the scheduler knows them: bindings it made count at once (like the
+/// real scheduler's assumed pods), so a burst spreads across nodes instead of landing on the one
+/// the watch cache still shows as empty.
+#[derive(Debug, Default)]
+struct NodeLoad {
+    by_pod: HashMap<String, String>,
+    counts: HashMap<String, usize>,
+}
+
+impl NodeLoad {
+    /// Records where pod `uid` runs (None: nowhere, gone or finished); true when that freed a slot.
+    fn set(&mut self, uid: &str, node: Option<&str>) -> bool {
+        if self.by_pod.get(uid).map(String::as_str) == node {
+            return false;
+        }
+        let mut freed = false;
+        if let Some(old) = self.by_pod.remove(uid)
+            && let Some(count) = self.counts.get_mut(&old)
+        {
+            *count = count.saturating_sub(1);
+            freed = true;
+        }
+        if let Some(node) = node {
+            *self.counts.entry(node.to_string()).or_default() += 1;
+            self.by_pod.insert(uid.to_string(), node.to_string());
+        }
+        freed
+    }
+
+    fn on(&self, node: &str) -> usize {
+        self.counts.get(node).copied().unwrap_or(0)
+    }
+}
+
 struct Shared {
     client: Client,
     config: SimulatorConfig,
     node_names: Vec<String>,
+    load: Mutex<NodeLoad>,
     addresses: Mutex<Addresses>,
     completing: Mutex<HashSet<String>>,
     pods: Store<Pod>,
@@ -167,15 +202,7 @@ impl Shared {
     }
 
     fn node_views(&self) -> Vec<NodeView> {
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for pod in self.pods.state() {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
-            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
-                && !matches!(phase, "Succeeded" | "Failed")
-            {
-                *counts.entry(node).or_default() += 1;
-            }
-        }
+        let load = self.load.lock().unwrap_or_else(|p| p.into_inner());
         self.node_names
             .iter()
             .map(|name| NodeView {
@@ -189,11 +216,45 @@ impl Shared {
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
                 taints: Vec::new(),
-                pods: counts.get(name).copied().unwrap_or(0),
+                pods: load.on(name),
                 capacity: self.config.pods_per_node,
                 schedulable: true,
             })
             .collect()
+    }
+
+    /// Updates the node load from a watched pod; true when a slot was freed.
+    fn observe(&self, pod: &Pod, deleted: bool) -> bool {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+        let active = !deleted && !matches!(phase, "Succeeded" | "Failed");
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|_| active);
+        let uid = pod.uid().unwrap_or_default();
+        let mut load = self.load.lock().unwrap_or_else(|p| p.into_inner());
+        if node.is_none() && load.by_pod.contains_key(&uid) && !deleted && active {
+            // Bound by us a moment ago; the watch has not shown the binding yet.
+            return false;
+        }
+        load.set(&uid, node)
+    }
+
+    /// Tries again to place pods no node had room for.
+    async fn retry_unschedulable(self: &Arc<Self>) {
+        let waiting: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.reason.as_deref() == Some("Unschedulable")))
+            })
+            .collect();
+        for pod in waiting {
+            self.handle_pod(&pod).await;
+        }
     }
 
     /// Records a core/v1 Event about `pod`, as the real scheduler and kubelet do.
@@ -258,6 +319,8 @@ impl Shared {
                         .await
                     {
                         Ok(_) => {
+                            let uid = pod.uid().unwrap_or_default();
+                            self.load.lock().unwrap_or_else(|p| p.into_inner()).set(&uid, Some(&target.name));
                             let message = format!("Successfully assigned {namespace}/{name} to {}", target.name);
                             self.event(pod, "Scheduled", message, "default-scheduler", &target.name).await;
                         }
@@ -390,6 +453,7 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
         config,
         node_names,
         addresses: Mutex::new(Addresses::default()),
+        load: Mutex::new(NodeLoad::default()),
         completing: Mutex::new(HashSet::new()),
         pods: pod_reader.clone(),
     });
@@ -416,15 +480,25 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
                         if let (Some(index), false) = (shared.node_index(&node), ip.is_empty()) {
                             addresses.record(&pod.uid().unwrap_or_default(), index, &ip);
                         }
+                        shared.observe(pod, false);
                     }
                 }
                 for pod in std::mem::take(&mut initial) {
                     shared.handle_pod(&pod).await;
                 }
             }
-            Ok(Event::Apply(pod)) => shared.handle_pod(&pod).await,
+            Ok(Event::Apply(pod)) => {
+                let freed = shared.observe(&pod, false);
+                shared.handle_pod(&pod).await;
+                if freed {
+                    shared.retry_unschedulable().await;
+                }
+            }
             Ok(Event::Delete(pod)) => {
                 shared.addresses.lock().unwrap_or_else(|p| p.into_inner()).release(&pod.uid().unwrap_or_default());
+                if shared.observe(&pod, true) {
+                    shared.retry_unschedulable().await;
+                }
             }
             Err(error) => tracing::debug!(%error, "pod watch error"),
         }
@@ -435,6 +509,18 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_load_counts_bindings_at_once_and_frees_on_finish() {
+        let mut load = NodeLoad::default();
+        assert!(!load.set("a", Some("n1")));
+        assert!(!load.set("b", Some("n1")));
+        assert_eq!(load.on("n1"), 2);
+        assert!(!load.set("a", Some("n1")), "the watch confirming a binding changes nothing");
+        assert!(load.set("a", None), "finished or deleted frees the slot");
+        assert_eq!(load.on("n1"), 1);
+        assert!(!load.set("never-bound", None));
+    }
 
     #[test]
     fn addresses_are_unique_per_node_and_reused_after_release() {

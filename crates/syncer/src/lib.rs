@@ -11,6 +11,7 @@
 mod claims;
 mod data;
 mod events;
+mod kubernetes;
 mod metrics;
 mod nodes;
 mod pods;
@@ -27,7 +28,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
@@ -77,6 +78,9 @@ pub struct SyncerConfig {
     pub set_owner: bool,
     /// Where the syncer counts its work.
     pub metrics: Arc<Metrics>,
+    /// The virtual API server's address: the endpoints of the virtual cluster's host service and
+    /// of the virtual `default/kubernetes` service.
+    pub api_server: Option<std::net::SocketAddr>,
 }
 
 impl SyncerConfig {
@@ -91,6 +95,7 @@ impl SyncerConfig {
             endpoints: true,
             set_owner: true,
             metrics: Arc::new(Metrics::default()),
+            api_server: None,
         }
     }
 }
@@ -139,6 +144,8 @@ enum Work {
     Volume(String),
     /// Mirror the host event with this name.
     Event(String),
+    /// The virtual `default/kubernetes` service and endpoints.
+    Kubernetes,
 }
 
 impl Work {
@@ -152,6 +159,7 @@ impl Work {
             Work::Claim(..) => "PersistentVolumeClaim",
             Work::Volume(..) => "PersistentVolume",
             Work::Event(..) => "Event",
+            Work::Kubernetes => "Service",
         }
     }
 }
@@ -331,6 +339,7 @@ impl Syncer {
             Work::Claim(namespace, name) => self.reconcile_claim(namespace, name).await,
             Work::Volume(name) => self.reconcile_volume(name).await,
             Work::Event(name) => self.reconcile_event(name).await,
+            Work::Kubernetes => self.reconcile_kubernetes().await,
         }
     }
 
@@ -410,14 +419,29 @@ async fn prepare_host(host: &Client, config: &SyncerConfig) -> Result<Option<Own
     }
     let services: Api<Service> = Api::namespaced(host.clone(), namespace);
     let name = &config.context.name;
+    let target = config.api_server.map(|a| a.port()).unwrap_or(8443);
     ensure(
         &services,
         json!({
             "metadata": {"name": name, "labels": {"app": "vcluster", "release": name}},
-            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": target, "protocol": "TCP"}]},
         }),
     )
     .await?;
+    if let Some(api_server) = config.api_server {
+        // The virtual API server may listen elsewhere after a restart: keep both current.
+        let ports =
+            json!({"spec": {"ports": [{"name": "https", "port": 443, "targetPort": target, "protocol": "TCP"}]}});
+        services.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(ports)).await?;
+        let endpoints: Api<Endpoints> = Api::namespaced(host.clone(), namespace);
+        let desired = kubernetes::host_endpoints_for(name, api_server);
+        match endpoints.get_opt(name).await? {
+            Some(_) => {
+                endpoints.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(desired)).await?;
+            }
+            None => ensure(&endpoints, desired).await?,
+        }
+    }
     let service = services.get(name).await?;
     Ok(Some(OwnerReference {
         api_version: "v1".into(),
@@ -516,6 +540,10 @@ pub async fn run(
     let q = queue.clone();
     let (services, task) = reflect(Api::<Service>::all(virtual_client.clone()), all(), move |service, _| {
         let (ns, name) = (service.namespace().unwrap_or_default(), service.name_any());
+        if ns == "default" && name == "kubernetes" {
+            q.send(Work::Kubernetes);
+            return;
+        }
         q.send(Work::Service(ns.clone(), name.clone()));
         q.send(Work::Endpoints(ns, name));
     });
@@ -641,6 +669,7 @@ pub async fn run(
     // Everything that existed before this start was queued by the watch callbacks (their initial
     // lists); the node pass removes fake nodes left from a previous run.
     queue.send(Work::Nodes);
+    queue.send(Work::Kubernetes);
     metrics.set_ready(true);
     let _ = ready.send(true);
     while let Some(first) = work.recv().await {

@@ -23,6 +23,16 @@ const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
 /// service with the host's addresses (what the reference's API interceptor does). An existing host
 /// service of the same virtual object is reused, so retries and restarts allocate nothing twice.
 pub async fn allocate_on_host(host: &Client, context: &Context, service: Value) -> Result<Value, kube::Error> {
+    let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let namespace = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    if namespace == "default" && name == "kubernetes" {
+        // Not copied: it stands for the virtual cluster's own host service and takes its address.
+        let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
+        return match api.get_opt(&context.name).await? {
+            Some(own) => Ok(with_host_addresses(&service, &to_value(&own))),
+            None => Ok(service),
+        };
+    }
     let mut desired = host_service(context, &service);
     // The virtual service is stored only after this returns: until the syncer has seen it, the
     // host service must not be taken for an orphan.
@@ -72,6 +82,9 @@ fn ports(service: &Value) -> Vec<(Value, Value, Value)> {
 
 impl Syncer {
     pub(crate) async fn reconcile_service(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        if namespace == "default" && name == "kubernetes" {
+            return self.reconcile_kubernetes().await;
+        }
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
         let virtual_service = cached(&self.services, Some(namespace), name);

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ApiServerProcess, Kubectl, wait_until};
+use common::{Up, wait_until};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -29,12 +29,7 @@ spec:
 
 #[test]
 fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let up = ApiServerProcess::up(&state);
-    let k = Kubectl::new(33, &up.kubeconfig, home.path());
-    let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
+    let Up { up, k, host, dir: _dir, _home } = Up::start();
     k.ok(&["create", "configmap", "files", "--from-literal=app.conf=x=1"]);
     k.ok(&["create", "configmap", "unrelated", "--from-literal=a=b"]);
     k.ok(&["create", "secret", "generic", "db", "--from-literal=password=hunter2"]);

@@ -4,16 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ApiServerProcess, Kubectl, wait_until};
+use common::{Up, wait_until};
 
 #[test]
 fn deployment_rolls_out_scales_rolls_back_and_cascades() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let up = ApiServerProcess::up(&state);
-    let k = Kubectl::new(33, &up.kubeconfig, home.path());
-    let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
+    let Up { up, k, host, dir, _home } = Up::start();
     k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=3"]);
     k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let pods = k.ok(&[
@@ -117,5 +112,87 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades() {
     wait_until(Duration::from_secs(20), "the namespace's host pod gone", || {
         host.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).is_empty()
     });
+    assert!(up.stop().success());
+}
+
+#[test]
+fn cron_jobs_replication_controllers_restarts_and_the_kubernetes_service() {
+    let Up { up, k, host, dir, _home } = Up::start();
+
+    // default/kubernetes stands for the virtual cluster's host service and reaches the virtual API server.
+    wait_until(Duration::from_secs(10), "default/kubernetes", || {
+        k.output(&["get", "endpoints", "kubernetes", "-o", "name"]).status.success()
+    });
+    let host_ip = host.ok(&["get", "service", "vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(k.ok(&["get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]), host_ip);
+    let port = k.ok(&["get", "endpoints", "kubernetes", "-o", "jsonpath={.subsets[0].ports[0].port}"]);
+    let kubeconfig = std::fs::read_to_string(&up.kubeconfig).unwrap();
+    assert!(kubeconfig.contains(&format!(":{port}")), "endpoints name the API server port {port}");
+    assert!(
+        !host.ok(&["get", "services", "-n", "vcluster-vc1", "-o", "name"]).contains("kubernetes-x-default"),
+        "not copied to the host like a tenant service"
+    );
+
+    // A cron job on a short schedule starts jobs that complete; history limits prune them.
+    let bad = k.fails(&["create", "cronjob", "bad", "--image=busybox", "--schedule=every minute"]);
+    assert!(bad.contains("spec.schedule") && bad.contains("unparseable schedule"), "{bad}");
+    k.ok(&["create", "cronjob", "tick", "--image=busybox", "--schedule=@every 2s"]);
+    k.ok(&["patch", "cronjob", "tick", "--type=merge", "-p", r#"{"spec":{"successfulJobsHistoryLimit":1}}"#]);
+    wait_until(Duration::from_secs(40), "a completed run and the last schedule time", || {
+        let done = k.ok(&["get", "jobs", "-o", "jsonpath={range .items[*]}{.status.succeeded}{\"\\n\"}{end}"]);
+        done.lines().any(|l| l == "1")
+            && !k.ok(&["get", "cronjob", "tick", "-o", "jsonpath={.status.lastSuccessfulTime}"]).is_empty()
+    });
+    let owners = k.ok(&["get", "jobs", "-o", "jsonpath={.items[*].metadata.ownerReferences[0].name}"]);
+    assert!(owners.split_whitespace().all(|o| o == "tick"), "{owners}");
+    wait_until(Duration::from_secs(30), "at most one finished job kept", || {
+        let done = k.ok(&["get", "jobs", "-o", "jsonpath={range .items[*]}{.status.succeeded}{\"\\n\"}{end}"]);
+        done.lines().filter(|l| *l == "1").count() <= 1
+    });
+    k.ok(&["delete", "cronjob", "tick"]);
+    wait_until(Duration::from_secs(20), "its jobs and pods gone", || {
+        k.ok(&["get", "jobs,pods", "-o", "name"]).is_empty()
+    });
+
+    // A replication controller keeps its replicas and scales.
+    let rc = dir.path().join("rc.yaml");
+    std::fs::write(&rc, "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: legacy}\nspec:\n  replicas: 2\n  template:\n    metadata: {labels: {app: legacy}}\n    spec: {containers: [{name: c, image: nginx}]}\n").unwrap();
+    k.ok(&["apply", "-f", rc.to_str().unwrap()]);
+    wait_until(Duration::from_secs(30), "two ready replicas", || {
+        k.ok(&["get", "rc", "legacy", "-o", "jsonpath={.status.readyReplicas}"]) == "2"
+    });
+    assert_eq!(k.ok(&["get", "rc", "legacy", "-o", "jsonpath={.spec.selector.app}"]), "legacy", "selector defaulted");
+    k.ok(&["scale", "rc", "legacy", "--replicas=3"]);
+    wait_until(Duration::from_secs(30), "three ready replicas", || {
+        k.ok(&["get", "rc", "legacy", "-o", "jsonpath={.status.readyReplicas}"]) == "3"
+    });
+    k.ok(&["delete", "pod", "-l", "app=legacy", "--wait=false"]);
+    wait_until(Duration::from_secs(30), "replaced pods", || {
+        k.ok(&["get", "rc", "legacy", "-o", "jsonpath={.status.readyReplicas}"]) == "3"
+    });
+    k.ok(&["delete", "rc", "legacy"]);
+    wait_until(Duration::from_secs(20), "its pods gone", || k.ok(&["get", "pods", "-o", "name"]).is_empty());
+
+    // `kubectl rollout restart` replaces every pod of a deployment.
+    k.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let before = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+    k.ok(&["rollout", "restart", "deployment/web"]);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    wait_until(Duration::from_secs(30), "only new pods", || {
+        let after = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+        after.split_whitespace().count() == 2 && after.split_whitespace().all(|p| !before.contains(p))
+    });
+    assert!(
+        k.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.template.metadata.annotations}"])
+            .contains("kubectl.kubernetes.io/restartedAt")
+    );
+    assert_eq!(
+        k.ok(&["rollout", "history", "deployment/web"])
+            .lines()
+            .filter(|l| l.trim().starts_with(char::is_numeric))
+            .count(),
+        2
+    );
     assert!(up.stop().success());
 }

@@ -207,6 +207,7 @@ pub async fn start(
     syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
     syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
     syncer_config.metrics = syncer_metrics;
+    syncer_config.api_server = Some(server.addr);
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     let controllers_client = virtual_client.clone();
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());

@@ -166,3 +166,24 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A running `vkube up` with kubectl 1.33 pointed at its virtual cluster and at its host.
+pub struct Up {
+    pub up: ApiServerProcess,
+    pub k: Kubectl,
+    pub host: Kubectl,
+    pub dir: tempfile::TempDir,
+    pub _home: tempfile::TempDir,
+}
+
+impl Up {
+    pub fn start() -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let up = ApiServerProcess::up(&state);
+        let k = Kubectl::new(33, &up.kubeconfig, home.path());
+        let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
+        Up { up, k, host, dir, _home: home }
+    }
+}
