@@ -36,9 +36,12 @@ enum Bench {
         /// The vkube binary to run (build it with --release first).
         #[arg(long, default_value = "target/release/vkube")]
         vkube: PathBuf,
-        /// Pods to create.
-        #[arg(long, default_value_t = 1000)]
-        pods: usize,
+        /// Objects per phase: a quarter each of config maps, secrets, services and pods.
+        #[arg(long, default_value_t = 5000)]
+        objects: usize,
+        /// Simulated host nodes.
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
     },
 }
 
@@ -392,7 +395,7 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Apiserver { vkube } => apiserver(vkube).await,
-        Bench::Sync { vkube, pods } => sync::run(vkube, pods).await,
+        Bench::Sync { vkube, objects, nodes } => sync::run(vkube, objects, nodes).await,
     }
 }
 

@@ -120,8 +120,23 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    reflect_with(api, watcher::Config::default(), on_change)
+}
+
+/// [`reflect`] with a watch configuration (selectors). Managed fields are dropped from the cache.
+pub(crate) fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    on_change: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let stream =
+        watcher::watcher(api, config).default_backoff().modify(|object| object.meta_mut().managed_fields = None);
+    let stream = reflector::reflector(writer, stream);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -681,11 +696,14 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         let _ = q.send(Work::Namespace(ns.name_any()));
     });
     let q = queue.clone();
-    let (_accounts, t6) = reflect(Api::<ServiceAccount>::all(client.clone()), move |sa: &ServiceAccount| {
-        let _ = q.send(Work::Namespace(sa.namespace().unwrap_or_default()));
-    });
+    let default_account = watcher::Config::default().fields("metadata.name=default");
+    let (_accounts, t6) =
+        reflect_with(Api::<ServiceAccount>::all(client.clone()), default_account, move |sa: &ServiceAccount| {
+            let _ = q.send(Work::Namespace(sa.namespace().unwrap_or_default()));
+        });
     let q = queue.clone();
-    let (_root_cas, t7) = reflect(Api::<ConfigMap>::all(client.clone()), move |cm: &ConfigMap| {
+    let root_ca_maps = watcher::Config::default().fields("metadata.name=kube-root-ca.crt");
+    let (_root_cas, t7) = reflect_with(Api::<ConfigMap>::all(client.clone()), root_ca_maps, move |cm: &ConfigMap| {
         if cm.name_any() == "kube-root-ca.crt" {
             let _ = q.send(Work::Namespace(cm.namespace().unwrap_or_default()));
         }

@@ -462,7 +462,9 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
     tasks.0.push(tokio::spawn(storage::collect_owned_by_services(client.clone())));
     let pods = reflector::reflector(
         pod_writer,
-        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff(),
+        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
+            .default_backoff()
+            .modify(|pod| pod.metadata.managed_fields = None),
     );
     let mut pods = std::pin::pin!(pods);
     let mut initial = Vec::new();

@@ -15,6 +15,11 @@ use crate::{Event, EventKind, KeyValue, ListOptions, ListResult, Revision, Stora
 
 /// How many events the history keeps before compacting automatically.
 pub(crate) const DEFAULT_HISTORY: usize = 100_000;
+/// How many bytes of values the history may hold: a burst of large objects (pods with their
+/// statuses and managed fields) must not keep every old version in memory.
+pub(crate) const HISTORY_BYTES: usize = 16 << 20;
+/// The history always keeps at least this many events, whatever their size.
+const HISTORY_MIN: usize = 1_000;
 
 /// One requested write.
 #[derive(Debug)]
@@ -32,6 +37,8 @@ pub(crate) struct Index {
     pub(crate) compacted: Revision,
     history: VecDeque<Event>,
     history_limit: usize,
+    /// Bytes of the values in `history`.
+    history_bytes: usize,
 }
 
 /// The shared handle: index behind a lock plus a channel announcing each new revision.
@@ -52,6 +59,7 @@ impl Shared {
                 compacted: revision,
                 history: VecDeque::new(),
                 history_limit: DEFAULT_HISTORY,
+                history_bytes: 0,
             })),
             notify,
         }
@@ -143,11 +151,15 @@ impl Shared {
                         index.data.remove(&event.kv.key);
                     }
                 }
+                index.history_bytes += event.kv.value.len();
                 index.history.push_back(event);
             }
             index.revision = revision;
-            while index.history.len() > index.history_limit {
+            while index.history.len() > index.history_limit
+                || (index.history_bytes > HISTORY_BYTES && index.history.len() > HISTORY_MIN)
+            {
                 if let Some(old) = index.history.pop_front() {
+                    index.history_bytes -= old.kv.value.len();
                     index.compacted = old.revision();
                 }
             }
@@ -159,7 +171,9 @@ impl Shared {
         let mut index = self.write();
         let revision = revision.min(index.revision);
         while index.history.front().is_some_and(|event| event.revision() <= revision) {
-            index.history.pop_front();
+            if let Some(old) = index.history.pop_front() {
+                index.history_bytes -= old.kv.value.len();
+            }
         }
         index.compacted = index.compacted.max(revision);
     }

@@ -3,6 +3,8 @@
 //! virtual object (reason `SyncError` or `SyncWarning`, sync-behavior.md 3.0.7).
 
 use std::collections::HashMap;
+
+use futures::StreamExt;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Event as CoreEvent;
@@ -96,12 +98,87 @@ impl Recorder {
     }
 }
 
+/// A host event as the watch delivers it.
+pub(crate) enum Observed {
+    /// Listed when the watch (re)started: may have been mirrored before.
+    Initial(CoreEvent),
+    /// The initial list is complete.
+    InitialDone,
+    /// New or changed since.
+    Live(CoreEvent),
+}
+
+/// How many host events are mirrored at once.
+const MIRRORING: usize = 16;
+
+/// Mirrors host events about synced objects until the channel closes. Events of the initial
+/// list that the virtual cluster already shows (same name and count) are skipped, so a restart
+/// does not rewrite thousands of events.
+pub(crate) async fn mirror(
+    syncer: std::sync::Arc<Syncer>,
+    mut observed: tokio::sync::mpsc::UnboundedReceiver<Observed>,
+) {
+    let mut known: Option<HashMap<(String, String), i32>> = None;
+    let mut pending = Vec::new();
+    while let Some(first) = observed.recv().await {
+        pending.push(first);
+        while let Ok(more) = observed.try_recv() {
+            pending.push(more);
+        }
+        let mut batch = Vec::new();
+        let mut initial_done = false;
+        for item in pending.drain(..) {
+            match item {
+                Observed::Initial(event) => {
+                    if known.is_none() {
+                        known = Some(syncer.mirrored_events().await);
+                    }
+                    batch.push((event, true));
+                }
+                Observed::InitialDone => initial_done = true,
+                Observed::Live(event) => batch.push((event, false)),
+            }
+        }
+        let known_ref = &known;
+        futures::stream::iter(batch)
+            .for_each_concurrent(MIRRORING, |(event, initial)| {
+                let syncer = syncer.clone();
+                async move {
+                    let skip = initial.then_some(known_ref.as_ref()).flatten();
+                    if let Err(error) = syncer.mirror_event(&event, skip).await {
+                        tracing::debug!(%error, "could not mirror a host event");
+                    }
+                }
+            })
+            .await;
+        if initial_done {
+            // The initial list has been handled; a restarted watch lists (and checks) again.
+            known = None;
+        }
+    }
+}
+
 impl Syncer {
-    /// Mirrors a host event about a synced object into the virtual cluster.
-    pub(crate) async fn reconcile_event(&self, host_event_name: &str) -> Result<(), kube::Error> {
-        let Some(event) = cached(&self.host_events, Some(self.host_namespace()), host_event_name) else {
-            return Ok(());
-        };
+    /// Events in the virtual cluster (namespace, name) with their counts.
+    async fn mirrored_events(&self) -> HashMap<(String, String), i32> {
+        let api: Api<CoreEvent> = Api::all(self.virtual_client.clone());
+        match api.list(&kube::api::ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .map(|e| ((e.namespace().unwrap_or_default(), e.name_any()), e.count.unwrap_or(1)))
+                .collect(),
+            Err(_) => HashMap::new(),
+        }
+    }
+
+    /// Mirrors a host event about a synced object into the virtual cluster; `skip` lists events
+    /// already there.
+    async fn mirror_event(
+        &self,
+        event: &CoreEvent,
+        skip: Option<&HashMap<(String, String), i32>>,
+    ) -> Result<(), kube::Error> {
         let kind = event.involved_object.kind.clone().unwrap_or_default();
         let host_object = event.involved_object.name.clone().unwrap_or_default();
         if !vkube_translate::events::KINDS.contains(&kind.as_str()) {
@@ -124,13 +201,13 @@ impl Syncer {
         };
         let Some(uid) = uid else { return Ok(()) };
         let object = vkube_translate::events::VirtualObject { namespace: &namespace, name: &name, uid: &uid };
-        let mirrored = vkube_translate::events::virtual_event(
-            &to_value(event.as_ref()),
-            self.host_namespace(),
-            &host_object,
-            &object,
-        );
+        let mirrored =
+            vkube_translate::events::virtual_event(&to_value(event), self.host_namespace(), &host_object, &object);
         let event_name = mirrored["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let count = mirrored["count"].as_i64().unwrap_or(1) as i32;
+        if skip.and_then(|known| known.get(&(namespace.clone(), event_name.clone()))).is_some_and(|c| *c >= count) {
+            return Ok(());
+        }
         let api: Api<CoreEvent> = Api::namespaced(self.virtual_client.clone(), &namespace);
         let object: CoreEvent = serde_json::from_value(mirrored.clone()).map_err(kube::Error::SerdeError)?;
         match api.create(&PostParams::default(), &object).await {

@@ -142,8 +142,6 @@ enum Work {
     Claim(String, String),
     /// Reconcile the fake persistent volume with this name.
     Volume(String),
-    /// Mirror the host event with this name.
-    Event(String),
     /// The virtual `default/kubernetes` service and endpoints.
     Kubernetes,
 }
@@ -158,7 +156,6 @@ impl Work {
             Work::Endpoints(..) => "Endpoints",
             Work::Claim(..) => "PersistentVolumeClaim",
             Work::Volume(..) => "PersistentVolume",
-            Work::Event(..) => "Event",
             Work::Kubernetes => "Service",
         }
     }
@@ -206,7 +203,6 @@ struct Syncer {
     claims: Store<PersistentVolumeClaim>,
     host_claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
-    host_events: Store<CoreEvent>,
     /// Host objects seen in this run, by kind: one that disappears was deleted on the host.
     seen: Arc<Mutex<HashSet<(&'static str, String)>>>,
     /// Who uses which host config map or secret.
@@ -338,7 +334,6 @@ impl Syncer {
             Work::Endpoints(namespace, name) => self.reconcile_endpoints(namespace, name).await,
             Work::Claim(namespace, name) => self.reconcile_claim(namespace, name).await,
             Work::Volume(name) => self.reconcile_volume(name).await,
-            Work::Event(name) => self.reconcile_event(name).await,
             Work::Kubernetes => self.reconcile_kubernetes().await,
         }
     }
@@ -379,7 +374,10 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    // Managed fields are never read here; dropping them keeps the caches about half the size.
+    let stream =
+        watcher::watcher(api, config).default_backoff().modify(|object| object.meta_mut().managed_fields = None);
+    let stream = reflector::reflector(writer, stream);
     let handle = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -611,15 +609,26 @@ pub async fn run(
             q.send(Work::Volume(volume.name_any()));
         });
     tasks.push(task);
-    let q = queue.clone();
-    let (host_events, task) =
-        reflect(Api::<CoreEvent>::namespaced(host_client.clone(), &namespace), all(), move |event, deleted| {
-            if !deleted {
-                q.send(Work::Event(event.name_any()));
+    // Host events are not cached (there are many and each is needed once): the watch hands them
+    // to the mirroring task below.
+    let (event_sender, event_receiver) = mpsc::unbounded_channel::<events::Observed>();
+    let host_events_api = Api::<CoreEvent>::namespaced(host_client.clone(), &namespace);
+    tasks.push(tokio::spawn(async move {
+        let stream = watcher::watcher(host_events_api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let observed = match event {
+                Ok(Event::InitApply(event)) => events::Observed::Initial(event),
+                Ok(Event::InitDone) => events::Observed::InitialDone,
+                Ok(Event::Apply(event)) => events::Observed::Live(event),
+                _ => continue,
+            };
+            if event_sender.send(observed).is_err() {
+                return;
             }
-        });
-    tasks.push(task);
-    let _tasks = Tasks(tasks);
+        }
+    }));
+    let mut _tasks = Tasks(tasks);
 
     let _ = virtual_pods.wait_until_ready().await;
     let _ = host_pods.wait_until_ready().await;
@@ -635,7 +644,6 @@ pub async fn run(
     let _ = claims.wait_until_ready().await;
     let _ = host_claims.wait_until_ready().await;
     let _ = volumes.wait_until_ready().await;
-    let _ = host_events.wait_until_ready().await;
     let recorder = events::Recorder::new(virtual_client.clone());
     let syncer = Arc::new(Syncer {
         config,
@@ -655,7 +663,6 @@ pub async fn run(
         claims,
         host_claims,
         volumes,
-        host_events,
         seen,
         refs,
         nodes,
@@ -666,6 +673,7 @@ pub async fn run(
         recorder,
         queue: queue.clone(),
     });
+    _tasks.0.push(tokio::spawn(events::mirror(syncer.clone(), event_receiver)));
     // Everything that existed before this start was queued by the watch callbacks (their initial
     // lists); the node pass removes fake nodes left from a previous run.
     queue.send(Work::Nodes);
