@@ -1,10 +1,11 @@
 //! The endpoints controller: Endpoints for every service with a selector, from the running pods
 //! it selects. Runs in the virtual cluster and on the simulated host.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -83,48 +84,108 @@ pub fn endpoint_subsets(service: &Value, pods: &[&Value]) -> Option<Vec<Value>> 
     Some(subsets)
 }
 
-/// Keeps Endpoints in step with services and pods until the future is dropped.
+/// What changed.
+enum Change {
+    Pod(String, String),
+    Service(String, String),
+}
+
+/// Whether `labels` satisfy a service's `selector` (which must not be empty).
+fn selects(
+    selector: &std::collections::BTreeMap<String, String>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Keeps Endpoints in step with services and pods until the future is dropped. A pod change
+/// recomputes only the services that select the pod now or listed it before; what was last
+/// written is remembered, so nothing is read back from the API.
 pub async fn run(client: Client) {
-    let (dirty, mut changes) = mpsc::unbounded_channel::<String>();
+    let (dirty, mut changes) = mpsc::unbounded_channel::<Change>();
     let pod_dirty = dirty.clone();
     let (pods, pods_task) = crate::reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
-        let _ = pod_dirty.send(pod.namespace().unwrap_or_default());
+        let _ = pod_dirty.send(Change::Pod(pod.namespace().unwrap_or_default(), pod.name_any()));
     });
     let (services, services_task) = crate::reflect(Api::<Service>::all(client.clone()), move |service: &Service| {
-        let _ = dirty.send(service.namespace().unwrap_or_default());
+        let _ = dirty.send(Change::Service(service.namespace().unwrap_or_default(), service.name_any()));
     });
     let _tasks = crate::Tasks(vec![pods_task, services_task]);
+    let _ = pods.wait_until_ready().await;
+    let _ = services.wait_until_ready().await;
+    // Subsets last written per service, and the services each pod was listed in.
+    let mut written: HashMap<(String, String), Value> = HashMap::new();
+    let mut members: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
     while let Some(first) = changes.recv().await {
-        let mut namespaces = BTreeSet::from([first]);
+        let mut batch = vec![first];
         while let Ok(more) = changes.try_recv() {
-            namespaces.insert(more);
+            batch.push(more);
         }
-        for namespace in namespaces {
+        let mut todo: BTreeSet<(String, String)> = BTreeSet::new();
+        for change in batch {
+            match change {
+                Change::Service(namespace, name) => {
+                    todo.insert((namespace, name));
+                }
+                Change::Pod(namespace, name) => {
+                    let pod = pods.get(&ObjectRef::new(&name).within(&namespace));
+                    let labels = pod.as_ref().map(|p| p.labels().clone()).unwrap_or_default();
+                    for service in services.state() {
+                        if service.namespace().as_deref() != Some(namespace.as_str()) {
+                            continue;
+                        }
+                        let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+                        if selects(&selector, &labels) {
+                            todo.insert((namespace.clone(), service.name_any()));
+                        }
+                    }
+                    let listed_in = if pod.is_some() {
+                        members.get(&(namespace.clone(), name)).cloned()
+                    } else {
+                        members.remove(&(namespace.clone(), name))
+                    };
+                    for service in listed_in.into_iter().flatten() {
+                        todo.insert((namespace.clone(), service));
+                    }
+                }
+            }
+        }
+        for (namespace, name) in todo {
+            let key = (namespace.clone(), name.clone());
+            let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
+            let Some(service) = services.get(&ObjectRef::new(&name).within(&namespace)) else {
+                if written.remove(&key).is_some() {
+                    let _ = api.delete(&name, &Default::default()).await;
+                }
+                continue;
+            };
+            let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+            if selector.is_empty() {
+                continue;
+            }
             let pod_values: Vec<Value> = pods
                 .state()
                 .iter()
-                .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()) && selects(&selector, p.labels()))
                 .filter_map(|p| serde_json::to_value(p.as_ref()).ok())
                 .collect();
             let pod_refs: Vec<&Value> = pod_values.iter().collect();
-            let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
-            for service in services.state().iter().filter(|s| s.namespace().as_deref() == Some(namespace.as_str())) {
-                let service_value = serde_json::to_value(service.as_ref()).unwrap_or(Value::Null);
-                let Some(subsets) = endpoint_subsets(&service_value, &pod_refs) else { continue };
-                let name = service.name_any();
-                let desired = json!({"apiVersion": "v1", "kind": "Endpoints",
-                    "metadata": {"name": name, "namespace": namespace, "labels": service.labels()}, "subsets": subsets});
-                let current = api.get_opt(&name).await.ok().flatten();
-                let current_subsets = current.as_ref().map(|e| serde_json::to_value(&e.subsets).unwrap_or(Value::Null));
-                let wanted = if subsets.is_empty() { Value::Null } else { json!(subsets) };
-                if current_subsets.as_ref() == Some(&wanted) {
-                    continue;
+            let service_value = serde_json::to_value(service.as_ref()).unwrap_or(Value::Null);
+            let Some(subsets) = endpoint_subsets(&service_value, &pod_refs) else { continue };
+            let wanted = json!(subsets);
+            if written.get(&key) == Some(&wanted) {
+                continue;
+            }
+            let desired = json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": name, "namespace": namespace, "labels": service.labels()}, "subsets": subsets});
+            match api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await {
+                Ok(_) => {
+                    for pod in pod_values.iter().filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str)) {
+                        members.entry((namespace.clone(), pod.to_string())).or_default().insert(name.clone());
+                    }
+                    written.insert(key, wanted);
                 }
-                if let Err(error) =
-                    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await
-                {
-                    tracing::debug!(%namespace, %name, %error, "endpoints update failed");
-                }
+                Err(error) => tracing::debug!(%namespace, %name, %error, "endpoints update failed"),
             }
         }
     }
