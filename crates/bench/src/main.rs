@@ -43,6 +43,21 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         nodes: usize,
     },
+    /// The controllers benchmark: a large deployment and pod churn in the virtual cluster.
+    Controllers {
+        /// The vkube binary to run (build it with --release first).
+        #[arg(long, default_value = "target/release/vkube")]
+        vkube: PathBuf,
+        /// Replicas of the deployment rolled out first.
+        #[arg(long, default_value_t = 100)]
+        replicas: usize,
+        /// Pods created and deleted by the churn.
+        #[arg(long, default_value_t = 1000)]
+        churn: usize,
+        /// Simulated host nodes.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+    },
 }
 
 type Https = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -396,7 +411,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Apiserver { vkube } => apiserver(vkube).await,
         Bench::Sync { vkube, objects, nodes } => sync::run(vkube, objects, nodes).await,
+        Bench::Controllers { vkube, replicas, churn, nodes } => controllers::run(vkube, replicas, churn, nodes).await,
     }
 }
 
+mod controllers;
 mod sync;

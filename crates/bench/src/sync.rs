@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 const IN_FLIGHT: usize = 32;
 
 /// Starts `vkube ARGS` and waits for its `ready` line; returns the child and the time it took.
-fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
+pub(crate) fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
     let started = Instant::now();
     let mut child = Command::new(vkube)
         .args(args)
@@ -47,18 +47,18 @@ fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
     Ok((child, started.elapsed().as_secs_f64() * 1000.0))
 }
 
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
 }
 
-async fn client(path: &Path) -> anyhow::Result<kube::Client> {
+pub(crate) async fn client(path: &Path) -> anyhow::Result<kube::Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(kube::Client::try_from(config)?)
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
