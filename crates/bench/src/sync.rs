@@ -221,10 +221,14 @@ async fn closed_loop(
     results.into_iter().collect()
 }
 
+/// Work queued plus work running in the syncer, from its metrics.
 async fn queue_depth(client: &kube::Client) -> Option<i64> {
     let request = http::Request::get("/metrics").body(Vec::new()).ok()?;
     let text = client.request_text(request).await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("vkube_syncer_queue_depth ")).and_then(|v| v.trim().parse().ok())
+    let gauge = |name: &str| -> Option<i64> {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok())
+    };
+    Some(gauge("vkube_syncer_queue_depth ")? + gauge("vkube_syncer_in_flight ")?)
 }
 
 pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result<()> {

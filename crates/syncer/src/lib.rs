@@ -680,33 +680,47 @@ pub async fn run(
     queue.send(Work::Kubernetes);
     metrics.set_ready(true);
     let _ = ready.send(true);
-    while let Some(first) = work.recv().await {
-        let mut batch = BTreeSet::from([first]);
-        let mut received = 1;
-        while let Ok(more) = work.try_recv() {
-            batch.insert(more);
-            received += 1;
+    // A keyed work queue without batch barriers: an item starts as soon as one of CONCURRENCY
+    // slots is free; an item whose key is already being reconciled is marked dirty and runs once
+    // more when that reconcile ends, so one key never reconciles twice at the same time.
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let active: Arc<Mutex<(HashSet<Work>, HashSet<Work>)>> = Arc::default();
+    while let Some(item) = work.recv().await {
+        metrics.dequeued(1);
+        {
+            let mut guard = lock(&active);
+            let (running, dirty) = &mut *guard;
+            if running.contains(&item) {
+                dirty.insert(item);
+                continue;
+            }
+            running.insert(item.clone());
         }
-        metrics.dequeued(received);
-        // Keys in a batch are distinct, so they reconcile concurrently without racing each other;
-        // the node pass runs after the per-object work of the batch.
-        let (shared_passes, objects): (Vec<Work>, Vec<Work>) =
-            batch.into_iter().partition(|item| matches!(item, Work::Nodes));
-        let work_on = |item: Work| {
-            let syncer = syncer.clone();
-            async move {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let (syncer, active) = (syncer.clone(), active.clone());
+        metrics.started();
+        tokio::spawn(async move {
+            loop {
                 let started = Instant::now();
                 let result = syncer.reconcile(&item).await;
                 syncer.config.metrics.observe(item.kind(), started.elapsed(), result.is_ok());
-                if let Err(error) = result {
+                if let Err(error) = &result {
                     tracing::warn!(?item, %error, "sync failed; retrying");
-                    syncer.report_failure(&item, &error).await;
-                    syncer.queue.send_after(Duration::from_millis(500), item);
+                    syncer.report_failure(&item, error).await;
+                    syncer.queue.send_after(Duration::from_millis(500), item.clone());
                 }
+                let mut guard = lock(&active);
+                let (running, dirty) = &mut *guard;
+                if result.is_ok() && dirty.remove(&item) {
+                    continue;
+                }
+                dirty.remove(&item);
+                running.remove(&item);
+                break;
             }
-        };
-        futures::stream::iter(objects).for_each_concurrent(CONCURRENCY, work_on).await;
-        futures::stream::iter(shared_passes).for_each_concurrent(1, work_on).await;
+            syncer.config.metrics.finished();
+            drop(slot);
+        });
     }
     Ok(())
 }

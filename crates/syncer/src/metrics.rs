@@ -22,6 +22,7 @@ struct KindStats {
 #[derive(Debug, Default)]
 pub struct Metrics {
     depth: AtomicI64,
+    in_flight: AtomicI64,
     ready: AtomicBool,
     kinds: Mutex<BTreeMap<&'static str, KindStats>>,
 }
@@ -33,6 +34,19 @@ impl Metrics {
 
     pub(crate) fn dequeued(&self, items: i64) {
         self.depth.fetch_sub(items, Ordering::Relaxed);
+    }
+
+    pub(crate) fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Reconciles running now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed).max(0)
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
@@ -79,6 +93,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP vkube_syncer_queue_depth Work items waiting to be reconciled.");
         let _ = writeln!(out, "# TYPE vkube_syncer_queue_depth gauge");
         let _ = writeln!(out, "vkube_syncer_queue_depth {}", self.queue_depth());
+        let _ = writeln!(out, "# HELP vkube_syncer_in_flight Reconciles running now.");
+        let _ = writeln!(out, "# TYPE vkube_syncer_in_flight gauge");
+        let _ = writeln!(out, "vkube_syncer_in_flight {}", self.in_flight());
         let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = writeln!(out, "# HELP vkube_syncer_syncs_total Reconciles run, by kind.");
         let _ = writeln!(out, "# TYPE vkube_syncer_syncs_total counter");
