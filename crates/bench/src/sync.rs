@@ -303,6 +303,19 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
             .filter_map(|(n, t)| v.get(n).map(|s| s.saturating_duration_since(*t).as_secs_f64() * 1000.0))
             .collect()
     };
+    let by_kind: Vec<String> = ["ConfigMap", "Secret", "Service", "Pod"]
+        .iter()
+        .map(|kind| {
+            let present = on_host.present.lock().unwrap();
+            let values: Vec<f64> = responded
+                .iter()
+                .filter(|((k, _), _)| k == kind)
+                .filter_map(|(k, t)| present.get(k).map(|s| s.saturating_duration_since(*t).as_secs_f64() * 1000.0))
+                .collect();
+            let (p50, p99, _) = percentiles(values);
+            format!("{kind} {p50:.1}/{p99:.1}")
+        })
+        .collect();
     let (v50, v99, vmax) = percentiles(visible);
     let (r50, r99, rmax) = percentiles(round_trip);
     let total = on_host.count("");
@@ -343,7 +356,8 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
         synced_s / direct_s
     );
     println!(
-        "| (b) {objects} more at 200 creates/s: create response → host copy visible | p50 {v50:.1} ms, p99 {v99:.1} ms, max {vmax:.1} ms |"
+        "| (b) {objects} more at 200 creates/s: create response → host copy visible | p50 {v50:.1} ms, p99 {v99:.1} ms, max {vmax:.1} ms (p50/p99 ms by kind: {}) |",
+        by_kind.join(", ")
     );
     println!(
         "| (c) host pod Running → virtual pod Running ({groups} pods) | p50 {r50:.1} ms, p99 {r99:.1} ms, max {rmax:.1} ms |"

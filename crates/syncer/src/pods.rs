@@ -51,11 +51,9 @@ impl Syncer {
                     let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
                     return ignore_not_found(virtual_api.delete(name, &params).await);
                 }
-                for (kind, host) in
-                    data::uses_of_pod(context, virtual_pod.as_ref()).into_iter().map(|u| (u.kind, u.host))
-                {
-                    self.reconcile_data(kind, &host).await?;
-                }
+                // The config maps and secrets go first (concurrently): the pod must find them.
+                let uses = data::uses_of_pod(context, virtual_pod.as_ref());
+                futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host))).await?;
                 let value = to_value(virtual_pod.as_ref());
                 let labels = self.namespace_labels(namespace);
                 let desired = host_pod(context, &value, &labels, &self.config.pods);
