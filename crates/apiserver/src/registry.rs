@@ -524,6 +524,66 @@ impl Registry {
         Ok(page)
     }
 
+    /// ServiceAccount admission: a pod runs as `default` unless it names an account, and when
+    /// that account exists and the pod does not opt out, it gets the usual projected token
+    /// volume (`kube-api-access-*`: token, `kube-root-ca.crt`, namespace) mounted in every
+    /// container. Unlike upstream, a pod whose account does not exist yet is admitted without
+    /// the volume instead of refused (a namespace's default account appears moments after it).
+    async fn admit_service_account(&self, pod: &mut Value) -> ApiResult<()> {
+        let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
+        let account = spec
+            .get("serviceAccountName")
+            .or_else(|| spec.get("serviceAccount"))
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default")
+            .to_string();
+        spec.insert("serviceAccountName".into(), json!(account));
+        spec.insert("serviceAccount".into(), json!(account));
+        if spec.get("automountServiceAccountToken") == Some(&json!(false)) {
+            return Ok(());
+        }
+        const MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+        let mounted = ["containers", "initContainers"].iter().any(|field| {
+            spec.get(*field).and_then(Value::as_array).into_iter().flatten().any(|c| {
+                c.get("volumeMounts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m.get("mountPath") == Some(&json!(MOUNT)))
+            })
+        });
+        if mounted {
+            return Ok(());
+        }
+        let accounts = self.catalog.snapshot().get("", "v1", "serviceaccounts").expect("built-in");
+        let Some(kv) = self.store.get(&accounts.key(Some(&namespace), &account)).await? else { return Ok(()) };
+        let sa = self.decode(&accounts, &kv)?;
+        if sa.get("automountServiceAccountToken") == Some(&json!(false)) {
+            return Ok(());
+        }
+        let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().take(5).collect();
+        let volume = format!("kube-api-access-{suffix}");
+        let volumes = spec.entry("volumes").or_insert(json!([]));
+        if let Some(volumes) = volumes.as_array_mut() {
+            volumes.push(json!({"name": volume, "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ]}}));
+        }
+        for field in ["containers", "initContainers"] {
+            for container in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+                let mounts = container.as_object_mut().map(|c| c.entry("volumeMounts").or_insert(json!([])));
+                if let Some(mounts) = mounts.and_then(Value::as_array_mut) {
+                    mounts.push(json!({"name": volume, "mountPath": MOUNT, "readOnly": true}));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn check_namespace_accepts(&self, rt: &ResourceType, namespace: &str) -> ApiResult<()> {
         if !rt.namespaced {
             return Ok(());
@@ -710,6 +770,9 @@ impl Registry {
         }
         self.check_unknown_fields(rt, &mut object, options)?;
         strategy::default_object(rt, &mut object);
+        if rt.kind == "Pod" && rt.group.is_empty() {
+            self.admit_service_account(&mut object).await?;
+        }
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut object);
         }

@@ -13,6 +13,10 @@ use crate::error::{ApiError, ApiResult, Cause};
 /// The issuer and default audience of every token.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// The longest lifetime a token gets (one year, what kube-apiserver's extended expiration allows;
+/// the syncer mints the tokens of host pods once, for this long).
+pub const MAX_EXPIRATION: i64 = 365 * 24 * 3600;
+
 /// Signs and verifies service account tokens with one P-256 key.
 pub struct TokenSigner {
     key: EcdsaKeyPair,
@@ -69,7 +73,7 @@ impl TokenSigner {
                 )],
             });
         }
-        let expiration = requested.min(48 * 3600);
+        let expiration = requested.min(MAX_EXPIRATION);
         let now = jiff::Timestamp::now().as_second();
         let audiences = match spec.get("audiences").and_then(Value::as_array) {
             Some(list) if !list.is_empty() => Value::Array(list.clone()),

@@ -217,6 +217,8 @@ struct Syncer {
     last_synced: Mutex<HashMap<String, Value>>,
     /// The owner reference namespaced host objects get (the virtual cluster's host service).
     owner: Option<OwnerReference>,
+    /// The cluster IP of that service (`kubernetes.default` inside host pods).
+    api_service_ip: Option<String>,
     recorder: events::Recorder,
     queue: Queue,
 }
@@ -406,15 +408,16 @@ where
 }
 
 /// The host namespace, the workload service account and the virtual cluster's own host service
-/// (the owner of every namespaced host object); returns that service's owner reference.
-async fn prepare_host(host: &Client, config: &SyncerConfig) -> Result<Option<OwnerReference>, kube::Error> {
+/// (the owner of every namespaced host object, and `kubernetes.default` for pods); returns that
+/// service's owner reference (when configured) and cluster IP.
+async fn prepare_host(
+    host: &Client,
+    config: &SyncerConfig,
+) -> Result<(Option<OwnerReference>, Option<String>), kube::Error> {
     let namespace = &config.context.host_namespace;
     ensure(&Api::<Namespace>::all(host.clone()), json!({"metadata": {"name": namespace}})).await?;
     let accounts: Api<ServiceAccount> = Api::namespaced(host.clone(), namespace);
     ensure(&accounts, json!({"metadata": {"name": format!("vc-workload-{}", config.context.name)}})).await?;
-    if !config.set_owner {
-        return Ok(None);
-    }
     let services: Api<Service> = Api::namespaced(host.clone(), namespace);
     let name = &config.context.name;
     let target = config.api_server.map(|a| a.port()).unwrap_or(8443);
@@ -441,14 +444,16 @@ async fn prepare_host(host: &Client, config: &SyncerConfig) -> Result<Option<Own
         }
     }
     let service = services.get(name).await?;
-    Ok(Some(OwnerReference {
+    let ip = service.spec.as_ref().and_then(|s| s.cluster_ip.clone()).filter(|ip| !ip.is_empty() && ip != "None");
+    let owner = config.set_owner.then(|| OwnerReference {
         api_version: "v1".into(),
         kind: "Service".into(),
         name: name.clone(),
         uid: service.uid().unwrap_or_default(),
         controller: None,
         block_owner_deletion: None,
-    }))
+    });
+    Ok((owner, ip))
 }
 
 /// Prepares the host namespace, starts watching both sides and syncs until the future is
@@ -460,7 +465,7 @@ pub async fn run(
     ready: watch::Sender<bool>,
 ) -> Result<(), SyncerError> {
     let namespace = config.context.host_namespace.clone();
-    let owner = prepare_host(&host_client, &config)
+    let (owner, api_service_ip) = prepare_host(&host_client, &config)
         .await
         .map_err(|source| SyncerError::HostNamespace { namespace: namespace.clone(), source })?;
 
@@ -670,6 +675,7 @@ pub async fn run(
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),
         owner,
+        api_service_ip,
         recorder,
         queue: queue.clone(),
     });

@@ -2,13 +2,20 @@
 //! brought back, images forced onto the host, deletion both ways, re-created virtual pods
 //! replaced, and a second virtual pod that maps to a taken host name refused.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vkube_translate::metadata::OBJECT_UID;
 use vkube_translate::names::host_name;
-use vkube_translate::pods::host_pod;
+use vkube_translate::pods::{PodEnvironment, host_pod, token_audiences};
+
+/// Audiences of a token whose source names none (the virtual API server's own).
+const DEFAULT_AUDIENCES: &[&str] =
+    &["https://kubernetes.default.svc.cluster.local", "https://kubernetes.default.svc", "https://kubernetes.default"];
+/// Lifetime of the tokens minted for host pods (minted once per pod like the reference, which
+/// asks for ten years; the virtual API server grants at most one).
+const TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
 use crate::{
     MANAGER, Syncer, SyncerConfig, belongs_to, cached, data, events, has_controller, ignore_not_found, is_not_found,
@@ -56,7 +63,8 @@ impl Syncer {
                 futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host))).await?;
                 let value = to_value(virtual_pod.as_ref());
                 let labels = self.namespace_labels(namespace);
-                let desired = host_pod(context, &value, &labels, &self.config.pods);
+                let environment = self.pod_environment(virtual_pod.as_ref(), &value).await?;
+                let desired = host_pod(context, &value, &labels, &self.config.pods, &environment);
                 let desired = self.owned(desired, has_controller(virtual_pod.as_ref()));
                 self.create_on_host::<Pod>(desired).await
             }
@@ -85,6 +93,44 @@ impl Syncer {
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }
+    }
+
+    /// The DNS server, `kubernetes.default` address and service account tokens of a new host pod.
+    async fn pod_environment(&self, pod: &Pod, value: &Value) -> Result<PodEnvironment, kube::Error> {
+        let context = &self.config.context;
+        let dns = host_name(context, "kube-dns", "kube-system");
+        let dns_ip = cached(&self.host_services, Some(self.host_namespace()), &dns)
+            .and_then(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()))
+            .filter(|ip| !ip.is_empty() && ip != "None");
+        let mut tokens = Vec::new();
+        let audiences = token_audiences(value);
+        if !audiences.is_empty() {
+            let namespace = pod.namespace().unwrap_or_default();
+            let spec = pod.spec.as_ref();
+            let account = spec
+                .and_then(|s| s.service_account_name.clone().or_else(|| s.service_account.clone()))
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| "default".into());
+            let accounts: Api<ServiceAccount> = Api::namespaced(self.virtual_client.clone(), &namespace);
+            for audience in audiences {
+                let audiences = match audience {
+                    Some(audience) => vec![audience],
+                    None => DEFAULT_AUDIENCES.iter().map(|a| a.to_string()).collect(),
+                };
+                let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "spec": {"audiences": audiences, "expirationSeconds": TOKEN_SECONDS,
+                             "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.name_any(), "uid": pod.uid()}}});
+                let minted: Value =
+                    accounts.create_subresource("token", &account, &PostParams::default(), &request).await?;
+                tokens.push(minted.pointer("/status/token").and_then(Value::as_str).unwrap_or_default().to_string());
+            }
+        }
+        Ok(PodEnvironment {
+            api_service_ip: self.api_service_ip.clone(),
+            dns_ip,
+            cluster_domain: "cluster.local".into(),
+            tokens,
+        })
     }
 
     async fn bring_status_back(

@@ -106,12 +106,48 @@ fn rename(value: &mut Value, pointer: &str, to: impl Fn(&str) -> String) {
     }
 }
 
+/// What a host pod needs from the running clusters (sync-behavior.md 4.3, 4.4, 4.7.1).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodEnvironment {
+    /// Cluster IP of the virtual cluster's host service: `kubernetes.default` host aliases.
+    pub api_service_ip: Option<String>,
+    /// Cluster IP of the host copy of the virtual `kube-system/kube-dns`: the pod's nameserver.
+    pub dns_ip: Option<String>,
+    /// The cluster domain (`cluster.local` unless configured).
+    pub cluster_domain: String,
+    /// Tokens the virtual API server minted for the pod's projected `serviceAccountToken`
+    /// sources, in the order [`token_audiences`] lists them.
+    pub tokens: Vec<String>,
+}
+
+/// The audiences of a pod's projected `serviceAccountToken` sources, in order (None: the
+/// default audiences).
+pub fn token_audiences(pod: &Value) -> Vec<Option<String>> {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v.pointer("/projected/sources").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter_map(|s| s.get("serviceAccountToken").cloned())
+        .map(|t| t.get("audience").and_then(Value::as_str).filter(|a| !a.is_empty()).map(String::from))
+        .collect()
+}
+
+/// The host annotation holding token `index` of pod `uid`: `vcluster.loft.sh/token-` and eight
+/// lowercase alphanumerics (derived from the pod, so a retried create writes the same key).
+fn token_annotation(uid: &str, index: usize) -> String {
+    let digest = crate::names::hash_prefix(&format!("{uid}/{index}"), 16);
+    let suffix: String = digest.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+    format!("vcluster.loft.sh/token-{}", suffix.to_ascii_lowercase())
+}
+
 /// The host pod for `pod` (a virtual pod, as JSON) whose namespace has `namespace_labels`.
 pub fn host_pod(
     context: &Context,
     pod: &Value,
     virtual_namespace_labels: &BTreeMap<String, String>,
     settings: &PodSettings,
+    environment: &PodEnvironment,
 ) -> Value {
     let name = text(pod, "/metadata/name");
     let namespace = text(pod, "/metadata/namespace");
@@ -200,21 +236,40 @@ pub fn host_pod(
     for secret in spec.get_mut("imagePullSecrets").and_then(Value::as_array_mut).into_iter().flatten() {
         rename(secret, "/name", other);
     }
+    let mut token_index = 0;
+    let mut tokens: BTreeMap<String, String> = BTreeMap::new();
     if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in volumes.iter_mut() {
             rename(volume, "/configMap/name", cm);
             rename(volume, "/secret/secretName", other);
             rename(volume, "/persistentVolumeClaim/claimName", other);
             if let Some(sources) = volume.pointer_mut("/projected/sources").and_then(Value::as_array_mut) {
-                // Service account tokens of the virtual cluster cannot be minted by the host.
-                sources.retain(|s| s.get("serviceAccountToken").is_none());
                 for source in sources.iter_mut() {
                     rename(source, "/configMap/name", cm);
                     rename(source, "/secret/name", other);
+                    // The virtual cluster's token travels in an annotation the kubelet projects.
+                    let Some(path) = source.pointer("/serviceAccountToken/path").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let path = path.to_string();
+                    let Some(token) = environment.tokens.get(token_index) else {
+                        *source = Value::Null;
+                        continue;
+                    };
+                    let key = token_annotation(uid, token_index);
+                    token_index += 1;
+                    tokens.insert(key.clone(), token.clone());
+                    *source = json!({"downwardAPI": {"items": [{"path": path, "mode": 420,
+                        "fieldRef": {"apiVersion": "v1", "fieldPath": format!("metadata.annotations['{key}']")}}]}});
                 }
+                sources.retain(|s| !s.is_null());
             }
         }
     }
+    if let Some(map) = spec.as_object_mut() {
+        apply_environment(map, namespace, environment);
+    }
+    annotations.extend(tokens);
     let metadata: Map<String, Value> = [
         ("name".to_string(), json!(host)),
         ("namespace".to_string(), json!(context.host_namespace)),
@@ -224,6 +279,45 @@ pub fn host_pod(
     .into_iter()
     .collect();
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+}
+
+/// Host aliases for `kubernetes.default` and the pod's DNS (sync-behavior.md 4.3, 4.4).
+fn apply_environment(spec: &mut Map<String, Value>, namespace: &str, environment: &PodEnvironment) {
+    let domain = environment.cluster_domain.as_str();
+    if let Some(ip) = &environment.api_service_ip {
+        let mut hostnames = Vec::new();
+        if !domain.is_empty() {
+            hostnames.push(format!("kubernetes.default.svc.{domain}"));
+        }
+        hostnames.extend(["kubernetes", "kubernetes.default", "kubernetes.default.svc"].map(String::from));
+        let aliases = spec.entry("hostAliases").or_insert(json!([]));
+        if let Some(aliases) = aliases.as_array_mut() {
+            aliases.push(json!({"ip": ip, "hostnames": hostnames}));
+        }
+    }
+    let Some(dns_ip) = &environment.dns_ip else { return };
+    let policy = spec.get("dnsPolicy").and_then(Value::as_str).unwrap_or("ClusterFirst").to_string();
+    let host_network = spec.get("hostNetwork").and_then(Value::as_bool) == Some(true);
+    let cluster_dns = (policy == "ClusterFirst" && !host_network) || policy == "ClusterFirstWithHostNet";
+    if !cluster_dns {
+        return;
+    }
+    let existing = spec.get("dnsConfig").cloned().unwrap_or(json!({}));
+    let mut nameservers = vec![json!(dns_ip)];
+    for server in existing.get("nameservers").and_then(Value::as_array).into_iter().flatten() {
+        if !nameservers.contains(server) {
+            nameservers.push(server.clone());
+        }
+    }
+    let mut config = json!({"nameservers": nameservers, "options": [{"name": "ndots", "value": "5"}]});
+    if !domain.is_empty() {
+        let mut searches =
+            vec![json!(format!("{namespace}.svc.{domain}")), json!(format!("svc.{domain}")), json!(domain)];
+        searches.extend(existing.get("searches").and_then(Value::as_array).cloned().unwrap_or_default());
+        config["searches"] = json!(searches);
+    }
+    spec.insert("dnsPolicy".into(), json!("None"));
+    spec.insert("dnsConfig".into(), config);
 }
 
 /// A config map or secret copied to the host: data verbatim, metadata translated.
@@ -299,7 +393,7 @@ mod tests {
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();
-        let host = host_pod(&vc(), &fixture(), &ns_labels, &settings);
+        let host = host_pod(&vc(), &fixture(), &ns_labels, &settings, &PodEnvironment::default());
         assert_eq!(host["metadata"]["name"], "nginx-x-default-x-my-vc");
         assert_eq!(host["metadata"]["namespace"], "vcluster-my-vc");
         let labels = &host["metadata"]["labels"];
@@ -336,5 +430,47 @@ mod tests {
         assert_eq!(copy["data"], json!({"a": "1"}));
         assert_eq!(copy["metadata"]["annotations"]["vcluster.loft.sh/object-name"], "settings");
         assert_eq!(copy["metadata"]["labels"]["vcluster.loft.sh/namespace"], "team");
+    }
+
+    #[test]
+    fn tokens_dns_and_the_api_service_come_from_the_environment() {
+        let environment = PodEnvironment {
+            api_service_ip: Some("10.96.0.10".into()),
+            dns_ip: Some("10.96.0.53".into()),
+            cluster_domain: "cluster.local".into(),
+            tokens: vec!["eyJ.virtual.token".into()],
+        };
+        let pod = fixture();
+        assert_eq!(token_audiences(&pod), vec![None]);
+        let host = host_pod(&vc(), &pod, &BTreeMap::new(), &PodSettings::default(), &environment);
+        let spec = &host["spec"];
+        let item = &spec["volumes"][3]["projected"]["sources"][0]["downwardAPI"]["items"][0];
+        assert_eq!(item["path"], "token");
+        let field = item["fieldRef"]["fieldPath"].as_str().unwrap();
+        let key = field.trim_start_matches("metadata.annotations['").trim_end_matches("']");
+        assert!(
+            key.starts_with("vcluster.loft.sh/token-") && key.len() == "vcluster.loft.sh/token-".len() + 8,
+            "{key}"
+        );
+        assert_eq!(host["metadata"]["annotations"][key], "eyJ.virtual.token");
+        assert_eq!(
+            spec["volumes"][3]["projected"]["sources"][1],
+            json!({"secret": {"name": "extra-x-default-x-my-vc"}})
+        );
+        assert_eq!(
+            spec["hostAliases"],
+            json!([{"ip": "10.96.0.10", "hostnames": ["kubernetes.default.svc.cluster.local", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]}])
+        );
+        assert_eq!(spec["dnsPolicy"], "None");
+        assert_eq!(
+            spec["dnsConfig"],
+            json!({"nameservers": ["10.96.0.53"], "searches": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+                   "options": [{"name": "ndots", "value": "5"}]})
+        );
+        // Default DNS policy and host-network pods keep the host's resolver.
+        let mut own_dns = pod.clone();
+        own_dns["spec"]["dnsPolicy"] = json!("Default");
+        let host = host_pod(&vc(), &own_dns, &BTreeMap::new(), &PodSettings::default(), &environment);
+        assert!(host["spec"].get("dnsConfig").is_none());
     }
 }

@@ -64,6 +64,7 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
         [
             "pod/web-x-default-x-vc1",
             "configmap/files-x-default-x-vc1",
+            "configmap/vcluster-kube-root-ca.crt-x-vc1",
             "secret/db-x-default-x-vc1",
             "secret/registry-x-default-x-vc1"
         ],
@@ -108,5 +109,56 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
             .lines()
             .all(|l| !l.contains("-x-"))
     });
+    assert!(up.stop().success());
+}
+
+#[test]
+fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns() {
+    let Up { up, k, host, dir: _dir, _home } = Up::start();
+    // kube-dns of the virtual cluster (its server comes later): pods created after it use it.
+    k.ok(&["create", "service", "clusterip", "kube-dns", "-n", "kube-system", "--tcp=53:53"]);
+    wait_until(Duration::from_secs(10), "the default service account", || {
+        k.output(&["get", "serviceaccount", "default", "-o", "name"]).status.success()
+    });
+    k.ok(&["run", "client", "--image=busybox"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=30s"]);
+    let mounts = k.ok(&["get", "pod", "client", "-o", "jsonpath={.spec.containers[0].volumeMounts[0].mountPath}"]);
+    assert_eq!(mounts, "/var/run/secrets/kubernetes.io/serviceaccount", "service account admission");
+
+    let host_pod = |path: &str| {
+        host.ok(&["get", "pod", "client-x-default-x-vc1", "-n", "vcluster-vc1", "-o", &format!("jsonpath={path}")])
+    };
+    let field = host_pod("{.spec.volumes[0].projected.sources[0].downwardAPI.items[0].fieldRef.fieldPath}");
+    let key = field.trim_start_matches("metadata.annotations['").trim_end_matches("']").to_string();
+    assert!(key.starts_with("vcluster.loft.sh/token-"), "{field}");
+    let token = host_pod(&format!("{{.metadata.annotations.{}}}", key.replace('.', "\\.").replace('/', "\\/")));
+    // Only the token, no client certificate: what a process in the host pod would present.
+    let kubeconfig = std::fs::read_to_string(&up.kubeconfig).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let output = std::process::Command::new(&k.binary)
+        .args(["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "--token", &token])
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .env("HOME", &k.home)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let whoami = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(whoami, "system:serviceaccount:default:default", "the host pod's token is the virtual account's");
+
+    let api_ip = host.ok(&["get", "service", "vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(host_pod("{.spec.hostAliases[0].ip}"), api_ip);
+    assert!(host_pod("{.spec.hostAliases[0].hostnames}").contains("kubernetes.default.svc"));
+    let dns_ip = host.ok(&[
+        "get",
+        "service",
+        "kube-dns-x-kube-system-x-vc1",
+        "-n",
+        "vcluster-vc1",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert_eq!(host_pod("{.spec.dnsPolicy}"), "None");
+    assert_eq!(host_pod("{.spec.dnsConfig.nameservers[0]}"), dns_ip);
+    assert_eq!(host_pod("{.spec.dnsConfig.searches[0]}"), "default.svc.cluster.local");
     assert!(up.stop().success());
 }
