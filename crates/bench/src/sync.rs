@@ -335,6 +335,14 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    if std::env::var_os("VKUBE_BENCH_DEBUG").is_some()
+        && let Ok(request) = http::Request::get("/metrics").body(Vec::new())
+        && let Ok(text) = virtual_client.request_text(request).await
+    {
+        for line in text.lines().filter(|l| l.contains("_total") || l.contains("_sum")) {
+            eprintln!("after restart: {line}");
+        }
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let counts = |client: kube::Client| async move {
         let pods = Api::<Pod>::namespaced(client.clone(), "vcluster-vc1").list(&Default::default()).await?.items.len();

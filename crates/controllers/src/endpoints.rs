@@ -113,8 +113,15 @@ pub async fn run(client: Client) {
     let _tasks = crate::Tasks(vec![pods_task, services_task]);
     let _ = pods.wait_until_ready().await;
     let _ = services.wait_until_ready().await;
-    // Subsets last written per service, and the services each pod was listed in.
+    // Subsets last written per service (seeded from what exists, so a restart rewrites nothing
+    // that is current), and the services each pod was listed in.
     let mut written: HashMap<(String, String), Value> = HashMap::new();
+    if let Ok(existing) = Api::<Endpoints>::all(client.clone()).list(&Default::default()).await {
+        for endpoints in existing.items {
+            let subsets = serde_json::to_value(endpoints.subsets.clone().unwrap_or_default()).unwrap_or(Value::Null);
+            written.insert((endpoints.namespace().unwrap_or_default(), endpoints.name_any()), subsets);
+        }
+    }
     let mut members: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
     while let Some(first) = changes.recv().await {
         let mut batch = vec![first];
@@ -150,6 +157,13 @@ pub async fn run(client: Client) {
                 }
             }
         }
+        // One snapshot of the pods per batch, grouped by namespace.
+        let mut pods_by_namespace: HashMap<String, Vec<std::sync::Arc<Pod>>> = HashMap::new();
+        if !todo.is_empty() {
+            for pod in pods.state() {
+                pods_by_namespace.entry(pod.namespace().unwrap_or_default()).or_default().push(pod);
+            }
+        }
         for (namespace, name) in todo {
             let key = (namespace.clone(), name.clone());
             let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
@@ -163,10 +177,11 @@ pub async fn run(client: Client) {
             if selector.is_empty() {
                 continue;
             }
-            let pod_values: Vec<Value> = pods
-                .state()
-                .iter()
-                .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()) && selects(&selector, p.labels()))
+            let pod_values: Vec<Value> = pods_by_namespace
+                .get(&namespace)
+                .into_iter()
+                .flatten()
+                .filter(|p| selects(&selector, p.labels()))
                 .filter_map(|p| serde_json::to_value(p.as_ref()).ok())
                 .collect();
             let pod_refs: Vec<&Value> = pod_values.iter().collect();
