@@ -104,7 +104,7 @@ fn selects(
 pub async fn run(client: Client) {
     let (dirty, mut changes) = mpsc::unbounded_channel::<Change>();
     let pod_dirty = dirty.clone();
-    let (pods, pods_task) = crate::reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
+    let (pods, pods_task) = crate::reflect_pods(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
         let _ = pod_dirty.send(Change::Pod(pod.namespace().unwrap_or_default(), pod.name_any()));
     });
     let (services, services_task) = crate::reflect(Api::<Service>::all(client.clone()), move |service: &Service| {

@@ -123,6 +123,36 @@ where
     reflect_with(api, watcher::Config::default(), on_change)
 }
 
+/// Drops what no controller reads from a cached pod (annotations, volumes, container details
+/// other than ports, container statuses): with thousands of pods the caches stay small.
+pub(crate) fn slim_pod(pod: &mut Pod) {
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for container in &mut spec.containers {
+            let (name, ports) = (std::mem::take(&mut container.name), container.ports.take());
+            *container = k8s_openapi::api::core::v1::Container { name, ports, ..Default::default() };
+        }
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+/// A pod reflector whose cache holds [`slim_pod`]s.
+pub(crate) fn reflect_pods(
+    api: Api<Pod>,
+    on_change: impl Fn(&Pod) + Send + 'static,
+) -> (Store<Pod>, tokio::task::JoinHandle<()>) {
+    reflect_modified(api, watcher::Config::default(), slim_pod, on_change)
+}
+
 /// [`reflect`] with a watch configuration (selectors). Managed fields are dropped from the cache.
 pub(crate) fn reflect_with<K>(
     api: Api<K>,
@@ -133,9 +163,25 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    reflect_modified(api, config, |_| {}, on_change)
+}
+
+/// [`reflect_with`] that also passes every object through `modify` before caching it.
+fn reflect_modified<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    modify: impl Fn(&mut K) + Send + 'static,
+    on_change: impl Fn(&K) + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
-    let stream =
-        watcher::watcher(api, config).default_backoff().modify(|object| object.meta_mut().managed_fields = None);
+    let stream = watcher::watcher(api, config).default_backoff().modify(move |object| {
+        object.meta_mut().managed_fields = None;
+        modify(object);
+    });
     let stream = reflector::reflector(writer, stream);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -743,7 +789,7 @@ pub async fn run(client: Client, root_ca: Option<String>) {
             let _ = q.send(Work::Collect);
         });
     let q = queue.clone();
-    let (pods, t3) = reflect(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
+    let (pods, t3) = reflect_pods(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
         for owner in pod.owner_references() {
             let namespace = pod.namespace().unwrap_or_default();
             match owner.kind.as_str() {

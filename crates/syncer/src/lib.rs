@@ -375,10 +375,45 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    reflect_slim(api, config, |_| {}, on_change)
+}
+
+/// What the syncer reads of a host pod: its bookkeeping (without the token annotations), node,
+/// container names and images, and status.
+fn slim_host_pod(pod: &mut Pod) {
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| !k.starts_with("vcluster.loft.sh/token-"));
+    }
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.host_aliases = None;
+        spec.dns_config = None;
+        for container in &mut spec.containers {
+            let (name, image) = (std::mem::take(&mut container.name), container.image.take());
+            *container = k8s_openapi::api::core::v1::Container { name, image, ..Default::default() };
+        }
+    }
+}
+
+/// [`reflect`] that passes every object through `slim` before caching it.
+fn reflect_slim<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: impl Fn(&mut K) + Send + 'static,
+    on_change: impl Fn(&K, bool) + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
     // Managed fields are never read here; dropping them keeps the caches about half the size.
-    let stream =
-        watcher::watcher(api, config).default_backoff().modify(|object| object.meta_mut().managed_fields = None);
+    let stream = watcher::watcher(api, config).default_backoff().modify(move |object| {
+        object.meta_mut().managed_fields = None;
+        slim(object);
+    });
     let stream = reflector::reflector(writer, stream);
     let handle = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -493,8 +528,11 @@ pub async fn run(
     });
     tasks.push(task);
     let (q, node_index) = (queue.clone(), nodes.clone());
-    let (host_pods, task) =
-        reflect(Api::<Pod>::namespaced(host_client.clone(), &namespace), managed.clone(), move |pod, deleted| {
+    let (host_pods, task) = reflect_slim(
+        Api::<Pod>::namespaced(host_client.clone(), &namespace),
+        managed.clone(),
+        slim_host_pod,
+        move |pod, deleted| {
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|_| !deleted);
             if lock(&node_index).set(&pod.name_any(), node) {
                 q.send(Work::Nodes);
@@ -502,7 +540,8 @@ pub async fn run(
             if let Some((ns, name)) = virtual_key(pod) {
                 q.send(Work::Pod(ns, name));
             }
-        });
+        },
+    );
     tasks.push(task);
     let (namespaces, task) = reflect(Api::<Namespace>::all(virtual_client.clone()), all(), |_, _| {});
     tasks.push(task);
