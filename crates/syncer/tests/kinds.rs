@@ -273,3 +273,97 @@ async fn deleting_the_virtual_clusters_host_service_cleans_the_host_namespace() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_200_objects_duplicates_nothing_and_removes_orphans() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+    let v_maps: Api<ConfigMap> = Api::namespaced(vc.clone(), "default");
+    let v_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(vc.clone(), "default");
+    let v_services: Api<Service> = Api::namespaced(vc.clone(), "default");
+    let v_pods: Api<Pod> = Api::namespaced(vc.clone(), "default");
+    let pod = |i: usize| {
+        object::<Pod>(json!({"metadata": {"name": format!("app-{i}"), "labels": {"app": format!("app-{i}")}},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "envFrom": [{"configMapRef": {"name": format!("conf-{i}")}}],
+                     "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": format!("token-{i}"), "key": "t"}}}]}]}}))
+    };
+    for i in 0..50 {
+        v_maps
+            .create(&pp, &object(json!({"metadata": {"name": format!("conf-{i}")}, "data": {"i": i.to_string()}})))
+            .await
+            .unwrap();
+        v_secrets
+            .create(&pp, &object(json!({"metadata": {"name": format!("token-{i}")}, "stringData": {"t": "x"}})))
+            .await
+            .unwrap();
+        v_services
+            .create(&pp, &object(json!({"metadata": {"name": format!("app-{i}")}, "spec": {"selector": {"app": format!("app-{i}")}, "ports": [{"port": 80}]}})))
+            .await
+            .unwrap();
+        v_pods.create(&pp, &pod(i)).await.unwrap();
+    }
+    let h_pods: Api<Pod> = Api::namespaced(host.clone(), HNS);
+    let h_maps: Api<ConfigMap> = Api::namespaced(host.clone(), HNS);
+    let h_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(host.clone(), HNS);
+    let h_services: Api<Service> = Api::namespaced(host.clone(), HNS);
+    // Host copies of this test's objects: (pods, config maps, secrets, services).
+    let counts = || {
+        let (h_pods, h_maps, h_secrets, h_services) =
+            (h_pods.clone(), h_maps.clone(), h_secrets.clone(), h_services.clone());
+        async move {
+            let synced = |names: Vec<String>, prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+            let pods = h_pods.list(&ListParams::default()).await.ok()?.items.iter().map(|p| p.name_any()).collect();
+            let maps = h_maps.list(&ListParams::default()).await.ok()?.items.iter().map(|p| p.name_any()).collect();
+            let secrets =
+                h_secrets.list(&ListParams::default()).await.ok()?.items.iter().map(|p| p.name_any()).collect();
+            let services =
+                h_services.list(&ListParams::default()).await.ok()?.items.iter().map(|p| p.name_any()).collect();
+            Some((synced(pods, "app-"), synced(maps, "conf-"), synced(secrets, "token-"), synced(services, "app-")))
+        }
+    };
+    eventually("200 objects on the host", || {
+        let counts = counts();
+        async move { counts.await.filter(|c| *c == (50, 50, 50, 50)) }
+    })
+    .await;
+
+    // The syncer stops; meanwhile ten pods go and ten new ones come.
+    clusters.syncer.abort();
+    for i in 0..10 {
+        v_pods.delete(&format!("app-{i}"), &DeleteParams::default().grace_period(0)).await.unwrap();
+    }
+    for i in 50..60 {
+        v_maps
+            .create(&pp, &object(json!({"metadata": {"name": format!("conf-{i}")}, "data": {"i": i.to_string()}})))
+            .await
+            .unwrap();
+        v_secrets
+            .create(&pp, &object(json!({"metadata": {"name": format!("token-{i}")}, "stringData": {"t": "x"}})))
+            .await
+            .unwrap();
+        v_pods.create(&pp, &pod(i)).await.unwrap();
+    }
+    let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), host.clone(), syncer_config(), ready));
+    ready_rx.wait_for(|r| *r).await.unwrap();
+    // Orphans (the ten deleted pods and what only they used) go; the new ten arrive; nothing twice.
+    eventually("the host to match the virtual cluster", || {
+        let counts = counts();
+        async move { counts.await.filter(|c| *c == (50, 50, 50, 50)) }
+    })
+    .await;
+    let pods: Vec<String> = h_pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    assert!(!pods.iter().any(|p| p == "app-0-x-default-x-vc"), "orphan removed");
+    assert!(pods.iter().any(|p| p == "app-59-x-default-x-vc"), "created while the syncer was down");
+    assert!(gone(h_maps.get("conf-0-x-default-x-vc").await), "a config map only the deleted pod used");
+    restarted.abort();
+}
