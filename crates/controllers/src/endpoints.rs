@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
@@ -84,6 +85,55 @@ pub fn endpoint_subsets(service: &Value, pods: &[&Value]) -> Option<Vec<Value>> 
     Some(subsets)
 }
 
+/// The EndpointSlice mirroring `subsets` of `service`: one slice per service, named after it and
+/// its uid, owned by it, one endpoint per address.
+pub fn endpoint_slice(service: &Value, subsets: &[Value]) -> Value {
+    let name = str_of(service, "/metadata/name");
+    let uid = str_of(service, "/metadata/uid");
+    let suffix: String = crate::workloads::template_hash(&json!(uid)).chars().take(5).collect();
+    let mut labels = service.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    labels["kubernetes.io/service-name"] = json!(name);
+    labels["endpointslice.kubernetes.io/managed-by"] = json!("endpointslice-controller.k8s.io");
+    let mut endpoints: Vec<Value> = Vec::new();
+    let mut ports: Vec<Value> = Vec::new();
+    for subset in subsets {
+        for port in subset.get("ports").and_then(Value::as_array).into_iter().flatten() {
+            if !ports.contains(port) {
+                ports.push(port.clone());
+            }
+        }
+        for (field, ready) in [("addresses", true), ("notReadyAddresses", false)] {
+            for address in subset.get(field).and_then(Value::as_array).into_iter().flatten() {
+                let ip = str_of(address, "/ip");
+                if endpoints.iter().any(|e| e.pointer("/addresses/0").and_then(Value::as_str) == Some(ip)) {
+                    continue;
+                }
+                let mut endpoint =
+                    json!({"addresses": [ip], "conditions": {"ready": ready, "serving": ready, "terminating": false}});
+                for key in ["nodeName", "targetRef"] {
+                    if let Some(value) = address.get(key) {
+                        endpoint[key] = value.clone();
+                    }
+                }
+                endpoints.push(endpoint);
+            }
+        }
+    }
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{name}-{suffix}"),
+            "namespace": str_of(service, "/metadata/namespace"),
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    })
+}
+
 /// What changed.
 enum Change {
     Pod(String, String),
@@ -123,6 +173,16 @@ pub async fn run(client: Client) {
         }
     }
     let mut members: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    let mut slices: HashMap<(String, String), String> = HashMap::new();
+    let ours = kube::api::ListParams::default()
+        .labels("endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io");
+    if let Ok(existing) = Api::<EndpointSlice>::all(client.clone()).list(&ours).await {
+        for slice in existing.items {
+            if let Some(service) = slice.labels().get("kubernetes.io/service-name") {
+                slices.insert((slice.namespace().unwrap_or_default(), service.clone()), slice.name_any());
+            }
+        }
+    }
     while let Some(first) = changes.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = changes.try_recv() {
@@ -171,6 +231,10 @@ pub async fn run(client: Client) {
                 if written.remove(&key).is_some() {
                     let _ = api.delete(&name, &Default::default()).await;
                 }
+                if let Some(slice) = slices.remove(&key) {
+                    let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+                    let _ = slice_api.delete(&slice, &Default::default()).await;
+                }
                 continue;
             };
             let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
@@ -188,6 +252,18 @@ pub async fn run(client: Client) {
             let service_value = serde_json::to_value(service.as_ref()).unwrap_or(Value::Null);
             let Some(subsets) = endpoint_subsets(&service_value, &pod_refs) else { continue };
             let wanted = json!(subsets);
+            let slice = endpoint_slice(&service_value, &subsets);
+            let slice_name = slice["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            if written.get(&key) == Some(&wanted) && slices.contains_key(&key) {
+                continue;
+            }
+            let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+            match slice_api.patch(&slice_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&slice)).await {
+                Ok(_) => {
+                    slices.insert(key.clone(), slice_name);
+                }
+                Err(error) => tracing::debug!(%namespace, %name, %error, "endpoint slice update failed"),
+            }
             if written.get(&key) == Some(&wanted) {
                 continue;
             }
@@ -223,5 +299,26 @@ mod tests {
         assert_eq!(subsets[0]["addresses"][0]["ip"], "10.244.0.2");
         assert_eq!(subsets[0]["ports"][0], json!({"port": 8080, "protocol": "TCP", "name": "http"}));
         assert!(endpoint_subsets(&json!({"spec": {"ports": []}}), &[]).is_none(), "no selector: not ours");
+    }
+
+    #[test]
+    fn slices_mirror_the_endpoints() {
+        let service = json!({"metadata": {"name": "web", "namespace": "d", "uid": "u1", "labels": {"team": "a"}}});
+        let subsets = vec![json!({
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "addresses": [{"ip": "10.244.0.2", "nodeName": "n1", "targetRef": {"kind": "Pod", "name": "p1", "namespace": "d"}}],
+            "notReadyAddresses": [{"ip": "10.244.0.3"}],
+        })];
+        let slice = endpoint_slice(&service, &subsets);
+        assert!(slice["metadata"]["name"].as_str().unwrap().starts_with("web-"));
+        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "web");
+        assert_eq!(slice["metadata"]["labels"]["team"], "a");
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["uid"], "u1");
+        assert_eq!(slice["ports"], json!([{"name": "http", "port": 8080, "protocol": "TCP"}]));
+        assert_eq!(slice["endpoints"][0]["addresses"], json!(["10.244.0.2"]));
+        assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
+        assert_eq!(slice["endpoints"][0]["targetRef"]["name"], "p1");
+        assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
+        assert_eq!(endpoint_slice(&service, &[])["endpoints"], json!([]));
     }
 }

@@ -196,6 +196,59 @@ where
     (reader, task)
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a write is expected to show up in the cache before it is no longer waited for.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// Pods a controller created or deleted that its cache has not shown yet (the upstream
+/// controllers' "expectations"): a reconcile right after a write would otherwise act twice.
+#[derive(Default)]
+struct Expectations {
+    created: std::collections::HashMap<String, Vec<(String, std::time::Instant)>>,
+    deleted: std::collections::HashMap<String, Vec<(String, std::time::Instant)>>,
+}
+
+impl Expectations {
+    fn created(&mut self, owner: &str, pod: &str) {
+        self.created.entry(owner.to_string()).or_default().push((pod.to_string(), std::time::Instant::now()));
+    }
+
+    fn deleted(&mut self, owner: &str, pod: &str) {
+        self.deleted.entry(owner.to_string()).or_default().push((pod.to_string(), std::time::Instant::now()));
+    }
+
+    /// `owned` (the cached pods of `owner`) as they are after the pending writes: created pods
+    /// the cache lacks are added (active, not ready), deleted pods it still shows as active are
+    /// left out. Writes the cache now shows, or that are too old, are forgotten.
+    fn adjust(&mut self, owner: &str, mut owned: Vec<Value>) -> Vec<Value> {
+        let name_of = |p: &Value| p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let fresh = |(_, at): &(String, std::time::Instant)| at.elapsed() < EXPECTATION_TTL;
+        if let Some(created) = self.created.get_mut(owner) {
+            created.retain(|entry| fresh(entry) && !owned.iter().any(|p| name_of(p) == entry.0));
+            for (name, _) in created.iter() {
+                owned.push(
+                    json!({"metadata": {"name": name, "creationTimestamp": now()}, "status": {"phase": "Pending"}}),
+                );
+            }
+            if created.is_empty() {
+                self.created.remove(owner);
+            }
+        }
+        if let Some(deleted) = self.deleted.get_mut(owner) {
+            deleted
+                .retain(|entry| fresh(entry) && owned.iter().any(|p| name_of(p) == entry.0 && workloads::is_active(p)));
+            owned.retain(|p| !deleted.iter().any(|(name, _)| *name == name_of(p)));
+            if deleted.is_empty() {
+                self.deleted.remove(owner);
+            }
+        }
+        owned
+    }
+}
+
 struct Controllers {
     client: Client,
     deployments: Store<Deployment>,
@@ -207,6 +260,8 @@ struct Controllers {
     pods: Store<Pod>,
     cron_jobs: Store<CronJob>,
     replication_controllers: Store<ReplicationController>,
+    /// Pod writes of replica sets and replication controllers the cache has not shown yet.
+    expectations: std::sync::Mutex<Expectations>,
     /// When each cron job is woken up next.
     wakeups: std::sync::Mutex<std::collections::HashMap<(String, String), jiff::Timestamp>>,
     queue: mpsc::UnboundedSender<Work>,
@@ -247,16 +302,21 @@ impl Controllers {
         let name = owner.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         let owned = self.owned_pods(namespace, uid);
+        // The cache may not show this controller's last writes yet: count those pods as they are.
+        let owned = lock(&self.expectations).adjust(uid, owned);
         let refs: Vec<&Value> = owned.iter().collect();
         let plan = workloads::plan_replicas(&owner, &refs);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         for _ in 0..plan.create {
             let pod: Pod = serde_json::from_value(workloads::pod_for_owner(&owner, api_version, kind))
                 .map_err(kube::Error::SerdeError)?;
-            pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+            let created =
+                pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+            lock(&self.expectations).created(uid, &created.name_any());
         }
         for victim in &plan.delete {
             ignore_not_found(pods.delete(victim, &DeleteParams::default()).await)?;
+            lock(&self.expectations).deleted(uid, victim);
         }
         if plan.create == 0 && plan.delete.is_empty() {
             write_status::<K>(&self.client, namespace, name, &owner, plan.status).await?;
@@ -842,6 +902,7 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         cron_jobs,
         replication_controllers,
         wakeups: std::sync::Mutex::default(),
+        expectations: std::sync::Mutex::default(),
         client,
         deployments,
         replica_sets,
@@ -887,5 +948,33 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, deleting: bool) -> Value {
+        let mut pod = json!({"metadata": {"name": name}, "status": {"phase": "Running"}});
+        if deleting {
+            pod["metadata"]["deletionTimestamp"] = json!("2026-11-30T00:00:00Z");
+        }
+        pod
+    }
+
+    #[test]
+    fn pending_writes_count_until_the_cache_shows_them() {
+        let mut expectations = Expectations::default();
+        expectations.created("rs", "web-new");
+        expectations.deleted("rs", "web-old");
+        // The cache still shows the old pod as running and lacks the new one.
+        let seen = expectations.adjust("rs", vec![pod("web-a", false), pod("web-old", false)]);
+        let names: Vec<&str> = seen.iter().filter_map(|p| p.pointer("/metadata/name")?.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-new"]);
+        // Once the cache shows both writes, nothing is adjusted any more.
+        let caught_up = vec![pod("web-a", false), pod("web-new", false), pod("web-old", true)];
+        assert_eq!(expectations.adjust("rs", caught_up.clone()), caught_up);
+        assert!(expectations.created.is_empty() && expectations.deleted.is_empty());
     }
 }

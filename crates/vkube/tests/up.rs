@@ -101,7 +101,15 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
     wait_until(Duration::from_secs(10), "virtual endpoints", || {
         k.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets[0].addresses[0].ip}"]) == pod_ip
     });
+    wait_until(Duration::from_secs(10), "a virtual endpoint slice", || {
+        let slice = "jsonpath={.items[0].endpoints[0].addresses[0]} {.items[0].endpoints[0].conditions.ready}";
+        k.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", slice])
+            == format!("{pod_ip} true")
+    });
     k.ok(&["delete", "service", "web"]);
+    wait_until(Duration::from_secs(10), "the slice gone with its service", || {
+        k.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "name"]).is_empty()
+    });
 
     k.ok(&["delete", "pod", "web", "--timeout=30s"]);
     wait_until(Duration::from_secs(15), "the host namespace to be empty again", || {

@@ -1,0 +1,147 @@
+//! The controllers in-process: an API server on 127.0.0.1:0, the simulated nodes and kubelet on
+//! it, and `vkube_controllers::run`, driven through kube-rs.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ReplicationController, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+async fn cluster(dir: &std::path::Path) -> (vkube_apiserver::RunningServer, kube::Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = vkube_apiserver::ServerConfig::new(dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let server = vkube_apiserver::start(config, None).await.unwrap();
+    let kubeconfig = Kubeconfig::from_yaml(&server.admin_kubeconfig("c").unwrap()).unwrap();
+    let options = KubeConfigOptions::default();
+    let client =
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap()).unwrap();
+    let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
+    tokio::spawn(vkube_simulator::run(client.clone(), vkube_simulator::SimulatorConfig::default()));
+    tokio::spawn(vkube_controllers::run(client.clone(), root_ca));
+    (server, client)
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_and_orphaned_replica_sets_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployment = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    deployments.create(&PostParams::default(), &object(deployment)).await.unwrap();
+    eventually("three ready replicas", || {
+        let deployments = deployments.clone();
+        async move { (deployments.get("web").await.ok()?.status?.ready_replicas? == 3).then_some(()) }
+    })
+    .await;
+    deployments.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}}))).await.unwrap();
+    eventually("one pod left", || {
+        let pods = pods.clone();
+        async move {
+            let live = pods.list(&ListParams::default()).await.ok()?.items;
+            (live.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count() == 1).then_some(())
+        }
+    })
+    .await;
+    // Orphan propagation keeps the replica set and its pod, without the owner reference.
+    deployments.delete("web", &DeleteParams::orphan()).await.unwrap();
+    eventually("the deployment gone, its replica set orphaned", || {
+        let (deployments, sets) = (deployments.clone(), sets.clone());
+        async move {
+            let gone = matches!(deployments.get("web").await, Err(kube::Error::Api(s)) if s.code == 404);
+            let set = sets.list(&ListParams::default()).await.ok()?.items.pop()?;
+            (gone && set.metadata.owner_references.unwrap_or_default().is_empty()).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 1, "the orphaned pod stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_jobs_replication_controllers_and_namespace_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone()).create(&pp, &object(json!({"metadata": {"name": "team"}}))).await.unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    eventually("default account and root CA", || {
+        let (accounts, maps) = (accounts.clone(), maps.clone());
+        async move {
+            accounts.get("default").await.ok()?;
+            let ca = maps.get("kube-root-ca.crt").await.ok()?.data?.remove("ca.crt")?;
+            ca.contains("BEGIN CERTIFICATE").then_some(())
+        }
+    })
+    .await;
+
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), "team");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "team");
+    let cron = json!({"metadata": {"name": "tick"}, "spec": {"schedule": "@every 2s", "concurrencyPolicy": "Forbid",
+        "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    cron_jobs.create(&pp, &object(cron)).await.unwrap();
+    eventually("a completed job owned by the cron job", || {
+        let jobs = jobs.clone();
+        async move {
+            let done = jobs.list(&ListParams::default()).await.ok()?.items.into_iter().find(|j| {
+                j.status.as_ref().and_then(|s| s.succeeded) == Some(1)
+                    && j.metadata.owner_references.as_ref().is_some_and(|o| o[0].name == "tick")
+            })?;
+            Some(done)
+        }
+    })
+    .await;
+    eventually("the cron job's status to show the run", || {
+        let cron_jobs = cron_jobs.clone();
+        async move {
+            let status = cron_jobs.get("tick").await.ok()?.status?;
+            (status.last_schedule_time.is_some() && status.last_successful_time.is_some()).then_some(())
+        }
+    })
+    .await;
+    cron_jobs.delete("tick", &DeleteParams::default()).await.unwrap();
+    eventually("its jobs collected", || {
+        let jobs = jobs.clone();
+        async move {
+            let left = jobs.list(&ListParams::default()).await.ok()?.items;
+            left.iter().all(|j| j.metadata.deletion_timestamp.is_some()).then_some(())
+        }
+    })
+    .await;
+
+    let controllers: Api<ReplicationController> = Api::namespaced(client.clone(), "team");
+    let rc = json!({"metadata": {"name": "legacy"}, "spec": {"replicas": 2,
+        "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    controllers.create(&pp, &object(rc)).await.unwrap();
+    eventually("two ready replicas", || {
+        let controllers = controllers.clone();
+        async move { (controllers.get("legacy").await.ok()?.status?.ready_replicas? == 2).then_some(()) }
+    })
+    .await;
+}
