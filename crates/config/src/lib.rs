@@ -12,6 +12,7 @@ pub mod paths;
 pub mod rbac;
 mod rules;
 mod schema_check;
+pub mod support;
 pub mod tolerations;
 pub mod types;
 

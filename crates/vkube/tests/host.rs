@@ -33,3 +33,49 @@ fn simulated_host_runs_pods_for_kubectl() {
     assert!(k.ok(&["get", "pods", "-o", "name"]).is_empty());
     assert!(host.stop().success());
 }
+
+#[test]
+fn serve_runs_against_a_separate_host_and_names_settings_it_ignores() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let state = dir.path().join("host");
+    let host = ApiServerProcess::start_command(
+        &["host", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        state.join("host.kubeconfig"),
+    );
+    let config = dir.path().join("vcluster.yaml");
+    std::fs::write(&config, "sync:\n  toHost:\n    ingresses:\n      enabled: true\n").unwrap();
+    let vc_dir = dir.path().join("vc");
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_vkube"))
+        .args(["serve", "--name", "team", "--host-kubeconfig"])
+        .arg(&host.kubeconfig)
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&vc_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let warning = stderr.by_ref().map_while(Result::ok).find(|l| l.starts_with("warning:")).unwrap();
+    // Keep draining: a closed pipe would stop the process at its next line.
+    std::thread::spawn(move || for _ in stderr {});
+    assert!(
+        warning.contains("sync.toHost.ingresses.enabled is set, but vkube does not sync ingresses yet"),
+        "{warning}"
+    );
+    let mut stdout = BufReader::new(serve.stdout.take().unwrap()).lines();
+    assert!(stdout.by_ref().map_while(Result::ok).any(|l| l == "ready"));
+    std::thread::spawn(move || for _ in stdout {});
+    let k = Kubectl::new(33, &vc_dir.join("team.kubeconfig"), home.path());
+    k.ok(&["run", "web", "--image=nginx:1.27"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
+    let on_host = Kubectl::new(33, &host.kubeconfig, home.path());
+    assert!(on_host.ok(&["get", "pods", "-n", "vcluster-team", "-o", "name"]).contains("pod/web-x-default-x-team"));
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(serve.id().to_string()).status();
+    assert!(serve.wait().unwrap().success());
+    assert!(host.stop().success());
+}

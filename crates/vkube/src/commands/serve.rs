@@ -174,6 +174,9 @@ pub async fn start(
     host: kube::Client,
 ) -> anyhow::Result<(RunningServer, PathBuf, tokio::task::JoinHandle<()>)> {
     let config = &cluster.config;
+    for line in vkube_config::support::not_yet_synced(config) {
+        eprintln!("warning: {line}");
+    }
     let name = config.name().to_string();
     let context = Context::new(name.clone(), config.host_namespace());
     let mut server_config = ServerConfig::new(&cluster.dir);
