@@ -13,10 +13,6 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
             out.push(format!("{path} is set, but vkube does not {what} yet; the setting has no effect"));
         }
     };
-    unsupported(!to.pods.enabled, "sync.toHost.pods.enabled: false", "stop syncing pods");
-    unsupported(!to.secrets.enabled, "sync.toHost.secrets.enabled: false", "stop syncing secrets");
-    unsupported(!to.config_maps.enabled, "sync.toHost.configMaps.enabled: false", "stop syncing config maps");
-    unsupported(!to.services.enabled, "sync.toHost.services.enabled: false", "stop syncing services");
     unsupported(to.pods.use_secrets_for_sa_tokens, "sync.toHost.pods.useSecretsForSATokens", "put tokens in secrets");
     unsupported(to.ingresses.enabled, "sync.toHost.ingresses.enabled", "sync ingresses");
     unsupported(to.network_policies.enabled, "sync.toHost.networkPolicies.enabled", "sync network policies");
@@ -35,7 +31,6 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         .iter()
         .any(|k| !k.translate.is_empty());
     unsupported(translates, "a sync.toHost.*.translate rule", "apply translate rules");
-    unsupported(!from.events.enabled, "sync.fromHost.events.enabled: false", "stop mirroring events");
     unsupported(from.ingress_classes.enabled, "sync.fromHost.ingressClasses.enabled", "sync ingress classes");
     unsupported(from.runtime_classes.enabled, "sync.fromHost.runtimeClasses.enabled", "sync runtime classes");
     unsupported(from.priority_classes.enabled, "sync.fromHost.priorityClasses.enabled", "sync priority classes");

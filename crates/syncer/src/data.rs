@@ -47,6 +47,13 @@ impl Syncer {
     /// Makes host copy `host` match what its users need: absent when unused, else the data of
     /// the virtual object it stands for.
     pub(crate) async fn reconcile_data(&self, kind: DataKind, host: &str) -> Result<(), kube::Error> {
+        let enabled = match kind {
+            DataKind::ConfigMap => self.config.config_maps,
+            DataKind::Secret => self.config.secrets,
+        };
+        if !enabled {
+            return Ok(());
+        }
         let sources = lock(&self.refs).sources(kind, host);
         match kind {
             DataKind::ConfigMap => {

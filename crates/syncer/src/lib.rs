@@ -69,6 +69,16 @@ pub struct SyncerConfig {
     pub all_config_maps: bool,
     /// Sync every secret, not only referenced ones.
     pub all_secrets: bool,
+    /// Sync pods (`sync.toHost.pods.enabled`).
+    pub pods_enabled: bool,
+    /// Sync referenced config maps (`sync.toHost.configMaps.enabled`).
+    pub config_maps: bool,
+    /// Sync referenced secrets (`sync.toHost.secrets.enabled`).
+    pub secrets: bool,
+    /// Sync services (`sync.toHost.services.enabled`).
+    pub services: bool,
+    /// Mirror host events (`sync.fromHost.events.enabled`).
+    pub events: bool,
     /// Sync persistent volume claims (`sync.toHost.persistentVolumeClaims.enabled`).
     pub claims: bool,
     /// Sync the endpoints of selector-less services (`sync.toHost.endpoints.enabled`).
@@ -91,6 +101,11 @@ impl SyncerConfig {
             pods: PodSettings::default(),
             all_config_maps: false,
             all_secrets: false,
+            pods_enabled: true,
+            config_maps: true,
+            secrets: true,
+            services: true,
+            events: true,
             claims: true,
             endpoints: true,
             set_owner: true,
@@ -718,7 +733,9 @@ pub async fn run(
         recorder,
         queue: queue.clone(),
     });
-    _tasks.0.push(tokio::spawn(events::mirror(syncer.clone(), event_receiver)));
+    if syncer.config.events {
+        _tasks.0.push(tokio::spawn(events::mirror(syncer.clone(), event_receiver)));
+    }
     // Everything that existed before this start was queued by the watch callbacks (their initial
     // lists); the node pass removes fake nodes left from a previous run.
     queue.send(Work::Nodes);

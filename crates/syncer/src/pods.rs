@@ -24,6 +24,9 @@ use crate::{
 
 impl Syncer {
     pub(crate) async fn reconcile_pod(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        if !self.config.pods_enabled {
+            return Ok(());
+        }
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
         let virtual_pod = cached(&self.virtual_pods, Some(namespace), name);

@@ -85,6 +85,9 @@ impl Syncer {
         if namespace == "default" && name == "kubernetes" {
             return self.reconcile_kubernetes().await;
         }
+        if !self.config.services {
+            return Ok(());
+        }
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
         let virtual_service = cached(&self.services, Some(namespace), name);

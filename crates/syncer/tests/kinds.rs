@@ -373,3 +373,42 @@ async fn a_restart_with_200_objects_duplicates_nothing_and_removes_orphans() {
     .await;
     restarted.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_kinds_stay_in_the_virtual_cluster() {
+    let mut config = syncer_config();
+    config.pods_enabled = false;
+    config.services = false;
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+        )
+        .await
+        .unwrap();
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    v_services
+        .create(&pp, &object(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})))
+        .await
+        .unwrap();
+    // A claim (still enabled) reaches the host, so the syncer is working through its queue.
+    let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(clusters.vc.clone(), "default");
+    v_claims
+        .create(&pp, &object(json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})))
+        .await
+        .unwrap();
+    let h_claims: Api<PersistentVolumeClaim> = Api::namespaced(clusters.host.clone(), HNS);
+    eventually("the claim on the host", || {
+        let h_claims = h_claims.clone();
+        async move { h_claims.get("data-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let h_services: Api<Service> = Api::namespaced(clusters.host.clone(), HNS);
+    assert!(gone(h_pods.get("web-x-default-x-vc").await), "pod sync is off");
+    assert!(gone(h_services.get("web-x-default-x-vc").await), "service sync is off");
+}

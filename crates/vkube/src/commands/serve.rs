@@ -187,7 +187,13 @@ pub async fn start(
     let (rendered, readiness) = (syncer_metrics.clone(), syncer_metrics.clone());
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
-        service_addresses: Some(Arc::new(HostServices { host: host.clone(), context: context.clone() })),
+        // With service sync off, the virtual API server allocates nothing on the host.
+        service_addresses: config
+            .sync
+            .to_host
+            .services
+            .enabled
+            .then(|| Arc::new(HostServices { host: host.clone(), context: context.clone() }) as _),
         metrics: Some(Arc::new(move || rendered.render())),
         ready_checks: vec![("syncer".into(), Arc::new(move || readiness.is_ready()))],
     };
@@ -208,6 +214,11 @@ pub async fn start(
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
     syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
+    syncer_config.pods_enabled = config.sync.to_host.pods.enabled;
+    syncer_config.config_maps = config.sync.to_host.config_maps.enabled;
+    syncer_config.secrets = config.sync.to_host.secrets.enabled;
+    syncer_config.services = config.sync.to_host.services.enabled;
+    syncer_config.events = config.sync.from_host.events.enabled;
     syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
     syncer_config.metrics = syncer_metrics;
     syncer_config.api_server = Some(server.addr);
