@@ -1,5 +1,14 @@
 //! The `vkube` command: parses arguments, wires the parts together, maps errors to exit codes.
 
+/// Writes a line to stderr, ignoring failure: a closed stderr (a pipe whose reader went away)
+/// must not stop a running cluster.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod commands;
 
 use clap::{Parser, Subcommand};

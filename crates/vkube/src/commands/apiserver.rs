@@ -41,14 +41,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(kubeconfig) => {
             write_private(&kubeconfig_path, &kubeconfig)
                 .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
-            eprintln!("kubeconfig: {}", kubeconfig_path.display());
+            say!("kubeconfig: {}", kubeconfig_path.display());
         }
-        None => eprintln!("warning: serving plain HTTP without authentication on {}", server.url),
+        None => say!("warning: serving plain HTTP without authentication on {}", server.url),
     }
-    eprintln!("listening on {}", server.url);
-    println!("ready");
+    say!("listening on {}", server.url);
+    super::announce_ready();
     super::shutdown_signal().await;
-    eprintln!("shutting down");
+    say!("shutting down");
     server.shutdown().await;
     Ok(())
 }

@@ -68,9 +68,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = super::client_from_kubeconfig(&kubeconfig).await?;
     let simulator = SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() };
     let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
-    eprintln!("kubeconfig: {}", path.display());
-    eprintln!("listening on {}", server.url);
-    println!("ready");
+    say!("kubeconfig: {}", path.display());
+    say!("listening on {}", server.url);
+    super::announce_ready();
     tokio::select! {
         _ = super::shutdown_signal() => {}
         result = simulation => {
@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
         }
     }
-    eprintln!("shutting down");
+    say!("shutting down");
     server.shutdown().await;
     Ok(())
 }

@@ -29,3 +29,11 @@ pub async fn client_from_kubeconfig(text: &str) -> anyhow::Result<kube::Client> 
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
     Ok(kube::Client::try_from(config)?)
 }
+
+/// Prints `ready` on stdout and flushes it; a closed stdout is ignored (the cluster keeps running).
+pub fn announce_ready() {
+    use std::io::Write as _;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+}

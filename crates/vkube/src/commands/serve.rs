@@ -175,7 +175,7 @@ pub async fn start(
 ) -> anyhow::Result<(RunningServer, PathBuf, tokio::task::JoinHandle<()>)> {
     let config = &cluster.config;
     for line in vkube_config::support::not_yet_synced(config) {
-        eprintln!("warning: {line}");
+        say!("warning: {line}");
     }
     let name = config.name().to_string();
     let context = Context::new(name.clone(), config.host_namespace());
@@ -253,11 +253,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--host-kubeconfig {}", args.host_kubeconfig.display()))?;
     let (server, path, syncer) = start(&cluster, host).await?;
-    eprintln!("virtual kubeconfig: {}", path.display());
-    eprintln!("listening on {}", server.url);
-    println!("ready");
+    say!("virtual kubeconfig: {}", path.display());
+    say!("listening on {}", server.url);
+    super::announce_ready();
     super::shutdown_signal().await;
-    eprintln!("shutting down");
+    say!("shutting down");
     syncer.abort();
     server.shutdown().await;
     Ok(())

@@ -60,12 +60,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
 
     let (server, path, syncer) = super::serve::start(&cluster, host).await?;
-    eprintln!("host kubeconfig: {}", host_path.display());
-    eprintln!("virtual kubeconfig: {}", path.display());
-    eprintln!("virtual cluster {cluster_name} on {}, host on {}", server.url, host_server.url);
-    println!("ready");
+    say!("host kubeconfig: {}", host_path.display());
+    say!("virtual kubeconfig: {}", path.display());
+    say!("virtual cluster {cluster_name} on {}, host on {}", server.url, host_server.url);
+    super::announce_ready();
     super::shutdown_signal().await;
-    eprintln!("shutting down");
+    say!("shutting down");
     syncer.abort();
     simulation.abort();
     server.shutdown().await;
