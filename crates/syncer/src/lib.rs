@@ -393,6 +393,24 @@ where
     reflect_slim(api, config, |_| {}, on_change)
 }
 
+/// What the syncer reads of a cached virtual pod: identity, deletion, node, container names and
+/// images, status (everything else is read from the API when the host pod is created).
+fn slim_virtual_pod(pod: &mut Pod) {
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        spec.image_pull_secrets = None;
+        for container in &mut spec.containers {
+            let (name, image) = (std::mem::take(&mut container.name), container.image.take());
+            *container = k8s_openapi::api::core::v1::Container { name, image, ..Default::default() };
+        }
+    }
+}
+
 /// What the syncer reads of a host pod: its bookkeeping (without the token annotations), node,
 /// container names and images, and status.
 fn slim_host_pod(pod: &mut Pod) {
@@ -531,16 +549,28 @@ pub async fn run(
     let volume_users: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
     let mut tasks = Vec::new();
 
+    // Virtual pods are cached slim (the full pod is read when its host pod is created); what
+    // they reference is indexed from the full object before it is slimmed.
     let (q, index, ctx) = (queue.clone(), refs.clone(), context.clone());
-    let (virtual_pods, task) = reflect(Api::<Pod>::all(virtual_client.clone()), all(), move |pod, deleted| {
+    let index_then_slim = move |pod: &mut Pod| {
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-        let uses = if deleted { BTreeSet::new() } else { data::uses_of_pod(&ctx, pod) };
-        let changed = lock(&index).set(&format!("pod/{ns}/{name}"), uses);
-        for (kind, host) in changed {
+        let uses = data::uses_of_pod(&ctx, pod);
+        for (kind, host) in lock(&index).set(&format!("pod/{ns}/{name}"), uses) {
             q.send(Work::Data(kind, host));
         }
-        q.send(Work::Pod(ns, name));
-    });
+        slim_virtual_pod(pod);
+    };
+    let (q, index) = (queue.clone(), refs.clone());
+    let (virtual_pods, task) =
+        reflect_slim(Api::<Pod>::all(virtual_client.clone()), all(), index_then_slim, move |pod, deleted| {
+            let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+            if deleted {
+                for (kind, host) in lock(&index).set(&format!("pod/{ns}/{name}"), BTreeSet::new()) {
+                    q.send(Work::Data(kind, host));
+                }
+            }
+            q.send(Work::Pod(ns, name));
+        });
     tasks.push(task);
     let (q, node_index) = (queue.clone(), nodes.clone());
     let (host_pods, task) = reflect_slim(

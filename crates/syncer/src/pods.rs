@@ -61,14 +61,16 @@ impl Syncer {
                     let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
                     return ignore_not_found(virtual_api.delete(name, &params).await);
                 }
+                // The cache holds a slim copy: the host pod is made from the whole pod.
+                let Some(virtual_pod) = virtual_api.get_opt(name).await? else { return Ok(()) };
                 // The config maps and secrets go first (concurrently): the pod must find them.
-                let uses = data::uses_of_pod(context, virtual_pod.as_ref());
+                let uses = data::uses_of_pod(context, &virtual_pod);
                 futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host))).await?;
-                let value = to_value(virtual_pod.as_ref());
+                let value = to_value(&virtual_pod);
                 let labels = self.namespace_labels(namespace);
-                let environment = self.pod_environment(virtual_pod.as_ref(), &value).await?;
+                let environment = self.pod_environment(&virtual_pod, &value).await?;
                 let desired = host_pod(context, &value, &labels, &self.config.pods, &environment);
-                let desired = self.owned(desired, has_controller(virtual_pod.as_ref()));
+                let desired = self.owned(desired, has_controller(&virtual_pod));
                 self.create_on_host::<Pod>(desired).await
             }
             (Some(virtual_pod), Some(host_pod)) => {
