@@ -13,7 +13,6 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
             out.push(format!("{path} is set, but vkube does not {what} yet; the setting has no effect"));
         }
     };
-    unsupported(to.pods.use_secrets_for_sa_tokens, "sync.toHost.pods.useSecretsForSATokens", "put tokens in secrets");
     unsupported(to.ingresses.enabled, "sync.toHost.ingresses.enabled", "sync ingresses");
     unsupported(to.network_policies.enabled, "sync.toHost.networkPolicies.enabled", "sync network policies");
     unsupported(to.persistent_volumes.enabled, "sync.toHost.persistentVolumes.enabled", "sync persistent volumes");

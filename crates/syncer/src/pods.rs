@@ -2,13 +2,15 @@
 //! brought back, images forced onto the host, deletion both ways, re-created virtual pods
 //! replaced, and a second virtual pod that maps to a taken host name refused.
 
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vkube_translate::metadata::OBJECT_UID;
 use vkube_translate::names::host_name;
-use vkube_translate::pods::{PodEnvironment, host_pod, token_audiences};
+use vkube_translate::pods::{
+    PodEnvironment, host_pod, token_audiences, token_secret, token_secret_data, token_secret_name,
+};
 
 /// Audiences of a token whose source names none (the virtual API server's own).
 const DEFAULT_AUDIENCES: &[&str] =
@@ -52,14 +54,15 @@ impl Syncer {
                     tracing::info!(%namespace, %name, "virtual pod deleted; deleting host pod");
                     ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
                 }
-                Ok(())
+                self.delete_token_secret(namespace, name).await
             }
             (Some(virtual_pod), None) => {
                 let ran_before = virtual_pod.status.as_ref().and_then(|s| s.start_time.as_ref()).is_some();
                 if ran_before || virtual_pod.metadata.deletion_timestamp.is_some() {
                     tracing::info!(%namespace, %name, "host pod is gone; deleting virtual pod");
                     let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
-                    return ignore_not_found(virtual_api.delete(name, &params).await);
+                    ignore_not_found(virtual_api.delete(name, &params).await)?;
+                    return self.delete_token_secret(namespace, name).await;
                 }
                 // The cache holds a slim copy: the host pod is made from the whole pod.
                 let Some(virtual_pod) = virtual_api.get_opt(name).await? else { return Ok(()) };
@@ -69,6 +72,10 @@ impl Syncer {
                 let value = to_value(&virtual_pod);
                 let labels = self.namespace_labels(namespace);
                 let environment = self.pod_environment(&virtual_pod, &value).await?;
+                if self.config.pods.token_secrets && !environment.tokens.is_empty() {
+                    let data = token_secret_data(&value, &environment.tokens);
+                    self.write_token_secret(token_secret(context, &value, &data)).await?;
+                }
                 let desired = host_pod(context, &value, &labels, &self.config.pods, &environment);
                 let desired = self.owned(desired, has_controller(&virtual_pod));
                 self.create_on_host::<Pod>(desired).await
@@ -98,6 +105,32 @@ impl Syncer {
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }
+    }
+
+    /// Creates (or refreshes) the token secret of a host pod in secret mode.
+    async fn write_token_secret(&self, secret: Value) -> Result<(), kube::Error> {
+        let name = secret["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let secret = self.owned(secret, false);
+        let object: Secret = serde_json::from_value(secret.clone()).map_err(kube::Error::SerdeError)?;
+        let api: Api<Secret> = self.host_api();
+        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let patch = Patch::Merge(json!({"stringData": secret["stringData"]}));
+                api.patch(&name, &PatchParams::apply(MANAGER), &patch).await.map(|_| ())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Deletes the token secret of a host pod (secret mode), if there is one.
+    async fn delete_token_secret(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        if !self.config.pods.token_secrets {
+            return Ok(());
+        }
+        let api: Api<Secret> = self.host_api();
+        let secret = token_secret_name(&self.config.context, name, namespace);
+        ignore_not_found(api.delete(&secret, &DeleteParams::default()).await)
     }
 
     /// The DNS server, `kubernetes.default` address and service account tokens of a new host pod.

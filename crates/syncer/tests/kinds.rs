@@ -412,3 +412,41 @@ async fn disabled_kinds_stay_in_the_virtual_cluster() {
     assert!(gone(h_pods.get("web-x-default-x-vc").await), "pod sync is off");
     assert!(gone(h_services.get("web-x-default-x-vc").await), "service sync is off");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_go_into_a_secret_per_pod_in_secret_mode() {
+    let mut config = syncer_config();
+    config.pods.token_secrets = true;
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(clusters.vc.clone(), "default");
+    accounts.create(&pp, &object(json!({"metadata": {"name": "default"}}))).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let pod = v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+        )
+        .await
+        .unwrap();
+    let volume = pod.spec.unwrap().volumes.unwrap()[0].name.clone();
+    assert!(volume.starts_with("kube-api-access-"), "service account admission");
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let h_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(clusters.host.clone(), HNS);
+    let host_pod = eventually("the host pod", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("web-x-default-x-vc").await.ok() }
+    })
+    .await;
+    let source = serde_json::to_value(&host_pod.spec.unwrap().volumes.unwrap()[0]).unwrap();
+    assert_eq!(source["projected"]["sources"][0]["secret"]["name"], "web-sa-token-x-default-x-vc");
+    let secret = h_secrets.get("web-sa-token-x-default-x-vc").await.unwrap();
+    let token = String::from_utf8(secret.data.unwrap()[&volume].0.clone()).unwrap();
+    assert!(token.starts_with("eyJ"), "a JWT minted by the virtual API server");
+    v_pods.delete("web", &DeleteParams::default().grace_period(0)).await.unwrap();
+    eventually("the token secret gone with the pod", || {
+        let h_secrets = h_secrets.clone();
+        async move { gone(h_secrets.get("web-sa-token-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
+}

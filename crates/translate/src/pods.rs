@@ -29,6 +29,49 @@ pub struct PodSettings {
     pub translate_image: BTreeMap<String, String>,
     /// Tolerations added to every host pod.
     pub enforce_tolerations: Vec<Value>,
+    /// Service account tokens go into a host secret per pod instead of pod annotations
+    /// (`sync.toHost.pods.useSecretsForSATokens`).
+    pub token_secrets: bool,
+}
+
+/// The host secret holding the tokens of `pod` in secret mode (sync-behavior.md 4.7.1):
+/// `HostName("<pod>-sa-token", namespace)`, one key per volume, never synced back, no marker labels.
+pub fn token_secret(context: &Context, pod: &Value, tokens: &BTreeMap<String, String>) -> Value {
+    let name = text(pod, "/metadata/name");
+    let namespace = text(pod, "/metadata/namespace");
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": token_secret_name(context, name, namespace),
+            "namespace": context.host_namespace,
+            "annotations": {"vcluster.loft.sh/skip-backsync": "true"},
+        },
+        "stringData": tokens,
+    })
+}
+
+/// The name of that secret.
+pub fn token_secret_name(context: &Context, pod: &str, namespace: &str) -> String {
+    host_name(context, &format!("{pod}-sa-token"), namespace)
+}
+
+/// In secret mode, the secret's data: each token under the name of the volume it is for, in the
+/// order [`token_audiences`] lists the sources.
+pub fn token_secret_data(pod: &Value, tokens: &[String]) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    let mut index = 0;
+    for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
+        let sources = volume.pointer("/projected/sources").and_then(Value::as_array).cloned().unwrap_or_default();
+        for _ in sources.iter().filter(|s| s.get("serviceAccountToken").is_some()) {
+            if let Some(token) = tokens.get(index) {
+                data.insert(text(volume, "/name").to_string(), token.clone());
+            }
+            index += 1;
+        }
+    }
+    data
 }
 
 fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
@@ -240,6 +283,7 @@ pub fn host_pod(
     let mut tokens: BTreeMap<String, String> = BTreeMap::new();
     if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in volumes.iter_mut() {
+            let volume_name = text(volume, "/name").to_string();
             rename(volume, "/configMap/name", cm);
             rename(volume, "/secret/secretName", other);
             rename(volume, "/persistentVolumeClaim/claimName", other);
@@ -256,8 +300,13 @@ pub fn host_pod(
                         *source = Value::Null;
                         continue;
                     };
-                    let key = token_annotation(uid, token_index);
                     token_index += 1;
+                    if settings.token_secrets {
+                        let secret = token_secret_name(context, name, namespace);
+                        *source = json!({"secret": {"name": secret, "items": [{"key": volume_name, "path": path, "mode": 420}]}});
+                        continue;
+                    }
+                    let key = token_annotation(uid, token_index - 1);
                     tokens.insert(key.clone(), token.clone());
                     *source = json!({"downwardAPI": {"items": [{"path": path, "mode": 420,
                         "fieldRef": {"apiVersion": "v1", "fieldPath": format!("metadata.annotations['{key}']")}}]}});
@@ -390,6 +439,7 @@ mod tests {
         let settings = PodSettings {
             translate_image: [("nginx:1.27".to_string(), "mirror.local/nginx:1.27".to_string())].into(),
             enforce_tolerations: vec![json!({"key": "dedicated", "operator": "Exists"})],
+            token_secrets: false,
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();
@@ -472,5 +522,32 @@ mod tests {
         own_dns["spec"]["dnsPolicy"] = json!("Default");
         let host = host_pod(&vc(), &own_dns, &BTreeMap::new(), &PodSettings::default(), &environment);
         assert!(host["spec"].get("dnsConfig").is_none());
+    }
+
+    #[test]
+    fn secret_mode_puts_tokens_in_a_secret_per_pod() {
+        let settings = PodSettings { token_secrets: true, ..PodSettings::default() };
+        let environment = PodEnvironment { tokens: vec!["eyJ.t".into()], ..PodEnvironment::default() };
+        let pod = fixture();
+        let host = host_pod(&vc(), &pod, &BTreeMap::new(), &settings, &environment);
+        let source = &host["spec"]["volumes"][3]["projected"]["sources"][0];
+        assert_eq!(
+            source,
+            &json!({"secret": {"name": "nginx-sa-token-x-default-x-my-vc", "items": [{"key": "token", "path": "token", "mode": 420}]}})
+        );
+        assert!(
+            !host["metadata"]["annotations"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|k| k.starts_with("vcluster.loft.sh/token-"))
+        );
+        let data = token_secret_data(&pod, &environment.tokens);
+        assert_eq!(data, BTreeMap::from([("token".to_string(), "eyJ.t".to_string())]));
+        let secret = token_secret(&vc(), &pod, &data);
+        assert_eq!(secret["metadata"]["name"], "nginx-sa-token-x-default-x-my-vc");
+        assert_eq!(secret["metadata"]["annotations"]["vcluster.loft.sh/skip-backsync"], "true");
+        assert!(secret["metadata"].get("labels").is_none(), "no marker labels: the secret syncer leaves it alone");
+        assert_eq!(secret["stringData"]["token"], "eyJ.t");
     }
 }

@@ -210,7 +210,11 @@ pub async fn start(
         enforce.push(vkube_config::tolerations::parse(spec).map_err(anyhow::Error::msg)?);
     }
     let mut syncer_config = SyncerConfig::new(context);
-    syncer_config.pods = PodSettings { translate_image: pods.translate_image.clone(), enforce_tolerations: enforce };
+    syncer_config.pods = PodSettings {
+        translate_image: pods.translate_image.clone(),
+        enforce_tolerations: enforce,
+        token_secrets: pods.use_secrets_for_sa_tokens,
+    };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
     syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
