@@ -260,7 +260,7 @@ struct Controllers {
     pods: Store<Pod>,
     cron_jobs: Store<CronJob>,
     replication_controllers: Store<ReplicationController>,
-    /// Pod writes of replica sets and replication controllers the cache has not shown yet.
+    /// Pod writes of replica sets, replication controllers and jobs the cache has not shown yet.
     expectations: std::sync::Mutex<Expectations>,
     /// When each cron job is woken up next.
     wakeups: std::sync::Mutex<std::collections::HashMap<(String, String), jiff::Timestamp>>,
@@ -508,12 +508,16 @@ impl Controllers {
         let job_value = value(job.as_ref());
         let uid = job.uid().unwrap_or_default();
         let owned = self.owned_pods(namespace, &uid);
+        // Pods created a moment ago count even before the cache shows them (no extra runs).
+        let owned = lock(&self.expectations).adjust(&uid, owned);
         let refs: Vec<&Value> = owned.iter().collect();
         let plan = jobs::plan(&job_value, &refs, &now());
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         for _ in 0..plan.create {
             let pod: Pod = serde_json::from_value(jobs::pod_for(&job_value)).map_err(kube::Error::SerdeError)?;
-            pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+            let created =
+                pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
+            lock(&self.expectations).created(&uid, &created.name_any());
         }
         let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
         let mut current = job_value.get("status").cloned().unwrap_or(Value::Null);
