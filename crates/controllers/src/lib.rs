@@ -150,7 +150,7 @@ pub(crate) fn reflect_pods(
     api: Api<Pod>,
     on_change: impl Fn(&Pod) + Send + 'static,
 ) -> (Store<Pod>, tokio::task::JoinHandle<()>) {
-    reflect_modified(api, watcher::Config::default(), slim_pod, on_change)
+    reflect_modified(api, watcher::Config::default(), slim_pod, move |pod, _| on_change(pod))
 }
 
 /// [`reflect`] with a watch configuration (selectors). Managed fields are dropped from the cache.
@@ -163,15 +163,17 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    reflect_modified(api, config, |_| {}, on_change)
+    reflect_modified(api, config, |_| {}, move |object, _| on_change(object))
 }
 
-/// [`reflect_with`] that also passes every object through `modify` before caching it.
-fn reflect_modified<K>(
+/// Starts a reflector for `api` (managed fields dropped, every object passed through `modify`
+/// before it is cached) and returns its store and task; `on_change` sees every change, with
+/// `true` for a deletion. Used by the controllers and the syncer.
+pub fn reflect_modified<K>(
     api: Api<K>,
     config: watcher::Config,
     modify: impl Fn(&mut K) + Send + 'static,
-    on_change: impl Fn(&K) + Send + 'static,
+    on_change: impl Fn(&K, bool) + Send + 'static,
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -187,7 +189,8 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(Event::Apply(o) | Event::InitApply(o) | Event::Delete(o)) => on_change(&o),
+                Ok(Event::Apply(o) | Event::InitApply(o)) => on_change(&o, false),
+                Ok(Event::Delete(o)) => on_change(&o, true),
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "watch error; retrying"),
             }

@@ -4,17 +4,17 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vkube_translate::Context;
 use vkube_translate::names::host_name;
 use vkube_translate::pods::{config_map_host_name, host_copy, references};
 
 use crate::refs::{DataKind, Use};
-use crate::{MANAGER, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, virtual_key};
+use crate::{
+    MANAGER, Namespaced, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, virtual_key,
+};
 
 /// The host config maps and secrets `pod` needs.
 pub(crate) fn uses_of_pod(context: &Context, pod: &Pod) -> BTreeSet<Use> {
@@ -67,22 +67,14 @@ impl Syncer {
         }
     }
 
-    async fn reconcile_copy<K>(
+    async fn reconcile_copy<K: Namespaced>(
         &self,
         kind: DataKind,
         host: &str,
         sources: Vec<(String, String)>,
         current: Option<std::sync::Arc<K>>,
         virtual_store: &kube::runtime::reflector::Store<K>,
-    ) -> Result<(), kube::Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug
-            + 'static,
-    {
+    ) -> Result<(), kube::Error> {
         let host_api: Api<K> = self.host_api();
         if sources.is_empty() {
             if current.is_some() {
@@ -126,7 +118,7 @@ impl Syncer {
     /// Data of config maps and secrets syncs both ways: a change on one side since the last sync
     /// is copied to the other; when both changed, the virtual side wins.
     #[allow(clippy::too_many_arguments)]
-    async fn sync_data<K>(
+    async fn sync_data<K: Namespaced>(
         &self,
         kind: DataKind,
         host: &str,
@@ -135,14 +127,7 @@ impl Syncer {
         virtual_api: &Api<K>,
         host_api: &Api<K>,
         fields: &[&str],
-    ) -> Result<(), kube::Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    ) -> Result<(), kube::Error> {
         let virtual_value = to_value(source);
         let pick = |value: &Value| -> Value {
             fields

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::{MANAGER, Syncer, ignore_not_found, to_value};
+use crate::{MANAGER, Syncer, ensure, ignore_not_found, to_value};
 
 /// Ports of the host service as the virtual service shows them: without `kubelet`, without node ports.
 pub(crate) fn virtual_ports(host: &Value) -> Value {
@@ -93,12 +93,7 @@ impl Syncer {
                     "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": ips, "ports": ports,
                              "sessionAffinity": "None"},
                 });
-                let service: Service = serde_json::from_value(service).map_err(kube::Error::SerdeError)?;
-                match virtual_services.create(&PostParams::default(), &service).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(error),
-                }
+                ensure(&virtual_services, service).await?;
             }
         }
         let host_endpoints: Api<Endpoints> = self.host_api();
@@ -116,14 +111,7 @@ impl Syncer {
             Some(_) => ignore_not_found(
                 virtual_endpoints.patch("kubernetes", &PatchParams::apply(MANAGER), &Patch::Merge(desired)).await,
             ),
-            None => {
-                let object: Endpoints = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
-                match virtual_endpoints.create(&PostParams::default(), &object).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
+            None => ensure(&virtual_endpoints, desired).await,
         }
     }
 }

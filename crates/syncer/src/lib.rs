@@ -30,7 +30,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -46,6 +46,7 @@ pub use metrics::Metrics;
 pub use services::{allocate_on_host, release_on_host};
 
 use refs::{DataKind, NodeIndex, RefIndex};
+use vkube_controllers::{Tasks, reflect_modified};
 
 /// How many objects reconcile at once.
 const CONCURRENCY: usize = 32;
@@ -129,17 +130,6 @@ pub enum SyncerError {
     },
 }
 
-/// Aborts the tasks it holds when dropped, so stopping the syncer stops all of its watches.
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
 /// A unit of work, keyed so that duplicates in one batch collapse.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Work {
@@ -157,8 +147,6 @@ enum Work {
     Claim(String, String),
     /// Reconcile the fake persistent volume with this name.
     Volume(String),
-    /// The virtual `default/kubernetes` service and endpoints.
-    Kubernetes,
 }
 
 impl Work {
@@ -171,7 +159,6 @@ impl Work {
             Work::Endpoints(..) => "Endpoints",
             Work::Claim(..) => "PersistentVolumeClaim",
             Work::Volume(..) => "PersistentVolume",
-            Work::Kubernetes => "Service",
         }
     }
 }
@@ -238,6 +225,27 @@ struct Syncer {
     queue: Queue,
 }
 
+/// A namespaced kind the syncer reads and writes as typed objects.
+pub(crate) trait Namespaced:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + 'static
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static
+{
+}
+
 fn to_value<T: Serialize>(object: &T) -> Value {
     serde_json::to_value(object).unwrap_or(Value::Null)
 }
@@ -291,10 +299,7 @@ impl Syncer {
         &self.config.context.host_namespace
     }
 
-    fn host_api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
+    fn host_api<K: Namespaced>(&self) -> Api<K> {
         Api::namespaced(self.host_client.clone(), self.host_namespace())
     }
 
@@ -310,14 +315,7 @@ impl Syncer {
 
     /// Creates `desired` on the host; an existing object of the same name is left alone (the
     /// reconcile that follows its watch event takes over).
-    async fn create_on_host<K>(&self, desired: Value) -> Result<(), kube::Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    async fn create_on_host<K: Namespaced>(&self, desired: Value) -> Result<(), kube::Error> {
         let object: K = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
         let api = self.host_api::<K>();
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
@@ -351,7 +349,6 @@ impl Syncer {
             Work::Endpoints(namespace, name) => self.reconcile_endpoints(namespace, name).await,
             Work::Claim(namespace, name) => self.reconcile_claim(namespace, name).await,
             Work::Volume(name) => self.reconcile_volume(name).await,
-            Work::Kubernetes => self.reconcile_kubernetes().await,
         }
     }
 
@@ -378,19 +375,6 @@ impl Syncer {
             self.recorder.warn(&target, "SyncError", &format!("Sync{}", item.kind()), &message).await;
         }
     }
-}
-
-/// Starts a reflector for `api` and returns its store; `on_change` is called for every change.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    on_change: impl Fn(&K, bool) + Send + 'static,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    reflect_slim(api, config, |_| {}, on_change)
 }
 
 /// What the syncer reads of a cached virtual pod: identity, deletion, node, container names and
@@ -430,36 +414,17 @@ fn slim_host_pod(pod: &mut Pod) {
     }
 }
 
-/// [`reflect`] that passes every object through `slim` before caching it.
-fn reflect_slim<K>(
+/// A reflector whose cache keeps objects as they come (minus managed fields).
+fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
-    slim: impl Fn(&mut K) + Send + 'static,
     on_change: impl Fn(&K, bool) + Send + 'static,
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
-    // Managed fields are never read here; dropping them keeps the caches about half the size.
-    let stream = watcher::watcher(api, config).default_backoff().modify(move |object| {
-        object.meta_mut().managed_fields = None;
-        slim(object);
-    });
-    let stream = reflector::reflector(writer, stream);
-    let handle = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(Event::Apply(object) | Event::InitApply(object)) => on_change(&object, false),
-                Ok(Event::Delete(object)) => on_change(&object, true),
-                Ok(_) => {}
-                Err(error) => tracing::debug!(%error, "watch error; retrying"),
-            }
-        }
-    });
-    (reader, handle)
+    reflect_modified(api, config, |_| {}, on_change)
 }
 
 /// Creates `object` unless it exists.
@@ -562,7 +527,7 @@ pub async fn run(
     };
     let (q, index) = (queue.clone(), refs.clone());
     let (virtual_pods, task) =
-        reflect_slim(Api::<Pod>::all(virtual_client.clone()), all(), index_then_slim, move |pod, deleted| {
+        reflect_modified(Api::<Pod>::all(virtual_client.clone()), all(), index_then_slim, move |pod, deleted| {
             let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
             if deleted {
                 for (kind, host) in lock(&index).set(&format!("pod/{ns}/{name}"), BTreeSet::new()) {
@@ -573,7 +538,7 @@ pub async fn run(
         });
     tasks.push(task);
     let (q, node_index) = (queue.clone(), nodes.clone());
-    let (host_pods, task) = reflect_slim(
+    let (host_pods, task) = reflect_modified(
         Api::<Pod>::namespaced(host_client.clone(), &namespace),
         managed.clone(),
         slim_host_pod,
@@ -627,10 +592,6 @@ pub async fn run(
     let q = queue.clone();
     let (services, task) = reflect(Api::<Service>::all(virtual_client.clone()), all(), move |service, _| {
         let (ns, name) = (service.namespace().unwrap_or_default(), service.name_any());
-        if ns == "default" && name == "kubernetes" {
-            q.send(Work::Kubernetes);
-            return;
-        }
         q.send(Work::Service(ns.clone(), name.clone()));
         q.send(Work::Endpoints(ns, name));
     });
@@ -769,7 +730,7 @@ pub async fn run(
     // Everything that existed before this start was queued by the watch callbacks (their initial
     // lists); the node pass removes fake nodes left from a previous run.
     queue.send(Work::Nodes);
-    queue.send(Work::Kubernetes);
+    queue.send(Work::Service("default".into(), "kubernetes".into()));
     metrics.set_ready(true);
     let _ = ready.send(true);
     // A keyed work queue without batch barriers: an item starts as soon as one of CONCURRENCY
