@@ -166,6 +166,19 @@ where
     reflect_modified(api, config, |_| {}, move |object, _| on_change(object))
 }
 
+/// Creates `object` (JSON of kind `K`) as `manager` unless an object of that name exists.
+pub async fn create_if_absent<K>(api: &Api<K>, object: Value, manager: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
+    match api.create(&PostParams { field_manager: Some(manager.into()), ..Default::default() }, &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// Starts a reflector for `api` (managed fields dropped, every object passed through `modify`
 /// before it is cached) and returns its store and task; `on_change` sees every change, with
 /// `true` for a deletion. Used by the controllers and the syncer.

@@ -6,15 +6,15 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::MANAGER;
+use vkube_controllers::create_if_absent;
 
 /// Name of the default storage class.
 pub const STORAGE_CLASS: &str = "standard";
@@ -57,24 +57,12 @@ pub fn volume_for(claim: &Value) -> Option<(Value, Value, Value)> {
     Some((volume, binding, status))
 }
 
-async fn create_ignoring_conflict<K>(api: &Api<K>, value: Value) -> Result<(), kube::Error>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
-    match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
 async fn bind(client: &Client, claim: &PersistentVolumeClaim) -> Result<(), kube::Error> {
     let value = serde_json::to_value(claim).map_err(kube::Error::SerdeError)?;
     let Some((volume, binding, status)) = volume_for(&value) else { return Ok(()) };
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let volume_name = volume["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    create_ignoring_conflict(&volumes, volume).await?;
+    create_if_absent(&volumes, volume, MANAGER).await?;
     let params = PatchParams::apply(MANAGER);
     volumes.patch_status(&volume_name, &params, &Patch::Merge(json!({"status": {"phase": "Bound"}}))).await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace().unwrap_or_default());
@@ -92,7 +80,7 @@ pub async fn provision(client: Client) {
         "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
     });
-    if let Err(error) = create_ignoring_conflict(&classes, class).await {
+    if let Err(error) = create_if_absent(&classes, class, MANAGER).await {
         tracing::warn!(%error, "could not register the default storage class");
     }
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());

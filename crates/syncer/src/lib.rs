@@ -432,12 +432,7 @@ async fn ensure<K>(api: &Api<K>, object: Value) -> Result<(), kube::Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    let object: K = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error),
-    }
+    vkube_controllers::create_if_absent(api, object, MANAGER).await
 }
 
 /// The host namespace, the workload service account and the virtual cluster's own host service
