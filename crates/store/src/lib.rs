@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use memory::MemoryStorage;
-pub use sqlite::SqliteStorage;
+pub use sqlite::{SqliteStorage, read_prefix};
 pub use state::Watcher;
 
 /// A store revision: increases by one with every successful write, across all keys.

@@ -69,6 +69,30 @@ fn checkpointer(path: std::path::PathBuf, stop: std::sync::Arc<std::sync::atomic
     }
 }
 
+/// A row of `SELECT key, value, create_revision, mod_revision FROM kv`.
+fn key_value(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue {
+        key: row.get(0)?,
+        value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
+        create_revision: row.get::<_, i64>(2)? as Revision,
+        mod_revision: row.get::<_, i64>(3)? as Revision,
+    })
+}
+
+/// Reads the keys under `prefix` from the database at `path` without opening it for writing
+/// (safe while a server runs on it): for inspection tools.
+pub fn read_prefix(path: &Path, prefix: &str) -> Result<Vec<KeyValue>, StorageError> {
+    let conn =
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(StorageError::Backend)?;
+    let mut statement = conn
+        .prepare("SELECT key, value, create_revision, mod_revision FROM kv WHERE substr(key, 1, ?2) = ?1 ORDER BY key")
+        .map_err(StorageError::Backend)?;
+    let rows = statement
+        .query_map(rusqlite::params![prefix, prefix.chars().count() as i64], key_value)
+        .map_err(StorageError::Backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(StorageError::Backend)
+}
+
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path` and loads its latest state.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
@@ -100,16 +124,7 @@ impl SqliteStorage {
             let mut statement = conn
                 .prepare("SELECT key, value, create_revision, mod_revision FROM kv")
                 .map_err(StorageError::Backend)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok(KeyValue {
-                        key: row.get(0)?,
-                        value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
-                        create_revision: row.get::<_, i64>(2)? as Revision,
-                        mod_revision: row.get::<_, i64>(3)? as Revision,
-                    })
-                })
-                .map_err(StorageError::Backend)?;
+            let rows = statement.query_map([], key_value).map_err(StorageError::Backend)?;
             for row in rows {
                 let kv = row.map_err(StorageError::Backend)?;
                 data.insert(kv.key.clone(), kv);

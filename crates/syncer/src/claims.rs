@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use vkube_translate::claims::{fake_volume, host_claim, virtual_claim_patch};
 use vkube_translate::names::host_name;
 
-use crate::{MANAGER, Syncer, belongs_to, cached, ensure, events, has_controller, ignore_not_found, lock, to_value};
+use crate::{MANAGER, Syncer, cached, ensure, events, has_controller, ignore_not_found, lock, to_value};
 
 impl Syncer {
     pub(crate) async fn reconcile_claim(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
@@ -19,9 +19,12 @@ impl Syncer {
         let host = host_name(&self.config.context, name, namespace);
         let virtual_claim = cached(&self.claims, Some(namespace), name);
         let host_claim_now = cached(&self.host_claims, Some(self.host_namespace()), &host);
-        if let Some(other) = host_claim_now.as_ref().filter(|h| !belongs_to(h.as_ref(), namespace, name)) {
+        let kind = "PersistentVolumeClaim";
+        if let Some(other) = host_claim_now.as_ref().filter(|h| !self.belongs(kind, h.as_ref(), namespace, name)) {
             if let Some(claim) = &virtual_claim {
-                let owner = crate::virtual_key(other.as_ref()).map(|(ns, n)| format!("{ns}/{n}")).unwrap_or_default();
+                let owner = crate::virtual_key_of(&self.mappings, kind, other.as_ref())
+                    .map(|(ns, n)| format!("{ns}/{n}"))
+                    .unwrap_or_default();
                 let message = format!(
                     "cannot sync: host name {}/{host} is already used by claim {owner}; rename this claim",
                     self.host_namespace()
@@ -35,7 +38,10 @@ impl Syncer {
         let host_api: Api<PersistentVolumeClaim> = self.host_api();
         let now = DeleteParams::default().grace_period(0);
         match (virtual_claim, host_claim_now) {
-            (None, None) => Ok(()),
+            (None, None) => {
+                self.forget(kind, namespace, name);
+                Ok(())
+            }
             (None, Some(host_claim_obj)) => {
                 if host_claim_obj.metadata.deletion_timestamp.is_none() {
                     tracing::info!(%namespace, %name, "virtual claim deleted; deleting the host claim");
@@ -51,6 +57,9 @@ impl Syncer {
                 if claim.metadata.deletion_timestamp.is_some() {
                     return Ok(());
                 }
+                if !self.record(claim.as_ref(), self.pair(kind, namespace, name, &host), vec![]).await {
+                    return Ok(());
+                }
                 let desired = host_claim(&self.config.context, &to_value(claim.as_ref()));
                 self.create_on_host::<PersistentVolumeClaim>(self.owned(desired, has_controller(claim.as_ref()))).await
             }
@@ -64,6 +73,11 @@ impl Syncer {
                 if host_claim_obj.metadata.deletion_timestamp.is_some() {
                     return ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await);
                 }
+                if !self.record(claim.as_ref(), self.pair(kind, namespace, name, &host), vec![]).await {
+                    return Ok(());
+                }
+                let uid = claim.uid().unwrap_or_default();
+                self.restore_bookkeeping(host_claim_obj.as_ref(), kind, namespace, name, &uid).await?;
                 let virtual_value = to_value(claim.as_ref());
                 let host_value = to_value(host_claim_obj.as_ref());
                 let want = virtual_value.pointer("/spec/resources/requests");

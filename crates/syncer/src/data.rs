@@ -13,7 +13,7 @@ use vkube_translate::pods::{config_map_host_name, host_copy, references};
 
 use crate::refs::{DataKind, Use};
 use crate::{
-    MANAGER, Namespaced, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, virtual_key,
+    MANAGER, Namespaced, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, virtual_key_of,
 };
 
 /// The host config maps and secrets `pod` needs.
@@ -82,11 +82,18 @@ impl Syncer {
                 ignore_not_found(host_api.delete(host, &DeleteParams::default()).await)?;
             }
             lock(&self.last_synced).remove(host);
+            let host_name = crate::ObjectName::new(self.host_namespace(), host);
+            if let Some(owner) = self.mappings.virtual_of(kind.kind(), &host_name) {
+                self.mappings.remove(kind.kind(), &owner);
+            }
             return Ok(());
         }
         // Several virtual objects may stand for one host name: the shared kube-root-ca.crt copy
         // by design, any other pair only by a name collision, which is refused.
-        let holder = current.as_ref().and_then(|c| virtual_key(c.as_ref())).filter(|key| sources.contains(key));
+        let holder = current
+            .as_ref()
+            .and_then(|c| virtual_key_of(&self.mappings, kind.kind(), c.as_ref()))
+            .filter(|key| sources.contains(key));
         let (namespace, name) = holder.unwrap_or_else(|| sources[0].clone());
         let shared = kind == DataKind::ConfigMap && name == "kube-root-ca.crt";
         if !shared {
@@ -107,6 +114,13 @@ impl Syncer {
             // Referenced but not created yet: its watch event brings it here again.
             return Ok(());
         };
+        if !shared && !self.record(source.as_ref(), self.pair(kind.kind(), &namespace, &name, host), vec![]).await {
+            return Ok(());
+        }
+        if let Some(current) = current.as_deref() {
+            let uid = source.uid().unwrap_or_default();
+            self.restore_bookkeeping(current, kind.kind(), &namespace, &name, &uid).await?;
+        }
         let virtual_api: Api<K> = Api::namespaced(self.virtual_client.clone(), &namespace);
         let fields: &[&str] = match kind {
             DataKind::ConfigMap => &["data", "binaryData"],

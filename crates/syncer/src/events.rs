@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::{MANAGER, Syncer, cached, ignore_not_found, lock, to_value, virtual_key};
+use crate::{MANAGER, Syncer, cached, ignore_not_found, lock, to_value, virtual_key_of};
 
 /// The component name on events the syncer records.
 const COMPONENT: &str = "vcluster-syncer";
@@ -186,10 +186,14 @@ impl Syncer {
         }
         let hns = Some(self.host_namespace());
         let owner = match kind.as_str() {
-            "Pod" => cached(&self.host_pods, hns, &host_object).and_then(|o| virtual_key(o.as_ref())),
-            "Service" => cached(&self.host_services, hns, &host_object).and_then(|o| virtual_key(o.as_ref())),
-            "ConfigMap" => cached(&self.host_config_maps, hns, &host_object).and_then(|o| virtual_key(o.as_ref())),
-            _ => cached(&self.host_secrets, hns, &host_object).and_then(|o| virtual_key(o.as_ref())),
+            "Pod" => cached(&self.host_pods, hns, &host_object)
+                .and_then(|o| virtual_key_of(&self.mappings, "Pod", o.as_ref())),
+            "Service" => cached(&self.host_services, hns, &host_object)
+                .and_then(|o| virtual_key_of(&self.mappings, "Service", o.as_ref())),
+            "ConfigMap" => cached(&self.host_config_maps, hns, &host_object)
+                .and_then(|o| virtual_key_of(&self.mappings, "ConfigMap", o.as_ref())),
+            _ => cached(&self.host_secrets, hns, &host_object)
+                .and_then(|o| virtual_key_of(&self.mappings, "Secret", o.as_ref())),
         };
         let Some((namespace, name)) = owner else { return Ok(()) };
         let (ns, n) = (Some(namespace.as_str()), name.as_str());

@@ -12,6 +12,7 @@ mod claims;
 mod data;
 mod events;
 mod kubernetes;
+pub mod mappings;
 mod metrics;
 mod nodes;
 mod pods;
@@ -45,6 +46,7 @@ use vkube_translate::pods::PodSettings;
 pub use metrics::Metrics;
 pub use services::{allocate_on_host, release_on_host};
 
+use mappings::{Mappings, NameMapping, ObjectName};
 use refs::{DataKind, NodeIndex, RefIndex};
 use vkube_controllers::{Tasks, reflect_modified};
 
@@ -92,6 +94,19 @@ pub struct SyncerConfig {
     /// The virtual API server's address: the endpoints of the virtual cluster's host service and
     /// of the virtual `default/kubernetes` service.
     pub api_server: Option<std::net::SocketAddr>,
+    /// Where the mapping store persists (the virtual cluster's own store); None keeps it in
+    /// memory only.
+    pub mappings: Option<MappingStorage>,
+}
+
+/// The store the mapping store persists in.
+#[derive(Clone)]
+pub struct MappingStorage(pub Arc<dyn vkube_store::Storage>);
+
+impl std::fmt::Debug for MappingStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MappingStorage")
+    }
 }
 
 impl SyncerConfig {
@@ -112,6 +127,7 @@ impl SyncerConfig {
             set_owner: true,
             metrics: Arc::new(Metrics::default()),
             api_server: None,
+            mappings: None,
         }
     }
 }
@@ -119,6 +135,9 @@ impl SyncerConfig {
 /// Why the syncer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncerError {
+    /// The mapping store could not be read.
+    #[error("cannot read the mapping store")]
+    Mappings(#[source] vkube_store::StorageError),
     /// The host namespace or workload service account could not be prepared.
     #[error("cannot prepare host namespace {namespace}")]
     HostNamespace {
@@ -147,6 +166,8 @@ enum Work {
     Claim(String, String),
     /// Reconcile the fake persistent volume with this name.
     Volume(String),
+    /// Forget mappings whose virtual and host objects are both gone.
+    Mappings,
 }
 
 impl Work {
@@ -159,6 +180,7 @@ impl Work {
             Work::Endpoints(..) => "Endpoints",
             Work::Claim(..) => "PersistentVolumeClaim",
             Work::Volume(..) => "PersistentVolume",
+            Work::Mappings => "Mapping",
         }
     }
 }
@@ -215,6 +237,8 @@ struct Syncer {
     volume_users: Arc<Mutex<HashMap<String, (String, String)>>>,
     /// Virtual nodes known to exist (saves a lookup per pod binding).
     known_nodes: Mutex<BTreeSet<String>>,
+    /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
+    mappings: Arc<Mappings>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
     /// The owner reference namespaced host objects get (the virtual cluster's host service).
@@ -284,10 +308,14 @@ fn virtual_key<K: Resource>(host: &K) -> Option<(String, String)> {
     Some((annotations.get(OBJECT_NAMESPACE)?.clone(), annotations.get(OBJECT_NAME)?.clone()))
 }
 
-/// Whether a host object stands for the virtual object `namespace/name` (and not for another
-/// virtual object whose translated name happens to be the same).
-fn belongs_to<K: Resource>(host: &K, namespace: &str, name: &str) -> bool {
-    virtual_key(host).is_some_and(|(ns, n)| ns == namespace && n == name)
+/// The virtual (namespace, name) a host object of `kind` stands for: its bookkeeping
+/// annotations, or the mapping store when someone removed them.
+fn virtual_key_of<K: Resource>(mappings: &Mappings, kind: &str, host: &K) -> Option<(String, String)> {
+    virtual_key(host).or_else(|| {
+        let meta = host.meta();
+        let host_name = ObjectName::new(meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref()?);
+        mappings.virtual_of(kind, &host_name).map(|v| (v.namespace, v.name))
+    })
 }
 
 fn has_controller<K: Resource>(object: &K) -> bool {
@@ -336,6 +364,106 @@ impl Syncer {
         cached(&self.namespaces, None, namespace).map(|n| n.labels().clone()).unwrap_or_default()
     }
 
+    /// Whether a host object of `kind` stands for the virtual object `namespace/name` (and not
+    /// for another virtual object whose translated name happens to be the same).
+    fn belongs<K: Resource>(&self, kind: &str, host: &K, namespace: &str, name: &str) -> bool {
+        virtual_key_of(&self.mappings, kind, host).is_some_and(|(ns, n)| ns == namespace && n == name)
+    }
+
+    /// The pair of virtual `namespace/name` of `kind` and its host object `host`.
+    fn pair(&self, kind: &str, namespace: &str, name: &str, host: &str) -> NameMapping {
+        NameMapping::core(kind, ObjectName::new(namespace, name), ObjectName::new(self.host_namespace(), host))
+    }
+
+    /// Records that virtual `namespace/name` of `kind` is `host` on the host (with what it uses);
+    /// refuses, with a `SyncWarning` event on `object`, when that host name stands for another
+    /// virtual object. Returns whether the sync may go on.
+    async fn record<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        pair: NameMapping,
+        references: Vec<NameMapping>,
+    ) -> bool {
+        match self.mappings.record(pair, references) {
+            Ok(()) => true,
+            Err(conflict) => {
+                let message = format!(
+                    "cannot sync: host name {} is already used by {} {}; rename this {}",
+                    conflict.host, conflict.kind, conflict.existing, conflict.kind
+                );
+                let action = format!("Sync{}", conflict.kind);
+                self.recorder.warn(&events::Target::of(object), "SyncWarning", &action, &message).await;
+                false
+            }
+        }
+    }
+
+    /// Forgets the mapping of virtual `namespace/name` of `kind` (both sides are gone).
+    fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        self.mappings.remove(kind, &ObjectName::new(namespace, name));
+    }
+
+    /// Puts the bookkeeping annotations back on a host object that lost them (the mapping store
+    /// still knew it).
+    async fn restore_bookkeeping<K: Namespaced>(
+        &self,
+        host: &K,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<(), kube::Error> {
+        if virtual_key(host).is_some() {
+            return Ok(());
+        }
+        let host_name = host.meta().name.clone().unwrap_or_default();
+        tracing::info!(%kind, %namespace, %name, %host_name, "restoring the bookkeeping annotations of a host object");
+        let annotations = json!({
+            OBJECT_NAME: name,
+            OBJECT_NAMESPACE: namespace,
+            vkube_translate::metadata::OBJECT_UID: uid,
+            vkube_translate::metadata::OBJECT_KIND: vkube_translate::metadata::kind_string("", "v1", kind),
+            vkube_translate::metadata::OBJECT_HOST_NAME: host_name,
+            vkube_translate::metadata::OBJECT_HOST_NAMESPACE: self.host_namespace(),
+        });
+        let patch = Patch::Merge(json!({"metadata": {"annotations": annotations}}));
+        ignore_not_found(self.host_api::<K>().patch(&host_name, &PatchParams::apply(MANAGER), &patch).await)
+    }
+
+    /// Drops the mappings whose virtual and host objects are both gone (sync-behavior.md §6.4).
+    fn collect_mappings(&self) {
+        let hns = Some(self.host_namespace());
+        for pair in self.mappings.owners() {
+            let (vns, vname) = (Some(pair.virtual_name.namespace.as_str()), pair.virtual_name.name.as_str());
+            let host = pair.host_name.name.as_str();
+            let exists = match pair.kind.as_str() {
+                "Pod" => {
+                    cached(&self.virtual_pods, vns, vname).is_some() || cached(&self.host_pods, hns, host).is_some()
+                }
+                "ConfigMap" => {
+                    cached(&self.config_maps, vns, vname).is_some()
+                        || cached(&self.host_config_maps, hns, host).is_some()
+                }
+                "Secret" => {
+                    cached(&self.secrets, vns, vname).is_some() || cached(&self.host_secrets, hns, host).is_some()
+                }
+                "Service" => {
+                    cached(&self.services, vns, vname).is_some() || cached(&self.host_services, hns, host).is_some()
+                }
+                "Endpoints" => {
+                    cached(&self.endpoints, vns, vname).is_some() || cached(&self.host_endpoints, hns, host).is_some()
+                }
+                "PersistentVolumeClaim" => {
+                    cached(&self.claims, vns, vname).is_some() || cached(&self.host_claims, hns, host).is_some()
+                }
+                _ => true,
+            };
+            if !exists {
+                self.mappings.remove(&pair.kind, &pair.virtual_name);
+            }
+        }
+    }
+
     fn seen(&self, kind: &'static str, host: &str) -> bool {
         lock(&self.seen).contains(&(kind, host.to_string()))
     }
@@ -349,6 +477,10 @@ impl Syncer {
             Work::Endpoints(namespace, name) => self.reconcile_endpoints(namespace, name).await,
             Work::Claim(namespace, name) => self.reconcile_claim(namespace, name).await,
             Work::Volume(name) => self.reconcile_volume(name).await,
+            Work::Mappings => {
+                self.collect_mappings();
+                Ok(())
+            }
         }
     }
 
@@ -497,6 +629,10 @@ pub async fn run(
         .await
         .map_err(|source| SyncerError::HostNamespace { namespace: namespace.clone(), source })?;
 
+    let mappings = Arc::new(match config.mappings.clone() {
+        Some(storage) => Mappings::load(storage.0, &namespace).await.map_err(SyncerError::Mappings)?,
+        None => Mappings::in_memory(),
+    });
     let (sender, mut work) = mpsc::unbounded_channel::<Work>();
     let metrics = config.metrics.clone();
     let queue = Queue { sender, metrics: metrics.clone() };
@@ -532,7 +668,7 @@ pub async fn run(
             q.send(Work::Pod(ns, name));
         });
     tasks.push(task);
-    let (q, node_index) = (queue.clone(), nodes.clone());
+    let (q, node_index, m) = (queue.clone(), nodes.clone(), mappings.clone());
     let (host_pods, task) = reflect_modified(
         Api::<Pod>::namespaced(host_client.clone(), &namespace),
         managed.clone(),
@@ -542,7 +678,7 @@ pub async fn run(
             if lock(&node_index).set(&pod.name_any(), node) {
                 q.send(Work::Nodes);
             }
-            if let Some((ns, name)) = virtual_key(pod) {
+            if let Some((ns, name)) = virtual_key_of(&m, "Pod", pod) {
                 q.send(Work::Pod(ns, name));
             }
         },
@@ -591,7 +727,7 @@ pub async fn run(
         q.send(Work::Endpoints(ns, name));
     });
     tasks.push(task);
-    let (q, seen_by) = (queue.clone(), seen.clone());
+    let (q, seen_by, m) = (queue.clone(), seen.clone(), mappings.clone());
     let (host_services, task) = reflect(
         Api::<Service>::namespaced(host_client.clone(), &namespace),
         managed.clone(),
@@ -599,7 +735,7 @@ pub async fn run(
             if !deleted {
                 lock(&seen_by).insert(("Service", service.name_any()));
             }
-            if let Some((ns, name)) = virtual_key(service) {
+            if let Some((ns, name)) = virtual_key_of(&m, "Service", service) {
                 q.send(Work::Service(ns, name));
             }
         },
@@ -610,10 +746,10 @@ pub async fn run(
         q.send(Work::Endpoints(endpoints.namespace().unwrap_or_default(), endpoints.name_any()));
     });
     tasks.push(task);
-    let q = queue.clone();
+    let (q, m) = (queue.clone(), mappings.clone());
     let (host_endpoints, task) =
         reflect(Api::<Endpoints>::namespaced(host_client.clone(), &namespace), managed.clone(), move |endpoints, _| {
-            if let Some((ns, name)) = virtual_key(endpoints) {
+            if let Some((ns, name)) = virtual_key_of(&m, "Endpoints", endpoints) {
                 q.send(Work::Endpoints(ns, name));
             }
         });
@@ -633,7 +769,7 @@ pub async fn run(
             q.send(Work::Claim(ns, name));
         });
     tasks.push(task);
-    let (q, seen_by) = (queue.clone(), seen.clone());
+    let (q, seen_by, m) = (queue.clone(), seen.clone(), mappings.clone());
     let (host_claims, task) = reflect(
         Api::<PersistentVolumeClaim>::namespaced(host_client.clone(), &namespace),
         managed,
@@ -641,7 +777,7 @@ pub async fn run(
             if !deleted {
                 lock(&seen_by).insert(("PersistentVolumeClaim", claim.name_any()));
             }
-            if let Some((ns, name)) = virtual_key(claim) {
+            if let Some((ns, name)) = virtual_key_of(&m, "PersistentVolumeClaim", claim) {
                 q.send(Work::Claim(ns, name));
             }
         },
@@ -673,6 +809,7 @@ pub async fn run(
             }
         }
     }));
+    tasks.push(tokio::spawn(mappings.clone().persist()));
     let mut _tasks = Tasks(tasks);
 
     let _ = virtual_pods.wait_until_ready().await;
@@ -712,6 +849,7 @@ pub async fn run(
         refs,
         nodes,
         volume_users,
+        mappings: mappings.clone(),
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),
         owner,
@@ -726,6 +864,16 @@ pub async fn run(
     // lists); the node pass removes fake nodes left from a previous run.
     queue.send(Work::Nodes);
     queue.send(Work::Service("default".into(), "kubernetes".into()));
+    // Mappings of objects deleted on both sides while the syncer was away, and every 3 minutes
+    // those a missed event left behind (sync-behavior.md §6.4).
+    queue.send(Work::Mappings);
+    let q = queue.clone();
+    _tasks.0.push(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(180)).await;
+            q.send(Work::Mappings);
+        }
+    }));
     metrics.set_ready(true);
     let _ = ready.send(true);
     // A keyed work queue without batch barriers: an item starts as soon as one of CONCURRENCY

@@ -20,8 +20,7 @@ const DEFAULT_AUDIENCES: &[&str] =
 const TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
 use crate::{
-    MANAGER, Syncer, SyncerConfig, belongs_to, cached, data, events, has_controller, ignore_not_found, is_not_found,
-    to_value,
+    MANAGER, Syncer, SyncerConfig, cached, data, events, has_controller, ignore_not_found, is_not_found, lock, to_value,
 };
 
 impl Syncer {
@@ -33,10 +32,12 @@ impl Syncer {
         let host = host_name(context, name, namespace);
         let virtual_pod = cached(&self.virtual_pods, Some(namespace), name);
         let host_pod_now = cached(&self.host_pods, Some(self.host_namespace()), &host);
-        if let Some(other) = host_pod_now.as_ref().filter(|h| !belongs_to(h.as_ref(), namespace, name)) {
+        if let Some(other) = host_pod_now.as_ref().filter(|h| !self.belongs("Pod", h.as_ref(), namespace, name)) {
             // The host name is taken by another virtual pod (`a-x-b` in `c` and `a` in `b-x-c`).
             if let Some(virtual_pod) = &virtual_pod {
-                let owner = crate::virtual_key(other.as_ref()).map(|(ns, n)| format!("{ns}/{n}")).unwrap_or_default();
+                let owner = crate::virtual_key_of(&self.mappings, "Pod", other.as_ref())
+                    .map(|(ns, n)| format!("{ns}/{n}"))
+                    .unwrap_or_default();
                 let message = format!(
                     "cannot sync: host name {}/{host} is already used by virtual pod {owner}; rename this pod",
                     self.host_namespace()
@@ -48,7 +49,10 @@ impl Syncer {
         let virtual_api: Api<Pod> = Api::namespaced(self.virtual_client.clone(), namespace);
         let host_api: Api<Pod> = self.host_api();
         match (virtual_pod, host_pod_now) {
-            (None, None) => Ok(()),
+            (None, None) => {
+                self.forget("Pod", namespace, name);
+                Ok(())
+            }
             (None, Some(host_pod)) => {
                 if host_pod.metadata.deletion_timestamp.is_none() {
                     tracing::info!(%namespace, %name, "virtual pod deleted; deleting host pod");
@@ -66,8 +70,14 @@ impl Syncer {
                 }
                 // The cache holds a slim copy: the host pod is made from the whole pod.
                 let Some(virtual_pod) = virtual_api.get_opt(name).await? else { return Ok(()) };
-                // The config maps and secrets go first (concurrently): the pod must find them.
                 let uses = data::uses_of_pod(context, &virtual_pod);
+                if !self
+                    .record(&virtual_pod, self.pair("Pod", namespace, name, &host), self.pod_references(&uses))
+                    .await
+                {
+                    return Ok(());
+                }
+                // The config maps and secrets go first (concurrently): the pod must find them.
                 futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host))).await?;
                 let value = to_value(&virtual_pod);
                 let labels = self.namespace_labels(namespace);
@@ -82,6 +92,15 @@ impl Syncer {
             }
             (Some(virtual_pod), Some(host_pod)) => {
                 let virtual_uid = virtual_pod.uid().unwrap_or_default();
+                if self.mappings.get("Pod", &crate::ObjectName::new(namespace, name)).is_none() {
+                    // Synced before the mapping store knew it (or its save was lost to a crash).
+                    let uses = lock(&self.refs).uses_of(&format!("pod/{namespace}/{name}"));
+                    let pair = self.pair("Pod", namespace, name, &host);
+                    if !self.record(virtual_pod.as_ref(), pair, self.pod_references(&uses)).await {
+                        return Ok(());
+                    }
+                }
+                self.restore_bookkeeping(host_pod.as_ref(), "Pod", namespace, name, &virtual_uid).await?;
                 if host_pod.annotations().get(OBJECT_UID).is_some_and(|uid| *uid != virtual_uid) {
                     tracing::info!(%namespace, %name, "virtual pod was re-created; replacing host pod");
                     return ignore_not_found(
@@ -105,6 +124,11 @@ impl Syncer {
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }
+    }
+
+    /// The mapping-store references of a pod: the config maps and secrets it uses.
+    fn pod_references(&self, uses: &std::collections::BTreeSet<crate::refs::Use>) -> Vec<crate::NameMapping> {
+        uses.iter().map(|u| self.pair(u.kind.kind(), &u.namespace, &u.name, &u.host)).collect()
     }
 
     /// Creates (or refreshes) the token secret of a host pod in secret mode.

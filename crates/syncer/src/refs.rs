@@ -76,6 +76,11 @@ impl RefIndex {
         changed
     }
 
+    /// What `user` uses now.
+    pub(crate) fn uses_of(&self, user: &str) -> BTreeSet<Use> {
+        self.by_user.get(user).cloned().unwrap_or_default()
+    }
+
     /// The virtual objects (namespace, name) some user needs under host name `host`.
     pub(crate) fn sources(&self, kind: DataKind, host: &str) -> Vec<(String, String)> {
         self.users.get(&(kind, host.to_string())).map(|s| s.keys().cloned().collect()).unwrap_or_default()

@@ -12,9 +12,7 @@ use vkube_translate::Context;
 use vkube_translate::names::host_name;
 use vkube_translate::services::{host_endpoints, host_service, host_subsets, with_host_addresses};
 
-use crate::{
-    BLOCK_DELETION, MANAGER, Syncer, Work, belongs_to, cached, has_controller, ignore_not_found, lock, to_value,
-};
+use crate::{BLOCK_DELETION, MANAGER, Syncer, Work, cached, has_controller, ignore_not_found, lock, to_value};
 
 /// How long a host service with [`BLOCK_DELETION`] waits for its virtual service.
 const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
@@ -92,11 +90,14 @@ impl Syncer {
         let host = host_name(context, name, namespace);
         let virtual_service = cached(&self.services, Some(namespace), name);
         let host_service_now = cached(&self.host_services, Some(self.host_namespace()), &host)
-            .filter(|h| belongs_to(h.as_ref(), namespace, name));
+            .filter(|h| self.belongs("Service", h.as_ref(), namespace, name));
         let host_api: Api<Service> = self.host_api();
         let virtual_api: Api<Service> = Api::namespaced(self.virtual_client.clone(), namespace);
         match (virtual_service, host_service_now) {
-            (None, None) => Ok(()),
+            (None, None) => {
+                self.forget("Service", namespace, name);
+                Ok(())
+            }
             (None, Some(host_service_obj)) => {
                 let blocked = host_service_obj.annotations().get(BLOCK_DELETION).is_some_and(|v| v == "true");
                 let age =
@@ -116,6 +117,11 @@ impl Syncer {
                 allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref())).await.map(|_| ())
             }
             (Some(virtual_service), Some(host_service_obj)) => {
+                if !self.record(virtual_service.as_ref(), self.pair("Service", namespace, name, &host), vec![]).await {
+                    return Ok(());
+                }
+                let uid = virtual_service.uid().unwrap_or_default();
+                self.restore_bookkeeping(host_service_obj.as_ref(), "Service", namespace, name, &uid).await?;
                 let virtual_value = to_value(virtual_service.as_ref());
                 let host_value = to_value(host_service_obj.as_ref());
                 let desired = host_service(context, &virtual_value);
@@ -173,7 +179,7 @@ impl Syncer {
         let service = cached(&self.services, Some(namespace), name);
         let endpoints = cached(&self.endpoints, Some(namespace), name);
         let current = cached(&self.host_endpoints, Some(self.host_namespace()), &host)
-            .filter(|h| belongs_to(h.as_ref(), namespace, name));
+            .filter(|h| self.belongs("Endpoints", h.as_ref(), namespace, name));
         let host_api: Api<Endpoints> = self.host_api();
         let selector_less = service
             .as_ref()
@@ -182,9 +188,14 @@ impl Syncer {
             // No service, a service with a selector, or no endpoints: nothing of ours on the host.
             if current.is_some() {
                 ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
+            } else {
+                self.forget("Endpoints", namespace, name);
             }
             return Ok(());
         };
+        if !self.record(endpoints.as_ref(), self.pair("Endpoints", namespace, name, &host), vec![]).await {
+            return Ok(());
+        }
         let value = to_value(endpoints.as_ref());
         let Some(current) = current else {
             let desired = host_endpoints(&self.config.context, &value);

@@ -450,3 +450,98 @@ async fn tokens_go_into_a_secret_per_pod_in_secret_mode() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mapping_store_persists_pairs_and_leads_back_to_host_objects_that_lost_their_annotations() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let store = clusters._servers.1.state.registry.store.clone();
+    let pp = PostParams::default();
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+    let v_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(vc.clone(), "default");
+    v_secrets.create(&pp, &object(json!({"metadata": {"name": "db"}, "stringData": {"p": "x"}}))).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx",
+            "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "p"}}}]}]}})),
+        )
+        .await
+        .unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(host.clone(), HNS);
+    eventually("the host pod running", || {
+        let h_pods = h_pods.clone();
+        async move {
+            let pod = h_pods.get("web-x-default-x-vc").await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+        }
+    })
+    .await;
+    // The pod's mapping, with the secret it uses, is in the virtual cluster's store.
+    let saved = eventually("the pod's mapping saved", || {
+        let store = store.clone();
+        async move {
+            let stored = vkube_syncer::mappings::stored(store.as_ref()).await.ok()?;
+            stored.into_iter().find(|m| m.pair.kind == "Pod" && m.pair.virtual_name.name == "web")
+        }
+    })
+    .await;
+    assert_eq!(saved.pair.host_name.namespace, HNS);
+    assert_eq!(saved.pair.host_name.name, "web-x-default-x-vc");
+    assert_eq!(saved.references.len(), 1, "{saved:?}");
+    assert_eq!(
+        (saved.references[0].kind.as_str(), saved.references[0].host_name.name.as_str()),
+        ("Secret", "db-x-default-x-vc")
+    );
+    assert!(store.get("/vcluster/mappings/v1/pod/default/web").await.unwrap().is_some());
+
+    // The syncer stops; someone strips the bookkeeping annotations off the host pod.
+    clusters.syncer.abort();
+    let strip = json!({"metadata": {"annotations": {
+        "vcluster.loft.sh/object-name": null, "vcluster.loft.sh/object-namespace": null,
+        "vcluster.loft.sh/object-uid": null, "vcluster.loft.sh/object-kind": null,
+        "vcluster.loft.sh/object-host-name": null, "vcluster.loft.sh/object-host-namespace": null}}});
+    h_pods.patch("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(strip)).await.unwrap();
+    let stripped = h_pods.get("web-x-default-x-vc").await.unwrap();
+    assert!(!stripped.annotations().contains_key("vcluster.loft.sh/object-name"));
+
+    // A new syncer reads the stored mappings: the host pod is still known as default/web, gets
+    // its annotations back and keeps running; nothing is refused as a collision.
+    let mut config = syncer_config();
+    config.mappings = Some(vkube_syncer::MappingStorage(store.clone()));
+    let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), host.clone(), config, ready));
+    ready_rx.wait_for(|r| *r).await.unwrap();
+    let virtual_uid = v_pods.get("web").await.unwrap().uid().unwrap();
+    eventually("the annotations restored", || {
+        let (h_pods, uid) = (h_pods.clone(), virtual_uid.clone());
+        async move {
+            let pod = h_pods.get("web-x-default-x-vc").await.ok()?;
+            let annotations = pod.annotations();
+            (annotations.get("vcluster.loft.sh/object-name").map(String::as_str) == Some("web")
+                && annotations.get("vcluster.loft.sh/object-namespace").map(String::as_str) == Some("default")
+                && annotations.get("vcluster.loft.sh/object-uid") == Some(&uid))
+            .then_some(())
+        }
+    })
+    .await;
+    let host_pod = h_pods.get("web-x-default-x-vc").await.unwrap();
+    assert!(host_pod.metadata.deletion_timestamp.is_none(), "the host pod was not replaced");
+    assert_eq!(host_pod.uid(), stripped.uid(), "the same host pod");
+    let events: Api<Event> = Api::namespaced(vc.clone(), "default");
+    let warnings = events.list(&ListParams::default()).await.unwrap();
+    assert!(
+        !warnings.items.iter().any(|e| e.reason.as_deref() == Some("SyncWarning")),
+        "no collision reported: {:?}",
+        warnings.items.iter().map(|e| e.message.clone()).collect::<Vec<_>>()
+    );
+
+    // Deleting the pod removes its mapping from the store once both sides are gone.
+    v_pods.delete("web", &DeleteParams::default().grace_period(0)).await.unwrap();
+    eventually("the mapping deleted", || {
+        let store = store.clone();
+        async move { store.get("/vcluster/mappings/v1/pod/default/web").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    restarted.abort();
+}

@@ -31,6 +31,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Run a simulated host and a virtual cluster on it, in one process.
     Up(commands::up::Args),
+    /// List a virtual cluster's name mappings (virtual ↔ host pairs and what each pod uses).
+    Mappings(commands::mappings::Args),
     /// Check, print and explain vcluster.yaml files.
     #[command(subcommand)]
     Config(commands::config::Command),
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Config(command) => commands::config::run(command),
+            Command::Mappings(args) => commands::mappings::run(args),
             Command::Host(args) => commands::host::run(args).await,
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Up(args) => commands::up::run(args).await,

@@ -29,7 +29,8 @@ spec:
 
 #[test]
 fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
-    let Up { up, k, host, dir: _dir, _home } = Up::start();
+    let Up { up, k, host, dir, _home } = Up::start();
+    let state = dir.path().join("state");
     k.ok(&["create", "configmap", "files", "--from-literal=app.conf=x=1"]);
     k.ok(&["create", "configmap", "unrelated", "--from-literal=a=b"]);
     k.ok(&["create", "secret", "generic", "db", "--from-literal=password=hunter2"]);
@@ -70,6 +71,15 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
         ],
         "only the pod and what it references reach the host"
     );
+    // The mapping store records the pod's pair and what it uses (read while the cluster runs).
+    wait_until(Duration::from_secs(10), "the pod's mapping in `vkube mappings`", || {
+        let listed = mappings(&state);
+        listed.contains("Pod default/web -> vcluster-vc1/web-x-default-x-vc1")
+            && listed.contains("  uses Secret default/db -> vcluster-vc1/db-x-default-x-vc1")
+            && listed.contains("  uses Secret default/registry -> vcluster-vc1/registry-x-default-x-vc1")
+            && listed.contains("  uses ConfigMap default/files -> vcluster-vc1/files-x-default-x-vc1")
+    });
+    assert!(!mappings(&state).contains("unused"), "nothing maps what nobody uses");
 
     // A service gets the host's cluster IP and node port; the host's endpoints find the host pod.
     k.ok(&["expose", "pod", "web", "--port=80", "--type=NodePort"]);
@@ -117,7 +127,32 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
             .lines()
             .all(|l| !l.contains("-x-"))
     });
+    wait_until(Duration::from_secs(10), "the pod's mapping gone", || !mappings(&state).contains("Pod default/web"));
     assert!(up.stop().success());
+}
+
+/// `vkube mappings --dir STATE` (the default cluster name vc1).
+fn mappings(state: &std::path::Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vkube"))
+        .args(["mappings", "--dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn mappings_of_a_directory_without_a_cluster_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vkube"))
+        .args(["mappings", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no virtual cluster store here") && stderr.contains("--dir"), "{stderr}");
 }
 
 #[test]

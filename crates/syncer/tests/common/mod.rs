@@ -49,17 +49,20 @@ pub struct Clusters {
     pub host: kube::Client,
     pub vc: kube::Client,
     pub syncer: tokio::task::JoinHandle<Result<(), vkube_syncer::SyncerError>>,
-    _servers: (vkube_apiserver::RunningServer, vkube_apiserver::RunningServer),
+    pub _servers: (vkube_apiserver::RunningServer, vkube_apiserver::RunningServer),
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 impl Clusters {
-    pub async fn start(config: SyncerConfig) -> Clusters {
+    pub async fn start(mut config: SyncerConfig) -> Clusters {
         let host_dir = tempfile::tempdir().unwrap();
         let virtual_dir = tempfile::tempdir().unwrap();
         let (host_server, host) = server(host_dir.path()).await;
         let (virtual_server, vc) = server(virtual_dir.path()).await;
         tokio::spawn(vkube_simulator::run(host.clone(), vkube_simulator::SimulatorConfig::default()));
+        if config.mappings.is_none() {
+            config.mappings = Some(vkube_syncer::MappingStorage(virtual_server.state.registry.store.clone()));
+        }
         let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
         let syncer = tokio::spawn(vkube_syncer::run(vc.clone(), host.clone(), config, ready));
         ready_rx.wait_for(|r| *r).await.unwrap();

@@ -3,6 +3,7 @@
 pub mod apiserver;
 pub mod config;
 pub mod host;
+pub mod mappings;
 pub mod serve;
 pub mod up;
 

@@ -226,6 +226,7 @@ pub async fn start(
     syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
     syncer_config.metrics = syncer_metrics;
     syncer_config.api_server = Some(server.addr);
+    syncer_config.mappings = Some(vkube_syncer::MappingStorage(server.state.registry.store.clone()));
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     let controllers_client = virtual_client.clone();
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
