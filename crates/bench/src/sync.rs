@@ -234,7 +234,12 @@ async fn queue_depth(client: &kube::Client) -> Option<i64> {
 pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let groups = objects / 4;
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    if std::env::var_os("VKUBE_BENCH_KEEP").is_some() {
+        // Keep both clusters' stores for inspection (printed at the end).
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
     let host_dir = dir.path().join("host");
     let vc_dir = dir.path().join("vc1");
     let (host_dir_s, vc_dir_s) = (host_dir.to_string_lossy().to_string(), vc_dir.to_string_lossy().to_string());

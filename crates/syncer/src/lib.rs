@@ -237,6 +237,8 @@ struct Syncer {
     volume_users: Arc<Mutex<HashMap<String, (String, String)>>>,
     /// Virtual nodes known to exist (saves a lookup per pod binding).
     known_nodes: Mutex<BTreeSet<String>>,
+    /// Whole virtual pods not bound to a node yet (the cache holds them slim).
+    unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
     mappings: Arc<Mappings>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
@@ -647,16 +649,25 @@ pub async fn run(
 
     // Virtual pods are cached slim (the full pod is read when its host pod is created); what
     // they reference is indexed from the full object before it is slimmed.
-    let (q, index, ctx) = (queue.clone(), refs.clone(), context.clone());
+    // Until it is bound (its host pod exists and was scheduled), the whole pod is kept aside
+    // too, so creating its host pod needs no read.
+    let unbound: Arc<Mutex<HashMap<(String, String), Pod>>> = Arc::default();
+    let (q, index, ctx, waiting) = (queue.clone(), refs.clone(), context.clone(), unbound.clone());
     let index_then_slim = move |pod: &mut Pod| {
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         let uses = data::uses_of_pod(&ctx, pod);
         for (kind, host) in lock(&index).set(&format!("pod/{ns}/{name}"), uses) {
             q.send(Work::Data(kind, host));
         }
+        let bound = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+        if bound || pod.metadata.deletion_timestamp.is_some() {
+            lock(&waiting).remove(&(ns, name));
+        } else {
+            lock(&waiting).insert((ns, name), pod.clone());
+        }
         slim_virtual_pod(pod);
     };
-    let (q, index) = (queue.clone(), refs.clone());
+    let (q, index, waiting) = (queue.clone(), refs.clone(), unbound.clone());
     let (virtual_pods, task) =
         reflect_modified(Api::<Pod>::all(virtual_client.clone()), all(), index_then_slim, move |pod, deleted| {
             let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
@@ -664,6 +675,7 @@ pub async fn run(
                 for (kind, host) in lock(&index).set(&format!("pod/{ns}/{name}"), BTreeSet::new()) {
                     q.send(Work::Data(kind, host));
                 }
+                lock(&waiting).remove(&(ns.clone(), name.clone()));
             }
             q.send(Work::Pod(ns, name));
         });
@@ -850,6 +862,7 @@ pub async fn run(
         nodes,
         volume_users,
         mappings: mappings.clone(),
+        unbound,
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),
         owner,

@@ -68,8 +68,19 @@ impl Syncer {
                     ignore_not_found(virtual_api.delete(name, &params).await)?;
                     return self.delete_token_secret(namespace, name).await;
                 }
-                // The cache holds a slim copy: the host pod is made from the whole pod.
-                let Some(virtual_pod) = virtual_api.get_opt(name).await? else { return Ok(()) };
+                // The cache holds a slim copy: the host pod is made from the whole pod, kept aside
+                // until it is bound (read from the API when it is not there).
+                let whole = lock(&self.unbound)
+                    .get(&(namespace.to_string(), name.to_string()))
+                    .filter(|p| p.uid() == virtual_pod.uid())
+                    .cloned();
+                let virtual_pod = match whole {
+                    Some(pod) => pod,
+                    None => match virtual_api.get_opt(name).await? {
+                        Some(pod) => pod,
+                        None => return Ok(()),
+                    },
+                };
                 let uses = data::uses_of_pod(context, &virtual_pod);
                 if !self
                     .record(&virtual_pod, self.pair("Pod", namespace, name, &host), self.pod_references(&uses))
@@ -77,11 +88,13 @@ impl Syncer {
                 {
                     return Ok(());
                 }
-                // The config maps and secrets go first (concurrently): the pod must find them.
-                futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host))).await?;
+                // The config maps and secrets go first (concurrently, while the tokens are
+                // minted): the pod must find them.
                 let value = to_value(&virtual_pod);
+                let data = futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host)));
+                let (_, environment) =
+                    futures::future::try_join(data, self.pod_environment(&virtual_pod, &value)).await?;
                 let labels = self.namespace_labels(namespace);
-                let environment = self.pod_environment(&virtual_pod, &value).await?;
                 if self.config.pods.token_secrets && !environment.tokens.is_empty() {
                     let data = token_secret_data(&value, &environment.tokens);
                     self.write_token_secret(token_secret(context, &value, &data)).await?;
