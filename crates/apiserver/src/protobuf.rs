@@ -55,6 +55,25 @@ static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
     Schema { kinds, messages }
 });
 
+/// Members embedded with `json:",inline"` in Go: protobuf carries them as a nested message,
+/// JSON flattens their fields into the parent.
+const INLINE: &[(&str, &str)] = &[
+    ("api.core.v1.Volume", "volumeSource"),
+    ("api.core.v1.PersistentVolumeSpec", "persistentVolumeSource"),
+    ("api.core.v1.Probe", "handler"),
+    ("api.core.v1.EphemeralContainer", "ephemeralContainerCommon"),
+    ("api.core.v1.ConfigMapEnvSource", "localObjectReference"),
+    ("api.core.v1.ConfigMapKeySelector", "localObjectReference"),
+    ("api.core.v1.ConfigMapProjection", "localObjectReference"),
+    ("api.core.v1.ConfigMapVolumeSource", "localObjectReference"),
+    ("api.core.v1.SecretEnvSource", "localObjectReference"),
+    ("api.core.v1.SecretKeySelector", "localObjectReference"),
+    ("api.core.v1.SecretProjection", "localObjectReference"),
+    ("api.networking.v1.IngressRule", "ingressRuleValue"),
+    ("api.admissionregistration.v1.NamedRuleWithOperations", "ruleWithOperations"),
+    ("api.admissionregistration.v1.RuleWithOperations", "rule"),
+];
+
 /// Fields whose explicit zero means something (pointers in Go); other zero scalars are treated
 /// as unset, because Go's protobuf encoding writes every non-pointer field.
 const MEANINGFUL_ZERO: &[&str] = &["replicas", "completions", "parallelism", "backoffLimit"];
@@ -227,6 +246,12 @@ fn message(name: &str, bytes: &[u8], depth: usize) -> ApiResult<Value> {
             "message" => {
                 let Raw::Bytes(b) = raw else { return Err(malformed("message field is not length-delimited")) };
                 let value = message(&field.reference, b, depth + 1)?;
+                if INLINE.contains(&(name, field.name.as_str())) {
+                    if let Value::Object(members) = value {
+                        out.extend(members);
+                    }
+                    continue;
+                }
                 push(&mut out, field, value);
             }
             "map" => {
@@ -400,6 +425,25 @@ mod tests {
         bytes_field(2, &spec, &mut service);
         let object = decode(&envelope("v1", "Service", &service)).unwrap();
         assert_eq!(object["spec"]["ports"], json!([{"port": 80, "targetPort": "http"}]));
+    }
+
+    #[test]
+    fn inline_members_are_flattened_like_json() {
+        let mut reference = Vec::new();
+        bytes_field(1, b"files", &mut reference);
+        let mut config_map = Vec::new();
+        bytes_field(1, &reference, &mut config_map);
+        let mut source = Vec::new();
+        bytes_field(19, &config_map, &mut source);
+        let mut volume = Vec::new();
+        bytes_field(1, b"config", &mut volume);
+        bytes_field(2, &source, &mut volume);
+        let mut spec = Vec::new();
+        bytes_field(1, &volume, &mut spec);
+        let mut pod = Vec::new();
+        bytes_field(2, &spec, &mut pod);
+        let object = decode(&envelope("v1", "Pod", &pod)).unwrap();
+        assert_eq!(object["spec"]["volumes"], json!([{"name": "config", "configMap": {"name": "files"}}]));
     }
 
     #[test]

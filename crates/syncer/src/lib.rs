@@ -11,6 +11,7 @@
 mod claims;
 mod data;
 mod events;
+mod extra;
 mod kubernetes;
 pub mod mappings;
 mod metrics;
@@ -28,6 +29,8 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event as CoreEvent, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -43,6 +46,7 @@ use vkube_translate::labels::MANAGED_BY;
 use vkube_translate::metadata::{OBJECT_NAME, OBJECT_NAMESPACE};
 use vkube_translate::pods::PodSettings;
 
+pub use extra::OptionalKinds;
 pub use metrics::Metrics;
 pub use services::{allocate_on_host, release_on_host};
 
@@ -97,6 +101,8 @@ pub struct SyncerConfig {
     /// Where the mapping store persists (the virtual cluster's own store); None keeps it in
     /// memory only.
     pub mappings: Option<MappingStorage>,
+    /// The optional kinds switched on (all off by default, as in the reference).
+    pub optional: OptionalKinds,
 }
 
 /// The store the mapping store persists in.
@@ -128,6 +134,7 @@ impl SyncerConfig {
             metrics: Arc::new(Metrics::default()),
             api_server: None,
             mappings: None,
+            optional: OptionalKinds::default(),
         }
     }
 }
@@ -168,6 +175,10 @@ enum Work {
     Volume(String),
     /// Forget mappings whose virtual and host objects are both gone.
     Mappings,
+    /// Reconcile the virtual object `namespace/name` of an optional kind copied to the host.
+    ToHost(extra::ToHostKind, String, String),
+    /// Reconcile the virtual copy of the host's cluster-scoped object `name`.
+    Mirror(extra::MirrorKind, String),
 }
 
 impl Work {
@@ -181,6 +192,8 @@ impl Work {
             Work::Claim(..) => "PersistentVolumeClaim",
             Work::Volume(..) => "PersistentVolume",
             Work::Mappings => "Mapping",
+            Work::ToHost(kind, ..) => kind.kind(),
+            Work::Mirror(kind, _) => kind.kind(),
         }
     }
 }
@@ -237,6 +250,8 @@ struct Syncer {
     volume_users: Arc<Mutex<HashMap<String, (String, String)>>>,
     /// Virtual nodes known to exist (saves a lookup per pod binding).
     known_nodes: Mutex<BTreeSet<String>>,
+    /// The optional kinds that are switched on.
+    extras: extra::Extras,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -250,6 +265,9 @@ struct Syncer {
     recorder: events::Recorder,
     queue: Queue,
 }
+
+/// Host objects seen in this run, by kind.
+type Seen = Arc<Mutex<HashSet<(&'static str, String)>>>;
 
 /// A namespaced kind the syncer reads and writes as typed objects.
 pub(crate) trait Namespaced:
@@ -483,6 +501,8 @@ impl Syncer {
                 self.collect_mappings();
                 Ok(())
             }
+            Work::ToHost(kind, namespace, name) => self.reconcile_to_host(*kind, namespace, name).await,
+            Work::Mirror(kind, name) => self.reconcile_mirror(*kind, name).await,
         }
     }
 
@@ -494,6 +514,7 @@ impl Syncer {
             Work::Service(ns, n) => cached(&self.services, Some(ns), n).map(|o| events::Target::of(o.as_ref())),
             Work::Endpoints(ns, n) => cached(&self.endpoints, Some(ns), n).map(|o| events::Target::of(o.as_ref())),
             Work::Claim(ns, n) => cached(&self.claims, Some(ns), n).map(|o| events::Target::of(o.as_ref())),
+            Work::ToHost(kind, ns, n) => self.extras.target(*kind, ns, n),
             Work::Data(kind, host) => {
                 let sources = lock(&self.refs).sources(*kind, host);
                 sources.first().and_then(|(ns, n)| match kind {
@@ -626,6 +647,8 @@ pub async fn run(
     config: SyncerConfig,
     ready: watch::Sender<bool>,
 ) -> Result<(), SyncerError> {
+    let mut config = config;
+    config.pods.service_accounts = config.optional.service_accounts;
     let namespace = config.context.host_namespace.clone();
     let (owner, api_service_ip) = prepare_host(&host_client, &config)
         .await
@@ -784,7 +807,7 @@ pub async fn run(
     let (q, seen_by, m) = (queue.clone(), seen.clone(), mappings.clone());
     let (host_claims, task) = reflect(
         Api::<PersistentVolumeClaim>::namespaced(host_client.clone(), &namespace),
-        managed,
+        managed.clone(),
         move |claim, deleted| {
             if !deleted {
                 lock(&seen_by).insert(("PersistentVolumeClaim", claim.name_any()));
@@ -802,6 +825,65 @@ pub async fn run(
             q.send(Work::Volume(volume.name_any()));
         });
     tasks.push(task);
+    let optional = config.optional;
+    let mut extras = extra::Extras::default();
+    {
+        let mut wiring = extra::Wiring {
+            virtual_client: &virtual_client,
+            host_client: &host_client,
+            host_namespace: &namespace,
+            managed: &managed,
+            queue: &queue,
+            seen: &seen,
+            mappings: &mappings,
+            tasks: &mut tasks,
+        };
+        if optional.ingresses {
+            // An ingress makes its TLS and annotation secrets "used", like a pod.
+            let (q, index, ctx) = (queue.clone(), refs.clone(), context.clone());
+            extras.ingresses =
+                Some(wiring.copied_to_host(extra::ToHostKind::Ingress, move |ingress: &Ingress, deleted| {
+                    let (ns, name) = (ingress.namespace().unwrap_or_default(), ingress.name_any());
+                    let uses: BTreeSet<refs::Use> = if deleted {
+                        BTreeSet::new()
+                    } else {
+                        vkube_translate::extra::ingress_secrets(&to_value(ingress))
+                            .into_iter()
+                            .map(|(namespace, name)| refs::Use {
+                                kind: DataKind::Secret,
+                                host: vkube_translate::names::host_name(&ctx, &name, &namespace),
+                                namespace,
+                                name,
+                            })
+                            .collect()
+                    };
+                    for (kind, host) in lock(&index).set(&format!("ingress/{ns}/{name}"), uses) {
+                        q.send(Work::Data(kind, host));
+                    }
+                }));
+        }
+        if optional.network_policies {
+            extras.network_policies =
+                Some(wiring.copied_to_host(extra::ToHostKind::NetworkPolicy, |_: &NetworkPolicy, _| {}));
+        }
+        if optional.pod_disruption_budgets {
+            extras.budgets =
+                Some(wiring.copied_to_host(extra::ToHostKind::PodDisruptionBudget, |_: &PodDisruptionBudget, _| {}));
+        }
+        if optional.service_accounts {
+            extras.accounts =
+                Some(wiring.copied_to_host(extra::ToHostKind::ServiceAccount, |_: &ServiceAccount, _| {}));
+        }
+        if optional.ingress_classes {
+            extras.ingress_classes = Some(wiring.mirror(extra::MirrorKind::IngressClass));
+        }
+        if optional.runtime_classes {
+            extras.runtime_classes = Some(wiring.mirror(extra::MirrorKind::RuntimeClass));
+        }
+        if optional.priority_classes {
+            extras.priority_classes = Some(wiring.mirror(extra::MirrorKind::PriorityClass));
+        }
+    }
     // Host events are not cached (there are many and each is needed once): the watch hands them
     // to the mirroring task below.
     let (event_sender, event_receiver) = mpsc::unbounded_channel::<events::Observed>();
@@ -838,6 +920,7 @@ pub async fn run(
     let _ = claims.wait_until_ready().await;
     let _ = host_claims.wait_until_ready().await;
     let _ = volumes.wait_until_ready().await;
+    extras.wait_until_ready().await;
     let recorder = events::Recorder::new(virtual_client.clone());
     let syncer = Arc::new(Syncer {
         config,
@@ -862,6 +945,7 @@ pub async fn run(
         nodes,
         volume_users,
         mappings: mappings.clone(),
+        extras,
         unbound,
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),

@@ -91,6 +91,15 @@ impl Syncer {
                 // The config maps and secrets go first (concurrently, while the tokens are
                 // minted): the pod must find them.
                 let value = to_value(&virtual_pod);
+                if self.config.pods.service_accounts {
+                    // The host pod runs under the host copy of its own account: that goes first.
+                    let spec = virtual_pod.spec.as_ref();
+                    let account = spec
+                        .and_then(|s| s.service_account_name.clone().or_else(|| s.service_account.clone()))
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| "default".into());
+                    self.reconcile_to_host(crate::extra::ToHostKind::ServiceAccount, namespace, &account).await?;
+                }
                 let data = futures::future::try_join_all(uses.iter().map(|u| self.reconcile_data(u.kind, &u.host)));
                 let (_, environment) =
                     futures::future::try_join(data, self.pod_environment(&virtual_pod, &value)).await?;

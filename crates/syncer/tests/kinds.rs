@@ -545,3 +545,198 @@ async fn the_mapping_store_persists_pairs_and_leads_back_to_host_objects_that_lo
     .await;
     restarted.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_kinds_reach_the_host_and_classes_come_back() {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let mut config = syncer_config();
+    config.optional = vkube_syncer::OptionalKinds {
+        ingresses: true,
+        network_policies: true,
+        pod_disruption_budgets: true,
+        service_accounts: true,
+        ingress_classes: true,
+        runtime_classes: true,
+        priority_classes: true,
+    };
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+
+    // Classes the host has appear in the virtual cluster.
+    let h_classes: Api<IngressClass> = Api::all(host.clone());
+    h_classes
+        .create(&pp, &object(json!({"metadata": {"name": "nginx", "labels": {"tier": "edge"}}, "spec": {"controller": "k8s.io/ingress-nginx"}})))
+        .await
+        .unwrap();
+    let h_priorities: Api<PriorityClass> = Api::all(host.clone());
+    h_priorities
+        .create(&pp, &object(json!({"metadata": {"name": "high"}, "value": 1000, "description": "important"})))
+        .await
+        .unwrap();
+    let v_classes: Api<IngressClass> = Api::all(vc.clone());
+    let v_priorities: Api<PriorityClass> = Api::all(vc.clone());
+    eventually("the host's classes in the virtual cluster", || {
+        let (v_classes, v_priorities) = (v_classes.clone(), v_priorities.clone());
+        async move {
+            let class = v_classes.get("nginx").await.ok()?;
+            let priority = v_priorities.get("high").await.ok()?;
+            let controller = class.spec?.controller;
+            (controller.as_deref() == Some("k8s.io/ingress-nginx")
+                && class.metadata.labels?.get("tier").map(String::as_str) == Some("edge")
+                && priority.value == 1000)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // An ingress reaches the host with its backends and TLS secret renamed; the secret follows.
+    let v_secrets: Api<Secret> = Api::namespaced(vc.clone(), "default");
+    v_secrets
+        .create(&pp, &object(json!({"metadata": {"name": "web-tls"}, "stringData": {"tls.crt": "c", "tls.key": "k"}})))
+        .await
+        .unwrap();
+    v_secrets.create(&pp, &object(json!({"metadata": {"name": "unused"}, "stringData": {"a": "b"}}))).await.unwrap();
+    let v_ingresses: Api<Ingress> = Api::namespaced(vc.clone(), "default");
+    v_ingresses
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"ingressClassName": "nginx",
+            "tls": [{"hosts": ["shop.example.com"], "secretName": "web-tls"}],
+            "rules": [{"host": "shop.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})),
+        )
+        .await
+        .unwrap();
+    let h_ingresses: Api<Ingress> = Api::namespaced(host.clone(), HNS);
+    let h_secrets: Api<Secret> = Api::namespaced(host.clone(), HNS);
+    let host_ingress = eventually("the host ingress", || {
+        let h_ingresses = h_ingresses.clone();
+        async move { h_ingresses.get("web-x-default-x-vc").await.ok() }
+    })
+    .await;
+    let spec = host_ingress.spec.clone().unwrap();
+    assert_eq!(spec.tls.unwrap()[0].secret_name.as_deref(), Some("web-tls-x-default-x-vc"));
+    let rules = spec.rules.unwrap();
+    let backend = &rules[0].http.as_ref().unwrap().paths[0].backend;
+    assert_eq!(backend.service.as_ref().unwrap().name, "web-x-default-x-vc");
+    assert_eq!(host_ingress.labels()["vcluster.loft.sh/managed-by"], "vc");
+    eventually("the TLS secret on the host", || {
+        let h_secrets = h_secrets.clone();
+        async move { h_secrets.get("web-tls-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    assert!(gone(h_secrets.get("unused-x-default-x-vc").await), "a secret nobody uses stays home");
+    // The host's load balancer address comes back.
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}});
+    h_ingresses.patch_status("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    eventually("the ingress status in the virtual cluster", || {
+        let v_ingresses = v_ingresses.clone();
+        async move {
+            let ingress = v_ingresses.get("web").await.ok()?;
+            let ip = ingress.status?.load_balancer?.ingress?.first()?.ip.clone()?;
+            (ip == "203.0.113.7").then_some(())
+        }
+    })
+    .await;
+    // A virtual edit is forced onto the host.
+    let edit = json!({"spec": {"rules": [{"host": "www.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}});
+    v_ingresses.patch("web", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    eventually("the edited rule on the host", || {
+        let h_ingresses = h_ingresses.clone();
+        async move {
+            let ingress = h_ingresses.get("web-x-default-x-vc").await.ok()?;
+            (ingress.spec?.rules?[0].host.as_deref() == Some("www.example.com")).then_some(())
+        }
+    })
+    .await;
+
+    // Network policies and budgets are pinned to this virtual cluster's pods.
+    let v_policies: Api<NetworkPolicy> = Api::namespaced(vc.clone(), "default");
+    v_policies
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "api"}, "spec": {"podSelector": {"matchLabels": {"app": "api"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "frontend"}}}]}]}})),
+        )
+        .await
+        .unwrap();
+    let v_budgets: Api<PodDisruptionBudget> = Api::namespaced(vc.clone(), "default");
+    v_budgets
+        .create(&pp, &object(json!({"metadata": {"name": "api"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}})))
+        .await
+        .unwrap();
+    let h_policies: Api<NetworkPolicy> = Api::namespaced(host.clone(), HNS);
+    let h_budgets: Api<PodDisruptionBudget> = Api::namespaced(host.clone(), HNS);
+    let policy = eventually("the host network policy", || {
+        let h_policies = h_policies.clone();
+        async move { h_policies.get("api-x-default-x-vc").await.ok() }
+    })
+    .await;
+    let selector = policy.spec.unwrap().pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(selector.get("vcluster.loft.sh/namespace").map(String::as_str), Some("default"));
+    assert_eq!(selector.get("vcluster.loft.sh/managed-by").map(String::as_str), Some("vc"));
+    let budget = eventually("the host budget", || {
+        let h_budgets = h_budgets.clone();
+        async move { h_budgets.get("api-x-default-x-vc").await.ok() }
+    })
+    .await;
+    let budget_selector = budget.spec.unwrap().selector.unwrap().match_labels.unwrap();
+    assert_eq!(budget_selector.get("vcluster.loft.sh/managed-by").map(String::as_str), Some("vc"));
+
+    // With service accounts synced, a pod runs under the host copy of its own account.
+    let v_accounts: Api<ServiceAccount> = Api::namespaced(vc.clone(), "default");
+    v_accounts
+        .create(&pp, &object(json!({"metadata": {"name": "builder", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/b"}}})))
+        .await
+        .unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "build"}, "spec": {"serviceAccountName": "builder",
+            "containers": [{"name": "c", "image": "busybox"}]}})),
+        )
+        .await
+        .unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(host.clone(), HNS);
+    let pod = eventually("the host pod", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("build-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(pod.spec.unwrap().service_account_name.as_deref(), Some("builder-x-default-x-vc"));
+    let h_accounts: Api<ServiceAccount> = Api::namespaced(host.clone(), HNS);
+    let account = h_accounts.get("builder-x-default-x-vc").await.unwrap();
+    assert_eq!(account.annotations()["eks.amazonaws.com/role-arn"], "arn:aws:iam::1:role/b");
+    assert_eq!(account.automount_service_account_token, Some(false));
+
+    // Deleting the ingress removes its host copy and the secret only it used.
+    v_ingresses.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("the host ingress and its secret gone", || {
+        let (h_ingresses, h_secrets) = (h_ingresses.clone(), h_secrets.clone());
+        async move {
+            (gone(h_ingresses.get("web-x-default-x-vc").await) && gone(h_secrets.get("web-tls-x-default-x-vc").await))
+                .then_some(())
+        }
+    })
+    .await;
+    // A host copy deleted by someone else takes the virtual object with it.
+    h_policies.delete("api-x-default-x-vc", &DeleteParams::default()).await.unwrap();
+    eventually("the virtual policy gone", || {
+        let v_policies = v_policies.clone();
+        async move { gone(v_policies.get("api").await).then_some(()) }
+    })
+    .await;
+    // A class removed from the host goes from the virtual cluster.
+    h_classes.delete("nginx", &DeleteParams::default()).await.unwrap();
+    eventually("the virtual ingress class gone", || {
+        let v_classes = v_classes.clone();
+        async move { gone(v_classes.get("nginx").await).then_some(()) }
+    })
+    .await;
+}

@@ -6,6 +6,7 @@
 
 pub mod claims;
 pub mod events;
+pub mod extra;
 pub mod labels;
 pub mod metadata;
 pub mod names;

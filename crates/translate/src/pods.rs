@@ -32,6 +32,9 @@ pub struct PodSettings {
     /// Service account tokens go into a host secret per pod instead of pod annotations
     /// (`sync.toHost.pods.useSecretsForSATokens`).
     pub token_secrets: bool,
+    /// Service accounts are synced (`sync.toHost.serviceAccounts.enabled`): host pods run under
+    /// the host copy of their own account instead of the shared workload account.
+    pub service_accounts: bool,
 }
 
 /// The host secret holding the tokens of `pod` in secret mode (sync-behavior.md 4.7.1):
@@ -234,7 +237,18 @@ pub fn host_pod(
 
     let mut spec = pod.get("spec").cloned().unwrap_or(json!({}));
     if let Some(map) = spec.as_object_mut() {
-        map.insert("serviceAccountName".into(), json!(format!("vc-workload-{}", context.name)));
+        let account = if settings.service_accounts {
+            let own = map
+                .get("serviceAccountName")
+                .or_else(|| map.get("serviceAccount"))
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .unwrap_or("default");
+            host_name(context, own, namespace)
+        } else {
+            format!("vc-workload-{}", context.name)
+        };
+        map.insert("serviceAccountName".into(), json!(account));
         map.remove("serviceAccount");
         map.insert("automountServiceAccountToken".into(), json!(false));
         map.insert("enableServiceLinks".into(), json!(false));
@@ -440,9 +454,13 @@ mod tests {
             translate_image: [("nginx:1.27".to_string(), "mirror.local/nginx:1.27".to_string())].into(),
             enforce_tolerations: vec![json!({"key": "dedicated", "operator": "Exists"})],
             token_secrets: false,
+            service_accounts: false,
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();
+        let synced_accounts = PodSettings { service_accounts: true, ..settings.clone() };
+        let own = host_pod(&vc(), &fixture(), &ns_labels, &synced_accounts, &PodEnvironment::default());
+        assert_eq!(own["spec"]["serviceAccountName"], "default-x-default-x-my-vc", "its own account's host copy");
         let host = host_pod(&vc(), &fixture(), &ns_labels, &settings, &PodEnvironment::default());
         assert_eq!(host["metadata"]["name"], "nginx-x-default-x-my-vc");
         assert_eq!(host["metadata"]["namespace"], "vcluster-my-vc");

@@ -205,3 +205,43 @@ fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns(
     assert_eq!(host_pod("{.spec.dnsConfig.searches[0]}"), "default.svc.cluster.local");
     assert!(up.stop().success());
 }
+
+#[test]
+fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl() {
+    let config = "sync:\n  toHost:\n    ingresses: {enabled: true}\n    networkPolicies: {enabled: true}\n    podDisruptionBudgets: {enabled: true}\n  fromHost:\n    ingressClasses: {enabled: true}\n";
+    let Up { up, k, host, dir: _dir, _home } = Up::start_with_config(Some(config));
+    let class = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n";
+    let mut create = host.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    create.stdin.take().unwrap().write_all(class.as_bytes()).unwrap();
+    assert!(create.wait().unwrap().success());
+    wait_until(Duration::from_secs(10), "the host's ingress class in the virtual cluster", || {
+        k.ok(&["get", "ingressclass", "-o", "name"]).contains("ingressclass.networking.k8s.io/nginx")
+    });
+    k.ok(&["create", "secret", "generic", "web-tls", "--from-literal=tls.crt=c", "--from-literal=tls.key=k"]);
+    k.ok(&["create", "ingress", "web", "--class=nginx", "--rule=shop.example.com/=web:80,tls=web-tls"]);
+    k.ok(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=1"]);
+    wait_until(Duration::from_secs(10), "the host ingress", || {
+        host.ok(&["get", "ingress", "-n", "vcluster-vc1", "-o", "name"]).contains("web-x-default-x-vc1")
+    });
+    let backend = host.ok(&[
+        "get",
+        "ingress",
+        "web-x-default-x-vc1",
+        "-n",
+        "vcluster-vc1",
+        "-o",
+        "jsonpath={.spec.rules[0].http.paths[0].backend.service.name} {.spec.tls[0].secretName} {.spec.ingressClassName}",
+    ]);
+    assert_eq!(backend, "web-x-default-x-vc1 web-tls-x-default-x-vc1 nginx");
+    wait_until(Duration::from_secs(10), "the TLS secret and the budget on the host", || {
+        let names = host.ok(&["get", "secrets,pdb", "-n", "vcluster-vc1", "-o", "name"]);
+        names.contains("secret/web-tls-x-default-x-vc1")
+            && names.contains("poddisruptionbudget.policy/web-x-default-x-vc1")
+    });
+    k.ok(&["delete", "ingress", "web"]);
+    wait_until(Duration::from_secs(10), "the host ingress and secret gone", || {
+        let names = host.ok(&["get", "ingress,secrets", "-n", "vcluster-vc1", "-o", "name"]);
+        !names.contains("web-x-default-x-vc1") && !names.contains("web-tls-x-default-x-vc1")
+    });
+    assert!(up.stop().success());
+}

@@ -214,6 +214,7 @@ pub async fn start(
         translate_image: pods.translate_image.clone(),
         enforce_tolerations: enforce,
         token_secrets: pods.use_secrets_for_sa_tokens,
+        service_accounts: config.sync.to_host.service_accounts.enabled,
     };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
@@ -225,6 +226,16 @@ pub async fn start(
     syncer_config.events = config.sync.from_host.events.enabled;
     syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
     syncer_config.metrics = syncer_metrics;
+    let (to, from) = (&config.sync.to_host, &config.sync.from_host);
+    syncer_config.optional = vkube_syncer::OptionalKinds {
+        ingresses: to.ingresses.enabled,
+        network_policies: to.network_policies.enabled,
+        pod_disruption_budgets: to.pod_disruption_budgets.enabled,
+        service_accounts: to.service_accounts.enabled,
+        ingress_classes: from.ingress_classes.enabled,
+        runtime_classes: from.runtime_classes.enabled,
+        priority_classes: from.priority_classes.enabled,
+    };
     syncer_config.api_server = Some(server.addr);
     syncer_config.mappings = Some(vkube_syncer::MappingStorage(server.state.registry.store.clone()));
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);

@@ -28,10 +28,15 @@ impl ApiServerProcess {
 
     /// Starts `vkube up` in `state` on free ports; the kubeconfig is the virtual cluster's.
     pub fn up(state: &Path) -> Self {
-        Self::start_command(
-            &["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"],
-            state.join("vc1").join("vc1.kubeconfig"),
-        )
+        Self::up_with(state, &[])
+    }
+
+    /// `vkube up` with extra flags.
+    pub fn up_with(state: &Path, extra: &[&str]) -> Self {
+        let mut args =
+            vec!["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::start_command(&args, state.join("vc1").join("vc1.kubeconfig"))
     }
 
     /// Starts `vkube ARGS...`, waits for its `ready` line; `kubeconfig` is where it writes one.
@@ -178,10 +183,22 @@ pub struct Up {
 
 impl Up {
     pub fn start() -> Up {
+        Self::start_with_config(None)
+    }
+
+    /// `vkube up`, with `--config` naming a file of `config` when given.
+    pub fn start_with_config(config: Option<&str>) -> Up {
         let dir = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let up = ApiServerProcess::up(&state);
+        let file = dir.path().join("vcluster.yaml");
+        let up = match config {
+            Some(config) => {
+                std::fs::write(&file, config).unwrap();
+                ApiServerProcess::up_with(&state, &["--config", file.to_str().unwrap()])
+            }
+            None => ApiServerProcess::up(&state),
+        };
         let k = Kubectl::new(33, &up.kubeconfig, home.path());
         let host = Kubectl::new(33, &state.join("host").join("host.kubeconfig"), home.path());
         Up { up, k, host, dir, _home: home }

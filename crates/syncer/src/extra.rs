@@ -1,0 +1,473 @@
+//! The optional kinds: ingresses, network policies, pod disruption budgets and service accounts
+//! to the host (one engine, the translation per kind from `vkube_translate::extra`), and ingress
+//! classes, runtime classes and priority classes mirrored from the host.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use vkube_translate::Context;
+use vkube_translate::names::host_name;
+
+use crate::{MANAGER, Namespaced, Syncer, Work, cached, has_controller, ignore_not_found, to_value};
+
+/// The namespaced optional kinds copied to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum ToHostKind {
+    Ingress,
+    NetworkPolicy,
+    PodDisruptionBudget,
+    ServiceAccount,
+}
+
+/// The cluster-scoped kinds mirrored from the host.
+#[allow(clippy::enum_variant_names)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum MirrorKind {
+    IngressClass,
+    RuntimeClass,
+    PriorityClass,
+}
+
+impl ToHostKind {
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            ToHostKind::Ingress => "Ingress",
+            ToHostKind::NetworkPolicy => "NetworkPolicy",
+            ToHostKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ToHostKind::ServiceAccount => "ServiceAccount",
+        }
+    }
+}
+
+impl MirrorKind {
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            MirrorKind::IngressClass => "IngressClass",
+            MirrorKind::RuntimeClass => "RuntimeClass",
+            MirrorKind::PriorityClass => "PriorityClass",
+        }
+    }
+}
+
+/// How a virtual object of an optional kind looks on the host.
+type Translate = fn(&Context, &Value) -> Value;
+
+/// One namespaced kind copied to the host: both caches and how it translates.
+pub(crate) struct ToHost<K: Resource<DynamicType = ()> + 'static> {
+    pub(crate) id: ToHostKind,
+    pub(crate) virtual_objects: Store<K>,
+    pub(crate) host_objects: Store<K>,
+    translate: Translate,
+    /// Top-level fields the host copy takes from the virtual object on every sync.
+    forced: &'static [&'static str],
+    /// Whether the host's status is copied back.
+    status_back: bool,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> ToHost<K> {
+    pub(crate) fn new(id: ToHostKind, virtual_objects: Store<K>, host_objects: Store<K>) -> Self {
+        use vkube_translate::extra::*;
+        let (translate, forced, status_back): (Translate, &'static [&'static str], bool) = match id {
+            ToHostKind::Ingress => (host_ingress, &["spec"], true),
+            ToHostKind::NetworkPolicy => (host_network_policy, &["spec"], false),
+            ToHostKind::PodDisruptionBudget => (host_pod_disruption_budget, &["spec"], true),
+            ToHostKind::ServiceAccount => (host_service_account, &["automountServiceAccountToken"], false),
+        };
+        ToHost { id, virtual_objects, host_objects, translate, forced, status_back }
+    }
+}
+
+/// One cluster-scoped kind mirrored from the host.
+pub(crate) struct Mirror<K: Resource<DynamicType = ()> + 'static> {
+    pub(crate) id: MirrorKind,
+    pub(crate) host_objects: Store<K>,
+    pub(crate) virtual_objects: Store<K>,
+    /// Top-level fields copied from the host object.
+    fields: &'static [&'static str],
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Mirror<K> {
+    pub(crate) fn new(id: MirrorKind, host_objects: Store<K>, virtual_objects: Store<K>) -> Self {
+        let fields: &'static [&'static str] = match id {
+            MirrorKind::IngressClass => &["spec"],
+            MirrorKind::RuntimeClass => &["handler", "overhead", "scheduling"],
+            MirrorKind::PriorityClass => &["value", "globalDefault", "description", "preemptionPolicy"],
+        };
+        Mirror { id, host_objects, virtual_objects, fields }
+    }
+}
+
+/// The optional kinds that are switched on.
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) ingresses: Option<ToHost<Ingress>>,
+    pub(crate) network_policies: Option<ToHost<NetworkPolicy>>,
+    pub(crate) budgets: Option<ToHost<PodDisruptionBudget>>,
+    pub(crate) accounts: Option<ToHost<ServiceAccount>>,
+    pub(crate) ingress_classes: Option<Mirror<IngressClass>>,
+    pub(crate) runtime_classes: Option<Mirror<RuntimeClass>>,
+    pub(crate) priority_classes: Option<Mirror<PriorityClass>>,
+}
+
+/// The labels and annotations of `value`'s metadata (null when absent).
+fn metadata_maps(value: &Value) -> (Value, Value) {
+    let get = |key: &str| value.pointer(&format!("/metadata/{key}")).cloned().unwrap_or(Value::Null);
+    let empty_is_null = |v: Value| if v.as_object().is_some_and(|m| m.is_empty()) { Value::Null } else { v };
+    (empty_is_null(get("labels")), empty_is_null(get("annotations")))
+}
+
+impl Syncer {
+    pub(crate) async fn reconcile_to_host(
+        &self,
+        id: ToHostKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), kube::Error> {
+        let extras = &self.extras;
+        match id {
+            ToHostKind::Ingress => self.sync_to_host(extras.ingresses.as_ref(), namespace, name).await,
+            ToHostKind::NetworkPolicy => self.sync_to_host(extras.network_policies.as_ref(), namespace, name).await,
+            ToHostKind::PodDisruptionBudget => self.sync_to_host(extras.budgets.as_ref(), namespace, name).await,
+            ToHostKind::ServiceAccount => self.sync_to_host(extras.accounts.as_ref(), namespace, name).await,
+        }
+    }
+
+    pub(crate) async fn reconcile_mirror(&self, id: MirrorKind, name: &str) -> Result<(), kube::Error> {
+        let extras = &self.extras;
+        match id {
+            MirrorKind::IngressClass => self.sync_mirror(extras.ingress_classes.as_ref(), name).await,
+            MirrorKind::RuntimeClass => self.sync_mirror(extras.runtime_classes.as_ref(), name).await,
+            MirrorKind::PriorityClass => self.sync_mirror(extras.priority_classes.as_ref(), name).await,
+        }
+    }
+
+    /// The pairs of the objects `object` of `id` uses (an ingress: its services and secrets).
+    fn extra_references(&self, id: ToHostKind, object: &Value) -> Vec<crate::NameMapping> {
+        if id != ToHostKind::Ingress {
+            return Vec::new();
+        }
+        let context = &self.config.context;
+        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let mut out: Vec<crate::NameMapping> = vkube_translate::extra::ingress_secrets(object)
+            .into_iter()
+            .map(|(ns, n)| self.pair("Secret", &ns, &n, &host_name(context, &n, &ns)))
+            .collect();
+        let mut services = Vec::new();
+        if let Some(name) = object.pointer("/spec/defaultBackend/service/name").and_then(Value::as_str) {
+            services.push(name.to_string());
+        }
+        for rule in object.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten() {
+            for path in rule.pointer("/http/paths").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(name) = path.pointer("/backend/service/name").and_then(Value::as_str) {
+                    services.push(name.to_string());
+                }
+            }
+        }
+        out.extend(services.iter().map(|s| self.pair("Service", namespace, s, &host_name(context, s, namespace))));
+        out
+    }
+
+    async fn sync_to_host<K: Namespaced>(
+        &self,
+        kind: Option<&ToHost<K>>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), kube::Error> {
+        let Some(kind) = kind else { return Ok(()) };
+        let label = kind.id.kind();
+        let host = host_name(&self.config.context, name, namespace);
+        let virtual_object = cached(&kind.virtual_objects, Some(namespace), name);
+        let host_object = cached(&kind.host_objects, Some(self.host_namespace()), &host)
+            .filter(|h| self.belongs(label, h.as_ref(), namespace, name));
+        let host_api: Api<K> = self.host_api();
+        let virtual_api: Api<K> = Api::namespaced(self.virtual_client.clone(), namespace);
+        match (virtual_object, host_object) {
+            (None, None) => {
+                self.forget(label, namespace, name);
+                Ok(())
+            }
+            (None, Some(host_object)) => {
+                if host_object.meta().deletion_timestamp.is_none() {
+                    tracing::info!(kind = label, %namespace, %name, "virtual object deleted; deleting the host copy");
+                    ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await)?;
+                }
+                Ok(())
+            }
+            (Some(_), None) if self.seen(label, &host) => {
+                tracing::info!(kind = label, %namespace, %name, "host copy deleted; deleting the virtual object");
+                ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await)
+            }
+            (Some(object), None) => {
+                if object.meta().deletion_timestamp.is_some() {
+                    return Ok(());
+                }
+                let value = to_value(object.as_ref());
+                let pair = self.pair(label, namespace, name, &host);
+                if !self.record(object.as_ref(), pair, self.extra_references(kind.id, &value)).await {
+                    return Ok(());
+                }
+                let desired =
+                    self.owned((kind.translate)(&self.config.context, &value), has_controller(object.as_ref()));
+                self.create_on_host::<K>(desired).await
+            }
+            (Some(object), Some(host_object)) => {
+                let value = to_value(object.as_ref());
+                let pair = self.pair(label, namespace, name, &host);
+                if !self.record(object.as_ref(), pair, self.extra_references(kind.id, &value)).await {
+                    return Ok(());
+                }
+                let desired = (kind.translate)(&self.config.context, &value);
+                let mut current = to_value(host_object.as_ref());
+                let mut changed = false;
+                for field in kind.forced {
+                    let want = desired.get(*field).cloned().unwrap_or(Value::Null);
+                    if current.get(*field).cloned().unwrap_or(Value::Null) != want {
+                        current[*field] = want;
+                        changed = true;
+                    }
+                }
+                let (want_labels, want_annotations) = metadata_maps(&desired);
+                let (have_labels, have_annotations) = metadata_maps(&current);
+                if want_labels != have_labels || want_annotations != have_annotations {
+                    current["metadata"]["labels"] = want_labels;
+                    current["metadata"]["annotations"] = want_annotations;
+                    changed = true;
+                }
+                if changed {
+                    let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
+                    let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                    match host_api.replace(&host, &params, &replacement).await {
+                        Ok(_) => {}
+                        // Someone wrote it meanwhile: its watch event brings it here again.
+                        Err(kube::Error::Api(status)) if status.code == 409 => {
+                            let work = Work::ToHost(kind.id, namespace.into(), name.into());
+                            self.queue.send_after(std::time::Duration::from_secs(1), work);
+                            return Ok(());
+                        }
+                        Err(error) => return ignore_not_found(Err::<K, _>(error)),
+                    }
+                }
+                let host_status = to_value(host_object.as_ref()).get("status").cloned().unwrap_or(Value::Null);
+                if kind.status_back && !host_status.is_null() && value.get("status") != Some(&host_status) {
+                    let patch = Patch::Merge(json!({"status": host_status}));
+                    ignore_not_found(virtual_api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn sync_mirror<K>(&self, kind: Option<&Mirror<K>>, name: &str) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let Some(kind) = kind else { return Ok(()) };
+        let api: Api<K> = Api::all(self.virtual_client.clone());
+        let host_object = cached(&kind.host_objects, None, name);
+        let virtual_object = cached(&kind.virtual_objects, None, name);
+        let Some(host_object) = host_object else {
+            // A class the host does not have (the built-in priority classes stay).
+            if virtual_object.is_some() && !name.starts_with("system-") {
+                tracing::info!(kind = kind.id.kind(), %name, "not on the host; deleting the virtual copy");
+                ignore_not_found(api.delete(name, &DeleteParams::default()).await)?;
+            }
+            return Ok(());
+        };
+        let host_value = to_value(host_object.as_ref());
+        let (labels, annotations) = metadata_maps(&host_value);
+        let mut desired = json!({"metadata": {"name": name, "labels": labels, "annotations": annotations}});
+        for field in kind.fields {
+            if let Some(value) = host_value.get(*field) {
+                desired[*field] = value.clone();
+            }
+        }
+        match virtual_object {
+            None => crate::ensure(&api, desired).await,
+            Some(current) => {
+                let mut current = to_value(current.as_ref());
+                let (have_labels, have_annotations) = metadata_maps(&current);
+                let mut changed = have_labels != labels || have_annotations != annotations;
+                current["metadata"]["labels"] = labels;
+                current["metadata"]["annotations"] = annotations;
+                for field in kind.fields {
+                    let want = desired.get(*field).cloned().unwrap_or(Value::Null);
+                    if current.get(*field).cloned().unwrap_or(Value::Null) != want {
+                        current[*field] = want;
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    return Ok(());
+                }
+                let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
+                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                match api.replace(name, &params, &replacement).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        self.queue.send_after(std::time::Duration::from_secs(1), Work::Mirror(kind.id, name.into()));
+                        Ok(())
+                    }
+                    Err(error) => ignore_not_found(Err::<K, _>(error)),
+                }
+            }
+        }
+    }
+}
+
+/// Which optional kinds a syncer runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionalKinds {
+    /// `sync.toHost.ingresses.enabled`.
+    pub ingresses: bool,
+    /// `sync.toHost.networkPolicies.enabled`.
+    pub network_policies: bool,
+    /// `sync.toHost.podDisruptionBudgets.enabled`.
+    pub pod_disruption_budgets: bool,
+    /// `sync.toHost.serviceAccounts.enabled`.
+    pub service_accounts: bool,
+    /// `sync.fromHost.ingressClasses.enabled`.
+    pub ingress_classes: bool,
+    /// `sync.fromHost.runtimeClasses.enabled`.
+    pub runtime_classes: bool,
+    /// `sync.fromHost.priorityClasses.enabled`.
+    pub priority_classes: bool,
+}
+
+/// What the syncer needs to start the reflectors of an optional kind.
+pub(crate) struct Wiring<'a> {
+    pub(crate) virtual_client: &'a kube::Client,
+    pub(crate) host_client: &'a kube::Client,
+    pub(crate) host_namespace: &'a str,
+    pub(crate) managed: &'a kube::runtime::watcher::Config,
+    pub(crate) queue: &'a crate::Queue,
+    pub(crate) seen: &'a crate::Seen,
+    pub(crate) mappings: &'a Arc<crate::Mappings>,
+    pub(crate) tasks: &'a mut Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Wiring<'_> {
+    /// Watches kind `id` in the virtual cluster and its copies on the host; `on_virtual` also
+    /// sees every virtual change (true for a deletion).
+    pub(crate) fn copied_to_host<K>(
+        &mut self,
+        id: ToHostKind,
+        on_virtual: impl Fn(&K, bool) + Send + 'static,
+    ) -> ToHost<K>
+    where
+        K: Namespaced + Send + Sync,
+    {
+        let q = self.queue.clone();
+        let (virtual_objects, task) =
+            crate::reflect(Api::<K>::all(self.virtual_client.clone()), Default::default(), move |object, deleted| {
+                on_virtual(object, deleted);
+                q.send(Work::ToHost(id, object.namespace().unwrap_or_default(), object.name_any()));
+            });
+        self.tasks.push(task);
+        let (q, seen, mappings) = (self.queue.clone(), self.seen.clone(), self.mappings.clone());
+        let (host_objects, task) = crate::reflect(
+            Api::<K>::namespaced(self.host_client.clone(), self.host_namespace),
+            self.managed.clone(),
+            move |object, deleted| {
+                if !deleted {
+                    crate::lock(&seen).insert((id.kind(), object.name_any()));
+                }
+                if let Some((namespace, name)) = crate::virtual_key_of(&mappings, id.kind(), object) {
+                    q.send(Work::ToHost(id, namespace, name));
+                }
+            },
+        );
+        self.tasks.push(task);
+        ToHost::new(id, virtual_objects, host_objects)
+    }
+
+    /// Watches kind `id` on the host and its copies in the virtual cluster.
+    pub(crate) fn mirror<K>(&mut self, id: MirrorKind) -> Mirror<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let mut watch = |client: &kube::Client| {
+            let q = self.queue.clone();
+            let (store, task) = crate::reflect(Api::<K>::all(client.clone()), Default::default(), move |object, _| {
+                q.send(Work::Mirror(id, object.name_any()));
+            });
+            self.tasks.push(task);
+            store
+        };
+        let host_objects = watch(self.host_client);
+        let virtual_objects = watch(self.virtual_client);
+        Mirror::new(id, host_objects, virtual_objects)
+    }
+}
+
+impl Extras {
+    /// Waits until every cache of the switched-on kinds has its initial list.
+    pub(crate) async fn wait_until_ready(&self) {
+        async fn both<K: Resource + Clone>(a: &Store<K>, b: &Store<K>)
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            let _ = a.wait_until_ready().await;
+            let _ = b.wait_until_ready().await;
+        }
+        if let Some(k) = &self.ingresses {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+        if let Some(k) = &self.network_policies {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+        if let Some(k) = &self.budgets {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+        if let Some(k) = &self.accounts {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+        if let Some(k) = &self.ingress_classes {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+        if let Some(k) = &self.runtime_classes {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+        if let Some(k) = &self.priority_classes {
+            both(&k.virtual_objects, &k.host_objects).await;
+        }
+    }
+
+    /// The virtual object a failed sync of `id` is reported on.
+    pub(crate) fn target(&self, id: ToHostKind, namespace: &str, name: &str) -> Option<crate::events::Target> {
+        fn of<K: Resource<DynamicType = ()> + Clone + 'static>(
+            kind: Option<&ToHost<K>>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<crate::events::Target> {
+            let object = cached(&kind?.virtual_objects, Some(namespace), name)?;
+            Some(crate::events::Target::of(object.as_ref()))
+        }
+        match id {
+            ToHostKind::Ingress => of(self.ingresses.as_ref(), namespace, name),
+            ToHostKind::NetworkPolicy => of(self.network_policies.as_ref(), namespace, name),
+            ToHostKind::PodDisruptionBudget => of(self.budgets.as_ref(), namespace, name),
+            ToHostKind::ServiceAccount => of(self.accounts.as_ref(), namespace, name),
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The optional toHost kinds (sync-behavior.md 3.6, 3.7, 3.11, 3.12): ingresses, network
+//! policies, service accounts and pod disruption budgets as the host sees them, and the secrets an
+//! ingress makes "used".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::Context;
+use crate::labels::{MANAGED_BY, NAMESPACE, host_label_selector, host_labels, namespace_label_key};
+use crate::metadata::{Identity, host_annotations, kind_string};
+use crate::names::host_name;
+
+/// Annotations of an ingress that name secrets (`name` or `namespace/name`).
+pub const INGRESS_SECRET_ANNOTATIONS: &[&str] = &[
+    "nginx.ingress.kubernetes.io/auth-secret",
+    "nginx.ingress.kubernetes.io/auth-tls-secret",
+    "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+];
+
+fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// The metadata of the host copy of a namespaced virtual object of `group/version, kind`:
+/// translated name, labels and bookkeeping annotations (`annotations` replaces the virtual
+/// annotations when the kind rewrites some of them).
+fn host_metadata(
+    context: &Context,
+    object: &Value,
+    (group, version, kind): (&str, &str, &str),
+    annotations: Option<BTreeMap<String, String>>,
+) -> Value {
+    let name = text(object, "/metadata/name");
+    let namespace = text(object, "/metadata/namespace");
+    let host = host_name(context, name, namespace);
+    let identity = Identity {
+        name,
+        namespace: Some(namespace),
+        uid: text(object, "/metadata/uid"),
+        kind: &kind_string(group, version, kind),
+        host_name: &host,
+        host_namespace: Some(&context.host_namespace),
+    };
+    let labels = host_labels(context, &strings(object.pointer("/metadata/labels")), None, Some(namespace));
+    let virtual_annotations = annotations.unwrap_or_else(|| strings(object.pointer("/metadata/annotations")));
+    let annotations = host_annotations(&virtual_annotations, &BTreeMap::new(), &[], &identity);
+    json!({"name": host, "namespace": context.host_namespace, "labels": labels, "annotations": annotations})
+}
+
+fn api_version(group: &str, version: &str) -> String {
+    if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
+}
+
+/// Rewrites a secret reference (`name` or `namespace/name`) made from `namespace`; returns the
+/// host form and the (namespace, name) of the virtual secret.
+fn secret_reference(context: &Context, value: &str, namespace: &str) -> (String, (String, String)) {
+    match value.split_once('/') {
+        Some((ns, name)) => {
+            (format!("{}/{}", context.host_namespace, host_name(context, name, ns)), (ns.into(), name.into()))
+        }
+        None => (host_name(context, value, namespace), (namespace.into(), value.into())),
+    }
+}
+
+/// The virtual secrets (namespace, name) an ingress uses: its TLS secrets and the secrets its
+/// nginx annotations name.
+pub fn ingress_secrets(ingress: &Value) -> BTreeSet<(String, String)> {
+    let namespace = text(ingress, "/metadata/namespace");
+    let mut out = BTreeSet::new();
+    for tls in ingress.pointer("/spec/tls").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(secret) = tls.get("secretName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            out.insert((namespace.to_string(), secret.to_string()));
+        }
+    }
+    let annotations = strings(ingress.pointer("/metadata/annotations"));
+    for key in INGRESS_SECRET_ANNOTATIONS {
+        if let Some(value) = annotations.get(*key).filter(|v| !v.is_empty()) {
+            let (ns, name) = value.split_once('/').unwrap_or((namespace, value));
+            out.insert((ns.to_string(), name.to_string()));
+        }
+    }
+    out
+}
+
+fn rename_backend(context: &Context, backend: &mut Value, namespace: &str) {
+    for pointer in ["/service/name", "/resource/name"] {
+        if let Some(name) = backend.pointer(pointer).and_then(Value::as_str).map(String::from)
+            && let Some(slot) = backend.pointer_mut(pointer)
+        {
+            *slot = json!(host_name(context, &name, namespace));
+        }
+    }
+}
+
+/// Rewrites the service names inside AWS load balancer controller annotations
+/// (`alb.ingress.kubernetes.io/actions.NAME`, `…/conditions.NAME`, `forwardConfig.targetGroups`).
+fn alb_annotation(context: &Context, key: &str, value: &str, namespace: &str) -> (String, String) {
+    let marker = format!("-x-{namespace}-x-");
+    for prefix in ["alb.ingress.kubernetes.io/actions.", "alb.ingress.kubernetes.io/conditions."] {
+        let Some(service) = key.strip_prefix(prefix) else { continue };
+        if key.contains(&marker) {
+            return (key.into(), value.into());
+        }
+        let key = format!("{prefix}{}", host_name(context, service, namespace));
+        if !prefix.ends_with("actions.") {
+            return (key, value.into());
+        }
+        let Ok(mut action) = serde_json::from_str::<Value>(value) else { return (key, value.into()) };
+        if let Some(groups) = action.pointer_mut("/forwardConfig/targetGroups").and_then(Value::as_array_mut) {
+            for group in groups {
+                if let Some(name) = group.get("serviceName").and_then(Value::as_str).map(String::from) {
+                    group["serviceName"] = json!(host_name(context, &name, namespace));
+                }
+            }
+        }
+        return (key, action.to_string());
+    }
+    (key.into(), value.into())
+}
+
+/// The host ingress for a virtual one: backends point at the host services, TLS and annotation
+/// secrets at the host secrets; `ingressClassName` is kept.
+pub fn host_ingress(context: &Context, ingress: &Value) -> Value {
+    let namespace = text(ingress, "/metadata/namespace");
+    let mut annotations = BTreeMap::new();
+    for (key, value) in strings(ingress.pointer("/metadata/annotations")) {
+        if INGRESS_SECRET_ANNOTATIONS.contains(&key.as_str()) && !value.is_empty() {
+            annotations.insert(key, secret_reference(context, &value, namespace).0);
+        } else {
+            let (key, value) = alb_annotation(context, &key, &value, namespace);
+            annotations.insert(key, value);
+        }
+    }
+    let mut spec = ingress.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(backend) = spec.get_mut("defaultBackend") {
+        rename_backend(context, backend, namespace);
+    }
+    for rule in spec.get_mut("rules").and_then(Value::as_array_mut).into_iter().flatten() {
+        for path in rule.pointer_mut("/http/paths").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(backend) = path.get_mut("backend") {
+                rename_backend(context, backend, namespace);
+            }
+        }
+    }
+    for tls in spec.get_mut("tls").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(secret) = tls.get("secretName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            tls["secretName"] = json!(host_name(context, secret, namespace));
+        }
+    }
+    let gvk = ("networking.k8s.io", "v1", "Ingress");
+    json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": host_metadata(context, ingress, gvk, Some(annotations)),
+        "spec": spec,
+    })
+}
+
+/// `selector` (a LabelSelector) with keys translated and `extra` labels required.
+fn pinned_selector(context: &Context, selector: Option<&Value>, extra: &[(&str, &str)]) -> Value {
+    let mut out = host_label_selector(context, selector.unwrap_or(&json!({})));
+    if !out.is_object() {
+        out = json!({});
+    }
+    let labels = out.get_mut("matchLabels").and_then(Value::as_object_mut).map(std::mem::take);
+    let mut labels = labels.unwrap_or_default();
+    for (key, value) in extra {
+        labels.insert((*key).into(), json!(value));
+    }
+    out["matchLabels"] = Value::Object(labels);
+    out
+}
+
+/// A namespace selector as a selector over the namespace labels projected onto host pods.
+fn namespace_selector_on_pods(context: &Context, selector: &Value) -> (Map<String, Value>, Vec<Value>) {
+    let labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (namespace_label_key(context, k), v.clone())).collect())
+        .unwrap_or_default();
+    let expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    if let Some(key) = e.get("key").and_then(Value::as_str).map(String::from) {
+                        e["key"] = json!(namespace_label_key(context, &key));
+                    }
+                    e
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (labels, expressions)
+}
+
+fn host_peer(context: &Context, peer: &Value, namespace: &str) -> Value {
+    if peer.get("ipBlock").is_some() {
+        return json!({"ipBlock": peer["ipBlock"]});
+    }
+    let mut selector = pinned_selector(context, peer.get("podSelector"), &[(MANAGED_BY, &context.name)]);
+    match peer.get("namespaceSelector").filter(|s| !s.is_null()) {
+        Some(namespaces) => {
+            let (labels, expressions) = namespace_selector_on_pods(context, namespaces);
+            if let Some(map) = selector["matchLabels"].as_object_mut() {
+                map.extend(labels);
+            }
+            if !expressions.is_empty() {
+                let mut all = selector.get("matchExpressions").and_then(Value::as_array).cloned().unwrap_or_default();
+                all.extend(expressions);
+                selector["matchExpressions"] = json!(all);
+            }
+        }
+        None => {
+            selector["matchLabels"][NAMESPACE] = json!(namespace);
+        }
+    }
+    json!({"podSelector": selector})
+}
+
+/// The host network policy for a virtual one: every selector pinned to this virtual cluster's
+/// pods in the host namespace (a peer without a namespace selector means the policy's own
+/// namespace); `ipBlock` peers copied.
+pub fn host_network_policy(context: &Context, policy: &Value) -> Value {
+    let namespace = text(policy, "/metadata/namespace");
+    let spec = policy.get("spec").cloned().unwrap_or(json!({}));
+    let mut out = Map::new();
+    out.insert(
+        "podSelector".into(),
+        pinned_selector(context, spec.get("podSelector"), &[(NAMESPACE, namespace), (MANAGED_BY, &context.name)]),
+    );
+    for (direction, peers) in [("ingress", "from"), ("egress", "to")] {
+        let Some(rules) = spec.get(direction).and_then(Value::as_array) else { continue };
+        let rules: Vec<Value> = rules
+            .iter()
+            .map(|rule| {
+                let mut rule = rule.clone();
+                if let Some(list) = rule.get(peers).and_then(Value::as_array) {
+                    rule[peers] = json!(list.iter().map(|p| host_peer(context, p, namespace)).collect::<Vec<_>>());
+                }
+                rule
+            })
+            .collect();
+        out.insert(direction.into(), json!(rules));
+    }
+    if let Some(types) = spec.get("policyTypes") {
+        out.insert("policyTypes".into(), types.clone());
+    }
+    let gvk = ("networking.k8s.io", "v1", "NetworkPolicy");
+    json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": host_metadata(context, policy, gvk, None),
+        "spec": out,
+    })
+}
+
+/// The host pod disruption budget for a virtual one: selector keys translated (no namespace or
+/// cluster pin, as the reference [QUIRK]: vkube adds both so a budget never counts another
+/// tenant's pods).
+pub fn host_pod_disruption_budget(context: &Context, budget: &Value) -> Value {
+    let namespace = text(budget, "/metadata/namespace");
+    let mut spec = budget.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(map) = spec.as_object_mut() {
+        let selector =
+            pinned_selector(context, map.get("selector"), &[(NAMESPACE, namespace), (MANAGED_BY, &context.name)]);
+        map.insert("selector".into(), selector);
+    }
+    let gvk = ("policy", "v1", "PodDisruptionBudget");
+    json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": host_metadata(context, budget, gvk, None),
+        "spec": spec,
+    })
+}
+
+/// The host service account for a virtual one: no secrets, no pull secrets, no token mounting
+/// (pods get their virtual tokens from the syncer); labels and annotations (cloud IAM roles) follow.
+pub fn host_service_account(context: &Context, account: &Value) -> Value {
+    let gvk = ("", "v1", "ServiceAccount");
+    json!({
+        "apiVersion": "v1",
+        "kind": gvk.2,
+        "metadata": host_metadata(context, account, gvk, None),
+        "automountServiceAccountToken": false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vc() -> Context {
+        Context::new("my-vc", "vcluster-my-vc")
+    }
+
+    #[test]
+    fn ingress_worked_example() {
+        let ingress = json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1", "annotations": {
+                "nginx.ingress.kubernetes.io/auth-secret": "basic-auth",
+                "nginx.ingress.kubernetes.io/auth-tls-secret": "certs/ca",
+                "alb.ingress.kubernetes.io/actions.web": "{\"type\":\"forward\",\"forwardConfig\":{\"targetGroups\":[{\"serviceName\":\"web\",\"servicePort\":80}]}}",
+                "team": "shop"}},
+            "spec": {
+                "ingressClassName": "nginx",
+                "tls": [{"hosts": ["shop.example.com"], "secretName": "web-tls"}],
+                "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
+                "rules": [{"host": "shop.example.com", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]
+            }
+        });
+        let host = host_ingress(&vc(), &ingress);
+        assert_eq!(host["metadata"]["name"], "web-x-default-x-my-vc");
+        assert_eq!(host["metadata"]["namespace"], "vcluster-my-vc");
+        assert_eq!(host["spec"]["tls"][0]["secretName"], "web-tls-x-default-x-my-vc");
+        assert_eq!(host["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"], "web-x-default-x-my-vc");
+        assert_eq!(host["spec"]["defaultBackend"]["service"]["name"], "fallback-x-default-x-my-vc");
+        assert_eq!(host["spec"]["ingressClassName"], "nginx");
+        let annotations = &host["metadata"]["annotations"];
+        assert_eq!(annotations["nginx.ingress.kubernetes.io/auth-secret"], "basic-auth-x-default-x-my-vc");
+        assert_eq!(annotations["nginx.ingress.kubernetes.io/auth-tls-secret"], "vcluster-my-vc/ca-x-certs-x-my-vc");
+        let action = annotations["alb.ingress.kubernetes.io/actions.web-x-default-x-my-vc"].as_str().unwrap();
+        assert!(action.contains("\"serviceName\":\"web-x-default-x-my-vc\""), "{action}");
+        assert_eq!(annotations["team"], "shop");
+        assert_eq!(annotations["vcluster.loft.sh/object-kind"], "networking.k8s.io/v1, Kind=Ingress");
+        assert_eq!(host["metadata"]["labels"]["vcluster.loft.sh/managed-by"], "my-vc");
+        let secrets = ingress_secrets(&ingress);
+        let expected: BTreeSet<(String, String)> = [("default", "web-tls"), ("default", "basic-auth"), ("certs", "ca")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(secrets, expected);
+    }
+
+    #[test]
+    fn network_policy_worked_example() {
+        let policy = json!({
+            "metadata": {"name": "api", "namespace": "shop", "uid": "u"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "api"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [
+                    {"podSelector": {"matchLabels": {"role": "frontend"}}, "namespaceSelector": {"matchLabels": {"team": "web"}}},
+                    {"podSelector": {"matchLabels": {"role": "admin"}}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 8080}]}],
+                "egress": [{"to": [{"namespaceSelector": {}}]}]
+            }
+        });
+        let host = host_network_policy(&vc(), &policy);
+        let spec = &host["spec"];
+        assert_eq!(
+            spec["podSelector"]["matchLabels"],
+            json!({"app": "api", "vcluster.loft.sh/namespace": "shop", "vcluster.loft.sh/managed-by": "my-vc"})
+        );
+        let from = &spec["ingress"][0]["from"];
+        let ns_key = namespace_label_key(&vc(), "team");
+        assert!(ns_key.starts_with("vcluster.loft.sh/ns-label-my-vc-x-"), "{ns_key}");
+        assert_eq!(
+            from[0]["podSelector"]["matchLabels"],
+            json!({"role": "frontend", ns_key: "web", "vcluster.loft.sh/managed-by": "my-vc"})
+        );
+        assert!(from[0].get("namespaceSelector").is_none(), "all pods live in one host namespace");
+        assert_eq!(
+            from[1]["podSelector"]["matchLabels"],
+            json!({"role": "admin", "vcluster.loft.sh/namespace": "shop", "vcluster.loft.sh/managed-by": "my-vc"})
+        );
+        assert_eq!(from[2], json!({"ipBlock": {"cidr": "10.0.0.0/8"}}));
+        assert_eq!(spec["ingress"][0]["ports"], json!([{"port": 8080}]));
+        assert_eq!(
+            spec["egress"][0]["to"][0]["podSelector"]["matchLabels"],
+            json!({"vcluster.loft.sh/managed-by": "my-vc"}),
+            "an empty namespace selector means every namespace of the virtual cluster"
+        );
+        assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    }
+
+    #[test]
+    fn budgets_and_service_accounts() {
+        let budget = json!({"metadata": {"name": "web", "namespace": "d", "uid": "u"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}});
+        let host = host_pod_disruption_budget(&vc(), &budget);
+        assert_eq!(host["metadata"]["name"], "web-x-d-x-my-vc");
+        assert_eq!(host["spec"]["minAvailable"], 2);
+        assert_eq!(
+            host["spec"]["selector"]["matchLabels"],
+            json!({"app": "web", "vcluster.loft.sh/namespace": "d", "vcluster.loft.sh/managed-by": "my-vc"})
+        );
+        let account = json!({"metadata": {"name": "builder", "namespace": "d", "uid": "u",
+            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
+            "secrets": [{"name": "builder-token"}], "imagePullSecrets": [{"name": "registry"}]});
+        let host = host_service_account(&vc(), &account);
+        assert_eq!(host["metadata"]["name"], "builder-x-d-x-my-vc");
+        assert_eq!(host["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], "arn:aws:iam::1:role/x");
+        assert_eq!(host["automountServiceAccountToken"], false);
+        assert!(host.get("secrets").is_none() && host.get("imagePullSecrets").is_none());
+    }
+}
