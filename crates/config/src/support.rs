@@ -15,14 +15,18 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
     };
     unsupported(to.persistent_volumes.enabled, "sync.toHost.persistentVolumes.enabled", "sync persistent volumes");
     unsupported(to.volume_snapshots.enabled, "sync.toHost.volumeSnapshots.enabled", "sync volume snapshots");
-    unsupported(to.storage_classes.enabled, "sync.toHost.storageClasses.enabled", "sync storage classes");
-    unsupported(to.priority_classes.enabled, "sync.toHost.priorityClasses.enabled", "sync priority classes");
     unsupported(!to.custom_resources.is_empty(), "sync.toHost.customResources", "sync custom resources");
     let translates = [&to.ingresses, &to.services, &to.endpoints, &to.network_policies, &to.persistent_volume_claims]
         .iter()
         .any(|k| !k.translate.is_empty());
     unsupported(translates, "a sync.toHost.*.translate rule", "apply translate rules");
     unsupported(!from.custom_resources.is_empty(), "sync.fromHost.customResources", "sync custom resources");
+    unsupported(from.csi_nodes.enabled.is_on(), "sync.fromHost.csiNodes.enabled", "sync CSI nodes");
+    unsupported(
+        from.csi_storage_capacities.enabled.is_on(),
+        "sync.fromHost.csiStorageCapacities.enabled",
+        "sync CSI storage capacities",
+    );
     out
 }
 

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use vkube_translate::claims::{fake_volume, host_claim, virtual_claim_patch};
+use vkube_translate::claims::{fake_volume, host_claim_with, virtual_claim_patch};
 use vkube_translate::names::host_name;
 
 use crate::{MANAGER, Syncer, cached, ensure, events, has_controller, ignore_not_found, lock, to_value};
@@ -60,7 +60,8 @@ impl Syncer {
                 if !self.record(claim.as_ref(), self.pair(kind, namespace, name, &host), vec![]).await {
                     return Ok(());
                 }
-                let desired = host_claim(&self.config.context, &to_value(claim.as_ref()));
+                let classes = self.config.optional.storage_classes_to_host;
+                let desired = host_claim_with(&self.config.context, &to_value(claim.as_ref()), classes);
                 self.create_on_host::<PersistentVolumeClaim>(self.owned(desired, has_controller(claim.as_ref()))).await
             }
             (Some(claim), Some(host_claim_obj)) => {

@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -16,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use vkube_translate::Context;
-use vkube_translate::names::host_name;
+use vkube_translate::names::{host_name, host_name_cluster};
 
 use crate::{MANAGER, Namespaced, Syncer, Work, cached, has_controller, ignore_not_found, to_value};
 
@@ -29,6 +30,54 @@ pub(crate) enum ToHostKind {
     ServiceAccount,
 }
 
+/// The cluster-scoped kinds copied to the host (as `vcluster-NAME-x-HNS-x-VC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum ClusterKind {
+    PriorityClass,
+    StorageClass,
+}
+
+impl ClusterKind {
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            ClusterKind::PriorityClass => "PriorityClass",
+            ClusterKind::StorageClass => "StorageClass",
+        }
+    }
+}
+
+/// A cluster-scoped kind the syncer reads and writes as typed objects.
+pub(crate) trait ClusterScoped:
+    Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> ClusterScoped for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// One cluster-scoped kind copied to the host.
+pub(crate) struct ClusterToHost<K: ClusterScoped> {
+    pub(crate) id: ClusterKind,
+    pub(crate) virtual_objects: Store<K>,
+    pub(crate) host_objects: Store<K>,
+}
+
 /// The cluster-scoped kinds mirrored from the host.
 #[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +85,8 @@ pub(crate) enum MirrorKind {
     IngressClass,
     RuntimeClass,
     PriorityClass,
+    StorageClass,
+    CsiDriver,
 }
 
 impl ToHostKind {
@@ -55,6 +106,8 @@ impl MirrorKind {
             MirrorKind::IngressClass => "IngressClass",
             MirrorKind::RuntimeClass => "RuntimeClass",
             MirrorKind::PriorityClass => "PriorityClass",
+            MirrorKind::StorageClass => "StorageClass",
+            MirrorKind::CsiDriver => "CSIDriver",
         }
     }
 }
@@ -102,6 +155,8 @@ impl<K: Resource<DynamicType = ()> + 'static> Mirror<K> {
             MirrorKind::IngressClass => &["spec"],
             MirrorKind::RuntimeClass => &["handler", "overhead", "scheduling"],
             MirrorKind::PriorityClass => &["value", "globalDefault", "description", "preemptionPolicy"],
+            MirrorKind::StorageClass => vkube_translate::extra::STORAGE_CLASS_FIELDS,
+            MirrorKind::CsiDriver => &["spec"],
         };
         Mirror { id, host_objects, virtual_objects, fields }
     }
@@ -117,6 +172,10 @@ pub(crate) struct Extras {
     pub(crate) ingress_classes: Option<Mirror<IngressClass>>,
     pub(crate) runtime_classes: Option<Mirror<RuntimeClass>>,
     pub(crate) priority_classes: Option<Mirror<PriorityClass>>,
+    pub(crate) storage_classes: Option<Mirror<StorageClass>>,
+    pub(crate) csi_drivers: Option<Mirror<CSIDriver>>,
+    pub(crate) priority_classes_to_host: Option<ClusterToHost<PriorityClass>>,
+    pub(crate) storage_classes_to_host: Option<ClusterToHost<StorageClass>>,
 }
 
 /// The labels and annotations of `value`'s metadata (null when absent).
@@ -148,6 +207,116 @@ impl Syncer {
             MirrorKind::IngressClass => self.sync_mirror(extras.ingress_classes.as_ref(), name).await,
             MirrorKind::RuntimeClass => self.sync_mirror(extras.runtime_classes.as_ref(), name).await,
             MirrorKind::PriorityClass => self.sync_mirror(extras.priority_classes.as_ref(), name).await,
+            MirrorKind::StorageClass => self.sync_mirror(extras.storage_classes.as_ref(), name).await,
+            MirrorKind::CsiDriver => self.sync_mirror(extras.csi_drivers.as_ref(), name).await,
+        }
+    }
+
+    pub(crate) async fn reconcile_cluster_to_host(&self, id: ClusterKind, name: &str) -> Result<(), kube::Error> {
+        match id {
+            ClusterKind::PriorityClass => {
+                self.sync_cluster_to_host(self.extras.priority_classes_to_host.as_ref(), name).await
+            }
+            ClusterKind::StorageClass => {
+                self.sync_cluster_to_host(self.extras.storage_classes_to_host.as_ref(), name).await
+            }
+        }
+    }
+
+    /// A cluster-scoped kind copied to the host: created, forced from the virtual object,
+    /// deleted with it. A host copy deleted by someone else deletes the virtual storage class but
+    /// is re-created for a priority class (pods may need it), as the reference does.
+    async fn sync_cluster_to_host<K: ClusterScoped>(
+        &self,
+        kind: Option<&ClusterToHost<K>>,
+        name: &str,
+    ) -> Result<(), kube::Error> {
+        let Some(kind) = kind else { return Ok(()) };
+        let label = kind.id.kind();
+        let context = &self.config.context;
+        let host = host_name_cluster(context, name);
+        let pair = crate::NameMapping::core(label, crate::ObjectName::new("", name), crate::ObjectName::new("", &host));
+        let pair = crate::NameMapping {
+            group: match kind.id {
+                ClusterKind::PriorityClass => "scheduling.k8s.io".into(),
+                ClusterKind::StorageClass => "storage.k8s.io".into(),
+            },
+            ..pair
+        };
+        let virtual_object = cached(&kind.virtual_objects, None, name);
+        let host_object = cached(&kind.host_objects, None, &host).filter(|h| {
+            crate::virtual_key_of(&self.mappings, label, h.as_ref()).is_some_and(|(ns, n)| ns.is_empty() && n == name)
+                || h.annotations().get(vkube_translate::metadata::OBJECT_NAME).is_some_and(|n| n == name)
+        });
+        let host_api: Api<K> = Api::all(self.host_client.clone());
+        let virtual_api: Api<K> = Api::all(self.virtual_client.clone());
+        let translate = match kind.id {
+            ClusterKind::PriorityClass => vkube_translate::extra::host_priority_class,
+            ClusterKind::StorageClass => vkube_translate::extra::host_storage_class,
+        };
+        match (virtual_object, host_object) {
+            (None, None) => {
+                self.mappings.remove(label, &pair.virtual_name);
+                Ok(())
+            }
+            (None, Some(_)) => ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await),
+            (Some(_), None) if kind.id == ClusterKind::StorageClass && self.seen(label, &host) => {
+                tracing::info!(kind = label, %name, "host copy deleted; deleting the virtual object");
+                ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await)
+            }
+            (Some(object), None) => {
+                if object.meta().deletion_timestamp.is_some() || !self.record(object.as_ref(), pair, vec![]).await {
+                    return Ok(());
+                }
+                let desired: K = serde_json::from_value(translate(context, &to_value(object.as_ref())))
+                    .map_err(kube::Error::SerdeError)?;
+                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                match host_api.create(&params, &desired).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+            (Some(object), Some(host_object)) => {
+                if !self.record(object.as_ref(), pair, vec![]).await {
+                    return Ok(());
+                }
+                let desired = translate(context, &to_value(object.as_ref()));
+                let mut current = to_value(host_object.as_ref());
+                let mut changed = false;
+                let forced: &[&str] = match kind.id {
+                    // `globalDefault` is only set at creation.
+                    ClusterKind::PriorityClass => &["value", "description", "preemptionPolicy"],
+                    ClusterKind::StorageClass => vkube_translate::extra::STORAGE_CLASS_FIELDS,
+                };
+                for field in forced {
+                    let want = desired.get(*field).cloned().unwrap_or(Value::Null);
+                    if current.get(*field).cloned().unwrap_or(Value::Null) != want {
+                        current[*field] = want;
+                        changed = true;
+                    }
+                }
+                let (want_labels, want_annotations) = metadata_maps(&desired);
+                if metadata_maps(&current) != (want_labels.clone(), want_annotations.clone()) {
+                    current["metadata"]["labels"] = want_labels;
+                    current["metadata"]["annotations"] = want_annotations;
+                    changed = true;
+                }
+                if !changed {
+                    return Ok(());
+                }
+                let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
+                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+                match host_api.replace(&host, &params, &replacement).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        self.queue
+                            .send_after(std::time::Duration::from_secs(1), Work::ClusterToHost(kind.id, name.into()));
+                        Ok(())
+                    }
+                    Err(error) => ignore_not_found(Err::<K, _>(error)),
+                }
+            }
         }
     }
 
@@ -267,21 +436,18 @@ impl Syncer {
         }
     }
 
-    async fn sync_mirror<K>(&self, kind: Option<&Mirror<K>>, name: &str) -> Result<(), kube::Error>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    async fn sync_mirror<K: ClusterScoped>(&self, kind: Option<&Mirror<K>>, name: &str) -> Result<(), kube::Error> {
         let Some(kind) = kind else { return Ok(()) };
         let api: Api<K> = Api::all(self.virtual_client.clone());
         let host_object = cached(&kind.host_objects, None, name);
         let virtual_object = cached(&kind.virtual_objects, None, name);
         let Some(host_object) = host_object else {
-            // A class the host does not have (the built-in priority classes stay).
-            if virtual_object.is_some() && !name.starts_with("system-") {
+            // A class the host does not have (the built-in priority classes stay, and so does a
+            // tenant's own storage class labelled `vcluster.loft.sh/controlled-by`).
+            let own = virtual_object
+                .as_ref()
+                .is_some_and(|v| v.labels().contains_key(vkube_translate::labels::CONTROLLED_BY));
+            if virtual_object.is_some() && !own && !name.starts_with("system-") {
                 tracing::info!(kind = kind.id.kind(), %name, "not on the host; deleting the virtual copy");
                 ignore_not_found(api.delete(name, &DeleteParams::default()).await)?;
             }
@@ -345,6 +511,14 @@ pub struct OptionalKinds {
     pub runtime_classes: bool,
     /// `sync.fromHost.priorityClasses.enabled`.
     pub priority_classes: bool,
+    /// `sync.fromHost.storageClasses.enabled` (once `auto` is decided).
+    pub storage_classes: bool,
+    /// `sync.fromHost.csiDrivers.enabled` (once `auto` is decided).
+    pub csi_drivers: bool,
+    /// `sync.toHost.priorityClasses.enabled`.
+    pub priority_classes_to_host: bool,
+    /// `sync.toHost.storageClasses.enabled`.
+    pub storage_classes_to_host: bool,
 }
 
 /// What the syncer needs to start the reflectors of an optional kind.
@@ -357,9 +531,24 @@ pub(crate) struct Wiring<'a> {
     pub(crate) seen: &'a crate::Seen,
     pub(crate) mappings: &'a Arc<crate::Mappings>,
     pub(crate) tasks: &'a mut Vec<tokio::task::JoinHandle<()>>,
+    /// Resolves once the cache has its initial list, one per cache started.
+    pub(crate) ready: &'a mut Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
 impl Wiring<'_> {
+    /// Keeps a started reflector's task and a way to wait for its initial list.
+    fn started<K>(&mut self, (store, task): (Store<K>, tokio::task::JoinHandle<()>)) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        self.tasks.push(task);
+        let waiting = store.clone();
+        self.ready.push(Box::pin(async move {
+            let _ = waiting.wait_until_ready().await;
+        }));
+        store
+    }
+
     /// Watches kind `id` in the virtual cluster and its copies on the host; `on_virtual` also
     /// sees every virtual change (true for a deletion).
     pub(crate) fn copied_to_host<K>(
@@ -371,14 +560,16 @@ impl Wiring<'_> {
         K: Namespaced + Send + Sync,
     {
         let q = self.queue.clone();
-        let (virtual_objects, task) =
-            crate::reflect(Api::<K>::all(self.virtual_client.clone()), Default::default(), move |object, deleted| {
+        let virtual_objects = self.started(crate::reflect(
+            Api::<K>::all(self.virtual_client.clone()),
+            Default::default(),
+            move |object, deleted| {
                 on_virtual(object, deleted);
                 q.send(Work::ToHost(id, object.namespace().unwrap_or_default(), object.name_any()));
-            });
-        self.tasks.push(task);
+            },
+        ));
         let (q, seen, mappings) = (self.queue.clone(), self.seen.clone(), self.mappings.clone());
-        let (host_objects, task) = crate::reflect(
+        let host_objects = self.started(crate::reflect(
             Api::<K>::namespaced(self.host_client.clone(), self.host_namespace),
             self.managed.clone(),
             move |object, deleted| {
@@ -389,70 +580,54 @@ impl Wiring<'_> {
                     q.send(Work::ToHost(id, namespace, name));
                 }
             },
-        );
-        self.tasks.push(task);
+        ));
         ToHost::new(id, virtual_objects, host_objects)
     }
 
+    /// Watches cluster-scoped kind `id` in the virtual cluster and its copies on the host.
+    pub(crate) fn cluster_to_host<K: ClusterScoped>(&mut self, id: ClusterKind, marker: &str) -> ClusterToHost<K> {
+        let q = self.queue.clone();
+        let virtual_objects = self.started(crate::reflect(
+            Api::<K>::all(self.virtual_client.clone()),
+            Default::default(),
+            move |object, _| q.send(Work::ClusterToHost(id, object.name_any())),
+        ));
+        let (q, seen, mappings) = (self.queue.clone(), self.seen.clone(), self.mappings.clone());
+        let managed = kube::runtime::watcher::Config::default()
+            .labels(&format!("{}={marker}", vkube_translate::labels::MANAGED_BY));
+        let host_objects =
+            self.started(crate::reflect(Api::<K>::all(self.host_client.clone()), managed, move |object, deleted| {
+                if !deleted {
+                    crate::lock(&seen).insert((id.kind(), object.name_any()));
+                }
+                let name = object
+                    .annotations()
+                    .get(vkube_translate::metadata::OBJECT_NAME)
+                    .cloned()
+                    .or_else(|| crate::virtual_key_of(&mappings, id.kind(), object).map(|(_, n)| n));
+                if let Some(name) = name {
+                    q.send(Work::ClusterToHost(id, name));
+                }
+            }));
+        ClusterToHost { id, virtual_objects, host_objects }
+    }
+
     /// Watches kind `id` on the host and its copies in the virtual cluster.
-    pub(crate) fn mirror<K>(&mut self, id: MirrorKind) -> Mirror<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        let mut watch = |client: &kube::Client| {
+    pub(crate) fn mirror<K: ClusterScoped>(&mut self, id: MirrorKind) -> Mirror<K> {
+        let (host_client, virtual_client) = (self.host_client.clone(), self.virtual_client.clone());
+        let mut watch = |client: kube::Client| {
             let q = self.queue.clone();
-            let (store, task) = crate::reflect(Api::<K>::all(client.clone()), Default::default(), move |object, _| {
+            self.started(crate::reflect(Api::<K>::all(client), Default::default(), move |object, _| {
                 q.send(Work::Mirror(id, object.name_any()));
-            });
-            self.tasks.push(task);
-            store
+            }))
         };
-        let host_objects = watch(self.host_client);
-        let virtual_objects = watch(self.virtual_client);
+        let host_objects = watch(host_client);
+        let virtual_objects = watch(virtual_client);
         Mirror::new(id, host_objects, virtual_objects)
     }
 }
 
 impl Extras {
-    /// Waits until every cache of the switched-on kinds has its initial list.
-    pub(crate) async fn wait_until_ready(&self) {
-        async fn both<K: Resource + Clone>(a: &Store<K>, b: &Store<K>)
-        where
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            let _ = a.wait_until_ready().await;
-            let _ = b.wait_until_ready().await;
-        }
-        if let Some(k) = &self.ingresses {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-        if let Some(k) = &self.network_policies {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-        if let Some(k) = &self.budgets {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-        if let Some(k) = &self.accounts {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-        if let Some(k) = &self.ingress_classes {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-        if let Some(k) = &self.runtime_classes {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-        if let Some(k) = &self.priority_classes {
-            both(&k.virtual_objects, &k.host_objects).await;
-        }
-    }
-
     /// The virtual object a failed sync of `id` is reported on.
     pub(crate) fn target(&self, id: ToHostKind, namespace: &str, name: &str) -> Option<crate::events::Target> {
         fn of<K: Resource<DynamicType = ()> + Clone + 'static>(

@@ -179,6 +179,8 @@ enum Work {
     ToHost(extra::ToHostKind, String, String),
     /// Reconcile the virtual copy of the host's cluster-scoped object `name`.
     Mirror(extra::MirrorKind, String),
+    /// Reconcile the virtual cluster-scoped object `name` copied to the host.
+    ClusterToHost(extra::ClusterKind, String),
 }
 
 impl Work {
@@ -194,6 +196,7 @@ impl Work {
             Work::Mappings => "Mapping",
             Work::ToHost(kind, ..) => kind.kind(),
             Work::Mirror(kind, _) => kind.kind(),
+            Work::ClusterToHost(kind, _) => kind.kind(),
         }
     }
 }
@@ -503,6 +506,7 @@ impl Syncer {
             }
             Work::ToHost(kind, namespace, name) => self.reconcile_to_host(*kind, namespace, name).await,
             Work::Mirror(kind, name) => self.reconcile_mirror(*kind, name).await,
+            Work::ClusterToHost(kind, name) => self.reconcile_cluster_to_host(*kind, name).await,
         }
     }
 
@@ -649,6 +653,13 @@ pub async fn run(
 ) -> Result<(), SyncerError> {
     let mut config = config;
     config.pods.service_accounts = config.optional.service_accounts;
+    config.pods.priority = if config.optional.priority_classes_to_host {
+        vkube_translate::pods::PriorityMode::Translated
+    } else if config.optional.priority_classes {
+        vkube_translate::pods::PriorityMode::Kept
+    } else {
+        vkube_translate::pods::PriorityMode::Cleared
+    };
     let namespace = config.context.host_namespace.clone();
     let (owner, api_service_ip) = prepare_host(&host_client, &config)
         .await
@@ -827,6 +838,7 @@ pub async fn run(
     tasks.push(task);
     let optional = config.optional;
     let mut extras = extra::Extras::default();
+    let mut extras_ready = Vec::new();
     {
         let mut wiring = extra::Wiring {
             virtual_client: &virtual_client,
@@ -837,6 +849,7 @@ pub async fn run(
             seen: &seen,
             mappings: &mappings,
             tasks: &mut tasks,
+            ready: &mut extras_ready,
         };
         if optional.ingresses {
             // An ingress makes its TLS and annotation secrets "used", like a pod.
@@ -883,6 +896,19 @@ pub async fn run(
         if optional.priority_classes {
             extras.priority_classes = Some(wiring.mirror(extra::MirrorKind::PriorityClass));
         }
+        if optional.storage_classes {
+            extras.storage_classes = Some(wiring.mirror(extra::MirrorKind::StorageClass));
+        }
+        if optional.csi_drivers {
+            extras.csi_drivers = Some(wiring.mirror(extra::MirrorKind::CsiDriver));
+        }
+        let marker = vkube_translate::names::marker(&context, false);
+        if optional.priority_classes_to_host {
+            extras.priority_classes_to_host = Some(wiring.cluster_to_host(extra::ClusterKind::PriorityClass, &marker));
+        }
+        if optional.storage_classes_to_host {
+            extras.storage_classes_to_host = Some(wiring.cluster_to_host(extra::ClusterKind::StorageClass, &marker));
+        }
     }
     // Host events are not cached (there are many and each is needed once): the watch hands them
     // to the mirroring task below.
@@ -920,7 +946,7 @@ pub async fn run(
     let _ = claims.wait_until_ready().await;
     let _ = host_claims.wait_until_ready().await;
     let _ = volumes.wait_until_ready().await;
-    extras.wait_until_ready().await;
+    futures::future::join_all(extras_ready).await;
     let recorder = events::Recorder::new(virtual_client.clone());
     let syncer = Arc::new(Syncer {
         config,

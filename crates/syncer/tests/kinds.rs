@@ -561,6 +561,9 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
         ingress_classes: true,
         runtime_classes: true,
         priority_classes: true,
+        storage_classes: true,
+        csi_drivers: true,
+        ..Default::default()
     };
     let clusters = Clusters::start(config).await;
     let pp = PostParams::default();
@@ -577,8 +580,40 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
         .create(&pp, &object(json!({"metadata": {"name": "high"}, "value": 1000, "description": "important"})))
         .await
         .unwrap();
+    let h_drivers: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(host.clone());
+    h_drivers
+        .create(&pp, &object(json!({"metadata": {"name": "ebs.csi.aws.com"}, "spec": {"attachRequired": true}})))
+        .await
+        .unwrap();
     let v_classes: Api<IngressClass> = Api::all(vc.clone());
     let v_priorities: Api<PriorityClass> = Api::all(vc.clone());
+    // The simulated host's default storage class and the driver appear too.
+    let v_storage: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(vc.clone());
+    let v_drivers: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(vc.clone());
+    eventually("the host's storage class and CSI driver in the virtual cluster", || {
+        let (v_storage, v_drivers) = (v_storage.clone(), v_drivers.clone());
+        async move {
+            let class = v_storage.get("standard").await.ok()?;
+            let driver = v_drivers.get("ebs.csi.aws.com").await.ok()?;
+            (!class.provisioner.is_empty() && driver.spec.attach_required == Some(true)).then_some(())
+        }
+    })
+    .await;
+    // A tenant's own class stays only when labelled as theirs.
+    v_storage
+        .create(&pp, &object(json!({"metadata": {"name": "mine", "labels": {"vcluster.loft.sh/controlled-by": "me"}}, "provisioner": "example.com/x"})))
+        .await
+        .unwrap();
+    v_storage
+        .create(&pp, &object(json!({"metadata": {"name": "stray"}, "provisioner": "example.com/x"})))
+        .await
+        .unwrap();
+    eventually("the unlabelled virtual class removed", || {
+        let v_storage = v_storage.clone();
+        async move { gone(v_storage.get("stray").await).then_some(()) }
+    })
+    .await;
+    assert!(v_storage.get("mine").await.is_ok());
     eventually("the host's classes in the virtual cluster", || {
         let (v_classes, v_priorities) = (v_classes.clone(), v_priorities.clone());
         async move {
@@ -737,6 +772,118 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
     eventually("the virtual ingress class gone", || {
         let v_classes = v_classes.clone();
         async move { gone(v_classes.get("nginx").await).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_and_storage_classes_go_to_the_host_and_pods_and_claims_use_them() {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let mut config = syncer_config();
+    config.optional = vkube_syncer::OptionalKinds {
+        priority_classes_to_host: true,
+        storage_classes_to_host: true,
+        ..Default::default()
+    };
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+    let v_priorities: Api<PriorityClass> = Api::all(vc.clone());
+    v_priorities
+        .create(&pp, &object(json!({"metadata": {"name": "high"}, "value": 2_000_000_000i64, "globalDefault": true, "description": "batch"})))
+        .await
+        .unwrap();
+    let v_storage: Api<StorageClass> = Api::all(vc.clone());
+    v_storage
+        .create(
+            &pp,
+            &object(
+                json!({"metadata": {"name": "fast"}, "provisioner": "vkube.io/simulated", "reclaimPolicy": "Delete"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let h_priorities: Api<PriorityClass> = Api::all(host.clone());
+    let h_storage: Api<StorageClass> = Api::all(host.clone());
+    let priority = eventually("the host priority class", || {
+        let h_priorities = h_priorities.clone();
+        async move { h_priorities.get("vcluster-high-x-vcluster-vc-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(priority.value, 1_000_000_000, "capped");
+    assert_eq!(priority.global_default, Some(false), "never the host's default");
+    assert_eq!(priority.labels()["vcluster.loft.sh/managed-by"], "vcluster-vc-x-vc");
+    let storage = eventually("the host storage class", || {
+        let h_storage = h_storage.clone();
+        async move { h_storage.get("vcluster-fast-x-vcluster-vc-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(storage.provisioner, "vkube.io/simulated");
+
+    // Pods and claims name the host copies.
+    let v_pods: Api<Pod> = Api::namespaced(vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "batch"}, "spec": {"priorityClassName": "high",
+            "containers": [{"name": "c", "image": "busybox"}]}})),
+        )
+        .await
+        .unwrap();
+    let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(vc.clone(), "default");
+    v_claims
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "fast",
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(host.clone(), HNS);
+    let pod = eventually("the host pod", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("batch-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(pod.spec.unwrap().priority_class_name.as_deref(), Some("vcluster-high-x-vcluster-vc-x-vc"));
+    let h_claims: Api<PersistentVolumeClaim> = Api::namespaced(host.clone(), HNS);
+    let claim = eventually("the host claim", || {
+        let h_claims = h_claims.clone();
+        async move { h_claims.get("data-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(claim.spec.unwrap().storage_class_name.as_deref(), Some("vcluster-fast-x-vcluster-vc-x-vc"));
+
+    // Edits follow; a priority class deleted on the host comes back; deleting the virtual class
+    // removes the host copy.
+    v_priorities
+        .patch("high", &PatchParams::default(), &Patch::Merge(json!({"description": "nightly"})))
+        .await
+        .unwrap();
+    eventually("the edited description on the host", || {
+        let h_priorities = h_priorities.clone();
+        async move {
+            let class = h_priorities.get("vcluster-high-x-vcluster-vc-x-vc").await.ok()?;
+            (class.description.as_deref() == Some("nightly")).then_some(())
+        }
+    })
+    .await;
+    let before = h_priorities.get("vcluster-high-x-vcluster-vc-x-vc").await.unwrap().uid();
+    h_priorities.delete("vcluster-high-x-vcluster-vc-x-vc", &DeleteParams::default()).await.unwrap();
+    eventually("the host priority class re-created", || {
+        let (h_priorities, before) = (h_priorities.clone(), before.clone());
+        async move {
+            let class = h_priorities.get("vcluster-high-x-vcluster-vc-x-vc").await.ok()?;
+            (class.uid() != before).then_some(())
+        }
+    })
+    .await;
+    assert!(v_priorities.get("high").await.is_ok(), "the virtual class stays");
+    v_storage.delete("fast", &DeleteParams::default()).await.unwrap();
+    eventually("the host storage class gone", || {
+        let h_storage = h_storage.clone();
+        async move { gone(h_storage.get("vcluster-fast-x-vcluster-vc-x-vc").await).then_some(()) }
     })
     .await;
 }

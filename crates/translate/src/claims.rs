@@ -33,6 +33,12 @@ fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
 /// spec as the tenant wrote it except `volumeName` (the host binds), and a claim data source
 /// renamed to its host copy.
 pub fn host_claim(context: &Context, claim: &Value) -> Value {
+    host_claim_with(context, claim, false)
+}
+
+/// [`host_claim`]; with `classes_to_host` (toHost storage classes) the storage class is renamed
+/// to its host copy and the deprecated class annotation dropped.
+pub fn host_claim_with(context: &Context, claim: &Value, classes_to_host: bool) -> Value {
     let name = claim.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = claim.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let host = host_name(context, name, namespace);
@@ -51,9 +57,17 @@ pub fn host_claim(context: &Context, claim: &Value) -> Value {
         BIND_ANNOTATIONS,
         &identity,
     );
+    let mut annotations = annotations;
     let mut spec = claim.get("spec").cloned().unwrap_or(json!({}));
     if let Some(map) = spec.as_object_mut() {
         map.remove("volumeName");
+        if classes_to_host {
+            let deprecated = annotations.remove("volume.beta.kubernetes.io/storage-class");
+            let class = map.get("storageClassName").and_then(Value::as_str).map(String::from).or(deprecated);
+            if let Some(class) = class.filter(|c| !c.is_empty()) {
+                map.insert("storageClassName".into(), json!(crate::names::host_name_cluster(context, &class)));
+            }
+        }
         for field in ["dataSource", "dataSourceRef"] {
             if let Some(source) = map.get_mut(field).and_then(Value::as_object_mut)
                 && source.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim")
@@ -141,6 +155,20 @@ mod tests {
 
     fn vc() -> Context {
         Context::new("my-vc", "vcluster-my-vc")
+    }
+
+    #[test]
+    fn storage_classes_synced_to_the_host_are_named_by_their_host_copy() {
+        let claim =
+            json!({"metadata": {"name": "data", "namespace": "db", "uid": "u"}, "spec": {"storageClassName": "fast"}});
+        assert_eq!(host_claim(&vc(), &claim)["spec"]["storageClassName"], "fast", "the host's own class by default");
+        let host = host_claim_with(&vc(), &claim, true);
+        assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
+        let legacy = json!({"metadata": {"name": "data", "namespace": "db", "uid": "u",
+            "annotations": {"volume.beta.kubernetes.io/storage-class": "fast"}}, "spec": {}});
+        let host = host_claim_with(&vc(), &legacy, true);
+        assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
+        assert!(host["metadata"]["annotations"].get("volume.beta.kubernetes.io/storage-class").is_none());
     }
 
     #[test]

@@ -297,6 +297,75 @@ pub fn host_service_account(context: &Context, account: &Value) -> Value {
     })
 }
 
+/// The metadata of the host copy of a cluster-scoped virtual object.
+fn host_cluster_metadata(context: &Context, object: &Value, (group, version, kind): (&str, &str, &str)) -> Value {
+    let name = text(object, "/metadata/name");
+    let host = crate::names::host_name_cluster(context, name);
+    let identity = Identity {
+        name,
+        namespace: None,
+        uid: text(object, "/metadata/uid"),
+        kind: &kind_string(group, version, kind),
+        host_name: &host,
+        host_namespace: None,
+    };
+    let labels = host_labels(context, &strings(object.pointer("/metadata/labels")), None, None);
+    let mut virtual_annotations = strings(object.pointer("/metadata/annotations"));
+    virtual_annotations.remove("storageclass.kubernetes.io/is-default-class");
+    let annotations = host_annotations(&virtual_annotations, &BTreeMap::new(), &[], &identity);
+    json!({"name": host, "labels": labels, "annotations": annotations})
+}
+
+/// The highest value a priority class copied to the host may have (above is reserved for the
+/// system classes).
+pub const MAX_PRIORITY: i64 = 1_000_000_000;
+
+/// The host priority class for a virtual one: `vcluster-NAME-x-HNS-x-VC`, never the global
+/// default, value capped at [`MAX_PRIORITY`].
+pub fn host_priority_class(context: &Context, class: &Value) -> Value {
+    let gvk = ("scheduling.k8s.io", "v1", "PriorityClass");
+    let mut out = json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": host_cluster_metadata(context, class, gvk),
+        "value": class.get("value").and_then(Value::as_i64).unwrap_or(0).min(MAX_PRIORITY),
+        "globalDefault": false,
+    });
+    for field in ["description", "preemptionPolicy"] {
+        if let Some(value) = class.get(field) {
+            out[field] = value.clone();
+        }
+    }
+    out
+}
+
+/// The host storage class for a virtual one: `vcluster-NAME-x-HNS-x-VC`, never the default class.
+pub fn host_storage_class(context: &Context, class: &Value) -> Value {
+    let gvk = ("storage.k8s.io", "v1", "StorageClass");
+    let mut out = json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": host_cluster_metadata(context, class, gvk),
+    });
+    for field in STORAGE_CLASS_FIELDS {
+        if let Some(value) = class.get(*field) {
+            out[*field] = value.clone();
+        }
+    }
+    out
+}
+
+/// The fields of a storage class that follow its source.
+pub const STORAGE_CLASS_FIELDS: &[&str] = &[
+    "provisioner",
+    "parameters",
+    "reclaimPolicy",
+    "mountOptions",
+    "allowVolumeExpansion",
+    "volumeBindingMode",
+    "allowedTopologies",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +454,29 @@ mod tests {
             "an empty namespace selector means every namespace of the virtual cluster"
         );
         assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    }
+
+    #[test]
+    fn cluster_scoped_classes() {
+        let class = json!({"metadata": {"name": "high", "uid": "u", "labels": {"tier": "a"}},
+            "value": 2_000_000_000i64, "globalDefault": true, "description": "d", "preemptionPolicy": "Never"});
+        let host = host_priority_class(&vc(), &class);
+        assert_eq!(host["metadata"]["name"], "vcluster-high-x-vcluster-my-vc-x-my-vc");
+        assert_eq!(host["value"], MAX_PRIORITY);
+        assert_eq!(host["globalDefault"], false);
+        assert_eq!(host["preemptionPolicy"], "Never");
+        assert_eq!(host["metadata"]["labels"]["vcluster.loft.sh/managed-by"], "vcluster-my-vc-x-my-vc");
+        assert!(host["metadata"].get("namespace").is_none());
+        assert!(host["metadata"]["annotations"].get("vcluster.loft.sh/object-namespace").is_none());
+        let storage = json!({"metadata": {"name": "fast", "uid": "u",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true", "team": "db"}},
+            "provisioner": "ebs.csi.aws.com", "parameters": {"type": "gp3"}, "reclaimPolicy": "Retain"});
+        let host = host_storage_class(&vc(), &storage);
+        assert_eq!(host["metadata"]["name"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
+        assert_eq!(host["provisioner"], "ebs.csi.aws.com");
+        assert_eq!(host["parameters"]["type"], "gp3");
+        assert!(host["metadata"]["annotations"].get("storageclass.kubernetes.io/is-default-class").is_none());
+        assert_eq!(host["metadata"]["annotations"]["team"], "db");
     }
 
     #[test]

@@ -35,6 +35,21 @@ pub struct PodSettings {
     /// Service accounts are synced (`sync.toHost.serviceAccounts.enabled`): host pods run under
     /// the host copy of their own account instead of the shared workload account.
     pub service_accounts: bool,
+    /// What happens to `priorityClassName`/`priority`.
+    pub priority: PriorityMode,
+}
+
+/// How host pods get their priority (sync-behavior.md 4.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PriorityMode {
+    /// No priority class sync: both fields are cleared.
+    #[default]
+    Cleared,
+    /// Priority classes come from the host: both are kept.
+    Kept,
+    /// Priority classes go to the host: the class is renamed to its host copy, `priority` is
+    /// left to the host's admission.
+    Translated,
 }
 
 /// The host secret holding the tokens of `pod` in secret mode (sync-behavior.md 4.7.1):
@@ -252,8 +267,20 @@ pub fn host_pod(
         map.remove("serviceAccount");
         map.insert("automountServiceAccountToken".into(), json!(false));
         map.insert("enableServiceLinks".into(), json!(false));
-        map.remove("priorityClassName");
-        map.remove("priority");
+        match settings.priority {
+            PriorityMode::Kept => {}
+            PriorityMode::Cleared => {
+                map.remove("priorityClassName");
+                map.remove("priority");
+            }
+            PriorityMode::Translated => {
+                map.remove("priority");
+                let class = map.get("priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
+                if !class.is_empty() && !matches!(class.as_str(), "system-node-critical" | "system-cluster-critical") {
+                    map.insert("priorityClassName".into(), json!(crate::names::host_name_cluster(context, &class)));
+                }
+            }
+        }
         map.remove("subdomain");
         let hostname = map.get("hostname").and_then(Value::as_str).unwrap_or("").to_string();
         if hostname.is_empty() {
@@ -455,9 +482,23 @@ mod tests {
             enforce_tolerations: vec![json!({"key": "dedicated", "operator": "Exists"})],
             token_secrets: false,
             service_accounts: false,
+            priority: PriorityMode::Cleared,
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();
+        let mut prioritized = fixture();
+        prioritized["spec"]["priorityClassName"] = json!("high");
+        prioritized["spec"]["priority"] = json!(1000);
+        for (mode, class, priority) in [
+            (PriorityMode::Cleared, None, None),
+            (PriorityMode::Kept, Some("high"), Some(1000)),
+            (PriorityMode::Translated, Some("vcluster-high-x-vcluster-my-vc-x-my-vc"), None),
+        ] {
+            let with_mode = PodSettings { priority: mode, ..settings.clone() };
+            let host = host_pod(&vc(), &prioritized, &BTreeMap::new(), &with_mode, &PodEnvironment::default());
+            assert_eq!(host["spec"]["priorityClassName"].as_str(), class, "{mode:?}");
+            assert_eq!(host["spec"]["priority"].as_i64(), priority, "{mode:?}");
+        }
         let synced_accounts = PodSettings { service_accounts: true, ..settings.clone() };
         let own = host_pod(&vc(), &fixture(), &ns_labels, &synced_accounts, &PodEnvironment::default());
         assert_eq!(own["spec"]["serviceAccountName"], "default-x-default-x-my-vc", "its own account's host copy");

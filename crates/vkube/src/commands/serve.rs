@@ -215,6 +215,7 @@ pub async fn start(
         enforce_tolerations: enforce,
         token_secrets: pods.use_secrets_for_sa_tokens,
         service_accounts: config.sync.to_host.service_accounts.enabled,
+        priority: Default::default(),
     };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
@@ -235,6 +236,10 @@ pub async fn start(
         ingress_classes: from.ingress_classes.enabled,
         runtime_classes: from.runtime_classes.enabled,
         priority_classes: from.priority_classes.enabled,
+        storage_classes: from.storage_classes.enabled.is_on(),
+        csi_drivers: from.csi_drivers.enabled.is_on(),
+        priority_classes_to_host: to.priority_classes.enabled,
+        storage_classes_to_host: to.storage_classes.enabled,
     };
     syncer_config.api_server = Some(server.addr);
     syncer_config.mappings = Some(vkube_syncer::MappingStorage(server.state.registry.store.clone()));
