@@ -128,8 +128,18 @@ impl AutoSwitch {
     }
 }
 
-mod js {
+pub mod js {
     //! Compile-checks `expression`/`reverseExpression` JavaScript without running it.
+
+    /// The message of the exception `ctx` is holding (`fallback` when it has none).
+    pub fn exception_message(ctx: &rquickjs::Ctx<'_>, fallback: &str) -> String {
+        let exception = ctx.catch();
+        exception
+            .as_exception()
+            .and_then(|e| e.message())
+            .or_else(|| exception.as_string().and_then(|s| s.to_string().ok()))
+            .unwrap_or_else(|| fallback.into())
+    }
 
     /// Compiles `source` as the body of `function(value, context) { return (SOURCE); }`.
     pub(crate) fn check_expression(source: &str) -> Result<(), String> {
@@ -139,15 +149,7 @@ mod js {
             let wrapped = format!("(function(value, valueExists, context) {{ return ({source}\n); }})");
             match ctx.eval::<rquickjs::Function, _>(wrapped) {
                 Ok(_) => Ok(()),
-                Err(rquickjs::Error::Exception) => {
-                    let exception = ctx.catch();
-                    let message = exception
-                        .as_exception()
-                        .and_then(|e| e.message())
-                        .or_else(|| exception.as_string().and_then(|s| s.to_string().ok()))
-                        .unwrap_or_else(|| "syntax error".into());
-                    Err(message)
-                }
+                Err(rquickjs::Error::Exception) => Err(exception_message(&ctx, "syntax error")),
                 Err(other) => Err(other.to_string()),
             }
         })

@@ -268,8 +268,9 @@ impl Syncer {
                 if object.meta().deletion_timestamp.is_some() || !self.record(object.as_ref(), pair, vec![]).await {
                     return Ok(());
                 }
-                let desired: K = serde_json::from_value(translate(context, &to_value(object.as_ref())))
-                    .map_err(kube::Error::SerdeError)?;
+                let mut desired = translate(context, &to_value(object.as_ref()));
+                self.patch_to_host(label, "", &mut desired)?;
+                let desired: K = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
                 let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                 match host_api.create(&params, &desired).await {
                     Ok(_) => Ok(()),
@@ -281,7 +282,8 @@ impl Syncer {
                 if !self.record(object.as_ref(), pair, vec![]).await {
                     return Ok(());
                 }
-                let desired = translate(context, &to_value(object.as_ref()));
+                let mut desired = translate(context, &to_value(object.as_ref()));
+                self.patch_to_host(label, "", &mut desired)?;
                 let mut current = to_value(host_object.as_ref());
                 let mut changed = false;
                 let forced: &[&str] = match kind.id {
@@ -395,7 +397,8 @@ impl Syncer {
                 if !self.record(object.as_ref(), pair, self.extra_references(kind.id, &value)).await {
                     return Ok(());
                 }
-                let desired = (kind.translate)(&self.config.context, &value);
+                let mut desired = (kind.translate)(&self.config.context, &value);
+                self.patch_to_host(label, namespace, &mut desired)?;
                 let mut current = to_value(host_object.as_ref());
                 let mut changed = false;
                 for field in kind.forced {
@@ -426,7 +429,10 @@ impl Syncer {
                         Err(error) => return ignore_not_found(Err::<K, _>(error)),
                     }
                 }
-                let host_status = to_value(host_object.as_ref()).get("status").cloned().unwrap_or(Value::Null);
+                let mut host_status =
+                    json!({"status": to_value(host_object.as_ref()).get("status").cloned().unwrap_or(Value::Null)});
+                self.patch_to_virtual(label, namespace, &mut host_status)?;
+                let host_status = host_status["status"].take();
                 if kind.status_back && !host_status.is_null() && value.get("status") != Some(&host_status) {
                     let patch = Patch::Merge(json!({"status": host_status}));
                     ignore_not_found(virtual_api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;

@@ -16,6 +16,7 @@ mod kubernetes;
 pub mod mappings;
 mod metrics;
 mod nodes;
+pub mod patches;
 mod pods;
 mod refs;
 mod services;
@@ -103,6 +104,8 @@ pub struct SyncerConfig {
     pub mappings: Option<MappingStorage>,
     /// The optional kinds switched on (all off by default, as in the reference).
     pub optional: OptionalKinds,
+    /// Translate rules by kind (`Pod`, `Service`, ...).
+    pub patches: patches::PatchesByKind,
 }
 
 /// The store the mapping store persists in.
@@ -135,6 +138,7 @@ impl SyncerConfig {
             api_server: None,
             mappings: None,
             optional: OptionalKinds::default(),
+            patches: patches::PatchesByKind::default(),
         }
     }
 }
@@ -297,6 +301,11 @@ fn to_value<T: Serialize>(object: &T) -> Value {
     serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
+/// A translate rule that failed, as an error of the sync it belongs to.
+pub(crate) fn patch_error(message: String) -> kube::Error {
+    kube::Error::Service(message.into())
+}
+
 fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
@@ -364,9 +373,38 @@ impl Syncer {
         host
     }
 
-    /// Creates `desired` on the host; an existing object of the same name is left alone (the
-    /// reconcile that follows its watch event takes over).
-    async fn create_on_host<K: Namespaced>(&self, desired: Value) -> Result<(), kube::Error> {
+    /// The translate rules of `kind`.
+    fn patches(&self, kind: &str) -> patches::Patches {
+        self.config.patches.get(kind).cloned().unwrap_or_default()
+    }
+
+    /// Applies the translate rules of `kind` to `object`, about to be written to the host.
+    fn patch_to_host(&self, kind: &str, namespace: &str, object: &mut Value) -> Result<(), kube::Error> {
+        match self.config.patches.get(kind) {
+            Some(patches) => patches.to_host(&self.config.context, namespace, object).map_err(patch_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies the translate rules of `kind` to `object`, about to be written to the virtual cluster.
+    fn patch_to_virtual(&self, kind: &str, namespace: &str, object: &mut Value) -> Result<(), kube::Error> {
+        match self.config.patches.get(kind) {
+            Some(patches) => patches.to_virtual(namespace, object).map_err(patch_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates `desired` on the host (after the kind's translate rules); an existing object of
+    /// the same name is left alone (the reconcile that follows its watch event takes over).
+    async fn create_on_host<K: Namespaced>(&self, mut desired: Value) -> Result<(), kube::Error> {
+        let kind = desired["kind"].as_str().unwrap_or_default().to_string();
+        let namespace = desired
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(OBJECT_NAMESPACE))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        self.patch_to_host(&kind, &namespace, &mut desired)?;
         let object: K = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
         let api = self.host_api::<K>();
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {

@@ -238,7 +238,9 @@ impl Syncer {
                 Err(error) => return Err(error),
             }
         }
-        let host_status = to_value(&host_pod.status);
+        let mut host_status = json!({"status": to_value(&host_pod.status)});
+        self.patch_to_virtual("Pod", &virtual_pod.namespace().unwrap_or_default(), &mut host_status)?;
+        let host_status = host_status["status"].take();
         if host_status.is_null() || to_value(&virtual_pod.status) == host_status {
             return Ok(());
         }
@@ -254,7 +256,20 @@ impl Syncer {
 
     /// Container images follow the virtual pod: a change made on the host is reverted.
     async fn force_images(&self, host_api: &Api<Pod>, virtual_pod: &Pod, host_pod: &Pod) -> Result<(), kube::Error> {
-        let desired = host_pod_images(&self.config, virtual_pod);
+        let mut desired = host_pod_images(&self.config, virtual_pod);
+        if self.config.patches.contains_key("Pod") {
+            // The host images are what the pod's translate rules make of them.
+            let containers: Vec<Value> = desired.iter().map(|(n, i)| json!({"name": n, "image": i})).collect();
+            let mut images = json!({"spec": {"containers": containers}});
+            self.patch_to_host("Pod", &virtual_pod.namespace().unwrap_or_default(), &mut images)?;
+            for (slot, container) in
+                desired.iter_mut().zip(images["spec"]["containers"].as_array().into_iter().flatten())
+            {
+                if let Some(image) = container.get("image").and_then(Value::as_str) {
+                    slot.1 = image.to_string();
+                }
+            }
+        }
         let actual = host_pod
             .spec
             .as_ref()

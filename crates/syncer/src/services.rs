@@ -20,7 +20,12 @@ const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
 /// Creates the host service for a virtual service that is being created and returns the virtual
 /// service with the host's addresses (what the reference's API interceptor does). An existing host
 /// service of the same virtual object is reused, so retries and restarts allocate nothing twice.
-pub async fn allocate_on_host(host: &Client, context: &Context, service: Value) -> Result<Value, kube::Error> {
+pub async fn allocate_on_host(
+    host: &Client,
+    context: &Context,
+    service: Value,
+    patches: &crate::patches::Patches,
+) -> Result<Value, kube::Error> {
     let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     if namespace == "default" && name == "kubernetes" {
@@ -32,6 +37,7 @@ pub async fn allocate_on_host(host: &Client, context: &Context, service: Value) 
         };
     }
     let mut desired = host_service(context, &service);
+    patches.to_host(context, namespace, &mut desired).map_err(crate::patch_error)?;
     // The virtual service is stored only after this returns: until the syncer has seen it, the
     // host service must not be taken for an orphan.
     desired["metadata"]["annotations"][BLOCK_DELETION] = json!("true");
@@ -114,7 +120,10 @@ impl Syncer {
             }
             (Some(virtual_service), None) => {
                 // Created before the syncer ran (or without the API hook): give it a host copy.
-                allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref())).await.map(|_| ())
+                let patches = self.patches("Service");
+                allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref()), &patches)
+                    .await
+                    .map(|_| ())
             }
             (Some(virtual_service), Some(host_service_obj)) => {
                 if !self.record(virtual_service.as_ref(), self.pair("Service", namespace, name, &host), vec![]).await {
@@ -124,7 +133,12 @@ impl Syncer {
                 self.restore_bookkeeping(host_service_obj.as_ref(), "Service", namespace, name, &uid).await?;
                 let virtual_value = to_value(virtual_service.as_ref());
                 let host_value = to_value(host_service_obj.as_ref());
-                let desired = host_service(context, &virtual_value);
+                let unpatched = host_service(context, &virtual_value);
+                let mut desired = unpatched.clone();
+                self.patch_to_host("Service", namespace, &mut desired)?;
+                // A field a translate rule keeps off the host is left as the host has it.
+                let kept_home =
+                    |field: &str| unpatched["spec"].get(field).is_some() && desired["spec"].get(field).is_none();
                 let mut metadata = serde_json::Map::new();
                 if host_service_obj.annotations().contains_key(BLOCK_DELETION) {
                     metadata.insert("annotations".into(), json!({BLOCK_DELETION: null}));
@@ -141,7 +155,7 @@ impl Syncer {
                 {
                     let want = desired["spec"].get(field).cloned().unwrap_or(Value::Null);
                     let have = host_value["spec"].get(field).cloned().unwrap_or(Value::Null);
-                    if want != have && !(field == "type" && want.is_null()) {
+                    if want != have && !(field == "type" && want.is_null()) && !kept_home(field) {
                         spec.insert(field.into(), want);
                     }
                 }
@@ -152,7 +166,9 @@ impl Syncer {
                     let patch = json!({"metadata": metadata, "spec": spec});
                     ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
                 }
-                let host_status = host_value.get("status").cloned().unwrap_or(Value::Null);
+                let mut host_status = json!({"status": host_value.get("status").cloned().unwrap_or(Value::Null)});
+                self.patch_to_virtual("Service", namespace, &mut host_status)?;
+                let host_status = host_status["status"].take();
                 if !host_status.is_null() && virtual_value.get("status") != Some(&host_status) {
                     ignore_not_found(
                         virtual_api

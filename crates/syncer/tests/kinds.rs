@@ -887,3 +887,88 @@ async fn priority_and_storage_classes_go_to_the_host_and_pods_and_claims_use_the
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translate_rules_rewrite_what_reaches_the_host_and_what_comes_back() {
+    use vkube_syncer::patches::Patches;
+    let rule = |value: serde_json::Value| serde_json::from_value::<vkube_config::Translate>(value).unwrap();
+    let mut config = syncer_config();
+    config.patches.insert(
+        "Pod".into(),
+        Patches::new(&[
+            rule(json!({"path": "spec.containers[*].image", "expression": "\"mirror.local/\" + value"})),
+            rule(json!({"path": "metadata.annotations[\"cost-center\"]", "expression": "context.virtualNamespace"})),
+        ])
+        .unwrap(),
+    );
+    config.patches.insert(
+        "Service".into(),
+        Patches::new(&[rule(json!({"path": "spec.sessionAffinity", "reverseExpression": "value"}))]).unwrap(),
+    );
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+    let v_pods: Api<Pod> = Api::namespaced(vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(
+                json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(host.clone(), HNS);
+    eventually("the virtual pod running", || {
+        let v_pods = v_pods.clone();
+        async move {
+            let pod = v_pods.get("web").await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+        }
+    })
+    .await;
+    // The rewritten image stays (the image forcing follows the rules too).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pod = h_pods.get("web-x-default-x-vc").await.unwrap();
+    assert_eq!(pod.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("mirror.local/nginx:1.27"));
+    assert_eq!(pod.annotations()["cost-center"], "default");
+    let virtual_pod = v_pods.get("web").await.unwrap();
+    assert_eq!(virtual_pod.spec.unwrap().containers[0].image.as_deref(), Some("nginx:1.27"), "the tenant's image");
+    // A host-side image edit is still reverted, to the rewritten image.
+    let edit = json!({"spec": {"containers": [{"name": "c", "image": "evil"}]}});
+    h_pods.patch("web-x-default-x-vc", &PatchParams::default(), &Patch::Strategic(edit)).await.unwrap();
+    eventually("the image forced back", || {
+        let h_pods = h_pods.clone();
+        async move {
+            let pod = h_pods.get("web-x-default-x-vc").await.ok()?;
+            (pod.spec?.containers[0].image.as_deref() == Some("mirror.local/nginx:1.27")).then_some(())
+        }
+    })
+    .await;
+    // A field with only a reverse expression never reaches the host.
+    let v_services: Api<Service> = Api::namespaced(vc.clone(), "default");
+    v_services
+        .create(
+            &pp,
+            &object(
+                json!({"metadata": {"name": "web"}, "spec": {"sessionAffinity": "ClientIP", "ports": [{"port": 80}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let h_services: Api<Service> = Api::namespaced(host.clone(), HNS);
+    let service = eventually("the host service", || {
+        let h_services = h_services.clone();
+        async move { h_services.get("web-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_ne!(service.spec.unwrap().session_affinity.as_deref(), Some("ClientIP"));
+    // ... and the syncer does not fight the host over it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let settled = h_services.get("web-x-default-x-vc").await.unwrap().resource_version();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(h_services.get("web-x-default-x-vc").await.unwrap().resource_version(), settled, "no write loop");
+    let pod_version = h_pods.get("web-x-default-x-vc").await.unwrap().resource_version();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h_pods.get("web-x-default-x-vc").await.unwrap().resource_version(), pod_version, "no write loop");
+}

@@ -208,7 +208,18 @@ fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns(
 
 #[test]
 fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl() {
-    let config = "sync:\n  toHost:\n    ingresses: {enabled: true}\n    networkPolicies: {enabled: true}\n    podDisruptionBudgets: {enabled: true}\n  fromHost:\n    ingressClasses: {enabled: true}\n";
+    let config = r#"sync:
+  toHost:
+    ingresses: {enabled: true}
+    networkPolicies: {enabled: true}
+    podDisruptionBudgets: {enabled: true}
+    pods:
+      translate:
+      - path: spec.containers[*].image
+        expression: '"mirror.local/" + value'
+  fromHost:
+    ingressClasses: {enabled: true}
+"#;
     let Up { up, k, host, dir: _dir, _home } = Up::start_with_config(Some(config));
     let class = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n";
     let mut create = host.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
@@ -238,6 +249,15 @@ fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl() {
         names.contains("secret/web-tls-x-default-x-vc1")
             && names.contains("poddisruptionbudget.policy/web-x-default-x-vc1")
     });
+    // The pod's translate rule rewrites its image on the host only.
+    k.ok(&["run", "app", "--image=nginx:1.27"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/app", "--timeout=30s"]);
+    let image = "jsonpath={.spec.containers[0].image}";
+    assert_eq!(
+        host.ok(&["get", "pod", "app-x-default-x-vc1", "-n", "vcluster-vc1", "-o", image]),
+        "mirror.local/nginx:1.27"
+    );
+    assert_eq!(k.ok(&["get", "pod", "app", "-o", image]), "nginx:1.27");
     k.ok(&["delete", "ingress", "web"]);
     wait_until(Duration::from_secs(10), "the host ingress and secret gone", || {
         let names = host.ok(&["get", "ingress,secrets", "-n", "vcluster-vc1", "-o", "name"]);

@@ -146,13 +146,14 @@ impl PodLogs for HostLogs {
 struct HostServices {
     host: kube::Client,
     context: Context,
+    patches: vkube_syncer::patches::Patches,
 }
 
 impl vkube_apiserver::registry::ServiceAddresses for HostServices {
     fn allocate(&self, service: serde_json::Value) -> BoxFuture<'static, ApiResult<serde_json::Value>> {
-        let (host, context) = (self.host.clone(), self.context.clone());
+        let (host, context, patches) = (self.host.clone(), self.context.clone(), self.patches.clone());
         Box::pin(async move {
-            vkube_syncer::allocate_on_host(&host, &context, service).await.map_err(|error| match error {
+            vkube_syncer::allocate_on_host(&host, &context, service, &patches).await.map_err(|error| match error {
                 kube::Error::Api(status) if status.code == 422 => ApiError::InvalidOptions {
                     message: format!("the host refused the service: {}", status.message),
                     causes: Vec::new(),
@@ -166,6 +167,35 @@ impl vkube_apiserver::registry::ServiceAddresses for HostServices {
         let (host, context) = (self.host.clone(), self.context.clone());
         Box::pin(async move { vkube_syncer::release_on_host(&host, &context, &service).await })
     }
+}
+
+/// The translate rules of every kind the syncer writes to the host, compiled.
+fn translate_rules(config: &vkube_config::Config) -> anyhow::Result<vkube_syncer::patches::PatchesByKind> {
+    let to = &config.sync.to_host;
+    let lists = [
+        ("Pod", "pods", &to.pods.translate),
+        ("Secret", "secrets", &to.secrets.translate),
+        ("ConfigMap", "configMaps", &to.config_maps.translate),
+        ("Ingress", "ingresses", &to.ingresses.translate),
+        ("Service", "services", &to.services.translate),
+        ("Endpoints", "endpoints", &to.endpoints.translate),
+        ("NetworkPolicy", "networkPolicies", &to.network_policies.translate),
+        ("PersistentVolumeClaim", "persistentVolumeClaims", &to.persistent_volume_claims.translate),
+        ("StorageClass", "storageClasses", &to.storage_classes.translate),
+        ("ServiceAccount", "serviceAccounts", &to.service_accounts.translate),
+        ("PodDisruptionBudget", "podDisruptionBudgets", &to.pod_disruption_budgets.translate),
+        ("PriorityClass", "priorityClasses", &to.priority_classes.translate),
+    ];
+    let mut out = vkube_syncer::patches::PatchesByKind::new();
+    for (kind, key, rules) in lists {
+        if rules.is_empty() {
+            continue;
+        }
+        let patches = vkube_syncer::patches::Patches::new(rules)
+            .map_err(|problem| anyhow::anyhow!("sync.toHost.{key}.translate: {problem}"))?;
+        out.insert(kind.to_string(), patches);
+    }
+    Ok(out)
 }
 
 /// Starts the virtual API server and the syncer; returns once the syncer's caches are synced.
@@ -183,17 +213,16 @@ pub async fn start(
     server_config.listen = cluster.listen;
     server_config.sans = config.control_plane.proxy.extra_sans.clone();
     server_config.cluster_name = name.clone();
+    let patches = translate_rules(config)?;
+    let service_patches = patches.get("Service").cloned().unwrap_or_default();
     let syncer_metrics = Arc::new(vkube_syncer::Metrics::default());
     let (rendered, readiness) = (syncer_metrics.clone(), syncer_metrics.clone());
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
         // With service sync off, the virtual API server allocates nothing on the host.
-        service_addresses: config
-            .sync
-            .to_host
-            .services
-            .enabled
-            .then(|| Arc::new(HostServices { host: host.clone(), context: context.clone() }) as _),
+        service_addresses: config.sync.to_host.services.enabled.then(|| {
+            Arc::new(HostServices { host: host.clone(), context: context.clone(), patches: service_patches }) as _
+        }),
         metrics: Some(Arc::new(move || rendered.render())),
         ready_checks: vec![("syncer".into(), Arc::new(move || readiness.is_ready()))],
     };
@@ -227,6 +256,7 @@ pub async fn start(
     syncer_config.events = config.sync.from_host.events.enabled;
     syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
     syncer_config.metrics = syncer_metrics;
+    syncer_config.patches = patches;
     let (to, from) = (&config.sync.to_host, &config.sync.from_host);
     syncer_config.optional = vkube_syncer::OptionalKinds {
         ingresses: to.ingresses.enabled,
