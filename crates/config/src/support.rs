@@ -15,14 +15,12 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
     };
     unsupported(to.persistent_volumes.enabled, "sync.toHost.persistentVolumes.enabled", "sync persistent volumes");
     unsupported(to.volume_snapshots.enabled, "sync.toHost.volumeSnapshots.enabled", "sync volume snapshots");
-    unsupported(!to.custom_resources.is_empty(), "sync.toHost.customResources", "sync custom resources");
     let translates = [&to.persistent_volumes, &to.volume_snapshots].iter().any(|k| !k.translate.is_empty());
     unsupported(
         translates,
         "a sync.toHost.{persistentVolumes,volumeSnapshots}.translate rule",
         "apply translate rules to kinds it does not sync",
     );
-    unsupported(!from.custom_resources.is_empty(), "sync.fromHost.customResources", "sync custom resources");
     unsupported(from.csi_nodes.enabled.is_on(), "sync.fromHost.csiNodes.enabled", "sync CSI nodes");
     unsupported(
         from.csi_storage_capacities.enabled.is_on(),

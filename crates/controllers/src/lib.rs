@@ -192,7 +192,24 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
+    let (_, writer) = reflector::store();
+    reflect_into(writer, api, config, modify, on_change)
+}
+
+/// [`reflect_modified`] into a given store writer (for kinds whose type information is only
+/// known at run time, such as custom resources).
+pub fn reflect_into<K>(
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+    config: watcher::Config,
+    modify: impl Fn(&mut K) + Send + 'static,
+    on_change: impl Fn(&K, bool) + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let reader = writer.as_reader();
     let stream = watcher::watcher(api, config).default_backoff().modify(move |object| {
         object.meta_mut().managed_fields = None;
         modify(object);

@@ -27,6 +27,17 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// A custom resource's object.
+    pub(crate) fn dynamic(object: &kube::api::DynamicObject, resource: &kube::api::ApiResource) -> Self {
+        Target {
+            kind: resource.kind.clone(),
+            api_version: resource.api_version.clone(),
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+            uid: object.uid().unwrap_or_default(),
+        }
+    }
+
     pub(crate) fn of<K: Resource<DynamicType = ()>>(object: &K) -> Self {
         Target {
             kind: K::kind(&()).to_string(),

@@ -179,7 +179,7 @@ pub(crate) struct Extras {
 }
 
 /// The labels and annotations of `value`'s metadata (null when absent).
-fn metadata_maps(value: &Value) -> (Value, Value) {
+pub(crate) fn metadata_maps(value: &Value) -> (Value, Value) {
     let get = |key: &str| value.pointer(&format!("/metadata/{key}")).cloned().unwrap_or(Value::Null);
     let empty_is_null = |v: Value| if v.as_object().is_some_and(|m| m.is_empty()) { Value::Null } else { v };
     (empty_is_null(get("labels")), empty_is_null(get("annotations")))
@@ -270,13 +270,7 @@ impl Syncer {
                 }
                 let mut desired = translate(context, &to_value(object.as_ref()));
                 self.patch_to_host(label, "", &mut desired)?;
-                let desired: K = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
-                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-                match host_api.create(&params, &desired).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                    Err(error) => Err(error),
-                }
+                crate::ensure(&host_api, desired).await
             }
             (Some(object), Some(host_object)) => {
                 if !self.record(object.as_ref(), pair, vec![]).await {
@@ -545,14 +539,23 @@ impl Wiring<'_> {
     /// Keeps a started reflector's task and a way to wait for its initial list.
     fn started<K>(&mut self, (store, task): (Store<K>, tokio::task::JoinHandle<()>)) -> Store<K>
     where
-        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        self.keep(store.clone(), task);
+        store
+    }
+
+    /// Keeps `task` running and waits for `store`'s initial list before the syncer is ready.
+    pub(crate) fn keep<K>(&mut self, store: Store<K>, task: tokio::task::JoinHandle<()>)
+    where
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
         self.tasks.push(task);
-        let waiting = store.clone();
         self.ready.push(Box::pin(async move {
-            let _ = waiting.wait_until_ready().await;
+            let _ = store.wait_until_ready().await;
         }));
-        store
     }
 
     /// Watches kind `id` in the virtual cluster and its copies on the host; `on_virtual` also

@@ -9,6 +9,7 @@
 //! objects.
 
 mod claims;
+mod custom;
 mod data;
 mod events;
 mod extra;
@@ -47,6 +48,7 @@ use vkube_translate::labels::MANAGED_BY;
 use vkube_translate::metadata::{OBJECT_NAME, OBJECT_NAMESPACE};
 use vkube_translate::pods::PodSettings;
 
+pub use custom::CustomResourceSync;
 pub use extra::OptionalKinds;
 pub use metrics::Metrics;
 pub use services::{allocate_on_host, release_on_host};
@@ -106,6 +108,8 @@ pub struct SyncerConfig {
     pub optional: OptionalKinds,
     /// Translate rules by kind (`Pod`, `Service`, ...).
     pub patches: patches::PatchesByKind,
+    /// Custom resources synced to or from the host.
+    pub custom_resources: Vec<CustomResourceSync>,
 }
 
 /// The store the mapping store persists in.
@@ -139,6 +143,7 @@ impl SyncerConfig {
             mappings: None,
             optional: OptionalKinds::default(),
             patches: patches::PatchesByKind::default(),
+            custom_resources: Vec::new(),
         }
     }
 }
@@ -146,6 +151,17 @@ impl SyncerConfig {
 /// Why the syncer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncerError {
+    /// A configured custom resource cannot be synced.
+    #[error("sync.{direction}.customResources[{key:?}]")]
+    CustomResource {
+        /// `toHost` or `fromHost`.
+        direction: &'static str,
+        /// The configuration key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
     /// The mapping store could not be read.
     #[error("cannot read the mapping store")]
     Mappings(#[source] vkube_store::StorageError),
@@ -185,6 +201,8 @@ enum Work {
     Mirror(extra::MirrorKind, String),
     /// Reconcile the virtual cluster-scoped object `name` copied to the host.
     ClusterToHost(extra::ClusterKind, String),
+    /// Reconcile object `namespace/name` of the configured custom resource at this index.
+    Custom(usize, String, String),
 }
 
 impl Work {
@@ -201,6 +219,7 @@ impl Work {
             Work::ToHost(kind, ..) => kind.kind(),
             Work::Mirror(kind, _) => kind.kind(),
             Work::ClusterToHost(kind, _) => kind.kind(),
+            Work::Custom(..) => "CustomResource",
         }
     }
 }
@@ -259,6 +278,8 @@ struct Syncer {
     known_nodes: Mutex<BTreeSet<String>>,
     /// The optional kinds that are switched on.
     extras: extra::Extras,
+    /// The custom resources synced, in configuration order.
+    customs: Vec<custom::Custom>,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -445,6 +466,16 @@ impl Syncer {
         pair: NameMapping,
         references: Vec<NameMapping>,
     ) -> bool {
+        self.record_for(|| events::Target::of(object), pair, references).await
+    }
+
+    /// [`Syncer::record`] for an object whose event target is made by `target`.
+    async fn record_for(
+        &self,
+        target: impl FnOnce() -> events::Target,
+        pair: NameMapping,
+        references: Vec<NameMapping>,
+    ) -> bool {
         match self.mappings.record(pair, references) {
             Ok(()) => true,
             Err(conflict) => {
@@ -453,7 +484,7 @@ impl Syncer {
                     conflict.host, conflict.kind, conflict.existing, conflict.kind
                 );
                 let action = format!("Sync{}", conflict.kind);
-                self.recorder.warn(&events::Target::of(object), "SyncWarning", &action, &message).await;
+                self.recorder.warn(&target(), "SyncWarning", &action, &message).await;
                 false
             }
         }
@@ -545,6 +576,7 @@ impl Syncer {
             Work::ToHost(kind, namespace, name) => self.reconcile_to_host(*kind, namespace, name).await,
             Work::Mirror(kind, name) => self.reconcile_mirror(*kind, name).await,
             Work::ClusterToHost(kind, name) => self.reconcile_cluster_to_host(*kind, name).await,
+            Work::Custom(index, namespace, name) => self.reconcile_custom(*index, namespace, name).await,
         }
     }
 
@@ -557,6 +589,7 @@ impl Syncer {
             Work::Endpoints(ns, n) => cached(&self.endpoints, Some(ns), n).map(|o| events::Target::of(o.as_ref())),
             Work::Claim(ns, n) => cached(&self.claims, Some(ns), n).map(|o| events::Target::of(o.as_ref())),
             Work::ToHost(kind, ns, n) => self.extras.target(*kind, ns, n),
+            Work::Custom(index, ns, n) => self.custom_target(*index, ns, n),
             Work::Data(kind, host) => {
                 let sources = lock(&self.refs).sources(*kind, host);
                 sources.first().and_then(|(ns, n)| match kind {
@@ -876,6 +909,7 @@ pub async fn run(
     tasks.push(task);
     let optional = config.optional;
     let mut extras = extra::Extras::default();
+    let mut customs = Vec::new();
     let mut extras_ready = Vec::new();
     {
         let mut wiring = extra::Wiring {
@@ -939,6 +973,13 @@ pub async fn run(
         }
         if optional.csi_drivers {
             extras.csi_drivers = Some(wiring.mirror(extra::MirrorKind::CsiDriver));
+        }
+        for (index, sync) in config.custom_resources.iter().enumerate() {
+            let direction = if sync.to_host { "toHost" } else { "fromHost" };
+            let (resource, has_status) = custom::ensure_definition(wiring.virtual_client, wiring.host_client, sync)
+                .await
+                .map_err(|source| SyncerError::CustomResource { direction, key: sync.key.clone(), source })?;
+            customs.push(custom::start(index, sync.clone(), resource, has_status, &mut wiring));
         }
         let marker = vkube_translate::names::marker(&context, false);
         if optional.priority_classes_to_host {
@@ -1010,6 +1051,7 @@ pub async fn run(
         volume_users,
         mappings: mappings.clone(),
         extras,
+        customs,
         unbound,
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),

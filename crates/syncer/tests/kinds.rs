@@ -972,3 +972,120 @@ async fn translate_rules_rewrite_what_reaches_the_host_and_what_comes_back() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(h_pods.get("web-x-default-x-vc").await.unwrap().resource_version(), pod_version, "no write loop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_from_it() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject};
+    use vkube_syncer::CustomResourceSync;
+    use vkube_syncer::patches::Patches;
+    let rule = |value: serde_json::Value| serde_json::from_value::<vkube_config::Translate>(value).unwrap();
+    let mut config = syncer_config();
+    config.custom_resources = vec![
+        CustomResourceSync {
+            key: "widgets.example.com".into(),
+            to_host: true,
+            patches: Patches::new(&[rule(
+                json!({"path": "spec.secretRef", "reference": {"apiVersion": "v1", "kind": "Secret"}}),
+            )])
+            .unwrap(),
+        },
+        CustomResourceSync { key: "regions.example.com/v1".into(), to_host: false, patches: Patches::default() },
+    ];
+    let definition = |plural: &str, kind: &str, scope: &str| {
+        object::<CustomResourceDefinition>(json!({
+            "metadata": {"name": format!("{plural}.example.com")},
+            "spec": {"group": "example.com", "scope": scope,
+                "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": format!("{kind}List")},
+                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+    };
+    let clusters = Clusters::start_after(config, |host| async move {
+        let definitions: Api<CustomResourceDefinition> = Api::all(host.clone());
+        let pp = PostParams::default();
+        definitions.create(&pp, &definition("widgets", "Widget", "Namespaced")).await.unwrap();
+        definitions.create(&pp, &definition("regions", "Region", "Cluster")).await.unwrap();
+        let regions = ApiResource {
+            group: "example.com".into(),
+            version: "v1".into(),
+            api_version: "example.com/v1".into(),
+            kind: "Region".into(),
+            plural: "regions".into(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(host.clone(), &regions);
+        let region: DynamicObject =
+            object(json!({"apiVersion": "example.com/v1", "kind": "Region", "metadata": {"name": "eu-west"}, "spec": {"zones": 3}}));
+        for _ in 0..100 {
+            if api.create(&pp, &region).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the host never served regions");
+    })
+    .await;
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+    let widgets = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let regions = ApiResource { kind: "Region".into(), plural: "regions".into(), ..widgets.clone() };
+    // The definitions were copied in; the host's cluster-scoped object is mirrored.
+    let v_regions: Api<DynamicObject> = Api::all_with(vc.clone(), &regions);
+    let region = eventually("the host's region in the virtual cluster", || {
+        let v_regions = v_regions.clone();
+        async move { v_regions.get("eu-west").await.ok() }
+    })
+    .await;
+    assert_eq!(region.data["spec"]["zones"], 3);
+    // A widget goes to the host, renamed, with its reference translated by the rule.
+    let v_widgets: Api<DynamicObject> = Api::namespaced_with(vc.clone(), "default", &widgets);
+    let widget: DynamicObject = object(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w1", "labels": {"app": "shop"}}, "spec": {"size": 2, "secretRef": "creds"}}));
+    v_widgets.create(&PostParams::default(), &widget).await.unwrap();
+    let h_widgets: Api<DynamicObject> = Api::namespaced_with(host.clone(), HNS, &widgets);
+    let copy = eventually("the host widget", || {
+        let h_widgets = h_widgets.clone();
+        async move { h_widgets.get("w1-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(copy.data["spec"]["size"], 2);
+    assert_eq!(copy.data["spec"]["secretRef"], "creds-x-default-x-vc");
+    assert_eq!(copy.labels()["vcluster.loft.sh/managed-by"], "vc");
+    assert_eq!(copy.annotations()["vcluster.loft.sh/object-name"], "w1");
+    // The host's controller owns the status: it comes back.
+    let status = json!({"status": {"phase": "Ready"}});
+    h_widgets.patch_status("w1-x-default-x-vc", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    eventually("the widget status in the virtual cluster", || {
+        let v_widgets = v_widgets.clone();
+        async move {
+            let widget = v_widgets.get("w1").await.ok()?;
+            (widget.data["status"]["phase"] == "Ready").then_some(())
+        }
+    })
+    .await;
+    // A spec edit follows; deleting the virtual widget deletes the host copy.
+    v_widgets.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}}))).await.unwrap();
+    eventually("the edit on the host", || {
+        let h_widgets = h_widgets.clone();
+        async move { (h_widgets.get("w1-x-default-x-vc").await.ok()?.data["spec"]["size"] == 5).then_some(()) }
+    })
+    .await;
+    v_widgets.delete("w1", &DeleteParams::default()).await.unwrap();
+    eventually("the host widget gone", || {
+        let h_widgets = h_widgets.clone();
+        async move { gone(h_widgets.get("w1-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
+    // The host region going takes the virtual one with it.
+    Api::<DynamicObject>::all_with(host.clone(), &regions).delete("eu-west", &DeleteParams::default()).await.unwrap();
+    eventually("the virtual region gone", || {
+        let v_regions = v_regions.clone();
+        async move { gone(v_regions.get("eu-west").await).then_some(()) }
+    })
+    .await;
+}

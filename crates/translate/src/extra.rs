@@ -32,7 +32,7 @@ fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
 /// The metadata of the host copy of a namespaced virtual object of `group/version, kind`:
 /// translated name, labels and bookkeeping annotations (`annotations` replaces the virtual
 /// annotations when the kind rewrites some of them).
-fn host_metadata(
+pub fn host_metadata(
     context: &Context,
     object: &Value,
     (group, version, kind): (&str, &str, &str),
@@ -263,6 +263,22 @@ pub fn host_network_policy(context: &Context, policy: &Value) -> Value {
         "metadata": host_metadata(context, policy, gvk, None),
         "spec": out,
     })
+}
+
+/// The host copy of a namespaced custom resource of `group/version, kind`: translated metadata,
+/// every other field (except status, which the host owns) as the tenant wrote it.
+pub fn host_custom_resource(context: &Context, object: &Value, gvk: (&str, &str, &str)) -> Value {
+    let mut out = json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": host_metadata(context, object, gvk, None),
+    });
+    for (key, value) in object.as_object().into_iter().flatten() {
+        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+            out[key] = value.clone();
+        }
+    }
+    out
 }
 
 /// The host pod disruption budget for a virtual one: selector keys translated (no namespace or

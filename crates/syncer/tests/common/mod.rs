@@ -54,12 +54,22 @@ pub struct Clusters {
 }
 
 impl Clusters {
-    pub async fn start(mut config: SyncerConfig) -> Clusters {
+    pub async fn start(config: SyncerConfig) -> Clusters {
+        Self::start_after(config, |_| async {}).await
+    }
+
+    /// Starts, running `setup` against the host before the syncer starts.
+    pub async fn start_after<F, Fut>(mut config: SyncerConfig, setup: F) -> Clusters
+    where
+        F: FnOnce(kube::Client) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let host_dir = tempfile::tempdir().unwrap();
         let virtual_dir = tempfile::tempdir().unwrap();
         let (host_server, host) = server(host_dir.path()).await;
         let (virtual_server, vc) = server(virtual_dir.path()).await;
         tokio::spawn(vkube_simulator::run(host.clone(), vkube_simulator::SimulatorConfig::default()));
+        setup(host.clone()).await;
         if config.mappings.is_none() {
             config.mappings = Some(vkube_syncer::MappingStorage(virtual_server.state.registry.store.clone()));
         }
