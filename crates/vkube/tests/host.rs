@@ -80,3 +80,37 @@ fn serve_runs_against_a_separate_host_and_names_settings_it_ignores() {
     assert!(serve.wait().unwrap().success());
     assert!(host.stop().success());
 }
+
+#[test]
+fn serve_refuses_a_custom_resource_the_host_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("host");
+    let host = ApiServerProcess::start_command(
+        &["host", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        state.join("host.kubeconfig"),
+    );
+    let config = dir.path().join("vcluster.yaml");
+    std::fs::write(
+        &config,
+        "sync:\n  toHost:\n    customResources:\n      widgets.example.com:\n        enabled: true\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vkube"))
+        .args(["serve", "--name", "team", "--host-kubeconfig"])
+        .arg(&host.kubeconfig)
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(dir.path().join("vc"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: the syncer could not start: sync.toHost.customResources[\"widgets.example.com\"]")
+            && stderr.contains("not available in the host cluster"),
+        "{stderr}"
+    );
+    assert!(host.stop().success());
+}

@@ -294,6 +294,7 @@ pub async fn start(
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     let controllers_client = virtual_client.clone();
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
+    let (failed, failure) = tokio::sync::oneshot::channel::<String>();
     let syncer = tokio::spawn(async move {
         // The controllers stop with the syncer: both are dropped when this task is aborted.
         let controllers = vkube_controllers::run(controllers_client, root_ca);
@@ -301,12 +302,20 @@ pub async fn start(
         tokio::select! {
             () = controllers => tracing::error!("the controllers stopped"),
             result = syncer => if let Err(error) = result {
-                tracing::error!(error = %anyhow::Error::from(error), "the syncer stopped");
+                let error = format!("{:#}", anyhow::Error::from(error));
+                tracing::error!(%error, "the syncer stopped");
+                let _ = failed.send(error);
             },
         }
     });
     tokio::select! {
-        changed = ready_rx.wait_for(|r| *r) => { changed.context("the syncer stopped before its caches were synced")?; }
+        changed = ready_rx.wait_for(|r| *r) => {
+            if changed.is_err() {
+                // The syncer ended before it was ready: say why.
+                let why = failure.await.unwrap_or_else(|_| "it stopped".into());
+                anyhow::bail!("the syncer could not start: {why}");
+            }
+        }
         _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => anyhow::bail!("the syncer did not sync its caches within 60 s; is the host reachable?"),
     }
     Ok((server, path, syncer))
