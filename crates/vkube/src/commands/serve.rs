@@ -292,12 +292,31 @@ pub async fn start(
     syncer_config.api_server = Some(server.addr);
     syncer_config.mappings = Some(vkube_syncer::MappingStorage(server.state.registry.store.clone()));
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    let ready_for_controllers = ready.subscribe();
+    let idle = syncer_config.metrics.clone();
     let controllers_client = virtual_client.clone();
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
     let (failed, failure) = tokio::sync::oneshot::channel::<String>();
     let syncer = tokio::spawn(async move {
-        // The controllers stop with the syncer: both are dropped when this task is aborted.
-        let controllers = vkube_controllers::run(controllers_client, root_ca);
+        // The controllers stop with the syncer: both are dropped when this task is aborted. They
+        // start once the syncer's caches are synced, so a restart does not list everything twice
+        // at the same time on two cores ...
+        let mut synced = ready_for_controllers;
+        let controllers = async move {
+            let started = synced.wait_for(|r| *r).await.is_ok();
+            if started {
+                // ... and once its first pass is through (at most 10 s), so the two do not
+                // compete for the cores while the host is brought in sync.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                while (idle.queue_depth() > 0 || idle.in_flight() > 0) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                vkube_controllers::run(controllers_client, root_ca).await;
+            } else {
+                // The syncer ended first: its branch reports why.
+                std::future::pending::<()>().await;
+            }
+        };
         let syncer = vkube_syncer::run(virtual_client, host, syncer_config, ready);
         tokio::select! {
             () = controllers => tracing::error!("the controllers stopped"),
