@@ -21,7 +21,6 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         "a sync.toHost.{persistentVolumes,volumeSnapshots}.translate rule",
         "apply translate rules to kinds it does not sync",
     );
-    unsupported(from.csi_nodes.enabled.is_on(), "sync.fromHost.csiNodes.enabled", "sync CSI nodes");
     unsupported(
         from.csi_storage_capacities.enabled.is_on(),
         "sync.fromHost.csiStorageCapacities.enabled",

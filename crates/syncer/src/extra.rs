@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -87,6 +87,7 @@ pub(crate) enum MirrorKind {
     PriorityClass,
     StorageClass,
     CsiDriver,
+    CsiNode,
 }
 
 impl ToHostKind {
@@ -108,6 +109,7 @@ impl MirrorKind {
             MirrorKind::PriorityClass => "PriorityClass",
             MirrorKind::StorageClass => "StorageClass",
             MirrorKind::CsiDriver => "CSIDriver",
+            MirrorKind::CsiNode => "CSINode",
         }
     }
 }
@@ -156,7 +158,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Mirror<K> {
             MirrorKind::RuntimeClass => &["handler", "overhead", "scheduling"],
             MirrorKind::PriorityClass => &["value", "globalDefault", "description", "preemptionPolicy"],
             MirrorKind::StorageClass => vkube_translate::extra::STORAGE_CLASS_FIELDS,
-            MirrorKind::CsiDriver => &["spec"],
+            MirrorKind::CsiDriver | MirrorKind::CsiNode => &["spec"],
         };
         Mirror { id, host_objects, virtual_objects, fields }
     }
@@ -174,6 +176,7 @@ pub(crate) struct Extras {
     pub(crate) priority_classes: Option<Mirror<PriorityClass>>,
     pub(crate) storage_classes: Option<Mirror<StorageClass>>,
     pub(crate) csi_drivers: Option<Mirror<CSIDriver>>,
+    pub(crate) csi_nodes: Option<Mirror<CSINode>>,
     pub(crate) priority_classes_to_host: Option<ClusterToHost<PriorityClass>>,
     pub(crate) storage_classes_to_host: Option<ClusterToHost<StorageClass>>,
 }
@@ -209,6 +212,7 @@ impl Syncer {
             MirrorKind::PriorityClass => self.sync_mirror(extras.priority_classes.as_ref(), name).await,
             MirrorKind::StorageClass => self.sync_mirror(extras.storage_classes.as_ref(), name).await,
             MirrorKind::CsiDriver => self.sync_mirror(extras.csi_drivers.as_ref(), name).await,
+            MirrorKind::CsiNode => self.sync_mirror(extras.csi_nodes.as_ref(), name).await,
         }
     }
 
@@ -439,8 +443,20 @@ impl Syncer {
     async fn sync_mirror<K: ClusterScoped>(&self, kind: Option<&Mirror<K>>, name: &str) -> Result<(), kube::Error> {
         let Some(kind) = kind else { return Ok(()) };
         let api: Api<K> = Api::all(self.virtual_client.clone());
-        let host_object = cached(&kind.host_objects, None, name);
+        let mut host_object = cached(&kind.host_objects, None, name);
         let virtual_object = cached(&kind.virtual_objects, None, name);
+        let marker = vkube_translate::labels::MANAGED_BY;
+        if kind.id == MirrorKind::CsiNode {
+            // A node's CSI information is shown only while the virtual cluster shows the node;
+            // only copies the syncer made (marked) are removed.
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.virtual_client.clone());
+            if nodes.get_opt(name).await?.is_none() {
+                host_object = None;
+            }
+            if host_object.is_none() && !virtual_object.as_ref().is_some_and(|v| v.labels().contains_key(marker)) {
+                return Ok(());
+            }
+        }
         let Some(host_object) = host_object else {
             // A class the host does not have (the built-in priority classes stay, and so does a
             // tenant's own storage class labelled `vcluster.loft.sh/controlled-by`).
@@ -454,7 +470,13 @@ impl Syncer {
             return Ok(());
         };
         let host_value = to_value(host_object.as_ref());
-        let (labels, annotations) = metadata_maps(&host_value);
+        let (mut labels, annotations) = metadata_maps(&host_value);
+        if kind.id == MirrorKind::CsiNode {
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            labels[marker] = json!(self.config.context.name);
+        }
         let mut desired = json!({"metadata": {"name": name, "labels": labels, "annotations": annotations}});
         for field in kind.fields {
             if let Some(value) = host_value.get(*field) {
@@ -515,6 +537,8 @@ pub struct OptionalKinds {
     pub storage_classes: bool,
     /// `sync.fromHost.csiDrivers.enabled` (once `auto` is decided).
     pub csi_drivers: bool,
+    /// `sync.fromHost.csiNodes.enabled` (once `auto` is decided).
+    pub csi_nodes: bool,
     /// `sync.toHost.priorityClasses.enabled`.
     pub priority_classes_to_host: bool,
     /// `sync.toHost.storageClasses.enabled`.

@@ -974,6 +974,9 @@ pub async fn run(
         if optional.csi_drivers {
             extras.csi_drivers = Some(wiring.mirror(extra::MirrorKind::CsiDriver));
         }
+        if optional.csi_nodes {
+            extras.csi_nodes = Some(wiring.mirror(extra::MirrorKind::CsiNode));
+        }
         for (index, sync) in config.custom_resources.iter().enumerate() {
             let direction = if sync.to_host { "toHost" } else { "fromHost" };
             let (resource, has_status) = custom::ensure_definition(wiring.virtual_client, wiring.host_client, sync)

@@ -32,6 +32,8 @@ impl Syncer {
         }
         ensure(&nodes, value).await?;
         lock(&self.known_nodes).insert(name.to_string());
+        // The node's CSI information follows it in.
+        self.queue.send(crate::Work::Mirror(crate::extra::MirrorKind::CsiNode, name.to_string()));
         Ok(())
     }
 
@@ -43,6 +45,7 @@ impl Syncer {
             if !lock(&self.nodes).used(&name) {
                 lock(&self.known_nodes).remove(&name);
                 ignore_not_found(nodes.delete(&name, &DeleteParams::default()).await)?;
+                self.queue.send(crate::Work::Mirror(crate::extra::MirrorKind::CsiNode, name.clone()));
             }
         }
         Ok(())

@@ -563,9 +563,32 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
         priority_classes: true,
         storage_classes: true,
         csi_drivers: true,
+        csi_nodes: true,
         ..Default::default()
     };
     let clusters = Clusters::start(config).await;
+    // Every host node has CSI information; the virtual cluster shows it for the nodes it shows.
+    let h_nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(clusters.host.clone());
+    let h_csi_nodes: Api<k8s_openapi::api::storage::v1::CSINode> = Api::all(clusters.host.clone());
+    let names = eventually("the simulated nodes", || {
+        let h_nodes = h_nodes.clone();
+        async move {
+            let names: Vec<String> =
+                h_nodes.list(&ListParams::default()).await.ok()?.items.iter().map(|n| n.name_any()).collect();
+            (!names.is_empty()).then_some(names)
+        }
+    })
+    .await;
+    for node in &names {
+        h_csi_nodes
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": node},
+                "spec": {"drivers": [{"name": "ebs.csi.aws.com", "nodeID": node}]}})),
+            )
+            .await
+            .unwrap();
+    }
     let pp = PostParams::default();
     let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
 
@@ -744,7 +767,24 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
         async move { h_pods.get("build-x-default-x-vc").await.ok() }
     })
     .await;
-    assert_eq!(pod.spec.unwrap().service_account_name.as_deref(), Some("builder-x-default-x-vc"));
+    assert_eq!(pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some("builder-x-default-x-vc"));
+    let node = eventually("the pod scheduled", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("build-x-default-x-vc").await.ok()?.spec?.node_name }
+    })
+    .await;
+    let v_csi_nodes: Api<k8s_openapi::api::storage::v1::CSINode> = Api::all(vc.clone());
+    let csi = eventually("the pod's node's CSI information in the virtual cluster", || {
+        let (v_csi_nodes, node) = (v_csi_nodes.clone(), node.clone());
+        async move { v_csi_nodes.get(&node).await.ok() }
+    })
+    .await;
+    assert_eq!(csi.spec.drivers[0].name, "ebs.csi.aws.com");
+    assert_eq!(csi.labels()["vcluster.loft.sh/managed-by"], "vc");
+    let shown = v_csi_nodes.list(&ListParams::default()).await.unwrap().items.len();
+    let virtual_nodes =
+        Api::<k8s_openapi::api::core::v1::Node>::all(vc.clone()).list(&ListParams::default()).await.unwrap();
+    assert_eq!(shown, virtual_nodes.items.len(), "only nodes the virtual cluster shows");
     let h_accounts: Api<ServiceAccount> = Api::namespaced(host.clone(), HNS);
     let account = h_accounts.get("builder-x-default-x-vc").await.unwrap();
     assert_eq!(account.annotations()["eks.amazonaws.com/role-arn"], "arn:aws:iam::1:role/b");
