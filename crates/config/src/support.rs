@@ -6,7 +6,6 @@ use crate::Config;
 /// One line per setting that is set but not implemented by the syncer yet.
 pub fn not_yet_synced(config: &Config) -> Vec<String> {
     let to = &config.sync.to_host;
-    let from = &config.sync.from_host;
     let mut out = Vec::new();
     let mut unsupported = |set: bool, path: &str, what: &str| {
         if set {
@@ -20,11 +19,6 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         translates,
         "a sync.toHost.{persistentVolumes,volumeSnapshots}.translate rule",
         "apply translate rules to kinds it does not sync",
-    );
-    unsupported(
-        from.csi_storage_capacities.enabled.is_on(),
-        "sync.fromHost.csiStorageCapacities.enabled",
-        "sync CSI storage capacities",
     );
     out
 }

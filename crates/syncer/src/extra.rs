@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, CSIStorageCapacity, StorageClass};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -177,6 +177,7 @@ pub(crate) struct Extras {
     pub(crate) storage_classes: Option<Mirror<StorageClass>>,
     pub(crate) csi_drivers: Option<Mirror<CSIDriver>>,
     pub(crate) csi_nodes: Option<Mirror<CSINode>>,
+    pub(crate) capacities: Option<Capacities>,
     pub(crate) priority_classes_to_host: Option<ClusterToHost<PriorityClass>>,
     pub(crate) storage_classes_to_host: Option<ClusterToHost<StorageClass>>,
 }
@@ -539,6 +540,8 @@ pub struct OptionalKinds {
     pub csi_drivers: bool,
     /// `sync.fromHost.csiNodes.enabled` (once `auto` is decided).
     pub csi_nodes: bool,
+    /// `sync.fromHost.csiStorageCapacities.enabled` (once `auto` is decided).
+    pub csi_storage_capacities: bool,
     /// `sync.toHost.priorityClasses.enabled`.
     pub priority_classes_to_host: bool,
     /// `sync.toHost.storageClasses.enabled`.
@@ -677,5 +680,87 @@ impl Extras {
             ToHostKind::PodDisruptionBudget => of(self.budgets.as_ref(), namespace, name),
             ToHostKind::ServiceAccount => of(self.accounts.as_ref(), namespace, name),
         }
+    }
+}
+
+/// The host's CSI storage capacities (any host namespace) shown in the virtual cluster's
+/// `kube-system` as `NAME-x-HOSTNAMESPACE` (sync-behavior.md 3.20).
+pub(crate) struct Capacities {
+    pub(crate) host_objects: Store<CSIStorageCapacity>,
+    pub(crate) virtual_objects: Store<CSIStorageCapacity>,
+}
+
+/// Where the virtual cluster shows host capacities.
+const CAPACITY_NAMESPACE: &str = "kube-system";
+
+impl Wiring<'_> {
+    /// Watches the host's capacities in every namespace and their copies in the virtual cluster.
+    pub(crate) fn capacities(&mut self) -> Capacities {
+        let q = self.queue.clone();
+        let host_objects = self.started(crate::reflect(
+            Api::<CSIStorageCapacity>::all(self.host_client.clone()),
+            Default::default(),
+            move |object, _| q.send(Work::Capacity(object.namespace().unwrap_or_default(), object.name_any())),
+        ));
+        let q = self.queue.clone();
+        let virtual_objects = self.started(crate::reflect(
+            Api::<CSIStorageCapacity>::namespaced(self.virtual_client.clone(), CAPACITY_NAMESPACE),
+            Default::default(),
+            move |object, _| {
+                if let Some((namespace, name)) = crate::virtual_key(object) {
+                    q.send(Work::Capacity(namespace, name));
+                }
+            },
+        ));
+        Capacities { host_objects, virtual_objects }
+    }
+}
+
+impl Syncer {
+    /// Shows host capacity `namespace/name` in the virtual cluster, or removes its copy.
+    pub(crate) async fn reconcile_capacity(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(capacities) = &self.extras.capacities else { return Ok(()) };
+        let virtual_name = vkube_translate::names::safe_concat_name(&[name, "x", namespace]);
+        let host_object = cached(&capacities.host_objects, Some(namespace), name);
+        let virtual_object = cached(&capacities.virtual_objects, Some(CAPACITY_NAMESPACE), &virtual_name);
+        let api: Api<CSIStorageCapacity> = Api::namespaced(self.virtual_client.clone(), CAPACITY_NAMESPACE);
+        let Some(host_object) = host_object else {
+            if virtual_object.is_some() {
+                ignore_not_found(api.delete(&virtual_name, &DeleteParams::default()).await)?;
+            }
+            return Ok(());
+        };
+        let host_value = to_value(host_object.as_ref());
+        let (labels, annotations) = metadata_maps(&host_value);
+        let mut annotations = if annotations.is_object() { annotations } else { json!({}) };
+        // The bookkeeping names the host object (the reverse of the usual use).
+        annotations[vkube_translate::metadata::OBJECT_NAME] = json!(name);
+        annotations[vkube_translate::metadata::OBJECT_NAMESPACE] = json!(namespace);
+        let mut desired = json!({"metadata": {"name": virtual_name, "namespace": CAPACITY_NAMESPACE,
+            "labels": labels, "annotations": annotations}});
+        let fields = ["storageClassName", "nodeTopology", "capacity", "maximumVolumeSize"];
+        for field in fields {
+            if let Some(value) = host_value.get(field) {
+                desired[field] = value.clone();
+            }
+        }
+        let Some(current) = virtual_object else { return crate::ensure(&api, desired).await };
+        let mut current = to_value(current.as_ref());
+        let mut changed = metadata_maps(&current) != metadata_maps(&desired);
+        current["metadata"]["labels"] = desired["metadata"]["labels"].clone();
+        current["metadata"]["annotations"] = desired["metadata"]["annotations"].clone();
+        for field in fields {
+            let want = desired.get(field).cloned().unwrap_or(Value::Null);
+            if current.get(field).cloned().unwrap_or(Value::Null) != want {
+                current[field] = want;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let replacement: CSIStorageCapacity = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        ignore_not_found(api.replace(&virtual_name, &params, &replacement).await).map(|_| ())
     }
 }

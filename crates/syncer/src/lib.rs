@@ -203,6 +203,8 @@ enum Work {
     ClusterToHost(extra::ClusterKind, String),
     /// Reconcile object `namespace/name` of the configured custom resource at this index.
     Custom(usize, String, String),
+    /// Reconcile the virtual copy of host CSI storage capacity `namespace/name`.
+    Capacity(String, String),
 }
 
 impl Work {
@@ -220,6 +222,7 @@ impl Work {
             Work::Mirror(kind, _) => kind.kind(),
             Work::ClusterToHost(kind, _) => kind.kind(),
             Work::Custom(..) => "CustomResource",
+            Work::Capacity(..) => "CSIStorageCapacity",
         }
     }
 }
@@ -577,6 +580,7 @@ impl Syncer {
             Work::Mirror(kind, name) => self.reconcile_mirror(*kind, name).await,
             Work::ClusterToHost(kind, name) => self.reconcile_cluster_to_host(*kind, name).await,
             Work::Custom(index, namespace, name) => self.reconcile_custom(*index, namespace, name).await,
+            Work::Capacity(namespace, name) => self.reconcile_capacity(namespace, name).await,
         }
     }
 
@@ -976,6 +980,9 @@ pub async fn run(
         }
         if optional.csi_nodes {
             extras.csi_nodes = Some(wiring.mirror(extra::MirrorKind::CsiNode));
+        }
+        if optional.csi_storage_capacities {
+            extras.capacities = Some(wiring.capacities());
         }
         for (index, sync) in config.custom_resources.iter().enumerate() {
             let direction = if sync.to_host { "toHost" } else { "fromHost" };

@@ -564,6 +564,7 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
         storage_classes: true,
         csi_drivers: true,
         csi_nodes: true,
+        csi_storage_capacities: true,
         ..Default::default()
     };
     let clusters = Clusters::start(config).await;
@@ -620,6 +621,30 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
             let driver = v_drivers.get("ebs.csi.aws.com").await.ok()?;
             (!class.provisioner.is_empty() && driver.spec.attach_required == Some(true)).then_some(())
         }
+    })
+    .await;
+    // The host's storage capacities show in kube-system, named after their host namespace.
+    let h_capacities: Api<k8s_openapi::api::storage::v1::CSIStorageCapacity> = Api::namespaced(host.clone(), "default");
+    h_capacities
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "zone-a"}, "storageClassName": "standard", "capacity": "100Gi"})),
+        )
+        .await
+        .unwrap();
+    let v_capacities: Api<k8s_openapi::api::storage::v1::CSIStorageCapacity> =
+        Api::namespaced(vc.clone(), "kube-system");
+    let capacity = eventually("the capacity in the virtual cluster", || {
+        let v_capacities = v_capacities.clone();
+        async move { v_capacities.get("zone-a-x-default").await.ok() }
+    })
+    .await;
+    assert_eq!(capacity.storage_class_name, "standard");
+    assert_eq!(capacity.annotations()["vcluster.loft.sh/object-namespace"], "default");
+    h_capacities.delete("zone-a", &DeleteParams::default()).await.unwrap();
+    eventually("the capacity gone with the host's", || {
+        let v_capacities = v_capacities.clone();
+        async move { gone(v_capacities.get("zone-a-x-default").await).then_some(()) }
     })
     .await;
     // A tenant's own class stays only when labelled as theirs.

@@ -287,6 +287,7 @@ pub async fn start(
         storage_classes: from.storage_classes.enabled.is_on(),
         csi_drivers: from.csi_drivers.enabled.is_on(),
         csi_nodes: from.csi_nodes.enabled.is_on(),
+        csi_storage_capacities: from.csi_storage_capacities.enabled.is_on(),
         priority_classes_to_host: to.priority_classes.enabled,
         storage_classes_to_host: to.storage_classes.enabled,
     };
