@@ -12,13 +12,11 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
             out.push(format!("{path} is set, but vkube does not {what} yet; the setting has no effect"));
         }
     };
-    unsupported(to.persistent_volumes.enabled, "sync.toHost.persistentVolumes.enabled", "sync persistent volumes");
     unsupported(to.volume_snapshots.enabled, "sync.toHost.volumeSnapshots.enabled", "sync volume snapshots");
-    let translates = [&to.persistent_volumes, &to.volume_snapshots].iter().any(|k| !k.translate.is_empty());
     unsupported(
-        translates,
-        "a sync.toHost.{persistentVolumes,volumeSnapshots}.translate rule",
-        "apply translate rules to kinds it does not sync",
+        !to.volume_snapshots.translate.is_empty(),
+        "sync.toHost.volumeSnapshots.translate",
+        "apply translate rules to volume snapshots",
     );
     out
 }

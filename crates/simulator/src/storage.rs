@@ -72,6 +72,43 @@ async fn bind(client: &Client, claim: &PersistentVolumeClaim) -> Result<(), kube
     Ok(())
 }
 
+/// Binds a claim that names its volume (static provisioning), as the host's volume controller
+/// does, when the volume exists and is free.
+async fn bind_static(client: &Client, claim: &PersistentVolumeClaim, volume: &str) -> Result<(), kube::Error> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let Some(existing) = volumes.get_opt(volume).await? else { return Ok(()) };
+    let uid = claim.uid().unwrap_or_default();
+    let taken = existing.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|r| r.uid.clone());
+    if taken.is_some_and(|t| t != uid) {
+        return Ok(());
+    }
+    let params = PatchParams::apply(MANAGER);
+    let claim_ref = json!({"spec": {"claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+        "namespace": claim.namespace(), "name": claim.name_any(), "uid": uid}}});
+    volumes.patch(volume, &params, &Patch::Merge(claim_ref)).await?;
+    volumes.patch_status(volume, &params, &Patch::Merge(json!({"status": {"phase": "Bound"}}))).await?;
+    let spec = existing.spec.unwrap_or_default();
+    let status = json!({"status": {"phase": "Bound", "accessModes": spec.access_modes, "capacity": spec.capacity}});
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace().unwrap_or_default());
+    let annotations = json!({"metadata": {"annotations": {"pv.kubernetes.io/bind-completed": "yes"}}});
+    claims.patch(&claim.name_any(), &params, &Patch::Merge(annotations)).await?;
+    claims.patch_status(&claim.name_any(), &params, &Patch::Merge(status)).await?;
+    Ok(())
+}
+
+/// What happens to a volume whose claim is gone: deleted under the `Delete` reclaim policy
+/// (dynamically provisioned volumes), `Released` under `Retain`.
+async fn release(volumes: &Api<PersistentVolume>, volume: &str) {
+    let Ok(Some(existing)) = volumes.get_opt(volume).await else { return };
+    let policy = existing.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.clone());
+    if policy.as_deref() == Some("Retain") {
+        let patch = Patch::Merge(json!({"status": {"phase": "Released"}}));
+        let _ = volumes.patch_status(volume, &PatchParams::apply(MANAGER), &patch).await;
+    } else {
+        let _ = volumes.delete(volume, &DeleteParams::default()).await;
+    }
+}
+
 /// Registers the default storage class and binds claims until the future is dropped.
 pub async fn provision(client: Client) {
     let classes: Api<StorageClass> = Api::all(client.clone());
@@ -90,17 +127,23 @@ pub async fn provision(client: Client) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Apply(claim) | Event::InitApply(claim)) => {
-                let pending = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref()).is_none_or(str::is_empty);
-                if pending && claim.metadata.deletion_timestamp.is_none() {
-                    // A failure is retried when the claim changes or on the next start.
-                    if let Err(error) = bind(&client, &claim).await {
-                        tracing::debug!(%error, claim = %claim.name_any(), "could not bind the claim");
-                    }
+                let named = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty());
+                let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+                if claim.metadata.deletion_timestamp.is_some() || (named.is_some() && bound) {
+                    continue;
+                }
+                // A failure is retried when the claim changes or on the next start.
+                let result = match named {
+                    None => bind(&client, &claim).await,
+                    Some(volume) => bind_static(&client, &claim, &volume).await,
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, claim = %claim.name_any(), "could not bind the claim");
                 }
             }
             Ok(Event::Delete(claim)) => {
                 if let Some(volume) = claim.spec.as_ref().and_then(|s| s.volume_name.clone()) {
-                    let _ = volumes.delete(&volume, &DeleteParams::default()).await;
+                    release(&volumes, &volume).await;
                 }
             }
             Ok(_) => {}

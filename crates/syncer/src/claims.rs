@@ -60,8 +60,9 @@ impl Syncer {
                 if !self.record(claim.as_ref(), self.pair(kind, namespace, name, &host), vec![]).await {
                     return Ok(());
                 }
-                let classes = self.config.optional.storage_classes_to_host;
-                let desired = host_claim_with(&self.config.context, &to_value(claim.as_ref()), classes);
+                let (classes, volumes) =
+                    (self.config.optional.storage_classes_to_host, self.config.optional.persistent_volumes_to_host);
+                let desired = host_claim_with(&self.config.context, &to_value(claim.as_ref()), classes, volumes);
                 self.create_on_host::<PersistentVolumeClaim>(self.owned(desired, has_controller(claim.as_ref()))).await
             }
             (Some(claim), Some(host_claim_obj)) => {
@@ -103,6 +104,12 @@ impl Syncer {
 
     /// The fake persistent volume `name` exists exactly while a virtual claim is bound to it.
     pub(crate) async fn reconcile_volume(&self, name: &str) -> Result<(), kube::Error> {
+        if let Some(tenant) = &self.extras.volumes_to_host
+            && cached(&tenant.virtual_objects, None, name).is_some()
+        {
+            // The tenant's own volume (synced to the host), not one to fake.
+            return Ok(());
+        }
         let user = lock(&self.volume_users).get(name).cloned();
         let claim = user
             .and_then(|(ns, claim)| cached(&self.claims, Some(&ns), &claim))

@@ -35,6 +35,7 @@ pub(crate) enum ToHostKind {
 pub(crate) enum ClusterKind {
     PriorityClass,
     StorageClass,
+    PersistentVolume,
 }
 
 impl ClusterKind {
@@ -42,6 +43,7 @@ impl ClusterKind {
         match self {
             ClusterKind::PriorityClass => "PriorityClass",
             ClusterKind::StorageClass => "StorageClass",
+            ClusterKind::PersistentVolume => "PersistentVolume",
         }
     }
 }
@@ -180,6 +182,7 @@ pub(crate) struct Extras {
     pub(crate) capacities: Option<Capacities>,
     pub(crate) priority_classes_to_host: Option<ClusterToHost<PriorityClass>>,
     pub(crate) storage_classes_to_host: Option<ClusterToHost<StorageClass>>,
+    pub(crate) volumes_to_host: Option<ClusterToHost<k8s_openapi::api::core::v1::PersistentVolume>>,
 }
 
 /// The labels and annotations of `value`'s metadata (null when absent).
@@ -225,6 +228,9 @@ impl Syncer {
             ClusterKind::StorageClass => {
                 self.sync_cluster_to_host(self.extras.storage_classes_to_host.as_ref(), name).await
             }
+            ClusterKind::PersistentVolume => {
+                self.sync_cluster_to_host(self.extras.volumes_to_host.as_ref(), name).await
+            }
         }
     }
 
@@ -245,6 +251,7 @@ impl Syncer {
             group: match kind.id {
                 ClusterKind::PriorityClass => "scheduling.k8s.io".into(),
                 ClusterKind::StorageClass => "storage.k8s.io".into(),
+                ClusterKind::PersistentVolume => String::new(),
             },
             ..pair
         };
@@ -255,9 +262,13 @@ impl Syncer {
         });
         let host_api: Api<K> = Api::all(self.host_client.clone());
         let virtual_api: Api<K> = Api::all(self.virtual_client.clone());
-        let translate = match kind.id {
-            ClusterKind::PriorityClass => vkube_translate::extra::host_priority_class,
-            ClusterKind::StorageClass => vkube_translate::extra::host_storage_class,
+        let classes_to_host = self.config.optional.storage_classes_to_host;
+        let translate = |object: &Value| match kind.id {
+            ClusterKind::PriorityClass => vkube_translate::extra::host_priority_class(context, object),
+            ClusterKind::StorageClass => vkube_translate::extra::host_storage_class(context, object),
+            ClusterKind::PersistentVolume => {
+                vkube_translate::extra::host_persistent_volume(context, object, classes_to_host)
+            }
         };
         match (virtual_object, host_object) {
             (None, None) => {
@@ -265,7 +276,7 @@ impl Syncer {
                 Ok(())
             }
             (None, Some(_)) => ignore_not_found(host_api.delete(&host, &DeleteParams::default()).await),
-            (Some(_), None) if kind.id == ClusterKind::StorageClass && self.seen(label, &host) => {
+            (Some(_), None) if kind.id != ClusterKind::PriorityClass && self.seen(label, &host) => {
                 tracing::info!(kind = label, %name, "host copy deleted; deleting the virtual object");
                 ignore_not_found(virtual_api.delete(name, &DeleteParams::default()).await)
             }
@@ -273,7 +284,7 @@ impl Syncer {
                 if object.meta().deletion_timestamp.is_some() || !self.record(object.as_ref(), pair, vec![]).await {
                     return Ok(());
                 }
-                let mut desired = translate(context, &to_value(object.as_ref()));
+                let mut desired = translate(&to_value(object.as_ref()));
                 self.patch_to_host(label, "", &mut desired)?;
                 crate::ensure(&host_api, desired).await
             }
@@ -281,14 +292,27 @@ impl Syncer {
                 if !self.record(object.as_ref(), pair, vec![]).await {
                     return Ok(());
                 }
-                let mut desired = translate(context, &to_value(object.as_ref()));
+                let value = to_value(object.as_ref());
+                let mut desired = translate(&value);
                 self.patch_to_host(label, "", &mut desired)?;
                 let mut current = to_value(host_object.as_ref());
                 let mut changed = false;
+                if kind.id == ClusterKind::PersistentVolume {
+                    // The host binds the volume: its claim reference stays; its phase comes back.
+                    if let Some(claim) = current.pointer("/spec/claimRef").cloned() {
+                        desired["spec"]["claimRef"] = claim;
+                    }
+                    let phase = current.pointer("/status/phase").cloned();
+                    if phase.is_some() && phase.as_ref() != value.pointer("/status/phase") {
+                        let patch = Patch::Merge(json!({"status": {"phase": phase}}));
+                        ignore_not_found(virtual_api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                    }
+                }
                 let forced: &[&str] = match kind.id {
                     // `globalDefault` is only set at creation.
                     ClusterKind::PriorityClass => &["value", "description", "preemptionPolicy"],
                     ClusterKind::StorageClass => vkube_translate::extra::STORAGE_CLASS_FIELDS,
+                    ClusterKind::PersistentVolume => &["spec"],
                 };
                 for field in forced {
                     let want = desired.get(*field).cloned().unwrap_or(Value::Null);
@@ -546,6 +570,8 @@ pub struct OptionalKinds {
     pub priority_classes_to_host: bool,
     /// `sync.toHost.storageClasses.enabled`.
     pub storage_classes_to_host: bool,
+    /// `sync.toHost.persistentVolumes.enabled`: volumes the tenant creates go to the host.
+    pub persistent_volumes_to_host: bool,
 }
 
 /// What the syncer needs to start the reflectors of an optional kind.
@@ -621,11 +647,16 @@ impl Wiring<'_> {
     }
 
     /// Watches cluster-scoped kind `id` in the virtual cluster and its copies on the host.
-    pub(crate) fn cluster_to_host<K: ClusterScoped>(&mut self, id: ClusterKind, marker: &str) -> ClusterToHost<K> {
+    pub(crate) fn cluster_to_host<K: ClusterScoped>(
+        &mut self,
+        id: ClusterKind,
+        marker: &str,
+        virtual_config: kube::runtime::watcher::Config,
+    ) -> ClusterToHost<K> {
         let q = self.queue.clone();
         let virtual_objects = self.started(crate::reflect(
             Api::<K>::all(self.virtual_client.clone()),
-            Default::default(),
+            virtual_config,
             move |object, _| q.send(Work::ClusterToHost(id, object.name_any())),
         ));
         let (q, seen, mappings) = (self.queue.clone(), self.seen.clone(), self.mappings.clone());

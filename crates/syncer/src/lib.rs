@@ -993,10 +993,18 @@ pub async fn run(
         }
         let marker = vkube_translate::names::marker(&context, false);
         if optional.priority_classes_to_host {
-            extras.priority_classes_to_host = Some(wiring.cluster_to_host(extra::ClusterKind::PriorityClass, &marker));
+            extras.priority_classes_to_host =
+                Some(wiring.cluster_to_host(extra::ClusterKind::PriorityClass, &marker, all()));
         }
         if optional.storage_classes_to_host {
-            extras.storage_classes_to_host = Some(wiring.cluster_to_host(extra::ClusterKind::StorageClass, &marker));
+            extras.storage_classes_to_host =
+                Some(wiring.cluster_to_host(extra::ClusterKind::StorageClass, &marker, all()));
+        }
+        if optional.persistent_volumes_to_host {
+            // The tenant's own volumes, not the fake ones the syncer shows for bound claims.
+            let tenant = watcher::Config::default().labels(&format!("{}!=true", vkube_translate::claims::FAKE_PV));
+            extras.volumes_to_host =
+                Some(wiring.cluster_to_host(extra::ClusterKind::PersistentVolume, &marker, tenant));
         }
     }
     // Host events are not cached (there are many and each is needed once): the watch hands them

@@ -1154,3 +1154,80 @@ async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
+    let mut config = syncer_config();
+    config.optional = vkube_syncer::OptionalKinds { persistent_volumes_to_host: true, ..Default::default() };
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
+    let v_volumes: Api<PersistentVolume> = Api::all(vc.clone());
+    v_volumes
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "data"}, "spec": {"capacity": {"storage": "5Gi"},
+            "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/mnt/data"}, "storageClassName": "manual",
+            "persistentVolumeReclaimPolicy": "Retain"}})),
+        )
+        .await
+        .unwrap();
+    let h_volumes: Api<PersistentVolume> = Api::all(host.clone());
+    let host_name = "vcluster-data-x-vcluster-vc-x-vc";
+    let copy = eventually("the host volume", || {
+        let h_volumes = h_volumes.clone();
+        async move { h_volumes.get(host_name).await.ok() }
+    })
+    .await;
+    assert_eq!(copy.spec.as_ref().unwrap().host_path.as_ref().unwrap().path, "/mnt/data");
+    assert_eq!(copy.labels()["vcluster.loft.sh/managed-by"], "vcluster-vc-x-vc");
+    // A claim naming the volume binds to its host copy; the virtual claim keeps the tenant's name.
+    let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(vc.clone(), "default");
+    v_claims
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "db"}, "spec": {"volumeName": "data", "storageClassName": "manual",
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    let h_claims: Api<PersistentVolumeClaim> = Api::namespaced(host.clone(), HNS);
+    eventually("the host claim bound to the host copy", || {
+        let h_claims = h_claims.clone();
+        async move {
+            let claim = h_claims.get("db-x-default-x-vc").await.ok()?;
+            let bound = claim.status?.phase.as_deref() == Some("Bound");
+            (bound && claim.spec?.volume_name.as_deref() == Some(host_name)).then_some(())
+        }
+    })
+    .await;
+    eventually("the virtual claim and volume bound", || {
+        let (v_claims, v_volumes) = (v_claims.clone(), v_volumes.clone());
+        async move {
+            let claim = v_claims.get("db").await.ok()?;
+            let volume = v_volumes.get("data").await.ok()?;
+            let claim_bound = claim.status?.phase.as_deref() == Some("Bound");
+            let volume_bound = volume.status?.phase.as_deref() == Some("Bound");
+            (claim_bound && volume_bound && claim.spec?.volume_name.as_deref() == Some("data")).then_some(())
+        }
+    })
+    .await;
+    let fakes = v_volumes.list(&ListParams::default().labels("vcluster.loft.sh/fake-pv=true")).await.unwrap();
+    assert!(fakes.items.is_empty(), "no fake volume for the tenant's own");
+    let host_volume = h_volumes.get(host_name).await.unwrap();
+    let claim_ref = host_volume.spec.unwrap().claim_ref.unwrap();
+    assert_eq!(claim_ref.name.as_deref(), Some("db-x-default-x-vc"), "the host's binding is kept");
+    // The claim goes: the retained volume is released; the volume goes: its host copy goes.
+    v_claims.delete("db", &DeleteParams::default().grace_period(0)).await.unwrap();
+    eventually("the virtual volume released", || {
+        let v_volumes = v_volumes.clone();
+        async move { (v_volumes.get("data").await.ok()?.status?.phase.as_deref() == Some("Released")).then_some(()) }
+    })
+    .await;
+    v_volumes.delete("data", &DeleteParams::default()).await.unwrap();
+    eventually("the host volume gone", || {
+        let h_volumes = h_volumes.clone();
+        async move { gone(h_volumes.get(host_name).await).then_some(()) }
+    })
+    .await;
+}

@@ -33,12 +33,13 @@ fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
 /// spec as the tenant wrote it except `volumeName` (the host binds), and a claim data source
 /// renamed to its host copy.
 pub fn host_claim(context: &Context, claim: &Value) -> Value {
-    host_claim_with(context, claim, false)
+    host_claim_with(context, claim, false, false)
 }
 
 /// [`host_claim`]; with `classes_to_host` (toHost storage classes) the storage class is renamed
-/// to its host copy and the deprecated class annotation dropped.
-pub fn host_claim_with(context: &Context, claim: &Value, classes_to_host: bool) -> Value {
+/// to its host copy and the deprecated class annotation dropped; with `volumes_to_host` (toHost
+/// persistent volumes) a claim naming its volume names the volume's host copy.
+pub fn host_claim_with(context: &Context, claim: &Value, classes_to_host: bool, volumes_to_host: bool) -> Value {
     let name = claim.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = claim.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let host = host_name(context, name, namespace);
@@ -60,7 +61,10 @@ pub fn host_claim_with(context: &Context, claim: &Value, classes_to_host: bool) 
     let mut annotations = annotations;
     let mut spec = claim.get("spec").cloned().unwrap_or(json!({}));
     if let Some(map) = spec.as_object_mut() {
-        map.remove("volumeName");
+        let named = map.remove("volumeName").and_then(|v| v.as_str().map(String::from)).filter(|v| !v.is_empty());
+        if let Some(volume) = named.filter(|_| volumes_to_host) {
+            map.insert("volumeName".into(), json!(crate::names::host_name_cluster(context, &volume)));
+        }
         if classes_to_host {
             let deprecated = annotations.remove("volume.beta.kubernetes.io/storage-class");
             let class = map.get("storageClassName").and_then(Value::as_str).map(String::from).or(deprecated);
@@ -162,11 +166,19 @@ mod tests {
         let claim =
             json!({"metadata": {"name": "data", "namespace": "db", "uid": "u"}, "spec": {"storageClassName": "fast"}});
         assert_eq!(host_claim(&vc(), &claim)["spec"]["storageClassName"], "fast", "the host's own class by default");
-        let host = host_claim_with(&vc(), &claim, true);
+        let host = host_claim_with(&vc(), &claim, true, false);
         assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
+        let mut named = claim.clone();
+        named["spec"]["volumeName"] = json!("data");
+        assert!(host_claim(&vc(), &named)["spec"].get("volumeName").is_none(), "the host binds");
+        let host = host_claim_with(&vc(), &named, false, true);
+        assert_eq!(
+            host["spec"]["volumeName"], "vcluster-data-x-vcluster-my-vc-x-my-vc",
+            "the tenant's volume's host copy"
+        );
         let legacy = json!({"metadata": {"name": "data", "namespace": "db", "uid": "u",
             "annotations": {"volume.beta.kubernetes.io/storage-class": "fast"}}, "spec": {}});
-        let host = host_claim_with(&vc(), &legacy, true);
+        let host = host_claim_with(&vc(), &legacy, true, false);
         assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
         assert!(host["metadata"]["annotations"].get("volume.beta.kubernetes.io/storage-class").is_none());
     }

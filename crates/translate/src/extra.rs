@@ -371,6 +371,29 @@ pub fn host_storage_class(context: &Context, class: &Value) -> Value {
     out
 }
 
+/// The host persistent volume for one the tenant created (static provisioning):
+/// `vcluster-NAME-x-HNS-x-VC`, without the claim reference (the host binds it to the claim's
+/// host copy); with `classes_to_host` the storage class is renamed to its host copy.
+pub fn host_persistent_volume(context: &Context, volume: &Value, classes_to_host: bool) -> Value {
+    let gvk = ("", "v1", "PersistentVolume");
+    let mut spec = volume.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(map) = spec.as_object_mut() {
+        map.remove("claimRef");
+        if classes_to_host
+            && let Some(class) = map.get("storageClassName").and_then(Value::as_str).filter(|c| !c.is_empty())
+        {
+            let class = crate::names::host_name_cluster(context, class);
+            map.insert("storageClassName".into(), json!(class));
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": gvk.2,
+        "metadata": host_cluster_metadata(context, volume, gvk),
+        "spec": spec,
+    })
+}
+
 /// The fields of a storage class that follow its source.
 pub const STORAGE_CLASS_FIELDS: &[&str] = &[
     "provisioner",
@@ -493,6 +516,20 @@ mod tests {
         assert_eq!(host["parameters"]["type"], "gp3");
         assert!(host["metadata"]["annotations"].get("storageclass.kubernetes.io/is-default-class").is_none());
         assert_eq!(host["metadata"]["annotations"]["team"], "db");
+    }
+
+    #[test]
+    fn tenant_volumes() {
+        let volume = json!({"metadata": {"name": "data", "uid": "u"}, "spec": {"capacity": {"storage": "5Gi"},
+            "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/mnt/data"}, "storageClassName": "manual",
+            "claimRef": {"namespace": "db", "name": "data"}, "persistentVolumeReclaimPolicy": "Retain"}});
+        let host = host_persistent_volume(&vc(), &volume, false);
+        assert_eq!(host["metadata"]["name"], "vcluster-data-x-vcluster-my-vc-x-my-vc");
+        assert!(host["spec"].get("claimRef").is_none());
+        assert_eq!(host["spec"]["hostPath"]["path"], "/mnt/data");
+        assert_eq!(host["spec"]["storageClassName"], "manual");
+        let host = host_persistent_volume(&vc(), &volume, true);
+        assert_eq!(host["spec"]["storageClassName"], "vcluster-manual-x-vcluster-my-vc-x-my-vc");
     }
 
     #[test]

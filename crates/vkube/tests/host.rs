@@ -45,7 +45,7 @@ fn serve_runs_against_a_separate_host_and_names_settings_it_ignores() {
         state.join("host.kubeconfig"),
     );
     let config = dir.path().join("vcluster.yaml");
-    std::fs::write(&config, "sync:\n  toHost:\n    persistentVolumes:\n      enabled: true\n").unwrap();
+    std::fs::write(&config, "sync:\n  toHost:\n    volumeSnapshots:\n      enabled: true\n").unwrap();
     let vc_dir = dir.path().join("vc");
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_vkube"))
         .args(["serve", "--name", "team", "--host-kubeconfig"])
@@ -64,8 +64,7 @@ fn serve_runs_against_a_separate_host_and_names_settings_it_ignores() {
     // Nobody reads stderr any more: the process must keep running (and stop cleanly) regardless.
     drop(stderr);
     assert!(
-        warning
-            .contains("sync.toHost.persistentVolumes.enabled is set, but vkube does not sync persistent volumes yet"),
+        warning.contains("sync.toHost.volumeSnapshots.enabled is set, but vkube does not sync volume snapshots yet"),
         "{warning}"
     );
     let mut stdout = BufReader::new(serve.stdout.take().unwrap()).lines();

@@ -181,6 +181,7 @@ fn translate_rules(config: &vkube_config::Config) -> anyhow::Result<vkube_syncer
         ("Endpoints", "endpoints", &to.endpoints.translate),
         ("NetworkPolicy", "networkPolicies", &to.network_policies.translate),
         ("PersistentVolumeClaim", "persistentVolumeClaims", &to.persistent_volume_claims.translate),
+        ("PersistentVolume", "persistentVolumes", &to.persistent_volumes.translate),
         ("StorageClass", "storageClasses", &to.storage_classes.translate),
         ("ServiceAccount", "serviceAccounts", &to.service_accounts.translate),
         ("PodDisruptionBudget", "podDisruptionBudgets", &to.pod_disruption_budgets.translate),
@@ -290,6 +291,7 @@ pub async fn start(
         csi_storage_capacities: from.csi_storage_capacities.enabled.is_on(),
         priority_classes_to_host: to.priority_classes.enabled,
         storage_classes_to_host: to.storage_classes.enabled,
+        persistent_volumes_to_host: to.persistent_volumes.enabled,
     };
     syncer_config.api_server = Some(server.addr);
     syncer_config.mappings = Some(vkube_syncer::MappingStorage(server.state.registry.store.clone()));
