@@ -232,14 +232,25 @@ impl Work {
 struct Queue {
     sender: mpsc::UnboundedSender<Work>,
     metrics: Arc<Metrics>,
+    /// Items sent and not taken yet: sending one again is a no-op (its reconcile reads the
+    /// latest state anyway).
+    waiting: Arc<Mutex<HashSet<Work>>>,
 }
 
 impl Queue {
     fn send(&self, work: Work) {
+        if !lock(&self.waiting).insert(work.clone()) {
+            return;
+        }
         self.metrics.queued();
         if self.sender.send(work).is_err() {
             self.metrics.dequeued(1);
         }
+    }
+
+    /// Marks `work` as taken: sending it again queues it again.
+    fn taken(&self, work: &Work) {
+        lock(&self.waiting).remove(work);
     }
 
     fn send_after(&self, delay: Duration, work: Work) {
@@ -746,7 +757,7 @@ pub async fn run(
     });
     let (sender, mut work) = mpsc::unbounded_channel::<Work>();
     let metrics = config.metrics.clone();
-    let queue = Queue { sender, metrics: metrics.clone() };
+    let queue = Queue { sender, metrics: metrics.clone(), waiting: Arc::default() };
     let context = config.context.clone();
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={}", context.name));
     let all = watcher::Config::default;
@@ -1104,6 +1115,7 @@ pub async fn run(
     let active: Arc<Mutex<(HashSet<Work>, HashSet<Work>)>> = Arc::default();
     while let Some(item) = work.recv().await {
         metrics.dequeued(1);
+        queue.taken(&item);
         {
             let mut guard = lock(&active);
             let (running, dirty) = &mut *guard;
@@ -1140,4 +1152,28 @@ pub async fn run(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_item_waiting_in_the_queue_is_not_queued_twice() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::default());
+        let queue = Queue { sender, metrics: metrics.clone(), waiting: Arc::default() };
+        let pod = Work::Pod("default".into(), "web".into());
+        queue.send(pod.clone());
+        queue.send(pod.clone());
+        queue.send(Work::Nodes);
+        assert_eq!(metrics.queue_depth(), 2);
+        let first = receiver.recv().await.unwrap();
+        queue.taken(&first);
+        assert_eq!(first, pod);
+        assert_eq!(receiver.recv().await.unwrap(), Work::Nodes);
+        assert!(receiver.try_recv().is_err(), "the second send of a waiting item was dropped");
+        queue.send(pod.clone());
+        assert_eq!(receiver.recv().await.unwrap(), pod, "once taken, it queues again");
+    }
 }
