@@ -126,6 +126,19 @@ where
 /// Drops what no controller reads from a cached pod (annotations, volumes, container details
 /// other than ports, container statuses): with thousands of pods the caches stay small.
 pub(crate) fn slim_pod(pod: &mut Pod) {
+    slim_pod_with(pod, |container| k8s_openapi::api::core::v1::Container {
+        name: container.name,
+        ports: container.ports,
+        ..Default::default()
+    });
+}
+
+/// Drops annotations, volumes, init and ephemeral containers, affinity and tolerations from a
+/// cached pod and keeps of each container what `keep` returns (shared with the syncer's cache).
+pub fn slim_pod_with(
+    pod: &mut Pod,
+    keep: impl Fn(k8s_openapi::api::core::v1::Container) -> k8s_openapi::api::core::v1::Container,
+) {
     pod.metadata.annotations = None;
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = None;
@@ -134,8 +147,7 @@ pub(crate) fn slim_pod(pod: &mut Pod) {
         spec.affinity = None;
         spec.tolerations = None;
         for container in &mut spec.containers {
-            let (name, ports) = (std::mem::take(&mut container.name), container.ports.take());
-            *container = k8s_openapi::api::core::v1::Container { name, ports, ..Default::default() };
+            *container = keep(std::mem::take(container));
         }
     }
     if let Some(status) = pod.status.as_mut() {

@@ -185,6 +185,26 @@ pub(crate) struct Extras {
     pub(crate) volumes_to_host: Option<ClusterToHost<k8s_openapi::api::core::v1::PersistentVolume>>,
 }
 
+/// Makes `current` take `fields` and the labels and annotations of `desired`; returns whether
+/// anything changed.
+pub(crate) fn force(current: &mut Value, desired: &Value, fields: &[&str]) -> bool {
+    let mut changed = false;
+    for field in fields {
+        let want = desired.get(*field).cloned().unwrap_or(Value::Null);
+        if current.get(*field).cloned().unwrap_or(Value::Null) != want {
+            current[*field] = want;
+            changed = true;
+        }
+    }
+    let (labels, annotations) = metadata_maps(desired);
+    if metadata_maps(current) != (labels.clone(), annotations.clone()) {
+        current["metadata"]["labels"] = labels;
+        current["metadata"]["annotations"] = annotations;
+        changed = true;
+    }
+    changed
+}
+
 /// The labels and annotations of `value`'s metadata (null when absent).
 pub(crate) fn metadata_maps(value: &Value) -> (Value, Value) {
     let get = |key: &str| value.pointer(&format!("/metadata/{key}")).cloned().unwrap_or(Value::Null);
@@ -296,7 +316,6 @@ impl Syncer {
                 let mut desired = translate(&value);
                 self.patch_to_host(label, "", &mut desired)?;
                 let mut current = to_value(host_object.as_ref());
-                let mut changed = false;
                 if kind.id == ClusterKind::PersistentVolume {
                     // The host binds the volume: its claim reference stays; its phase comes back.
                     if let Some(claim) = current.pointer("/spec/claimRef").cloned() {
@@ -314,20 +333,7 @@ impl Syncer {
                     ClusterKind::StorageClass => vkube_translate::extra::STORAGE_CLASS_FIELDS,
                     ClusterKind::PersistentVolume => &["spec"],
                 };
-                for field in forced {
-                    let want = desired.get(*field).cloned().unwrap_or(Value::Null);
-                    if current.get(*field).cloned().unwrap_or(Value::Null) != want {
-                        current[*field] = want;
-                        changed = true;
-                    }
-                }
-                let (want_labels, want_annotations) = metadata_maps(&desired);
-                if metadata_maps(&current) != (want_labels.clone(), want_annotations.clone()) {
-                    current["metadata"]["labels"] = want_labels;
-                    current["metadata"]["annotations"] = want_annotations;
-                    changed = true;
-                }
-                if !changed {
+                if !force(&mut current, &desired, forced) {
                     return Ok(());
                 }
                 let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
@@ -423,22 +429,8 @@ impl Syncer {
                 let mut desired = (kind.translate)(&self.config.context, &value);
                 self.patch_to_host(label, namespace, &mut desired)?;
                 let mut current = to_value(host_object.as_ref());
-                let mut changed = false;
-                for field in kind.forced {
-                    let want = desired.get(*field).cloned().unwrap_or(Value::Null);
-                    if current.get(*field).cloned().unwrap_or(Value::Null) != want {
-                        current[*field] = want;
-                        changed = true;
-                    }
-                }
-                let (want_labels, want_annotations) = metadata_maps(&desired);
-                let (have_labels, have_annotations) = metadata_maps(&current);
-                if want_labels != have_labels || want_annotations != have_annotations {
-                    current["metadata"]["labels"] = want_labels;
-                    current["metadata"]["annotations"] = want_annotations;
-                    changed = true;
-                }
-                if changed {
+                let mut host_status = json!({"status": current.get("status").cloned().unwrap_or(Value::Null)});
+                if force(&mut current, &desired, kind.forced) {
                     let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
                     let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
                     match host_api.replace(&host, &params, &replacement).await {
@@ -452,8 +444,6 @@ impl Syncer {
                         Err(error) => return ignore_not_found(Err::<K, _>(error)),
                     }
                 }
-                let mut host_status =
-                    json!({"status": to_value(host_object.as_ref()).get("status").cloned().unwrap_or(Value::Null)});
                 self.patch_to_virtual(label, namespace, &mut host_status)?;
                 let host_status = host_status["status"].take();
                 if kind.status_back && !host_status.is_null() && value.get("status") != Some(&host_status) {
@@ -512,18 +502,7 @@ impl Syncer {
             None => crate::ensure(&api, desired).await,
             Some(current) => {
                 let mut current = to_value(current.as_ref());
-                let (have_labels, have_annotations) = metadata_maps(&current);
-                let mut changed = have_labels != labels || have_annotations != annotations;
-                current["metadata"]["labels"] = labels;
-                current["metadata"]["annotations"] = annotations;
-                for field in kind.fields {
-                    let want = desired.get(*field).cloned().unwrap_or(Value::Null);
-                    if current.get(*field).cloned().unwrap_or(Value::Null) != want {
-                        current[*field] = want;
-                        changed = true;
-                    }
-                }
-                if !changed {
+                if !force(&mut current, &desired, kind.fields) {
                     return Ok(());
                 }
                 let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
@@ -777,17 +756,7 @@ impl Syncer {
         }
         let Some(current) = virtual_object else { return crate::ensure(&api, desired).await };
         let mut current = to_value(current.as_ref());
-        let mut changed = metadata_maps(&current) != metadata_maps(&desired);
-        current["metadata"]["labels"] = desired["metadata"]["labels"].clone();
-        current["metadata"]["annotations"] = desired["metadata"]["annotations"].clone();
-        for field in fields {
-            let want = desired.get(field).cloned().unwrap_or(Value::Null);
-            if current.get(field).cloned().unwrap_or(Value::Null) != want {
-                current[field] = want;
-                changed = true;
-            }
-        }
-        if !changed {
+        if !force(&mut current, &desired, &fields) {
             return Ok(());
         }
         let replacement: CSIStorageCapacity = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;

@@ -408,11 +408,6 @@ impl Syncer {
         host
     }
 
-    /// The translate rules of `kind`.
-    fn patches(&self, kind: &str) -> patches::Patches {
-        self.config.patches.get(kind).cloned().unwrap_or_default()
-    }
-
     /// Applies the translate rules of `kind` to `object`, about to be written to the host.
     fn patch_to_host(&self, kind: &str, namespace: &str, object: &mut Value) -> Result<(), kube::Error> {
         match self.config.patches.get(kind) {
@@ -625,18 +620,13 @@ impl Syncer {
 /// What the syncer reads of a cached virtual pod: identity, deletion, node, container names and
 /// images, status (everything else is read from the API when the host pod is created).
 fn slim_virtual_pod(pod: &mut Pod) {
-    pod.metadata.annotations = None;
+    vkube_controllers::slim_pod_with(pod, |container| k8s_openapi::api::core::v1::Container {
+        name: container.name,
+        image: container.image,
+        ..Default::default()
+    });
     if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
-        spec.init_containers = None;
-        spec.ephemeral_containers = None;
-        spec.affinity = None;
-        spec.tolerations = None;
         spec.image_pull_secrets = None;
-        for container in &mut spec.containers {
-            let (name, image) = (std::mem::take(&mut container.name), container.image.take());
-            *container = k8s_openapi::api::core::v1::Container { name, image, ..Default::default() };
-        }
     }
 }
 

@@ -316,6 +316,11 @@ impl Mappings {
         lock(&self.state).by_host.get(&key).map(|(v, _)| v.clone())
     }
 
+    /// Whether virtual object `virtual_name` of `kind` has an owner mapping.
+    pub fn contains(&self, kind: &str, virtual_name: &ObjectName) -> bool {
+        lock(&self.state).owners.contains_key(&owner_key(kind, virtual_name))
+    }
+
     /// The owner pair recorded for virtual object `virtual_name` of `kind`.
     pub fn get(&self, kind: &str, virtual_name: &ObjectName) -> Option<Mapping> {
         lock(&self.state).owners.get(&owner_key(kind, virtual_name)).cloned()

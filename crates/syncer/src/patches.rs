@@ -117,12 +117,12 @@ impl Patches {
     /// Applies the rules to `object` (a whole host object or a patch about to be written to the
     /// host); `namespace` is the virtual namespace it comes from.
     pub fn to_host(&self, context: &Context, namespace: &str, object: &mut Value) -> Result<(), String> {
+        let mut js = Js::default();
         for rule in &self.rules {
             match &rule.action {
                 Action::Expressions { forward: Some(source), .. } => {
-                    let source = source.clone();
                     visit(object, &rule.steps, String::new(), &mut |path, value| {
-                        evaluate(&source, value, path, namespace).map(Some)
+                        js.evaluate(source, value, path, namespace).map(Some)
                     })?;
                 }
                 Action::Expressions { forward: None, .. } => {
@@ -146,12 +146,12 @@ impl Patches {
 
     /// Applies the rules to `object`, a patch about to be written to the virtual cluster.
     pub fn to_virtual(&self, namespace: &str, object: &mut Value) -> Result<(), String> {
+        let mut js = Js::default();
         for rule in &self.rules {
             match &rule.action {
                 Action::Expressions { reverse: Some(source), .. } => {
-                    let source = source.clone();
                     visit(object, &rule.steps, String::new(), &mut |path, value| {
-                        evaluate(&source, value, path, namespace).map(Some)
+                        js.evaluate(source, value, path, namespace).map(Some)
                     })?;
                 }
                 Action::Expressions { reverse: None, .. } => {
@@ -245,29 +245,48 @@ fn apply(map: &mut Map<String, Value>, key: &str, path: &str, f: &mut Visitor<'_
     Ok(())
 }
 
-/// Runs `source` as `function(value, valueExists, context) { return (SOURCE); }`; null or
-/// undefined means "delete".
-fn evaluate(source: &str, value: Option<&Value>, path: &str, namespace: &str) -> Result<Option<Value>, String> {
-    let runtime = rquickjs::Runtime::new().map_err(|e| e.to_string())?;
-    let js = rquickjs::Context::full(&runtime).map_err(|e| e.to_string())?;
-    let context = json!({"path": path, "virtualNamespace": namespace});
-    let script = format!(
-        "JSON.stringify((function(value, valueExists, context) {{ return ({source}\n); }})({}, {}, {}))",
-        value.cloned().unwrap_or(Value::Null),
-        value.is_some(),
-        context
-    );
-    js.with(|ctx| match ctx.eval::<Option<String>, _>(script) {
-        Ok(None) => Ok(None),
-        Ok(Some(text)) => {
-            let result: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            Ok((!result.is_null()).then_some(result))
+/// A JavaScript engine, started on first use and shared by every expression of one call.
+#[derive(Default)]
+struct Js {
+    engine: Option<(rquickjs::Runtime, rquickjs::Context)>,
+}
+
+impl Js {
+    /// Runs `source` as `function(value, valueExists, context) { return (SOURCE); }`; null or
+    /// undefined means "delete".
+    fn evaluate(
+        &mut self,
+        source: &str,
+        value: Option<&Value>,
+        path: &str,
+        namespace: &str,
+    ) -> Result<Option<Value>, String> {
+        if self.engine.is_none() {
+            let runtime = rquickjs::Runtime::new().map_err(|e| e.to_string())?;
+            let context = rquickjs::Context::full(&runtime).map_err(|e| e.to_string())?;
+            self.engine = Some((runtime, context));
         }
-        Err(rquickjs::Error::Exception) => {
-            Err(format!("translate expression at {path}: {}", vkube_config::js::exception_message(&ctx, "exception")))
-        }
-        Err(other) => Err(format!("translate expression at {path}: {other}")),
-    })
+        let Some((_, js)) = &self.engine else { return Ok(None) };
+        let context = json!({"path": path, "virtualNamespace": namespace});
+        let script = format!(
+            "JSON.stringify((function(value, valueExists, context) {{ return ({source}\n); }})({}, {}, {}))",
+            value.cloned().unwrap_or(Value::Null),
+            value.is_some(),
+            context
+        );
+        js.with(|ctx| match ctx.eval::<Option<String>, _>(script) {
+            Ok(None) => Ok(None),
+            Ok(Some(text)) => {
+                let result: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                Ok((!result.is_null()).then_some(result))
+            }
+            Err(rquickjs::Error::Exception) => Err(format!(
+                "translate expression at {path}: {}",
+                vkube_config::js::exception_message(&ctx, "exception")
+            )),
+            Err(other) => Err(format!("translate expression at {path}: {other}")),
+        })
+    }
 }
 
 /// The host form of a reference to an object of `kind`.

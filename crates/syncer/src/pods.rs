@@ -114,7 +114,7 @@ impl Syncer {
             }
             (Some(virtual_pod), Some(host_pod)) => {
                 let virtual_uid = virtual_pod.uid().unwrap_or_default();
-                if self.mappings.get("Pod", &crate::ObjectName::new(namespace, name)).is_none() {
+                if !self.mappings.contains("Pod", &crate::ObjectName::new(namespace, name)) {
                     // Synced before the mapping store knew it (or its save was lost to a crash).
                     let uses = lock(&self.refs).uses_of(&format!("pod/{namespace}/{name}"));
                     let pair = self.pair("Pod", namespace, name, &host);

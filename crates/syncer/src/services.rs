@@ -120,8 +120,9 @@ impl Syncer {
             }
             (Some(virtual_service), None) => {
                 // Created before the syncer ran (or without the API hook): give it a host copy.
-                let patches = self.patches("Service");
-                allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref()), &patches)
+                let none = crate::patches::Patches::default();
+                let patches = self.config.patches.get("Service").unwrap_or(&none);
+                allocate_on_host(&self.host_client, context, to_value(virtual_service.as_ref()), patches)
                     .await
                     .map(|_| ())
             }

@@ -258,23 +258,18 @@ pub async fn start(
     syncer_config.endpoints = config.sync.to_host.endpoints.enabled;
     syncer_config.metrics = syncer_metrics;
     syncer_config.patches = patches;
-    for (key, entry) in config.sync.to_host.custom_resources.iter().filter(|(_, e)| e.enabled) {
-        let patches = vkube_syncer::patches::Patches::new(&entry.translate)
-            .map_err(|problem| anyhow::anyhow!("sync.toHost.customResources[{key:?}].translate: {problem}"))?;
-        syncer_config.custom_resources.push(vkube_syncer::CustomResourceSync {
-            key: key.clone(),
-            to_host: true,
-            patches,
-        });
-    }
-    for (key, entry) in config.sync.from_host.custom_resources.iter().filter(|(_, e)| e.enabled) {
-        let patches = vkube_syncer::patches::Patches::new(&entry.translate)
-            .map_err(|problem| anyhow::anyhow!("sync.fromHost.customResources[{key:?}].translate: {problem}"))?;
-        syncer_config.custom_resources.push(vkube_syncer::CustomResourceSync {
-            key: key.clone(),
-            to_host: false,
-            patches,
-        });
+    let (to, from) = (&config.sync.to_host.custom_resources, &config.sync.from_host.custom_resources);
+    let custom = to
+        .iter()
+        .map(|(key, e)| ("toHost", true, key, e.enabled, &e.translate))
+        .chain(from.iter().map(|(key, e)| ("fromHost", false, key, e.enabled, &e.translate)));
+    for (direction, to_host, key, enabled, rules) in custom {
+        if !enabled {
+            continue;
+        }
+        let patches = vkube_syncer::patches::Patches::new(rules)
+            .map_err(|problem| anyhow::anyhow!("sync.{direction}.customResources[{key:?}].translate: {problem}"))?;
+        syncer_config.custom_resources.push(vkube_syncer::CustomResourceSync { key: key.clone(), to_host, patches });
     }
     let (to, from) = (&config.sync.to_host, &config.sync.from_host);
     syncer_config.optional = vkube_syncer::OptionalKinds {
