@@ -62,6 +62,10 @@ pub struct CustomInfo {
     pub printer_columns: Vec<PrinterColumn>,
     /// The CRD name (`plural.group`).
     pub crd_name: String,
+    /// The version objects are stored at (they are pruned against its schema too).
+    pub storage_version: String,
+    /// The CRD is being deleted: its objects can be read and deleted, not created.
+    pub terminating: bool,
 }
 
 /// One servable resource type.
@@ -450,8 +454,13 @@ mod tests {
         let catalog = Catalog::builtin();
         let before = catalog.snapshot().generation;
         let mut widget = builtin(&line("example.com", "v1", "widgets", "Widget", 0, &[], &[]));
-        widget.custom =
-            Some(CustomInfo { schema: None, printer_columns: vec![], crd_name: "widgets.example.com".into() });
+        widget.custom = Some(CustomInfo {
+            schema: None,
+            printer_columns: vec![],
+            crd_name: "widgets.example.com".into(),
+            storage_version: "v1".into(),
+            terminating: false,
+        });
         catalog.set_custom(vec![widget.clone()]);
         let snapshot = catalog.snapshot();
         assert!(snapshot.get("example.com", "v1", "widgets").is_some());

@@ -36,14 +36,76 @@ pub fn validate(crd: &Value, causes: &mut Vec<Cause>) {
     if versions.is_empty() {
         causes.push(Cause::required("spec.versions", "must have exactly one version marked as storage version"));
     }
+    // Schemas: upstream reports them under spec.validation when every version has the same one.
+    let schemas: Vec<&Value> = versions.iter().filter_map(|v| v.pointer("/schema/openAPIV3Schema")).collect();
+    let shared = schemas.len() == versions.len() && schemas.windows(2).all(|w| w[0] == w[1]);
+    for (i, version) in versions.iter().enumerate() {
+        if let Some(schema) = version.pointer("/schema/openAPIV3Schema") {
+            if shared && i > 0 {
+                break;
+            }
+            let root = if shared {
+                "spec.validation.openAPIV3Schema".to_string()
+            } else {
+                format!("spec.versions[{i}].schema.openAPIV3Schema")
+            };
+            validate_schema(schema, &root, causes);
+        }
+    }
     let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
     if !versions.is_empty() && storage != 1 {
-        causes.push(Cause::invalid(
+        causes.push(Cause::invalid_number(
             "spec.versions",
-            &storage.to_string(),
+            storage as i64,
             "must have exactly one version marked as storage version",
         ));
     }
+}
+
+/// Structural rules of a version's schema that upstream enforces at CRD admission: every key of a
+/// `map` list must be required or have a default (items could not be identified otherwise).
+fn validate_schema(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map")
+        && let Some(items) = schema.get("items")
+    {
+        let required: Vec<&str> =
+            items.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        for key in schema.get("x-kubernetes-list-map-keys").and_then(Value::as_array).into_iter().flatten() {
+            let Some(key) = key.as_str() else { continue };
+            let has_default = items.pointer(&format!("/properties/{key}/default")).is_some();
+            if !required.contains(&key) && !has_default {
+                causes.push(Cause::required(
+                    format!("{path}.items.properties[{key}].default"),
+                    "this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
+                ));
+            }
+        }
+    }
+    for (name, child) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        validate_schema(child, &format!("{path}.properties[{name}]"), causes);
+    }
+    if let Some(items) = schema.get("items") {
+        validate_schema(items, &format!("{path}.items"), causes);
+    }
+    if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        validate_schema(additional, &format!("{path}.additionalProperties"), causes);
+    }
+}
+
+/// The finalizer that holds a deleted CRD until its objects are gone.
+pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Sets condition `kind` to True on a CRD's status (keeping the others).
+pub fn set_condition(crd: &mut Value, kind: &str, reason: &str, message: &str) {
+    let status = crate::strategy::ensure_object(crd, "status");
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut().expect("made a list");
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    list.push(json!({"type": kind, "status": "True", "reason": reason, "message": message,
+        "lastTransitionTime": crate::registry::now()}));
 }
 
 /// Sets the status a CRD gets once the server accepted it (names accepted, Established).
@@ -93,11 +155,19 @@ pub fn prepare(crd: &mut Value) {
     });
 }
 
-/// The resource types a CRD serves (one per served version); none while it is being deleted.
+/// The resource types a CRD serves (one per served version); while it is being deleted they are
+/// still served (marked terminating) so its objects can be listed, watched and deleted.
 pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
-    if crd.pointer("/metadata/deletionTimestamp").is_some() {
-        return Vec::new();
-    }
+    let terminating = crd.pointer("/metadata/deletionTimestamp").is_some();
+    let storage_version = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .and_then(|v| v.get("name").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_string();
     let text = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
     let strings = |p: &str| -> Vec<String> {
         crd.pointer(p)
@@ -157,6 +227,8 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                 schema: version.pointer("/schema/openAPIV3Schema").cloned(),
                 printer_columns,
                 crd_name: text("/metadata/name"),
+                storage_version: storage_version.clone(),
+                terminating,
             }),
             storage: None,
         });

@@ -20,6 +20,11 @@ impl Cause {
         Cause { reason: "FieldValueInvalid", message: format!("Invalid value: {}: {detail}", quote(value)), field }
     }
 
+    /// A `FieldValueInvalid` cause about a number (written bare, as upstream's `%v` does).
+    pub fn invalid_number(field: impl Into<String>, value: i64, detail: &str) -> Self {
+        Cause { reason: "FieldValueInvalid", message: format!("Invalid value: {value}: {detail}"), field: field.into() }
+    }
+
     /// A `FieldValueRequired` cause.
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
         let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
@@ -100,11 +105,14 @@ pub enum ApiError {
     /// The verb is not served for this resource.
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
+    /// The verb is not allowed now, for the reason given.
+    #[error("{0}")]
+    NotAllowedNow(String),
     /// The body's media type cannot be handled.
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// The body is larger than the server accepts.
-    #[error("the request body is too large ({size} bytes; the limit is {limit})")]
+    #[error("Request entity too large: limit is {limit}")]
     TooLarge { size: usize, limit: usize },
     /// No or bad credentials.
     #[error("Unauthorized")]
@@ -159,7 +167,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Invalid { .. } | ApiError::InvalidOptions { .. } => 422,
             ApiError::BadRequest(_) => 400,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::MethodNotAllowed | ApiError::NotAllowedNow(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::TooLarge { .. } => 413,
             ApiError::Unauthorized => 401,
@@ -179,7 +187,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Invalid { .. } | ApiError::InvalidOptions { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::MethodNotAllowed | ApiError::NotAllowedNow(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Unauthorized => "Unauthorized",
@@ -194,7 +202,9 @@ impl ApiError {
     /// The full message, as kubectl prints it.
     pub fn message(&self) -> String {
         match self {
-            ApiError::Invalid { kind, name, causes, .. } => {
+            ApiError::Invalid { group, kind, name, causes } => {
+                // The kind qualified by its group, as upstream's `GroupKind.String()` writes it.
+                let kind = if group.is_empty() { kind.clone() } else { format!("{kind}.{group}") };
                 let lines: Vec<String> = causes.iter().map(Cause::line).collect();
                 if lines.len() == 1 {
                     format!("{kind} \"{name}\" is invalid: {}", lines[0])
@@ -323,7 +333,7 @@ mod tests {
         assert_eq!(status["code"], 422);
         assert_eq!(
             status["message"],
-            "Deployment \"Bad\" is invalid: [metadata.name: Invalid value: \"Bad\": must be lowercase, spec.selector: Required value]"
+            "Deployment.apps \"Bad\" is invalid: [metadata.name: Invalid value: \"Bad\": must be lowercase, spec.selector: Required value]"
         );
         assert_eq!(status["details"]["group"], "apps");
         assert_eq!(status["details"]["causes"][1]["field"], "spec.selector");

@@ -20,25 +20,113 @@ const SERVER_META: &[&str] = &[
     "namespace",
 ];
 
-/// How lists merge: built-in kinds use the strategic-merge table, custom resources are atomic.
+/// How lists merge: built-in kinds by the strategic-merge table (with server-side apply's own
+/// list-map keys where they differ), custom resources by their schema's `x-kubernetes-list-type`.
 #[derive(Clone, Copy, Debug)]
-pub struct ListRules {
+pub struct ListRules<'a> {
     /// Built-in kind (merge-key table applies).
     pub builtin: bool,
+    /// A custom resource's `openAPIV3Schema` (its list types and list-map keys apply).
+    pub schema: Option<&'a Value>,
 }
 
-impl ListRules {
-    fn strategy(&self, path: &[String]) -> ListStrategy {
-        if path.first().map(String::as_str) == Some("metadata") || self.builtin {
-            list_strategy(&path.iter().map(String::as_str).collect::<Vec<_>>())
-        } else {
-            ListStrategy::Replace
+impl<'a> ListRules<'a> {
+    /// Rules of a built-in kind.
+    pub const BUILTIN: ListRules<'static> = ListRules { builtin: true, schema: None };
+
+    /// How the list at `path` merges (`[key=value]` segments of item paths are skipped).
+    fn merge(&self, path: &[String]) -> Merge {
+        let names: Vec<&str> = path.iter().filter(|s| !s.starts_with('[')).map(String::as_str).collect();
+        if names.first() == Some(&"metadata") || self.builtin {
+            return match list_strategy(&names) {
+                // Server-side apply keys ports by number and protocol (upstream's list-map keys),
+                // where strategic merge patch uses the number alone.
+                ListStrategy::MergeByKey("containerPort") => {
+                    Merge::Keys(vec!["containerPort".into(), "protocol".into()])
+                }
+                ListStrategy::MergeByKey("port") if names == ["spec", "ports"] => {
+                    Merge::Keys(vec!["port".into(), "protocol".into()])
+                }
+                ListStrategy::MergeByKey(key) => Merge::Keys(vec![key.to_string()]),
+                ListStrategy::MergePrimitives => Merge::Set,
+                ListStrategy::Replace => Merge::Atomic,
+            };
+        }
+        let Some(list) = self.schema.and_then(|schema| schema_at(schema, &names)) else {
+            return Merge::Atomic;
+        };
+        match list.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => Merge::Set,
+            Some("map") => {
+                let keys: Vec<String> = list
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect();
+                if keys.is_empty() { Merge::Atomic } else { Merge::Keys(keys) }
+            }
+            _ => Merge::Atomic,
         }
     }
 }
 
+/// How a list merges under server-side apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Merge {
+    /// Items are maps identified by these fields (`x-kubernetes-list-type: map`).
+    Keys(Vec<String>),
+    /// Items are scalars, each owned on its own (`set`).
+    Set,
+    /// The list is one value (`atomic`, the default).
+    Atomic,
+}
+
+/// The schema of the field at `names` (object fields; lists are stepped through to their items).
+fn schema_at<'a>(schema: &'a Value, names: &[&str]) -> Option<&'a Value> {
+    let mut here = schema;
+    for name in names {
+        if here.get("type").and_then(Value::as_str) == Some("array") {
+            here = here.get("items")?;
+        }
+        here = here
+            .get("properties")
+            .and_then(|p| p.get(*name))
+            .or_else(|| here.get("additionalProperties").filter(|a| a.is_object()))?;
+    }
+    Some(here)
+}
+
+/// The value of key field `key` of a list item: as set, or its server default (`protocol`
+/// defaults to TCP, which is how upstream keys ports whose manifest omits it).
+fn key_value<'v>(item: &'v Value, key: &str) -> Option<&'v Value> {
+    static TCP: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!("TCP"));
+    match item.get(key) {
+        Some(value) if !value.is_null() => Some(value),
+        _ if key == "protocol" => Some(&TCP),
+        _ => None,
+    }
+}
+
+/// The identity of a list item under `keys` (None when a key field is missing).
+fn item_key(item: &Value, keys: &[String]) -> Option<Map<String, Value>> {
+    keys.iter().map(|k| key_value(item, k).map(|v| (k.clone(), v.clone()))).collect()
+}
+
+/// Whether `item` is the one `key` identifies.
+fn has_key(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| key_value(item, k) == Some(v))
+}
+
+/// `[name="c"]` / `[containerPort=53,protocol="UDP"]`, as upstream prints item paths.
+fn key_segment(key: &Map<String, Value>) -> String {
+    let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
 /// The `FieldsV1` tree of every field set in `value`.
-pub fn field_set(value: &Value, rules: ListRules) -> Map<String, Value> {
+pub fn field_set(value: &Value, rules: ListRules<'_>) -> Map<String, Value> {
     let mut path = Vec::new();
     match value {
         Value::Object(map) => object_set(map, rules, &mut path),
@@ -46,7 +134,7 @@ pub fn field_set(value: &Value, rules: ListRules) -> Map<String, Value> {
     }
 }
 
-fn object_set(map: &Map<String, Value>, rules: ListRules, path: &mut Vec<String>) -> Map<String, Value> {
+fn object_set(map: &Map<String, Value>, rules: ListRules<'_>, path: &mut Vec<String>) -> Map<String, Value> {
     let mut out = Map::new();
     for (key, value) in map {
         if path.is_empty() && (key == "apiVersion" || key == "kind") {
@@ -72,32 +160,32 @@ fn object_set(map: &Map<String, Value>, rules: ListRules, path: &mut Vec<String>
     out
 }
 
-fn value_set(value: &Value, rules: ListRules, path: &mut Vec<String>) -> Map<String, Value> {
+fn value_set(value: &Value, rules: ListRules<'_>, path: &mut Vec<String>) -> Map<String, Value> {
     match value {
         Value::Object(map) => object_set(map, rules, path),
-        Value::Array(items) => match rules.strategy(path) {
-            ListStrategy::MergeByKey(key) => {
+        Value::Array(items) => match rules.merge(path) {
+            Merge::Keys(keys) => {
                 let mut out = Map::new();
                 for item in items {
                     let Some(item_map) = item.as_object() else {
                         continue;
                     };
-                    let Some(k) = item_map.get(key) else { continue };
+                    let Some(key) = item_key(item, &keys) else { continue };
                     let mut child = object_set(item_map, rules, path);
                     child.insert(".".into(), json!({}));
-                    out.insert(format!("k:{}", json!({key: k})), Value::Object(child));
+                    out.insert(format!("k:{}", Value::Object(key)), Value::Object(child));
                 }
                 out
             }
-            ListStrategy::MergePrimitives => items.iter().map(|v| (format!("v:{v}"), json!({}))).collect(),
-            ListStrategy::Replace => Map::new(),
+            Merge::Set => items.iter().map(|v| (format!("v:{v}"), json!({}))).collect(),
+            Merge::Atomic => Map::new(),
         },
         _ => Map::new(),
     }
 }
 
 /// The fields whose values differ between `old` and `new` (set or changed in `new`).
-pub fn changed_set(old: &Value, new: &Value, rules: ListRules) -> Map<String, Value> {
+pub fn changed_set(old: &Value, new: &Value, rules: ListRules<'_>) -> Map<String, Value> {
     let mut path = Vec::new();
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => changed_objects(o, n, rules, &mut path),
@@ -108,7 +196,7 @@ pub fn changed_set(old: &Value, new: &Value, rules: ListRules) -> Map<String, Va
 fn changed_objects(
     old: &Map<String, Value>,
     new: &Map<String, Value>,
-    rules: ListRules,
+    rules: ListRules<'_>,
     path: &mut Vec<String>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
@@ -133,7 +221,15 @@ fn changed_objects(
                 }
                 child
             }
-            _ => value_set(value, rules, path),
+            _ => {
+                let child = value_set(value, rules, path);
+                if child.is_empty() && value.as_object().is_some_and(|m| !m.is_empty()) {
+                    // Only server-owned fields below (e.g. a created object's metadata).
+                    path.pop();
+                    continue;
+                }
+                child
+            }
         };
         path.pop();
         out.insert(format!("f:{key}"), Value::Object(child));
@@ -171,6 +267,32 @@ pub fn subtract(a: &mut Map<String, Value>, b: &Map<String, Value>) {
             if !was_leaf && ac.keys().all(|k| k == ".") {
                 a.remove(&key);
             }
+        }
+    }
+}
+
+/// The set difference `a ∖ b` of two field sets, member by member: a node of `b` that is a leaf
+/// (the field itself) removes only the same member of `a`, not what `a` owns below it.
+pub fn difference(a: &mut Map<String, Value>, b: &Map<String, Value>) {
+    let keys: Vec<String> = a.keys().cloned().collect();
+    for key in keys {
+        let Some(Value::Object(theirs)) = b.get(&key) else {
+            continue;
+        };
+        let Some(Value::Object(mine)) = a.get_mut(&key) else {
+            continue;
+        };
+        if mine.keys().all(|k| k == ".") {
+            // The field itself (a leaf, or an item marker only) is in both.
+            a.remove(&key);
+            continue;
+        }
+        if theirs.contains_key(".") {
+            mine.remove(".");
+        }
+        difference(mine, theirs);
+        if mine.is_empty() {
+            a.remove(&key);
         }
     }
 }
@@ -226,7 +348,7 @@ pub fn record_update(
     manager: &str,
     api_version: &str,
     subresource: &str,
-    rules: ListRules,
+    rules: ListRules<'_>,
 ) {
     let empty = json!({});
     let mut compare_new = new.clone();
@@ -276,7 +398,7 @@ pub fn apply(
     force: bool,
     api_version: &str,
     subresource: &str,
-    rules: ListRules,
+    rules: ListRules<'_>,
     subject: Subject,
 ) -> Result<Value, ApiError> {
     let new_set = field_set(applied, rules);
@@ -322,7 +444,7 @@ pub fn apply(
     let mut path = Vec::new();
     merge_applied(&mut result, applied, rules, &mut path);
     let mut removed = old_mine.clone();
-    subtract(&mut removed, &new_set);
+    difference(&mut removed, &new_set);
     remove_fields(&mut result, &removed, &others);
     let mut new_entries = Vec::new();
     for e in entries {
@@ -346,7 +468,7 @@ fn find_conflicts(
     applied: &Value,
     live: &Value,
     theirs: &Map<String, Value>,
-    rules: ListRules,
+    rules: ListRules<'_>,
     path: &mut Vec<String>,
     report: &mut dyn FnMut(String),
 ) {
@@ -369,29 +491,30 @@ fn find_conflicts(
             Value::Object(_) if !their_child.is_empty() => {
                 find_conflicts(value, live_value, their_child, rules, path, report)
             }
-            Value::Array(items) => match rules.strategy(path) {
-                ListStrategy::MergeByKey(merge_key) => {
+            Value::Array(items) => match rules.merge(path) {
+                Merge::Keys(keys) => {
                     for item in items {
-                        let Some(k) = item.get(merge_key) else {
+                        let Some(key) = item_key(item, &keys) else {
                             continue;
                         };
-                        let Some(Value::Object(their_item)) = their_child.get(&format!("k:{}", json!({merge_key: k})))
+                        let Some(Value::Object(their_item)) =
+                            their_child.get(&format!("k:{}", Value::Object(key.clone())))
                         else {
                             continue;
                         };
                         let live_item = live_value
                             .as_array()
-                            .and_then(|l| l.iter().find(|i| i.get(merge_key) == Some(k)))
+                            .and_then(|l| l.iter().find(|i| has_key(i, &key)))
                             .unwrap_or(&Value::Null);
                         if live_item != item {
-                            path.push(format!("[{merge_key}={k}]"));
+                            path.push(key_segment(&key));
                             find_conflicts(item, live_item, their_item, rules, path, report);
                             path.pop();
                         }
                     }
                 }
-                ListStrategy::MergePrimitives => {}
-                ListStrategy::Replace => report(field_path(path)),
+                Merge::Set => {}
+                Merge::Atomic => report(field_path(path)),
             },
             _ => report(field_path(path)),
         }
@@ -411,7 +534,7 @@ fn field_path(path: &[String]) -> String {
     out
 }
 
-fn merge_applied(target: &mut Value, applied: &Value, rules: ListRules, path: &mut Vec<String>) {
+fn merge_applied(target: &mut Value, applied: &Value, rules: ListRules<'_>, path: &mut Vec<String>) {
     let Value::Object(applied) = applied else {
         *target = applied.clone();
         return;
@@ -430,21 +553,22 @@ fn merge_applied(target: &mut Value, applied: &Value, rules: ListRules, path: &m
                 let slot = target_map.entry(key.clone()).or_insert_with(|| json!({}));
                 merge_applied(slot, value, rules, path);
             }
-            Value::Array(items) => match rules.strategy(path) {
-                ListStrategy::MergeByKey(k) => {
+            Value::Array(items) => match rules.merge(path) {
+                Merge::Keys(keys) => {
                     let slot = target_map.entry(key.clone()).or_insert_with(|| json!([]));
                     if !slot.is_array() {
                         *slot = json!([]);
                     }
                     let list = slot.as_array_mut().expect("made a list");
                     for item in items {
-                        match list.iter_mut().find(|l| l.get(k).is_some() && l.get(k) == item.get(k)) {
+                        let existing = item_key(item, &keys).and_then(|k| list.iter_mut().find(|l| has_key(l, &k)));
+                        match existing {
                             Some(existing) => merge_applied(existing, item, rules, path),
                             None => list.push(item.clone()),
                         }
                     }
                 }
-                ListStrategy::MergePrimitives => {
+                Merge::Set => {
                     let slot = target_map.entry(key.clone()).or_insert_with(|| json!([]));
                     if !slot.is_array() {
                         *slot = json!([]);
@@ -456,7 +580,7 @@ fn merge_applied(target: &mut Value, applied: &Value, rules: ListRules, path: &m
                         }
                     }
                 }
-                ListStrategy::Replace => {
+                Merge::Atomic => {
                     target_map.insert(key.clone(), value.clone());
                 }
             },
@@ -497,7 +621,7 @@ fn remove_fields(object: &mut Value, removed: &Map<String, Value>, others: &Map<
             let Some(list) = object.as_array_mut() else {
                 continue;
             };
-            let position = list.iter().position(|item| keys.iter().all(|(k, v)| item.get(k) == Some(v)));
+            let position = list.iter().position(|item| has_key(item, &keys));
             if let Some(i) = position {
                 if other.is_none() {
                     list.remove(i);
@@ -522,7 +646,7 @@ fn remove_fields(object: &mut Value, removed: &Map<String, Value>, others: &Map<
 mod tests {
     use super::*;
 
-    const BUILTIN: ListRules = ListRules { builtin: true };
+    const BUILTIN: ListRules<'static> = ListRules::BUILTIN;
 
     fn subject() -> Subject {
         Subject { group: String::new(), kind: "configmaps".into(), name: "cm".into() }

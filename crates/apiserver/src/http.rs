@@ -27,6 +27,9 @@ use crate::table;
 /// Largest accepted request body (kube-apiserver's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// How much of a refused body is read before the connection is given up.
+const MAX_DRAINED: usize = 64 << 20;
+
 /// Who is making a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -198,7 +201,7 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
-    bytes_response(code, "application/json", Bytes::from(serde_json::to_vec(body).unwrap_or_default()))
+    bytes_response(code, "application/json", Bytes::from(crate::wire::to_vec(body)))
 }
 
 fn bytes_response(code: StatusCode, content_type: &str, body: Bytes) -> Response<Body> {
@@ -258,7 +261,7 @@ fn object_response(code: StatusCode, rt: &ResourceType, object: &Value, shape: S
         Shape::Table => {
             let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
             let t = table::table(rt, std::slice::from_ref(object), rv, true, include);
-            bytes_response(code, TABLE_CONTENT_TYPE, Bytes::from(serde_json::to_vec(&t).unwrap_or_default()))
+            bytes_response(code, TABLE_CONTENT_TYPE, Bytes::from(crate::wire::to_vec(&t)))
         }
     }
 }
@@ -297,19 +300,36 @@ async fn read_body(body: hyper::body::Incoming, headers: &HeaderMap) -> ApiResul
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         && length > MAX_BODY
     {
+        drain(body).await;
         return Err(ApiError::TooLarge { size: length, limit: MAX_BODY });
     }
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(ApiError::TooLarge { size: MAX_BODY + 1, limit: MAX_BODY })
-            } else {
-                Err(ApiError::BadRequest(format!("failed to read the request body: {error}")))
+    let mut body = body;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| ApiError::BadRequest(format!("failed to read the request body: {error}")))?;
+        if let Ok(data) = frame.into_data() {
+            collected.extend_from_slice(&data);
+            if collected.len() > MAX_BODY {
+                let size = collected.len() + drain(body).await;
+                return Err(ApiError::TooLarge { size, limit: MAX_BODY });
             }
         }
     }
+    Ok(collected.freeze())
+}
+
+/// Reads and drops the rest of a request body that will not be used (at most [`MAX_DRAINED`]
+/// bytes), so the client, still writing it, gets the error response instead of a closed
+/// connection. Returns how many bytes it read.
+async fn drain(mut body: hyper::body::Incoming) -> usize {
+    let mut read = 0;
+    while read <= MAX_DRAINED {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+    read
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -582,18 +602,11 @@ fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
 }
 
 fn returns_deleted_object(rt: &ResourceType) -> bool {
-    rt.is_custom()
-        || (rt.group.is_empty()
-            && matches!(
-                rt.kind.as_str(),
-                "Pod"
-                    | "Service"
-                    | "PersistentVolume"
-                    | "PersistentVolumeClaim"
-                    | "ServiceAccount"
-                    | "Namespace"
-                    | "Node"
-            ))
+    rt.group.is_empty()
+        && matches!(
+            rt.kind.as_str(),
+            "Pod" | "Service" | "PersistentVolume" | "PersistentVolumeClaim" | "ServiceAccount" | "Namespace" | "Node"
+        )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -815,7 +828,15 @@ async fn serve_resource(
                     "pod {name} has no log source: this API server runs no containers and is not connected to a host"
                 )));
             };
-            let stream = source.logs(ns.unwrap_or("default"), name, parts.uri.query().unwrap_or("")).await?;
+            // Without `container`, a pod's only container is meant (as kube-apiserver reads it).
+            let mut forwarded = parts.uri.query().unwrap_or("").to_string();
+            if query.get("container").is_none_or(str::is_empty)
+                && let [only] = containers.as_slice()
+            {
+                let pairs = forwarded.split('&').filter(|p| !p.is_empty() && !p.starts_with("container="));
+                forwarded = pairs.chain([format!("container={only}").as_str()]).collect::<Vec<_>>().join("&");
+            }
+            let stream = source.logs(ns.unwrap_or("default"), name, &forwarded).await?;
             let mut response = Response::new(Body::from_stream(stream));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             Ok(response)
@@ -906,7 +927,7 @@ fn list_response(rt: &ResourceType, mut list: Value, shape: Shape, include: &str
             if let Some(token) = list.pointer("/metadata/continue") {
                 t["metadata"]["continue"] = token.clone();
             }
-            bytes_response(StatusCode::OK, TABLE_CONTENT_TYPE, Bytes::from(serde_json::to_vec(&t).unwrap_or_default()))
+            bytes_response(StatusCode::OK, TABLE_CONTENT_TYPE, Bytes::from(crate::wire::to_vec(&t)))
         }
     }
 }
@@ -951,8 +972,7 @@ async fn watch_response(
             }
             WatchItem::Error(status) => ("ERROR", status),
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        line.push(b'\n');
+        let line = crate::wire::to_vec(&json!({"type": kind, "object": object}));
         Ok::<_, std::io::Error>(Bytes::from(line))
     });
     let mut response = Response::new(Body::from_stream(stream));
@@ -1026,9 +1046,9 @@ async fn scale(
             group: "autoscaling".into(),
             kind: "Scale".into(),
             name: name.into(),
-            causes: vec![crate::error::Cause::invalid(
+            causes: vec![crate::error::Cause::invalid_number(
                 "spec.replicas",
-                &replicas.to_string(),
+                replicas as i64,
                 "must be greater than or equal to 0",
             )],
         });

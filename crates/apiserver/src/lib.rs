@@ -26,6 +26,7 @@ pub mod strategy;
 pub mod table;
 pub mod tokens;
 pub mod validation;
+pub mod wire;
 
 pub use error::{ApiError, ApiResult};
 pub use server::{Hooks, RunningServer, ServerConfig, ServerError, start, start_with};

@@ -142,18 +142,38 @@ pub struct Registry {
     /// OpenAPI documents (also the schemas unknown fields are checked against).
     pub openapi: crate::openapi::OpenApi,
     /// Background work (namespace finalization) is signalled here.
-    namespace_cleanup: Option<mpsc::UnboundedSender<String>>,
+    cleanup: Option<mpsc::UnboundedSender<Cleanup>>,
     /// Allocates service addresses elsewhere (a virtual cluster takes them from its host).
     pub service_addresses: Option<Arc<dyn ServiceAddresses>>,
+}
+
+/// Background finalization the registry runs for a deleted object.
+#[derive(Clone, Debug)]
+enum Cleanup {
+    /// Delete a terminating namespace's contents, then the namespace.
+    Namespace(String),
+    /// Delete a terminating CRD's objects, then the definition.
+    Definition(String),
 }
 
 /// Where Services get their cluster IPs and node ports when not from the server's own range: a
 /// virtual cluster creates the host service first and uses the host's addresses.
 pub trait ServiceAddresses: Send + Sync + 'static {
     /// The service (namespace, name and uid set) with `spec.clusterIP(s)` and node ports filled in.
-    fn allocate(&self, service: Value) -> futures::future::BoxFuture<'static, ApiResult<Value>>;
-    /// Gives back what `allocate` took, when the service could not be stored after all.
-    fn release(&self, service: Value) -> futures::future::BoxFuture<'static, ()>;
+    fn allocate(&self, service: Value) -> futures::future::BoxFuture<'static, ApiResult<AllocatedService>>;
+    /// Gives back what `allocate` took (only what that call made, `release` of its answer), when
+    /// the service could not be stored after all.
+    fn release(&self, allocated: AllocatedService) -> futures::future::BoxFuture<'static, ()>;
+}
+
+/// A service with addresses from [`ServiceAddresses::allocate`].
+#[derive(Debug, Clone)]
+pub struct AllocatedService {
+    /// The service to store.
+    pub service: Value,
+    /// What the allocation made that a failed create must take back (`None`: nothing, e.g. an
+    /// existing host service was reused); opaque to the registry.
+    pub release: Option<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -273,40 +293,55 @@ impl Registry {
             catalog,
             bookmark_interval: Duration::from_secs(60),
             openapi: crate::openapi::OpenApi::default(),
-            namespace_cleanup: None,
+            cleanup: None,
             service_addresses: None,
         }
     }
 
-    /// Starts the background work: namespace finalization and custom resource registration.
+    /// Starts the background work: namespace and CRD finalization and custom resource registration.
     pub async fn start_background(&mut self) -> ApiResult<()> {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
-        self.namespace_cleanup = Some(sender.clone());
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Cleanup>();
+        self.cleanup = Some(sender.clone());
         self.refresh_custom_types().await?;
         let registry = self.clone();
         tokio::spawn(async move {
-            while let Some(namespace) = receiver.recv().await {
-                let mut delay = Duration::from_millis(100);
-                loop {
-                    match registry.finalize_namespace(&namespace).await {
-                        Ok(true) => break,
-                        Ok(false) => {}
-                        Err(error) => {
-                            tracing::warn!(%namespace, %error, "namespace cleanup failed; retrying")
+            while let Some(work) = receiver.recv().await {
+                let registry = registry.clone();
+                // Each runs on its own: a namespace waiting on a finalizer holds up nothing else.
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        let done = match &work {
+                            Cleanup::Namespace(namespace) => registry.finalize_namespace(namespace).await,
+                            Cleanup::Definition(name) => registry.finalize_definition(name).await,
+                        };
+                        match done {
+                            Ok(true) => break,
+                            Ok(false) => {}
+                            Err(error) => tracing::warn!(?work, %error, "cleanup failed; retrying"),
                         }
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
+                });
             }
         });
-        // Resume namespaces that were terminating when the server stopped.
-        let namespaces = self.catalog.snapshot().get("", "v1", "namespaces").expect("built-in");
-        let list = self.store.list(ListOptions { prefix: namespaces.key_prefix(), ..Default::default() }).await?;
-        for kv in list.items {
-            let object = self.decode(&namespaces, &kv)?;
-            if object.pointer("/metadata/deletionTimestamp").is_some() {
-                let _ = sender.send(meta_str(&object, "name").unwrap_or_default().to_string());
+        // Resume namespaces and CRDs that were terminating when the server stopped.
+        let snapshot = self.catalog.snapshot();
+        let terminating = [
+            (snapshot.get("", "v1", "namespaces").expect("built-in"), Cleanup::Namespace as fn(String) -> Cleanup),
+            (
+                snapshot.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in"),
+                Cleanup::Definition as fn(String) -> Cleanup,
+            ),
+        ];
+        for (rt, work) in terminating {
+            let list = self.store.list(ListOptions { prefix: rt.key_prefix(), ..Default::default() }).await?;
+            for kv in list.items {
+                let object = self.decode(&rt, &kv)?;
+                if object.pointer("/metadata/deletionTimestamp").is_some() {
+                    let _ = sender.send(work(meta_str(&object, "name").unwrap_or_default().to_string()));
+                }
             }
         }
         Ok(())
@@ -334,7 +369,7 @@ impl Registry {
             meta.remove("resourceVersion");
             meta.remove("selfLink");
         }
-        serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::Internal(e.to_string()))
+        Ok(Bytes::from(crate::wire::to_vec_compact(&stored)))
     }
 
     /// Reads one object.
@@ -397,7 +432,7 @@ impl Registry {
         let page = self.collect(rt, namespace, params).await?;
         let mut out = Vec::with_capacity(page.kvs.iter().map(|kv| kv.value.len() + 32).sum::<usize>() + 256);
         let head = json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": page.metadata});
-        let head = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let head = crate::wire::to_vec_compact(&head);
         out.extend_from_slice(&head[..head.len() - 1]);
         out.extend_from_slice(b",\"items\":[");
         match page.objects {
@@ -406,7 +441,8 @@ impl Registry {
                     if i > 0 {
                         out.push(b',');
                     }
-                    serde_json::to_writer(&mut out, object).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    serde_json::to_writer(&mut out, &crate::wire::Ordered(object))
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
                 }
             }
             None => {
@@ -416,13 +452,13 @@ impl Registry {
                     }
                     match splice_resource_version(&kv.value, kv.mod_revision) {
                         Some(bytes) => out.extend_from_slice(&bytes),
-                        None => serde_json::to_writer(&mut out, &self.decode(rt, kv)?)
+                        None => serde_json::to_writer(&mut out, &crate::wire::Ordered(&self.decode(rt, kv)?))
                             .map_err(|e| ApiError::Internal(e.to_string()))?,
                     }
                 }
             }
         }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"]}\n");
         Ok(out)
     }
 
@@ -654,7 +690,16 @@ impl Registry {
     /// Drops fields the schema does not declare; `fieldValidation` decides whether that is an
     /// error (Strict), a warning (Warn, the default) or silent (Ignore).
     fn check_unknown_fields(&self, rt: &ResourceType, object: &mut Value, options: &WriteOptions) -> ApiResult<()> {
-        let unknown = self.openapi.prune_unknown_fields(&self.catalog.snapshot(), rt, object);
+        let snapshot = self.catalog.snapshot();
+        let unknown = self.openapi.prune_unknown_fields(&snapshot, rt, object);
+        // Objects written at another version are stored at the storage version: what its schema
+        // does not know is dropped too (silently, as upstream's conversion does).
+        if let Some(custom) = &rt.custom
+            && custom.storage_version != rt.version
+            && let Some(storage) = snapshot.get(&rt.group, &custom.storage_version, &rt.plural)
+        {
+            self.openapi.prune_unknown_fields(&snapshot, &storage, object);
+        }
         if unknown.is_empty() {
             return Ok(());
         }
@@ -723,6 +768,11 @@ impl Registry {
         options: &WriteOptions,
         managed_fields: Option<Value>,
     ) -> ApiResult<Value> {
+        if rt.custom.as_ref().is_some_and(|c| c.terminating) {
+            return Err(ApiError::NotAllowedNow(
+                "create not allowed while custom resource definition is terminating".into(),
+            ));
+        }
         self.check_type_meta(rt, &mut object)?;
         let meta = object["metadata"].as_object_mut().expect("checked");
         if rt.namespaced {
@@ -790,7 +840,7 @@ impl Registry {
                 &manager,
                 &rt.api_version(),
                 "",
-                ListRules { builtin: !rt.is_custom() },
+                ListRules { builtin: !rt.is_custom(), schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()) },
             ),
         }
         let ns = namespace.unwrap_or("default");
@@ -805,34 +855,43 @@ impl Registry {
             if attempt == 0 {
                 self.check_namespace_accepts(rt, ns).await?;
             }
-            let mut allocated_elsewhere = false;
-            if rt.kind == "Service" && rt.group.is_empty() {
+            let candidate_name = meta_str(&candidate, "name").unwrap_or_default().to_string();
+            let key = rt.key(rt.namespaced.then_some(ns), &candidate_name);
+            let already_exists = || ApiError::AlreadyExists {
+                group: rt.group.clone(),
+                resource: rt.plural.clone(),
+                name: candidate_name.clone(),
+            };
+            // Nothing is allocated (here or on a host) for an object that cannot be stored: a
+            // create of an existing name must change nothing anywhere.
+            let is_service = rt.kind == "Service" && rt.group.is_empty();
+            if (options.dry_run || is_service) && self.store.get(&key).await?.is_some() {
+                if !name.is_empty() || attempt == 7 {
+                    return Err(already_exists());
+                }
+                continue;
+            }
+            let mut allocated = None;
+            if is_service {
                 match &self.service_addresses {
                     Some(hook) if !options.dry_run => {
-                        candidate = hook.allocate(candidate).await?;
-                        allocated_elsewhere = true;
+                        let allocation = hook.allocate(candidate).await?;
+                        candidate = allocation.service.clone();
+                        allocated = Some(allocation);
                     }
                     _ => self.allocate_service_addresses(&mut candidate).await?,
                 }
             }
-            let candidate_name = meta_str(&candidate, "name").unwrap_or_default().to_string();
-            let key = rt.key(rt.namespaced.then_some(ns), &candidate_name);
             if options.dry_run {
-                if self.store.get(&key).await?.is_some() {
-                    return Err(ApiError::AlreadyExists {
-                        group: rt.group.clone(),
-                        resource: rt.plural.clone(),
-                        name: candidate_name,
-                    });
-                }
                 return Ok(candidate);
             }
             let created = self.store.create(&key, self.encode(rt, &candidate)?).await;
             if created.is_err()
-                && allocated_elsewhere
+                && let Some(allocation) = allocated
+                && allocation.release.is_some()
                 && let Some(hook) = &self.service_addresses
             {
-                hook.release(candidate.clone()).await;
+                hook.release(allocation).await;
             }
             match created {
                 Ok(kv) => {
@@ -843,13 +902,7 @@ impl Registry {
                 Err(StorageError::AlreadyExists { .. }) if name.is_empty() && attempt < 7 => {
                     continue;
                 }
-                Err(StorageError::AlreadyExists { .. }) => {
-                    return Err(ApiError::AlreadyExists {
-                        group: rt.group.clone(),
-                        resource: rt.plural.clone(),
-                        name: candidate_name,
-                    });
-                }
+                Err(StorageError::AlreadyExists { .. }) => return Err(already_exists()),
                 Err(other) => return Err(other.into()),
             }
         }
@@ -981,7 +1034,7 @@ impl Registry {
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
             ));
         }
-        let rules = ListRules { builtin: !rt.is_custom() };
+        let rules = ListRules { builtin: !rt.is_custom(), schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()) };
         for _attempt in 0..5 {
             let existing = self.get_with_revision(rt, namespace, name).await;
             let (current, revision) = match existing {
@@ -1173,7 +1226,7 @@ impl Registry {
                 &options.field_manager,
                 &rt.api_version(),
                 subresource,
-                ListRules { builtin: !rt.is_custom() },
+                ListRules { builtin: !rt.is_custom(), schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()) },
             );
         }
         let mut comparable = current.clone();
@@ -1269,6 +1322,11 @@ impl Registry {
             }
             let is_pod = rt.kind == "Pod" && rt.group.is_empty();
             let is_namespace = rt.kind == "Namespace" && rt.group.is_empty();
+            // A CRD goes only after its instances (upstream's `customresourcecleanup` finalizer).
+            let is_definition = rt.kind == "CustomResourceDefinition" && rt.group == "apiextensions.k8s.io";
+            if is_definition && !already_deleting && !finalizers.iter().any(|f| f == crate::crd::CLEANUP_FINALIZER) {
+                finalizers.push(crate::crd::CLEANUP_FINALIZER.into());
+            }
             let graceful = is_pod && {
                 let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
                 let phase = current.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
@@ -1300,6 +1358,14 @@ impl Registry {
                 if is_namespace {
                     strategy::ensure_object(&mut updated, "status").insert("phase".into(), json!("Terminating"));
                 }
+                if is_definition && !already_deleting {
+                    crate::crd::set_condition(
+                        &mut updated,
+                        "Terminating",
+                        "InstanceDeletionPending",
+                        "CustomResourceDefinition marked for deletion; cleanup will start soon",
+                    );
+                }
                 if updated == {
                     let mut c = current.clone();
                     c["metadata"].as_object_mut().expect("map").remove("resourceVersion");
@@ -1313,8 +1379,15 @@ impl Registry {
                 match self.store.update(&rt.key(namespace, name), self.encode(rt, &updated)?, revision).await {
                     Ok(kv) => {
                         let stored = self.decode(rt, &kv)?;
-                        if is_namespace && let Some(sender) = &self.namespace_cleanup {
-                            let _ = sender.send(name.to_string());
+                        if is_definition {
+                            self.after_write(rt, &stored).await;
+                        }
+                        if let Some(sender) = &self.cleanup {
+                            if is_namespace {
+                                let _ = sender.send(Cleanup::Namespace(name.to_string()));
+                            } else if is_definition {
+                                let _ = sender.send(Cleanup::Definition(name.to_string()));
+                            }
                         }
                         return Ok(Deleted::Pending(stored));
                     }
@@ -1414,6 +1487,76 @@ impl Registry {
         Ok(())
     }
 
+    /// Deletes every object of `rt` under `prefix` (each through the normal delete, so watchers
+    /// see each go and finalizers hold); returns how many are still there.
+    async fn delete_all(&self, rt: &ResourceType, prefix: String) -> ApiResult<usize> {
+        let mut remaining = 0;
+        for kv in self.store.list(ListOptions { prefix, ..Default::default() }).await?.items {
+            remaining += 1;
+            let object = self.decode(rt, &kv)?;
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
+            let name = meta_str(&object, "name").unwrap_or_default().to_string();
+            let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+            let options = DeleteOptions { propagation: Some("Background".into()), ..Default::default() };
+            match self.delete(rt, namespace.as_deref(), &name, &options).await {
+                Ok(Deleted::Gone(_)) => remaining -= 1,
+                Ok(Deleted::Pending(_)) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(remaining)
+    }
+
+    /// One round of CRD finalization: deletes the definition's objects (each through the normal
+    /// delete, so watchers see every one go and their own finalizers hold); once none is left,
+    /// removes the cleanup finalizer (and so the definition). True when done.
+    async fn finalize_definition(&self, name: &str) -> ApiResult<bool> {
+        let snapshot = self.catalog.snapshot();
+        let crds = snapshot.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
+        let (crd, _) = match self.get_with_revision(&crds, None, name).await {
+            Ok(found) => found,
+            Err(ApiError::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if crd.pointer("/metadata/deletionTimestamp").is_none() {
+            return Ok(true);
+        }
+        let mut remaining = 0;
+        let mut seen_prefixes = std::collections::HashSet::new();
+        let instances: Vec<&Arc<ResourceType>> = snapshot
+            .types
+            .values()
+            .filter(|t| t.custom.as_ref().is_some_and(|c| c.crd_name == name))
+            .filter(|t| seen_prefixes.insert(t.key_prefix()))
+            .collect();
+        for rt in instances {
+            remaining += self.delete_all(rt, rt.key_prefix()).await?;
+        }
+        if remaining > 0 {
+            return Ok(false);
+        }
+        for _attempt in 0..5 {
+            let (current, revision) = match self.get_with_revision(&crds, None, name).await {
+                Ok(found) => found,
+                Err(ApiError::NotFound { .. }) => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            let mut finalized = current.clone();
+            let rest: Vec<String> =
+                finalizers_of(&current).into_iter().filter(|f| f != crate::crd::CLEANUP_FINALIZER).collect();
+            finalized["metadata"]["finalizers"] = json!(rest);
+            let options = WriteOptions { field_manager: "apiextensions-apiserver".into(), ..Default::default() };
+            match self.write_update(&crds, None, name, current, revision, finalized, "", &options, false).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) => return Ok(true),
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
     /// One round of namespace finalization: deletes what is left in the namespace; once
     /// nothing is left, removes the `kubernetes` finalizer (and so the namespace). True when done.
     async fn finalize_namespace(&self, namespace: &str) -> ApiResult<bool> {
@@ -1433,24 +1576,7 @@ impl Registry {
             if !rt.namespaced || rt.review || !seen_prefixes.insert(rt.key_prefix()) {
                 continue;
             }
-            let list = self
-                .store
-                .list(ListOptions { prefix: rt.namespace_prefix(Some(namespace)), ..Default::default() })
-                .await?;
-            for kv in list.items {
-                remaining += 1;
-                let object = self.decode(rt, &kv)?;
-                if object.pointer("/metadata/deletionTimestamp").is_some() {
-                    continue;
-                }
-                let name = meta_str(&object, "name").unwrap_or_default().to_string();
-                let options = DeleteOptions { propagation: Some("Background".into()), ..Default::default() };
-                match self.delete(rt, Some(namespace), &name, &options).await {
-                    Ok(Deleted::Gone(_)) => remaining -= 1,
-                    Ok(Deleted::Pending(_)) | Err(ApiError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            remaining += self.delete_all(rt, rt.namespace_prefix(Some(namespace))).await?;
         }
         if remaining > 0 {
             return Ok(false);

@@ -312,11 +312,7 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
             if let Some(replicas) = object.pointer("/spec/replicas").and_then(Value::as_i64)
                 && replicas < 0
             {
-                causes.push(Cause::invalid(
-                    "spec.replicas",
-                    &replicas.to_string(),
-                    "must be greater than or equal to 0",
-                ));
+                causes.push(Cause::invalid_number("spec.replicas", replicas, "must be greater than or equal to 0"));
             }
         }
         ("", "Service") => {
@@ -333,9 +329,9 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
             for (i, port) in ports.into_iter().flatten().enumerate() {
                 match port.get("port").and_then(Value::as_i64) {
                     Some(p) if (1..=65535).contains(&p) => {}
-                    Some(p) => causes.push(Cause::invalid(
+                    Some(p) => causes.push(Cause::invalid_number(
                         format!("spec.ports[{i}].port"),
-                        &p.to_string(),
+                        p,
                         "must be between 1 and 65535, inclusive",
                     )),
                     None => causes.push(Cause::required(format!("spec.ports[{i}].port"), "")),
@@ -366,9 +362,9 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
                 if let Some(value) = object.pointer(&format!("/spec/{field}")).and_then(Value::as_i64)
                     && value < min
                 {
-                    causes.push(Cause::invalid(
+                    causes.push(Cause::invalid_number(
                         format!("spec.{field}"),
-                        &value.to_string(),
+                        value,
                         "must be greater than or equal to 0",
                     ));
                 }

@@ -66,9 +66,9 @@ impl TokenSigner {
                 group: "authentication.k8s.io".into(),
                 kind: "TokenRequest".into(),
                 name: name.into(),
-                causes: vec![Cause::invalid(
+                causes: vec![Cause::invalid_number(
                     "spec.expirationSeconds",
-                    &requested.to_string(),
+                    requested,
                     "may not specify a duration less than 10 minutes",
                 )],
             });

@@ -452,3 +452,80 @@ async fn a_terminating_namespace_refuses_new_content_with_403() {
     })
     .await;
 }
+
+/// Custom resources are deleted like every other kind (a `Status`), objects written at another
+/// version are pruned against the storage version's schema, and deleting a CRD goes through
+/// `Terminating`: each instance is deleted (watchers see DELETED), creates are refused, then the
+/// definition goes.
+#[tokio::test]
+async fn custom_resource_deletion_and_crd_cleanup() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let schema = |fields: serde_json::Value| json!({"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": fields}}}});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": schema(json!({"size": {"type": "integer"}}))},
+                {"name": "v2", "served": true, "storage": false,
+                 "schema": schema(json!({"size": {"type": "integer"}, "color": {"type": "string"}}))}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let api_at = |version: &str| -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("example.com", version, "Gadget");
+        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, "gadgets"))
+    };
+    let (v1, v2) = (api_at("v1"), api_at("v2"));
+    let gadget = |name: &str| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "example.com/v2", "kind": "Gadget", "metadata": {"name": name},
+            "spec": {"size": 3, "color": "red"}}))
+        .unwrap()
+    };
+    await_condition(Duration::from_secs(5), "the gadget type", || {
+        let v2 = v2.clone();
+        async move { v2.list(&ListParams::default()).await.ok() }
+    })
+    .await;
+    // Written at v2, stored at v1: the field v1 does not know is gone.
+    let written = v2.create(&PostParams::default(), &gadget("a")).await.unwrap();
+    assert_eq!(written.data["spec"], json!({"size": 3}));
+    v2.create(&PostParams::default(), &gadget("b")).await.unwrap();
+    v2.create(&PostParams::default(), &gadget("c")).await.unwrap();
+
+    // A custom resource's delete answers a Status, as every kind without a finalizer does.
+    let deleted = v1.delete("c", &DeleteParams::default()).await.unwrap();
+    let status = deleted.right().expect("a Status, not the object");
+    assert_eq!(status.status, Some(kube::core::response::StatusSummary::Success));
+
+    // The CRD: instances go first (a watcher sees each), then the definition.
+    let mut events = watcher(v1.clone(), watcher::Config::default()).boxed();
+    while !matches!(events.try_next().await.unwrap(), Some(watcher::Event::InitDone)) {}
+    let holder = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    v1.patch("a", &PatchParams::default(), &Patch::Merge(holder)).await.unwrap();
+    crds.delete("gadgets.example.com", &DeleteParams::default()).await.unwrap();
+    let terminating = crds.get("gadgets.example.com").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.finalizers.unwrap(), ["customresourcecleanup.apiextensions.k8s.io"]);
+    let refused = v1.create(&PostParams::default(), &gadget("d")).await.unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 405 && s.message == "create not allowed while custom resource definition is terminating"),
+        "{refused:?}"
+    );
+    let mut gone = Vec::new();
+    while gone.is_empty() {
+        if let Some(watcher::Event::Delete(object)) = events.try_next().await.unwrap() {
+            gone.push(object.metadata.name.unwrap());
+        }
+    }
+    assert_eq!(gone, ["b"], "b goes; a waits for its finalizer");
+    assert!(crds.get("gadgets.example.com").await.is_ok(), "the definition waits for its objects");
+    v1.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    await_condition(Duration::from_secs(10), "the CRD gone", || {
+        let crds = crds.clone();
+        async move { crds.get_opt("gadgets.example.com").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+}

@@ -69,14 +69,18 @@ impl Config {
     /// Parses, defaults and validates an already decoded document.
     pub fn from_value(value: serde_json::Value) -> Result<Config, Problems> {
         let value = if value.is_null() { serde_json::json!({}) } else { value };
-        let problems = schema_check::check(&SCHEMA, &value);
-        if !problems.is_empty() {
-            return Err(Problems(problems));
+        // Every problem of the file in one run: the semantic rules also check what the schema
+        // pass found nothing wrong with (the values it refused are left out, so they take their
+        // defaults and raise nothing twice).
+        let (mut problems, checked) = schema_check::check(&SCHEMA, &value);
+        match serde_json::from_value::<Config>(checked) {
+            Ok(config) => {
+                problems.extend(rules::check(&config));
+                if problems.is_empty() { Ok(config) } else { Err(Problems(problems)) }
+            }
+            Err(error) if problems.is_empty() => Err(Problems(vec![Problem::new("", error.to_string())])),
+            Err(_) => Err(Problems(problems)),
         }
-        let config: Config =
-            serde_json::from_value(value).map_err(|e| Problems(vec![Problem::new("", e.to_string())]))?;
-        let problems = rules::check(&config);
-        if problems.is_empty() { Ok(config) } else { Err(Problems(problems)) }
     }
 
     /// The fully defaulted configuration as YAML.

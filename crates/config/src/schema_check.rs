@@ -56,11 +56,48 @@ const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ("sync.fromHost", "volumeSnapshotClasses", "volume snapshot classes are not synced yet"),
 ];
 
-/// Checks `value` against `schema`, returning every problem.
-pub(crate) fn check(schema: &Value, value: &Value) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    walk(schema, schema, value, &mut Vec::new(), &mut problems);
-    problems
+/// Checks `value` against `schema`, returning every problem and the document without the values
+/// the problems are about (so the later passes can still check everything else).
+pub(crate) fn check(schema: &Value, value: &Value) -> (Vec<Problem>, Value) {
+    let mut found = Vec::new();
+    walk(schema, schema, value, &mut Vec::new(), &mut found);
+    let mut pruned = value.clone();
+    for (path, _) in &found {
+        remove(&mut pruned, path);
+    }
+    (found.into_iter().map(|(_, problem)| problem).collect(), pruned)
+}
+
+/// Removes the value at `path` (keys and `[i]` indexes); list items are set to null rather than
+/// removed so the other indexes still name the same items.
+fn remove(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        *value = Value::Object(Default::default());
+        return;
+    };
+    let mut here = value;
+    for segment in parents {
+        let next = match segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            Some(index) => index.parse::<usize>().ok().and_then(|i| here.get_mut(i)),
+            None => here.get_mut(segment.as_str()),
+        };
+        match next {
+            Some(next) => here = next,
+            None => return,
+        }
+    }
+    match last.strip_prefix('[').and_then(|s| s.strip_suffix(']')).and_then(|i| i.parse::<usize>().ok()) {
+        Some(index) => {
+            if let Some(item) = here.get_mut(index) {
+                *item = Value::Null;
+            }
+        }
+        None => {
+            if let Some(map) = here.as_object_mut() {
+                map.remove(last.as_str());
+            }
+        }
+    }
 }
 
 /// Formats a path of keys and indexes as `a.b[2]["x.y"]`.
@@ -127,7 +164,9 @@ fn shown(value: &Value) -> String {
     }
 }
 
-fn walk(root: &Value, schema: &Value, value: &Value, path: &mut Vec<String>, problems: &mut Vec<Problem>) {
+type Found = Vec<(Vec<String>, Problem)>;
+
+fn walk(root: &Value, schema: &Value, value: &Value, path: &mut Vec<String>, problems: &mut Found) {
     let schema = resolve(root, schema);
     if let Some(alternatives) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
         let fits = alternatives.iter().any(|alternative| {
@@ -137,9 +176,9 @@ fn walk(root: &Value, schema: &Value, value: &Value, path: &mut Vec<String>, pro
         });
         if !fits {
             let allowed = describe_alternatives(root, alternatives);
-            problems.push(Problem::new(
-                format_path(path),
-                format!("{} is not allowed here (expected {allowed})", shown(value)),
+            problems.push((
+                path.clone(),
+                Problem::new(format_path(path), format!("{} is not allowed here (expected {allowed})", shown(value))),
             ));
         }
         return;
@@ -147,8 +186,8 @@ fn walk(root: &Value, schema: &Value, value: &Value, path: &mut Vec<String>, pro
     if let Some(options) = schema.get("enum").and_then(Value::as_array) {
         if !options.contains(value) {
             let list: Vec<String> = options.iter().map(shown).collect();
-            problems
-                .push(Problem::new(format_path(path), format!("{} is not one of {}", shown(value), list.join(", "))));
+            let message = format!("{} is not one of {}", shown(value), list.join(", "));
+            problems.push((path.clone(), Problem::new(format_path(path), message)));
         }
         return;
     }
@@ -159,20 +198,16 @@ fn walk(root: &Value, schema: &Value, value: &Value, path: &mut Vec<String>, pro
     };
     if !types.is_empty() && !types.iter().any(|t| matches_type(t, value)) {
         let expected: Vec<String> = types.iter().filter(|t| **t != "null").map(|t| article(t)).collect();
-        problems.push(Problem::new(
-            format_path(path),
-            format!("expected {}, got {} ({})", expected.join(" or "), type_name(value), shown(value)),
-        ));
+        let message = format!("expected {}, got {} ({})", expected.join(" or "), type_name(value), shown(value));
+        problems.push((path.clone(), Problem::new(format_path(path), message)));
         return;
     }
     if let Some(n) = value.as_i64() {
         let min = schema.get("minimum").and_then(Value::as_i64);
         let max = schema.get("maximum").and_then(Value::as_i64);
         if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
-            problems.push(Problem::new(
-                format_path(path),
-                format!("{n} is out of range ({} to {})", min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX)),
-            ));
+            let message = format!("{n} is out of range ({} to {})", min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX));
+            problems.push((path.clone(), Problem::new(format_path(path), message)));
         }
     }
     match value {
@@ -186,7 +221,7 @@ fn walk(root: &Value, schema: &Value, value: &Value, path: &mut Vec<String>, pro
                     None => match additional {
                         Some(Value::Bool(false)) | None if properties.is_some() => {
                             let parent = format_path(&path[..path.len() - 1]);
-                            problems.push(unknown_key(&parent, key, properties, path));
+                            problems.push((path.clone(), unknown_key(&parent, key, properties, path)));
                         }
                         Some(child_schema @ Value::Object(_)) => walk(root, child_schema, child, path, problems),
                         _ => {}

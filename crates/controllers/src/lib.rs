@@ -1,15 +1,16 @@
 //! Controllers that run inside a virtual cluster (the stock kube-controller-manager's job in the
-//! reference): deployments, replica sets, and garbage collection of their dependents. They talk to
+//! reference): deployments, replica sets, and the garbage collector ([`garbage`]). They talk to
 //! the API only through `kube::Client`; decisions live in [`workloads`].
 
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod endpoints;
+pub mod garbage;
 pub mod jobs;
 pub mod statefulsets;
 pub mod workloads;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -41,7 +42,6 @@ enum Work {
     DaemonSet(String, String),
     AllDaemonSets,
     Namespace(String),
-    Collect,
 }
 
 fn now() -> String {
@@ -696,146 +696,6 @@ impl Controllers {
         }
         Ok(())
     }
-
-    /// Deletes dependents (replica sets, jobs, pods) whose controller is gone; honours the
-    /// `orphan` and `foregroundDeletion` finalizers of deployments and replica sets. Reads typed
-    /// owner references only, so a pass over thousands of pods serializes none of them.
-    async fn collect(&self) -> Result<(), kube::Error> {
-        fn uids<K: Resource + Clone>(store: &Store<K>) -> impl Iterator<Item = String> + use<K>
-        where
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            store.state().into_iter().filter_map(|o| o.meta().uid.clone())
-        }
-        let owners: HashSet<String> = uids(&self.deployments)
-            .chain(uids(&self.replica_sets))
-            .chain(uids(&self.jobs))
-            .chain(uids(&self.stateful_sets))
-            .chain(uids(&self.daemon_sets))
-            .chain(uids(&self.cron_jobs))
-            .chain(uids(&self.replication_controllers))
-            .collect();
-        let orphaned = |meta_owner: Option<(&str, &str)>, kinds: &[&str]| {
-            meta_owner.is_some_and(|(uid, kind)| kinds.contains(&kind) && !owners.contains(uid))
-        };
-        for rs in self.replica_sets.state() {
-            if orphaned(controller_of(rs.as_ref()), &["Deployment"]) && rs.metadata.deletion_timestamp.is_none() {
-                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
-                ignore_not_found(api.delete(&rs.name_any(), &DeleteParams::background()).await)?;
-            }
-        }
-        for job in self.jobs.state() {
-            if orphaned(controller_of(job.as_ref()), &["CronJob"]) && job.metadata.deletion_timestamp.is_none() {
-                let api: Api<Job> = Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
-                ignore_not_found(api.delete(&job.name_any(), &DeleteParams::background()).await)?;
-            }
-        }
-        const POD_OWNERS: &[&str] = &["ReplicaSet", "Job", "StatefulSet", "DaemonSet", "ReplicationController"];
-        for pod in self.pods.state() {
-            if orphaned(controller_of(pod.as_ref()), POD_OWNERS) && pod.metadata.deletion_timestamp.is_none() {
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-                ignore_not_found(api.delete(&pod.name_any(), &DeleteParams::background()).await)?;
-            }
-        }
-        let finalizing = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_some_and(|f| !f.is_empty())
-        };
-        for deployment in self.deployments.state().into_iter().filter(|d| finalizing(&d.metadata)) {
-            let namespace = deployment.namespace();
-            let sets: Vec<Value> = self
-                .replica_sets
-                .state()
-                .iter()
-                .filter(|r| r.namespace() == namespace)
-                .map(|r| value(r.as_ref()))
-                .collect();
-            self.finalize(deployment.as_ref(), &sets, "apps/v1", "deployments").await?;
-        }
-        for rs in self.replica_sets.state().into_iter().filter(|r| finalizing(&r.metadata)) {
-            let pods = self.owned_pods(&rs.namespace().unwrap_or_default(), &rs.uid().unwrap_or_default());
-            self.finalize(rs.as_ref(), &pods, "apps/v1", "replicasets").await?;
-        }
-        Ok(())
-    }
-
-    async fn finalize<K: Resource + serde::Serialize>(
-        &self,
-        owner: &K,
-        dependents: &[Value],
-        _api_version: &str,
-        plural: &str,
-    ) -> Result<(), kube::Error> {
-        let meta = owner.meta();
-        if meta.deletion_timestamp.is_none() {
-            return Ok(());
-        }
-        let finalizers = meta.finalizers.clone().unwrap_or_default();
-        let uid = meta.uid.clone().unwrap_or_default();
-        let namespace = meta.namespace.clone().unwrap_or_default();
-        let name = meta.name.clone().unwrap_or_default();
-        let mine: Vec<&Value> = dependents.iter().filter(|d| workloads::controlled_by(d, &uid)).collect();
-        let dependent_api = |kind: &str| -> Api<kube::core::DynamicObject> {
-            let resource = if kind == "Pod" {
-                kube::discovery::ApiResource::erase::<Pod>(&())
-            } else {
-                kube::discovery::ApiResource::erase::<ReplicaSet>(&())
-            };
-            Api::namespaced_with(self.client.clone(), &namespace, &resource)
-        };
-        let dependent_kind = if plural == "deployments" { "ReplicaSet" } else { "Pod" };
-        let remove = |finalizer: &str| -> Value {
-            let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-            json!({"metadata": {"finalizers": rest}})
-        };
-        let owner_api: Api<kube::core::DynamicObject> = {
-            let resource = if plural == "deployments" {
-                kube::discovery::ApiResource::erase::<Deployment>(&())
-            } else {
-                kube::discovery::ApiResource::erase::<ReplicaSet>(&())
-            };
-            Api::namespaced_with(self.client.clone(), &namespace, &resource)
-        };
-        if finalizers.iter().any(|f| f == "orphan") {
-            for dependent in &mine {
-                let dependent_name = dependent.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                let remaining: Vec<&Value> = dependent
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter(|o| o.get("uid").and_then(Value::as_str) != Some(uid.as_str()))
-                    .collect();
-                let patch = json!({"metadata": {"ownerReferences": remaining}});
-                ignore_not_found(
-                    dependent_api(dependent_kind)
-                        .patch(dependent_name, &PatchParams::apply(MANAGER), &Patch::Merge(patch))
-                        .await,
-                )?;
-            }
-            ignore_not_found(
-                owner_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(remove("orphan"))).await,
-            )?;
-        } else if finalizers.iter().any(|f| f == "foregroundDeletion") {
-            if mine.is_empty() {
-                ignore_not_found(
-                    owner_api
-                        .patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(remove("foregroundDeletion")))
-                        .await,
-                )?;
-            } else {
-                for dependent in &mine {
-                    if dependent.pointer("/metadata/deletionTimestamp").is_none() {
-                        let dependent_name =
-                            dependent.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                        ignore_not_found(
-                            dependent_api(dependent_kind).delete(dependent_name, &DeleteParams::foreground()).await,
-                        )?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 fn bump_for_deployment(revision: i64) -> Value {
@@ -866,7 +726,6 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     let q = queue.clone();
     let (deployments, t1) = reflect(Api::<Deployment>::all(client.clone()), move |d: &Deployment| {
         let _ = q.send(Work::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (replica_sets, t2) = reflect(Api::<ReplicaSet>::all(client.clone()), move |rs: &ReplicaSet| {
@@ -875,7 +734,6 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         if let Some(owner) = rs.owner_references().iter().find(|o| o.kind == "Deployment") {
             let _ = q.send(Work::Deployment(namespace, owner.name.clone()));
         }
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (jobs, t4) = reflect(Api::<Job>::all(client.clone()), move |job: &Job| {
@@ -884,18 +742,15 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         if let Some(owner) = job.owner_references().iter().find(|o| o.kind == "CronJob") {
             let _ = q.send(Work::CronJob(namespace, owner.name.clone()));
         }
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (cron_jobs, t11) = reflect(Api::<CronJob>::all(client.clone()), move |cron_job: &CronJob| {
         let _ = q.send(Work::CronJob(cron_job.namespace().unwrap_or_default(), cron_job.name_any()));
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (replication_controllers, t12) =
         reflect(Api::<ReplicationController>::all(client.clone()), move |rc: &ReplicationController| {
             let _ = q.send(Work::ReplicationController(rc.namespace().unwrap_or_default(), rc.name_any()));
-            let _ = q.send(Work::Collect);
         });
     let q = queue.clone();
     let (pods, t3) = reflect_pods(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
@@ -920,24 +775,22 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 _ => {}
             }
         }
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (stateful_sets, t8) = reflect(Api::<StatefulSet>::all(client.clone()), move |set: &StatefulSet| {
         let _ = q.send(Work::StatefulSet(set.namespace().unwrap_or_default(), set.name_any()));
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (daemon_sets, t9) = reflect(Api::<DaemonSet>::all(client.clone()), move |set: &DaemonSet| {
         let _ = q.send(Work::DaemonSet(set.namespace().unwrap_or_default(), set.name_any()));
-        let _ = q.send(Work::Collect);
     });
     let q = queue.clone();
     let (nodes, t10) = reflect(Api::<Node>::all(client.clone()), move |_: &Node| {
         let _ = q.send(Work::AllDaemonSets);
     });
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints]);
+    let collector = tokio::spawn(garbage::run(client.clone()));
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints, collector]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
@@ -986,7 +839,6 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                     }
                     Ok(())
                 }
-                Work::Collect => controllers.collect().await,
             };
             if let Err(error) = result {
                 tracing::debug!(?item, %error, "controller work failed; retrying");

@@ -145,3 +145,98 @@ async fn cron_jobs_replication_controllers_and_namespace_defaults() {
     })
     .await;
 }
+
+/// Garbage collection for every owner reference, as upstream's collector: a config map owned by
+/// a custom resource, a secret owned by a config map; background, foreground (the owner waits
+/// for dependents that block its deletion) and orphan propagation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_kind_owns_any_kind() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{DynamicObject, GroupVersionKind};
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = json!({"metadata": {"name": "owners.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "owners", "singular": "owner", "kind": "Owner"},
+        "versions": [{"name": "v1", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    crds.create(&PostParams::default(), &object(crd)).await.unwrap();
+    let resource = kube::discovery::ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Owner"),
+        "owners",
+    );
+    let owners: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let gone = |result: Result<ConfigMap, kube::Error>| matches!(result, Err(kube::Error::Api(s)) if s.code == 404);
+    let reference = |api_version: &str, kind: &str, name: &str, uid: &str, block: bool| json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "blockOwnerDeletion": block});
+    let owner_object = |name: &str| -> DynamicObject {
+        object(json!({"apiVersion": "example.com/v1", "kind": "Owner", "metadata": {"name": name}}))
+    };
+    let owner = eventually("the custom resource type", || {
+        let owners = owners.clone();
+        let owner = owner_object("boss");
+        async move { owners.create(&PostParams::default(), &owner).await.ok() }
+    })
+    .await;
+    let owner_uid = owner.metadata.uid.clone().unwrap();
+
+    // Background: the custom resource goes, then its config map, then the config map's secret.
+    let map = json!({"metadata": {"name": "owned", "ownerReferences": [reference("example.com/v1", "Owner", "boss", &owner_uid, false)]}});
+    let map = maps.create(&PostParams::default(), &object(map)).await.unwrap();
+    let secret = json!({"metadata": {"name": "owned-secret", "ownerReferences": [reference("v1", "ConfigMap", "owned", &map.metadata.uid.clone().unwrap(), false)]}});
+    secrets.create(&PostParams::default(), &object(secret)).await.unwrap();
+    // A dependent whose owner exists is left alone.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(maps.get("owned").await.is_ok() && secrets.get("owned-secret").await.is_ok());
+    owners.delete("boss", &DeleteParams::background()).await.unwrap();
+    eventually("the config map and its secret collected", || {
+        let (maps, secrets) = (maps.clone(), secrets.clone());
+        async move {
+            let secret_gone = matches!(secrets.get("owned-secret").await, Err(kube::Error::Api(s)) if s.code == 404);
+            (gone(maps.get("owned").await) && secret_gone).then_some(())
+        }
+    })
+    .await;
+
+    // Foreground: the owner stays (Terminating) until its blocking dependent is gone.
+    let owner = owners.create(&PostParams::default(), &owner_object("fg")).await.unwrap();
+    let uid = owner.metadata.uid.clone().unwrap();
+    let map = json!({"metadata": {"name": "blocker", "finalizers": ["example.com/hold"],
+        "ownerReferences": [reference("example.com/v1", "Owner", "fg", &uid, true)]}});
+    maps.create(&PostParams::default(), &object(map)).await.unwrap();
+    owners.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    eventually("the blocking dependent being deleted", || {
+        let maps = maps.clone();
+        async move { maps.get("blocker").await.ok()?.metadata.deletion_timestamp.map(|_| ()) }
+    })
+    .await;
+    let waiting = owners.get("fg").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert_eq!(waiting.metadata.finalizers.unwrap_or_default(), ["foregroundDeletion"]);
+    maps.patch("blocker", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+    eventually("the owner gone after its dependent", || {
+        let owners = owners.clone();
+        async move { matches!(owners.get("fg").await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
+    })
+    .await;
+
+    // Orphan: the dependent stays without its reference.
+    let owner = owners.create(&PostParams::default(), &owner_object("or")).await.unwrap();
+    let uid = owner.metadata.uid.clone().unwrap();
+    let map = json!({"metadata": {"name": "orphan", "ownerReferences": [reference("example.com/v1", "Owner", "or", &uid, true)]}});
+    maps.create(&PostParams::default(), &object(map)).await.unwrap();
+    owners.delete("or", &DeleteParams::orphan()).await.unwrap();
+    eventually("the owner gone, its dependent orphaned", || {
+        let (owners, maps) = (owners.clone(), maps.clone());
+        async move {
+            let owner_gone = matches!(owners.get("or").await, Err(kube::Error::Api(s)) if s.code == 404);
+            let map = maps.get("orphan").await.ok()?;
+            (owner_gone && map.metadata.owner_references.unwrap_or_default().is_empty()).then_some(())
+        }
+    })
+    .await;
+}

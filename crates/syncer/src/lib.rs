@@ -51,7 +51,7 @@ use vkube_translate::pods::PodSettings;
 pub use custom::CustomResourceSync;
 pub use extra::OptionalKinds;
 pub use metrics::Metrics;
-pub use services::{allocate_on_host, release_on_host};
+pub use services::{HostAllocation, allocate_on_host, release_on_host};
 
 use mappings::{Mappings, NameMapping, ObjectName};
 use refs::{DataKind, NodeIndex, RefIndex};

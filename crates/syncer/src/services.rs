@@ -17,24 +17,37 @@ use crate::{BLOCK_DELETION, MANAGER, Syncer, Work, cached, has_controller, ignor
 /// How long a host service with [`BLOCK_DELETION`] waits for its virtual service.
 const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
 
+/// What [`allocate_on_host`] did: the virtual service with the host's addresses, and the UID of
+/// the host service when this very call created it (the only host service a failed virtual create
+/// may take back).
+#[derive(Debug, Clone)]
+pub struct HostAllocation {
+    /// The virtual service with `spec.clusterIP(s)` and node ports taken from the host copy.
+    pub service: Value,
+    /// The host service's UID when this call created it; `None` when an existing one was reused.
+    pub created_uid: Option<String>,
+}
+
 /// Creates the host service for a virtual service that is being created and returns the virtual
 /// service with the host's addresses (what the reference's API interceptor does). An existing host
-/// service of the same virtual object is reused, so retries and restarts allocate nothing twice.
+/// service of the same name is reused (and then never released), so retries and restarts allocate
+/// nothing twice and a failed create never removes a service someone else made.
 pub async fn allocate_on_host(
     host: &Client,
     context: &Context,
     service: Value,
     patches: &crate::patches::Patches,
-) -> Result<Value, kube::Error> {
+) -> Result<HostAllocation, kube::Error> {
     let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     if namespace == "default" && name == "kubernetes" {
         // Not copied: it stands for the virtual cluster's own host service and takes its address.
         let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
-        return match api.get_opt(&context.name).await? {
-            Some(own) => Ok(with_host_addresses(&service, &to_value(&own))),
-            None => Ok(service),
+        let service = match api.get_opt(&context.name).await? {
+            Some(own) => with_host_addresses(&service, &to_value(&own)),
+            None => service,
         };
+        return Ok(HostAllocation { service, created_uid: None });
     }
     let mut desired = host_service(context, &service);
     patches.to_host(context, namespace, &mut desired).map_err(crate::patch_error)?;
@@ -43,24 +56,33 @@ pub async fn allocate_on_host(
     desired["metadata"]["annotations"][BLOCK_DELETION] = json!("true");
     let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
     let object: Service = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
-    let created =
+    let (host_service, created_uid) =
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
-            Ok(created) => created,
+            Ok(created) => {
+                let uid = created.uid();
+                (created, uid)
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let name = desired["metadata"]["name"].as_str().unwrap_or_default();
-                api.get(name).await?
+                (api.get(name).await?, None)
             }
             Err(error) => return Err(error),
         };
-    Ok(with_host_addresses(&service, &to_value(&created)))
+    Ok(HostAllocation { service: with_host_addresses(&service, &to_value(&host_service)), created_uid })
 }
 
-/// Deletes the host service made by [`allocate_on_host`] when the virtual create failed.
-pub async fn release_on_host(host: &Client, context: &Context, service: &Value) {
+/// Deletes the host service that [`allocate_on_host`] created (`created_uid`) when the virtual
+/// create failed. The UID precondition makes sure nothing else is deleted: not a host service that
+/// was reused, nor one re-created under the same name in the meantime.
+pub async fn release_on_host(host: &Client, context: &Context, service: &Value, created_uid: &str) {
     let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = service.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let api: Api<Service> = Api::namespaced(host.clone(), &context.host_namespace);
-    let _ = api.delete(&host_name(context, name, namespace), &DeleteParams::default()).await;
+    let only_ours = DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: Some(created_uid.to_string()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    let _ = api.delete(&host_name(context, name, namespace), &only_ours).await;
 }
 
 fn age(timestamp: &k8s_openapi::jiff::Timestamp) -> Duration {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use vkube_apiserver::http::PodLogs;
@@ -27,8 +28,20 @@ pub struct Args {
     pub nodes: u32,
 }
 
-/// The log of a simulated container: what the simulated kubelet did with it.
-pub struct SimulatedLogs;
+/// The log of a simulated container: what the simulated kubelet did with it. With `follow` the
+/// stream goes on (a line a second) while the pod runs and ends when it stops or goes away.
+#[derive(Default)]
+pub struct SimulatedLogs {
+    /// The host's own API (set once the server is up); pods are read through it.
+    pub client: std::sync::OnceLock<kube::Client>,
+}
+
+/// How often a followed simulated container writes a line.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn is_running(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
 
 impl PodLogs for SimulatedLogs {
     fn logs(
@@ -37,18 +50,39 @@ impl PodLogs for SimulatedLogs {
         name: &str,
         query: &str,
     ) -> BoxFuture<'static, ApiResult<BoxStream<'static, Result<Bytes, std::io::Error>>>> {
-        let container = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("container="))
-            .map(String::from)
-            .unwrap_or_else(|| "main".into());
+        let value = |key: &str| {
+            query.split('&').find_map(|pair| pair.strip_prefix(key).and_then(|v| v.strip_prefix('='))).map(String::from)
+        };
+        let container = value("container").unwrap_or_else(|| "main".into());
+        let follow = value("follow").is_some_and(|v| matches!(v.as_str(), "true" | "1" | "True"));
+        let now = || jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let lines = format!(
             "{now} simulated container {container} of pod {namespace}/{name} started on a vkube simulated node\n{now} simulated container {container} is running\n",
-            now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            now = now(),
         );
+        let client = self.client.get().cloned();
+        let (namespace, name) = (namespace.to_string(), name.to_string());
         Box::pin(async move {
-            let stream: BoxStream<'static, Result<Bytes, std::io::Error>> =
-                Box::pin(futures::stream::once(async move { Ok(Bytes::from(lines)) }));
+            let first = futures::stream::once(async move { Ok(Bytes::from(lines)) });
+            let Some(client) = client.filter(|_| follow) else {
+                let stream: BoxStream<'static, Result<Bytes, std::io::Error>> = Box::pin(first);
+                return Ok(stream);
+            };
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, &namespace);
+            let ticks = futures::stream::unfold(1u64, move |tick| {
+                let (pods, name, container) = (pods.clone(), name.clone(), container.clone());
+                async move {
+                    tokio::time::sleep(FOLLOW_INTERVAL).await;
+                    match pods.get_opt(&name).await {
+                        Ok(Some(pod)) if is_running(&pod) => {
+                            let line = format!("{} simulated container {container} is running ({tick})\n", now());
+                            Some((Ok(Bytes::from(line)), tick + 1))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let stream: BoxStream<'static, Result<Bytes, std::io::Error>> = Box::pin(first.chain(ticks));
             Ok(stream)
         })
     }
@@ -59,13 +93,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(&args.dir);
     config.listen = args.listen;
     config.cluster_name = "vkube-host".into();
-    let server = vkube_apiserver::start(config, Some(Arc::new(SimulatedLogs)))
+    let logs = Arc::new(SimulatedLogs::default());
+    let server = vkube_apiserver::start(config, Some(logs.clone()))
         .await
         .with_context(|| format!("starting the host API server in {}", args.dir.display()))?;
     let kubeconfig = server.admin_kubeconfig("vkube-host").context("the host API server has no certificates")?;
     let path = args.dir.join("host.kubeconfig");
     write_private(&path, &kubeconfig).with_context(|| format!("writing {}", path.display()))?;
     let client = super::client_from_kubeconfig(&kubeconfig).await?;
+    let _ = logs.client.set(client.clone());
     let simulator = SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() };
     let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
     say!("kubeconfig: {}", path.display());

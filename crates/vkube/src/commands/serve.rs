@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use vkube_apiserver::http::PodLogs;
 use vkube_apiserver::pki::write_private;
+use vkube_apiserver::registry::AllocatedService;
 use vkube_apiserver::{ApiError, ApiResult, RunningServer, ServerConfig};
 use vkube_config::Config;
 use vkube_syncer::SyncerConfig;
@@ -150,22 +151,27 @@ struct HostServices {
 }
 
 impl vkube_apiserver::registry::ServiceAddresses for HostServices {
-    fn allocate(&self, service: serde_json::Value) -> BoxFuture<'static, ApiResult<serde_json::Value>> {
+    fn allocate(&self, service: serde_json::Value) -> BoxFuture<'static, ApiResult<AllocatedService>> {
         let (host, context, patches) = (self.host.clone(), self.context.clone(), self.patches.clone());
         Box::pin(async move {
-            vkube_syncer::allocate_on_host(&host, &context, service, &patches).await.map_err(|error| match error {
-                kube::Error::Api(status) if status.code == 422 => ApiError::InvalidOptions {
+            match vkube_syncer::allocate_on_host(&host, &context, service, &patches).await {
+                Ok(allocation) => Ok(AllocatedService { service: allocation.service, release: allocation.created_uid }),
+                Err(kube::Error::Api(status)) if status.code == 422 => Err(ApiError::InvalidOptions {
                     message: format!("the host refused the service: {}", status.message),
                     causes: Vec::new(),
-                },
-                other => ApiError::Unavailable(format!("could not create the service on the host: {other}")),
-            })
+                }),
+                Err(other) => Err(ApiError::Unavailable(format!("could not create the service on the host: {other}"))),
+            }
         })
     }
 
-    fn release(&self, service: serde_json::Value) -> BoxFuture<'static, ()> {
+    fn release(&self, allocated: AllocatedService) -> BoxFuture<'static, ()> {
         let (host, context) = (self.host.clone(), self.context.clone());
-        Box::pin(async move { vkube_syncer::release_on_host(&host, &context, &service).await })
+        Box::pin(async move {
+            if let Some(uid) = &allocated.release {
+                vkube_syncer::release_on_host(&host, &context, &allocated.service, uid).await
+            }
+        })
     }
 }
 

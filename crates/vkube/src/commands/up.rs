@@ -46,7 +46,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut host_config = ServerConfig::new(&host_dir);
     host_config.listen = args.host_listen;
     host_config.cluster_name = "vkube-host".into();
-    let host_server = vkube_apiserver::start(host_config, Some(Arc::new(super::host::SimulatedLogs)))
+    let logs = Arc::new(super::host::SimulatedLogs::default());
+    let host_server = vkube_apiserver::start(host_config, Some(logs.clone()))
         .await
         .with_context(|| format!("starting the host API server in {}", host_dir.display()))?;
     let host_kubeconfig =
@@ -54,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let host_path = host_dir.join("host.kubeconfig");
     write_private(&host_path, &host_kubeconfig).with_context(|| format!("writing {}", host_path.display()))?;
     let host = super::client_from_kubeconfig(&host_kubeconfig).await?;
+    let _ = logs.client.set(host.clone());
     let simulation = tokio::spawn(vkube_simulator::run(
         host.clone(),
         SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() },

@@ -150,6 +150,15 @@ impl Kubectl {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs with `input` on stdin and returns the output whatever the exit code.
+    pub fn output_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child =
+            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let output = self.output(args);
