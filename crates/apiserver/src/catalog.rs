@@ -153,6 +153,8 @@ const SCALE: u8 = 2;
 const GENERATION: u8 = 4;
 const CLUSTER: u8 = 8;
 const REVIEW: u8 = 16;
+/// Served from what the server knows, never written (`get`, `list` only).
+const READ_ONLY: u8 = 32;
 
 struct Line {
     group: &'static str,
@@ -195,6 +197,7 @@ const BUILTIN: &[Line] = &[
     line("", "v1", "replicationcontrollers", "ReplicationController", STATUS | SCALE | GENERATION, &["rc"], ALL),
     line("", "v1", "namespaces", "Namespace", STATUS | CLUSTER, &["ns"], &[]),
     line("", "v1", "podtemplates", "PodTemplate", 0, &[], &[]),
+    line("", "v1", "componentstatuses", "ComponentStatus", CLUSTER | READ_ONLY, &["cs"], &[]),
     line("apps", "v1", "deployments", "Deployment", STATUS | SCALE | GENERATION, &["deploy"], ALL),
     line("apps", "v1", "replicasets", "ReplicaSet", STATUS | SCALE | GENERATION, &["rs"], ALL),
     line("apps", "v1", "statefulsets", "StatefulSet", STATUS | SCALE | GENERATION, &["sts"], ALL),
@@ -216,6 +219,16 @@ const BUILTIN: &[Line] = &[
     line("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", 0, &[], &[]),
     line("events.k8s.io", "v1", "events", "Event", 0, &["ev"], &[]),
     line("coordination.k8s.io", "v1", "leases", "Lease", 0, &[], &[]),
+    line("apiregistration.k8s.io", "v1", "apiservices", "APIService", STATUS | CLUSTER, &[], &["api-extensions"]),
+    line(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        STATUS | CLUSTER,
+        &["csr"],
+        &[],
+    ),
     line("rbac.authorization.k8s.io", "v1", "roles", "Role", 0, &[], &[]),
     line("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", 0, &[], &[]),
     line("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", CLUSTER, &[], &[]),
@@ -240,6 +253,7 @@ const BUILTIN: &[Line] = &[
     ),
     line("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", REVIEW, &[], &[]),
     line("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
+    line("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", CLUSTER | REVIEW, &[], &[]),
     // kubectl 1.27 asks for the beta (then alpha) version of `auth whoami`.
     line("authentication.k8s.io", "v1beta1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
     line("authentication.k8s.io", "v1alpha1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
@@ -248,12 +262,22 @@ const BUILTIN: &[Line] = &[
 fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
     const GET: &[&str] = &["get"];
     const CREATE: &[&str] = &["create"];
+    const GET_UPDATE: &[&str] = &["get", "patch", "update"];
     match (group, plural) {
         ("", "pods") => vec![
             ExtraSubresource { name: "log", group: "", version: "", kind: "Pod", verbs: GET },
             ExtraSubresource { name: "binding", group: "", version: "", kind: "Binding", verbs: CREATE },
             ExtraSubresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: CREATE },
+            ExtraSubresource { name: "ephemeralcontainers", group: "", version: "", kind: "Pod", verbs: GET_UPDATE },
+            ExtraSubresource { name: "resize", group: "", version: "", kind: "Pod", verbs: GET_UPDATE },
         ],
+        ("certificates.k8s.io", "certificatesigningrequests") => vec![ExtraSubresource {
+            name: "approval",
+            group: "",
+            version: "",
+            kind: "CertificateSigningRequest",
+            verbs: GET_UPDATE,
+        }],
         ("", "namespaces") => {
             vec![ExtraSubresource { name: "finalize", group: "", version: "", kind: "Namespace", verbs: &["update"] }]
         }
@@ -265,6 +289,8 @@ fn builtin(line: &Line) -> ResourceType {
     let review = line.flags & REVIEW != 0;
     let verbs = if review {
         vec!["create"]
+    } else if line.flags & READ_ONLY != 0 {
+        vec!["get", "list"]
     } else if line.plural == "namespaces" {
         ALL_VERBS.iter().copied().filter(|v| *v != "deletecollection").collect()
     } else {

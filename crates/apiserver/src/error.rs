@@ -31,6 +31,15 @@ impl Cause {
         Cause { reason: "FieldValueRequired", field: field.into(), message: format!("Required value{detail}") }
     }
 
+    /// A `FieldValueDuplicate` cause.
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {}", quote(value)),
+        }
+    }
+
     /// A `FieldValueForbidden` cause.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub pod_logs: Option<Arc<dyn PodLogs>>,
     /// Signs and verifies service account tokens (None without TLS).
     pub token_signer: Option<crate::tokens::TokenSigner>,
+    /// The cluster CA, which signs approved client certificate requests (None without TLS).
+    pub pki: Option<crate::pki::Pki>,
     /// Extra `/metrics` text of whoever embeds the server.
     pub metrics: Option<crate::server::MetricsSource>,
     /// Extra `/readyz` checks of whoever embeds the server, by name.
@@ -374,10 +376,7 @@ async fn route(
     let identity = match identity {
         Some(identity) => Some(identity),
         None => match bearer(&parts.headers) {
-            Some(token) => match state.tokens.get(&token) {
-                Some(identity) => Some(identity.clone()),
-                None => service_account_identity(state, &token).await,
-            },
+            Some(token) => token_identity(state, &token).await,
             None => None,
         },
     };
@@ -476,6 +475,17 @@ async fn route(
         return Err(ApiError::no_route());
     }
     serve_resource(state, &rt, &target, &identity, &query, parts, body).await
+}
+
+/// Who a bearer token stands for: a static token, or a valid service account token.
+async fn token_identity(state: &AppState, token: &str) -> Option<Identity> {
+    if token.is_empty() {
+        return None;
+    }
+    match state.tokens.get(token) {
+        Some(identity) => Some(identity.clone()),
+        None => service_account_identity(state, token).await,
+    }
 }
 
 /// The service account a signed token names, if the token is valid and the account (and the
@@ -626,6 +636,9 @@ async fn serve_resource(
     let ns = target.namespace;
     let method = parts.method.clone();
     let verb_allowed = |verb: &str| rt.verbs.contains(&verb);
+    if rt.kind == "ComponentStatus" && rt.group.is_empty() && method == Method::GET && target.subresource.is_none() {
+        return component_statuses(rt, target.name, shape, include);
+    }
     match (target.name, target.subresource) {
         (None, None) => match method {
             Method::GET => {
@@ -651,7 +664,17 @@ async fn serve_resource(
                 let bytes = read_body(body, headers).await?;
                 let object = decode_body(&bytes, &content_type(headers))?;
                 if rt.review {
-                    return Ok(json_response(StatusCode::CREATED, &review(rt, object, identity)?));
+                    return Ok(json_response(StatusCode::CREATED, &review(state, rt, object, identity).await?));
+                }
+                let mut object = object;
+                if rt.kind == "CertificateSigningRequest" && object.get("spec").is_some_and(Value::is_object) {
+                    // Who asked, as the server records it (clients cannot choose).
+                    let mut groups = identity.groups.clone();
+                    if !groups.iter().any(|g| g == "system:authenticated") {
+                        groups.push("system:authenticated".into());
+                    }
+                    object["spec"]["username"] = json!(identity.user);
+                    object["spec"]["groups"] = json!(groups);
                 }
                 let options = query.write_options(headers)?;
                 let created = registry.create(rt, ns, object, &options).await?;
@@ -716,6 +739,32 @@ async fn serve_resource(
             Method::PATCH => patch_response(state, rt, ns, name, "status", query, headers, body, shape, include).await,
             _ => Err(ApiError::MethodNotAllowed),
         },
+        (Some(name), Some(sub @ ("ephemeralcontainers" | "resize" | "approval")))
+            if rt.extra.iter().any(|e| e.name == sub) =>
+        {
+            let written = match method {
+                Method::GET => {
+                    return Ok(object_response(StatusCode::OK, rt, &registry.get(rt, ns, name).await?, shape, include));
+                }
+                Method::PUT => {
+                    let bytes = read_body(body, headers).await?;
+                    let object = decode_body(&bytes, &content_type(headers))?;
+                    let options = query.write_options(headers)?;
+                    registry.update(rt, ns, name, object, sub, &options).await?
+                }
+                Method::PATCH => {
+                    let response =
+                        patch_response(state, rt, ns, name, sub, query, headers, body, shape, include).await?;
+                    if sub != "approval" {
+                        return Ok(response);
+                    }
+                    registry.get(rt, ns, name).await?
+                }
+                _ => return Err(ApiError::MethodNotAllowed),
+            };
+            let written = if sub == "approval" { sign_if_approved(state, rt, written).await? } else { written };
+            Ok(object_response(StatusCode::OK, rt, &written, shape, include))
+        }
         (Some(name), Some("scale")) if rt.scale.is_some() => scale(state, rt, ns, name, query, parts, body).await,
         (Some(name), Some("finalize")) if rt.kind == "Namespace" && method == Method::PUT => {
             let bytes = read_body(body, headers).await?;
@@ -1075,7 +1124,78 @@ async fn scale(
     Ok(json_response(StatusCode::OK, &to_scale(&stored)))
 }
 
-fn review(rt: &ResourceType, mut object: Value, identity: &Identity) -> ApiResult<Value> {
+/// The `kubernetes.io/kube-apiserver-client` signer (what kube-controller-manager's
+/// csrsigning controller does): an approved request for a client certificate gets one, signed by
+/// the cluster CA, at once.
+async fn sign_if_approved(state: &AppState, rt: &ResourceType, csr: Value) -> ApiResult<Value> {
+    use base64::Engine;
+    const SIGNERS: &[&str] = &["kubernetes.io/kube-apiserver-client", "kubernetes.io/legacy-unknown"];
+    let approved = csr.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Approved")
+            && c.get("status").and_then(Value::as_str) != Some("False")
+    });
+    let denied_or_failed = csr
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| matches!(c.get("type").and_then(Value::as_str), Some("Denied" | "Failed")));
+    let signer = csr.pointer("/spec/signerName").and_then(Value::as_str).unwrap_or_default();
+    let issued = csr.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
+    let Some(pki) = &state.pki else { return Ok(csr) };
+    if !approved || denied_or_failed || issued || !SIGNERS.contains(&signer) {
+        return Ok(csr);
+    }
+    let name = csr.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let request = csr.pointer("/spec/request").and_then(Value::as_str).unwrap_or_default();
+    let pem = base64::engine::general_purpose::STANDARD.decode(request).ok().and_then(|b| String::from_utf8(b).ok());
+    let seconds = csr.pointer("/spec/expirationSeconds").and_then(Value::as_u64).unwrap_or(365 * 24 * 3600).max(600);
+    let mut updated = csr.clone();
+    match pem.map(|pem| pki.sign_client_request(&pem, seconds)) {
+        Some(Ok(certificate)) => {
+            updated["status"]["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(certificate));
+        }
+        _ => {
+            let failed = json!({"type": "Failed", "status": "True", "reason": "SignerValidationFailure",
+                "message": "the request is not a valid PEM certificate signing request",
+                "lastUpdateTime": crate::registry::now(), "lastTransitionTime": crate::registry::now()});
+            let conditions =
+                crate::strategy::ensure_object(&mut updated, "status").entry("conditions").or_insert_with(|| json!([]));
+            if let Some(list) = conditions.as_array_mut() {
+                list.push(failed);
+            }
+        }
+    }
+    let options =
+        crate::registry::WriteOptions { field_manager: "certificate-controller".into(), ..Default::default() };
+    state.registry.update(rt, None, &name, updated, "status", &options).await
+}
+
+/// `componentstatuses`: the parts of this control plane, all healthy while it answers (the list
+/// upstream deprecated but still serves).
+fn component_statuses(
+    rt: &ResourceType,
+    name: Option<&str>,
+    shape: Shape,
+    include: &str,
+) -> ApiResult<Response<Body>> {
+    let item = |name: &str| {
+        json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
+            "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}]})
+    };
+    let names = ["controller-manager", "scheduler", "etcd-0"];
+    match name {
+        Some(name) if names.contains(&name) => Ok(object_response(StatusCode::OK, rt, &item(name), shape, include)),
+        Some(name) => Err(ApiError::not_found("", "componentstatuses", name)),
+        None => {
+            let list = json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {},
+                "items": names.iter().map(|n| item(n)).collect::<Vec<_>>()});
+            Ok(list_response(rt, list, shape, include))
+        }
+    }
+}
+
+async fn review(state: &AppState, rt: &ResourceType, mut object: Value, identity: &Identity) -> ApiResult<Value> {
     object["apiVersion"] = json!(rt.api_version());
     object["kind"] = json!(rt.kind);
     let mut groups = identity.groups.clone();
@@ -1095,6 +1215,21 @@ fn review(rt: &ResourceType, mut object: Value, identity: &Identity) -> ApiResul
         }
         "SelfSubjectReview" => {
             object["status"] = json!({"userInfo": {"username": identity.user, "groups": groups}});
+        }
+        "TokenReview" => {
+            let token = object.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default().to_string();
+            object["status"] = match token_identity(state, &token).await {
+                Some(user) => {
+                    let mut groups = user.groups.clone();
+                    if !groups.iter().any(|g| g == "system:authenticated") {
+                        groups.push("system:authenticated".into());
+                    }
+                    let audiences =
+                        object.pointer("/spec/audiences").cloned().unwrap_or(json!([crate::tokens::ISSUER]));
+                    json!({"authenticated": true, "user": {"username": user.user, "groups": groups}, "audiences": audiences})
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token", "user": {}}),
+            };
         }
         _ => return Err(ApiError::MethodNotAllowed),
     }

@@ -202,6 +202,21 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// Signs a PEM certificate signing request as a client certificate valid for `seconds`
+    /// (what the `kubernetes.io/kube-apiserver-client` signer issues); returns the PEM.
+    pub fn sign_client_request(&self, request_pem: &str, seconds: u64) -> Result<String, PkiError> {
+        let ca_signing_key = KeyPair::from_pem(&self.ca_key).map_err(|_| PkiError::BadPem("ca.key".into()))?;
+        let issuer = Issuer::new(ca_params()?, ca_signing_key);
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(request_pem)?;
+        let now = time::OffsetDateTime::now_utc();
+        request.params.not_before = now - time::Duration::minutes(5);
+        request.params.not_after = now + time::Duration::seconds(seconds as i64);
+        request.params.is_ca = IsCa::ExplicitNoCa;
+        request.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        request.params.subject_alt_names.clear();
+        Ok(request.signed_by(&issuer)?.pem())
+    }
+
     /// The rustls server configuration: our serving certificate, ALPN h2 and http/1.1, client
     /// certificates requested (verified against our CA) but optional so token clients connect.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, PkiError> {

@@ -154,6 +154,8 @@ enum Cleanup {
     Namespace(String),
     /// Delete a terminating CRD's objects, then the definition.
     Definition(String),
+    /// Bring the local `APIService` objects in line with the served group versions.
+    ApiServices,
 }
 
 /// Where Services get their cluster IPs and node ports when not from the server's own range: a
@@ -314,6 +316,7 @@ impl Registry {
                         let done = match &work {
                             Cleanup::Namespace(namespace) => registry.finalize_namespace(namespace).await,
                             Cleanup::Definition(name) => registry.finalize_definition(name).await,
+                            Cleanup::ApiServices => registry.register_local_api_services().await.map(|()| true),
                         };
                         match done {
                             Ok(true) => break,
@@ -1149,6 +1152,8 @@ impl Registry {
                 merged["metadata"]["managedFields"] = managed.clone();
             }
             new = merged;
+        } else if let Some(merged) = strategy::subresource_write(rt, subresource, &current, &new)? {
+            new = merged;
         } else if rt.has_status {
             match current.get("status") {
                 Some(status) => new["status"] = status.clone(),
@@ -1484,6 +1489,54 @@ impl Registry {
             types.extend(crate::crd::resource_types(&crd));
         }
         self.catalog.set_custom(types);
+        if let Some(sender) = &self.cleanup {
+            let _ = sender.send(Cleanup::ApiServices);
+        }
+        Ok(())
+    }
+
+    /// Keeps one `APIService` per served group/version, as kube-apiserver's aggregator lists
+    /// them (`v1.`, `v1.apps`, ...; Available, reason Local): built-in ones labelled
+    /// `automanaged: onstart`, those of CRD groups `automanaged: "true"` and removed with them.
+    async fn register_local_api_services(&self) -> ApiResult<()> {
+        const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
+        let snapshot = self.catalog.snapshot();
+        let Some(services) = snapshot.get("apiregistration.k8s.io", "v1", "apiservices") else { return Ok(()) };
+        let mut wanted = std::collections::BTreeMap::new();
+        for (i, group) in snapshot.group_order.iter().enumerate() {
+            let versions: Vec<String> = snapshot.versions(group);
+            let custom = snapshot.types.values().any(|t| &t.group == group && t.is_custom());
+            for (rank, version) in versions.iter().enumerate() {
+                let name = format!("{version}.{group}");
+                let (minimum, priority) = if custom { (1000, 100) } else { (18000 - 100 * i as i64, 15 - rank as i64) };
+                let object = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                    "metadata": {"name": name, "labels": {AUTOMANAGED: if custom { "true" } else { "onstart" }}},
+                    "spec": {"group": group, "version": version, "groupPriorityMinimum": minimum, "versionPriority": priority},
+                    "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Local",
+                        "message": "Local APIServices are always available", "lastTransitionTime": now()}]}});
+                wanted.insert(name, object);
+            }
+        }
+        let existing = self.store.list(ListOptions { prefix: services.key_prefix(), ..Default::default() }).await?;
+        for kv in &existing.items {
+            let object = self.decode(&services, kv)?;
+            let name = meta_str(&object, "name").unwrap_or_default().to_string();
+            let managed = object.pointer(&format!("/metadata/labels/{}", AUTOMANAGED.replace('/', "~1"))).is_some();
+            if wanted.remove(&name).is_none() && managed {
+                let _ = self.store.delete(&kv.key, Some(kv.mod_revision)).await;
+            }
+        }
+        let options = WriteOptions { field_manager: "kube-apiserver".into(), ..Default::default() };
+        for (name, object) in wanted {
+            match self.create(&services, None, object.clone(), &options).await {
+                Ok(mut created) => {
+                    created["status"] = object["status"].clone();
+                    self.update(&services, None, &name, created, "status", &options).await?;
+                }
+                Err(ApiError::AlreadyExists { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
         Ok(())
     }
 

@@ -185,6 +185,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         ready: AtomicBool::new(true),
         allow_anonymous: config.plain_http,
         token_signer: pki.as_ref().and_then(|p| crate::tokens::TokenSigner::from_pkcs8(&p.service_account_key)),
+        pki: pki.clone(),
         pod_logs,
         metrics: hooks.metrics,
         ready_checks: hooks.ready_checks,

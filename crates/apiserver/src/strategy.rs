@@ -654,3 +654,98 @@ mod tests {
         assert_eq!(back["count"], 2);
     }
 }
+
+/// What a write through a subresource other than `status` stores: the current object with only
+/// the fields that subresource owns taken from `new` (None: not such a subresource).
+/// `pods/ephemeralcontainers` owns `spec.ephemeralContainers` (which can only grow);
+/// `pods/resize` the containers' `resources` and `resizePolicy`;
+/// `certificatesigningrequests/approval` the `status.conditions`.
+pub fn subresource_write(
+    rt: &ResourceType,
+    subresource: &str,
+    current: &Value,
+    new: &Value,
+) -> crate::error::ApiResult<Option<Value>> {
+    use crate::error::{ApiError, Cause};
+    let invalid = |causes: Vec<Cause>| ApiError::Invalid {
+        group: rt.group.clone(),
+        kind: rt.kind.clone(),
+        name: current.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+        causes,
+    };
+    let mut merged = current.clone();
+    match (rt.group.as_str(), rt.kind.as_str(), subresource) {
+        ("", "Pod", "ephemeralcontainers") => {
+            let before =
+                current.pointer("/spec/ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let after = new.pointer("/spec/ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let name = |c: &Value| c.get("name").and_then(Value::as_str).map(String::from);
+            for (i, old) in before.iter().enumerate() {
+                if !after.iter().any(|c| name(c) == name(old) && c == old) {
+                    return Err(invalid(vec![Cause::forbidden(
+                        format!("spec.ephemeralContainers[{i}]"),
+                        "existing ephemeral containers may not be changed or removed",
+                    )]));
+                }
+            }
+            let ordinary: Vec<String> = ["containers", "initContainers"]
+                .iter()
+                .flat_map(|f| {
+                    current.pointer(&format!("/spec/{f}")).and_then(Value::as_array).cloned().unwrap_or_default()
+                })
+                .filter_map(|c| name(&c))
+                .collect();
+            for (i, container) in after.iter().enumerate() {
+                let container_name = name(container).unwrap_or_default();
+                if container_name.is_empty() {
+                    return Err(invalid(vec![Cause::required(format!("spec.ephemeralContainers[{i}].name"), "")]));
+                }
+                if ordinary.contains(&container_name) {
+                    return Err(invalid(vec![Cause::duplicate(
+                        format!("spec.ephemeralContainers[{i}].name"),
+                        &container_name,
+                    )]));
+                }
+            }
+            ensure_object(&mut merged, "spec").insert("ephemeralContainers".into(), Value::Array(after));
+        }
+        ("", "Pod", "resize") => {
+            let current_names: Vec<Option<&str>> = current
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|c| c.get("name").and_then(Value::as_str))
+                .collect();
+            let wanted = new.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let wanted_names: Vec<Option<&str>> =
+                wanted.iter().map(|c| c.get("name").and_then(Value::as_str)).collect();
+            if wanted_names != current_names {
+                return Err(invalid(vec![Cause::forbidden("spec", "only cpu and memory resources are mutable")]));
+            }
+            if let Some(containers) = merged.pointer_mut("/spec/containers").and_then(Value::as_array_mut) {
+                for (container, wanted) in containers.iter_mut().zip(&wanted) {
+                    for field in ["resources", "resizePolicy"] {
+                        match wanted.get(field) {
+                            Some(value) => container[field] = value.clone(),
+                            None => {
+                                if let Some(map) = container.as_object_mut() {
+                                    map.remove(field);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest", "approval") => {
+            let conditions = new.pointer("/status/conditions").cloned().unwrap_or(json!([]));
+            ensure_object(&mut merged, "status").insert("conditions".into(), conditions);
+        }
+        _ => return Ok(None),
+    }
+    if let Some(managed) = new.pointer("/metadata/managedFields") {
+        merged["metadata"]["managedFields"] = managed.clone();
+    }
+    Ok(Some(merged))
+}

@@ -152,6 +152,18 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
             age,
         ],
         ("coordination.k8s.io", "Lease") => vec![name, ("Holder", "string", 0), age],
+        ("certificates.k8s.io", "CertificateSigningRequest") => vec![
+            name,
+            age,
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("RequestedDuration", "string", 0),
+            ("Condition", "string", 0),
+        ],
+        ("apiregistration.k8s.io", "APIService") => {
+            vec![name, ("Service", "string", 0), ("Available", "string", 0), age]
+        }
+        ("", "ComponentStatus") => vec![name, ("Status", "string", 0), ("Message", "string", 0), ("Error", "string", 0)],
         ("scheduling.k8s.io", "PriorityClass") => {
             vec![name, ("Value", "integer", 0), ("Global-Default", "boolean", 0), age]
         }
@@ -701,6 +713,50 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
         }
         ("coordination.k8s.io", "Lease") => {
             vec![name, json!(s(o, "/spec/holderIdentity")), age_cell]
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            let mut condition: Vec<String> = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("type").and_then(Value::as_str).map(String::from))
+                .collect();
+            if o.pointer("/status/certificate").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
+                condition.push("Issued".into());
+            }
+            let condition = if condition.is_empty() { "Pending".to_string() } else { condition.join(",") };
+            let duration = o
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map(|secs| human_duration(secs))
+                .unwrap_or_else(|| "<none>".into());
+            vec![name, age_cell, json!(s(o, "/spec/signerName")), json!(s(o, "/spec/username")), json!(duration), json!(condition)]
+        }
+        ("apiregistration.k8s.io", "APIService") => {
+            let service = match (o.pointer("/spec/service/namespace"), o.pointer("/spec/service/name")) {
+                (Some(ns), Some(n)) => format!("{}/{}", ns.as_str().unwrap_or(""), n.as_str().unwrap_or("")),
+                _ => "Local".to_string(),
+            };
+            let available = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Available"))
+                .map(|c| {
+                    let status = c.get("status").and_then(Value::as_str).unwrap_or("Unknown");
+                    match c.get("reason").and_then(Value::as_str) {
+                        Some(reason) if status != "True" => format!("{status} ({reason})"),
+                        _ => status.to_string(),
+                    }
+                })
+                .unwrap_or_else(|| "Unknown".into());
+            vec![name, json!(service), json!(available), age_cell]
+        }
+        ("", "ComponentStatus") => {
+            let healthy = o.pointer("/conditions/0/status").and_then(Value::as_str) == Some("True");
+            vec![name, json!(if healthy { "Healthy" } else { "Unhealthy" }), json!(s(o, "/conditions/0/message")), json!("")]
         }
         ("scheduling.k8s.io", "PriorityClass") => vec![
             name,

@@ -76,6 +76,8 @@ pub fn name_rule(group: &str, kind: &str) -> fn(&str) -> Result<(), String> {
         ("", "Service") => dns1035_label,
         ("apps", "StatefulSet") => dns1123_label,
         ("rbac.authorization.k8s.io", _) => path_segment,
+        // `v1.` names the core group version.
+        ("apiregistration.k8s.io", _) => path_segment,
         _ => dns1123_subdomain,
     }
 }

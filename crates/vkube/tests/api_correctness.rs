@@ -223,3 +223,145 @@ fn server_side_apply_merges_lists_like_upstream() {
     assert_eq!(spec, r#"["blue"] door"#);
     drop(server);
 }
+
+/// APIs clients call that kube-apiserver serves: componentstatuses, TokenReview, client
+/// certificates through CertificateSigningRequests (`kubectl certificate approve`), APIService
+/// objects (the local ones listed), and the pods/ephemeralcontainers and pods/resize subresources.
+#[test]
+fn apis_clients_call_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = common::ApiServerProcess::start(&dir.path().join("state"), &[]);
+    let k = common::Kubectl::new(33, &server.kubeconfig, home.path());
+
+    let statuses = k.ok(&["get", "componentstatuses", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(statuses, "controller-manager scheduler etcd-0");
+
+    // TokenReview of a service account token (`vkube apiserver` alone runs no controllers: the
+    // account is made here).
+    k.ok(&["create", "serviceaccount", "default"]);
+    let token = k.ok(&["create", "token", "default"]);
+    let review = format!("apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {}\n", token.trim());
+    let reviewed = k.output_with_stdin(
+        &["create", "-f", "-", "-o", "jsonpath={.status.authenticated} {.status.user.username}"],
+        &review,
+    );
+    assert_eq!(String::from_utf8_lossy(&reviewed.stdout), "true system:serviceaccount:default:default");
+    let bad = k.output_with_stdin(
+        &["create", "-f", "-", "-o", "jsonpath={.status.authenticated}"],
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {token: nonsense}\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&bad.stdout), "false");
+
+    // A client certificate: request, approve, use.
+    let key = dir.path().join("jane.key");
+    let csr = dir.path().join("jane.csr");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=jane/O=team-a", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let request = base64(&std::fs::read(&csr).unwrap());
+    let manifest = format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: jane}}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [client auth]\n"
+    );
+    assert!(k.output_with_stdin(&["create", "-f", "-"], &manifest).status.success());
+    assert!(k.ok(&["get", "csr", "jane"]).contains("Pending"));
+    k.ok(&["certificate", "approve", "jane"]);
+    let certificate = k.ok(&["get", "csr", "jane", "-o", "jsonpath={.status.certificate}"]);
+    assert!(!certificate.is_empty(), "the approved request is signed at once");
+    assert!(k.ok(&["get", "csr", "jane"]).contains("Approved,Issued"));
+    let certificate_file = dir.path().join("jane.crt");
+    std::fs::write(&certificate_file, base64_decode(&certificate)).unwrap();
+    let jane = dir.path().join("jane.kubeconfig");
+    std::fs::copy(&server.kubeconfig, &jane).unwrap();
+    let jane_k = common::Kubectl::new(33, &jane, home.path());
+    jane_k.ok(&[
+        "config",
+        "set-credentials",
+        "jane",
+        "--client-certificate",
+        certificate_file.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+        "--embed-certs",
+    ]);
+    jane_k.ok(&["config", "set-context", "--current", "--user", "jane"]);
+    let whoami = jane_k.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"]);
+    assert!(whoami.starts_with("jane [\"team-a\""), "{whoami}");
+
+    // APIService objects: the local ones, and a tenant's own (AlreadyExists the second time).
+    let services = k.ok(&["get", "apiservices", "-o", "name"]);
+    for local in ["apiservice.apiregistration.k8s.io/v1.", "apiservice.apiregistration.k8s.io/v1.apps"] {
+        assert!(services.lines().any(|l| l == local), "{local} in {services}");
+    }
+    let wardle = "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1alpha1.wardle.k8s.io}\nspec: {group: wardle.k8s.io, version: v1alpha1, groupPriorityMinimum: 1000, versionPriority: 15, insecureSkipTLSVerify: true, service: {name: api, namespace: wardle}}\n";
+    assert!(k.output_with_stdin(&["create", "-f", "-"], wardle).status.success());
+    let again = k.output_with_stdin(&["create", "-f", "-"], wardle);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("AlreadyExists"));
+
+    // Subresources of pods: ephemeral containers are added (never removed); resize changes
+    // resources only.
+    k.ok(&["run", "web", "--image=nginx:1.27"]);
+    k.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=ephemeralcontainers",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"ephemeralContainers":[{"name":"debugger","image":"busybox:1.36","stdin":true,"tty":true}]}}"#,
+    ]);
+    assert_eq!(k.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.ephemeralContainers[0].name}"]), "debugger");
+    let removed = k.output(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=ephemeralcontainers",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ephemeralContainers":[]}}"#,
+    ]);
+    assert!(String::from_utf8_lossy(&removed.stderr).contains("may not be changed or removed"));
+    k.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=resize",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"web","resources":{"requests":{"cpu":"250m"}}}]}}"#,
+    ]);
+    assert_eq!(k.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[0].resources.requests.cpu}"]), "250m");
+    drop(server);
+}
+
+fn base64(bytes: &[u8]) -> String {
+    let output = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes)?;
+            drop(child.stdin.take());
+            child.wait_with_output()
+        });
+    String::from_utf8(output.unwrap().stdout).unwrap()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let output = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes())?;
+            drop(child.stdin.take());
+            child.wait_with_output()
+        });
+    output.unwrap().stdout
+}
