@@ -729,7 +729,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             let duration = o
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_i64)
-                .map(|secs| human_duration(secs))
+                .map(human_duration)
                 .unwrap_or_else(|| "<none>".into());
             vec![name, age_cell, json!(s(o, "/spec/signerName")), json!(s(o, "/spec/username")), json!(duration), json!(condition)]
         }
