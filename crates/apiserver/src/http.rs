@@ -1173,12 +1173,7 @@ async fn sign_if_approved(state: &AppState, rt: &ResourceType, csr: Value) -> Ap
 
 /// `componentstatuses`: the parts of this control plane, all healthy while it answers (the list
 /// upstream deprecated but still serves).
-fn component_statuses(
-    rt: &ResourceType,
-    name: Option<&str>,
-    shape: Shape,
-    include: &str,
-) -> ApiResult<Response<Body>> {
+fn component_statuses(rt: &ResourceType, name: Option<&str>, shape: Shape, include: &str) -> ApiResult<Response<Body>> {
     let item = |name: &str| {
         json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name},
             "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}]})

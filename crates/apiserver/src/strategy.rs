@@ -586,75 +586,6 @@ pub fn events_v1_to_event(new: &Value) -> Value {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::catalog::Catalog;
-
-    fn rt(group: &str, plural: &str) -> std::sync::Arc<ResourceType> {
-        Catalog::builtin().snapshot().get(group, "v1", plural).unwrap()
-    }
-
-    #[test]
-    fn pod_defaults_match_upstream() {
-        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
-            {"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx:1.27"}]}});
-        default_object(&rt("", "pods"), &mut pod);
-        assert_eq!(pod["spec"]["restartPolicy"], "Always");
-        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
-        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
-        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
-        assert_eq!(pod["status"]["phase"], "Pending");
-        assert_eq!(pod["status"]["qosClass"], "BestEffort");
-    }
-
-    #[test]
-    fn secret_string_data_becomes_base64_data() {
-        let mut secret = json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}});
-        default_object(&rt("", "secrets"), &mut secret);
-        assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
-        assert_eq!(secret["type"], "Opaque");
-        assert!(secret.get("stringData").is_none());
-    }
-
-    #[test]
-    fn deployment_selector_must_match_template() {
-        let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
-            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
-        let mut causes = Vec::new();
-        validate(&rt("apps", "deployments"), &d, &mut causes);
-        assert_eq!(causes.len(), 1);
-        assert_eq!(causes[0].field, "spec.template.metadata.labels");
-    }
-
-    #[test]
-    fn pod_field_selectors() {
-        let pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let pods = rt("", "pods");
-        assert_eq!(field_value(&pods, &pod, "spec.nodeName").as_deref(), Some("n1"));
-        assert_eq!(field_value(&pods, &pod, "status.phase").as_deref(), Some("Running"));
-        assert_eq!(field_value(&pods, &pod, "metadata.namespace").as_deref(), Some("d"));
-        assert_eq!(field_value(&pods, &pod, "spec.foo"), None);
-        let nodes = rt("", "nodes");
-        assert_eq!(field_value(&nodes, &pod, "metadata.namespace"), None);
-    }
-
-    #[test]
-    fn events_round_trip_between_group_versions() {
-        let core = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"},
-            "message": "hello", "reason": "Started", "type": "Normal", "count": 2,
-            "reportingComponent": "kubelet"});
-        let new = event_to_events_v1(&core);
-        assert_eq!(new["note"], "hello");
-        assert_eq!(new["regarding"]["name"], "p");
-        assert_eq!(new["deprecatedCount"], 2);
-        let back = events_v1_to_event(&new);
-        assert_eq!(back["message"], "hello");
-        assert_eq!(back["involvedObject"]["kind"], "Pod");
-        assert_eq!(back["count"], 2);
-    }
-}
-
 /// What a write through a subresource other than `status` stores: the current object with only
 /// the fields that subresource owns taken from `new` (None: not such a subresource).
 /// `pods/ephemeralcontainers` owns `spec.ephemeralContainers` (which can only grow);
@@ -748,4 +679,73 @@ pub fn subresource_write(
         merged["metadata"]["managedFields"] = managed.clone();
     }
     Ok(Some(merged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn rt(group: &str, plural: &str) -> std::sync::Arc<ResourceType> {
+        Catalog::builtin().snapshot().get(group, "v1", plural).unwrap()
+    }
+
+    #[test]
+    fn pod_defaults_match_upstream() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx:1.27"}]}});
+        default_object(&rt("", "pods"), &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["status"]["phase"], "Pending");
+        assert_eq!(pod["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn secret_string_data_becomes_base64_data() {
+        let mut secret = json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}});
+        default_object(&rt("", "secrets"), &mut secret);
+        assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+        assert_eq!(secret["type"], "Opaque");
+        assert!(secret.get("stringData").is_none());
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let mut causes = Vec::new();
+        validate(&rt("apps", "deployments"), &d, &mut causes);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+    }
+
+    #[test]
+    fn pod_field_selectors() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let pods = rt("", "pods");
+        assert_eq!(field_value(&pods, &pod, "spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(field_value(&pods, &pod, "status.phase").as_deref(), Some("Running"));
+        assert_eq!(field_value(&pods, &pod, "metadata.namespace").as_deref(), Some("d"));
+        assert_eq!(field_value(&pods, &pod, "spec.foo"), None);
+        let nodes = rt("", "nodes");
+        assert_eq!(field_value(&nodes, &pod, "metadata.namespace"), None);
+    }
+
+    #[test]
+    fn events_round_trip_between_group_versions() {
+        let core = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"},
+            "message": "hello", "reason": "Started", "type": "Normal", "count": 2,
+            "reportingComponent": "kubelet"});
+        let new = event_to_events_v1(&core);
+        assert_eq!(new["note"], "hello");
+        assert_eq!(new["regarding"]["name"], "p");
+        assert_eq!(new["deprecatedCount"], 2);
+        let back = events_v1_to_event(&new);
+        assert_eq!(back["message"], "hello");
+        assert_eq!(back["involvedObject"]["kind"], "Pod");
+        assert_eq!(back["count"], 2);
+    }
 }

@@ -163,7 +163,9 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
         ("apiregistration.k8s.io", "APIService") => {
             vec![name, ("Service", "string", 0), ("Available", "string", 0), age]
         }
-        ("", "ComponentStatus") => vec![name, ("Status", "string", 0), ("Message", "string", 0), ("Error", "string", 0)],
+        ("", "ComponentStatus") => {
+            vec![name, ("Status", "string", 0), ("Message", "string", 0), ("Error", "string", 0)]
+        }
         ("scheduling.k8s.io", "PriorityClass") => {
             vec![name, ("Value", "integer", 0), ("Global-Default", "boolean", 0), age]
         }
@@ -731,7 +733,14 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 .and_then(Value::as_i64)
                 .map(human_duration)
                 .unwrap_or_else(|| "<none>".into());
-            vec![name, age_cell, json!(s(o, "/spec/signerName")), json!(s(o, "/spec/username")), json!(duration), json!(condition)]
+            vec![
+                name,
+                age_cell,
+                json!(s(o, "/spec/signerName")),
+                json!(s(o, "/spec/username")),
+                json!(duration),
+                json!(condition),
+            ]
         }
         ("apiregistration.k8s.io", "APIService") => {
             let service = match (o.pointer("/spec/service/namespace"), o.pointer("/spec/service/name")) {
@@ -756,7 +765,12 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
         }
         ("", "ComponentStatus") => {
             let healthy = o.pointer("/conditions/0/status").and_then(Value::as_str) == Some("True");
-            vec![name, json!(if healthy { "Healthy" } else { "Unhealthy" }), json!(s(o, "/conditions/0/message")), json!("")]
+            vec![
+                name,
+                json!(if healthy { "Healthy" } else { "Unhealthy" }),
+                json!(s(o, "/conditions/0/message")),
+                json!(""),
+            ]
         }
         ("scheduling.k8s.io", "PriorityClass") => vec![
             name,
