@@ -43,6 +43,9 @@ pub struct SimulatorConfig {
     pub default_run: Duration,
     /// Pods each node accepts.
     pub pods_per_node: usize,
+    /// Attached to a cluster that has its own scheduler and controllers (a real control
+    /// plane): only the nodes, the kubelet and the default storage class's provisioner run.
+    pub attached: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -52,6 +55,7 @@ impl Default for SimulatorConfig {
             node_prefix: "sim-node".into(),
             default_run: Duration::from_secs(1),
             pods_per_node: 110,
+            attached: false,
         }
     }
 }
@@ -307,7 +311,7 @@ impl Shared {
         }
         if node.is_empty() {
             let scheduler = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
-            if scheduler != "default-scheduler" {
+            if scheduler != "default-scheduler" || self.config.attached {
                 return;
             }
             let views = self.node_views();
@@ -445,6 +449,7 @@ async fn heartbeat(client: Client, names: Vec<String>) {
 
 /// Registers the nodes and runs the simulation until the future is dropped.
 pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), SimulatorError> {
+    let attached = config.attached;
     let node_names = register_nodes(&client, &config).await?;
     let mut tasks = Tasks(vec![tokio::spawn(heartbeat(client.clone(), node_names.clone()))]);
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
@@ -457,9 +462,12 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
         completing: Mutex::new(HashSet::new()),
         pods: pod_reader.clone(),
     });
-    tasks.0.push(tokio::spawn(vkube_controllers::endpoints::run(client.clone())));
     tasks.0.push(tokio::spawn(storage::provision(client.clone())));
-    tasks.0.push(tokio::spawn(storage::collect_owned_by_services(client.clone())));
+    if !attached {
+        // What a real control plane's controller manager does.
+        tasks.0.push(tokio::spawn(vkube_controllers::endpoints::run(client.clone())));
+        tasks.0.push(tokio::spawn(storage::collect_owned_by_services(client.clone())));
+    }
     let pods = reflector::reflector(
         pod_writer,
         watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())

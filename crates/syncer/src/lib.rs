@@ -678,9 +678,20 @@ async fn prepare_host(
     config: &SyncerConfig,
 ) -> Result<(Option<OwnerReference>, Option<String>), kube::Error> {
     let namespace = &config.context.host_namespace;
-    ensure(&Api::<Namespace>::all(host.clone()), json!({"metadata": {"name": namespace}})).await?;
+    // The namespace and the workload service account are the platform's to create (the
+    // reference's chart does; the syncer's derived RBAC has no rights on them): made here only
+    // when the syncer may, e.g. with an admin kubeconfig.
+    let allowed = |result: Result<(), kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::info!(%namespace, what, "not allowed to create it on the host; expecting it to exist");
+            Ok(())
+        }
+        other => other,
+    };
+    allowed(ensure(&Api::<Namespace>::all(host.clone()), json!({"metadata": {"name": namespace}})).await, "namespace")?;
     let accounts: Api<ServiceAccount> = Api::namespaced(host.clone(), namespace);
-    ensure(&accounts, json!({"metadata": {"name": format!("vc-workload-{}", config.context.name)}})).await?;
+    let account = json!({"metadata": {"name": format!("vc-workload-{}", config.context.name)}});
+    allowed(ensure(&accounts, account).await, "workload service account")?;
     let services: Api<Service> = Api::namespaced(host.clone(), namespace);
     let name = &config.context.name;
     let target = config.api_server.map(|a| a.port()).unwrap_or(8443);
@@ -699,11 +710,16 @@ async fn prepare_host(
         services.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(ports)).await?;
         let endpoints: Api<Endpoints> = Api::namespaced(host.clone(), namespace);
         let desired = kubernetes::host_endpoints_for(name, api_server);
-        match endpoints.get_opt(name).await? {
-            Some(_) => {
-                endpoints.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(desired)).await?;
+        let written = match endpoints.get_opt(name).await? {
+            Some(_) => endpoints.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(desired)).await.map(|_| ()),
+            None => ensure(&endpoints, desired).await,
+        };
+        match written {
+            // A real host refuses loopback addresses (its pods could not reach them anyway).
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                tracing::warn!(%api_server, "the host refused the virtual API server's address as an endpoint; host pods reach it only through a routable --listen address");
             }
-            None => ensure(&endpoints, desired).await?,
+            other => other?,
         }
     }
     let service = services.get(name).await?;

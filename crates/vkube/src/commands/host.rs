@@ -1,4 +1,5 @@
-//! `vkube host`: a simulated host cluster (API server + nodes, scheduler, kubelet, endpoints).
+//! `vkube host`: a simulated host cluster (API server + nodes, scheduler, kubelet, endpoints),
+//! or with `--attach KUBECONFIG` only the simulated nodes and kubelet on another cluster.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +19,12 @@ use vkube_simulator::SimulatorConfig;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory for the host's store, certificates and host.kubeconfig (created if missing).
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[arg(long, required_unless_present = "attach")]
+    pub dir: Option<PathBuf>,
+    /// Run only the simulated nodes and kubelet against the cluster this kubeconfig names (any
+    /// Kubernetes API server with its own scheduler and controllers), like KWOK.
+    #[arg(long, value_name = "KUBECONFIG", conflicts_with = "dir")]
+    pub attach: Option<PathBuf>,
     /// Address the host API server listens on.
     #[arg(long, default_value = "127.0.0.1:6444")]
     pub listen: SocketAddr,
@@ -88,17 +93,45 @@ impl PodLogs for SimulatedLogs {
     }
 }
 
+/// Runs the simulated nodes and kubelet on the cluster `kubeconfig` names until SIGINT/SIGTERM.
+async fn attach(kubeconfig: &std::path::Path, nodes: u32) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(kubeconfig)
+        .with_context(|| format!("reading the kubeconfig {} (--attach)", kubeconfig.display()))?;
+    let client = super::client_from_kubeconfig(&text).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .with_context(|| format!("reaching the API server of {} (--attach)", kubeconfig.display()))?;
+    let simulator = SimulatorConfig { nodes: nodes as usize, attached: true, ..SimulatorConfig::default() };
+    let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
+    say!("attached to Kubernetes {} ({nodes} simulated nodes)", version.git_version);
+    super::announce_ready();
+    tokio::select! {
+        _ = super::shutdown_signal() => Ok(()),
+        result = simulation => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error).context("the simulator stopped"),
+            Err(error) => Err(error).context("the simulator crashed"),
+        },
+    }
+}
+
 /// Runs the simulated host until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = ServerConfig::new(&args.dir);
+    let dir = match (&args.attach, &args.dir) {
+        (Some(kubeconfig), _) => return attach(kubeconfig, args.nodes).await,
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => anyhow::bail!("vkube host needs --dir DIR (a simulated host) or --attach KUBECONFIG"),
+    };
+    let mut config = ServerConfig::new(&dir);
     config.listen = args.listen;
     config.cluster_name = "vkube-host".into();
     let logs = Arc::new(SimulatedLogs::default());
     let server = vkube_apiserver::start(config, Some(logs.clone()))
         .await
-        .with_context(|| format!("starting the host API server in {}", args.dir.display()))?;
+        .with_context(|| format!("starting the host API server in {}", dir.display()))?;
     let kubeconfig = server.admin_kubeconfig("vkube-host").context("the host API server has no certificates")?;
-    let path = args.dir.join("host.kubeconfig");
+    let path = dir.join("host.kubeconfig");
     write_private(&path, &kubeconfig).with_context(|| format!("writing {}", path.display()))?;
     let client = super::client_from_kubeconfig(&kubeconfig).await?;
     let _ = logs.client.set(client.clone());

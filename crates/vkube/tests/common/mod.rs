@@ -213,3 +213,32 @@ impl Up {
         Up { up, k, host, dir, _home: home }
     }
 }
+
+/// A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+/// kube-scheduler from `tools/k8s`) on loopback, stopped when dropped.
+pub struct RealControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl RealControlPlane {
+    /// Starts one in `dir` (building the binaries first if the cache lacks them).
+    pub fn start(dir: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/k8s/control-plane.sh");
+        let output = Command::new(&script).arg("start").arg(dir).output().expect("tools/k8s/control-plane.sh runs");
+        assert!(
+            output.status.success() && String::from_utf8_lossy(&output.stdout).lines().any(|l| l == "ready"),
+            "the real control plane did not start (needs Go and the module proxy; .ci/run builds it):\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        RealControlPlane { dir: dir.to_path_buf(), kubeconfig: dir.join("admin.kubeconfig") }
+    }
+}
+
+impl Drop for RealControlPlane {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/k8s/control-plane.sh");
+        let _ = Command::new(&script).arg("stop").arg(&self.dir).output();
+    }
+}

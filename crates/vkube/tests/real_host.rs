@@ -1,0 +1,143 @@
+//! vkube beside a real Kubernetes (the upstream control plane `tools/k8s` builds): the simulated
+//! kubelet attached to it, and a virtual cluster whose syncer runs on it with exactly the RBAC
+//! `vkube config rbac` derives.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ApiServerProcess, Kubectl, RealControlPlane, wait_until};
+
+/// `vkube host --attach`: simulated nodes and kubelet on a real control plane, whose own
+/// scheduler places pods and whose controllers fill endpoints.
+#[test]
+fn the_simulated_kubelet_attaches_to_a_real_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let real = RealControlPlane::start(&dir.path().join("k8s"));
+    let k = Kubectl::new(33, &real.kubeconfig, home.path());
+    assert!(k.ok(&["get", "--raw", "/version"]).contains(r#""gitVersion": "v1.33.13""#));
+    let _kubelet = ApiServerProcess::start_command(
+        &["host", "--attach", real.kubeconfig.to_str().unwrap(), "--nodes", "2"],
+        real.kubeconfig.clone(),
+    );
+    wait_until(Duration::from_secs(20), "two Ready nodes", || {
+        k.ok(&["get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}"])
+            == "True True"
+    });
+    k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "--port=80"]);
+    k.ok(&["expose", "deployment", "web", "--port=80"]);
+    k.ok(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"]);
+    let nodes = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    assert!(nodes.split(' ').all(|n| n.starts_with("sim-node-")), "{nodes}");
+    wait_until(Duration::from_secs(30), "the real endpoints controller to list both pods", || {
+        k.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[0].endpoints[*].addresses[0]}",
+        ])
+        .split(' ')
+        .filter(|a| a.starts_with("10.244."))
+        .count()
+            == 2
+    });
+}
+
+/// A virtual cluster on a real host, its syncer authenticated as a service account bound to
+/// what `vkube config rbac` derives (a permission missing there fails this test).
+#[test]
+fn the_syncer_runs_on_a_real_host_with_the_derived_rbac() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let real = RealControlPlane::start(&dir.path().join("k8s"));
+    let admin = Kubectl::new(33, &real.kubeconfig, home.path());
+    let _kubelet = ApiServerProcess::start_command(
+        &["host", "--attach", real.kubeconfig.to_str().unwrap()],
+        real.kubeconfig.clone(),
+    );
+
+    // The platform engineer's part: the namespace, the derived RBAC, a service account bound to it.
+    admin.ok(&["create", "namespace", "vcluster-vc1"]);
+    let rbac = std::process::Command::new(env!("CARGO_BIN_EXE_vkube")).args(["config", "rbac"]).output().unwrap();
+    assert!(rbac.status.success());
+    let rbac = String::from_utf8(rbac.stdout).unwrap();
+    let applied = admin.output_with_stdin(&["apply", "-f", "-"], &rbac);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    admin.ok(&["create", "serviceaccount", "vc-vc1", "-n", "vcluster-vc1"]);
+    admin.ok(&["create", "serviceaccount", "vc-workload-vc1", "-n", "vcluster-vc1"]);
+    for document in rbac.split("\n---") {
+        let field = |key: &str| {
+            document
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (kind, name) = (field("kind: "), field("name: "));
+        match kind.as_str() {
+            "Role" => admin.ok(&[
+                "create",
+                "rolebinding",
+                &name,
+                "-n",
+                "vcluster-vc1",
+                &format!("--role={name}"),
+                "--serviceaccount=vcluster-vc1:vc-vc1",
+            ]),
+            "ClusterRole" => admin.ok(&[
+                "create",
+                "clusterrolebinding",
+                &name,
+                &format!("--clusterrole={name}"),
+                "--serviceaccount=vcluster-vc1:vc-vc1",
+            ]),
+            _ => String::new(),
+        };
+    }
+    let token = admin.ok(&["create", "token", "vc-vc1", "-n", "vcluster-vc1", "--duration=2h"]);
+    let syncer_kubeconfig = dir.path().join("syncer.kubeconfig");
+    std::fs::copy(&real.kubeconfig, &syncer_kubeconfig).unwrap();
+    let syncer_k = Kubectl::new(33, &syncer_kubeconfig, home.path());
+    syncer_k.ok(&["config", "set-credentials", "vc-vc1", &format!("--token={}", token.trim())]);
+    syncer_k.ok(&["config", "set-context", "--current", "--user=vc-vc1"]);
+
+    let state = dir.path().join("vc");
+    let serve = ApiServerProcess::start_command(
+        &[
+            "serve",
+            "--host-kubeconfig",
+            syncer_kubeconfig.to_str().unwrap(),
+            "--dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        state.join("vc1.kubeconfig"),
+    );
+    let k = Kubectl::new(33, &serve.kubeconfig, home.path());
+    k.ok(&["create", "configmap", "settings", "--from-literal=a=1"]);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  containers:\n  - name: web\n    image: nginx:1.27\n    envFrom: [{configMapRef: {name: settings}}]\n";
+    assert!(k.output_with_stdin(&["create", "-f", "-"], pod).status.success());
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let host_pods = admin.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert!(host_pods.split(' ').any(|p| p == "web-x-default-x-vc1"), "{host_pods}");
+    assert_eq!(
+        admin.ok(&["get", "configmap", "settings-x-default-x-vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.data.a}"]),
+        "1"
+    );
+    // A service takes its cluster IP from the real host's allocator.
+    k.ok(&["expose", "pod", "web", "--port=80"]);
+    let virtual_ip = k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let host_ip =
+        admin.ok(&["get", "service", "web-x-default-x-vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(virtual_ip, host_ip);
+    assert!(host_ip.starts_with("10.0."), "{host_ip}");
+    k.ok(&["delete", "pod", "web", "--timeout=60s"]);
+    wait_until(Duration::from_secs(30), "the host pod gone", || {
+        !admin.ok(&["get", "pods", "-n", "vcluster-vc1", "-o", "name"]).contains("web-x-default-x-vc1")
+    });
+}
