@@ -3,14 +3,16 @@
 # kube-apiserver (RBAC and the default admission plugins on, its own CA, service-account issuer
 # and keys), kube-controller-manager and kube-scheduler, each on a free port of 127.0.0.1.
 #
-#   tools/k8s/control-plane.sh start DIR   # prints "kubeconfig: DIR/admin.kubeconfig", then "ready"
-#   tools/k8s/control-plane.sh stop DIR    # stops everything started in DIR
+#   tools/k8s/control-plane.sh start DIR            # prints "kubeconfig: DIR/admin.kubeconfig", then "ready"
+#   tools/k8s/control-plane.sh start DIR --api-only # etcd and kube-apiserver only (an API oracle)
+#   tools/k8s/control-plane.sh stop DIR             # stops everything started in DIR
 #
 # No kubelet runs: `vkube host --attach DIR/admin.kubeconfig` provides simulated nodes.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 command="${1:-}"
 dir="${2:-}"
+api_only="${3:-}"
 if [ -z "$command" ] || [ -z "$dir" ]; then
   echo "usage: $0 start|stop DIR" >&2
   exit 2
@@ -128,6 +130,7 @@ done
 curl -sf --cacert "$pki/ca.crt" "https://127.0.0.1:$api_port/readyz" >/dev/null \
   || { echo "kube-apiserver did not become ready; see $dir/logs/kube-apiserver.log" >&2; exit 1; }
 
+if [ "$api_only" != "--api-only" ]; then
 "$bin/kube-controller-manager" \
   --kubeconfig "$dir/controller-manager.kubeconfig" \
   --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
@@ -147,6 +150,7 @@ echo $! > "$dir/kube-controller-manager.pid"
   --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
   > "$dir/logs/kube-scheduler.log" 2>&1 &
 echo $! > "$dir/kube-scheduler.pid"
+fi
 
 trap - ERR
 echo "kubeconfig: $dir/admin.kubeconfig"

@@ -228,6 +228,7 @@ impl ApiError {
     /// The `metav1.Status` body for this error.
     pub fn status(&self) -> Value {
         let mut details = serde_json::Map::new();
+        let mut always_details = false;
         let put_subject = |subject: &Subject, details: &mut serde_json::Map<String, Value>| {
             if !subject.name.is_empty() {
                 details.insert("name".into(), json!(subject.name));
@@ -259,7 +260,21 @@ impl ApiError {
                 put_subject(&Subject { group: group.clone(), kind: kind.clone(), name: name.clone() }, &mut details);
                 causes
             }
-            ApiError::InvalidOptions { causes, .. } => causes,
+            ApiError::InvalidOptions { message, causes } if message == crate::patch::PATCH_FAILED => {
+                always_details = true;
+                causes
+            }
+            ApiError::InvalidOptions { message, causes } => {
+                // `PatchOptions.meta.k8s.io "" is invalid: ...` names its kind and group.
+                if let Some((kind, group)) =
+                    message.split_once(' ').and_then(|(qualified, _)| qualified.split_once('.'))
+                    && message.contains(" is invalid")
+                {
+                    details.insert("group".into(), json!(group));
+                    details.insert("kind".into(), json!(kind));
+                }
+                causes
+            }
             ApiError::TooLargeResourceVersion { .. } => {
                 details.insert(
                     "causes".into(),
@@ -284,7 +299,7 @@ impl ApiError {
             "reason": self.reason(),
             "code": self.code(),
         });
-        if !details.is_empty() {
+        if !details.is_empty() || always_details {
             status["details"] = Value::Object(details);
         }
         status

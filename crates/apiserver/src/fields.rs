@@ -28,11 +28,29 @@ pub struct ListRules<'a> {
     pub builtin: bool,
     /// A custom resource's `openAPIV3Schema` (its list types and list-map keys apply).
     pub schema: Option<&'a Value>,
+    /// The kind's shape: which objects are maps (their node is a member, `.`) and which structs.
+    pub shape: Option<&'a crate::openapi::Shape>,
+    /// Field sets of updates (not of applies) hold the map nodes they create (`.`).
+    pub map_members: bool,
 }
 
 impl<'a> ListRules<'a> {
     /// Rules of a built-in kind.
-    pub const BUILTIN: ListRules<'static> = ListRules { builtin: true, schema: None };
+    pub const BUILTIN: ListRules<'static> = ListRules { builtin: true, schema: None, shape: None, map_members: false };
+
+    /// Whether the object at `path` is a map (its own node is then a member of a field set, as
+    /// upstream's `.` entries show) rather than a struct.
+    fn is_map(&self, path: &[String]) -> bool {
+        if !self.map_members {
+            return false;
+        }
+        let names: Vec<&str> = path.iter().filter(|s| !s.starts_with('[')).map(String::as_str).collect();
+        match names.as_slice() {
+            ["metadata", "labels" | "annotations"] => true,
+            ["metadata", ..] => false,
+            _ => self.shape.is_some_and(|shape| shape.is_map(&names)),
+        }
+    }
 
     /// How the list at `path` merges (`[key=value]` segments of item paths are skipped).
     fn merge(&self, path: &[String]) -> Merge {
@@ -147,13 +165,17 @@ fn object_set(map: &Map<String, Value>, rules: ListRules<'_>, path: &mut Vec<Str
             continue;
         }
         path.push(key.clone());
-        let child = value_set(value, rules, path);
+        let mut child = value_set(value, rules, path);
+        let is_map = value.is_object() && rules.is_map(path);
         path.pop();
         if child.is_empty()
             && value.as_object().is_some_and(|m| !m.is_empty() || (path.is_empty() && key == "metadata"))
         {
             // Only server-owned fields below (e.g. metadata with just a name).
             continue;
+        }
+        if is_map {
+            child.insert(".".into(), json!({}));
         }
         out.insert(format!("f:{key}"), Value::Object(child));
     }
@@ -222,11 +244,15 @@ fn changed_objects(
                 child
             }
             _ => {
-                let child = value_set(value, rules, path);
+                let mut child = value_set(value, rules, path);
                 if child.is_empty() && value.as_object().is_some_and(|m| !m.is_empty()) {
                     // Only server-owned fields below (e.g. a created object's metadata).
                     path.pop();
                     continue;
+                }
+                if value.is_object() && rules.is_map(path) {
+                    // A map that was not there before is itself a member.
+                    child.insert(".".into(), json!({}));
                 }
                 child
             }
@@ -350,6 +376,7 @@ pub fn record_update(
     subresource: &str,
     rules: ListRules<'_>,
 ) {
+    let rules = ListRules { map_members: true, ..rules };
     let empty = json!({});
     let mut compare_new = new.clone();
     let mut compare_old = old.cloned().unwrap_or(json!({}));
@@ -424,20 +451,37 @@ pub fn apply(
             find_conflicts(applied, &result, &theirs, rules, &mut path, &mut |field| {
                 let who = e.get("manager").and_then(Value::as_str).unwrap_or("unknown");
                 let version = e.get("apiVersion").and_then(Value::as_str).unwrap_or(api_version);
-                conflicts.push(Cause {
-                    reason: "FieldManagerConflict",
-                    message: format!("conflict with \"{who}\" using {version}"),
-                    field,
-                });
+                // Upstream names the API version of Update managers only.
+                let message = if e.get("operation").and_then(Value::as_str) == Some("Apply") {
+                    format!("conflict with \"{who}\"")
+                } else {
+                    format!("conflict with \"{who}\" using {version}")
+                };
+                conflicts.push(Cause { reason: "FieldManagerConflict", message, field });
             });
         }
         if !conflicts.is_empty() {
-            let lines: Vec<String> = conflicts.iter().map(|c| format!("{}: {}", c.message, c.field)).collect();
-            let message = if conflicts.len() == 1 {
-                format!("Apply failed with 1 conflict: {}", lines[0])
-            } else {
-                format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
-            };
+            // Grouped by manager, as upstream words them.
+            let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+            for conflict in &conflicts {
+                match groups.iter_mut().find(|(m, _)| *m == conflict.message) {
+                    Some((_, fields)) => fields.push(conflict.field.clone()),
+                    None => groups.push((conflict.message.clone(), vec![conflict.field.clone()])),
+                }
+            }
+            let lines: Vec<String> = groups
+                .iter()
+                .map(|(who, fields)| match fields.as_slice() {
+                    [only] => format!("{who}: {only}"),
+                    many => format!(
+                        "{}:\n{}",
+                        who.replacen("conflict with", "conflicts with", 1),
+                        many.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n")
+                    ),
+                })
+                .collect();
+            let noun = if conflicts.len() == 1 { "conflict" } else { "conflicts" };
+            let message = format!("Apply failed with {} {noun}: {}", conflicts.len(), lines.join("\n"));
             return Err(ApiError::Conflict { message, subject, causes: conflicts });
         }
     }
@@ -693,7 +737,7 @@ mod tests {
         let change = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "2"}});
         let error = apply(Some(&live), &change, "two", false, "v1", "", BUILTIN, subject()).unwrap_err();
         assert_eq!(error.code(), 409);
-        assert_eq!(error.to_string(), "Apply failed with 1 conflict: conflict with \"one\" using v1: .data.a");
+        assert_eq!(error.to_string(), "Apply failed with 1 conflict: conflict with \"one\": .data.a");
         let forced = apply(Some(&live), &change, "two", true, "v1", "", BUILTIN, subject()).unwrap();
         assert_eq!(forced["data"]["a"], "2");
         let entries = forced["metadata"]["managedFields"].as_array().unwrap();

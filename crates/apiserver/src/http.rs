@@ -474,7 +474,17 @@ async fn route(
     if target.name.is_some() && rt.namespaced && target.namespace.is_none() {
         return Err(ApiError::no_route());
     }
-    serve_resource(state, &rt, &target, &identity, &query, parts, body).await
+    let response = serve_resource(state, &rt, &target, &identity, &query, parts, body).await;
+    // Deprecated built-in APIs say so on every request, as upstream does.
+    if rt.group.is_empty() && rt.plural == "endpoints" && state.minor >= 33 {
+        let mut response = response.unwrap_or_else(|error| error_response(&error));
+        let warning = HeaderValue::from_static(
+            "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\"",
+        );
+        response.headers_mut().append(header::WARNING, warning);
+        return Ok(response);
+    }
+    response
 }
 
 /// Who a bearer token stands for: a static token, or a valid service account token.
@@ -615,7 +625,15 @@ fn returns_deleted_object(rt: &ResourceType) -> bool {
     rt.group.is_empty()
         && matches!(
             rt.kind.as_str(),
-            "Pod" | "Service" | "PersistentVolume" | "PersistentVolumeClaim" | "ServiceAccount" | "Namespace" | "Node"
+            "Pod"
+                | "Service"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim"
+                | "ServiceAccount"
+                | "Namespace"
+                | "Node"
+                | "PodTemplate"
+                | "ResourceQuota"
         )
 }
 
@@ -701,29 +719,38 @@ async fn serve_resource(
                 let bytes = read_body(body, headers).await?;
                 let object = decode_body(&bytes, &content_type(headers))?;
                 let options = query.write_options(headers)?;
-                let updated = registry.update(rt, ns, name, object, "", &options).await?;
-                Ok(with_warnings(object_response(StatusCode::OK, rt, &updated, shape, include), &options))
+                let (updated, created) = registry.update_or_create(rt, ns, name, object, &options).await?;
+                let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+                Ok(with_warnings(object_response(code, rt, &updated, shape, include), &options))
             }
             Method::PATCH => patch_response(state, rt, ns, name, "", query, headers, body, shape, include).await,
             Method::DELETE => {
                 let bytes = read_body(body, headers).await?;
                 let options = delete_options(query, &bytes)?;
-                match registry.delete(rt, ns, name, &options).await? {
+                let orphaning_job = rt.group == "batch" && rt.kind == "Job" && options.propagation.is_none();
+                let deleted = registry.delete(rt, ns, name, &options).await?;
+                let mut response = match deleted {
                     Deleted::Gone(object) if !returns_deleted_object(rt) => {
                         let uid = object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
                         let mut details = json!({"name": name, "kind": rt.plural, "uid": uid});
                         if !rt.group.is_empty() {
                             details["group"] = json!(rt.group);
                         }
-                        Ok(json_response(
+                        json_response(
                             StatusCode::OK,
                             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
-                        ))
+                        )
                     }
                     Deleted::Gone(object) | Deleted::Pending(object) => {
-                        Ok(object_response(StatusCode::OK, rt, &object, shape, include))
+                        object_response(StatusCode::OK, rt, &object, shape, include)
                     }
+                };
+                if orphaning_job {
+                    response.headers_mut().append(header::WARNING, HeaderValue::from_static(
+                        "299 - \"child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning\"",
+                    ));
                 }
+                Ok(response)
             }
             _ => Err(ApiError::MethodNotAllowed),
         },
@@ -973,7 +1000,7 @@ fn list_response(rt: &ResourceType, mut list: Value, shape: Shape, include: &str
             let items = list["items"].as_array().cloned().unwrap_or_default();
             let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
             let mut t = table::table(rt, &items, rv.as_deref(), true, include);
-            if let Some(token) = list.pointer("/metadata/continue") {
+            if let Some(token) = list.pointer("/metadata/continue").filter(|t| t.as_str() != Some("")) {
                 t["metadata"]["continue"] = token.clone();
             }
             bytes_response(StatusCode::OK, TABLE_CONTENT_TYPE, Bytes::from(crate::wire::to_vec(&t)))

@@ -157,6 +157,26 @@ impl Shape {
         index
     }
 
+    /// Whether the field at `names` (object fields from the root; lists stepped through to their
+    /// items) is a map (`additionalProperties`) rather than a struct.
+    pub fn is_map(&self, names: &[&str]) -> bool {
+        let mut at = 0;
+        for name in names {
+            if let Node::List(items) = &self.nodes[at] {
+                at = *items;
+            }
+            at = match &self.nodes[at] {
+                Node::Object(fields) => match fields.get(*name) {
+                    Some(&next) => next,
+                    None => return false,
+                },
+                Node::Map(next) => *next,
+                _ => return false,
+            };
+        }
+        matches!(self.nodes[at], Node::Map(_))
+    }
+
     /// Removes undeclared fields below node `at`; records their paths.
     fn prune(&self, at: usize, value: &mut Value, path: &str, unknown: &mut Vec<String>, root: bool) {
         let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
@@ -194,7 +214,8 @@ impl Shape {
 }
 
 impl OpenApi {
-    fn shape_for(&self, snapshot: &Snapshot, rt: &ResourceType) -> Option<Arc<Shape>> {
+    /// The shape of `rt`'s objects (built once per catalog generation).
+    pub fn shape_for(&self, snapshot: &Snapshot, rt: &ResourceType) -> Option<Arc<Shape>> {
         let key = (snapshot.generation, format!("{}/{}/{}", rt.group, rt.version, rt.kind));
         if let Some(shape) = self.shapes.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return shape.clone();

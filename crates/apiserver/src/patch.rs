@@ -29,11 +29,13 @@ pub fn json_patch(document: &mut Value, patch: &Value) -> ApiResult<()> {
 }
 
 fn patch_failed(message: String) -> ApiError {
-    ApiError::InvalidOptions {
-        message: format!("the server rejected our request due to an error in our request: {message}"),
-        causes: Vec::new(),
-    }
+    // Upstream answers a failed JSON patch with this sentence alone (and empty details).
+    tracing::debug!(%message, "JSON patch failed");
+    ApiError::InvalidOptions { message: PATCH_FAILED.into(), causes: Vec::new() }
 }
+
+/// The message of a JSON patch that could not be applied.
+pub const PATCH_FAILED: &str = "the server rejected our request due to an error in our request";
 
 /// Applies an RFC 7386 merge patch.
 pub fn merge_patch(document: &mut Value, patch: &Value) -> ApiResult<()> {

@@ -398,7 +398,22 @@ impl Registry {
         let probe = json!({"metadata": {}});
         for requirement in &selector.0 {
             if strategy::field_value(rt, &probe, &requirement.field).is_none() {
-                return Err(ApiError::BadRequest(format!("field label not supported: {}", requirement.field)));
+                // Kinds with their own field label conversion answer as it does; the rest with
+                // the generic selectable-fields message.
+                let field = &requirement.field;
+                let message = match (rt.group.as_str(), rt.kind.as_str()) {
+                    ("", "Pod" | "Node" | "Namespace" | "ReplicationController" | "Event" | "Secret" | "Service")
+                    | ("events.k8s.io", "Event")
+                    | ("certificates.k8s.io", "CertificateSigningRequest") => {
+                        format!("field label not supported: {field}")
+                    }
+                    _ if rt.is_custom() => format!("field label not supported: {field}"),
+                    ("batch", "Job") => format!("field label {field:?} not supported for Job"),
+                    _ => format!(
+                        "{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                    ),
+                };
+                return Err(ApiError::BadRequest(message));
             }
         }
         Ok(())
@@ -438,13 +453,24 @@ impl Registry {
         let head = crate::wire::to_vec_compact(&head);
         out.extend_from_slice(&head[..head.len() - 1]);
         out.extend_from_slice(b",\"items\":[");
+        // Items of built-in lists carry no kind and apiVersion (upstream's typed lists); those
+        // of custom resources do.
+        let typed = !rt.is_custom();
+        let type_prefix = format!("{{\"kind\":{},\"apiVersion\":{},", json!(rt.kind), json!(rt.api_version()));
+        let item = |mut object: Value| {
+            if typed && let Some(map) = object.as_object_mut() {
+                map.remove("kind");
+                map.remove("apiVersion");
+            }
+            object
+        };
         match page.objects {
             Some(objects) => {
-                for (i, object) in objects.iter().enumerate() {
+                for (i, object) in objects.into_iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    serde_json::to_writer(&mut out, &crate::wire::Ordered(object))
+                    serde_json::to_writer(&mut out, &crate::wire::Ordered(&item(object)))
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
                 }
             }
@@ -454,8 +480,12 @@ impl Registry {
                         out.push(b',');
                     }
                     match splice_resource_version(&kv.value, kv.mod_revision) {
-                        Some(bytes) => out.extend_from_slice(&bytes),
-                        None => serde_json::to_writer(&mut out, &crate::wire::Ordered(&self.decode(rt, kv)?))
+                        Some(bytes) if typed && bytes.starts_with(type_prefix.as_bytes()) => {
+                            out.push(b'{');
+                            out.extend_from_slice(&bytes[type_prefix.len()..]);
+                        }
+                        Some(bytes) if !typed => out.extend_from_slice(&bytes),
+                        _ => serde_json::to_writer(&mut out, &crate::wire::Ordered(&item(self.decode(rt, kv)?)))
                             .map_err(|e| ApiError::Internal(e.to_string()))?,
                     }
                 }
@@ -520,6 +550,8 @@ impl Registry {
         };
         let mut page = ListPage { kvs: Vec::new(), objects: None, metadata: Value::Null };
         let mut more = false;
+        // How many items the next pages hold (known only when no selector filters the list).
+        let mut remaining = None;
         let list_revision;
         if !filtered {
             let result = self
@@ -529,6 +561,7 @@ impl Registry {
                 .map_err(expired)?;
             list_revision = result.revision;
             more = result.remaining > 0;
+            remaining = Some(result.remaining);
             page.kvs = result.items;
         } else {
             let result = self
@@ -558,6 +591,12 @@ impl Registry {
             let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(serde_json::to_vec(&token).map_err(|e| ApiError::Internal(e.to_string()))?);
             metadata["continue"] = json!(encoded);
+            if let Some(remaining) = remaining {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+        } else if rt.is_custom() {
+            // Unstructured lists always carry the field.
+            metadata["continue"] = json!("");
         }
         page.metadata = metadata;
         Ok(page)
@@ -657,6 +696,20 @@ impl Registry {
             )));
         };
         let expected_version = rt.api_version();
+        // A built-in kind decodes through its scheme: a body of another kind or version is
+        // refused as upstream's decoder words it.
+        let body_kind = map.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty());
+        let body_version = map.get("apiVersion").and_then(Value::as_str).filter(|v| !v.is_empty());
+        if !rt.is_custom()
+            && (body_kind.is_some_and(|k| k != rt.kind) || body_version.is_some_and(|v| v != expected_version))
+        {
+            let kind = body_kind.unwrap_or(&rt.kind);
+            let version = body_version.unwrap_or(&expected_version);
+            return Err(ApiError::BadRequest(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {}: no kind \"{kind}\" is registered for version \"{version}\" in scheme \"pkg/runtime/scheme.go:110\"",
+                rt.kind
+            )));
+        }
         match map.get("apiVersion").and_then(Value::as_str) {
             None | Some("") => {
                 map.insert("apiVersion".into(), json!(expected_version));
@@ -673,6 +726,14 @@ impl Registry {
                 map.insert("kind".into(), json!(rt.kind));
             }
             Some(k) if k == rt.kind => {}
+            Some(other) if !rt.is_custom() => {
+                // What decoding into the built-in type's scheme answers.
+                let version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+                return Err(ApiError::BadRequest(format!(
+                    "{other} in version \"{version}\" cannot be handled as a {}: no kind \"{other}\" is registered for version \"{version}\" in scheme \"pkg/runtime/scheme.go:110\"",
+                    rt.kind
+                )));
+            }
             Some(other) => {
                 return Err(ApiError::BadRequest(format!(
                     "the kind in the data ({other}) does not match the expected kind ({})",
@@ -692,6 +753,16 @@ impl Registry {
 
     /// Drops fields the schema does not declare; `fieldValidation` decides whether that is an
     /// error (Strict), a warning (Warn, the default) or silent (Ignore).
+    /// How lists and maps of `rt` merge for managedFields and server-side apply.
+    fn list_rules<'a>(&self, rt: &'a ResourceType, shape: &'a Option<Arc<crate::openapi::Shape>>) -> ListRules<'a> {
+        ListRules {
+            builtin: !rt.is_custom(),
+            schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()),
+            shape: shape.as_deref(),
+            map_members: false,
+        }
+    }
+
     fn check_unknown_fields(&self, rt: &ResourceType, object: &mut Value, options: &WriteOptions) -> ApiResult<()> {
         let snapshot = self.catalog.snapshot();
         let unknown = self.openapi.prune_unknown_fields(&snapshot, rt, object);
@@ -835,16 +906,12 @@ impl Registry {
             crate::crd::apply_defaults(&mut object, schema);
         }
         let manager = options.field_manager.clone();
+        let shape = self.openapi.shape_for(&self.catalog.snapshot(), rt);
         match managed_fields {
             Some(managed) => object["metadata"]["managedFields"] = managed,
-            None => fields::record_update(
-                None,
-                &mut object,
-                &manager,
-                &rt.api_version(),
-                "",
-                ListRules { builtin: !rt.is_custom(), schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()) },
-            ),
+            None => {
+                fields::record_update(None, &mut object, &manager, &rt.api_version(), "", self.list_rules(rt, &shape))
+            }
         }
         let ns = namespace.unwrap_or("default");
         for attempt in 0..8 {
@@ -989,10 +1056,35 @@ impl Registry {
         rt: &ResourceType,
         namespace: Option<&str>,
         name: &str,
-        mut body: Value,
+        body: Value,
         subresource: &str,
         options: &WriteOptions,
     ) -> ApiResult<Value> {
+        self.update_inner(rt, namespace, name, body, subresource, options).await.map(|(object, _)| object)
+    }
+
+    /// A PUT of the main resource: updates, or creates where the kind allows create-on-update;
+    /// says whether it created.
+    pub async fn update_or_create(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        options: &WriteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        self.update_inner(rt, namespace, name, body, "", options).await
+    }
+
+    async fn update_inner(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        mut body: Value,
+        subresource: &str,
+        options: &WriteOptions,
+    ) -> ApiResult<(Value, bool)> {
         self.check_type_meta(rt, &mut body)?;
         if let Some(body_name) = meta_str(&body, "name").filter(|n| !n.is_empty())
             && body_name != name
@@ -1001,7 +1093,22 @@ impl Registry {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let (current, revision) = self.get_with_revision(rt, namespace, name).await?;
+        let (current, revision) = match self.get_with_revision(rt, namespace, name).await {
+            // Kinds whose strategies allow create-on-update (a PUT of a missing object creates it).
+            Err(ApiError::NotFound { .. })
+                if subresource.is_empty()
+                    && meta_str(&body, "resourceVersion").is_none_or(str::is_empty)
+                    && matches!(
+                        (rt.group.as_str(), rt.kind.as_str()),
+                        ("", "Endpoints" | "LimitRange" | "Service")
+                            | ("coordination.k8s.io", "Lease")
+                            | ("rbac.authorization.k8s.io", _)
+                    ) =>
+            {
+                return self.create(rt, namespace, body, options).await.map(|created| (created, true));
+            }
+            other => other?,
+        };
         match meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty()) {
             Some(rv) if rv != revision.to_string() => {
                 return Err(ApiError::stale(&rt.group, &rt.plural, name));
@@ -1017,7 +1124,9 @@ impl Registry {
             }
             None => {}
         }
-        self.write_update(rt, namespace, name, current, revision, body, subresource, options, true).await
+        self.write_update(rt, namespace, name, current, revision, body, subresource, options, true)
+            .await
+            .map(|updated| (updated, false))
     }
 
     /// Patches an object; server-side apply creates it when missing (`.1` is true then).
@@ -1037,7 +1146,8 @@ impl Registry {
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
             ));
         }
-        let rules = ListRules { builtin: !rt.is_custom(), schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()) };
+        let shape = self.openapi.shape_for(&self.catalog.snapshot(), rt);
+        let rules = self.list_rules(rt, &shape);
         for _attempt in 0..5 {
             let existing = self.get_with_revision(rt, namespace, name).await;
             let (current, revision) = match existing {
@@ -1055,7 +1165,7 @@ impl Registry {
                         &rt.api_version(),
                         "",
                         rules,
-                        subject(rt, name),
+                        Subject::default(),
                     )?;
                     object["metadata"]["name"] = json!(name);
                     // The Apply entry replaces the Update entry a create would record.
@@ -1083,7 +1193,7 @@ impl Registry {
                         &rt.api_version(),
                         subresource,
                         rules,
-                        subject(rt, name),
+                        Subject::default(),
                     )?;
                 }
             }
@@ -1225,13 +1335,14 @@ impl Registry {
             if let Some(meta) = current_for_fields.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.remove("resourceVersion");
             }
+            let shape = self.openapi.shape_for(&self.catalog.snapshot(), rt);
             fields::record_update(
                 Some(&current_for_fields),
                 &mut new,
                 &options.field_manager,
                 &rt.api_version(),
                 subresource,
-                ListRules { builtin: !rt.is_custom(), schema: rt.custom.as_ref().and_then(|c| c.schema.as_ref()) },
+                self.list_rules(rt, &shape),
             );
         }
         let mut comparable = current.clone();
@@ -1316,7 +1427,13 @@ impl Registry {
             updated["metadata"].as_object_mut().expect("map").remove("resourceVersion");
             let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some();
             let mut finalizers = finalizers_of(&current);
-            match options.propagation.as_deref() {
+            // Without a policy, jobs and replication controllers orphan their pods (their
+            // strategies' DefaultGarbageCollectionPolicy); everything else goes in the background.
+            let propagation = options.propagation.as_deref().or(match (rt.group.as_str(), rt.kind.as_str()) {
+                ("batch", "Job") | ("", "ReplicationController") => Some("Orphan"),
+                _ => None,
+            });
+            match propagation {
                 Some("Foreground") if !already_deleting && !finalizers.contains(&"foregroundDeletion".to_string()) => {
                     finalizers.push("foregroundDeletion".into());
                 }
@@ -1439,6 +1556,12 @@ impl Registry {
                 Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(o),
                 Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
+            }
+        }
+        if !rt.is_custom() {
+            for item in deleted.iter_mut().filter_map(Value::as_object_mut) {
+                item.remove("kind");
+                item.remove("apiVersion");
             }
         }
         list["items"] = Value::Array(deleted);

@@ -12,10 +12,75 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
     if rt.is_custom() {
         return;
     }
+    // Go writes non-pointer structs even when empty: the status of a kind that has one, and the
+    // metadata of embedded templates (whose creationTimestamp is then null).
+    if rt.has_status {
+        // Zero counts Go writes (non-omitempty integers) in a new object's status.
+        let zeros: &[&str] = match (rt.group.as_str(), rt.kind.as_str()) {
+            ("apps", "ReplicaSet" | "StatefulSet") | ("", "ReplicationController") => &["replicas"],
+            ("apps", "DaemonSet") => {
+                &["currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"]
+            }
+            ("policy", "PodDisruptionBudget") => {
+                &["currentHealthy", "desiredHealthy", "disruptionsAllowed", "expectedPods"]
+            }
+            _ => &[],
+        };
+        let status = ensure_object(object, "status");
+        for field in zeros {
+            status.entry(*field).or_insert(json!(0));
+        }
+        if rt.group == "networking.k8s.io" && rt.kind == "Ingress" {
+            status.entry("loadBalancer").or_insert(json!({}));
+        }
+    }
+    for template in ["/spec/template", "/template", "/spec/jobTemplate", "/spec/jobTemplate/spec/template"] {
+        if let Some(Value::Object(template)) = object.pointer_mut(template) {
+            let metadata = template.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(metadata) = metadata.as_object_mut() {
+                metadata.entry("creationTimestamp").or_insert(Value::Null);
+            }
+        }
+    }
+    if let Some(claims) = object.pointer_mut("/spec/volumeClaimTemplates").and_then(Value::as_array_mut) {
+        for claim in claims.iter_mut().filter_map(Value::as_object_mut) {
+            let metadata = claim.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(metadata) = metadata.as_object_mut() {
+                metadata.entry("creationTimestamp").or_insert(Value::Null);
+            }
+        }
+    }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Pod") => {
             if let Some(spec) = object.get_mut("spec") {
                 default_pod_spec(spec);
+            }
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                // SetDefaults_Pod and the Priority and DefaultTolerationSeconds admission plugins.
+                spec.entry("enableServiceLinks").or_insert(json!(true));
+                if !spec.contains_key("priorityClassName") {
+                    spec.entry("priority").or_insert(json!(0));
+                }
+                spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+                let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+                if let Some(list) = tolerations.as_array_mut() {
+                    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+                        let tolerated = list.iter().any(|t| {
+                            let key_matches =
+                                t.get("key").and_then(Value::as_str).is_none_or(|k| k == key || k.is_empty());
+                            let effect_matches = t
+                                .get("effect")
+                                .and_then(Value::as_str)
+                                .is_none_or(|e| e == "NoExecute" || e.is_empty());
+                            key_matches
+                                && effect_matches
+                                && (t.get("key").is_some() || t.get("operator") == Some(&json!("Exists")))
+                        });
+                        if !tolerated {
+                            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                        }
+                    }
+                }
             }
             let qos = qos_class(object.get("spec").unwrap_or(&Value::Null));
             let status = ensure_object(object, "status");
@@ -121,6 +186,7 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
             default_template(object);
         }
         ("apps", "StatefulSet") => {
+            ensure_object(object, "status").entry("availableReplicas").or_insert(json!(0));
             let spec = ensure_object(object, "spec");
             spec.entry("replicas").or_insert(json!(1));
             spec.entry("podManagementPolicy").or_insert(json!("OrderedReady"));
@@ -168,6 +234,7 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
             spec.entry("completionMode").or_insert(json!("NonIndexed"));
             spec.entry("suspend").or_insert(json!(false));
             spec.entry("podReplacementPolicy").or_insert(json!("TerminatingOrFailed"));
+            spec.entry("manualSelector").or_insert(json!(false));
             default_template(object);
         }
         ("batch", "CronJob") => {
@@ -181,6 +248,49 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
             {
                 default_pod_spec(pod_spec);
             }
+        }
+        ("", "LimitRange") => {
+            // A limit's default request is its default limit unless given.
+            for limit in object.pointer_mut("/spec/limits").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(default) = limit.get("default").cloned()
+                    && let Some(limit) = limit.as_object_mut()
+                {
+                    let requests = limit.entry("defaultRequest").or_insert_with(|| json!({}));
+                    if let (Some(requests), Some(default)) = (requests.as_object_mut(), default.as_object()) {
+                        for (resource, quantity) in default {
+                            requests.entry(resource.clone()).or_insert(quantity.clone());
+                        }
+                    }
+                }
+            }
+        }
+        ("", "PodTemplate") => {
+            if let Some(spec) = object.pointer_mut("/template/spec") {
+                default_pod_spec(spec);
+            }
+        }
+        ("", "Endpoints") => {
+            for subset in object.get_mut("subsets").and_then(Value::as_array_mut).into_iter().flatten() {
+                for port in subset.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(port) = port.as_object_mut() {
+                        port.entry("protocol").or_insert(json!("TCP"));
+                    }
+                }
+            }
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            for endpoint in object.get_mut("endpoints").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(endpoint) = endpoint.as_object_mut() {
+                    endpoint.entry("conditions").or_insert(json!({}));
+                }
+            }
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            // Ingress always; Egress when egress rules are given.
+            let has_egress = object.pointer("/spec/egress").is_some();
+            let spec = ensure_object(object, "spec");
+            spec.entry("policyTypes")
+                .or_insert_with(|| if has_egress { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) });
         }
         _ => {}
     }
@@ -283,6 +393,9 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
     }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Pod") => validate_pod_spec(object.get("spec"), "spec", causes),
+        ("apps", "ControllerRevision") if object.get("data").is_none_or(Value::is_null) => {
+            causes.push(Cause::required("data", "data is mandatory"));
+        }
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
             let selector = object.pointer("/spec/selector");
             let generated = rt.kind == "Job";

@@ -78,6 +78,7 @@ pub fn name_rule(group: &str, kind: &str) -> fn(&str) -> Result<(), String> {
         ("rbac.authorization.k8s.io", _) => path_segment,
         // `v1.` names the core group version.
         ("apiregistration.k8s.io", _) => path_segment,
+        ("policy", "PodDisruptionBudget") => path_segment,
         _ => dns1123_subdomain,
     }
 }

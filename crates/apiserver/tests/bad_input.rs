@@ -79,7 +79,10 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     assert_status(&reply, 400, "BadRequest");
     let reply = http.get("/api/v1/namespaces/default/configmaps?fieldSelector=spec.nodeName%3Dx").await;
     let status = assert_status(&reply, 400, "BadRequest");
-    assert_eq!(status["message"], "field label not supported: spec.nodeName");
+    assert_eq!(
+        status["message"],
+        "\"spec.nodeName\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+    );
     let reply = http.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dx").await;
     assert_eq!(reply.status, 200, "pods support spec.nodeName");
 

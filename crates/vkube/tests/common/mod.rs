@@ -224,8 +224,18 @@ pub struct RealControlPlane {
 impl RealControlPlane {
     /// Starts one in `dir` (building the binaries first if the cache lacks them).
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Only etcd and kube-apiserver: an API oracle with no controllers acting on what it stores.
+    pub fn start_api_only(dir: &Path) -> Self {
+        Self::start_with(dir, &["--api-only"])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/k8s/control-plane.sh");
-        let output = Command::new(&script).arg("start").arg(dir).output().expect("tools/k8s/control-plane.sh runs");
+        let output =
+            Command::new(&script).arg("start").arg(dir).args(extra).output().expect("tools/k8s/control-plane.sh runs");
         assert!(
             output.status.success() && String::from_utf8_lossy(&output.stdout).lines().any(|l| l == "ready"),
             "the real control plane did not start (needs Go and the module proxy; .ci/run builds it):\n{}\n{}",
