@@ -1904,6 +1904,61 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
+        self.reconcile_bootstrap_policy().await
+    }
+
+    /// Upstream's RBAC bootstrap policy (`bootstrap_policy.json`, generated from kube-apiserver
+    /// by `tools/gen_bootstrap_policy.py`): the default ClusterRoles (`cluster-admin`, `admin`,
+    /// `edit`, `view`, `system:*`), their bindings, and the Roles of kube-system and kube-public.
+    /// Missing objects are created; existing ones marked `rbac.authorization.kubernetes.io/autoupdate:
+    /// "true"` get back the rules and subjects the policy has (what users added stays), as
+    /// kube-apiserver reconciles them at start.
+    async fn reconcile_bootstrap_policy(&self) -> ApiResult<()> {
+        static POLICY: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+            serde_json::from_str(include_str!("bootstrap_policy.json")).expect("the bootstrap policy is JSON")
+        });
+        let snapshot = self.catalog.snapshot();
+        let options = WriteOptions { field_manager: "kube-apiserver".into(), ..Default::default() };
+        for object in POLICY["objects"].as_array().into_iter().flatten() {
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let plural = format!("{}s", kind.to_lowercase());
+            let Some(rt) = snapshot.get("rbac.authorization.k8s.io", "v1", &plural) else { continue };
+            let name = meta_str(object, "name").unwrap_or_default();
+            let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+            match self.get(&rt, namespace, name).await {
+                Err(ApiError::NotFound { .. }) => match self.create(&rt, namespace, object.clone(), &options).await {
+                    Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                    Err(error) => tracing::warn!(%kind, %name, %error, "could not create a bootstrap RBAC object"),
+                },
+                Ok(current) => {
+                    let autoupdate = current
+                        .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+                        .and_then(Value::as_str)
+                        != Some("false");
+                    let mut wanted = current.clone();
+                    let mut changed = false;
+                    for field in ["rules", "subjects"] {
+                        let Some(bootstrap) = object.get(field).and_then(Value::as_array) else { continue };
+                        let list = wanted.as_object_mut().expect("objects are maps").entry(field).or_insert(json!([]));
+                        if let Some(list) = list.as_array_mut() {
+                            for entry in bootstrap {
+                                if !list.contains(entry) {
+                                    list.push(entry.clone());
+                                    changed = true;
+                                }
+                            }
+                        }
+                    }
+                    if autoupdate
+                        && changed
+                        && let Err(error) = self.update(&rt, namespace, name, wanted, "", &options).await
+                    {
+                        tracing::warn!(%kind, %name, %error, "could not reconcile a bootstrap RBAC object");
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
         Ok(())
     }
 }
