@@ -240,8 +240,16 @@ impl Syncer {
         }
         let mut host_status = json!({"status": to_value(&host_pod.status)});
         self.patch_to_virtual("Pod", &virtual_pod.namespace().unwrap_or_default(), &mut host_status)?;
-        let host_status = host_status["status"].take();
-        if host_status.is_null() || to_value(&virtual_pod.status) == host_status {
+        let mut host_status = host_status["status"].take();
+        // The virtual pod keeps its own QoS class (§3.1: the host's may differ, e.g. because of
+        // containers injected on the host); everything else follows the host.
+        let mut virtual_status = to_value(&virtual_pod.status);
+        for status in [&mut host_status, &mut virtual_status] {
+            if let Some(map) = status.as_object_mut() {
+                map.remove("qosClass");
+            }
+        }
+        if host_status.is_null() || virtual_status == host_status {
             return Ok(());
         }
         match virtual_api

@@ -687,7 +687,8 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
     v_ingresses
         .create(
             &pp,
-            &object(json!({"metadata": {"name": "web"}, "spec": {"ingressClassName": "nginx",
+            &object(json!({"metadata": {"name": "web", "annotations": {"field.cattle.io/publicEndpoints": "[]", "team": "shop"}},
+            "spec": {"ingressClassName": "nginx",
             "tls": [{"hosts": ["shop.example.com"], "secretName": "web-tls"}],
             "rules": [{"host": "shop.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
                 "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})),
@@ -707,6 +708,9 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
     let backend = &rules[0].http.as_ref().unwrap().paths[0].backend;
     assert_eq!(backend.service.as_ref().unwrap().name, "web-x-default-x-vc");
     assert_eq!(host_ingress.labels()["vcluster.loft.sh/managed-by"], "vc");
+    // §2.8: Rancher's endpoint annotation stays where it was computed; others are copied.
+    assert!(!host_ingress.annotations().contains_key("field.cattle.io/publicEndpoints"));
+    assert_eq!(host_ingress.annotations()["team"], "shop");
     eventually("the TLS secret on the host", || {
         let h_secrets = h_secrets.clone();
         async move { h_secrets.get("web-tls-x-default-x-vc").await.ok().map(|_| ()) }
@@ -1230,4 +1234,71 @@ async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
         async move { gone(h_volumes.get(host_name).await).then_some(()) }
     })
     .await;
+}
+
+/// §3.2: a service account token secret a pod mounts reaches the host as `Opaque` (the host's
+/// token controller must not take it for one of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secrets_reach_the_host_as_opaque() {
+    use k8s_openapi::api::core::v1::Secret;
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let v_secrets: Api<Secret> = Api::namespaced(clusters.vc.clone(), "default");
+    v_secrets
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "robot-token", "annotations": {"kubernetes.io/service-account.name": "default"}},
+                "type": "kubernetes.io/service-account-token", "data": {"token": "c2VjcmV0"}})),
+        )
+        .await
+        .unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx",
+                "volumeMounts": [{"name": "t", "mountPath": "/t"}]}], "volumes": [{"name": "t", "secret": {"secretName": "robot-token"}}]}})),
+        )
+        .await
+        .unwrap();
+    let h_secrets: Api<Secret> = Api::namespaced(clusters.host.clone(), HNS);
+    let copy = eventually("the token secret on the host", || {
+        let h_secrets = h_secrets.clone();
+        async move { h_secrets.get("robot-token-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(copy.type_.as_deref(), Some("Opaque"));
+    assert_eq!(copy.data.unwrap()["token"].0, b"secret");
+}
+
+/// §3.1: the virtual pod's status follows the host pod's, except its QoS class, which stays the
+/// virtual one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_status_comes_back_but_the_qos_class_stays_virtual() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("the virtual pod running", || {
+        let v_pods = v_pods.clone();
+        async move { (v_pods.get("web").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(()) }
+    })
+    .await;
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let host_status = json!({"status": {"qosClass": "Guaranteed", "message": "seen on the host"}});
+    h_pods.patch_status("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(host_status)).await.unwrap();
+    let status = eventually("the host's status message in the virtual pod", || {
+        let v_pods = v_pods.clone();
+        async move {
+            let status = v_pods.get("web").await.ok()?.status?;
+            (status.message.as_deref() == Some("seen on the host")).then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(status.qos_class.as_deref(), Some("BestEffort"), "the virtual QoS class is kept");
 }

@@ -132,6 +132,10 @@ pub fn host_ingress(context: &Context, ingress: &Value) -> Value {
     let namespace = text(ingress, "/metadata/namespace");
     let mut annotations = BTreeMap::new();
     for (key, value) in strings(ingress.pointer("/metadata/annotations")) {
+        // §2.8: Rancher's view of the endpoints belongs to the cluster it was computed in.
+        if crate::services::EXCLUDED_ANNOTATIONS.contains(&key.as_str()) {
+            continue;
+        }
         if INGRESS_SECRET_ANNOTATIONS.contains(&key.as_str()) && !value.is_empty() {
             annotations.insert(key, secret_reference(context, &value, namespace).0);
         } else {

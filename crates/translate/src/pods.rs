@@ -435,6 +435,11 @@ pub fn host_copy(context: &Context, object: &Value, kind: &str, host: &str) -> V
             copy[field] = value.clone();
         }
     }
+    // A service account token secret goes to the host as plain data: the host's token
+    // controller would otherwise manage (and overwrite) it for a service account it does not have.
+    if kind == "Secret" && copy.get("type").and_then(Value::as_str) == Some("kubernetes.io/service-account-token") {
+        copy["type"] = json!("Opaque");
+    }
     copy
 }
 
@@ -444,6 +449,18 @@ mod tests {
 
     fn vc() -> Context {
         Context::new("my-vc", "vcluster-my-vc")
+    }
+
+    #[test]
+    fn service_account_token_secrets_reach_the_host_as_opaque() {
+        let token = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t", "namespace": "default",
+            "annotations": {"kubernetes.io/service-account.name": "default"}},
+            "type": "kubernetes.io/service-account-token", "data": {"token": "eA=="}});
+        let copy = host_copy(&vc(), &token, "Secret", "t-x-default-x-my-vc");
+        assert_eq!(copy["type"], "Opaque");
+        assert_eq!(copy["data"]["token"], "eA==");
+        let plain = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "p", "namespace": "default"}, "type": "kubernetes.io/tls"});
+        assert_eq!(host_copy(&vc(), &plain, "Secret", "p-x-default-x-my-vc")["type"], "kubernetes.io/tls");
     }
 
     fn fixture() -> Value {
