@@ -35,6 +35,14 @@ pub(crate) fn uses_of_pod(context: &Context, pod: &Pod) -> BTreeSet<Use> {
     maps.chain(secrets).collect()
 }
 
+/// `vcluster.loft.sh/force-sync: "true"`: a config map or secret synced although no pod uses it.
+pub(crate) fn forced<K: kube::Resource>(object: &K) -> bool {
+    object.meta().annotations.as_ref().and_then(|a| a.get(FORCE_SYNC)).is_some_and(|v| v == "true")
+}
+
+/// The annotation that syncs an unused config map or secret (§2.9).
+pub(crate) const FORCE_SYNC: &str = "vcluster.loft.sh/force-sync";
+
 /// The use a virtual object makes of its own host copy when every object of its kind syncs.
 pub(crate) fn own_use(kind: DataKind, host: &str, namespace: &str, name: &str, deleted: bool) -> BTreeSet<Use> {
     if deleted {

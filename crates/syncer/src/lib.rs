@@ -828,8 +828,11 @@ pub async fn run(
     let (config_maps, task) = reflect(Api::<ConfigMap>::all(virtual_client.clone()), all(), move |map, deleted| {
         let (ns, name) = (map.namespace().unwrap_or_default(), map.name_any());
         let host = vkube_translate::pods::config_map_host_name(&ctx, &name, &ns);
-        if everything {
-            let uses = data::own_use(DataKind::ConfigMap, &host, &ns, &name, deleted);
+        // Synced although unused with `all`, or when annotated force-sync (§2.9); the entry is
+        // reset whenever the object changes, so removing the annotation ends it.
+        if everything || data::forced(map) || lock(&index).has(&format!("all/configmap/{ns}/{name}")) {
+            let keep = everything || data::forced(map);
+            let uses = data::own_use(DataKind::ConfigMap, &host, &ns, &name, deleted || !keep);
             lock(&index).set(&format!("all/configmap/{ns}/{name}"), uses);
         }
         q.send(Work::Data(DataKind::ConfigMap, host));
@@ -839,8 +842,9 @@ pub async fn run(
     let (secrets, task) = reflect(Api::<Secret>::all(virtual_client.clone()), all(), move |secret, deleted| {
         let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         let host = vkube_translate::names::host_name(&ctx, &name, &ns);
-        if everything {
-            let uses = data::own_use(DataKind::Secret, &host, &ns, &name, deleted);
+        if everything || data::forced(secret) || lock(&index).has(&format!("all/secret/{ns}/{name}")) {
+            let keep = everything || data::forced(secret);
+            let uses = data::own_use(DataKind::Secret, &host, &ns, &name, deleted || !keep);
             lock(&index).set(&format!("all/secret/{ns}/{name}"), uses);
         }
         q.send(Work::Data(DataKind::Secret, host));

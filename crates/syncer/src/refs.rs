@@ -38,6 +38,11 @@ pub(crate) struct RefIndex {
 }
 
 impl RefIndex {
+    /// Whether `user` uses anything now.
+    pub(crate) fn has(&self, user: &str) -> bool {
+        self.by_user.contains_key(user)
+    }
+
     /// Records what `user` uses now; returns the host copies whose set of users changed.
     pub(crate) fn set(&mut self, user: &str, uses: BTreeSet<Use>) -> Vec<(DataKind, String)> {
         let old = self.by_user.remove(user).unwrap_or_default();

@@ -1302,3 +1302,43 @@ async fn pod_status_comes_back_but_the_qos_class_stays_virtual() {
     .await;
     assert_eq!(status.qos_class.as_deref(), Some("BestEffort"), "the virtual QoS class is kept");
 }
+
+/// §2.9: a config map or secret annotated `vcluster.loft.sh/force-sync: "true"` reaches the host
+/// although no pod uses it, and goes again when the annotation does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_sync_annotation_syncs_unused_config_maps_and_secrets() {
+    use k8s_openapi::api::core::v1::Secret;
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let v_maps: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    let v_secrets: Api<Secret> = Api::namespaced(clusters.vc.clone(), "default");
+    let forced = json!({"vcluster.loft.sh/force-sync": "true"});
+    v_maps
+        .create(&pp, &object(json!({"metadata": {"name": "forced", "annotations": forced}, "data": {"a": "1"}})))
+        .await
+        .unwrap();
+    v_maps.create(&pp, &object(json!({"metadata": {"name": "plain"}, "data": {"a": "1"}}))).await.unwrap();
+    v_secrets
+        .create(&pp, &object(json!({"metadata": {"name": "forced", "annotations": forced}, "stringData": {"k": "v"}})))
+        .await
+        .unwrap();
+    let h_maps: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), HNS);
+    let h_secrets: Api<Secret> = Api::namespaced(clusters.host.clone(), HNS);
+    eventually("the forced config map and secret on the host", || {
+        let (h_maps, h_secrets) = (h_maps.clone(), h_secrets.clone());
+        async move {
+            let map = h_maps.get("forced-x-default-x-vc").await.ok()?;
+            h_secrets.get("forced-x-default-x-vc").await.ok()?;
+            (map.data?.get("a").map(String::as_str) == Some("1")).then_some(())
+        }
+    })
+    .await;
+    assert!(gone(h_maps.get("plain-x-default-x-vc").await), "an unused config map stays virtual");
+    let unforce = json!({"metadata": {"annotations": {"vcluster.loft.sh/force-sync": null}}});
+    v_maps.patch("forced", &PatchParams::default(), &Patch::Merge(&unforce)).await.unwrap();
+    eventually("the config map gone from the host with its annotation", || {
+        let h_maps = h_maps.clone();
+        async move { gone(h_maps.get("forced-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
+}
