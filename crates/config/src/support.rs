@@ -18,6 +18,24 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         "sync.toHost.volumeSnapshots.translate",
         "apply translate rules to volume snapshots",
     );
+    let nodes = &config.sync.from_host.nodes;
+    unsupported(
+        nodes.enabled,
+        "sync.fromHost.nodes.enabled",
+        "sync real host nodes (virtual nodes are derived from the host nodes running synced pods)",
+    );
+    unsupported(nodes.sync_back_changes, "sync.fromHost.nodes.syncBackChanges", "copy node edits back to the host");
+    unsupported(
+        nodes.clear_image_status,
+        "sync.fromHost.nodes.clearImageStatus",
+        "clear the image status of synced nodes",
+    );
+    unsupported(nodes.selector.all, "sync.fromHost.nodes.selector.all", "sync every host node");
+    unsupported(
+        !nodes.selector.labels.is_empty(),
+        "sync.fromHost.nodes.selector.labels",
+        "select nodes (or pin pods) by labels",
+    );
     out
 }
 
@@ -34,5 +52,11 @@ mod tests {
         let lines = not_yet_synced(&config);
         assert_eq!(lines.len(), 1);
         assert!(lines[0].starts_with("sync.toHost.volumeSnapshots.enabled is set"), "{lines:?}");
+        let config =
+            Config::from_yaml("sync:\n  fromHost:\n    nodes:\n      enabled: true\n      selector: {all: true}\n")
+                .unwrap();
+        let lines = not_yet_synced(&config);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("sync.fromHost.nodes.enabled is set"), "{lines:?}");
     }
 }

@@ -249,6 +249,10 @@ impl Syncer {
                 map.remove("qosClass");
             }
         }
+        // The rewriteHosts init container exists only on the host (§4.5).
+        if let Some(inits) = host_status.get_mut("initContainerStatuses").and_then(Value::as_array_mut) {
+            inits.retain(|s| s.get("name").and_then(Value::as_str) != Some(vkube_translate::pods::REWRITE_HOSTS));
+        }
         if host_status.is_null() || virtual_status == host_status {
             return Ok(());
         }

@@ -37,6 +37,94 @@ pub struct PodSettings {
     pub service_accounts: bool,
     /// What happens to `priorityClassName`/`priority`.
     pub priority: PriorityMode,
+    /// The init container that puts a pod's virtual FQDN into its `/etc/hosts`
+    /// (`sync.toHost.pods.rewriteHosts`; None when disabled).
+    pub rewrite_hosts: Option<RewriteHosts>,
+}
+
+/// The `rewriteHosts` init container's image and resources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewriteHosts {
+    /// The image, registry included.
+    pub image: String,
+    /// The container's `resources`.
+    pub resources: Value,
+}
+
+impl Default for RewriteHosts {
+    fn default() -> Self {
+        let quantities = json!({"cpu": "30m", "memory": "64Mi"});
+        RewriteHosts {
+            image: "mirror.gcr.io/library/alpine:3.20".into(),
+            resources: json!({"limits": quantities, "requests": quantities}),
+        }
+    }
+}
+
+/// Name of the init container, and of its volume, that rewrite `/etc/hosts` (§4.5).
+pub const REWRITE_HOSTS: &str = "vcluster-rewrite-hosts";
+
+/// Adds the `/etc/hosts` rewrite to a host pod spec whose virtual pod has a subdomain (§4.5):
+/// an emptyDir, a first init container writing the hosts file with the virtual FQDN, and that
+/// file mounted at `/etc/hosts` in every other container.
+fn rewrite_hosts(spec: &mut Map<String, Value>, settings: &RewriteHosts, fqdn: &str, hostname: &str) {
+    let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+    if let Some(volumes) = volumes.as_array_mut() {
+        volumes.push(json!({"name": REWRITE_HOSTS, "emptyDir": {}}));
+    }
+    let mount = json!({"name": REWRITE_HOSTS, "mountPath": "/etc/hosts", "subPath": "hosts"});
+    for field in ["containers", "initContainers", "ephemeralContainers"] {
+        for container in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+            let mounts = container.as_object_mut().map(|c| c.entry("volumeMounts").or_insert_with(|| json!([])));
+            if let Some(mounts) = mounts.and_then(Value::as_array_mut) {
+                mounts.push(mount.clone());
+            }
+        }
+    }
+    let script =
+        format!("sed -E -e 's/^(\\d+.\\d+.\\d+.\\d+\\s+){hostname}$/\\1 {fqdn} {hostname}/' /etc/hosts > /hosts/hosts");
+    let init = json!({
+        "name": REWRITE_HOSTS,
+        "image": settings.image,
+        "command": ["sh"],
+        "args": ["-c", script],
+        "resources": settings.resources,
+        "securityContext": {"runAsUser": 1001, "runAsGroup": 1001, "runAsNonRoot": true,
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [{"name": REWRITE_HOSTS, "mountPath": "/hosts"}],
+    });
+    let inits = spec.entry("initContainers").or_insert_with(|| json!([]));
+    if let Some(inits) = inits.as_array_mut() {
+        inits.insert(0, init);
+    }
+}
+
+/// Downward-API paths as the host pod must read them (§4.8): its own name, namespace, uid,
+/// labels and account are the host pod's, so the virtual ones come from its annotations.
+fn downward_path(context: &Context, path: &str) -> Option<String> {
+    let annotation = |key: &str| Some(format!("metadata.annotations['vcluster.loft.sh/{key}']"));
+    match path {
+        "metadata.name" => annotation("name"),
+        "metadata.namespace" => annotation("namespace"),
+        "metadata.uid" => annotation("uid"),
+        "metadata.labels" => annotation("labels"),
+        "spec.serviceAccountName" => annotation("service-account-name"),
+        _ => {
+            let key = path.strip_prefix("metadata.labels['")?.strip_suffix("']")?;
+            crate::labels::RESERVED
+                .contains(&key)
+                .then(|| format!("metadata.labels['{}']", crate::labels::translated_key(context, key)))
+        }
+    }
+}
+
+fn rewrite_field_ref(context: &Context, holder: &mut Value) {
+    if let Some(path) = holder.pointer("/fieldRef/fieldPath").and_then(Value::as_str)
+        && let Some(rewritten) = downward_path(context, path)
+    {
+        holder["fieldRef"]["fieldPath"] = json!(rewritten);
+    }
 }
 
 /// How host pods get their priority (sync-behavior.md 4.3).
@@ -281,14 +369,25 @@ pub fn host_pod(
                 }
             }
         }
-        map.remove("subdomain");
-        let hostname = map.get("hostname").and_then(Value::as_str).unwrap_or("").to_string();
+        let subdomain = map.remove("subdomain").and_then(|s| s.as_str().map(String::from)).unwrap_or_default();
+        let mut hostname = map.get("hostname").and_then(Value::as_str).unwrap_or("").to_string();
         if hostname.is_empty() {
             let mut short: String = name.chars().take(63).collect::<String>().replace('.', "-");
             if short.ends_with('-') {
                 short.pop();
             }
             map.insert("hostname".into(), json!(short));
+            hostname = short;
+        }
+        let opted_out = ["vcluster.loft.sh/disable-subdomain-rewrite", "vcluster.loft.sh/hosts-rewritten"]
+            .iter()
+            .all(|key| virtual_annotations.get(*key).is_some_and(|v| v == "true"));
+        if let Some(rewrite) = settings.rewrite_hosts.as_ref().filter(|_| !subdomain.is_empty() && !opted_out) {
+            let domain =
+                if environment.cluster_domain.is_empty() { "cluster.local" } else { &environment.cluster_domain };
+            let fqdn = format!("{hostname}.{subdomain}.{namespace}.svc.{domain}");
+            rewrite_hosts(map, rewrite, &fqdn, &hostname);
+            annotations.insert("vcluster.loft.sh/hosts-rewritten".into(), "true".into());
         }
         let mut tolerations = map.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
         for enforced in &settings.enforce_tolerations {
@@ -310,6 +409,9 @@ pub fn host_pod(
             for env in container.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
                 rename(env, "/valueFrom/configMapKeyRef/name", cm);
                 rename(env, "/valueFrom/secretKeyRef/name", other);
+                if let Some(from) = env.get_mut("valueFrom") {
+                    rewrite_field_ref(context, from);
+                }
             }
             for from in container.get_mut("envFrom").and_then(Value::as_array_mut).into_iter().flatten() {
                 rename(from, "/configMapRef/name", cm);
@@ -328,10 +430,18 @@ pub fn host_pod(
             rename(volume, "/configMap/name", cm);
             rename(volume, "/secret/secretName", other);
             rename(volume, "/persistentVolumeClaim/claimName", other);
+            for item in volume.pointer_mut("/downwardAPI/items").and_then(Value::as_array_mut).into_iter().flatten() {
+                rewrite_field_ref(context, item);
+            }
             if let Some(sources) = volume.pointer_mut("/projected/sources").and_then(Value::as_array_mut) {
                 for source in sources.iter_mut() {
                     rename(source, "/configMap/name", cm);
                     rename(source, "/secret/name", other);
+                    for item in
+                        source.pointer_mut("/downwardAPI/items").and_then(Value::as_array_mut).into_iter().flatten()
+                    {
+                        rewrite_field_ref(context, item);
+                    }
                     // The virtual cluster's token travels in an annotation the kubelet projects.
                     let Some(path) = source.pointer("/serviceAccountToken/path").and_then(Value::as_str) else {
                         continue;
@@ -500,6 +610,7 @@ mod tests {
             token_secrets: false,
             service_accounts: false,
             priority: PriorityMode::Cleared,
+            rewrite_hosts: None,
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();

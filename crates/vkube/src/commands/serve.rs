@@ -175,6 +175,25 @@ impl vkube_apiserver::registry::ServiceAddresses for HostServices {
     }
 }
 
+/// The `rewriteHosts` init container (§4.5): an image without a registry comes from
+/// `mirror.gcr.io`; resources default to 30m CPU and 64Mi memory, limits and requests.
+fn rewrite_hosts_settings(init: &vkube_config::types::InitContainer) -> vkube_translate::pods::RewriteHosts {
+    let mut settings = vkube_translate::pods::RewriteHosts::default();
+    let first = init.image.split('/').next().unwrap_or_default();
+    let has_registry = init.image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    settings.image = if has_registry { init.image.clone() } else { format!("mirror.gcr.io/{}", init.image) };
+    let quantities = |map: &std::collections::BTreeMap<String, vkube_config::types::Quantity>| {
+        map.iter().map(|(k, v)| (k.clone(), serde_json::json!(v.0))).collect::<serde_json::Map<_, _>>()
+    };
+    if !init.resources.limits.is_empty() {
+        settings.resources["limits"] = serde_json::Value::Object(quantities(&init.resources.limits));
+    }
+    if !init.resources.requests.is_empty() {
+        settings.resources["requests"] = serde_json::Value::Object(quantities(&init.resources.requests));
+    }
+    settings
+}
+
 /// The translate rules of every kind the syncer writes to the host, compiled.
 fn translate_rules(config: &vkube_config::Config) -> anyhow::Result<vkube_syncer::patches::PatchesByKind> {
     let to = &config.sync.to_host;
@@ -252,6 +271,7 @@ pub async fn start(
         token_secrets: pods.use_secrets_for_sa_tokens,
         service_accounts: config.sync.to_host.service_accounts.enabled,
         priority: Default::default(),
+        rewrite_hosts: pods.rewrite_hosts.enabled.then(|| rewrite_hosts_settings(&pods.rewrite_hosts.init_container)),
     };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;

@@ -1,0 +1,85 @@
+//! The syncer's details as sync-behavior.md describes them, checked with kubectl against
+//! `vkube up` (default vcluster.yaml).
+
+mod common;
+
+use common::Up;
+
+/// §4.5 rewriteHosts (on by default) and §4.8 the downward API: a pod with a subdomain gets the
+/// init container that writes its virtual FQDN into /etc/hosts, and fields a container reads about
+/// its own pod name the virtual pod, not the host one.
+#[test]
+fn host_pods_see_their_virtual_identity() {
+    let Up { up, k, host, dir: _dir, _home } = Up::start();
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: db-0, labels: {app: db}}
+spec:
+  hostname: db-0
+  subdomain: db
+  containers:
+  - name: db
+    image: postgres:16
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    volumeMounts: [{name: info, mountPath: /info}]
+  volumes:
+  - name: info
+    downwardAPI:
+      items: [{path: name, fieldRef: {fieldPath: metadata.name}}]
+"#;
+    let created = k.output_with_stdin(&["create", "-f", "-"], pod);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    k.ok(&["wait", "--for=condition=Ready", "pod/db-0", "--timeout=30s"]);
+    let get = |jsonpath: &str| {
+        host.ok(&["get", "pod", "db-0-x-default-x-vc1", "-n", "vcluster-vc1", "-o", &format!("jsonpath={jsonpath}")])
+    };
+    assert_eq!(get("{.spec.initContainers[0].name}"), "vcluster-rewrite-hosts");
+    assert_eq!(get("{.spec.initContainers[0].image}"), "mirror.gcr.io/library/alpine:3.20");
+    let script = get("{.spec.initContainers[0].args[1]}");
+    assert!(script.contains("db-0.db.default.svc.cluster.local db-0/"), "{script}");
+    assert_eq!(get("{.spec.containers[0].volumeMounts[?(@.mountPath=='/etc/hosts')].subPath}"), "hosts");
+    assert_eq!(get("{.metadata.annotations.vcluster\\.loft\\.sh/hosts-rewritten}"), "true");
+    assert_eq!(
+        get("{.spec.containers[0].env[?(@.name=='POD_NAME')].valueFrom.fieldRef.fieldPath}"),
+        "metadata.annotations['vcluster.loft.sh/name']"
+    );
+    assert_eq!(
+        get("{.spec.containers[0].env[?(@.name=='POD_NAMESPACE')].valueFrom.fieldRef.fieldPath}"),
+        "metadata.annotations['vcluster.loft.sh/namespace']"
+    );
+    assert_eq!(
+        get("{.spec.containers[0].env[?(@.name=='APP')].valueFrom.fieldRef.fieldPath}"),
+        "metadata.labels['app']"
+    );
+    assert_eq!(
+        get("{.spec.volumes[?(@.name=='info')].downwardAPI.items[0].fieldRef.fieldPath}"),
+        "metadata.annotations['vcluster.loft.sh/name']"
+    );
+    assert_eq!(get("{.metadata.annotations.vcluster\\.loft\\.sh/name}"), "db-0");
+    // The virtual pod shows no trace of the host-only init container.
+    let inits = k.ok(&[
+        "get",
+        "pod",
+        "db-0",
+        "-o",
+        "jsonpath={.spec.initContainers[*].name} {.status.initContainerStatuses[*].name}",
+    ]);
+    assert_eq!(inits.trim(), "");
+    // A pod without a subdomain is left alone.
+    k.ok(&["run", "plain", "--image=nginx:1.27"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/plain", "--timeout=30s"]);
+    let plain = host.ok(&[
+        "get",
+        "pod",
+        "plain-x-default-x-vc1",
+        "-n",
+        "vcluster-vc1",
+        "-o",
+        "jsonpath={.spec.initContainers}",
+    ]);
+    assert_eq!(plain, "");
+    assert!(up.stop().success());
+}
