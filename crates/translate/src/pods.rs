@@ -334,8 +334,24 @@ pub fn host_pod(
     let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
     let controller = owners.iter().find(|o| o.get("controller").and_then(Value::as_bool) == Some(true));
     extra("cluster-autoscaler.kubernetes.io/safe-to-evict", controller.is_some().to_string());
+    if controller.and_then(|c| c.get("kind")).and_then(Value::as_str) == Some("DaemonSet") {
+        extra("cluster-autoscaler.kubernetes.io/daemonset-pod", "true".into());
+    }
     if !owners.is_empty() {
         extra("vcluster.loft.sh/owner-references", serde_json::to_string(&owners).unwrap_or_default());
+    }
+    // The kind of the workload set the pod belongs to (the reference's QUIRK checks `apps/v1` for
+    // Jobs too, so it never names a Job; vkube names Jobs by their `batch/v1`).
+    let set_kind = owners.iter().find_map(|o| {
+        let kind = o.get("kind").and_then(Value::as_str)?;
+        let api_version = o.get("apiVersion").and_then(Value::as_str)?;
+        match (api_version, kind) {
+            ("apps/v1", "DaemonSet" | "ReplicaSet" | "StatefulSet") | ("batch/v1", "Job") => Some(kind.to_string()),
+            _ => None,
+        }
+    });
+    if let Some(kind) = set_kind {
+        extra("vcluster.loft.sh/owner-set-kind", kind);
     }
 
     let mut spec = pod.get("spec").cloned().unwrap_or(json!({}));

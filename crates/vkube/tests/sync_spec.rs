@@ -81,5 +81,31 @@ spec:
         "jsonpath={.spec.initContainers}",
     ]);
     assert_eq!(plain, "");
+
+    // §4.2: host tooling can tell which workload set a pod belongs to.
+    k.ok(&["create", "job", "once", "--image=busybox:1.36"]);
+    let daemon = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: busybox:1.36}]}\n";
+    assert!(k.output_with_stdin(&["create", "-f", "-"], daemon).status.success());
+    let annotation = |selector: &str, key: &str| {
+        host.ok(&[
+            "get",
+            "pods",
+            "-n",
+            "vcluster-vc1",
+            "-l",
+            selector,
+            "-o",
+            &format!("jsonpath={{.items[0].metadata.annotations.{key}}}"),
+        ])
+    };
+    common::wait_until(std::time::Duration::from_secs(30), "the job's and the daemon set's pods on the host", || {
+        annotation("batch.kubernetes.io/job-name=once", "vcluster\\.loft\\.sh/owner-set-kind") == "Job"
+            && annotation("app=agent", "vcluster\\.loft\\.sh/owner-set-kind") == "DaemonSet"
+    });
+    assert_eq!(annotation("app=agent", "cluster-autoscaler\\.kubernetes\\.io/daemonset-pod"), "true");
+    assert_eq!(
+        annotation("batch.kubernetes.io/job-name=once", "cluster-autoscaler\\.kubernetes\\.io/daemonset-pod"),
+        ""
+    );
     assert!(up.stop().success());
 }
