@@ -1342,3 +1342,38 @@ async fn force_sync_annotation_syncs_unused_config_maps_and_secrets() {
     })
     .await;
 }
+
+/// §3.4: a service's status is the host's, whole: a load balancer written only on the virtual side
+/// goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_status_is_forced_from_the_host() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_services: Api<Service> = Api::namespaced(clusters.host.clone(), HNS);
+    v_services
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("the host service", || {
+        let h_services = h_services.clone();
+        async move { h_services.get("web-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    let fake = json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}}});
+    v_services.patch_status("web", &PatchParams::default(), &Patch::Merge(&fake)).await.unwrap();
+    // A host-side change makes the syncer look again; the virtual-only ingress is then gone.
+    let label = json!({"status": {"conditions": [{"type": "Seen", "status": "True", "reason": "Host", "message": "", "lastTransitionTime": "2026-12-02T00:00:00Z"}]}});
+    h_services.patch_status("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    eventually("the virtual status equal to the host's", || {
+        let v_services = v_services.clone();
+        async move {
+            let status = v_services.get("web").await.ok()?.status?;
+            let ingress_gone = status.load_balancer.and_then(|l| l.ingress).is_none_or(|i| i.is_empty());
+            (ingress_gone && status.conditions.is_some_and(|c| c[0].type_ == "Seen")).then_some(())
+        }
+    })
+    .await;
+}
