@@ -127,6 +127,19 @@ impl Syncer {
         }
         if let Some(current) = current.as_deref() {
             let uid = source.uid().unwrap_or_default();
+            // A virtual object re-created under the same name (§3.0.2): its host copy is made
+            // again from the new object, not merged with the old one's data.
+            let recorded = current.annotations().get(vkube_translate::metadata::OBJECT_UID).cloned();
+            if recorded.is_some_and(|recorded| !recorded.is_empty() && recorded != uid) {
+                tracing::info!(kind = kind.kind(), %host, "the virtual object was re-created; re-creating its host copy");
+                let only_that_copy = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions { uid: current.uid(), resource_version: None }),
+                    ..DeleteParams::default()
+                };
+                ignore_not_found(host_api.delete(host, &only_that_copy).await)?;
+                lock(&self.last_synced).remove(host);
+                return Ok(());
+            }
             self.restore_bookkeeping(current, kind.kind(), &namespace, &name, &uid).await?;
         }
         let virtual_api: Api<K> = Api::namespaced(self.virtual_client.clone(), &namespace);
@@ -173,7 +186,12 @@ impl Syncer {
             return Ok(());
         }
         let host_changed_only = last.as_ref().is_some_and(|last| *last == virtual_data && *last != host_data);
-        let patch = Patch::Merge(if host_changed_only { host_data.clone() } else { virtual_data.clone() });
+        // The patch carries deletions too (§3.0.5): a key removed on one side goes on the other.
+        let patch = Patch::Merge(if host_changed_only {
+            crate::services::forcing_patch(&virtual_data, &host_data)
+        } else {
+            crate::services::forcing_patch(&host_data, &virtual_data)
+        });
         if host_changed_only {
             ignore_not_found(virtual_api.patch(&source.name_any(), &PatchParams::apply(MANAGER), &patch).await)?;
             lock(&self.last_synced).insert(host.to_string(), host_data);

@@ -1377,3 +1377,59 @@ async fn service_status_is_forced_from_the_host() {
     })
     .await;
 }
+
+/// §3.0: data changes carry deletions both ways, and a virtual config map re-created under the
+/// same name replaces its host copy (new object-uid, none of the old data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_map_data_deletions_stick_and_recreated_objects_replace_their_copy() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let v_maps: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_maps: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), HNS);
+    v_maps.create(&pp, &object(json!({"metadata": {"name": "settings"}, "data": {"a": "1", "b": "2"}}))).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx",
+                "envFrom": [{"configMapRef": {"name": "settings"}}]}]}})),
+        )
+        .await
+        .unwrap();
+    let host_data = |wanted: serde_json::Value| {
+        let h_maps = h_maps.clone();
+        async move {
+            let map = h_maps.get("settings-x-default-x-vc").await.ok()?;
+            (serde_json::to_value(map.data.clone().unwrap_or_default()).ok()? == wanted).then_some(map)
+        }
+    };
+    eventually("the copy with a and b", || host_data(json!({"a": "1", "b": "2"}))).await;
+    // A key removed in the virtual cluster goes from the host copy.
+    v_maps.patch("settings", &PatchParams::default(), &Patch::Merge(json!({"data": {"b": null}}))).await.unwrap();
+    eventually("b gone from the host copy", || host_data(json!({"a": "1"}))).await;
+    // A key removed on the host goes from the virtual object.
+    h_maps
+        .patch(
+            "settings-x-default-x-vc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": null, "c": "3"}})),
+        )
+        .await
+        .unwrap();
+    eventually("the host's edit in the virtual cluster", || {
+        let v_maps = v_maps.clone();
+        async move {
+            let data = v_maps.get("settings").await.ok()?.data.unwrap_or_default();
+            (data.len() == 1 && data.get("c").map(String::as_str) == Some("3")).then_some(())
+        }
+    })
+    .await;
+    // Re-created under the same name while the pod still uses it.
+    v_maps.delete("settings", &DeleteParams::default()).await.unwrap();
+    let fresh =
+        v_maps.create(&pp, &object(json!({"metadata": {"name": "settings"}, "data": {"z": "9"}}))).await.unwrap();
+    let copy = eventually("the copy of the new object", || host_data(json!({"z": "9"}))).await;
+    assert_eq!(copy.annotations()["vcluster.loft.sh/object-uid"], fresh.uid().unwrap());
+    let data = v_maps.get("settings").await.unwrap().data.unwrap_or_default();
+    assert_eq!(data.len(), 1, "none of the old data came back: {data:?}");
+}
