@@ -118,7 +118,7 @@ impl Syncer {
                 }
             }
         }
-        let Some(source) = cached(virtual_store, Some(&namespace), &name) else {
+        let Some(source) = crate::cached_virtual(virtual_store, Some(&namespace), &name) else {
             // Referenced but not created yet: its watch event brings it here again.
             return Ok(());
         };

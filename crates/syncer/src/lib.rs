@@ -369,6 +369,25 @@ where
     store.get(&key)
 }
 
+/// [`cached`] for a virtual object a to-host syncer may act on: one labelled
+/// `vcluster.loft.sh/controlled-by` belongs to something else and counts as absent (§1.11).
+fn cached_virtual<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    cached(store, namespace, name).filter(|object| !controlled(object.as_ref()))
+}
+
+/// Whether an object carries a non-empty `vcluster.loft.sh/controlled-by` label.
+pub(crate) fn controlled<K: Resource>(object: &K) -> bool {
+    object
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(vkube_translate::labels::CONTROLLED_BY))
+        .is_some_and(|value| !value.is_empty())
+}
+
 /// The virtual (namespace, name) a host object's bookkeeping annotations name.
 fn virtual_key<K: Resource>(host: &K) -> Option<(String, String)> {
     let annotations = host.meta().annotations.as_ref()?;

@@ -30,7 +30,7 @@ impl Syncer {
         }
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
-        let virtual_pod = cached(&self.virtual_pods, Some(namespace), name);
+        let virtual_pod = crate::cached_virtual(&self.virtual_pods, Some(namespace), name);
         let host_pod_now = cached(&self.host_pods, Some(self.host_namespace()), &host);
         if let Some(other) = host_pod_now.as_ref().filter(|h| !self.belongs("Pod", h.as_ref(), namespace, name)) {
             // The host name is taken by another virtual pod (`a-x-b` in `c` and `a` in `b-x-c`).

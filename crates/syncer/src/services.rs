@@ -49,6 +49,14 @@ pub async fn allocate_on_host(
         };
         return Ok(HostAllocation { service, created_uid: None });
     }
+    if service
+        .pointer(&format!("/metadata/labels/{}", vkube_translate::labels::CONTROLLED_BY.replace('/', "~1")))
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty())
+    {
+        // Controlled by something else (§1.11): no host copy, so no host addresses either.
+        return Ok(HostAllocation { service, created_uid: None });
+    }
     let mut desired = host_service(context, &service);
     patches.to_host(context, namespace, &mut desired).map_err(crate::patch_error)?;
     // The virtual service is stored only after this returns: until the syncer has seen it, the
@@ -142,7 +150,7 @@ impl Syncer {
         }
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
-        let virtual_service = cached(&self.services, Some(namespace), name);
+        let virtual_service = crate::cached_virtual(&self.services, Some(namespace), name);
         let host_service_now = cached(&self.host_services, Some(self.host_namespace()), &host)
             .filter(|h| self.belongs("Service", h.as_ref(), namespace, name));
         let host_api: Api<Service> = self.host_api();

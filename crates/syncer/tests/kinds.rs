@@ -1433,3 +1433,50 @@ async fn config_map_data_deletions_stick_and_recreated_objects_replace_their_cop
     let data = v_maps.get("settings").await.unwrap().data.unwrap_or_default();
     assert_eq!(data.len(), 1, "none of the old data came back: {data:?}");
 }
+
+/// §1.11: objects labelled `vcluster.loft.sh/controlled-by` belong to something else: no host
+/// copy of such a pod, service or config map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlled_by_objects_stay_in_the_virtual_cluster() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let controlled = json!({"vcluster.loft.sh/controlled-by": "some-operator"});
+    let v_maps: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    v_maps
+        .create(&pp, &object(json!({"metadata": {"name": "owned", "labels": controlled}, "data": {"a": "1"}})))
+        .await
+        .unwrap();
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    v_services
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "owned", "labels": controlled}, "spec": {"ports": [{"port": 80}]}})),
+        )
+        .await
+        .unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    v_pods
+        .create(&pp, &object(json!({"metadata": {"name": "owned", "labels": controlled}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})))
+        .await
+        .unwrap();
+    // A normal pod using the controlled config map: it syncs, the config map does not.
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "free"}, "spec": {"containers": [{"name": "c", "image": "nginx",
+                "envFrom": [{"configMapRef": {"name": "owned"}}]}]}})),
+        )
+        .await
+        .unwrap();
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    eventually("the free pod on the host", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("free-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    let h_maps: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), HNS);
+    let h_services: Api<Service> = Api::namespaced(clusters.host.clone(), HNS);
+    assert!(gone(h_pods.get("owned-x-default-x-vc").await), "the controlled pod stays virtual");
+    assert!(gone(h_maps.get("owned-x-default-x-vc").await), "the controlled config map stays virtual");
+    assert!(gone(h_services.get("owned-x-default-x-vc").await), "the controlled service stays virtual");
+}
