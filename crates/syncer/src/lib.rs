@@ -205,6 +205,8 @@ enum Work {
     Custom(usize, String, String),
     /// Reconcile the virtual copy of host CSI storage capacity `namespace/name`.
     Capacity(String, String),
+    /// The labels of virtual namespace `name` changed: re-project them onto its host pods.
+    Namespace(String),
 }
 
 impl Work {
@@ -223,6 +225,7 @@ impl Work {
             Work::ClusterToHost(kind, _) => kind.kind(),
             Work::Custom(..) => "CustomResource",
             Work::Capacity(..) => "CSIStorageCapacity",
+            Work::Namespace(..) => "Namespace",
         }
     }
 }
@@ -606,6 +609,14 @@ impl Syncer {
             Work::ClusterToHost(kind, name) => self.reconcile_cluster_to_host(*kind, name).await,
             Work::Custom(index, namespace, name) => self.reconcile_custom(*index, namespace, name).await,
             Work::Capacity(namespace, name) => self.reconcile_capacity(namespace, name).await,
+            Work::Namespace(name) => {
+                // Each pod's reconcile re-projects the namespace's labels onto its host pod.
+                for pod in self.virtual_pods.state().iter().filter(|p| p.namespace().as_deref() == Some(name.as_str()))
+                {
+                    self.queue.send(Work::Pod(name.clone(), pod.name_any()));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -841,7 +852,13 @@ pub async fn run(
         },
     );
     tasks.push(task);
-    let (namespaces, task) = reflect(Api::<Namespace>::all(virtual_client.clone()), all(), |_, _| {});
+    let q = queue.clone();
+    let (namespaces, task) =
+        reflect(Api::<Namespace>::all(virtual_client.clone()), all(), move |namespace, deleted| {
+            if !deleted {
+                q.send(Work::Namespace(namespace.name_any()));
+            }
+        });
     tasks.push(task);
     let (q, index, ctx, everything) = (queue.clone(), refs.clone(), context.clone(), config.all_config_maps);
     let (config_maps, task) = reflect(Api::<ConfigMap>::all(virtual_client.clone()), all(), move |map, deleted| {

@@ -143,9 +143,41 @@ impl Syncer {
                     return Ok(());
                 }
                 self.bring_status_back(&virtual_api, &virtual_pod, &host_pod).await?;
+                self.project_namespace_labels(&host_api, namespace, &host_pod).await?;
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }
+    }
+
+    /// §2.3: the `ns-label` labels of a host pod are its virtual namespace's current labels
+    /// (host network policies translated from namespace selectors match on them).
+    async fn project_namespace_labels(
+        &self,
+        host_api: &Api<Pod>,
+        namespace: &str,
+        host_pod: &Pod,
+    ) -> Result<(), kube::Error> {
+        let context = &self.config.context;
+        let wanted = vkube_translate::labels::namespace_labels(context, &self.namespace_labels(namespace));
+        let prefix = format!("{}-{}-x-", vkube_translate::labels::NS_LABEL_PREFIX, context.name);
+        let current: std::collections::BTreeMap<String, String> = host_pod
+            .labels()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if current == wanted {
+            return Ok(());
+        }
+        let mut labels = serde_json::Map::new();
+        for key in current.keys().filter(|k| !wanted.contains_key(*k)) {
+            labels.insert(key.clone(), Value::Null);
+        }
+        for (key, value) in &wanted {
+            labels.insert(key.clone(), json!(value));
+        }
+        let patch = Patch::Merge(json!({"metadata": {"labels": labels}}));
+        ignore_not_found(host_api.patch(&host_pod.name_any(), &PatchParams::apply(MANAGER), &patch).await)
     }
 
     /// The mapping-store references of a pod: the config maps and secrets it uses.

@@ -1480,3 +1480,38 @@ async fn controlled_by_objects_stay_in_the_virtual_cluster() {
     assert!(gone(h_maps.get("owned-x-default-x-vc").await), "the controlled config map stays virtual");
     assert!(gone(h_services.get("owned-x-default-x-vc").await), "the controlled service stays virtual");
 }
+
+/// §2.3: a namespace's labels follow onto the host pods of its pods when they change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_label_changes_reach_existing_host_pods() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(clusters.vc.clone());
+    namespaces.create(&pp, &object(json!({"metadata": {"name": "team", "labels": {"tier": "gold"}}}))).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "team");
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+        )
+        .await
+        .unwrap();
+    let context = vkube_translate::Context::new("vc", HNS);
+    let key = |label: &str| vkube_translate::labels::namespace_label_key(&context, label);
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let host_labels = || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("web-x-team-x-vc").await.ok().map(|p| p.labels().clone()) }
+    };
+    let (tier, env) = (key("tier"), key("env"));
+    eventually("the host pod with tier=gold", || async {
+        host_labels().await.filter(|l| l.get(&tier).map(String::as_str) == Some("gold"))
+    })
+    .await;
+    let change = json!({"metadata": {"labels": {"tier": null, "env": "prod"}}});
+    namespaces.patch("team", &PatchParams::default(), &Patch::Merge(&change)).await.unwrap();
+    eventually("the host pod with env=prod and no tier", || async {
+        host_labels().await.filter(|l| l.get(&env).map(String::as_str) == Some("prod") && !l.contains_key(&tier))
+    })
+    .await;
+}
