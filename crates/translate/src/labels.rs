@@ -132,9 +132,107 @@ pub fn host_label_selector(context: &Context, selector: &Value) -> Value {
     out
 }
 
+/// A pod (anti-)affinity term as the host must read it (§4.6): every pod lives in the one host
+/// namespace, so the term keeps only `labelSelector` (translated, pinned to this virtual cluster)
+/// and `topologyKey`, with its namespace scope folded into the selector — the pod's own
+/// namespace by default, `namespaces` as an `In` expression, a `namespaceSelector` through the
+/// projected namespace labels. Returns the term and whether it used both `namespaces` and a
+/// non-empty `namespaceSelector` (unsupported: the selector is ignored).
+pub fn host_affinity_term(context: &Context, term: &Value, pod_namespace: &str) -> (Value, bool) {
+    let mut out = serde_json::Map::new();
+    if let Some(key) = term.get("topologyKey") {
+        out.insert("topologyKey".into(), key.clone());
+    }
+    let Some(selector) = term.get("labelSelector").filter(|s| !s.is_null()) else {
+        return (Value::Object(out), false);
+    };
+    let mut host = host_label_selector(context, selector);
+    let namespaces: Vec<Value> = term.get("namespaces").and_then(Value::as_array).cloned().unwrap_or_default();
+    let namespace_selector = term.get("namespaceSelector").filter(|s| !s.is_null());
+    let selector_is_empty = |s: &Value| {
+        s.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
+            && s.get("matchExpressions").and_then(Value::as_array).is_none_or(|e| e.is_empty())
+    };
+    let mut both = false;
+    let mut expressions = host.get("matchExpressions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut labels = host.get("matchLabels").and_then(Value::as_object).cloned().unwrap_or_default();
+    if !namespaces.is_empty() {
+        match namespace_selector {
+            Some(s) if selector_is_empty(s) => {} // `{}`: every namespace.
+            other => {
+                both = other.is_some();
+                expressions.push(json!({"key": NAMESPACE, "operator": "In", "values": namespaces}));
+            }
+        }
+    } else if let Some(namespace_selector) = namespace_selector {
+        for (key, value) in namespace_selector.get("matchLabels").and_then(Value::as_object).into_iter().flatten() {
+            labels.insert(namespace_label_key(context, key), value.clone());
+        }
+        for expression in namespace_selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let mut expression = expression.clone();
+            if let Some(key) = expression.get("key").and_then(Value::as_str).map(String::from) {
+                expression["key"] = json!(namespace_label_key(context, &key));
+            }
+            expressions.push(expression);
+        }
+    } else {
+        labels.insert(NAMESPACE.into(), json!(pod_namespace));
+    }
+    labels.insert(MANAGED_BY.into(), json!(context.name));
+    host["matchLabels"] = Value::Object(labels);
+    if expressions.is_empty() {
+        if let Some(map) = host.as_object_mut() {
+            map.remove("matchExpressions");
+        }
+    } else {
+        host["matchExpressions"] = Value::Array(expressions);
+    }
+    out.insert("labelSelector".into(), host);
+    (Value::Object(out), both)
+}
+
+/// A topology spread constraint's selector pinned to this virtual cluster and the pod's
+/// namespace (§4.6), its keys translated.
+pub fn host_spread_selector(context: &Context, selector: &Value, pod_namespace: &str) -> Value {
+    let mut host = host_label_selector(context, selector);
+    let mut labels = host.get("matchLabels").and_then(Value::as_object).cloned().unwrap_or_default();
+    labels.insert(MANAGED_BY.into(), json!(context.name));
+    labels.insert(NAMESPACE.into(), json!(pod_namespace));
+    host["matchLabels"] = Value::Object(labels);
+    host
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn affinity_terms_are_pinned_to_the_virtual_cluster_and_namespace() {
+        let vc = vc();
+        let term = json!({"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"});
+        let (host, both) = host_affinity_term(&vc, &term, "shop");
+        assert!(!both);
+        assert_eq!(
+            host,
+            json!({"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "db", NAMESPACE: "shop", MANAGED_BY: "my-vc"}}})
+        );
+        let listed =
+            json!({"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone", "namespaces": ["a", "b"]});
+        let (host, _) = host_affinity_term(&vc, &listed, "shop");
+        assert_eq!(
+            host["labelSelector"]["matchExpressions"],
+            json!([{"key": NAMESPACE, "operator": "In", "values": ["a", "b"]}])
+        );
+        assert!(host["labelSelector"]["matchLabels"].get(NAMESPACE).is_none());
+        let by_labels =
+            json!({"labelSelector": {}, "topologyKey": "zone", "namespaceSelector": {"matchLabels": {"team": "x"}}});
+        let (host, _) = host_affinity_term(&vc, &by_labels, "shop");
+        assert_eq!(host["labelSelector"]["matchLabels"][namespace_label_key(&vc, "team")], "x");
+        let both = json!({"labelSelector": {}, "topologyKey": "zone", "namespaces": ["a"], "namespaceSelector": {"matchLabels": {"t": "x"}}});
+        assert!(host_affinity_term(&vc, &both, "shop").1);
+        let nil = json!({"topologyKey": "zone", "namespaces": ["a"]});
+        assert_eq!(host_affinity_term(&vc, &nil, "shop").0, json!({"topologyKey": "zone"}));
+    }
 
     fn vc() -> Context {
         Context::new("my-vc", "vcluster-my-vc")

@@ -405,6 +405,26 @@ pub fn host_pod(
             rewrite_hosts(map, rewrite, &fqdn, &hostname);
             annotations.insert("vcluster.loft.sh/hosts-rewritten".into(), "true".into());
         }
+        // §4.6: affinity terms and spread constraints see only this virtual cluster's pods.
+        if let Some(affinity) = map.get_mut("affinity") {
+            for kind in ["podAffinity", "podAntiAffinity"] {
+                let required = format!("/{kind}/requiredDuringSchedulingIgnoredDuringExecution");
+                for term in affinity.pointer_mut(&required).and_then(Value::as_array_mut).into_iter().flatten() {
+                    *term = crate::labels::host_affinity_term(context, term, namespace).0;
+                }
+                let preferred = format!("/{kind}/preferredDuringSchedulingIgnoredDuringExecution");
+                for weighted in affinity.pointer_mut(&preferred).and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(term) = weighted.get("podAffinityTerm").cloned() {
+                        weighted["podAffinityTerm"] = crate::labels::host_affinity_term(context, &term, namespace).0;
+                    }
+                }
+            }
+        }
+        for constraint in map.get_mut("topologySpreadConstraints").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(selector) = constraint.get("labelSelector").filter(|s| !s.is_null()).cloned() {
+                constraint["labelSelector"] = crate::labels::host_spread_selector(context, &selector, namespace);
+            }
+        }
         let mut tolerations = map.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
         for enforced in &settings.enforce_tolerations {
             if !tolerations.contains(enforced) {

@@ -107,5 +107,49 @@ spec:
         annotation("batch.kubernetes.io/job-name=once", "cluster-autoscaler\\.kubernetes\\.io/daemonset-pod"),
         ""
     );
+    // §4.6: affinity terms and spread constraints match only this virtual cluster's pods of the
+    // pod's namespace (or the namespaces the term names).
+    let spread = r#"apiVersion: v1
+kind: Pod
+metadata: {name: cache, labels: {app: cache}}
+spec:
+  containers: [{name: cache, image: redis:7}]
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - {labelSelector: {matchLabels: {app: cache}}, topologyKey: kubernetes.io/hostname}
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 10
+        podAffinityTerm: {labelSelector: {matchLabels: {app: db}}, topologyKey: zone, namespaces: [default, data]}
+  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: cache}}}
+"#;
+    assert!(k.output_with_stdin(&["create", "-f", "-"], spread).status.success());
+    common::wait_until(std::time::Duration::from_secs(20), "the cache pod on the host", || {
+        host.output(&["get", "pod", "cache-x-default-x-vc1", "-n", "vcluster-vc1"]).status.success()
+    });
+    let host_cache = |jsonpath: &str| {
+        host.ok(&["get", "pod", "cache-x-default-x-vc1", "-n", "vcluster-vc1", "-o", &format!("jsonpath={jsonpath}")])
+    };
+    let required =
+        host_cache("{.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector}");
+    assert_eq!(
+        required,
+        r#"{"matchLabels":{"app":"cache","vcluster.loft.sh/managed-by":"vc1","vcluster.loft.sh/namespace":"default"}}"#
+    );
+    let preferred = host_cache(
+        "{.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm}",
+    );
+    assert!(
+        preferred.contains(r#"{"key":"vcluster.loft.sh/namespace","operator":"In","values":["default","data"]}"#),
+        "{preferred}"
+    );
+    assert!(!preferred.contains(r#""namespaces""#), "{preferred}");
+    let constraint = host_cache("{.spec.topologySpreadConstraints[0].labelSelector.matchLabels}");
+    assert_eq!(
+        constraint,
+        r#"{"app":"cache","vcluster.loft.sh/managed-by":"vc1","vcluster.loft.sh/namespace":"default"}"#
+    );
+
     assert!(up.stop().success());
 }
