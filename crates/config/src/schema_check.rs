@@ -46,8 +46,6 @@ const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ("sync.toHost", "gatewayApi", "Gateway API resources are not synced yet"),
     ("sync.toHost", "volumeSnapshotContents", "volume snapshot contents are not synced yet"),
     ("sync.toHost.pods", "hybridScheduling", "hybrid scheduling is not implemented yet"),
-    ("sync.toHost.pods", "runtimeClassName", "forcing a runtime class is not implemented yet"),
-    ("sync.toHost.pods", "priorityClassName", "forcing a priority class is not implemented yet"),
     ("sync.fromHost", "configMaps", "syncing config maps from the host is not implemented yet"),
     ("sync.fromHost", "secrets", "syncing secrets from the host is not implemented yet"),
     ("sync.fromHost", "deviceClasses", "dynamic resource allocation is not synced yet"),

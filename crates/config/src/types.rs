@@ -240,6 +240,12 @@ pub struct Pods {
     pub use_secrets_for_sa_tokens: bool,
     /// RewriteHosts is a special option needed to rewrite statefulset containers to allow the correct FQDN.
     pub rewrite_hosts: RewriteHosts,
+    /// RuntimeClassName is the runtime class to set for synced pods (forced on every host pod).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub runtime_class_name: String,
+    /// PriorityClassName is the priority class to set for synced pods that have none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub priority_class_name: String,
     /// Translate the patch according to the given patches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub translate: Vec<Translate>,
@@ -253,6 +259,8 @@ impl Default for Pods {
             enforce_tolerations: Vec::new(),
             use_secrets_for_sa_tokens: false,
             rewrite_hosts: RewriteHosts::default(),
+            runtime_class_name: String::new(),
+            priority_class_name: String::new(),
             translate: Vec::new(),
         }
     }

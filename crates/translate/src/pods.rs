@@ -40,6 +40,11 @@ pub struct PodSettings {
     /// The init container that puts a pod's virtual FQDN into its `/etc/hosts`
     /// (`sync.toHost.pods.rewriteHosts`; None when disabled).
     pub rewrite_hosts: Option<RewriteHosts>,
+    /// `sync.toHost.pods.runtimeClassName`: forced on every host pod (empty: none).
+    pub runtime_class: String,
+    /// `sync.toHost.pods.priorityClassName`: the class of host pods that end up without one
+    /// (their `priority` then cleared for the host's admission to fill in; empty: none).
+    pub default_priority_class: String,
 }
 
 /// The `rewriteHosts` init container's image and resources.
@@ -385,6 +390,15 @@ pub fn host_pod(
                 }
             }
         }
+        // §4.3: configured classes.
+        let has_class = map.get("priorityClassName").and_then(Value::as_str).is_some_and(|c| !c.is_empty());
+        if !has_class && !settings.default_priority_class.is_empty() {
+            map.insert("priorityClassName".into(), json!(settings.default_priority_class));
+            map.remove("priority");
+        }
+        if !settings.runtime_class.is_empty() {
+            map.insert("runtimeClassName".into(), json!(settings.runtime_class));
+        }
         let subdomain = map.remove("subdomain").and_then(|s| s.as_str().map(String::from)).unwrap_or_default();
         let mut hostname = map.get("hostname").and_then(Value::as_str).unwrap_or("").to_string();
         if hostname.is_empty() {
@@ -647,6 +661,8 @@ mod tests {
             service_accounts: false,
             priority: PriorityMode::Cleared,
             rewrite_hosts: None,
+            runtime_class: String::new(),
+            default_priority_class: String::new(),
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();

@@ -153,3 +153,25 @@ spec:
 
     assert!(up.stop().success());
 }
+
+/// §4.3: `sync.toHost.pods.runtimeClassName` is forced on every host pod and
+/// `sync.toHost.pods.priorityClassName` given to those without a class.
+#[test]
+fn configured_classes_reach_host_pods() {
+    let config =
+        "sync:\n  toHost:\n    pods:\n      runtimeClassName: sandboxed\n      priorityClassName: tenant-low\n";
+    let Up { up, k, host, dir: _dir, _home } = Up::start_with_config(Some(config));
+    k.ok(&["run", "web", "--image=nginx:1.27"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
+    let classes = host.ok(&[
+        "get",
+        "pod",
+        "web-x-default-x-vc1",
+        "-n",
+        "vcluster-vc1",
+        "-o",
+        "jsonpath={.spec.runtimeClassName} {.spec.priorityClassName}",
+    ]);
+    assert_eq!(classes, "sandboxed tenant-low");
+    assert!(up.stop().success());
+}

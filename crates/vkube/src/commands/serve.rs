@@ -272,6 +272,8 @@ pub async fn start(
         service_accounts: config.sync.to_host.service_accounts.enabled,
         priority: Default::default(),
         rewrite_hosts: pods.rewrite_hosts.enabled.then(|| rewrite_hosts_settings(&pods.rewrite_hosts.init_container)),
+        runtime_class: pods.runtime_class_name.clone(),
+        default_priority_class: pods.priority_class_name.clone(),
     };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
