@@ -264,7 +264,7 @@ fn apis_clients_call_are_served() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let request = base64(&std::fs::read(&csr).unwrap());
+    let request = common::base64(&std::fs::read(&csr).unwrap());
     let manifest = format!(
         "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: jane}}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [client auth]\n"
     );
@@ -275,7 +275,7 @@ fn apis_clients_call_are_served() {
     assert!(!certificate.is_empty(), "the approved request is signed at once");
     assert!(k.ok(&["get", "csr", "jane"]).contains("Approved,Issued"));
     let certificate_file = dir.path().join("jane.crt");
-    std::fs::write(&certificate_file, base64_decode(&certificate)).unwrap();
+    std::fs::write(&certificate_file, common::base64_decode(&certificate)).unwrap();
     let jane = dir.path().join("jane.kubeconfig");
     std::fs::copy(&server.kubeconfig, &jane).unwrap();
     let jane_k = common::Kubectl::new(33, &jane, home.path());
@@ -336,32 +336,4 @@ fn apis_clients_call_are_served() {
     ]);
     assert_eq!(k.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[0].resources.requests.cpu}"]), "250m");
     drop(server);
-}
-
-fn base64(bytes: &[u8]) -> String {
-    let output = std::process::Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes)?;
-            drop(child.stdin.take());
-            child.wait_with_output()
-        });
-    String::from_utf8(output.unwrap().stdout).unwrap()
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let output = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes())?;
-            drop(child.stdin.take());
-            child.wait_with_output()
-        });
-    output.unwrap().stdout
 }

@@ -59,20 +59,6 @@ spec:
               color: {type: string}
 "#;
 
-fn base64_decode(text: &str) -> Vec<u8> {
-    let output = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    output.stdout
-}
-
 fn scenario(minor: u32) {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -197,7 +183,7 @@ fn scenario(minor: u32) {
     let ca = dir.path().join("ca.pem");
     let ca_data =
         k.ok(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}"]);
-    std::fs::write(&ca, base64_decode(&ca_data)).unwrap();
+    std::fs::write(&ca, common::base64_decode(&ca_data)).unwrap();
     let server_url = k.ok(&["config", "view", "-o", "jsonpath={.clusters[0].cluster.server}"]);
     let as_robot = |args: &[&str]| {
         let mut full = vec![

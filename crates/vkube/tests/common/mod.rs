@@ -252,3 +252,22 @@ impl Drop for RealControlPlane {
         let _ = Command::new(&script).arg("stop").arg(&self.dir).output();
     }
 }
+
+/// `bytes` in base64 (the system's `base64`, no line breaks).
+pub fn base64(bytes: &[u8]) -> String {
+    String::from_utf8(pipe("base64", &["-w0"], bytes)).unwrap()
+}
+
+/// The bytes of base64 `text`.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    pipe("base64", &["-d"], text.as_bytes())
+}
+
+/// Runs `program args` with `input` on stdin; its stdout.
+fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child =
+        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
