@@ -241,11 +241,20 @@ impl Syncer {
                 tokens.push(minted.pointer("/status/token").and_then(Value::as_str).unwrap_or_default().to_string());
             }
         }
+        let namespace = pod.namespace().unwrap_or_default();
+        let services = self
+            .services
+            .state()
+            .iter()
+            .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && !crate::controlled(s.as_ref()))
+            .map(|s| to_value(s.as_ref()))
+            .collect();
         Ok(PodEnvironment {
             api_service_ip: self.api_service_ip.clone(),
             dns_ip,
             cluster_domain: "cluster.local".into(),
             tokens,
+            services,
         })
     }
 

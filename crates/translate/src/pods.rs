@@ -272,6 +272,64 @@ pub struct PodEnvironment {
     /// Tokens the virtual API server minted for the pod's projected `serviceAccountToken`
     /// sources, in the order [`token_audiences`] lists them.
     pub tokens: Vec<String>,
+    /// The virtual services of the pod's namespace (with their cluster IPs), for the service-link
+    /// variables the kubelet would write (§4.8).
+    pub services: Vec<Value>,
+}
+
+/// The docker-links style variables of one service, as the kubelet writes them
+/// (`<NAME>_SERVICE_HOST`, `_SERVICE_PORT`, `_SERVICE_PORT_<PORTNAME>`, `_PORT`,
+/// `_PORT_<port>_<PROTO>` and its `_PROTO`/`_PORT`/`_ADDR`), for a service with a cluster IP.
+pub fn service_link_variables(name: &str, ip: &str, ports: &[Value]) -> Vec<(String, String)> {
+    let Some(first) = ports.first() else { return Vec::new() };
+    let prefix = name.to_uppercase().replace('-', "_");
+    let port_of = |p: &Value| p.get("port").and_then(Value::as_i64).unwrap_or(0);
+    let proto_of = |p: &Value| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_lowercase();
+    let mut out = vec![
+        (format!("{prefix}_SERVICE_HOST"), ip.to_string()),
+        (format!("{prefix}_SERVICE_PORT"), port_of(first).to_string()),
+    ];
+    for port in ports {
+        if let Some(port_name) = port.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            out.push((
+                format!("{prefix}_SERVICE_PORT_{}", port_name.to_uppercase().replace('-', "_")),
+                port_of(port).to_string(),
+            ));
+        }
+    }
+    out.push((format!("{prefix}_PORT"), format!("{}://{ip}:{}", proto_of(first), port_of(first))));
+    for port in ports {
+        let (number, proto) = (port_of(port), proto_of(port));
+        let base = format!("{prefix}_PORT_{number}_{}", proto.to_uppercase());
+        out.push((base.clone(), format!("{proto}://{ip}:{number}")));
+        out.push((format!("{base}_PROTO"), proto.clone()));
+        out.push((format!("{base}_PORT"), number.to_string()));
+        out.push((format!("{base}_ADDR"), ip.to_string()));
+    }
+    out
+}
+
+/// The service-link variables of a pod (§4.8): those of the virtual services of its namespace
+/// when `enableServiceLinks` is not false, and always `KUBERNETES_*` for the virtual cluster's
+/// API service; sorted by name.
+fn service_links(pod_spec: &Map<String, Value>, environment: &PodEnvironment) -> Vec<(String, String)> {
+    let mut variables = std::collections::BTreeMap::new();
+    if pod_spec.get("enableServiceLinks").and_then(Value::as_bool) != Some(false) {
+        for service in &environment.services {
+            let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let ip = service.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+            if ip.is_empty() || ip == "None" || name == "kubernetes" {
+                continue;
+            }
+            let ports = service.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            variables.extend(service_link_variables(name, ip, &ports));
+        }
+    }
+    if let Some(ip) = &environment.api_service_ip {
+        let port = json!([{"name": "https", "port": 443, "protocol": "TCP"}]);
+        variables.extend(service_link_variables("kubernetes", ip, port.as_array().expect("a list")));
+    }
+    variables.into_iter().collect()
 }
 
 /// The audiences of a pod's projected `serviceAccountToken` sources, in order (None: the
@@ -519,6 +577,25 @@ pub fn host_pod(
     if let Some(map) = spec.as_object_mut() {
         apply_environment(map, namespace, environment);
     }
+    // The host's kubelet must not add the host's services (enableServiceLinks is off there); the
+    // virtual ones are written into every container instead, before its own variables, which win.
+    let links = pod.get("spec").and_then(Value::as_object).map(|s| service_links(s, environment)).unwrap_or_default();
+    if !links.is_empty() {
+        for field in ["containers", "initContainers"] {
+            for container in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+                let own: Vec<Value> = container.get("env").and_then(Value::as_array).cloned().unwrap_or_default();
+                let defined: std::collections::HashSet<String> =
+                    own.iter().filter_map(|e| e.get("name").and_then(Value::as_str).map(String::from)).collect();
+                let mut env: Vec<Value> = links
+                    .iter()
+                    .filter(|(name, _)| !defined.contains(name))
+                    .map(|(name, value)| json!({"name": name, "value": value}))
+                    .collect();
+                env.extend(own);
+                container["env"] = Value::Array(env);
+            }
+        }
+    }
     annotations.extend(tokens);
     let metadata: Map<String, Value> = [
         ("name".to_string(), json!(host)),
@@ -722,12 +799,29 @@ mod tests {
     }
 
     #[test]
+    fn service_links_are_written_like_the_kubelet_does() {
+        let variables =
+            service_link_variables("db-main", "10.96.0.20", &[json!({"name": "pg", "port": 5432, "protocol": "TCP"})]);
+        let map: BTreeMap<String, String> = variables.into_iter().collect();
+        assert_eq!(map["DB_MAIN_SERVICE_HOST"], "10.96.0.20");
+        assert_eq!(map["DB_MAIN_SERVICE_PORT"], "5432");
+        assert_eq!(map["DB_MAIN_SERVICE_PORT_PG"], "5432");
+        assert_eq!(map["DB_MAIN_PORT"], "tcp://10.96.0.20:5432");
+        assert_eq!(map["DB_MAIN_PORT_5432_TCP"], "tcp://10.96.0.20:5432");
+        assert_eq!(map["DB_MAIN_PORT_5432_TCP_PROTO"], "tcp");
+        assert_eq!(map["DB_MAIN_PORT_5432_TCP_ADDR"], "10.96.0.20");
+        assert_eq!(map.len(), 8);
+    }
+
+    #[test]
     fn tokens_dns_and_the_api_service_come_from_the_environment() {
         let environment = PodEnvironment {
             api_service_ip: Some("10.96.0.10".into()),
             dns_ip: Some("10.96.0.53".into()),
             cluster_domain: "cluster.local".into(),
             tokens: vec!["eyJ.virtual.token".into()],
+            services: vec![json!({"metadata": {"name": "db-main"}, "spec": {"clusterIP": "10.96.0.20",
+                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}})],
         };
         let pod = fixture();
         assert_eq!(token_audiences(&pod), vec![None]);

@@ -151,6 +151,32 @@ spec:
         r#"{"app":"cache","vcluster.loft.sh/managed-by":"vc1","vcluster.loft.sh/namespace":"default"}"#
     );
 
+    // §4.8: service links of the pod's namespace (virtual services, host addresses) and
+    // KUBERNETES_* for the virtual API, the pod's own variables winning.
+    k.ok(&["create", "service", "clusterip", "db", "--tcp=5432:5432"]);
+    let client = "apiVersion: v1\nkind: Pod\nmetadata: {name: client}\nspec:\n  containers:\n  - {name: c, image: busybox:1.36, env: [{name: DB_SERVICE_HOST, value: custom}]}\n";
+    assert!(k.output_with_stdin(&["create", "-f", "-"], client).status.success());
+    common::wait_until(std::time::Duration::from_secs(20), "the client pod on the host", || {
+        host.output(&["get", "pod", "client-x-default-x-vc1", "-n", "vcluster-vc1"]).status.success()
+    });
+    let env = |name: &str| {
+        host.ok(&[
+            "get",
+            "pod",
+            "client-x-default-x-vc1",
+            "-n",
+            "vcluster-vc1",
+            "-o",
+            &format!("jsonpath={{.spec.containers[0].env[?(@.name=='{name}')].value}}"),
+        ])
+    };
+    let db_ip = k.ok(&["get", "service", "db", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(env("DB_SERVICE_PORT"), "5432");
+    assert_eq!(env("DB_PORT_5432_TCP_ADDR"), db_ip);
+    assert_eq!(env("DB_SERVICE_HOST"), "custom", "the pod's own variable wins, once");
+    let api_ip = host.ok(&["get", "service", "vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(env("KUBERNETES_SERVICE_HOST"), api_ip);
+    assert_eq!(env("KUBERNETES_SERVICE_PORT"), "443");
     assert!(up.stop().success());
 }
 
