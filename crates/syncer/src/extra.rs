@@ -429,6 +429,16 @@ impl Syncer {
                 let mut desired = (kind.translate)(&self.config.context, &value);
                 self.patch_to_host(label, namespace, &mut desired)?;
                 let mut current = to_value(host_object.as_ref());
+                if kind.id == ToHostKind::Ingress
+                    && value.pointer("/spec/ingressClassName").is_none_or(Value::is_null)
+                    && let Some(class) = current.pointer("/spec/ingressClassName").filter(|c| !c.is_null()).cloned()
+                {
+                    // §3.7: a class the host gave the ingress (its default class, an admission
+                    // controller) shows in the virtual cluster too, and stays on the host.
+                    desired["spec"]["ingressClassName"] = class.clone();
+                    let patch = Patch::Merge(json!({"spec": {"ingressClassName": class}}));
+                    ignore_not_found(virtual_api.patch(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                }
                 let mut host_status = json!({"status": current.get("status").cloned().unwrap_or(Value::Null)});
                 if force(&mut current, &desired, kind.forced) {
                     let replacement: K = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;

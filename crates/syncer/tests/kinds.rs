@@ -1515,3 +1515,39 @@ async fn namespace_label_changes_reach_existing_host_pods() {
     })
     .await;
 }
+
+/// §3.7: a class the host gives an ingress that has none shows in the virtual cluster, and the
+/// syncer does not take it away on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_class_set_on_the_host_comes_back() {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let mut config = syncer_config();
+    config.optional = vkube_syncer::OptionalKinds { ingresses: true, ..Default::default() };
+    let clusters = Clusters::start(config).await;
+    let v_ingresses: Api<Ingress> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_ingresses: Api<Ingress> = Api::namespaced(clusters.host.clone(), HNS);
+    v_ingresses
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the host ingress", || {
+        let h_ingresses = h_ingresses.clone();
+        async move { h_ingresses.get("web-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    let class = json!({"spec": {"ingressClassName": "host-default"}});
+    h_ingresses.patch("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(&class)).await.unwrap();
+    eventually("the class in the virtual cluster", || {
+        let v_ingresses = v_ingresses.clone();
+        async move {
+            let spec = v_ingresses.get("web").await.ok()?.spec?;
+            (spec.ingress_class_name.as_deref() == Some("host-default")).then_some(())
+        }
+    })
+    .await;
+    let host_class = h_ingresses.get("web-x-default-x-vc").await.unwrap().spec.unwrap().ingress_class_name;
+    assert_eq!(host_class.as_deref(), Some("host-default"), "kept on the host");
+}
