@@ -108,6 +108,10 @@ impl Syncer {
                     let data = token_secret_data(&value, &environment.tokens);
                     self.write_token_secret(token_secret(context, &value, &data)).await?;
                 }
+                if vkube_translate::labels::affinity_uses_both_namespace_forms(&value) {
+                    let message = "Inter-pod affinity rule(s) that use both .namespaces and .namespaceSelector are not supported: the namespaceSelector is ignored";
+                    self.recorder.warn(&events::Target::of(&virtual_pod), "SyncWarning", "SyncPod", message).await;
+                }
                 let desired = host_pod(context, &value, &labels, &self.config.pods, &environment);
                 let desired = self.owned(desired, has_controller(&virtual_pod));
                 self.create_on_host::<Pod>(desired).await

@@ -1551,3 +1551,45 @@ async fn an_ingress_class_set_on_the_host_comes_back() {
     let host_class = h_ingresses.get("web-x-default-x-vc").await.unwrap().spec.unwrap().ingress_class_name;
     assert_eq!(host_class.as_deref(), Some("host-default"), "kept on the host");
 }
+
+/// §4.6: an affinity term naming both `namespaces` and a `namespaceSelector` is synced with the
+/// list only, and the tenant is told with a Warning event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_with_both_namespace_forms_is_reported() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let term = json!({"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone",
+        "namespaces": ["data"], "namespaceSelector": {"matchLabels": {"team": "x"}}});
+    v_pods
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}],
+                "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}}})),
+        )
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(clusters.vc.clone(), "default");
+    eventually("the warning on the pod", || {
+        let events = events.clone();
+        async move {
+            events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("SyncWarning")
+                    && e.message.as_deref().is_some_and(|m| m.contains(".namespaceSelector"))
+                    && e.involved_object.name.as_deref() == Some("web")
+            })
+        }
+    })
+    .await;
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let host = eventually("the host pod", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("web-x-default-x-vc").await.ok() }
+    })
+    .await;
+    let affinity = serde_json::to_value(host.spec.unwrap().affinity).unwrap();
+    let selector = &affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["labelSelector"];
+    assert_eq!(
+        selector["matchExpressions"],
+        json!([{"key": "vcluster.loft.sh/namespace", "operator": "In", "values": ["data"]}])
+    );
+}

@@ -191,6 +191,30 @@ pub fn host_affinity_term(context: &Context, term: &Value, pod_namespace: &str) 
     (Value::Object(out), both)
 }
 
+/// Whether some (anti-)affinity term of `pod` names both `namespaces` and a non-empty
+/// `namespaceSelector` (the selector is then ignored on the host, §4.6).
+pub fn affinity_uses_both_namespace_forms(pod: &Value) -> bool {
+    let mut terms = Vec::new();
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        let base = format!("/spec/affinity/{kind}");
+        terms.extend(
+            pod.pointer(&format!("{base}/requiredDuringSchedulingIgnoredDuringExecution"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        for weighted in pod
+            .pointer(&format!("{base}/preferredDuringSchedulingIgnoredDuringExecution"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            terms.extend(weighted.get("podAffinityTerm").cloned());
+        }
+    }
+    terms.iter().any(|term| host_affinity_term(&Context::new("", ""), term, "").1)
+}
+
 /// A topology spread constraint's selector pinned to this virtual cluster and the pod's
 /// namespace (§4.6), its keys translated.
 pub fn host_spread_selector(context: &Context, selector: &Value, pod_namespace: &str) -> Value {
