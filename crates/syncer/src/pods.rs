@@ -114,7 +114,11 @@ impl Syncer {
                 }
                 let desired = host_pod(context, &value, &labels, &self.config.pods, &environment);
                 let desired = self.owned(desired, has_controller(&virtual_pod));
-                self.create_on_host::<Pod>(desired).await
+                self.create_on_host::<Pod>(desired).await?;
+                if self.config.pods.token_secrets && !environment.tokens.is_empty() {
+                    self.own_token_secret_by_pod(&host_api, namespace, name, &host).await?;
+                }
+                Ok(())
             }
             (Some(virtual_pod), Some(host_pod)) => {
                 let virtual_uid = virtual_pod.uid().unwrap_or_default();
@@ -203,6 +207,23 @@ impl Syncer {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// §4.7: the token secret belongs to its host pod, so the host collects it with the pod even
+    /// when vkube is not running.
+    async fn own_token_secret_by_pod(
+        &self,
+        host_api: &Api<Pod>,
+        namespace: &str,
+        name: &str,
+        host: &str,
+    ) -> Result<(), kube::Error> {
+        let Some(pod) = host_api.get_opt(host).await? else { return Ok(()) };
+        let owner = json!([{"apiVersion": "v1", "kind": "Pod", "name": host, "uid": pod.uid()}]);
+        let api: Api<Secret> = self.host_api();
+        let secret = token_secret_name(&self.config.context, name, namespace);
+        let patch = Patch::Merge(json!({"metadata": {"ownerReferences": owner}}));
+        ignore_not_found(api.patch(&secret, &PatchParams::apply(MANAGER), &patch).await)
     }
 
     /// Deletes the token secret of a host pod (secret mode), if there is one.

@@ -440,7 +440,15 @@ async fn tokens_go_into_a_secret_per_pod_in_secret_mode() {
     .await;
     let source = serde_json::to_value(&host_pod.spec.unwrap().volumes.unwrap()[0]).unwrap();
     assert_eq!(source["projected"]["sources"][0]["secret"]["name"], "web-sa-token-x-default-x-vc");
-    let secret = h_secrets.get("web-sa-token-x-default-x-vc").await.unwrap();
+    let secret = eventually("the token secret owned by the host pod", || {
+        let h_secrets = h_secrets.clone();
+        async move {
+            let secret = h_secrets.get("web-sa-token-x-default-x-vc").await.ok()?;
+            let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+            (owners.len() == 1 && owners[0].kind == "Pod" && owners[0].name == "web-x-default-x-vc").then_some(secret)
+        }
+    })
+    .await;
     let token = String::from_utf8(secret.data.unwrap()[&volume].0.clone()).unwrap();
     assert!(token.starts_with("eyJ"), "a JWT minted by the virtual API server");
     v_pods.delete("web", &DeleteParams::default().grace_period(0)).await.unwrap();
