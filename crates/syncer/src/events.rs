@@ -183,6 +183,34 @@ impl Syncer {
         }
     }
 
+    /// §2.9: a host event annotated `vcluster.loft.sh/force-sync: "true"` whose object is not a
+    /// synced one is copied into the virtual `default` namespace under its own name.
+    async fn copy_forced_event(&self, event: &CoreEvent) -> Result<(), kube::Error> {
+        if !crate::data::forced(event) {
+            return Ok(());
+        }
+        let mut copy = to_value(event);
+        let name = event.name_any();
+        copy["metadata"] = json!({"name": name, "namespace": "default",
+            "labels": event.metadata.labels, "annotations": event.metadata.annotations});
+        if let Some(annotations) = copy.pointer_mut("/metadata/annotations").and_then(serde_json::Value::as_object_mut)
+        {
+            annotations.remove(crate::data::FORCE_SYNC);
+        }
+        copy["involvedObject"]["namespace"] = json!("default");
+        let api: Api<CoreEvent> = Api::namespaced(self.virtual_client.clone(), "default");
+        let object: CoreEvent = serde_json::from_value(copy.clone()).map_err(kube::Error::SerdeError)?;
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let update =
+                    json!({"count": copy["count"], "lastTimestamp": copy["lastTimestamp"], "message": copy["message"]});
+                ignore_not_found(api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(update)).await)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Mirrors a host event about a synced object into the virtual cluster; `skip` lists events
     /// already there.
     async fn mirror_event(
@@ -193,7 +221,7 @@ impl Syncer {
         let kind = event.involved_object.kind.clone().unwrap_or_default();
         let host_object = event.involved_object.name.clone().unwrap_or_default();
         if !vkube_translate::events::KINDS.contains(&kind.as_str()) {
-            return Ok(());
+            return self.copy_forced_event(event).await;
         }
         let hns = Some(self.host_namespace());
         let owner = match kind.as_str() {
@@ -206,7 +234,7 @@ impl Syncer {
             _ => cached(&self.host_secrets, hns, &host_object)
                 .and_then(|o| virtual_key_of(&self.mappings, "Secret", o.as_ref())),
         };
-        let Some((namespace, name)) = owner else { return Ok(()) };
+        let Some((namespace, name)) = owner else { return self.copy_forced_event(event).await };
         let (ns, n) = (Some(namespace.as_str()), name.as_str());
         let uid = match kind.as_str() {
             "Pod" => cached(&self.virtual_pods, ns, n).and_then(|o| o.uid()),

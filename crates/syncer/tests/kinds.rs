@@ -1601,3 +1601,30 @@ async fn affinity_with_both_namespace_forms_is_reported() {
         json!([{"key": "vcluster.loft.sh/namespace", "operator": "In", "values": ["data"]}])
     );
 }
+
+/// §2.9: a host event annotated force-sync whose object the virtual cluster does not know is
+/// copied into the virtual `default` namespace under its own name, without the annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_synced_host_events_reach_the_default_namespace() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let h_events: Api<Event> = Api::namespaced(clusters.host.clone(), HNS);
+    let event = json!({"metadata": {"name": "maintenance.1", "annotations": {"vcluster.loft.sh/force-sync": "true", "team": "infra"}},
+        "involvedObject": {"kind": "Node", "name": "node-7", "apiVersion": "v1"},
+        "reason": "Maintenance", "message": "node-7 drains at noon", "type": "Normal", "count": 1,
+        "firstTimestamp": "2026-12-02T10:00:00Z", "lastTimestamp": "2026-12-02T10:00:00Z", "source": {"component": "ops"}});
+    h_events.create(&PostParams::default(), &object(event)).await.unwrap();
+    let plain = json!({"metadata": {"name": "other.1"}, "involvedObject": {"kind": "Node", "name": "node-7"},
+        "reason": "Other", "message": "not forced", "type": "Normal"});
+    h_events.create(&PostParams::default(), &object(plain)).await.unwrap();
+    let v_events: Api<Event> = Api::namespaced(clusters.vc.clone(), "default");
+    let copied = eventually("the forced event in the virtual default namespace", || {
+        let v_events = v_events.clone();
+        async move { v_events.get("maintenance.1").await.ok() }
+    })
+    .await;
+    assert_eq!(copied.message.as_deref(), Some("node-7 drains at noon"));
+    assert_eq!(copied.involved_object.namespace.as_deref(), Some("default"));
+    assert!(!copied.annotations().contains_key("vcluster.loft.sh/force-sync"));
+    assert_eq!(copied.annotations()["team"], "infra");
+    assert!(gone(v_events.get("other.1").await), "only forced events are copied");
+}
