@@ -726,14 +726,6 @@ impl Registry {
                 map.insert("kind".into(), json!(rt.kind));
             }
             Some(k) if k == rt.kind => {}
-            Some(other) if !rt.is_custom() => {
-                // What decoding into the built-in type's scheme answers.
-                let version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-                return Err(ApiError::BadRequest(format!(
-                    "{other} in version \"{version}\" cannot be handled as a {}: no kind \"{other}\" is registered for version \"{version}\" in scheme \"pkg/runtime/scheme.go:110\"",
-                    rt.kind
-                )));
-            }
             Some(other) => {
                 return Err(ApiError::BadRequest(format!(
                     "the kind in the data ({other}) does not match the expected kind ({})",

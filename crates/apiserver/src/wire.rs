@@ -159,9 +159,7 @@ impl Serialize for In<'_> {
 
 /// `value` as kube-apiserver writes a response body: ordered keys and a trailing newline.
 pub fn to_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    // Writing a Value to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &Ordered(value));
+    let mut out = to_vec_compact(value);
     out.push(b'\n');
     out
 }
@@ -169,6 +167,7 @@ pub fn to_vec(value: &Value) -> Vec<u8> {
 /// `value` with ordered keys and no trailing newline (a part of a larger document).
 pub fn to_vec_compact(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
+    // Writing a Value to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, &Ordered(value));
     out
 }

@@ -188,9 +188,9 @@ impl Syncer {
         let host_changed_only = last.as_ref().is_some_and(|last| *last == virtual_data && *last != host_data);
         // The patch carries deletions too (§3.0.5): a key removed on one side goes on the other.
         let patch = Patch::Merge(if host_changed_only {
-            crate::services::forcing_patch(&virtual_data, &host_data)
+            crate::forcing_patch(&virtual_data, &host_data)
         } else {
-            crate::services::forcing_patch(&host_data, &virtual_data)
+            crate::forcing_patch(&host_data, &virtual_data)
         });
         if host_changed_only {
             ignore_not_found(virtual_api.patch(&source.name_any(), &PatchParams::apply(MANAGER), &patch).await)?;

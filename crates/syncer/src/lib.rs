@@ -372,6 +372,32 @@ where
     store.get(&key)
 }
 
+/// The JSON merge patch that turns `current` into `desired` exactly: changed values set, keys
+/// `desired` lacks set to null (at every level of nested objects).
+pub(crate) fn forcing_patch(current: &Value, desired: &Value) -> Value {
+    match (current, desired) {
+        (Value::Object(current), Value::Object(desired)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in desired {
+                match current.get(key) {
+                    Some(existing) if existing == value => {}
+                    Some(existing) => {
+                        patch.insert(key.clone(), forcing_patch(existing, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        (_, desired) => desired.clone(),
+    }
+}
+
 /// [`cached`] for a virtual object a to-host syncer may act on: one labelled
 /// `vcluster.loft.sh/controlled-by` belongs to something else and counts as absent (§1.11).
 fn cached_virtual<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
@@ -1221,5 +1247,36 @@ mod queue_tests {
         assert!(receiver.try_recv().is_err(), "the second send of a waiting item was dropped");
         queue.send(pod.clone());
         assert_eq!(receiver.recv().await.unwrap(), pod, "once taken, it queues again");
+    }
+}
+
+#[cfg(test)]
+mod forcing_patch_tests {
+    use super::*;
+
+    #[test]
+    fn forcing_patches_remove_what_the_desired_value_lacks() {
+        let current = json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}, "conditions": [{"type": "x"}]});
+        let desired = json!({"loadBalancer": {}});
+        let patch = forcing_patch(&current, &desired);
+        assert_eq!(patch, json!({"loadBalancer": {"ingress": null}, "conditions": null}));
+        // Applied as a merge patch (RFC 7386), it gives exactly the desired value.
+        fn merge(target: &mut Value, patch: &Value) {
+            match (target.as_object_mut(), patch.as_object()) {
+                (Some(target), Some(patch)) => {
+                    for (key, value) in patch {
+                        if value.is_null() {
+                            target.remove(key);
+                        } else {
+                            merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                        }
+                    }
+                }
+                _ => *target = patch.clone(),
+            }
+        }
+        let mut patched = current.clone();
+        merge(&mut patched, &patch);
+        assert_eq!(patched, desired);
     }
 }

@@ -93,32 +93,6 @@ pub async fn release_on_host(host: &Client, context: &Context, service: &Value, 
     let _ = api.delete(&host_name(context, name, namespace), &only_ours).await;
 }
 
-/// The JSON merge patch that turns `current` into `desired` exactly: changed values set, keys
-/// `desired` lacks set to null (at every level of nested objects).
-pub(crate) fn forcing_patch(current: &Value, desired: &Value) -> Value {
-    match (current, desired) {
-        (Value::Object(current), Value::Object(desired)) => {
-            let mut patch = serde_json::Map::new();
-            for (key, value) in desired {
-                match current.get(key) {
-                    Some(existing) if existing == value => {}
-                    Some(existing) => {
-                        patch.insert(key.clone(), forcing_patch(existing, value));
-                    }
-                    None => {
-                        patch.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-            for key in current.keys().filter(|k| !desired.contains_key(*k)) {
-                patch.insert(key.clone(), Value::Null);
-            }
-            Value::Object(patch)
-        }
-        (_, desired) => desired.clone(),
-    }
-}
-
 fn age(timestamp: &k8s_openapi::jiff::Timestamp) -> Duration {
     let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(*timestamp);
     Duration::from_secs(elapsed.as_secs().max(0) as u64)
@@ -230,7 +204,7 @@ impl Syncer {
                 // virtual side does not survive).
                 let virtual_status = virtual_value.get("status").cloned().unwrap_or(json!({}));
                 if virtual_status != host_status {
-                    let patch = json!({"status": forcing_patch(&virtual_status, &host_status)});
+                    let patch = json!({"status": crate::forcing_patch(&virtual_status, &host_status)});
                     ignore_not_found(
                         virtual_api.patch_status(name, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await,
                     )?;
@@ -282,36 +256,5 @@ impl Syncer {
             lock(&self.last_synced).insert(key, subsets);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forcing_patches_remove_what_the_desired_value_lacks() {
-        let current = json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}, "conditions": [{"type": "x"}]});
-        let desired = json!({"loadBalancer": {}});
-        let patch = forcing_patch(&current, &desired);
-        assert_eq!(patch, json!({"loadBalancer": {"ingress": null}, "conditions": null}));
-        // Applied as a merge patch (RFC 7386), it gives exactly the desired value.
-        fn merge(target: &mut Value, patch: &Value) {
-            match (target.as_object_mut(), patch.as_object()) {
-                (Some(target), Some(patch)) => {
-                    for (key, value) in patch {
-                        if value.is_null() {
-                            target.remove(key);
-                        } else {
-                            merge(target.entry(key.clone()).or_insert(Value::Null), value);
-                        }
-                    }
-                }
-                _ => *target = patch.clone(),
-            }
-        }
-        let mut patched = current.clone();
-        merge(&mut patched, &patch);
-        assert_eq!(patched, desired);
     }
 }
