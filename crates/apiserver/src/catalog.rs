@@ -251,7 +251,9 @@ const BUILTIN: &[Line] = &[
         &[],
         &[],
     ),
-    line("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", REVIEW, &[], &[]),
+    line("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", CLUSTER | REVIEW, &[], &[]),
+    line("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", CLUSTER | REVIEW, &[], &[]),
+    line("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", REVIEW, &[], &[]),
     line("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", CLUSTER | REVIEW, &[], &[]),
     line("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", CLUSTER | REVIEW, &[], &[]),
     // kubectl 1.27 asks for the beta (then alpha) version of `auth whoami`.

@@ -252,7 +252,13 @@ impl ApiError {
                 );
                 &[]
             }
-            ApiError::Conflict { subject, causes, .. } | ApiError::Forbidden { subject, causes, .. } => {
+            ApiError::Conflict { subject, causes, .. } => {
+                put_subject(subject, &mut details);
+                causes
+            }
+            ApiError::Forbidden { subject, causes, .. } => {
+                // Even a refused non-resource request carries (empty) details.
+                always_details = true;
                 put_subject(subject, &mut details);
                 causes
             }

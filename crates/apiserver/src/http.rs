@@ -19,7 +19,7 @@ use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::openapi;
 use crate::registry::{
-    DeleteOptions, Deleted, FieldValidation, ListParams, PatchType, Registry, WatchItem, WriteOptions,
+    AdmissionHook, DeleteOptions, Deleted, FieldValidation, ListParams, PatchType, Registry, WatchItem, WriteOptions,
 };
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::table;
@@ -30,14 +30,7 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// How much of a refused body is read before the connection is given up.
 const MAX_DRAINED: usize = 64 << 20;
 
-/// Who is making a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// User name.
-    pub user: String,
-    /// Groups.
-    pub groups: Vec<String>,
-}
+pub use crate::auth::Identity;
 
 /// Serves `pods/log` for pods whose containers run elsewhere (the syncer forwards to the host).
 pub trait PodLogs: Send + Sync + 'static {
@@ -59,6 +52,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Bearer tokens and the users they stand for.
     pub tokens: HashMap<String, Identity>,
+    /// The RBAC authorizer.
+    pub rbac: Arc<crate::auth::Rbac>,
     /// Reported by `/version`.
     pub minor: u32,
     /// Whether `/readyz` says ok.
@@ -93,7 +88,7 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 /// Parsed query string: the last value of each key wins, as in Go's `Get`.
 #[derive(Debug, Default)]
-struct Query(HashMap<String, String>);
+struct Query(HashMap<String, String>, AdmissionHook);
 
 impl Query {
     fn parse(raw: Option<&str>) -> Self {
@@ -107,7 +102,7 @@ impl Query {
                 |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
             map.insert(decode(k), decode(v));
         }
-        Query(map)
+        Query(map, AdmissionHook::default())
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -175,6 +170,7 @@ impl Query {
             }
         };
         Ok(WriteOptions {
+            admission: self.1.clone(),
             dry_run: self.dry_run()?,
             field_manager: manager,
             field_validation,
@@ -268,6 +264,23 @@ fn object_response(code: StatusCode, rt: &ResourceType, object: &Value, shape: S
     }
 }
 
+/// The RBAC registry's escalation check for one request's writes.
+struct Escalation {
+    state: Arc<AppState>,
+    identity: Identity,
+}
+
+impl crate::registry::Admission for Escalation {
+    fn admit<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        old: Option<&'a Value>,
+        new: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ApiResult<()>> {
+        Box::pin(crate::auth::escalation::check(&self.state.rbac, &self.state.registry, &self.identity, rt, old, new))
+    }
+}
+
 /// Handles one request end to end.
 pub async fn handle(
     state: Arc<AppState>,
@@ -288,13 +301,6 @@ pub async fn handle(
             error_response(&error)
         }
     }
-}
-
-fn is_public(path: &str) -> bool {
-    matches!(path, "/version" | "/version/" | "/healthz" | "/livez" | "/readyz")
-        || path.starts_with("/healthz/")
-        || path.starts_with("/livez/")
-        || path.starts_with("/readyz/")
 }
 
 async fn read_body(body: hyper::body::Incoming, headers: &HeaderMap) -> ApiResult<Bytes> {
@@ -373,19 +379,11 @@ async fn route(
     body: hyper::body::Incoming,
 ) -> ApiResult<Response<Body>> {
     let path = parts.uri.path().to_string();
-    let identity = match identity {
-        Some(identity) => Some(identity),
-        None => match bearer(&parts.headers) {
-            Some(token) => token_identity(state, &token).await,
-            None => None,
-        },
-    };
-    if identity.is_none() && !is_public(&path) && !state.allow_anonymous {
-        return Err(ApiError::Unauthorized);
-    }
-    let identity =
-        identity.unwrap_or(Identity { user: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] });
-    let query = Query::parse(parts.uri.query());
+    let identity = crate::auth::authenticate::authenticate(state, identity, &parts.headers).await?;
+    let identity = crate::auth::impersonate::impersonate(&state.rbac, identity, &parts.headers)?;
+    let attributes = crate::auth::Attributes::from_request(parts.method.as_str(), &path, parts.uri.query());
+    crate::auth::authorize(&state.rbac, &identity, &attributes)?;
+    let mut query = Query::parse(parts.uri.query());
     let trimmed = path.trim_end_matches('/');
     let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
     let get = parts.method == Method::GET;
@@ -474,7 +472,15 @@ async fn route(
     if target.name.is_some() && rt.namespaced && target.namespace.is_none() {
         return Err(ApiError::no_route());
     }
+    let rbac_write = rt.group == crate::auth::escalation::GROUP && parts.method != Method::GET;
+    if rbac_write {
+        query.1 = AdmissionHook(Some(Arc::new(Escalation { state: state.clone(), identity: identity.clone() })));
+    }
     let response = serve_resource(state, &rt, &target, &identity, &query, parts, body).await;
+    if rbac_write && response.as_ref().is_ok_and(|r| r.status().is_success()) {
+        // The writer's next request is decided with what it just wrote.
+        state.rbac.caught_up(state.registry.store.current_revision()).await;
+    }
     // Deprecated built-in APIs say so on every request, as upstream does.
     if rt.group.is_empty() && rt.plural == "endpoints" && state.minor >= 33 {
         let mut response = response.unwrap_or_else(|error| error_response(&error));
@@ -485,50 +491,6 @@ async fn route(
         return Ok(response);
     }
     response
-}
-
-/// Who a bearer token stands for: a static token, or a valid service account token.
-async fn token_identity(state: &AppState, token: &str) -> Option<Identity> {
-    if token.is_empty() {
-        return None;
-    }
-    match state.tokens.get(token) {
-        Some(identity) => Some(identity.clone()),
-        None => service_account_identity(state, token).await,
-    }
-}
-
-/// The service account a signed token names, if the token is valid and the account (and the
-/// pod it is bound to) still exists with the same uid.
-async fn service_account_identity(state: &AppState, token: &str) -> Option<Identity> {
-    let subject = state.token_signer.as_ref()?.verify(token)?;
-    let snapshot = state.registry.catalog.snapshot();
-    let accounts = snapshot.get("", "v1", "serviceaccounts")?;
-    let account = state.registry.get(&accounts, Some(&subject.namespace), &subject.name).await.ok()?;
-    if account.pointer("/metadata/uid").and_then(Value::as_str) != Some(subject.uid.as_str()) {
-        return None;
-    }
-    if let Some((pod_name, pod_uid)) = &subject.pod {
-        let pods = snapshot.get("", "v1", "pods")?;
-        let pod = state.registry.get(&pods, Some(&subject.namespace), pod_name).await.ok()?;
-        if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(pod_uid.as_str()) {
-            return None;
-        }
-    }
-    Some(Identity {
-        user: format!("system:serviceaccount:{}:{}", subject.namespace, subject.name),
-        groups: vec![
-            "system:serviceaccounts".into(),
-            format!("system:serviceaccounts:{}", subject.namespace),
-            "system:authenticated".into(),
-        ],
-    })
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_string())
 }
 
 fn discovery_response(state: &AppState, headers: &HeaderMap, core: bool) -> Response<Body> {
@@ -682,7 +644,10 @@ async fn serve_resource(
                 let bytes = read_body(body, headers).await?;
                 let object = decode_body(&bytes, &content_type(headers))?;
                 if rt.review {
-                    return Ok(json_response(StatusCode::CREATED, &review(state, rt, object, identity).await?));
+                    return Ok(json_response(
+                        StatusCode::CREATED,
+                        &crate::auth::reviews::review(state, rt, ns, object, identity).await?,
+                    ));
                 }
                 let mut object = object;
                 if rt.kind == "CertificateSigningRequest" && object.get("spec").is_some_and(Value::is_object) {
@@ -1215,51 +1180,6 @@ fn component_statuses(rt: &ResourceType, name: Option<&str>, shape: Shape, inclu
             Ok(list_response(rt, list, shape, include))
         }
     }
-}
-
-async fn review(state: &AppState, rt: &ResourceType, mut object: Value, identity: &Identity) -> ApiResult<Value> {
-    object["apiVersion"] = json!(rt.api_version());
-    object["kind"] = json!(rt.kind);
-    let mut groups = identity.groups.clone();
-    if identity.user != "system:anonymous" && !groups.iter().any(|g| g == "system:authenticated") {
-        groups.push("system:authenticated".into());
-    }
-    match rt.kind.as_str() {
-        "SelfSubjectAccessReview" => {
-            object["status"] = json!({"allowed": true, "reason": "vkube authorizes every authenticated user"});
-        }
-        "SelfSubjectRulesReview" => {
-            object["status"] = json!({
-                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                "incomplete": false,
-            });
-        }
-        "SelfSubjectReview" => {
-            object["status"] = json!({"userInfo": {"username": identity.user, "groups": groups}});
-        }
-        "TokenReview" => {
-            let token = object.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default().to_string();
-            object["status"] = match token_identity(state, &token).await {
-                Some(user) => {
-                    let mut groups = user.groups.clone();
-                    if !groups.iter().any(|g| g == "system:authenticated") {
-                        groups.push("system:authenticated".into());
-                    }
-                    let audiences =
-                        object.pointer("/spec/audiences").cloned().unwrap_or(json!([crate::tokens::ISSUER]));
-                    json!({"authenticated": true, "user": {"username": user.user, "groups": groups}, "audiences": audiences})
-                }
-                None => json!({"authenticated": false, "error": "invalid bearer token", "user": {}}),
-            };
-        }
-        _ => return Err(ApiError::MethodNotAllowed),
-    }
-    if object.get("metadata").is_none() {
-        object["metadata"] = json!({});
-    }
-    object["metadata"]["creationTimestamp"] = json!(crate::registry::now());
-    Ok(object)
 }
 
 #[cfg(test)]

@@ -319,6 +319,11 @@ fn builtin_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> O
         ("authorization.k8s.io", "SelfSubjectRulesReview") => {
             schema!(authorization::v1::SelfSubjectRulesReview)
         }
+        ("authorization.k8s.io", "SubjectAccessReview") => schema!(authorization::v1::SubjectAccessReview),
+        ("authorization.k8s.io", "LocalSubjectAccessReview") => {
+            schema!(authorization::v1::LocalSubjectAccessReview)
+        }
+        ("authentication.k8s.io", "TokenReview") => schema!(authentication::v1::TokenReview),
         ("authentication.k8s.io", "SelfSubjectReview") => {
             schema!(authentication::v1::SelfSubjectReview)
         }

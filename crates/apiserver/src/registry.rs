@@ -43,9 +43,33 @@ pub enum FieldValidation {
     Strict,
 }
 
+/// A check on every write after validation (the validating-admission stage): the object as it
+/// would be stored and, for an update, the stored one. An error refuses the write.
+pub trait Admission: Send + Sync {
+    /// Admits or refuses a write of `new` over `old`.
+    fn admit<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        old: Option<&'a Value>,
+        new: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ApiResult<()>>;
+}
+
+/// The admission check of one write, if any.
+#[derive(Clone, Default)]
+pub struct AdmissionHook(pub Option<Arc<dyn Admission>>);
+
+impl std::fmt::Debug for AdmissionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "AdmissionHook(set)" } else { "AdmissionHook(none)" })
+    }
+}
+
 /// Options shared by every write.
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
+    /// Validating admission beyond the kind's own rules (e.g. RBAC escalation checks).
+    pub admission: AdmissionHook,
     /// `dryRun=All`: do everything but persist.
     pub dry_run: bool,
     /// Who is writing, for managedFields.
@@ -914,6 +938,9 @@ impl Registry {
                 candidate["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
             }
             self.validate(rt, &candidate)?;
+            if let Some(admission) = &options.admission.0 {
+                admission.admit(rt, None, &candidate).await?;
+            }
             if attempt == 0 {
                 self.check_namespace_accepts(rt, ns).await?;
             }
@@ -1310,6 +1337,9 @@ impl Registry {
             crate::crd::apply_defaults(&mut new, schema);
         }
         self.validate(rt, &new)?;
+        if let Some(admission) = &options.admission.0 {
+            admission.admit(rt, Some(&current), &new).await?;
+        }
         if (rt.generation || rt.is_custom()) && spec_changed(rt, &current, &new) {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
             new["metadata"]["generation"] = json!(generation + 1);

@@ -175,12 +175,14 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
     let pki = if config.plain_http { None } else { Some(Pki::load_or_create(&config.dir, &sans)?) };
     let mut tokens = HashMap::new();
     if let Some(pki) = &pki {
-        tokens
-            .insert(pki.admin_token.clone(), Identity { user: "admin".into(), groups: vec!["system:masters".into()] });
+        tokens.insert(pki.admin_token.clone(), Identity::new("admin", vec![crate::auth::MASTERS.into()]));
     }
+    let rbac =
+        crate::auth::Rbac::start(registry.store.clone()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let state = Arc::new(AppState {
         registry,
         tokens,
+        rbac,
         minor: config.minor,
         ready: AtomicBool::new(true),
         allow_anonymous: config.plain_http,
@@ -228,7 +230,7 @@ async fn accept_loop(
                                 .peer_certificates()
                                 .and_then(|certs| certs.first())
                                 .and_then(|cert| crate::pki::certificate_identity(cert))
-                                .map(|(user, groups)| Identity { user, groups });
+                                .map(|(user, groups)| Identity::new(user, groups));
                             serve(TokioIo::new(tls), state, identity).await;
                         }
                         None => serve(TokioIo::new(stream), state, None).await,

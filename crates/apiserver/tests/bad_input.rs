@@ -128,8 +128,20 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     let delete = http.send("DELETE", &format!("{CM}/good"), json, r#"{"preconditions": {"uid": "not-the-uid"}}"#).await;
     assert_status(&delete, 409, "Conflict");
 
+    // Without credentials a request is system:anonymous, which (as on kube-apiserver) may read
+    // only the public health and version paths; a bad token is refused outright.
     let unauthenticated = http.request("GET", CM, &[], Vec::new(), false).await;
-    assert_status(&unauthenticated, 401, "Unauthorized");
+    let status = assert_status(&unauthenticated, 403, "Forbidden");
+    assert_eq!(
+        status["message"],
+        "configmaps is forbidden: User \"system:anonymous\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+    assert_eq!(status["details"], serde_json::json!({"kind": "configmaps"}));
+    let discovery = http.request("GET", "/api", &[], Vec::new(), false).await;
+    let status = assert_status(&discovery, 403, "Forbidden");
+    assert_eq!(status["message"], "forbidden: User \"system:anonymous\" cannot get path \"/api\"");
+    assert_eq!(status["details"], serde_json::json!({}));
+    assert_eq!(http.request("GET", "/version", &[], Vec::new(), false).await.status, 200, "the version is public");
     let wrong_token = http.request("GET", CM, &[("authorization", "Bearer wrong")], Vec::new(), false).await;
     assert_status(&wrong_token, 401, "Unauthorized");
     assert_eq!(http.request("GET", "/readyz", &[], Vec::new(), false).await.status, 200, "health is public");

@@ -2,6 +2,7 @@
 //! reference): deployments, replica sets, and the garbage collector ([`garbage`]). They talk to
 //! the API only through `kube::Client`; decisions live in [`workloads`].
 
+pub mod aggregation;
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod endpoints;
@@ -790,7 +791,8 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     });
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
     let collector = tokio::spawn(garbage::run(client.clone()));
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints, collector]);
+    let aggregator = tokio::spawn(aggregation::run(client.clone()));
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints, collector, aggregator]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;

@@ -306,6 +306,18 @@ impl Watcher {
     /// so far behind that history no longer holds the events it has not seen.
     pub async fn next_batch(&mut self) -> Result<Vec<Event>, StorageError> {
         loop {
+            let batch = self.next_progress().await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Waits until the store moves past [`Watcher::revision`], then returns the changes under
+    /// the prefix up to the new revision (possibly none): the watcher's revision then says that
+    /// everything up to it has been seen, whatever the keys written.
+    pub async fn next_progress(&mut self) -> Result<Vec<Event>, StorageError> {
+        loop {
             self.changes.borrow_and_update();
             {
                 let index = self.shared.read();
@@ -317,9 +329,7 @@ impl Watcher {
                     let batch: Vec<Event> =
                         index.history.range(first..).filter(|e| e.kv.key.starts_with(&self.prefix)).cloned().collect();
                     self.cursor = index.revision;
-                    if !batch.is_empty() {
-                        return Ok(batch);
-                    }
+                    return Ok(batch);
                 }
             }
             if self.changes.changed().await.is_err() {

@@ -204,7 +204,18 @@ fn scenario(minor: u32) {
         "{}",
         String::from_utf8_lossy(&whoami.stderr)
     );
-    assert!(as_robot(&["get", "cm", "settings"]).status.success());
+    // A service account with no bindings may read nothing; a RoleBinding to `view` lets it.
+    let refused = as_robot(&["get", "cm", "settings"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(
+            "configmaps \"settings\" is forbidden: User \"system:serviceaccount:default:robot\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    k.ok(&["create", "rolebinding", "robot-view", "--clusterrole=view", "--serviceaccount=default:robot"]);
+    let allowed = as_robot(&["get", "cm", "settings"]);
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
     k.ok(&["delete", "serviceaccount", "robot"]);
     let rejected = as_robot(&["get", "cm", "settings"]);
     assert!(!rejected.status.success() && String::from_utf8_lossy(&rejected.stderr).contains("Unauthorized"));
