@@ -52,24 +52,27 @@ pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
 pub fn aggregated_rules(aggregator: &Value, roles: &BTreeMap<String, Value>) -> Option<Vec<Value>> {
     let selectors = aggregator.pointer("/aggregationRule/clusterRoleSelectors")?.as_array()?;
     let own_name = aggregator.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    // Upstream's order: selector by selector, matching roles by name, each rule once.
     let mut rules: Vec<Value> = Vec::new();
-    for (name, role) in roles {
-        if name == own_name {
-            continue;
-        }
-        let labels: BTreeMap<String, String> = role
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect();
-        if !selectors.iter().any(|selector| selects(selector, &labels)) {
-            continue;
-        }
-        for rule in role.get("rules").and_then(Value::as_array).into_iter().flatten() {
-            if !rules.contains(rule) {
-                rules.push(rule.clone());
+    for selector in selectors {
+        for (name, role) in roles {
+            if name == own_name {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = role
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect();
+            if !selects(selector, &labels) {
+                continue;
+            }
+            for rule in role.get("rules").and_then(Value::as_array).into_iter().flatten() {
+                if !rules.contains(rule) {
+                    rules.push(rule.clone());
+                }
             }
         }
     }
