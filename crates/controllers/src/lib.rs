@@ -703,6 +703,28 @@ fn bump_for_deployment(revision: i64) -> Value {
     json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": revision.to_string()}}})
 }
 
+/// The user the controllers act as inside the virtual cluster.
+pub const USER: &str = "vkube:controllers";
+
+/// Upstream's bootstrap ClusterRoles (`system:controller:<name>`) of the kube-controller-manager
+/// loops these controllers implement: the controllers' user is bound to exactly these, so they
+/// may do what their upstream counterparts may, and nothing more.
+pub const UPSTREAM_ROLES: &[&str] = &[
+    "clusterrole-aggregation-controller",
+    "cronjob-controller",
+    "daemon-set-controller",
+    "deployment-controller",
+    "endpoint-controller",
+    "endpointslice-controller",
+    "generic-garbage-collector",
+    "job-controller",
+    "replicaset-controller",
+    "replication-controller",
+    "root-ca-cert-publisher",
+    "service-account-controller",
+    "statefulset-controller",
+];
+
 /// Runs the controllers until the future is dropped. `root_ca` is the cluster CA (PEM) published
 /// in every namespace.
 pub async fn run(client: Client, root_ca: Option<String>) {

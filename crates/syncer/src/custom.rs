@@ -40,7 +40,7 @@ pub(crate) struct Custom {
 }
 
 /// `<plural>.<group>[/<version>]` → (plural, group, version).
-fn parse_key(key: &str) -> Option<(String, String, Option<String>)> {
+pub(crate) fn parse_key(key: &str) -> Option<(String, String, Option<String>)> {
     let (name, version) = match key.split_once('/') {
         Some((name, version)) => (name, Some(version.to_string())),
         None => (key, None),

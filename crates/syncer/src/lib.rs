@@ -19,6 +19,7 @@ mod metrics;
 mod nodes;
 pub mod patches;
 mod pods;
+pub mod rbac;
 mod refs;
 mod services;
 

@@ -224,6 +224,47 @@ fn translate_rules(config: &vkube_config::Config) -> anyhow::Result<vkube_syncer
     Ok(out)
 }
 
+/// Binds the syncer's and the controllers' users inside the virtual cluster: the syncer to a
+/// ClusterRole of what it syncs, the controllers to upstream's roles of the controller loops they
+/// implement. Applied at every start, so an upgrade brings the rules along.
+async fn grant_component_access(
+    admin: &kube::Client,
+    custom: &[vkube_syncer::CustomResourceSync],
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let roles: kube::Api<ClusterRole> = kube::Api::all(admin.clone());
+    let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(admin.clone());
+    let params = kube::api::PatchParams::apply("vkube").force();
+    let binding = |name: &str, role: &str, user: &str| {
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "vkube"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        })
+    };
+    let syncer = vkube_syncer::rbac::USER;
+    let role = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": syncer, "labels": {"app.kubernetes.io/managed-by": "vkube"}},
+        "rules": vkube_syncer::rbac::virtual_rules(custom),
+    });
+    roles.patch(syncer, &params, &kube::api::Patch::Apply(&role)).await.context("granting the syncer its role")?;
+    bindings
+        .patch(syncer, &params, &kube::api::Patch::Apply(&binding(syncer, syncer, syncer)))
+        .await
+        .context("binding the syncer's role")?;
+    for controller in vkube_controllers::UPSTREAM_ROLES {
+        let name = format!("{}:{controller}", vkube_controllers::USER);
+        let object = binding(&name, &format!("system:controller:{controller}"), vkube_controllers::USER);
+        bindings
+            .patch(&name, &params, &kube::api::Patch::Apply(&object))
+            .await
+            .context("binding the controllers' roles")?;
+    }
+    Ok(())
+}
+
 /// Starts the virtual API server and the syncer; returns once the syncer's caches are synced.
 pub async fn start(
     cluster: &VirtualCluster,
@@ -321,7 +362,17 @@ pub async fn start(
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     let ready_for_controllers = ready.subscribe();
     let idle = syncer_config.metrics.clone();
-    let controllers_client = virtual_client.clone();
+    // The syncer and the controllers act inside the virtual cluster as their own users, bound
+    // to what they need (the admin's kubeconfig stays the tenant's).
+    let pki = server.pki.as_ref().context("the virtual API server has no certificates")?;
+    grant_component_access(&virtual_client, &syncer_config.custom_resources).await?;
+    let component_kubeconfig = |user: &str| -> anyhow::Result<String> {
+        let (cert, key) =
+            pki.client_certificate(user, &[]).with_context(|| format!("issuing a certificate for {user}"))?;
+        Ok(vkube_apiserver::pki::kubeconfig(&server.url, &name, &pki.ca_cert, &cert, &key))
+    };
+    let syncer_client = super::client_from_kubeconfig(&component_kubeconfig(vkube_syncer::rbac::USER)?).await?;
+    let controllers_client = super::client_from_kubeconfig(&component_kubeconfig(vkube_controllers::USER)?).await?;
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
     let (failed, failure) = tokio::sync::oneshot::channel::<String>();
     let syncer = tokio::spawn(async move {
@@ -344,7 +395,7 @@ pub async fn start(
                 std::future::pending::<()>().await;
             }
         };
-        let syncer = vkube_syncer::run(virtual_client, host, syncer_config, ready);
+        let syncer = vkube_syncer::run(syncer_client, host, syncer_config, ready);
         tokio::select! {
             () = controllers => tracing::error!("the controllers stopped"),
             result = syncer => if let Err(error) = result {
