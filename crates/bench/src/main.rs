@@ -30,6 +30,10 @@ enum Bench {
         /// The vkube binary to run (build it with --release first).
         #[arg(long, default_value = "target/release/vkube")]
         vkube: PathBuf,
+        /// Send the workload as a service account granted `edit` through a RoleBinding in each
+        /// namespace (RBAC decides every request), instead of as the admin (`system:masters`).
+        #[arg(long)]
+        rbac: bool,
     },
     /// The syncer benchmark: `vkube up` with a simulated host.
     Sync {
@@ -168,7 +172,46 @@ async fn create_namespace(target: &Target, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
+/// Creates namespace `name` as the admin; with `user`, binds `edit` there to that service account
+/// (`namespace/name`).
+async fn prepare_namespace(admin: &Target, name: &str, user: Option<(&str, &str)>) -> anyhow::Result<()> {
+    create_namespace(admin, name).await?;
+    if let Some((account_namespace, account)) = user {
+        let binding = serde_json::json!({
+            "metadata": {"name": "bench-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_namespace}],
+        });
+        let path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings");
+        let (status, body) = admin.send("POST", &path, Some(binding.to_string())).await?;
+        if status != 201 {
+            bail!("role binding create answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+    }
+    Ok(())
+}
+
+/// A service account `bench-users/bench` and a token for it.
+async fn bench_user(admin: &Target) -> anyhow::Result<String> {
+    create_namespace(admin, "bench-users").await?;
+    let (status, _) = admin
+        .send("POST", "/api/v1/namespaces/bench-users/serviceaccounts", Some(r#"{"metadata":{"name":"bench"}}"#.into()))
+        .await?;
+    if status != 201 {
+        bail!("service account create answered {status}");
+    }
+    let request =
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#;
+    let (status, body) =
+        admin.send("POST", "/api/v1/namespaces/bench-users/serviceaccounts/bench/token", Some(request.into())).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    match answer.pointer("/status/token").and_then(|t| t.as_str()) {
+        Some(token) if status == 201 => Ok(token.to_string()),
+        _ => bail!("token request answered {status}"),
+    }
+}
+
+async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
@@ -219,12 +262,21 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
         .enable_http1()
         .wrap_connector(http);
     let client: Https = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
-    let target = Target { base: url.clone(), token, client };
-    target.send("GET", "/readyz", None).await?;
+    let admin = Target { base: url.clone(), token, client };
+    admin.send("GET", "/readyz", None).await?;
+    let (target, user) = if rbac {
+        let token = bench_user(&admin).await?;
+        (Target { token, ..admin.clone() }, Some(("bench-users", "bench")))
+    } else {
+        (admin.clone(), None)
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_mib(pid);
 
-    println!("| workload | result |");
+    println!(
+        "| workload | result{} |",
+        if rbac { " (as a service account with `edit` through RoleBindings)" } else { " (as the admin)" }
+    );
     println!("|---|---|");
     println!("| start to `ready` (process spawn to first line) | {ready_ms:.1} ms |");
     println!("| RSS idle | {idle_rss:.1} MiB |");
@@ -248,13 +300,13 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
         let (mean, p50, p99, _) = summary(gets);
         println!("| probe: GET back to back | mean {mean:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms |");
     }
-    create_namespace(&target, "baseline").await?;
+    prepare_namespace(&admin, "baseline", user).await?;
     let (mean, p50, p99, max) = summary(open_loop(&target, "baseline", "b", 300, 30.0).await?);
     println!(
         "| baseline: 300 secret creates at 30/s | mean {mean:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms |"
     );
 
-    create_namespace(&target, "intensive").await?;
+    prepare_namespace(&admin, "intensive", user).await?;
     let (mean, p50, p99, max) = summary(open_loop(&target, "intensive", "s", 5000, 200.0).await?);
     println!(
         "| api-intensive: 5,000 secret creates (1 KiB) at 200/s | mean {mean:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms |"
@@ -302,7 +354,7 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
     );
 
     // Closed loop: 16 clients creating as fast as they can for 5 s.
-    create_namespace(&target, "closed").await?;
+    prepare_namespace(&admin, "closed", user).await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut workers = Vec::new();
     for w in 0..16 {
@@ -327,7 +379,7 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
     println!("| closed loop, 16 clients, durable configmap creates for 5 s | {:.0} creates/s |", creates as f64 / 5.0);
 
     // Watch delivery: 20 watchers, 1,000 creates at 100/s.
-    create_namespace(&target, "watched").await?;
+    prepare_namespace(&admin, "watched", user).await?;
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut watchers = Vec::new();
     for _ in 0..20 {
@@ -409,7 +461,7 @@ async fn apiserver(vkube: PathBuf) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Bench::Apiserver { vkube } => apiserver(vkube).await,
+        Bench::Apiserver { vkube, rbac } => apiserver(vkube, rbac).await,
         Bench::Sync { vkube, objects, nodes } => sync::run(vkube, objects, nodes).await,
         Bench::Controllers { vkube, replicas, churn, nodes } => controllers::run(vkube, replicas, churn, nodes).await,
     }

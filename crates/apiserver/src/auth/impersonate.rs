@@ -83,3 +83,72 @@ pub fn impersonate(rbac: &Rbac, identity: Identity, headers: &HeaderMap) -> ApiR
     }
     Ok(Identity { user: requested_user, groups, uid: requested_uid, extra: extras })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        map
+    }
+
+    fn rbac_allowing(rules: serde_json::Value) -> Rbac {
+        let rbac = Rbac::default();
+        let prefix = crate::auth::rbac::PREFIX;
+        rbac.apply(&format!("{prefix}clusterroles/imp"), Some(&json!({ "rules": rules })));
+        rbac.apply(
+            &format!("{prefix}clusterrolebindings/imp"),
+            Some(&json!({"roleRef": {"kind": "ClusterRole", "name": "imp"}, "subjects": [{"kind": "User", "name": "ops"}]})),
+        );
+        rbac
+    }
+
+    #[test]
+    fn each_impersonated_part_needs_its_own_permission() {
+        let ops = Identity::new("ops", vec![AUTHENTICATED.into()]);
+        let rbac = rbac_allowing(json!([
+            {"verbs": ["impersonate"], "apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["ci"]},
+            {"verbs": ["impersonate"], "apiGroups": [""], "resources": ["groups"], "resourceNames": ["devs"]},
+            {"verbs": ["impersonate"], "apiGroups": [""], "resources": ["users"]},
+        ]));
+        // A service account gets its fixed groups.
+        let sa = impersonate(&rbac, ops.clone(), &headers(&[("impersonate-user", "system:serviceaccount:team-a:ci")]))
+            .unwrap();
+        assert_eq!(sa.groups, ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"]);
+        let other_sa =
+            impersonate(&rbac, ops.clone(), &headers(&[("impersonate-user", "system:serviceaccount:team-a:prod")]));
+        assert_eq!(
+            other_sa.unwrap_err().to_string(),
+            "serviceaccounts \"prod\" is forbidden: User \"ops\" cannot impersonate resource \"serviceaccounts\" in API group \"\" in the namespace \"team-a\""
+        );
+        // Groups are checked one by one; an allowed user with them gets system:authenticated too.
+        let devs =
+            impersonate(&rbac, ops.clone(), &headers(&[("impersonate-user", "x"), ("impersonate-group", "devs")]))
+                .unwrap();
+        assert_eq!(
+            (devs.user.as_str(), devs.groups.clone()),
+            ("x", vec!["devs".to_string(), AUTHENTICATED.to_string()])
+        );
+        let admins = impersonate(
+            &rbac,
+            ops.clone(),
+            &headers(&[("impersonate-user", "x"), ("impersonate-group", "system:masters")]),
+        );
+        assert!(admins.unwrap_err().to_string().contains("cannot impersonate resource \"groups\""));
+        // Extra values need userextras/<key>; groups without a user are a bad request.
+        let extra =
+            impersonate(&rbac, ops.clone(), &headers(&[("impersonate-user", "x"), ("impersonate-extra-scopes", "a")]));
+        assert!(extra.unwrap_err().to_string().contains("cannot impersonate resource \"userextras/scopes\""));
+        let no_user = impersonate(&rbac, ops.clone(), &headers(&[("impersonate-group", "devs")]));
+        assert_eq!(no_user.unwrap_err().code(), 400);
+        // Without headers nothing changes; without permission nothing is impersonated.
+        assert_eq!(impersonate(&rbac, ops.clone(), &HeaderMap::new()).unwrap(), ops);
+        let nobody = Identity::new("nobody", vec![AUTHENTICATED.into()]);
+        assert!(impersonate(&rbac, nobody, &headers(&[("impersonate-user", "x")])).is_err());
+    }
+}
