@@ -22,7 +22,14 @@ pub struct TokenSigner {
     key: EcdsaKeyPair,
     public: Vec<u8>,
     key_id: String,
+    /// Tokens whose signature was checked, with whom they name and when they expire: a signature
+    /// check costs far more than the rest of a request, and clients send the same token for
+    /// hours. Bounded (emptied when full); expiry is still checked on every use.
+    verified: std::sync::Mutex<std::collections::HashMap<String, (TokenSubject, i64, i64)>>,
 }
+
+/// How many verified tokens are remembered.
+const VERIFIED_CACHE: usize = 4096;
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +61,7 @@ impl TokenSigner {
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &ring::rand::SystemRandom::new()).ok()?;
         let public = key.public_key().as_ref().to_vec();
         let key_id = b64(&ring::digest::digest(&ring::digest::SHA256, &public).as_ref()[..16]);
-        Some(TokenSigner { key, public, key_id })
+        Some(TokenSigner { key, public, key_id, verified: Default::default() })
     }
 
     /// Issues a token for service account `namespace/name` (uid `uid`) from a TokenRequest spec.
@@ -103,6 +110,23 @@ impl TokenSigner {
 
     /// Checks signature, issuer and time window; returns whom the token names.
     pub fn verify(&self, token: &str) -> Option<TokenSubject> {
+        let now = jiff::Timestamp::now().as_second();
+        let in_window = |nbf: i64, exp: i64| exp >= now && nbf <= now + 60;
+        let lock = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((subject, nbf, exp)) = lock().get(token) {
+            return in_window(*nbf, *exp).then(|| subject.clone());
+        }
+        let (subject, nbf, exp) = self.check(token)?;
+        let mut cache = lock();
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), (subject.clone(), nbf, exp));
+        in_window(nbf, exp).then_some(subject)
+    }
+
+    /// The signature and issuer check; whom the token names and its `nbf` and `exp`.
+    fn check(&self, token: &str) -> Option<(TokenSubject, i64, i64)> {
         let mut parts = token.split('.');
         let (header, claims, signature) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -120,21 +144,20 @@ impl TokenSigner {
             )
             .ok()?;
         let claims: Value = serde_json::from_slice(&decode(claims)?).ok()?;
-        let now = jiff::Timestamp::now().as_second();
-        if claims.get("iss").and_then(Value::as_str) != Some(ISSUER)
-            || claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp < now)
-            || claims.get("nbf").and_then(Value::as_i64).is_some_and(|nbf| nbf > now + 60)
-        {
+        if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
             return None;
         }
+        let exp = claims.get("exp").and_then(Value::as_i64)?;
+        let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(i64::MIN);
         let k = claims.get("kubernetes.io")?;
         let text = |p: &str| k.pointer(p).and_then(Value::as_str).map(String::from);
-        Some(TokenSubject {
+        let subject = TokenSubject {
             namespace: text("/namespace")?,
             name: text("/serviceaccount/name")?,
             uid: text("/serviceaccount/uid")?,
             pod: text("/pod/name").zip(text("/pod/uid")),
-        })
+        };
+        Some((subject, nbf, exp))
     }
 }
 
@@ -160,6 +183,7 @@ mod tests {
         let mut tampered = token.clone();
         tampered.insert(token.len() / 2, 'x');
         assert!(signer.verify(&tampered).is_none());
+        assert_eq!(signer.verify(&token), Some(subject.clone()), "a remembered token still verifies");
         assert!(signer_for_test().verify(&token).is_none(), "another key does not verify it");
         assert_eq!(signer.issue("a", "b", "c", &json!({"expirationSeconds": 60})).unwrap_err().code(), 422);
     }

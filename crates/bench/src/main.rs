@@ -380,15 +380,20 @@ async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
 
     // Watch delivery: 20 watchers, 1,000 creates at 100/s.
     prepare_namespace(&admin, "watched", user).await?;
+    // Watch from the list's resourceVersion, as clients do (an old one may be compacted away).
+    let (_, listed) = target.send("GET", "/api/v1/namespaces/watched/configmaps", None).await?;
+    let listed: serde_json::Value = serde_json::from_slice(&listed)?;
+    let from = listed["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut watchers = Vec::new();
     for _ in 0..20 {
         let target = target.clone();
+        let from = from.clone();
         let sender = sender.clone();
         watchers.push(tokio::spawn(async move {
             let request = hyper::Request::builder()
                 .uri(format!(
-                    "{}/api/v1/namespaces/watched/configmaps?watch=true&resourceVersion=1&timeoutSeconds=60",
+                    "{}/api/v1/namespaces/watched/configmaps?watch=true&resourceVersion={from}&timeoutSeconds=60",
                     target.base
                 ))
                 .header("authorization", format!("Bearer {}", target.token))
