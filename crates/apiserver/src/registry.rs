@@ -1337,6 +1337,16 @@ impl Registry {
             crate::crd::apply_defaults(&mut new, schema);
         }
         self.validate(rt, &new)?;
+        let mut causes = Vec::new();
+        strategy::validate_update(rt, &current, &new, &mut causes);
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid {
+                group: rt.group.clone(),
+                kind: rt.kind.clone(),
+                name: name.to_string(),
+                causes,
+            });
+        }
         if let Some(admission) = &options.admission.0 {
             admission.admit(rt, Some(&current), &new).await?;
         }

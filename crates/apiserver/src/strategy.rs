@@ -386,12 +386,39 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// Kind-specific rules of an update, beyond those of the new object alone.
+pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    if rt.group.is_empty() && rt.kind == "Pod" {
+        // A pod's QoS class is fixed when it is created.
+        let class =
+            |pod: &Value| pod.pointer("/status/qosClass").and_then(Value::as_str).unwrap_or_default().to_string();
+        let (before, after) = (class(old), class(new));
+        if before != after {
+            causes.push(Cause::invalid("status.qosClass", &after, "field is immutable"));
+        }
+    }
+}
+
 /// Kind-specific validation beyond metadata, producing field causes.
 pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
     if rt.is_custom() {
         return;
     }
     match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Event") => {
+            // core/v1 events: the involved object is in the event's namespace (an event about a
+            // cluster-scoped object may live in `default`).
+            let event_namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+            let involved = object.pointer("/involvedObject/namespace").and_then(Value::as_str).unwrap_or_default();
+            let fits = if involved.is_empty() {
+                event_namespace.is_empty() || event_namespace == "default"
+            } else {
+                involved == event_namespace
+            };
+            if !fits {
+                causes.push(Cause::invalid("involvedObject.namespace", involved, "does not match event.namespace"));
+            }
+        }
         ("", "Pod") => validate_pod_spec(object.get("spec"), "spec", causes),
         ("apps", "ControllerRevision") if object.get("data").is_none_or(Value::is_null) => {
             causes.push(Cause::required("data", "data is mandatory"));

@@ -116,6 +116,7 @@ pub async fn provision(client: Client) {
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": true,
     });
     if let Err(error) = create_if_absent(&classes, class, MANAGER).await {
         tracing::warn!(%error, "could not register the default storage class");

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+#[macro_use]
 mod common;
 use common::{Clusters, eventually, object, syncer_config};
 
@@ -17,7 +18,7 @@ fn gone<T>(result: Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(s)) if s.code == 404)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn claims_bind_on_the_host_and_the_virtual_cluster_shows_the_volume() {
     let clusters = Clusters::start(syncer_config()).await;
     let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(clusters.vc.clone(), "default");
@@ -83,8 +84,9 @@ async fn claims_bind_on_the_host_and_the_virtual_cluster_shows_the_volume() {
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn endpoints_of_selectorless_services_reach_the_host() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -148,8 +150,9 @@ async fn endpoints_of_selectorless_services_reach_the_host() {
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn a_second_pod_with_the_same_host_name_is_refused_with_a_warning() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -194,8 +197,9 @@ async fn a_second_pod_with_the_same_host_name_is_refused_with_a_warning() {
     let host_pod = h_pods.get("a-x-b-x-c-x-vc").await.unwrap();
     assert!(host_pod.metadata.deletion_timestamp.is_none());
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn a_failed_sync_is_reported_on_the_virtual_pod_and_retried() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -236,8 +240,9 @@ async fn a_failed_sync_is_reported_on_the_virtual_pod_and_retried() {
     .await;
     assert_eq!(h_maps.get("settings-x-default-x-vc").await.unwrap().data.unwrap()["mine"], "1");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn deleting_the_virtual_clusters_host_service_cleans_the_host_namespace() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -273,8 +278,9 @@ async fn deleting_the_virtual_clusters_host_service_cleans_the_host_namespace() 
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn a_restart_with_200_objects_duplicates_nothing_and_removes_orphans() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -345,7 +351,7 @@ async fn a_restart_with_200_objects_duplicates_nothing_and_removes_orphans() {
         v_pods.create(&pp, &pod(i)).await.unwrap();
     }
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
-    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), host.clone(), syncer_config(), ready));
+    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), clusters.syncer_host.clone(), syncer_config(), ready));
     ready_rx.wait_for(|r| *r).await.unwrap();
     // Orphans (the ten deleted pods and what only they used) go; the new ten arrive; nothing twice.
     let expected: std::collections::BTreeSet<String> = (10..60).map(|i| format!("app-{i}-x-default-x-vc")).collect();
@@ -373,8 +379,9 @@ async fn a_restart_with_200_objects_duplicates_nothing_and_removes_orphans() {
     .await;
     restarted.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn disabled_kinds_stay_in_the_virtual_cluster() {
     let mut config = syncer_config();
     config.pods_enabled = false;
@@ -412,8 +419,9 @@ async fn disabled_kinds_stay_in_the_virtual_cluster() {
     assert!(gone(h_pods.get("web-x-default-x-vc").await), "pod sync is off");
     assert!(gone(h_services.get("web-x-default-x-vc").await), "service sync is off");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn tokens_go_into_a_secret_per_pod_in_secret_mode() {
     let mut config = syncer_config();
     config.pods.token_secrets = true;
@@ -458,11 +466,12 @@ async fn tokens_go_into_a_secret_per_pod_in_secret_mode() {
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn the_mapping_store_persists_pairs_and_leads_back_to_host_objects_that_lost_their_annotations() {
     let clusters = Clusters::start(syncer_config()).await;
-    let store = clusters._servers.1.state.registry.store.clone();
+    let store = clusters.virtual_server.state.registry.store.clone();
     let pp = PostParams::default();
     let (vc, host) = (clusters.vc.clone(), clusters.host.clone());
     let v_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(vc.clone(), "default");
@@ -518,7 +527,7 @@ async fn the_mapping_store_persists_pairs_and_leads_back_to_host_objects_that_lo
     let mut config = syncer_config();
     config.mappings = Some(vkube_syncer::MappingStorage(store.clone()));
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
-    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), host.clone(), config, ready));
+    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), clusters.syncer_host.clone(), config, ready));
     ready_rx.wait_for(|r| *r).await.unwrap();
     let virtual_uid = v_pods.get("web").await.unwrap().uid().unwrap();
     eventually("the annotations restored", || {
@@ -553,8 +562,9 @@ async fn the_mapping_store_persists_pairs_and_leads_back_to_host_objects_that_lo
     .await;
     restarted.abort();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn optional_kinds_reach_the_host_and_classes_come_back() {
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
     use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
@@ -852,8 +862,9 @@ async fn optional_kinds_reach_the_host_and_classes_come_back() {
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn priority_and_storage_classes_go_to_the_host_and_pods_and_claims_use_them() {
     use k8s_openapi::api::scheduling::v1::PriorityClass;
     use k8s_openapi::api::storage::v1::StorageClass;
@@ -889,7 +900,8 @@ async fn priority_and_storage_classes_go_to_the_host_and_pods_and_claims_use_the
     })
     .await;
     assert_eq!(priority.value, 1_000_000_000, "capped");
-    assert_eq!(priority.global_default, Some(false), "never the host's default");
+    // kube-apiserver leaves `globalDefault: false` out (omitempty), vkube's keeps it.
+    assert_ne!(priority.global_default, Some(true), "never the host's default");
     assert_eq!(priority.labels()["vcluster.loft.sh/managed-by"], "vcluster-vc-x-vc");
     let storage = eventually("the host storage class", || {
         let h_storage = h_storage.clone();
@@ -964,8 +976,9 @@ async fn priority_and_storage_classes_go_to_the_host_and_pods_and_claims_use_the
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn translate_rules_rewrite_what_reaches_the_host_and_what_comes_back() {
     use vkube_syncer::patches::Patches;
     let rule = |value: serde_json::Value| serde_json::from_value::<vkube_config::Translate>(value).unwrap();
@@ -1049,8 +1062,9 @@ async fn translate_rules_rewrite_what_reaches_the_host_and_what_comes_back() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(h_pods.get("web-x-default-x-vc").await.unwrap().resource_version(), pod_version, "no write loop");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_from_it() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{ApiResource, DynamicObject};
@@ -1166,8 +1180,9 @@ async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_
     })
     .await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
     let mut config = syncer_config();
     config.optional = vkube_syncer::OptionalKinds { persistent_volumes_to_host: true, ..Default::default() };
@@ -1243,10 +1258,11 @@ async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
     })
     .await;
 }
+}
 
+on_both_hosts! {
 /// §3.2: a service account token secret a pod mounts reaches the host as `Opaque` (the host's
 /// token controller must not take it for one of its own).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_secrets_reach_the_host_as_opaque() {
     use k8s_openapi::api::core::v1::Secret;
     let clusters = Clusters::start(syncer_config()).await;
@@ -1278,10 +1294,11 @@ async fn token_secrets_reach_the_host_as_opaque() {
     assert_eq!(copy.type_.as_deref(), Some("Opaque"));
     assert_eq!(copy.data.unwrap()["token"].0, b"secret");
 }
+}
 
+on_both_hosts! {
 /// §3.1: the virtual pod's status follows the host pod's, except its QoS class, which stays the
-/// virtual one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// virtual one (both API servers refuse to change a pod's class).
 async fn pod_status_comes_back_but_the_qos_class_stays_virtual() {
     let clusters = Clusters::start(syncer_config()).await;
     let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
@@ -1298,7 +1315,11 @@ async fn pod_status_comes_back_but_the_qos_class_stays_virtual() {
     })
     .await;
     let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
-    let host_status = json!({"status": {"qosClass": "Guaranteed", "message": "seen on the host"}});
+    // A pod's QoS class is immutable on both hosts: a status write that changes it is refused.
+    let change = json!({"status": {"qosClass": "Guaranteed"}});
+    let refused = h_pods.patch_status("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(change)).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 422 && s.message.contains("field is immutable")), "{refused:?}");
+    let host_status = json!({"status": {"message": "seen on the host"}});
     h_pods.patch_status("web-x-default-x-vc", &PatchParams::default(), &Patch::Merge(host_status)).await.unwrap();
     let status = eventually("the host's status message in the virtual pod", || {
         let v_pods = v_pods.clone();
@@ -1310,10 +1331,11 @@ async fn pod_status_comes_back_but_the_qos_class_stays_virtual() {
     .await;
     assert_eq!(status.qos_class.as_deref(), Some("BestEffort"), "the virtual QoS class is kept");
 }
+}
 
+on_both_hosts! {
 /// §2.9: a config map or secret annotated `vcluster.loft.sh/force-sync: "true"` reaches the host
 /// although no pod uses it, and goes again when the annotation does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_sync_annotation_syncs_unused_config_maps_and_secrets() {
     use k8s_openapi::api::core::v1::Secret;
     let clusters = Clusters::start(syncer_config()).await;
@@ -1350,10 +1372,11 @@ async fn force_sync_annotation_syncs_unused_config_maps_and_secrets() {
     })
     .await;
 }
+}
 
+on_both_hosts! {
 /// §3.4: a service's status is the host's, whole: a load balancer written only on the virtual side
 /// goes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_status_is_forced_from_the_host() {
     let clusters = Clusters::start(syncer_config()).await;
     let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
@@ -1385,10 +1408,11 @@ async fn service_status_is_forced_from_the_host() {
     })
     .await;
 }
+}
 
+on_both_hosts! {
 /// §3.0: data changes carry deletions both ways, and a virtual config map re-created under the
 /// same name replaces its host copy (new object-uid, none of the old data).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_map_data_deletions_stick_and_recreated_objects_replace_their_copy() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -1441,10 +1465,11 @@ async fn config_map_data_deletions_stick_and_recreated_objects_replace_their_cop
     let data = v_maps.get("settings").await.unwrap().data.unwrap_or_default();
     assert_eq!(data.len(), 1, "none of the old data came back: {data:?}");
 }
+}
 
+on_both_hosts! {
 /// §1.11: objects labelled `vcluster.loft.sh/controlled-by` belong to something else: no host
 /// copy of such a pod, service or config map.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controlled_by_objects_stay_in_the_virtual_cluster() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -1488,9 +1513,10 @@ async fn controlled_by_objects_stay_in_the_virtual_cluster() {
     assert!(gone(h_maps.get("owned-x-default-x-vc").await), "the controlled config map stays virtual");
     assert!(gone(h_services.get("owned-x-default-x-vc").await), "the controlled service stays virtual");
 }
+}
 
+on_both_hosts! {
 /// §2.3: a namespace's labels follow onto the host pods of its pods when they change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_label_changes_reach_existing_host_pods() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -1523,10 +1549,11 @@ async fn namespace_label_changes_reach_existing_host_pods() {
     })
     .await;
 }
+}
 
+on_both_hosts! {
 /// §3.7: a class the host gives an ingress that has none shows in the virtual cluster, and the
 /// syncer does not take it away on the host.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingress_class_set_on_the_host_comes_back() {
     use k8s_openapi::api::networking::v1::Ingress;
     let mut config = syncer_config();
@@ -1559,10 +1586,11 @@ async fn an_ingress_class_set_on_the_host_comes_back() {
     let host_class = h_ingresses.get("web-x-default-x-vc").await.unwrap().spec.unwrap().ingress_class_name;
     assert_eq!(host_class.as_deref(), Some("host-default"), "kept on the host");
 }
+}
 
+on_both_hosts! {
 /// §4.6: an affinity term naming both `namespaces` and a `namespaceSelector` is synced with the
 /// list only, and the tenant is told with a Warning event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn affinity_with_both_namespace_forms_is_reported() {
     let clusters = Clusters::start(syncer_config()).await;
     let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
@@ -1601,19 +1629,22 @@ async fn affinity_with_both_namespace_forms_is_reported() {
         json!([{"key": "vcluster.loft.sh/namespace", "operator": "In", "values": ["data"]}])
     );
 }
+}
 
+on_both_hosts! {
 /// §2.9: a host event annotated force-sync whose object the virtual cluster does not know is
 /// copied into the virtual `default` namespace under its own name, without the annotation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_synced_host_events_reach_the_default_namespace() {
     let clusters = Clusters::start(syncer_config()).await;
     let h_events: Api<Event> = Api::namespaced(clusters.host.clone(), HNS);
+    // About an object of the host namespace the virtual cluster does not sync (a core/v1 event
+    // lives in its involved object's namespace).
     let event = json!({"metadata": {"name": "maintenance.1", "annotations": {"vcluster.loft.sh/force-sync": "true", "team": "infra"}},
-        "involvedObject": {"kind": "Node", "name": "node-7", "apiVersion": "v1"},
+        "involvedObject": {"kind": "Deployment", "name": "ops-agent", "namespace": HNS, "apiVersion": "apps/v1"},
         "reason": "Maintenance", "message": "node-7 drains at noon", "type": "Normal", "count": 1,
         "firstTimestamp": "2026-12-02T10:00:00Z", "lastTimestamp": "2026-12-02T10:00:00Z", "source": {"component": "ops"}});
     h_events.create(&PostParams::default(), &object(event)).await.unwrap();
-    let plain = json!({"metadata": {"name": "other.1"}, "involvedObject": {"kind": "Node", "name": "node-7"},
+    let plain = json!({"metadata": {"name": "other.1"}, "involvedObject": {"kind": "Deployment", "name": "ops-agent", "namespace": HNS},
         "reason": "Other", "message": "not forced", "type": "Normal"});
     h_events.create(&PostParams::default(), &object(plain)).await.unwrap();
     let v_events: Api<Event> = Api::namespaced(clusters.vc.clone(), "default");
@@ -1627,4 +1658,5 @@ async fn force_synced_host_events_reach_the_default_namespace() {
     assert!(!copied.annotations().contains_key("vcluster.loft.sh/force-sync"));
     assert_eq!(copied.annotations()["team"], "infra");
     assert!(gone(v_events.get("other.1").await), "only forced events are copied");
+}
 }
