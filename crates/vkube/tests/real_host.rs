@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ApiServerProcess, Kubectl, RealControlPlane, wait_until};
+use common::{ApiServerProcess, HostKind, Kubectl, RealControlPlane, VirtualCluster, wait_until};
 
 /// `vkube host --attach`: simulated nodes and kubelet on a real control plane, whose own
 /// scheduler places pods and whose controllers fill endpoints.
@@ -50,75 +50,8 @@ fn the_simulated_kubelet_attaches_to_a_real_control_plane() {
 /// what `vkube config rbac` derives (a permission missing there fails this test).
 #[test]
 fn the_syncer_runs_on_a_real_host_with_the_derived_rbac() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let real = RealControlPlane::start(&dir.path().join("k8s"));
-    let admin = Kubectl::new(33, &real.kubeconfig, home.path());
-    let _kubelet = ApiServerProcess::start_command(
-        &["host", "--attach", real.kubeconfig.to_str().unwrap()],
-        real.kubeconfig.clone(),
-    );
-
-    // The platform engineer's part: the namespace, the derived RBAC, a service account bound to it.
-    admin.ok(&["create", "namespace", "vcluster-vc1"]);
-    let rbac = std::process::Command::new(env!("CARGO_BIN_EXE_vkube")).args(["config", "rbac"]).output().unwrap();
-    assert!(rbac.status.success());
-    let rbac = String::from_utf8(rbac.stdout).unwrap();
-    let applied = admin.output_with_stdin(&["apply", "-f", "-"], &rbac);
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    admin.ok(&["create", "serviceaccount", "vc-vc1", "-n", "vcluster-vc1"]);
-    admin.ok(&["create", "serviceaccount", "vc-workload-vc1", "-n", "vcluster-vc1"]);
-    for document in rbac.split("\n---") {
-        let field = |key: &str| {
-            document
-                .lines()
-                .find_map(|l| l.trim_start().strip_prefix(key))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (kind, name) = (field("kind: "), field("name: "));
-        match kind.as_str() {
-            "Role" => admin.ok(&[
-                "create",
-                "rolebinding",
-                &name,
-                "-n",
-                "vcluster-vc1",
-                &format!("--role={name}"),
-                "--serviceaccount=vcluster-vc1:vc-vc1",
-            ]),
-            "ClusterRole" => admin.ok(&[
-                "create",
-                "clusterrolebinding",
-                &name,
-                &format!("--clusterrole={name}"),
-                "--serviceaccount=vcluster-vc1:vc-vc1",
-            ]),
-            _ => String::new(),
-        };
-    }
-    let token = admin.ok(&["create", "token", "vc-vc1", "-n", "vcluster-vc1", "--duration=2h"]);
-    let syncer_kubeconfig = dir.path().join("syncer.kubeconfig");
-    std::fs::copy(&real.kubeconfig, &syncer_kubeconfig).unwrap();
-    let syncer_k = Kubectl::new(33, &syncer_kubeconfig, home.path());
-    syncer_k.ok(&["config", "set-credentials", "vc-vc1", &format!("--token={}", token.trim())]);
-    syncer_k.ok(&["config", "set-context", "--current", "--user=vc-vc1"]);
-
-    let state = dir.path().join("vc");
-    let serve = ApiServerProcess::start_command(
-        &[
-            "serve",
-            "--host-kubeconfig",
-            syncer_kubeconfig.to_str().unwrap(),
-            "--dir",
-            state.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        state.join("vc1.kubeconfig"),
-    );
-    let k = Kubectl::new(33, &serve.kubeconfig, home.path());
+    let cluster = VirtualCluster::start(HostKind::Real, None);
+    let (k, admin) = (&cluster.k, &cluster.host);
     k.ok(&["create", "configmap", "settings", "--from-literal=a=1"]);
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  containers:\n  - name: web\n    image: nginx:1.27\n    envFrom: [{configMapRef: {name: settings}}]\n";
     assert!(k.output_with_stdin(&["create", "-f", "-"], pod).status.success());

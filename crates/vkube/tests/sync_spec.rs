@@ -3,14 +3,24 @@
 
 mod common;
 
-use common::Up;
+use common::{HostKind, VirtualCluster};
 
 /// §4.5 rewriteHosts (on by default) and §4.8 the downward API: a pod with a subdomain gets the
 /// init container that writes its virtual FQDN into /etc/hosts, and fields a container reads about
 /// its own pod name the virtual pod, not the host one.
 #[test]
 fn host_pods_see_their_virtual_identity() {
-    let Up { up, k, host, dir: _dir, _home } = Up::start();
+    host_pods_see_their_virtual_identity_on(HostKind::Simulated);
+}
+
+#[test]
+fn host_pods_see_their_virtual_identity_on_a_real_host() {
+    host_pods_see_their_virtual_identity_on(HostKind::Real);
+}
+
+fn host_pods_see_their_virtual_identity_on(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let (k, host) = (&cluster.k, &cluster.host);
     let pod = r#"apiVersion: v1
 kind: Pod
 metadata: {name: db-0, labels: {app: db}}
@@ -177,16 +187,31 @@ spec:
     let api_ip = host.ok(&["get", "service", "vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.clusterIP}"]);
     assert_eq!(env("KUBERNETES_SERVICE_HOST"), api_ip);
     assert_eq!(env("KUBERNETES_SERVICE_PORT"), "443");
-    assert!(up.stop().success());
+    assert!(cluster.stop().success());
 }
 
 /// §4.3: `sync.toHost.pods.runtimeClassName` is forced on every host pod and
 /// `sync.toHost.pods.priorityClassName` given to those without a class.
 #[test]
 fn configured_classes_reach_host_pods() {
+    configured_classes_reach_host_pods_on(HostKind::Simulated);
+}
+
+#[test]
+fn configured_classes_reach_host_pods_on_a_real_host() {
+    configured_classes_reach_host_pods_on(HostKind::Real);
+}
+
+fn configured_classes_reach_host_pods_on(kind: HostKind) {
     let config =
         "sync:\n  toHost:\n    pods:\n      runtimeClassName: sandboxed\n      priorityClassName: tenant-low\n";
-    let Up { up, k, host, dir: _dir, _home } = Up::start_with_config(Some(config));
+    let cluster = VirtualCluster::start(kind, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
+    // The platform engineer provides the classes on the host (a real host refuses pods naming
+    // classes it does not have).
+    let classes = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: tenant-low}\nvalue: 100\n---\napiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: sandboxed}\nhandler: runsc\n";
+    let created = host.output_with_stdin(&["apply", "-f", "-"], classes);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     k.ok(&["run", "web", "--image=nginx:1.27"]);
     k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
     let classes = host.ok(&[
@@ -199,5 +224,5 @@ fn configured_classes_reach_host_pods() {
         "jsonpath={.spec.runtimeClassName} {.spec.priorityClassName}",
     ]);
     assert_eq!(classes, "sandboxed tenant-low");
-    assert!(up.stop().success());
+    assert!(cluster.stop().success());
 }

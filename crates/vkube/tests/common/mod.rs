@@ -271,3 +271,120 @@ fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap().stdout
 }
+
+/// Which host a virtual cluster of a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// `vkube up`: vkube's own host API server and the simulator.
+    Simulated,
+    /// The upstream control plane of `tools/k8s`, `vkube host --attach` as its kubelet, and
+    /// `vkube serve` whose syncer is a service account bound to what `vkube config rbac` derives.
+    Real,
+}
+
+/// A virtual cluster `vc1` (host namespace `vcluster-vc1`) on either host, with kubectl 1.33 for
+/// it (`k`) and for its host's admin (`host`).
+pub struct VirtualCluster {
+    pub k: Kubectl,
+    pub host: Kubectl,
+    /// The process serving the virtual cluster (`vkube up` or `vkube serve`).
+    pub serving: ApiServerProcess,
+    _kubelet: Option<ApiServerProcess>,
+    _real: Option<RealControlPlane>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl VirtualCluster {
+    /// Stops the process serving the virtual cluster (SIGTERM) and returns how it exited.
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.serving.stop()
+    }
+
+    /// Starts one on `kind`, with `config` as its vcluster.yaml when given.
+    pub fn start(kind: HostKind, config: Option<&str>) -> Self {
+        match kind {
+            HostKind::Simulated => {
+                let Up { up, k, host, dir, _home } = Up::start_with_config(config);
+                VirtualCluster { k, host, serving: up, _kubelet: None, _real: None, _dirs: (dir, _home) }
+            }
+            HostKind::Real => Self::on_real_host(config),
+        }
+    }
+
+    fn on_real_host(config: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let real = RealControlPlane::start(&dir.path().join("k8s"));
+        let admin = Kubectl::new(33, &real.kubeconfig, home.path());
+        let kubelet = ApiServerProcess::start_command(
+            &["host", "--attach", real.kubeconfig.to_str().unwrap()],
+            real.kubeconfig.clone(),
+        );
+        let file = dir.path().join("vcluster.yaml");
+        std::fs::write(&file, config.unwrap_or("{}\n")).unwrap();
+        // The platform engineer's part: the namespace, the derived RBAC, a service account bound to it.
+        admin.ok(&["create", "namespace", "vcluster-vc1"]);
+        let rbac = Command::new(env!("CARGO_BIN_EXE_vkube"))
+            .args(["config", "rbac", "-f", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(rbac.status.success(), "{}", String::from_utf8_lossy(&rbac.stderr));
+        let rbac = String::from_utf8(rbac.stdout).unwrap();
+        let applied = admin.output_with_stdin(&["apply", "-f", "-"], &rbac);
+        assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+        admin.ok(&["create", "serviceaccount", "vc-vc1", "-n", "vcluster-vc1"]);
+        admin.ok(&["create", "serviceaccount", "vc-workload-vc1", "-n", "vcluster-vc1"]);
+        for document in rbac.split("\n---") {
+            let field = |key: &str| {
+                document
+                    .lines()
+                    .find_map(|l| l.trim_start().strip_prefix(key))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (kind, name) = (field("kind: "), field("name: "));
+            let account = "--serviceaccount=vcluster-vc1:vc-vc1";
+            match kind.as_str() {
+                "Role" => {
+                    admin.ok(&[
+                        "create",
+                        "rolebinding",
+                        &name,
+                        "-n",
+                        "vcluster-vc1",
+                        &format!("--role={name}"),
+                        account,
+                    ]);
+                }
+                "ClusterRole" => {
+                    admin.ok(&["create", "clusterrolebinding", &name, &format!("--clusterrole={name}"), account]);
+                }
+                _ => {}
+            }
+        }
+        let token = admin.ok(&["create", "token", "vc-vc1", "-n", "vcluster-vc1", "--duration=2h"]);
+        let syncer_kubeconfig = dir.path().join("syncer.kubeconfig");
+        std::fs::copy(&real.kubeconfig, &syncer_kubeconfig).unwrap();
+        let syncer_k = Kubectl::new(33, &syncer_kubeconfig, home.path());
+        syncer_k.ok(&["config", "set-credentials", "vc-vc1", &format!("--token={}", token.trim())]);
+        syncer_k.ok(&["config", "set-context", "--current", "--user=vc-vc1"]);
+        let state = dir.path().join("vc");
+        let serving = ApiServerProcess::start_command(
+            &[
+                "serve",
+                "--host-kubeconfig",
+                syncer_kubeconfig.to_str().unwrap(),
+                "--config",
+                file.to_str().unwrap(),
+                "--dir",
+                state.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            state.join("vc1.kubeconfig"),
+        );
+        let k = Kubectl::new(33, &serving.kubeconfig, home.path());
+        VirtualCluster { k, host: admin, serving, _kubelet: Some(kubelet), _real: Some(real), _dirs: (dir, home) }
+    }
+}
