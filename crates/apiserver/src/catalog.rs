@@ -240,7 +240,7 @@ const BUILTIN: &[Line] = &[
         "CustomResourceDefinition",
         STATUS | CLUSTER,
         &["crd", "crds"],
-        &[],
+        &["api-extensions"],
     ),
     line(
         "authorization.k8s.io",
@@ -283,6 +283,13 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
         ("", "namespaces") => {
             vec![ExtraSubresource { name: "finalize", group: "", version: "", kind: "Namespace", verbs: &["update"] }]
         }
+        ("", "serviceaccounts") => vec![ExtraSubresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: CREATE,
+        }],
         _ => Vec::new(),
     }
 }

@@ -1913,7 +1913,16 @@ impl Registry {
                 match (was.is_some(), is) {
                     (true, true) => Some(WatchItem::Object("MODIFIED", object)),
                     (false, true) => Some(WatchItem::Object("ADDED", object)),
-                    (true, false) => Some(WatchItem::Object("DELETED", object)),
+                    // Leaving the selector: the previous content at this event's version, as
+                    // upstream's watch cache sends it.
+                    (true, false) => {
+                        let mut previous = was?;
+                        let version = object.pointer("/metadata/resourceVersion").cloned();
+                        if let (Some(meta), Some(version)) = (previous.get_mut("metadata"), version) {
+                            meta["resourceVersion"] = version;
+                        }
+                        Some(WatchItem::Object("DELETED", previous))
+                    }
                     (false, false) => None,
                 }
             }

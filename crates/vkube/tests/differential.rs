@@ -759,3 +759,239 @@ async fn vkube_answers_the_corpus_as_kube_apiserver_does() {
         );
     }
 }
+
+/// What clients read of an `APIResourceList` entry, by resource name.
+fn resource_entries(list: &Value) -> BTreeMap<String, Value> {
+    let sorted = |r: &Value, key: &str| {
+        let mut items: Vec<String> =
+            r[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+        items.sort();
+        json!(items)
+    };
+    list["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let entry = json!({
+                "namespaced": r["namespaced"], "kind": r["kind"], "singularName": r["singularName"],
+                "verbs": sorted(r, "verbs"), "shortNames": sorted(r, "shortNames"), "categories": sorted(r, "categories"),
+            });
+            (r["name"].as_str().unwrap_or_default().to_string(), entry)
+        })
+        .collect()
+}
+
+/// What clients read of aggregated discovery (`APIGroupDiscoveryList`), by `group/version/resource`.
+fn aggregated_entries(list: &Value) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for group in list["items"].as_array().into_iter().flatten() {
+        let name = group["metadata"]["name"].as_str().unwrap_or_default();
+        for version in group["versions"].as_array().into_iter().flatten() {
+            let v = version["version"].as_str().unwrap_or_default();
+            for r in version["resources"].as_array().into_iter().flatten() {
+                let mut verbs: Vec<&str> =
+                    r["verbs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                verbs.sort();
+                let mut subresources: Vec<String> = r["subresources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s["subresource"].as_str().map(String::from))
+                    .collect();
+                subresources.sort();
+                let entry = json!({
+                    "scope": r["scope"], "singularResource": r["singularResource"], "kind": r["responseKind"]["kind"],
+                    "verbs": verbs, "subresources": subresources,
+                });
+                out.insert(format!("{name}/{v}/{}", r["resource"].as_str().unwrap_or_default()), entry);
+            }
+        }
+    }
+    out
+}
+
+/// Compares two keyed maps: keys on one side only, and differing fields.
+fn compare_entries(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>, out: &mut Vec<String>) {
+    for (key, real) in a {
+        match b.get(key) {
+            None => out.push(format!("missing {key}")),
+            Some(ours) => {
+                let mut paths = Vec::new();
+                differences(real, ours, "", &mut paths);
+                out.extend(paths.into_iter().map(|p| format!("{key}{p}")));
+            }
+        }
+    }
+    out.extend(b.keys().filter(|k| !a.contains_key(*k)).map(|k| format!("extra {k}")));
+}
+
+/// Opens a watch on `path`, runs `steps`, and returns the events that arrive (type and
+/// normalised object), stopping after `expected` events or two quiet seconds.
+async fn watch_during(
+    client: &kube::Client,
+    path: &str,
+    steps: &[Step],
+    namespace: &str,
+    expected: usize,
+) -> Vec<Value> {
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(path.replace("{ns}", namespace))
+        .header("accept", JSON)
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let response = client.send(request).await.expect("the watch opens");
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let reader = tokio::spawn(async move {
+        let mut body = response.into_body();
+        let mut buffer = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else { continue };
+            buffer.extend_from_slice(&data);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if let Ok(mut event) = serde_json::from_slice::<Value>(&line) {
+                    normalise(&mut event, "");
+                    let _ = sender.send(event);
+                }
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for step in steps {
+        let answer = send(client, step, namespace).await;
+        assert!(answer.code < 300, "{} {} answered {}: {}", step.method, step.path, answer.code, answer.body);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < expected {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await {
+            Ok(Some(event)) => seen.push(event),
+            _ => break,
+        }
+    }
+    reader.abort();
+    seen
+}
+
+/// Discovery (legacy and aggregated) and watch event sequences, compared with kube-apiserver's;
+/// differences must be listed in docs/api-server.md like the corpus's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_watch_streams_match_kube_apiserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = tokio::task::spawn_blocking({
+        let path = dir.path().join("k8s");
+        move || RealControlPlane::start_api_only(&path)
+    })
+    .await
+    .unwrap();
+    let ours = ApiServerProcess::start(&dir.path().join("vkube"), &[]);
+    let clients = [client_for(&real.kubeconfig).await, client_for(&ours.kubeconfig).await];
+    let mut found: Vec<(String, String)> = Vec::new();
+
+    // Legacy discovery: the same groups, preferred versions and resources.
+    let get = |i: usize, path: &str, accept: &'static str| {
+        let client = clients[i].clone();
+        let step = accepting(step("GET", path.to_string(), None), accept);
+        async move { send(&client, &step, "").await.body }
+    };
+    let group_versions = |list: &Value| -> BTreeMap<String, Value> {
+        list["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                let versions: Vec<&str> =
+                    g["versions"].as_array().into_iter().flatten().filter_map(|v| v["groupVersion"].as_str()).collect();
+                (
+                    g["name"].as_str().unwrap_or_default().to_string(),
+                    json!({"versions": versions, "preferred": g["preferredVersion"]["groupVersion"]}),
+                )
+            })
+            .collect()
+    };
+    let (real_groups, our_groups) =
+        (group_versions(&get(0, "/apis", JSON).await), group_versions(&get(1, "/apis", JSON).await));
+    let mut group_findings = Vec::new();
+    compare_entries(&real_groups, &our_groups, &mut group_findings);
+    found.extend(group_findings.into_iter().map(|f| ("discovery/groups".to_string(), f)));
+    let mut versions = vec!["/api/v1".to_string()];
+    for (group, entry) in &real_groups {
+        if our_groups.contains_key(group) {
+            for version in entry["versions"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                versions.push(format!("/apis/{version}"));
+            }
+        }
+    }
+    for path in &versions {
+        let (real_list, our_list) = (get(0, path, JSON).await, get(1, path, JSON).await);
+        let mut findings = Vec::new();
+        compare_entries(&resource_entries(&real_list), &resource_entries(&our_list), &mut findings);
+        found.extend(findings.into_iter().map(|f| (format!("discovery{path}"), f)));
+    }
+    // Aggregated discovery (what kubectl 1.30+ reads).
+    const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    for path in ["/api", "/apis"] {
+        let (real_list, our_list) = (get(0, path, AGGREGATED).await, get(1, path, AGGREGATED).await);
+        let mut findings = Vec::new();
+        compare_entries(&aggregated_entries(&real_list), &aggregated_entries(&our_list), &mut findings);
+        found.extend(findings.into_iter().map(|f| (format!("aggregated{path}"), f)));
+    }
+
+    // Watch streams: every event of a namespace, and a label-selected watch that sees the object
+    // leave its selector.
+    let cm = |labels: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched", "labels": labels}, "data": {"a": "1"}});
+    let steps = vec![
+        step("POST", "/api/v1/namespaces/{ns}/configmaps", Some(cm(json!({"tier": "one"})))),
+        step(
+            "PUT",
+            "/api/v1/namespaces/{ns}/configmaps/watched",
+            Some(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched", "labels": {"tier": "one"}}, "data": {"a": "2"}}),
+            ),
+        ),
+        step(
+            "PATCH",
+            "/api/v1/namespaces/{ns}/configmaps/watched",
+            Some(json!({"metadata": {"labels": {"tier": "two"}}})),
+        ),
+        step("DELETE", "/api/v1/namespaces/{ns}/configmaps/watched", None),
+    ];
+    for (i, client) in clients.iter().enumerate() {
+        for namespace in ["w1", "w2"] {
+            let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+            let created = send(client, &step("POST", "/api/v1/namespaces", Some(object)), "").await;
+            assert_eq!(created.code, 201, "server {i}: {created:?}");
+        }
+    }
+    for (name, path, namespace, expected) in [
+        ("watch/all", "/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion=0", "w1", 4),
+        ("watch/selected", "/api/v1/namespaces/{ns}/configmaps?watch=true&labelSelector=tier%3Done", "w2", 3),
+    ] {
+        let real_events = watch_during(&clients[0], path, &steps, namespace, expected).await;
+        let our_events = watch_during(&clients[1], path, &steps, namespace, expected).await;
+        let types = |events: &[Value]| {
+            events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(types(&our_events), types(&real_events), "{name}: event types (left vkube, right kube-apiserver)");
+        for (n, (real_event, our_event)) in real_events.iter().zip(&our_events).enumerate() {
+            let mut paths = Vec::new();
+            differences(real_event, our_event, "", &mut paths);
+            found.extend(paths.into_iter().map(|p| (format!("{name}#{n}"), format!("body {p}"))));
+        }
+    }
+
+    let allowed = listed();
+    let open: Vec<String> = found
+        .iter()
+        .filter(|(key, what)| !allowed.iter().any(|(s, p)| glob(s, key) && glob(p, what)))
+        .map(|(key, what)| format!("{key}: {what}"))
+        .collect();
+    eprintln!("discovery and watch: {} findings, {} listed", found.len(), found.len() - open.len());
+    assert!(
+        open.is_empty(),
+        "{} differences from kube-apiserver without a row in docs/api-server.md:\n  {}",
+        open.len(),
+        open.join("\n  ")
+    );
+}
