@@ -340,6 +340,21 @@ fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
+/// k8s-openapi's Rust types make some optional fields required (`metadata` of every kind, the
+/// `name` of references, which upstream lets be empty); upstream's documents list neither.
+fn upstream_required(schema: &mut Value) {
+    let referent_name = schema
+        .pointer("/properties/name/description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| d.starts_with("Name of the referent"));
+    let Some(object) = schema.as_object_mut() else { return };
+    let Some(required) = object.get_mut("required").and_then(Value::as_array_mut) else { return };
+    required.retain(|field| field != "metadata" && !(referent_name && field == "name"));
+    if required.is_empty() {
+        object.remove("required");
+    }
+}
+
 fn build_document(types: &[Arc<ResourceType>]) -> Value {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
@@ -376,6 +391,15 @@ fn build_document(types: &[Arc<ResourceType>]) -> Value {
         names.push((rt.clone(), name));
     }
     let mut schemas = generator.take_definitions(true);
+    for schema in schemas.values_mut() {
+        upstream_required(schema);
+    }
+    if let Some(scale) = schemas.get_mut("io.k8s.api.autoscaling.v1.Scale").and_then(Value::as_object_mut) {
+        scale.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([{"group": "autoscaling", "kind": "Scale", "version": "v1"}]),
+        );
+    }
     schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(), json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}));
     for (name, schema) in custom {
         schemas.insert(name, schema);

@@ -938,6 +938,56 @@ async fn discovery_and_watch_streams_match_kube_apiserver() {
         found.extend(findings.into_iter().map(|f| (format!("aggregated{path}"), f)));
     }
 
+    // OpenAPI v3: the same group versions, and for every built-in schema both documents hold
+    // the same properties, required fields and group-version-kinds.
+    let paths = |index: &Value| -> BTreeMap<String, Value> {
+        index["paths"].as_object().into_iter().flatten().map(|(k, _)| (k.clone(), json!(true))).collect()
+    };
+    let (real_index, our_index) =
+        (paths(&get(0, "/openapi/v3", JSON).await), paths(&get(1, "/openapi/v3", JSON).await));
+    // Group-version documents (what kubectl reads) one by one; the others (group and discovery
+    // endpoint documents) as one finding.
+    let group_version = |p: &String| p == "api/v1" || p.matches('/').count() == 2 && p.starts_with("apis/");
+    let split = |index: &BTreeMap<String, Value>| -> BTreeMap<String, Value> {
+        index.iter().filter(|(p, _)| group_version(p)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let mut findings = Vec::new();
+    compare_entries(&split(&real_index), &split(&our_index), &mut findings);
+    found.extend(findings.into_iter().map(|f| ("openapi/v3".to_string(), f)));
+    if real_index.keys().any(|p| !group_version(p) && !our_index.contains_key(p)) {
+        found.push(("openapi/v3".to_string(), "group and endpoint documents".to_string()));
+    }
+    for path in
+        real_index.keys().filter(|p| our_index.contains_key(*p) && (p.starts_with("api/") || p.starts_with("apis/")))
+    {
+        let schemas = |doc: &Value| -> BTreeMap<String, Value> {
+            doc["components"]["schemas"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.starts_with("io.k8s.api."))
+                .map(|(name, schema)| {
+                    let mut properties: Vec<&String> = schema["properties"].as_object().map(|p| p.keys().collect()).unwrap_or_default();
+                    properties.sort();
+                    let mut required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    required.sort();
+                    (name.clone(), json!({"properties": properties, "required": required, "gvk": schema["x-kubernetes-group-version-kind"]}))
+                })
+                .collect()
+        };
+        let document = format!("/openapi/v3/{path}");
+        let (real_doc, our_doc) = (schemas(&get(0, &document, JSON).await), schemas(&get(1, &document, JSON).await));
+        let ours_only_shared: BTreeMap<String, Value> =
+            real_doc.iter().filter(|(k, _)| our_doc.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut findings = Vec::new();
+        compare_entries(
+            &ours_only_shared,
+            &our_doc.iter().filter(|(k, _)| real_doc.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            &mut findings,
+        );
+        found.extend(findings.into_iter().map(|f| (format!("openapi/{path}"), f)));
+    }
+
     // Watch streams: every event of a namespace, and a label-selected watch that sees the object
     // leave its selector.
     let cm = |labels: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched", "labels": labels}, "data": {"a": "1"}});
