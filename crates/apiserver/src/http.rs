@@ -825,7 +825,7 @@ async fn serve_resource(
                 });
             }
             let options = query.write_options(headers)?;
-            registry.patch(rt, ns, name, PatchType::Merge, &patch, "", &options).await?;
+            registry.patch(rt, ns, name, PatchType::Merge, &patch, "binding", &options).await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

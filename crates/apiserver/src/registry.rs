@@ -1350,7 +1350,9 @@ impl Registry {
         if let Some(admission) = &options.admission.0 {
             admission.admit(rt, Some(&current), &new).await?;
         }
-        if (rt.generation || rt.is_custom()) && spec_changed(rt, &current, &new) {
+        // A binding assigns a node without counting as a spec change (upstream's `assignPod`
+        // writes past the strategy that bumps generations).
+        if (rt.generation || rt.is_custom()) && subresource != "binding" && spec_changed(rt, &current, &new) {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
             new["metadata"]["generation"] = json!(generation + 1);
         }

@@ -746,6 +746,16 @@ pub fn subresource_write(
     };
     let mut merged = current.clone();
     match (rt.group.as_str(), rt.kind.as_str(), subresource) {
+        ("", "Pod", "binding") => {
+            // What upstream's `assignPod` writes: the node, and the PodScheduled condition.
+            merged["spec"]["nodeName"] = new.pointer("/spec/nodeName").cloned().unwrap_or(Value::Null);
+            let status = ensure_object(&mut merged, "status");
+            let conditions = status.entry("conditions").or_insert(json!([]));
+            if let Some(list) = conditions.as_array_mut() {
+                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::registry::now()}));
+            }
+        }
         ("", "Pod", "ephemeralcontainers") => {
             let before =
                 current.pointer("/spec/ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();

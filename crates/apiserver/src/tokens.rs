@@ -72,7 +72,8 @@ impl TokenSigner {
             return Err(ApiError::Invalid {
                 group: "authentication.k8s.io".into(),
                 kind: "TokenRequest".into(),
-                name: name.into(),
+                // Upstream validates the request object, which has no name.
+                name: String::new(),
                 causes: vec![Cause::invalid_number(
                     "spec.expirationSeconds",
                     requested,

@@ -502,6 +502,47 @@ fn corpus() -> Vec<Sequence> {
         );
         add("name-mismatch", vec![step("PUT", item("a"), Some(object("b")))]);
     }
+    // Subresources beyond status and scale: a pod's binding and eviction, a service account's
+    // token (the token itself and its expiry normalised), and the errors around them.
+    let pods = "/api/v1/namespaces/{ns}/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec()});
+    let binding = |node: &str| json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+    let sub = |name: &str, steps: Vec<Step>| Sequence { name: format!("subresources/{name}"), steps };
+    out.push(sub(
+        "binding",
+        vec![
+            step("POST", pods, Some(pod.clone())),
+            step("POST", format!("{pods}/p/binding"), Some(binding("node-1"))),
+            step("GET", format!("{pods}/p"), None),
+            step("POST", format!("{pods}/p/binding"), Some(binding("node-2"))),
+        ],
+    ));
+    out.push(sub("binding-missing-pod", vec![step("POST", format!("{pods}/p/binding"), Some(binding("node-1")))]));
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}});
+    out.push(sub(
+        "eviction",
+        vec![
+            step("POST", pods, Some(pod.clone())),
+            step("POST", format!("{pods}/p/eviction"), Some(eviction.clone())),
+            step("GET", format!("{pods}/p"), None),
+        ],
+    ));
+    out.push(sub("eviction-missing-pod", vec![step("POST", format!("{pods}/p/eviction"), Some(eviction))]));
+    let token = |seconds: i64| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}});
+    let accounts = "/api/v1/namespaces/{ns}/serviceaccounts";
+    out.push(sub(
+        "token",
+        vec![
+            step(
+                "POST",
+                accounts,
+                Some(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}})),
+            ),
+            step("POST", format!("{accounts}/robot/token"), Some(token(3600))),
+            step("POST", format!("{accounts}/robot/token"), Some(token(60))),
+            step("POST", format!("{accounts}/missing/token"), Some(token(3600))),
+        ],
+    ));
     out
 }
 
@@ -530,8 +571,19 @@ fn normalise(value: &mut Value, path: &str) {
             for (key, child) in map.iter_mut() {
                 let here = format!("{path}.{key}");
                 match key.as_str() {
-                    "uid" | "resourceVersion" | "creationTimestamp" | "deletionTimestamp" | "time" | "continue"
-                    | "lastTransitionTime" | "lastUpdateTime" | "renewTime" | "acquireTime" | "remainingItemCount" => {
+                    "uid"
+                    | "resourceVersion"
+                    | "creationTimestamp"
+                    | "deletionTimestamp"
+                    | "time"
+                    | "continue"
+                    | "token"
+                    | "expirationTimestamp"
+                    | "lastTransitionTime"
+                    | "lastUpdateTime"
+                    | "renewTime"
+                    | "acquireTime"
+                    | "remainingItemCount" => {
                         if !child.is_null() {
                             *child = json!("<normalised>");
                         }
