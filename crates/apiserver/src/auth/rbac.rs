@@ -401,11 +401,6 @@ impl Rbac {
         });
         (rules, errors)
     }
-
-    /// How many cluster roles the index holds.
-    pub fn cluster_role_count(&self) -> usize {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).cluster_roles.len()
-    }
 }
 
 /// `utilerrors.NewAggregate(errors).Error()`.
