@@ -1336,6 +1336,7 @@ impl Registry {
         {
             crate::crd::apply_defaults(&mut new, schema);
         }
+        strategy::backfill_update(rt, &current, &mut new);
         self.validate(rt, &new)?;
         let mut causes = Vec::new();
         strategy::validate_update(rt, &current, &new, &mut causes);

@@ -386,6 +386,18 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// What an update keeps from the stored object when the writer left it out: a pod's QoS class
+/// (upstream backfills it, since old kubelets dropped it from status writes).
+pub fn backfill_update(rt: &ResourceType, old: &Value, new: &mut Value) {
+    if rt.group.is_empty()
+        && rt.kind == "Pod"
+        && new.pointer("/status/qosClass").and_then(Value::as_str).is_none_or(str::is_empty)
+        && let Some(class) = old.pointer("/status/qosClass").filter(|c| c.is_string())
+    {
+        ensure_object(new, "status").insert("qosClass".into(), class.clone());
+    }
+}
+
 /// Kind-specific rules of an update, beyond those of the new object alone.
 pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     if rt.group.is_empty() && rt.kind == "Pod" {

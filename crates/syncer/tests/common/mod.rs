@@ -27,7 +27,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // Generous: these tests share two cores with real control planes in CI.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     loop {
         if let Some(value) = check().await {
             return value;
