@@ -866,6 +866,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_qos_class_is_kept_and_cannot_change() {
+        let pods = rt("", "pods");
+        let old = json!({"status": {"phase": "Running", "qosClass": "BestEffort"}});
+        let mut without = json!({"status": {"phase": "Succeeded"}});
+        backfill_update(&pods, &old, &mut without);
+        assert_eq!(without["status"]["qosClass"], "BestEffort", "a write that leaves it out keeps it");
+        let mut causes = Vec::new();
+        validate_update(&pods, &old, &without, &mut causes);
+        assert!(causes.is_empty());
+        let changed = json!({"status": {"qosClass": "Guaranteed"}});
+        validate_update(&pods, &old, &changed, &mut causes);
+        assert_eq!(causes[0].line(), "status.qosClass: Invalid value: \"Guaranteed\": field is immutable");
+    }
+
+    #[test]
     fn secret_string_data_becomes_base64_data() {
         let mut secret = json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}});
         default_object(&rt("", "secrets"), &mut secret);
