@@ -100,7 +100,8 @@ pub struct RealHost {
 
 impl Drop for RealHost {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(control_plane_script()).arg("stop").arg(self.dir.path()).output();
+        let _ =
+            std::process::Command::new(control_plane_script()).arg("stop").arg(self.dir.path().join("k8s")).output();
     }
 }
 
