@@ -696,8 +696,9 @@ fn glob(pattern: &str, text: &str) -> bool {
     go(pattern.as_bytes(), text.as_bytes())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vkube_answers_the_corpus_as_kube_apiserver_does() {
+/// The two servers compared (kept running while held) and a client for each: kube-apiserver
+/// (API only) first, `vkube apiserver` second.
+async fn both_servers() -> ((ApiServerProcess, RealControlPlane, tempfile::TempDir), [kube::Client; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let real = tokio::task::spawn_blocking({
         let path = dir.path().join("k8s");
@@ -707,6 +708,13 @@ async fn vkube_answers_the_corpus_as_kube_apiserver_does() {
     .unwrap();
     let ours = ApiServerProcess::start(&dir.path().join("vkube"), &[]);
     let clients = [client_for(&real.kubeconfig).await, client_for(&ours.kubeconfig).await];
+    // Dropped in this order: the servers stop before their directory goes.
+    ((ours, real, dir), clients)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vkube_answers_the_corpus_as_kube_apiserver_does() {
+    let (_servers, clients) = both_servers().await;
     let sequences = corpus();
     assert!(sequences.len() >= 200, "the corpus has {} sequences", sequences.len());
 
@@ -930,15 +938,7 @@ async fn watch_during(
 /// differences must be listed in docs/api-server.md like the corpus's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_and_watch_streams_match_kube_apiserver() {
-    let dir = tempfile::tempdir().unwrap();
-    let real = tokio::task::spawn_blocking({
-        let path = dir.path().join("k8s");
-        move || RealControlPlane::start_api_only(&path)
-    })
-    .await
-    .unwrap();
-    let ours = ApiServerProcess::start(&dir.path().join("vkube"), &[]);
-    let clients = [client_for(&real.kubeconfig).await, client_for(&ours.kubeconfig).await];
+    let (_servers, clients) = both_servers().await;
     let mut found: Vec<(String, String)> = Vec::new();
 
     // Legacy discovery: the same groups, preferred versions and resources.
