@@ -5,6 +5,7 @@
 //!
 //! The decisions are pure functions in [`lifecycle`]; this module is the thin async driver.
 
+pub mod kubelet;
 pub mod lifecycle;
 pub mod storage;
 
@@ -46,6 +47,11 @@ pub struct SimulatorConfig {
     /// Attached to a cluster that has its own scheduler and controllers (a real control
     /// plane): only the nodes, the kubelet and the default storage class's provisioner run.
     pub attached: bool,
+    /// Where a kubelet API for these nodes listens ([`kubelet::KubeletServer`]): nodes report
+    /// its address as their only address (`InternalIP`, also the pods' host IP) and its port as
+    /// their kubelet port, so an API server that calls kubelets reaches it. Without one, nodes
+    /// report made-up addresses `10.0.0.<i+2>` and port 10250.
+    pub kubelet: Option<std::net::SocketAddr>,
 }
 
 impl Default for SimulatorConfig {
@@ -56,6 +62,7 @@ impl Default for SimulatorConfig {
             default_run: Duration::from_secs(1),
             pods_per_node: 110,
             attached: false,
+            kubelet: None,
         }
     }
 }
@@ -82,8 +89,14 @@ fn micro_now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn node_ip(index: usize) -> String {
-    format!("10.0.0.{}", index + 2)
+impl SimulatorConfig {
+    /// The address node `index` reports (and its pods' host IP).
+    fn node_ip(&self, index: usize) -> String {
+        match self.kubelet {
+            Some(endpoint) => endpoint.ip().to_string(),
+            None => format!("10.0.0.{}", index + 2),
+        }
+    }
 }
 
 fn node_object(config: &SimulatorConfig, index: usize) -> Value {
@@ -108,8 +121,12 @@ fn node_object(config: &SimulatorConfig, index: usize) -> Value {
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
             ],
-            "addresses": [{"type": "InternalIP", "address": node_ip(index)}, {"type": "Hostname", "address": name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "addresses": match config.kubelet {
+                // The kubelet API is reached there (API servers prefer a Hostname address).
+                Some(_) => json!([{"type": "InternalIP", "address": config.node_ip(index)}]),
+                None => json!([{"type": "InternalIP", "address": config.node_ip(index)}, {"type": "Hostname", "address": name}]),
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": config.kubelet.map_or(10250, |e| e.port())}},
             "nodeInfo": {
                 "machineID": format!("vkube-{index}"), "systemUUID": format!("vkube-{index}"), "bootID": format!("vkube-{index}"),
                 "kernelVersion": "6.1.0-vkube", "osImage": "vkube simulated node", "containerRuntimeVersion": "vkube://1.0",
@@ -357,7 +374,7 @@ impl Shared {
                 tracing::warn!(%node, "no pod IP left on node");
                 return;
             };
-            let status = lifecycle::running_status(&value, &node_ip(index), &ip, &now());
+            let status = lifecycle::running_status(&value, &self.config.node_ip(index), &ip, &now());
             match api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status}))).await
             {
                 Ok(_) => {
@@ -549,5 +566,11 @@ mod tests {
         let node: Node = serde_json::from_value(object).unwrap();
         assert_eq!(node.metadata.name.as_deref(), Some("sim-node-1"));
         assert_eq!(node.status.unwrap().addresses.unwrap()[0].address, "10.0.0.3");
+        let config = SimulatorConfig { kubelet: Some("127.0.0.1:4321".parse().unwrap()), ..Default::default() };
+        let node: Node = serde_json::from_value(node_object(&config, 1)).unwrap();
+        let status = node.status.unwrap();
+        let addresses: Vec<_> = status.addresses.unwrap().into_iter().map(|a| (a.type_, a.address)).collect();
+        assert_eq!(addresses, [("InternalIP".to_string(), "127.0.0.1".to_string())], "the kubelet API's address only");
+        assert_eq!(status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 4321);
     }
 }

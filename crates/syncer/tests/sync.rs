@@ -8,18 +8,12 @@ use serde_json::json;
 use vkube_syncer::run;
 
 mod common;
-use common::{eventually, object, server, syncer_config};
+use common::{Clusters, eventually, object, syncer_config};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_hosts! {
 async fn pods_and_their_references_sync_both_ways() {
-    let host_dir = tempfile::tempdir().unwrap();
-    let virtual_dir = tempfile::tempdir().unwrap();
-    let (_host, host) = server(host_dir.path()).await;
-    let (_virtual, vc) = server(virtual_dir.path()).await;
-    tokio::spawn(vkube_simulator::run(host.clone(), vkube_simulator::SimulatorConfig::default()));
-    let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
-    let syncer = tokio::spawn(run(vc.clone(), host.clone(), syncer_config(), ready));
-    ready_rx.wait_for(|r| *r).await.unwrap();
+    let clusters = Clusters::start(syncer_config()).await;
+    let (host, vc) = (clusters.host.clone(), clusters.vc.clone());
 
     let pp = PostParams::default();
     let v_maps: Api<ConfigMap> = Api::namespaced(vc.clone(), "default");
@@ -123,9 +117,11 @@ async fn pods_and_their_references_sync_both_ways() {
     .await;
 
     // Restarting the syncer duplicates nothing.
-    syncer.abort();
+    clusters.syncer.abort();
+    let mut config = syncer_config();
+    config.mappings = Some(vkube_syncer::MappingStorage(clusters.virtual_server.state.registry.store.clone()));
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
-    let syncer = tokio::spawn(run(vc.clone(), host.clone(), syncer_config(), ready));
+    let syncer = tokio::spawn(run(vc.clone(), clusters.syncer_host.clone(), config, ready));
     ready_rx.wait_for(|r| *r).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h_pods.list(&ListParams::default()).await.unwrap().items.len(), 1);
@@ -185,4 +181,5 @@ async fn pods_and_their_references_sync_both_ways() {
     })
     .await;
     syncer.abort();
+}
 }

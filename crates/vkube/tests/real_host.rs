@@ -44,6 +44,35 @@ fn the_simulated_kubelet_attaches_to_a_real_control_plane() {
         .count()
             == 2
     });
+
+    // `kubectl logs` through kube-apiserver reaches the simulated kubelet's API.
+    let logs = k.ok(&["logs", "deployment/web", "--tail=1"]);
+    assert!(logs.starts_with("simulated container nginx is running"), "{logs}");
+    let pod = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let missing = k.fails(&["logs", &pod, "--previous"]);
+    assert!(missing.contains("previous terminated container \"nginx\""), "{missing}");
+    // That API is the kubelet's: client certificates of the cluster's CA only, authorized by
+    // kube-apiserver (nodes/proxy), so no one but the API server and admins reads a log directly.
+    let port = k.ok(&["get", "node", "sim-node-0", "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"]);
+    let address = k.ok(&["get", "node", "sim-node-0", "-o", "jsonpath={.status.addresses[0].address}"]);
+    let node = k.ok(&["get", "pod", &pod, "-o", "jsonpath={.spec.nodeName}"]);
+    let url = format!("https://{address}:{port}/containerLogs/default/{pod}/nginx");
+    let pki = real.dir.join("pki");
+    let curl = |cert: Option<&str>| {
+        let mut command = std::process::Command::new("curl");
+        command.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+        if let Some(name) = cert {
+            command
+                .arg("--cert")
+                .arg(pki.join(format!("{name}.crt")))
+                .arg("--key")
+                .arg(pki.join(format!("{name}.key")));
+        }
+        String::from_utf8(command.output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(curl(Some("apiserver-kubelet-client")), "200", "the API server's own certificate ({node})");
+    assert_eq!(curl(Some("scheduler")), "403", "a valid certificate without nodes/proxy");
+    assert_eq!(curl(None), "000", "no certificate: no TLS session");
 }
 
 /// A virtual cluster on a real host, its syncer authenticated as a service account bound to

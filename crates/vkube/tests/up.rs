@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Up, wait_until};
+use common::{HostKind, Up, VirtualCluster, wait_until};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -29,8 +29,17 @@ spec:
 
 #[test]
 fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
-    let Up { up, k, host, dir, _home } = Up::start();
-    let state = dir.path().join("state");
+    a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(HostKind::Simulated);
+}
+
+#[test]
+fn a_pod_with_its_config_runs_on_a_real_host_and_cleans_up() {
+    a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(HostKind::Real);
+}
+
+fn a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let (k, host, state) = (&cluster.k, &cluster.host, cluster.state.clone());
     k.ok(&["create", "configmap", "files", "--from-literal=app.conf=x=1"]);
     k.ok(&["create", "configmap", "unrelated", "--from-literal=a=b"]);
     k.ok(&["create", "secret", "generic", "db", "--from-literal=password=hunter2"]);
@@ -128,7 +137,7 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
             .all(|l| !l.contains("-x-"))
     });
     wait_until(Duration::from_secs(10), "the pod's mapping gone", || !mappings(&state).contains("Pod default/web"));
-    assert!(up.stop().success());
+    assert!(cluster.stop().success());
 }
 
 /// `vkube mappings --dir STATE` (the default cluster name vc1).

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use vkube_apiserver::http::PodLogs;
 use vkube_apiserver::pki::write_private;
 use vkube_apiserver::{ApiResult, ServerConfig};
 use vkube_simulator::SimulatorConfig;
+use vkube_simulator::kubelet::KubeletServer;
+use vkube_simulator::kubelet::logs::{self, LogOptions};
 
 /// Flags of `vkube host`.
 #[derive(clap::Args, Debug)]
@@ -28,24 +29,24 @@ pub struct Args {
     /// Address the host API server listens on.
     #[arg(long, default_value = "127.0.0.1:6444")]
     pub listen: SocketAddr,
+    /// With --attach: where the simulated kubelet's API (pods' logs) listens; the API server
+    /// calls it there. Port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0", requires = "attach")]
+    pub kubelet_listen: SocketAddr,
+    /// With --attach: the address nodes report, at which the API server reaches the kubelet API
+    /// (default: the --kubelet-listen address, 127.0.0.1 when that is unspecified).
+    #[arg(long, requires = "attach")]
+    pub kubelet_address: Option<std::net::IpAddr>,
     /// Number of simulated nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=250))]
     pub nodes: u32,
 }
 
-/// The log of a simulated container: what the simulated kubelet did with it. With `follow` the
-/// stream goes on (a line a second) while the pod runs and ends when it stops or goes away.
+/// `pods/log` of the simulated host's pods, served in-process (vkube's API server calls no kubelet).
 #[derive(Default)]
 pub struct SimulatedLogs {
     /// The host's own API (set once the server is up); pods are read through it.
     pub client: std::sync::OnceLock<kube::Client>,
-}
-
-/// How often a followed simulated container writes a line.
-const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-fn is_running(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
 impl PodLogs for SimulatedLogs {
@@ -55,46 +56,16 @@ impl PodLogs for SimulatedLogs {
         name: &str,
         query: &str,
     ) -> BoxFuture<'static, ApiResult<BoxStream<'static, Result<Bytes, std::io::Error>>>> {
-        let value = |key: &str| {
-            query.split('&').find_map(|pair| pair.strip_prefix(key).and_then(|v| v.strip_prefix('='))).map(String::from)
-        };
-        let container = value("container").unwrap_or_else(|| "main".into());
-        let follow = value("follow").is_some_and(|v| matches!(v.as_str(), "true" | "1" | "True"));
-        let now = || jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let lines = format!(
-            "{now} simulated container {container} of pod {namespace}/{name} started on a vkube simulated node\n{now} simulated container {container} is running\n",
-            now = now(),
-        );
-        let client = self.client.get().cloned();
-        let (namespace, name) = (namespace.to_string(), name.to_string());
-        Box::pin(async move {
-            let first = futures::stream::once(async move { Ok(Bytes::from(lines)) });
-            let Some(client) = client.filter(|_| follow) else {
-                let stream: BoxStream<'static, Result<Bytes, std::io::Error>> = Box::pin(first);
-                return Ok(stream);
-            };
-            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, &namespace);
-            let ticks = futures::stream::unfold(1u64, move |tick| {
-                let (pods, name, container) = (pods.clone(), name.clone(), container.clone());
-                async move {
-                    tokio::time::sleep(FOLLOW_INTERVAL).await;
-                    match pods.get_opt(&name).await {
-                        Ok(Some(pod)) if is_running(&pod) => {
-                            let line = format!("{} simulated container {container} is running ({tick})\n", now());
-                            Some((Ok(Bytes::from(line)), tick + 1))
-                        }
-                        _ => None,
-                    }
-                }
-            });
-            let stream: BoxStream<'static, Result<Bytes, std::io::Error>> = Box::pin(first.chain(ticks));
-            Ok(stream)
-        })
+        let options = LogOptions::from_query(query);
+        let result = logs::stream(self.client.get().cloned(), namespace, name, &options)
+            .map_err(|error| vkube_apiserver::ApiError::BadRequest(error.0));
+        Box::pin(async move { result })
     }
 }
 
 /// Runs the simulated nodes and kubelet on the cluster `kubeconfig` names until SIGINT/SIGTERM.
-async fn attach(kubeconfig: &std::path::Path, nodes: u32) -> anyhow::Result<()> {
+async fn attach(kubeconfig: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let nodes = args.nodes;
     let text = std::fs::read_to_string(kubeconfig)
         .with_context(|| format!("reading the kubeconfig {} (--attach)", kubeconfig.display()))?;
     let client = super::client_from_kubeconfig(&text).await?;
@@ -102,7 +73,22 @@ async fn attach(kubeconfig: &std::path::Path, nodes: u32) -> anyhow::Result<()> 
         .apiserver_version()
         .await
         .with_context(|| format!("reaching the API server of {} (--attach)", kubeconfig.display()))?;
-    let simulator = SimulatorConfig { nodes: nodes as usize, attached: true, ..SimulatorConfig::default() };
+    let mut simulator = SimulatorConfig { nodes: nodes as usize, attached: true, ..SimulatorConfig::default() };
+    // Kept until the simulation stops.
+    let _kubelet =
+        match KubeletServer::start(client.clone(), args.kubelet_listen, args.kubelet_address, &simulator.node_prefix)
+            .await
+        {
+            Ok(server) => {
+                say!("kubelet API on {}", server.endpoint);
+                simulator.kubelet = Some(server.endpoint);
+                Some(server)
+            }
+            Err(error) => {
+                say!("warning: no kubelet API, so `kubectl logs` of simulated pods fails: {error}");
+                None
+            }
+        };
     let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
     say!("attached to Kubernetes {} ({nodes} simulated nodes)", version.git_version);
     super::announce_ready();
@@ -119,7 +105,7 @@ async fn attach(kubeconfig: &std::path::Path, nodes: u32) -> anyhow::Result<()> 
 /// Runs the simulated host until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = match (&args.attach, &args.dir) {
-        (Some(kubeconfig), _) => return attach(kubeconfig, args.nodes).await,
+        (Some(kubeconfig), _) => return attach(kubeconfig, &args).await,
         (None, Some(dir)) => dir.clone(),
         (None, None) => anyhow::bail!("vkube host needs --dir DIR (a simulated host) or --attach KUBECONFIG"),
     };

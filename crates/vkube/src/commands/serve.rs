@@ -133,6 +133,11 @@ impl PodLogs for HostLogs {
                 kube::Error::Api(status) if status.code == 404 => {
                     ApiError::BadRequest(format!("pod {namespace}/{name} has not been synced to the host yet"))
                 }
+                // The kubelet's own refusal (container not started, no previous instance), about
+                // the virtual pod.
+                kube::Error::Api(status) if status.code == 400 => {
+                    ApiError::BadRequest(status.message.replace(&host, &name))
+                }
                 other => ApiError::Internal(format!("reading the host pod's log: {other}")),
             })?;
             let lines = futures::AsyncBufReadExt::lines(stream).map_ok(|line| Bytes::from(format!("{line}\n")));

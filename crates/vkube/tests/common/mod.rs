@@ -289,6 +289,10 @@ pub struct VirtualCluster {
     pub host: Kubectl,
     /// The process serving the virtual cluster (`vkube up` or `vkube serve`).
     pub serving: ApiServerProcess,
+    /// The directory given to `vkube up --dir` or `vkube serve --dir` (what `vkube mappings` reads).
+    pub state: PathBuf,
+    /// A scratch directory of the test's own.
+    pub scratch: PathBuf,
     _kubelet: Option<ApiServerProcess>,
     _real: Option<RealControlPlane>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
@@ -305,7 +309,18 @@ impl VirtualCluster {
         match kind {
             HostKind::Simulated => {
                 let Up { up, k, host, dir, _home } = Up::start_with_config(config);
-                VirtualCluster { k, host, serving: up, _kubelet: None, _real: None, _dirs: (dir, _home) }
+                let (state, scratch) = (dir.path().join("state"), dir.path().join("scratch"));
+                std::fs::create_dir_all(&scratch).unwrap();
+                VirtualCluster {
+                    k,
+                    host,
+                    serving: up,
+                    state,
+                    scratch,
+                    _kubelet: None,
+                    _real: None,
+                    _dirs: (dir, _home),
+                }
             }
             HostKind::Real => Self::on_real_host(config),
         }
@@ -385,6 +400,17 @@ impl VirtualCluster {
             state.join("vc1.kubeconfig"),
         );
         let k = Kubectl::new(33, &serving.kubeconfig, home.path());
-        VirtualCluster { k, host: admin, serving, _kubelet: Some(kubelet), _real: Some(real), _dirs: (dir, home) }
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        VirtualCluster {
+            k,
+            host: admin,
+            serving,
+            state,
+            scratch,
+            _kubelet: Some(kubelet),
+            _real: Some(real),
+            _dirs: (dir, home),
+        }
     }
 }
