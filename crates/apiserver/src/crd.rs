@@ -269,45 +269,117 @@ pub fn validate_against_schema(object: &Value, schema: &Value, causes: &mut Vec<
     check(object, schema, "", causes);
 }
 
+/// Checks one value as kube-openapi's schema validator does, in its order: type, string
+/// (maxLength, minLength, pattern), number (multipleOf, maximum, minimum), array (items, then
+/// minItems, maxItems, uniqueItems), enum, object (min/maxProperties, properties in name order,
+/// then required). Causes are worded as apiextensions-apiserver converts them.
 fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     if value.is_null() {
-        if schema.get("nullable").and_then(Value::as_bool) != Some(true) && !path.is_empty() {
-            // Null values are dropped by pruning upstream; accept them.
-        }
+        // Null values are dropped by pruning upstream; accept them.
         return;
     }
     let field = |name: &str| {
         if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
     };
+    let shown_path = if path.is_empty() { "<root>".to_string() } else { path.to_string() };
+    // "Invalid value: V: <path> in body <detail>" with V as Go's field errors print it.
+    let invalid = |causes: &mut Vec<Cause>, detail: String| {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            field: path.to_string(),
+            message: format!("Invalid value: {}: {shown_path} in body {detail}", go_value(value)),
+        });
+    };
+    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
     if let Some(expected) = schema.get("type").and_then(Value::as_str) {
         let ok = match expected {
             "object" => value.is_object(),
             "array" => value.is_array(),
-            "string" => value.is_string() || schema.get("x-kubernetes-int-or-string").is_some(),
-            "integer" => {
-                value.is_i64()
-                    || value.is_u64()
-                    || (value.is_string() && schema.get("x-kubernetes-int-or-string").is_some())
-            }
+            "string" => value.is_string() || int_or_string,
+            "integer" => value.is_i64() || value.is_u64() || (value.is_string() && int_or_string),
             "number" => value.is_number(),
             "boolean" => value.is_boolean(),
             _ => true,
         };
         if !ok {
-            let shown = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
+            // Upstream reports the JSON type it found as the value.
+            let found = json_type(value);
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid",
-                field: if path.is_empty() { "<root>".into() } else { path.to_string() },
+                field: shown_path.clone(),
                 message: format!(
-                    "Invalid value: {}: {path} in body must be of type {expected}: \"{}\"",
-                    serde_json::to_string(&shown).unwrap_or_default(),
-                    json_type(value)
+                    "Invalid value: \"{found}\": {shown_path} in body must be of type {expected}: \"{found}\""
                 ),
             });
             return;
+        }
+    }
+    if let Some(text) = value.as_str() {
+        let length = text.chars().count() as u64;
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+            && length > max
+        {
+            causes.push(Cause::too_long(path.to_string(), max as usize));
+        }
+        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            && length < min
+        {
+            invalid(causes, format!("should be at least {min} chars long"));
+        }
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+            && let Ok(re) = regex::Regex::new(pattern)
+            && !re.is_match(text)
+        {
+            invalid(causes, format!("should match '{pattern}'"));
+        }
+    }
+    if let Some(number) = value.as_f64().filter(|_| value.is_number()) {
+        if let Some(factor) = schema.get("multipleOf").and_then(Value::as_f64)
+            && factor > 0.0
+            && (number / factor).fract() != 0.0
+        {
+            invalid(causes, format!("should be a multiple of {}", go_number(factor)));
+        }
+        let exclusive = |key: &str| schema.get(key).and_then(Value::as_bool) == Some(true);
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+            if exclusive("exclusiveMaximum") && number >= max {
+                invalid(causes, format!("should be less than {}", go_number(max)));
+            } else if number > max {
+                invalid(causes, format!("should be less than or equal to {}", go_number(max)));
+            }
+        }
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
+            if exclusive("exclusiveMinimum") && number <= min {
+                invalid(causes, format!("should be greater than {}", go_number(min)));
+            } else if number < min {
+                invalid(causes, format!("should be greater than or equal to {}", go_number(min)));
+            }
+        }
+    }
+    if let Some(list) = value.as_array() {
+        if let Some(items) = schema.get("items") {
+            for (i, item) in list.iter().enumerate() {
+                check(item, items, &format!("{path}[{i}]"), causes);
+            }
+        }
+        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+            && (list.len() as u64) < min
+        {
+            invalid(causes, format!("should have at least {min} items"));
+        }
+        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+            && list.len() as u64 > max
+        {
+            causes.push(Cause {
+                reason: "FieldValueTooMany",
+                field: path.to_string(),
+                message: format!("Too many: {}: must have at most {max} items", list.len()),
+            });
+        }
+        if schema.get("uniqueItems").and_then(Value::as_bool) == Some(true)
+            && list.iter().enumerate().any(|(i, a)| list[..i].contains(a))
+        {
+            invalid(causes, "shouldn't contain duplicates".into());
         }
     }
     if let Some(options) = schema.get("enum").and_then(Value::as_array)
@@ -321,20 +393,30 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         });
     }
     if let Some(map) = value.as_object() {
-        if let Some(required) = schema.get("required").and_then(Value::as_array) {
-            for name in required.iter().filter_map(Value::as_str) {
-                if !map.contains_key(name) {
-                    causes.push(Cause::required(field(name), ""));
-                }
-            }
+        let count = map.len() as u64;
+        if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+            && count < min
+        {
+            invalid(causes, format!("should have at least {min} properties"));
+        }
+        if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+            && count > max
+        {
+            causes.push(Cause {
+                reason: "FieldValueTooMany",
+                field: path.to_string(),
+                message: format!("Too many: {count}: must have at most {max} items"),
+            });
         }
         if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
-            for (name, child) in map {
+            let mut names: Vec<&String> = map.keys().collect();
+            names.sort();
+            for name in names {
                 if path.is_empty() && (name == "metadata" || name == "apiVersion" || name == "kind") {
                     continue;
                 }
                 if let Some(child_schema) = properties.get(name) {
-                    check(child, child_schema, &field(name), causes);
+                    check(&map[name], child_schema, &field(name), causes);
                 }
             }
         } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
@@ -342,11 +424,28 @@ fn check(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
                 check(child, additional, &field(name), causes);
             }
         }
-    }
-    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
-        for (i, item) in list.iter().enumerate() {
-            check(item, items, &format!("{path}[{i}]"), causes);
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !map.contains_key(name) {
+                    causes.push(Cause::required(field(name), ""));
+                }
+            }
         }
+    }
+}
+
+/// A number as Go's `%v` prints a float64 bound (`10`, `1.5`).
+fn go_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
+}
+
+/// A value as Kubernetes field errors print it: strings quoted, numbers and booleans bare.
+fn go_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
     }
 }
 

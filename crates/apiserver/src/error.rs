@@ -141,6 +141,9 @@ pub enum ApiError {
     /// A bug or a storage failure.
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// A 500 without a reason: what upstream answers for an error it does not classify.
+    #[error("{0}")]
+    Unclassified(String),
 }
 
 impl ApiError {
@@ -154,7 +157,11 @@ impl ApiError {
 
     /// An unknown path.
     pub fn no_route() -> Self {
-        ApiError::NotFound { message: "the server could not find the requested resource".into(), subject: None }
+        // Upstream's answer carries empty details.
+        ApiError::NotFound {
+            message: "the server could not find the requested resource".into(),
+            subject: Some(Subject::default()),
+        }
     }
 
     /// The standard optimistic-concurrency conflict.
@@ -184,7 +191,7 @@ impl ApiError {
             ApiError::Expired { .. } => 410,
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::Unavailable(_) => 503,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::Unclassified(_) => 500,
         }
     }
 
@@ -205,6 +212,7 @@ impl ApiError {
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
+            ApiError::Unclassified(_) => "",
         }
     }
 
@@ -242,6 +250,7 @@ impl ApiError {
         };
         let causes: &[Cause] = match self {
             ApiError::NotFound { subject: Some(subject), .. } => {
+                always_details = true;
                 put_subject(subject, &mut details);
                 &[]
             }
@@ -305,6 +314,9 @@ impl ApiError {
             "reason": self.reason(),
             "code": self.code(),
         });
+        if self.reason().is_empty() {
+            status.as_object_mut().map(|s| s.remove("reason"));
+        }
         if !details.is_empty() || always_details {
             status["details"] = Value::Object(details);
         }

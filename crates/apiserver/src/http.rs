@@ -188,6 +188,59 @@ impl Query {
 }
 
 /// The one place an error becomes a response.
+/// `PodLogOptions` as upstream decodes and validates them before it looks at the pod.
+fn validate_log_options(name: &str, query: &Query) -> ApiResult<()> {
+    let number = |key: &str| -> ApiResult<Option<i64>> {
+        match query.get(key) {
+            None => Ok(None),
+            Some(text) => text
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest(format!("strconv.ParseInt: parsing {text:?}: invalid syntax"))),
+        }
+    };
+    let (tail, limit, since) = (number("tailLines")?, number("limitBytes")?, number("sinceSeconds")?);
+    let mut causes = Vec::new();
+    if let Some(tail) = tail.filter(|t| *t < 0) {
+        causes.push(crate::error::Cause::invalid_number("tailLines", tail, "must be greater than or equal to 0"));
+    }
+    if let Some(limit) = limit.filter(|l| *l < 1) {
+        causes.push(crate::error::Cause::invalid_number("limitBytes", limit, "must be greater than 0"));
+    }
+    match (since, query.get("sinceTime")) {
+        (Some(_), Some(_)) => causes.push(crate::error::Cause::forbidden(
+            "[]",
+            "at most one of `sinceTime` or `sinceSeconds` may be specified",
+        )),
+        (Some(since), None) if since < 1 => {
+            causes.push(crate::error::Cause::invalid_number("sinceSeconds", since, "must be greater than 0"))
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid { group: String::new(), kind: "PodLogOptions".into(), name: name.to_string(), causes })
+}
+
+/// Whether kube-apiserver has a handler for paths under `/apis/GROUP/VERSION`: the core group and
+/// built-in groups always do (an unknown version or resource there is a `Status` 404); a group
+/// only custom resources serve does for its served versions (the rest falls through to the
+/// plain-text "404 page not found").
+fn routed(snapshot: &crate::catalog::Snapshot, group: &str, version: &str) -> bool {
+    group.is_empty()
+        || snapshot.versions(group).iter().any(|v| snapshot.group_version(group, v).iter().any(|t| !t.is_custom()))
+        || !snapshot.group_version(group, version).is_empty()
+}
+
+/// The answer to a path no handler serves.
+fn page_not_found() -> Response<Body> {
+    let mut response =
+        bytes_response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"404 page not found\n"));
+    response.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response
+}
+
 pub fn error_response(error: &ApiError) -> Response<Body> {
     let status = error.status();
     let mut response =
@@ -454,11 +507,17 @@ async fn route(
         }
         ["apis", group] if get => {
             let snapshot = state.registry.catalog.snapshot();
+            if snapshot.versions(group).is_empty() {
+                return Ok(page_not_found());
+            }
             let doc = discovery::api_group(&snapshot, group).ok_or_else(ApiError::no_route)?;
             return Ok(json_response(StatusCode::OK, &doc));
         }
         ["apis", group, version] if get => {
             let snapshot = state.registry.catalog.snapshot();
+            if !routed(&snapshot, group, version) {
+                return Ok(page_not_found());
+            }
             let doc = discovery::api_resource_list(&snapshot, group, version).ok_or_else(ApiError::no_route)?;
             return Ok(json_response(StatusCode::OK, &doc));
         }
@@ -467,11 +526,13 @@ async fn route(
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["api", version, rest @ ..] if !rest.is_empty() => ("", version, rest),
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (group, version, rest),
-        _ => return Err(ApiError::no_route()),
+        _ => return Ok(page_not_found()),
     };
-    let target = Target::parse(rest).ok_or_else(ApiError::no_route)?;
     let snapshot = state.registry.catalog.snapshot();
-    let rt = snapshot.get(group, version, target.resource).ok_or_else(ApiError::no_route)?;
+    let found = Target::parse(rest).and_then(|target| Some((snapshot.get(group, version, target.resource)?, target)));
+    let Some((rt, target)) = found else {
+        return if routed(&snapshot, group, version) { Err(ApiError::no_route()) } else { Ok(page_not_found()) };
+    };
     if target.namespace.is_some() && !rt.namespaced {
         return Err(ApiError::no_route());
     }
@@ -845,30 +906,41 @@ async fn serve_resource(
             ))
         }
         (Some(name), Some("log")) if rt.kind == "Pod" && method == Method::GET => {
+            // kube-apiserver's order: the options, the pod, the container, the node.
+            validate_log_options(name, query)?;
             let pod = registry.get(rt, ns, name).await?;
-            let containers: Vec<String> = pod
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
-                .collect();
-            if let Some(container) = query.get("container").filter(|c| !c.is_empty())
-                && !containers.iter().any(|c| c == container)
-                && !pod
-                    .pointer("/spec/initContainers")
+            // Every container name, in upstream's visiting order (init, regular, ephemeral).
+            let names = |key: &str| -> Vec<String> {
+                pod.pointer(&format!("/spec/{key}"))
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                    .any(|c| c.get("name").and_then(Value::as_str) == Some(container))
-            {
-                return Err(ApiError::BadRequest(format!("container {container} is not valid for pod {name}")));
+                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                    .collect()
+            };
+            let containers = names("containers");
+            let all: Vec<String> = [names("initContainers"), containers.clone(), names("ephemeralContainers")].concat();
+            match query.get("container").filter(|c| !c.is_empty()) {
+                Some(container) if !all.iter().any(|c| c == container) => {
+                    return Err(ApiError::BadRequest(format!("container {container} is not valid for pod {name}")));
+                }
+                Some(_) => {}
+                None if containers.is_empty() => {
+                    return Err(ApiError::BadRequest(format!("a container name must be specified for pod {name}")));
+                }
+                None if containers.len() > 1 => {
+                    return Err(ApiError::BadRequest(format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        all.join(" ")
+                    )));
+                }
+                None => {}
             }
-            if query.get("container").is_none_or(str::is_empty) && containers.len() > 1 {
-                return Err(ApiError::BadRequest(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    containers.join(" ")
-                )));
+            // A pod no node runs has no log yet: an empty answer, as upstream gives.
+            if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                return Ok(response);
             }
             let Some(source) = &state.pod_logs else {
                 return Err(ApiError::BadRequest(format!(

@@ -233,8 +233,14 @@ fn finalizers_of(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Why a resourceVersion does not parse, in upstream's words.
+fn rv_parse_error(text: &str) -> String {
+    format!("resourceVersion: Invalid value: {text:?}: strconv.ParseUint: parsing {text:?}: invalid syntax")
+}
+
+/// A list's resourceVersion (a malformed one is a 400).
 fn parse_rv(text: &str) -> ApiResult<u64> {
-    text.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {text:?}")))
+    text.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {}", rv_parse_error(text))))
 }
 
 /// The keys of one list page, and the parsed objects when selectors had to look at them.
@@ -503,12 +509,16 @@ impl Registry {
                     if i > 0 {
                         out.push(b',');
                     }
+                    // Stored bytes are used as they are only when stored under the served
+                    // version (a custom resource served at another version is re-labelled).
                     match splice_resource_version(&kv.value, kv.mod_revision) {
                         Some(bytes) if typed && bytes.starts_with(type_prefix.as_bytes()) => {
                             out.push(b'{');
                             out.extend_from_slice(&bytes[type_prefix.len()..]);
                         }
-                        Some(bytes) if !typed => out.extend_from_slice(&bytes),
+                        Some(bytes) if !typed && bytes.starts_with(type_prefix.as_bytes()) => {
+                            out.extend_from_slice(&bytes)
+                        }
                         _ => serde_json::to_writer(&mut out, &crate::wire::Ordered(&item(self.decode(rt, kv)?)))
                             .map_err(|e| ApiError::Internal(e.to_string()))?,
                     }
@@ -1134,11 +1144,17 @@ impl Registry {
             }
             Some(_) => {}
             None if rt.is_custom() => {
+                // Upstream names the resource (plural) as the kind here, and prints the missing
+                // version as the number 0x0.
                 return Err(ApiError::Invalid {
                     group: rt.group.clone(),
-                    kind: rt.kind.clone(),
+                    kind: rt.plural.clone(),
                     name: name.to_string(),
-                    causes: vec![Cause::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                    causes: vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: "metadata.resourceVersion".into(),
+                        message: "Invalid value: 0x0: must be specified for an update".into(),
+                    }],
                 });
             }
             None => {}
@@ -1837,7 +1853,8 @@ impl Registry {
             }
             list.revision
         } else {
-            parse_rv(&rv)?
+            // Upstream's watch answers a malformed version with an unclassified 500.
+            rv.parse().map_err(|_| ApiError::Unclassified(rv_parse_error(&rv)))?
         };
         let watcher = match self.store.watch(&prefix, start) {
             Ok(w) => Some(w),

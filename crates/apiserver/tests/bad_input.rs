@@ -63,10 +63,20 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     let reply = http.send("POST", CM, "application/vnd.kubernetes.protobuf", "k8s\0garbage").await;
     assert_status(&reply, 400, "BadRequest");
 
-    for path in ["/api/v1/namespaces/default/widgets", "/apis/nope.example.com/v1/things", "/api/v2/pods", "/random"] {
+    // Under a group kube-apiserver serves: a Status; anywhere else, its mux's plain-text 404.
+    for path in ["/api/v1/namespaces/default/widgets", "/api/v2/pods"] {
         let reply = http.get(path).await;
         let status = assert_status(&reply, 404, "NotFound");
         assert_eq!(status["message"], "the server could not find the requested resource", "{path}");
+        assert_eq!(status["details"], serde_json::json!({}), "{path}");
+    }
+    for path in ["/apis/nope.example.com/v1/things", "/apis/nope.example.com", "/random"] {
+        let reply = http.get(path).await;
+        assert_eq!(
+            (reply.status, String::from_utf8_lossy(&reply.body).as_ref()),
+            (404, "404 page not found\n"),
+            "{path}"
+        );
     }
     let reply = http.get("/api/v1/namespaces/default/configmaps/missing").await;
     let status = assert_status(&reply, 404, "NotFound");

@@ -543,7 +543,155 @@ fn corpus() -> Vec<Sequence> {
             step("POST", format!("{accounts}/missing/token"), Some(token(3600))),
         ],
     ));
+    // pods/log on a server without kubelets: the checks before a kubelet is called, and the log of
+    // a pod no node runs (an empty stream).
+    let two = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "two"}, "spec": {
+        "initContainers": [{"name": "setup", "image": "busybox"}],
+        "containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx"}]}});
+    out.push(sub("log-missing-pod", vec![step("GET", format!("{pods}/missing/log"), None)]));
+    out.push(sub(
+        "log-unscheduled",
+        vec![step("POST", pods, Some(pod.clone())), step("GET", format!("{pods}/p/log"), None)],
+    ));
+    out.push(sub(
+        "log-container-choice",
+        vec![
+            step("POST", pods, Some(two)),
+            step("GET", format!("{pods}/two/log"), None),
+            step("GET", format!("{pods}/two/log?container=c"), None),
+            step("GET", format!("{pods}/two/log?container=setup"), None),
+            step("GET", format!("{pods}/two/log?container=b&tailLines=2&timestamps=true"), None),
+        ],
+    ));
+    out.push(sub(
+        "log-bad-options",
+        vec![
+            step("POST", pods, Some(pod.clone())),
+            step("GET", format!("{pods}/p/log?tailLines=-1"), None),
+            step("GET", format!("{pods}/p/log?limitBytes=0"), None),
+            step("GET", format!("{pods}/p/log?sinceSeconds=0"), None),
+            step("GET", format!("{pods}/p/log?sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"), None),
+            step("GET", format!("{pods}/p/log?tailLines=abc"), None),
+        ],
+    ));
+    // Watches that cannot start: a resource version long gone (410 Gone, as an ERROR event), a
+    // malformed one, and a bad selector.
+    let maps = "/api/v1/namespaces/{ns}/configmaps";
+    let watch = |sequence: &str, query: &str| Sequence {
+        name: format!("watch/{sequence}"),
+        steps: vec![step("GET", format!("{maps}?watch=true&timeoutSeconds=1&{query}"), None)],
+    };
+    out.push(watch("gone", "resourceVersion=1"));
+    out.push(watch("malformed-version", "resourceVersion=abc"));
+    out.push(watch("bad-selector", "labelSelector=a%3D%3D%3Db"));
+    out.push(Sequence {
+        name: "list/too-old-continue".into(),
+        steps: vec![step(
+            "GET",
+            format!("{maps}?limit=1&continue=eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MSwic3RhcnQiOiJhIn0"),
+            None,
+        )],
+    });
+    // Paths nothing serves: an unknown group, version or resource, a name under a cluster-scoped
+    // resource's namespace path.
+    for (name, path) in [
+        ("unknown-group", "/apis/nothing.example.com/v1/namespaces/{ns}/things"),
+        ("unknown-version", "/apis/apps/v9/namespaces/{ns}/deployments"),
+        ("unknown-core-version", "/api/v9/namespaces/{ns}/pods"),
+        ("unknown-resource", "/api/v1/namespaces/{ns}/nothings"),
+        ("unknown-group-resource", "/apis/apps/v1/namespaces/{ns}/nothings"),
+        ("cluster-scoped-in-namespace", "/api/v1/namespaces/{ns}/nodes"),
+        ("unknown-group-discovery", "/apis/nothing.example.com"),
+        ("unknown-version-discovery", "/apis/apps/v9"),
+        ("unknown-path", "/random"),
+    ] {
+        out.push(Sequence { name: format!("routes/{name}"), steps: vec![step("GET", path, None)] });
+    }
+    // A custom resource of two versions (no conversion webhook: only apiVersion changes), a
+    // structural schema that prunes unknown fields (except under x-kubernetes-preserve-unknown-fields),
+    // defaults, validation, and the status subresource.
+    let gadgets = |version: &str| format!("/apis/example.com/{version}/namespaces/{{ns}}/gadgets");
+    let gadget = |version: &str, spec: Value| {
+        json!({"apiVersion": format!("example.com/{version}"), "kind": "Gadget",
+        "metadata": {"name": "g", "labels": {"corpus": "yes"}}, "spec": spec})
+    };
+    let crd = |name: &str, steps: Vec<Step>| Sequence { name: format!("crd/{name}"), steps };
+    out.push(crd(
+        "versions",
+        vec![
+            step("POST", gadgets("v1"), Some(gadget("v1", json!({"size": 2})))),
+            step("GET", format!("{}/g", gadgets("v2")), None),
+            step("GET", gadgets("v2"), None),
+            step("PATCH", format!("{}/g", gadgets("v2")), Some(json!({"spec": {"size": 3}}))),
+            step("GET", format!("{}/g", gadgets("v1")), None),
+            step("PUT", format!("{}/g", gadgets("v2")), Some(gadget("v2", json!({"size": 4})))),
+            step("GET", "/apis/example.com/v3/namespaces/{ns}/gadgets", None),
+        ],
+    ));
+    out.push(crd(
+        "pruning-and-defaults",
+        vec![
+            step(
+                "POST",
+                gadgets("v1"),
+                Some(json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}, "junk": 1,
+                    "spec": {"size": 1, "unknown": "x", "blob": {"free": {"form": [1, 2]}}}})),
+            ),
+            step("GET", format!("{}/g", gadgets("v1")), None),
+            step(
+                "PATCH",
+                format!("{}/g", gadgets("v1")),
+                Some(json!({"spec": {"another": true, "blob": {"more": 1}}})),
+            ),
+        ],
+    ));
+    out.push(crd(
+        "invalid",
+        vec![
+            step("POST", gadgets("v1"), Some(gadget("v1", json!({"size": 0})))),
+            step("POST", gadgets("v1"), Some(gadget("v1", json!({"size": 11, "mode": "medium"})))),
+            step("POST", gadgets("v1"), Some(gadget("v1", json!({"mode": "fast", "tags": ["a", "b", "c", "d"]})))),
+            step("POST", gadgets("v1"), Some(gadget("v1", json!({"size": "two"})))),
+        ],
+    ));
+    out.push(crd(
+        "status",
+        vec![
+            step("POST", gadgets("v1"), Some(gadget("v1", json!({"size": 2})))),
+            step(
+                "PATCH",
+                format!("{}/g/status", gadgets("v1")),
+                Some(json!({"spec": {"size": 9}, "status": {"ready": true}})),
+            ),
+            step(
+                "PATCH",
+                format!("{}/g", gadgets("v2")),
+                Some(json!({"spec": {"size": 5}, "status": {"ready": false}})),
+            ),
+            step("GET", format!("{}/g/status", gadgets("v2")), None),
+            accepting(step("GET", gadgets("v2"), None), TABLE),
+        ],
+    ));
     out
+}
+
+/// Gadgets: two served versions (v1 stored) with one schema.
+fn gadgets_crd() -> Value {
+    let version = |name: &str, storage: bool| {
+        json!({"name": name, "served": true, "storage": storage, "subresources": {"status": {}},
+          "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+            "spec": {"type": "object", "required": ["size"], "properties": {
+              "size": {"type": "integer", "minimum": 1, "maximum": 10},
+              "mode": {"type": "string", "enum": ["fast", "slow"], "default": "slow"},
+              "tags": {"type": "array", "maxItems": 3, "items": {"type": "string"}},
+              "blob": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+            "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}})
+    };
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+      "metadata": {"name": "gadgets.example.com"},
+      "spec": {"group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+        "versions": [version("v1", true), version("v2", false)]}})
 }
 
 const WIDGETS: &str = r#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -595,7 +743,13 @@ fn normalise(value: &mut Value, path: &str) {
                         *child = json!("kube-api-access-<random>")
                     }
                     "clusterIPs" => *child = json!(["<ip>"]),
-                    "message" if child.as_str().is_some_and(|m| m.contains("resourceVersion") || m.contains("UID")) => {
+                    "message"
+                        if child.as_str().is_some_and(|m| {
+                            m.contains("resourceVersion")
+                                || m.contains("UID")
+                                || m.starts_with("too old resource version")
+                        }) =>
+                    {
                         *child = json!("<normalised>")
                     }
                     _ => normalise(child, &here),
@@ -652,8 +806,15 @@ async fn send(client: &kube::Client, step: &Step, namespace: &str) -> Answer {
     let content_type = header("content-type");
     let warning = header("warning");
     let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mut body =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes).to_string()));
+    let mut body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        // A watch stream: one JSON event per line.
+        let events: Result<Vec<Value>, _> =
+            bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(serde_json::from_slice).collect();
+        match events {
+            Ok(events) if !events.is_empty() => json!(events),
+            _ => json!(String::from_utf8_lossy(&bytes).to_string()),
+        }
+    });
     normalise(&mut body, "");
     Answer { code, content_type, warning, body }
 }
@@ -720,10 +881,11 @@ async fn vkube_answers_the_corpus_as_kube_apiserver_does() {
 
     // Setup on both: the custom resource definition and a namespace per sequence.
     for client in &clients {
-        let crd: Value = serde_json::from_str(WIDGETS).unwrap();
-        let created =
-            send(client, &step("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Some(crd)), "").await;
-        assert_eq!(created.code, 201, "{created:?}");
+        for crd in [serde_json::from_str(WIDGETS).unwrap(), gadgets_crd()] {
+            let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+            let created = send(client, &step("POST", path, Some(crd)), "").await;
+            assert_eq!(created.code, 201, "{created:?}");
+        }
         for i in 0..sequences.len() {
             let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("d{i}")}});
             assert_eq!(send(client, &step("POST", "/api/v1/namespaces", Some(namespace)), "").await.code, 201);
@@ -733,7 +895,9 @@ async fn vkube_answers_the_corpus_as_kube_apiserver_does() {
         }
         // The custom resource type is served once the definition is established.
         for _ in 0..100 {
-            if send(client, &step("GET", "/apis/example.com/v1/widgets", None), "").await.code == 200 {
+            if send(client, &step("GET", "/apis/example.com/v1/widgets", None), "").await.code == 200
+                && send(client, &step("GET", "/apis/example.com/v2/gadgets", None), "").await.code == 200
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -3,22 +3,13 @@
 
 mod common;
 
-use common::{HostKind, VirtualCluster};
+use common::VirtualCluster;
 
+on_both_hosts! {
 /// §4.5 rewriteHosts (on by default) and §4.8 the downward API: a pod with a subdomain gets the
 /// init container that writes its virtual FQDN into /etc/hosts, and fields a container reads about
 /// its own pod name the virtual pod, not the host one.
-#[test]
-fn host_pods_see_their_virtual_identity() {
-    host_pods_see_their_virtual_identity_on(HostKind::Simulated);
-}
-
-#[test]
-fn host_pods_see_their_virtual_identity_on_a_real_host() {
-    host_pods_see_their_virtual_identity_on(HostKind::Real);
-}
-
-fn host_pods_see_their_virtual_identity_on(kind: HostKind) {
+fn host_pods_see_their_virtual_identity(kind: HostKind) {
     let cluster = VirtualCluster::start(kind, None);
     let (k, host) = (&cluster.k, &cluster.host);
     let pod = r#"apiVersion: v1
@@ -189,20 +180,12 @@ spec:
     assert_eq!(env("KUBERNETES_SERVICE_PORT"), "443");
     assert!(cluster.stop().success());
 }
+}
 
+on_both_hosts! {
 /// §4.3: `sync.toHost.pods.runtimeClassName` is forced on every host pod and
 /// `sync.toHost.pods.priorityClassName` given to those without a class.
-#[test]
-fn configured_classes_reach_host_pods() {
-    configured_classes_reach_host_pods_on(HostKind::Simulated);
-}
-
-#[test]
-fn configured_classes_reach_host_pods_on_a_real_host() {
-    configured_classes_reach_host_pods_on(HostKind::Real);
-}
-
-fn configured_classes_reach_host_pods_on(kind: HostKind) {
+fn configured_classes_reach_host_pods(kind: HostKind) {
     let config =
         "sync:\n  toHost:\n    pods:\n      runtimeClassName: sandboxed\n      priorityClassName: tenant-low\n";
     let cluster = VirtualCluster::start(kind, Some(config));
@@ -225,4 +208,5 @@ fn configured_classes_reach_host_pods_on(kind: HostKind) {
     ]);
     assert_eq!(classes, "sandboxed tenant-low");
     assert!(cluster.stop().success());
+}
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{HostKind, Up, VirtualCluster, wait_until};
+use common::{VirtualCluster, wait_until};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -27,17 +27,8 @@ spec:
     configMap: {name: files}
 "#;
 
-#[test]
-fn a_pod_with_its_config_runs_on_the_host_and_cleans_up() {
-    a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(HostKind::Simulated);
-}
-
-#[test]
-fn a_pod_with_its_config_runs_on_a_real_host_and_cleans_up() {
-    a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(HostKind::Real);
-}
-
-fn a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(kind: HostKind) {
+on_both_hosts! {
+fn a_pod_with_its_config_runs_on_the_host_and_cleans_up(kind: HostKind) {
     let cluster = VirtualCluster::start(kind, None);
     let (k, host, state) = (&cluster.k, &cluster.host, cluster.state.clone());
     k.ok(&["create", "configmap", "files", "--from-literal=app.conf=x=1"]);
@@ -139,6 +130,7 @@ fn a_pod_with_its_config_runs_on_the_host_and_cleans_up_on(kind: HostKind) {
     wait_until(Duration::from_secs(10), "the pod's mapping gone", || !mappings(&state).contains("Pod default/web"));
     assert!(cluster.stop().success());
 }
+}
 
 /// `vkube mappings --dir STATE` (the default cluster name vc1).
 fn mappings(state: &std::path::Path) -> String {
@@ -164,9 +156,10 @@ fn mappings_of_a_directory_without_a_cluster_is_a_clear_error() {
     assert!(stderr.contains("no virtual cluster store here") && stderr.contains("--dir"), "{stderr}");
 }
 
-#[test]
-fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns() {
-    let Up { up, k, host, dir: _dir, _home } = Up::start();
+on_both_hosts! {
+fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let (k, host) = (&cluster.k, &cluster.host);
     // kube-dns of the virtual cluster (its server comes later): pods created after it use it.
     k.ok(&["create", "service", "clusterip", "kube-dns", "-n", "kube-system", "--tcp=53:53"]);
     wait_until(Duration::from_secs(10), "the default service account", || {
@@ -185,7 +178,7 @@ fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns(
     assert!(key.starts_with("vcluster.loft.sh/token-"), "{field}");
     let token = host_pod(&format!("{{.metadata.annotations.{}}}", key.replace('.', "\\.").replace('/', "\\/")));
     // Only the token, no client certificate: what a process in the host pod would present.
-    let kubeconfig = std::fs::read_to_string(&up.kubeconfig).unwrap();
+    let kubeconfig = std::fs::read_to_string(&cluster.serving.kubeconfig).unwrap();
     let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
     let output = std::process::Command::new(&k.binary)
         .args(["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "--token", &token])
@@ -212,11 +205,12 @@ fn host_pods_reach_the_virtual_api_with_their_own_token_and_use_the_virtual_dns(
     assert_eq!(host_pod("{.spec.dnsPolicy}"), "None");
     assert_eq!(host_pod("{.spec.dnsConfig.nameservers[0]}"), dns_ip);
     assert_eq!(host_pod("{.spec.dnsConfig.searches[0]}"), "default.svc.cluster.local");
-    assert!(up.stop().success());
+    assert!(cluster.stop().success());
+}
 }
 
-#[test]
-fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl() {
+on_both_hosts! {
+fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl(kind: HostKind) {
     let config = r#"sync:
   toHost:
     ingresses: {enabled: true}
@@ -229,7 +223,8 @@ fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl() {
   fromHost:
     ingressClasses: {enabled: true}
 "#;
-    let Up { up, k, host, dir: _dir, _home } = Up::start_with_config(Some(config));
+    let cluster = VirtualCluster::start(kind, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
     let class = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n";
     let mut create = host.command(&["apply", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     create.stdin.take().unwrap().write_all(class.as_bytes()).unwrap();
@@ -272,5 +267,6 @@ fn optional_kinds_switched_on_in_vcluster_yaml_work_with_kubectl() {
         let names = host.ok(&["get", "ingress,secrets", "-n", "vcluster-vc1", "-o", "name"]);
         !names.contains("web-x-default-x-vc1") && !names.contains("web-tls-x-default-x-vc1")
     });
-    assert!(up.stop().success());
+    assert!(cluster.stop().success());
+}
 }

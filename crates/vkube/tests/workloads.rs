@@ -6,17 +6,8 @@ use std::time::Duration;
 
 use common::{HostKind, VirtualCluster, wait_until};
 
-#[test]
-fn deployment_rolls_out_scales_rolls_back_and_cascades() {
-    deployment_rolls_out_scales_rolls_back_and_cascades_on(HostKind::Simulated);
-}
-
-#[test]
-fn deployment_rolls_out_scales_rolls_back_and_cascades_on_a_real_host() {
-    deployment_rolls_out_scales_rolls_back_and_cascades_on(HostKind::Real);
-}
-
-fn deployment_rolls_out_scales_rolls_back_and_cascades_on(kind: HostKind) {
+on_both_hosts! {
+fn deployment_rolls_out_scales_rolls_back_and_cascades(kind: HostKind) {
     let cluster = VirtualCluster::start(kind, None);
     let (k, host, dir) = (&cluster.k, &cluster.host, cluster.scratch.clone());
     k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=3"]);
@@ -124,18 +115,10 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades_on(kind: HostKind) {
     });
     assert!(cluster.stop().success());
 }
-
-#[test]
-fn cron_jobs_replication_controllers_restarts_and_the_kubernetes_service() {
-    cron_jobs_replication_controllers_restarts_and_the_kubernetes_service_on(HostKind::Simulated);
 }
 
-#[test]
-fn cron_jobs_replication_controllers_restarts_and_the_kubernetes_service_on_a_real_host() {
-    cron_jobs_replication_controllers_restarts_and_the_kubernetes_service_on(HostKind::Real);
-}
-
-fn cron_jobs_replication_controllers_restarts_and_the_kubernetes_service_on(kind: HostKind) {
+on_both_hosts! {
+fn cron_jobs_replication_controllers_restarts_and_the_kubernetes_service(kind: HostKind) {
     let cluster = VirtualCluster::start(kind, None);
     let (k, host, dir) = (&cluster.k, &cluster.host, cluster.scratch.clone());
 
@@ -222,4 +205,5 @@ fn cron_jobs_replication_controllers_restarts_and_the_kubernetes_service_on(kind
         2
     );
     assert!(cluster.stop().success());
+}
 }

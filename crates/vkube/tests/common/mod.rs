@@ -272,6 +272,30 @@ fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     child.wait_with_output().unwrap().stdout
 }
 
+/// Defines a test once and runs it on both hosts: `NAME::simulated_host` and `NAME::real_host`.
+#[macro_export]
+macro_rules! on_both_hosts {
+    ($(#[$meta:meta])* fn $name:ident($kind:ident: HostKind) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($kind: common::HostKind) $body
+
+            #[test]
+            fn simulated_host() {
+                body(common::HostKind::Simulated)
+            }
+
+            #[test]
+            fn real_host() {
+                body(common::HostKind::Real)
+            }
+        }
+    };
+}
+
 /// Which host a virtual cluster of a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostKind {
