@@ -11,6 +11,18 @@ use vkube_translate::names::host_name;
 
 use crate::{MANAGER, Syncer, cached, ensure, events, has_controller, ignore_not_found, lock, to_value};
 
+/// Claim annotations that do not sync after creation (§2.8): the binding's, which come back
+/// host → virtual on their own, and the storage class ones translated at creation.
+const CLAIM_METADATA: vkube_translate::metadata_sync::Excluded = vkube_translate::metadata_sync::Excluded {
+    keys: &[
+        "volume.beta.kubernetes.io/storage-class",
+        "volume.beta.kubernetes.io/storage-provisioner",
+        "volume.kubernetes.io/storage-provisioner",
+        "volume.kubernetes.io/selected-node",
+    ],
+    prefixes: &["pv.kubernetes.io/"],
+};
+
 impl Syncer {
     pub(crate) async fn reconcile_claim(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         if !self.config.claims {
@@ -87,6 +99,7 @@ impl Syncer {
                     let patch = json!({"spec": {"resources": {"requests": want}}});
                     ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
                 }
+                self.sync_metadata(kind, &virtual_api, claim.as_ref(), host_claim_obj.as_ref(), CLAIM_METADATA).await?;
                 if let Some(patch) = virtual_claim_patch(&virtual_value, &host_value) {
                     ignore_not_found(
                         virtual_api.patch(name, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await,

@@ -355,11 +355,26 @@ pub(crate) fn start(
     let label: &'static str = Box::leak(resource.kind.clone().into_boxed_str());
     let q = wiring.queue.clone();
     if sync.to_host {
+        // The secrets and config maps its `reference` rules name are "used" (§7.5).
+        let (refs, context) = (wiring.refs.clone(), wiring.context.clone());
+        let patches: crate::patches::PatchesByKind = [(label.to_string(), sync.patches.clone())].into();
         let (store, task) = reflect_dynamic(
             Api::all_with(wiring.virtual_client.clone(), &resource),
             &resource,
             Default::default(),
-            move |object, _| q.send(Work::Custom(index, object.namespace().unwrap_or_default(), object.name_any())),
+            move |object, deleted| {
+                let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+                let uses = if deleted {
+                    Default::default()
+                } else {
+                    crate::referenced_uses(&context, &patches, label, &crate::to_value(object))
+                };
+                let user = format!("custom/{index}/{namespace}/{name}");
+                for (kind, host) in crate::lock(&refs).set(&user, uses) {
+                    q.send(Work::Data(kind, host));
+                }
+                q.send(Work::Custom(index, namespace, name))
+            },
         );
         wiring.keep(store.clone(), task);
         virtual_objects = store;

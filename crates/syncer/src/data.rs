@@ -143,6 +143,9 @@ impl Syncer {
             self.restore_bookkeeping(current, kind.kind(), &namespace, &name, &uid).await?;
         }
         let virtual_api: Api<K> = Api::namespaced(self.virtual_client.clone(), &namespace);
+        if let (Some(current), false) = (current.as_deref(), shared) {
+            self.sync_metadata(kind.kind(), &virtual_api, source.as_ref(), current, Default::default()).await?;
+        }
         let fields: &[&str] = match kind {
             DataKind::ConfigMap => &["data", "binaryData"],
             DataKind::Secret => &["data"],

@@ -572,6 +572,9 @@ pub(crate) struct Wiring<'a> {
     pub(crate) queue: &'a crate::Queue,
     pub(crate) seen: &'a crate::Seen,
     pub(crate) mappings: &'a Arc<crate::Mappings>,
+    /// Who uses which host config map or secret.
+    pub(crate) refs: &'a Arc<std::sync::Mutex<crate::refs::RefIndex>>,
+    pub(crate) context: &'a vkube_translate::Context,
     pub(crate) tasks: &'a mut Vec<tokio::task::JoinHandle<()>>,
     /// Resolves once the cache has its initial list, one per cache started.
     pub(crate) ready: &'a mut Vec<futures::future::BoxFuture<'static, ()>>,

@@ -304,6 +304,8 @@ struct Syncer {
     mappings: Arc<Mappings>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
+    /// Labels and annotations both sides last agreed on, per (kind, host name) (§2.7).
+    last_metadata: Mutex<HashMap<(&'static str, String), Agreement>>,
     /// The owner reference namespaced host objects get (the virtual cluster's host service).
     owner: Option<OwnerReference>,
     /// The cluster IP of that service (`kubernetes.default` inside host pods).
@@ -487,7 +489,24 @@ impl Syncer {
         let object: K = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
         let api = self.host_api::<K>();
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &object).await {
-            Ok(_) => Ok(()),
+            Ok(created) => {
+                // Both sides agree on the metadata the copy was made with (§2.7): a change made
+                // before the first reconcile of the pair is then told apart from a host-only key.
+                let kind: Option<&'static str> =
+                    ["Pod", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim"].into_iter().find(|k| *k == kind);
+                if let Some(kind) = kind {
+                    let agreed = vkube_translate::metadata_sync::of_host(
+                        &self.config.context,
+                        created.labels(),
+                        created.annotations(),
+                        Default::default(),
+                    );
+                    let host_version = created.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let agreement = Agreement { metadata: agreed, host_version, virtual_version: 0 };
+                    lock(&self.last_metadata).insert((kind, created.name_any()), agreement);
+                }
+                Ok(())
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 // Ours (made by a concurrent reconcile) is fine; anyone else's is not overwritten.
                 let existing = api.get_opt(&object.name_any()).await?;
@@ -551,6 +570,71 @@ impl Syncer {
     /// Forgets the mapping of virtual `namespace/name` of `kind` (both sides are gone).
     fn forget(&self, kind: &str, namespace: &str, name: &str) {
         self.mappings.remove(kind, &ObjectName::new(namespace, name));
+        let host = vkube_translate::names::host_name(&self.config.context, name, namespace);
+        lock(&self.last_metadata).retain(|(k, h), _| *k != kind || *h != host);
+    }
+
+    /// §2.7: labels and annotations changed on either side of a synced pair reach the other side
+    /// (the virtual side wins a key both changed).
+    pub(crate) async fn sync_metadata<K: Namespaced>(
+        &self,
+        kind: &'static str,
+        virtual_api: &Api<K>,
+        virtual_object: &K,
+        host_object: &K,
+        excluded: vkube_translate::metadata_sync::Excluded,
+    ) -> Result<(), kube::Error> {
+        use vkube_translate::metadata_sync::{decide, of_host, of_virtual};
+        let context = &self.config.context;
+        let host = host_object.name_any();
+        let key = (kind, host.clone());
+        let last = lock(&self.last_metadata).get(&key).cloned();
+        // A cached object older than one this syncer wrote (its watch event not in yet) stands
+        // for what was written, not for a change on that side.
+        let version = |object: &K| object.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (host_version, virtual_version) = (version(host_object), version(virtual_object));
+        let host_now = match &last {
+            Some(last) if host_version < last.host_version => last.metadata.clone(),
+            _ => of_host(context, host_object.labels(), host_object.annotations(), excluded),
+        };
+        let virtual_now = match &last {
+            Some(last) if virtual_version < last.virtual_version => last.metadata.clone(),
+            _ => {
+                // Compared as the host would carry it: the kind's translate rules applied.
+                let namespace = virtual_object.namespace().unwrap_or_default();
+                let mut translated = json!({"metadata": {"labels": virtual_object.labels(), "annotations": virtual_object.annotations()}});
+                self.patch_to_host(kind, &namespace, &mut translated)?;
+                let map = |field: &str| -> std::collections::BTreeMap<String, String> {
+                    let entries = translated["metadata"][field].as_object().into_iter().flatten();
+                    entries.filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+                };
+                of_virtual(context, &map("labels"), &map("annotations"), excluded)
+            }
+        };
+        let decision = decide(context, last.as_ref().map(|l| &l.metadata), &virtual_now, &host_now);
+        let mut agreement = Agreement {
+            metadata: decision.agreed,
+            host_version: host_version.max(last.as_ref().map_or(0, |l| l.host_version)),
+            virtual_version: virtual_version.max(last.as_ref().map_or(0, |l| l.virtual_version)),
+        };
+        if let Some(patch) = decision.host_patch {
+            let host_api: Api<K> = self.host_api();
+            match host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await {
+                Ok(written) => agreement.host_version = version(&written),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(patch) = decision.virtual_patch {
+            let name = virtual_object.name_any();
+            match virtual_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await {
+                Ok(written) => agreement.virtual_version = version(&written),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        lock(&self.last_metadata).insert(key, agreement);
+        Ok(())
     }
 
     /// Puts the bookkeeping annotations back on a host object that lost them (the mapping store
@@ -677,6 +761,11 @@ impl Syncer {
 /// What the syncer reads of a cached virtual pod: identity, deletion, node, container names and
 /// images, status (everything else is read from the API when the host pod is created).
 fn slim_virtual_pod(pod: &mut Pod) {
+    // Annotations stay (§2.7 syncs them), except kubectl's copy of the whole manifest.
+    let mut annotations = pod.metadata.annotations.take();
+    if let Some(annotations) = annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
     vkube_controllers::slim_pod_with(pod, |container| k8s_openapi::api::core::v1::Container {
         name: container.name,
         image: container.image,
@@ -685,7 +774,49 @@ fn slim_virtual_pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         spec.image_pull_secrets = None;
     }
+    pod.metadata.annotations = annotations;
 }
+
+/// What both sides of a pair last agreed on (§2.7), and the newest resourceVersions of each side
+/// the syncer saw or wrote.
+#[derive(Clone, Debug)]
+struct Agreement {
+    metadata: vkube_translate::metadata_sync::Metadata,
+    host_version: u64,
+    virtual_version: u64,
+}
+
+/// The config maps and secrets the translate rules of `kind` make `object` use (§7.5).
+pub(crate) fn referenced_uses(
+    context: &Context,
+    patches: &patches::PatchesByKind,
+    kind: &str,
+    object: &Value,
+) -> BTreeSet<refs::Use> {
+    let Some(rules) = patches.get(kind) else { return BTreeSet::new() };
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    rules
+        .data_references(namespace, object)
+        .into_iter()
+        .map(|(kind, namespace, name)| match kind {
+            "ConfigMap" => refs::Use {
+                kind: DataKind::ConfigMap,
+                host: vkube_translate::pods::config_map_host_name(context, &name, &namespace),
+                namespace,
+                name,
+            },
+            _ => refs::Use {
+                kind: DataKind::Secret,
+                host: vkube_translate::names::host_name(context, &name, &namespace),
+                namespace,
+                name,
+            },
+        })
+        .collect()
+}
+
+/// kubectl's record of the applied manifest.
+pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What the syncer reads of a host pod: its bookkeeping (without the token annotations), node,
 /// container names and images, and status.
@@ -836,9 +967,13 @@ pub async fn run(
     // too, so creating its host pod needs no read.
     let unbound: Arc<Mutex<HashMap<(String, String), Pod>>> = Arc::default();
     let (q, index, ctx, waiting) = (queue.clone(), refs.clone(), context.clone(), unbound.clone());
+    let pod_patches = config.patches.clone();
     let index_then_slim = move |pod: &mut Pod| {
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-        let uses = data::uses_of_pod(&ctx, pod);
+        let mut uses = data::uses_of_pod(&ctx, pod);
+        if pod_patches.contains_key("Pod") {
+            uses.extend(referenced_uses(&ctx, &pod_patches, "Pod", &to_value(pod)));
+        }
         for (kind, host) in lock(&index).set(&format!("pod/{ns}/{name}"), uses) {
             q.send(Work::Data(kind, host));
         }
@@ -1008,19 +1143,23 @@ pub async fn run(
             queue: &queue,
             seen: &seen,
             mappings: &mappings,
+            refs: &refs,
+            context: &context,
             tasks: &mut tasks,
             ready: &mut extras_ready,
         };
         if optional.ingresses {
             // An ingress makes its TLS and annotation secrets "used", like a pod.
-            let (q, index, ctx) = (queue.clone(), refs.clone(), context.clone());
+            let (q, index, ctx, ingress_patches) =
+                (queue.clone(), refs.clone(), context.clone(), config.patches.clone());
             extras.ingresses =
                 Some(wiring.copied_to_host(extra::ToHostKind::Ingress, move |ingress: &Ingress, deleted| {
                     let (ns, name) = (ingress.namespace().unwrap_or_default(), ingress.name_any());
                     let uses: BTreeSet<refs::Use> = if deleted {
                         BTreeSet::new()
                     } else {
-                        vkube_translate::extra::ingress_secrets(&to_value(ingress))
+                        let value = to_value(ingress);
+                        let mut uses: BTreeSet<refs::Use> = vkube_translate::extra::ingress_secrets(&value)
                             .into_iter()
                             .map(|(namespace, name)| refs::Use {
                                 kind: DataKind::Secret,
@@ -1028,7 +1167,9 @@ pub async fn run(
                                 namespace,
                                 name,
                             })
-                            .collect()
+                            .collect();
+                        uses.extend(referenced_uses(&ctx, &ingress_patches, "Ingress", &value));
+                        uses
                     };
                     for (kind, host) in lock(&index).set(&format!("ingress/{ns}/{name}"), uses) {
                         q.send(Work::Data(kind, host));
@@ -1157,6 +1298,7 @@ pub async fn run(
         unbound,
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),
+        last_metadata: Mutex::new(HashMap::new()),
         owner,
         api_service_ip,
         recorder,

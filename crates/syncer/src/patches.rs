@@ -163,6 +163,40 @@ impl Patches {
         Ok(())
     }
 
+    /// The config maps and secrets `object` (a virtual object of namespace `namespace`) names
+    /// through `reference` rules, as (kind, namespace, name): they are "used" like a pod's
+    /// volumes and reach the host (§7.5).
+    pub fn data_references(&self, namespace: &str, object: &Value) -> Vec<(&'static str, String, String)> {
+        let mut found = Vec::new();
+        let mut scratch = object.clone();
+        for rule in &self.rules {
+            let Action::Reference { kind, name_path, namespace_path } = &rule.action else { continue };
+            let kind: &'static str = match kind.as_str() {
+                "Secret" => "Secret",
+                "ConfigMap" => "ConfigMap",
+                _ => continue,
+            };
+            let _ = visit(&mut scratch, &rule.steps, String::new(), &mut |_, value| {
+                let named = match value {
+                    Some(Value::String(name)) => Some((namespace.to_string(), name.clone())),
+                    Some(Value::Object(map)) if !name_path.is_empty() => {
+                        let ns = (!namespace_path.is_empty())
+                            .then(|| map.get(namespace_path).and_then(Value::as_str))
+                            .flatten()
+                            .unwrap_or(namespace);
+                        map.get(name_path).and_then(Value::as_str).map(|name| (ns.to_string(), name.to_string()))
+                    }
+                    _ => None,
+                };
+                if let Some((ns, name)) = named.filter(|(_, n)| !n.is_empty()) {
+                    found.push((kind, ns, name));
+                }
+                Ok(None)
+            });
+        }
+        found
+    }
+
     /// The paths of the rules (for error messages).
     pub fn paths(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.path.as_str()).collect()

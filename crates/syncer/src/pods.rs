@@ -23,6 +23,18 @@ use crate::{
     MANAGER, Syncer, SyncerConfig, cached, data, events, has_controller, ignore_not_found, is_not_found, lock, to_value,
 };
 
+/// Pod annotations that do not sync after creation (§2.8): what the syncer derives for the host
+/// pod (identity, owners, tokens, hosts rewrite), the autoscaler's, and kubectl's manifest copy
+/// (not kept in the pod cache).
+const POD_METADATA: vkube_translate::metadata_sync::Excluded = vkube_translate::metadata_sync::Excluded {
+    keys: &[
+        "cluster-autoscaler.kubernetes.io/safe-to-evict",
+        "cluster-autoscaler.kubernetes.io/daemonset-pod",
+        crate::LAST_APPLIED,
+    ],
+    prefixes: &["vcluster.loft.sh/"],
+};
+
 impl Syncer {
     pub(crate) async fn reconcile_pod(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         if !self.config.pods_enabled {
@@ -81,7 +93,8 @@ impl Syncer {
                         None => return Ok(()),
                     },
                 };
-                let uses = data::uses_of_pod(context, &virtual_pod);
+                let mut uses = data::uses_of_pod(context, &virtual_pod);
+                uses.extend(crate::referenced_uses(context, &self.config.patches, "Pod", &to_value(&virtual_pod)));
                 if !self
                     .record(&virtual_pod, self.pair("Pod", namespace, name, &host), self.pod_references(&uses))
                     .await
@@ -152,6 +165,7 @@ impl Syncer {
                 }
                 self.bring_status_back(&virtual_api, &virtual_pod, &host_pod).await?;
                 self.project_namespace_labels(&host_api, namespace, &host_pod).await?;
+                self.sync_metadata("Pod", &virtual_api, virtual_pod.as_ref(), host_pod.as_ref(), POD_METADATA).await?;
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }

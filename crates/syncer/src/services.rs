@@ -197,6 +197,18 @@ impl Syncer {
                     let patch = json!({"metadata": metadata, "spec": spec});
                     ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
                 }
+                let excluded = vkube_translate::metadata_sync::Excluded {
+                    keys: &["field.cattle.io/publicEndpoints", BLOCK_DELETION],
+                    prefixes: &[],
+                };
+                self.sync_metadata(
+                    "Service",
+                    &virtual_api,
+                    virtual_service.as_ref(),
+                    host_service_obj.as_ref(),
+                    excluded,
+                )
+                .await?;
                 let mut host_status = json!({"status": host_value.get("status").cloned().unwrap_or(json!({}))});
                 self.patch_to_virtual("Service", namespace, &mut host_status)?;
                 let host_status = host_status["status"].take();

@@ -1135,6 +1135,12 @@ async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_
     assert_eq!(region.data["spec"]["zones"], 3);
     // A widget goes to the host, renamed, with its reference translated by the rule.
     let v_widgets: Api<DynamicObject> = Api::namespaced_with(vc.clone(), "default", &widgets);
+    let v_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(vc.clone(), "default");
+    let h_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(host.clone(), HNS);
+    v_secrets
+        .create(&PostParams::default(), &object(json!({"metadata": {"name": "creds"}, "stringData": {"token": "t0p"}})))
+        .await
+        .unwrap();
     let widget: DynamicObject = object(json!({"apiVersion": "example.com/v1", "kind": "Widget",
         "metadata": {"name": "w1", "labels": {"app": "shop"}}, "spec": {"size": 2, "secretRef": "creds"}}));
     v_widgets.create(&PostParams::default(), &widget).await.unwrap();
@@ -1146,6 +1152,12 @@ async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_
     .await;
     assert_eq!(copy.data["spec"]["size"], 2);
     assert_eq!(copy.data["spec"]["secretRef"], "creds-x-default-x-vc");
+    // The secret the rule names is used now: it reaches the host (§7.5).
+    eventually("the referenced secret on the host", || {
+        let h_secrets = h_secrets.clone();
+        async move { h_secrets.get("creds-x-default-x-vc").await.ok() }
+    })
+    .await;
     assert_eq!(copy.labels()["vcluster.loft.sh/managed-by"], "vc");
     assert_eq!(copy.annotations()["vcluster.loft.sh/object-name"], "w1");
     // The host's controller owns the status: it comes back.
@@ -1167,9 +1179,12 @@ async fn custom_resources_go_to_the_host_with_status_back_and_cluster_ones_come_
     })
     .await;
     v_widgets.delete("w1", &DeleteParams::default()).await.unwrap();
-    eventually("the host widget gone", || {
-        let h_widgets = h_widgets.clone();
-        async move { gone(h_widgets.get("w1-x-default-x-vc").await).then_some(()) }
+    eventually("the host widget and the secret only it used gone", || {
+        let (h_widgets, h_secrets) = (h_widgets.clone(), h_secrets.clone());
+        async move {
+            (gone(h_widgets.get("w1-x-default-x-vc").await) && gone(h_secrets.get("creds-x-default-x-vc").await))
+                .then_some(())
+        }
     })
     .await;
     // The host region going takes the virtual one with it.
@@ -1658,5 +1673,150 @@ async fn force_synced_host_events_reach_the_default_namespace() {
     assert!(!copied.annotations().contains_key("vcluster.loft.sh/force-sync"));
     assert_eq!(copied.annotations()["team"], "infra");
     assert!(gone(v_events.get("other.1").await), "only forced events are copied");
+}
+}
+
+on_both_hosts! {
+/// §2.7: after creation, a label or annotation added, changed or removed on either side of a
+/// pod, service, config map or claim reaches the other side; bookkeeping stays on the host.
+async fn labels_and_annotations_follow_changes_on_either_side() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let merge = |value: serde_json::Value| Patch::Merge(value);
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_services: Api<Service> = Api::namespaced(clusters.host.clone(), HNS);
+    let v_maps: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_maps: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), HNS);
+    v_maps.create(&pp, &object(json!({"metadata": {"name": "conf", "labels": {"old": "1"}}, "data": {"a": "1"}}))).await.unwrap();
+    v_pods
+        .create(&pp, &object(json!({"metadata": {"name": "web", "labels": {"app": "web", "old": "1"}}, "spec": {
+            "containers": [{"name": "c", "image": "nginx", "envFrom": [{"configMapRef": {"name": "conf"}}]}]}})))
+        .await
+        .unwrap();
+    v_services
+        .create(&pp, &object(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})))
+        .await
+        .unwrap();
+    eventually("the host pod, service and config map", || {
+        let (h_pods, h_services, h_maps) = (h_pods.clone(), h_services.clone(), h_maps.clone());
+        async move {
+            h_pods.get("web-x-default-x-vc").await.ok()?;
+            h_services.get("web-x-default-x-vc").await.ok()?;
+            h_maps.get("conf-x-default-x-vc").await.ok()
+        }
+    })
+    .await;
+
+    // Virtual → host: added, changed, removed; reserved keys translated.
+    let pm = PatchParams::default();
+    v_pods
+        .patch("web", &pm, &merge(json!({"metadata": {"labels": {"tier": "front", "old": null, "release": "r1"}, "annotations": {"team": "shop"}}})))
+        .await
+        .unwrap();
+    v_maps.patch("conf", &pm, &merge(json!({"metadata": {"labels": {"old": null, "new": "2"}}}))).await.unwrap();
+    let release = vkube_translate::labels::translated_key(&vkube_translate::Context::new("vc", HNS), "release");
+    eventually("the pod's and config map's new metadata on the host", || {
+        let (h_pods, h_maps, release) = (h_pods.clone(), h_maps.clone(), release.clone());
+        async move {
+            let pod = h_pods.get("web-x-default-x-vc").await.ok()?;
+            let map = h_maps.get("conf-x-default-x-vc").await.ok()?;
+            let (labels, annotations) = (pod.labels(), pod.annotations());
+            (labels.get("tier").map(String::as_str) == Some("front")
+                && !labels.contains_key("old")
+                && labels.get(&release).map(String::as_str) == Some("r1")
+                && annotations.get("team").map(String::as_str) == Some("shop")
+                && annotations.contains_key("vcluster.loft.sh/object-uid")
+                && map.labels().get("new").map(String::as_str) == Some("2")
+                && !map.labels().contains_key("old"))
+            .then_some(())
+        }
+    })
+    .await;
+
+    // Host → virtual: a cloud controller annotates the host service; someone labels the host pod.
+    h_services
+        .patch("web-x-default-x-vc", &pm, &merge(json!({"metadata": {"annotations": {"cloud.example.com/lb-id": "lb-7"}}})))
+        .await
+        .unwrap();
+    h_pods.patch("web-x-default-x-vc", &pm, &merge(json!({"metadata": {"labels": {"scanned": "yes"}}}))).await.unwrap();
+    eventually("the host's additions in the virtual cluster", || {
+        let (v_services, v_pods) = (v_services.clone(), v_pods.clone());
+        async move {
+            let service = v_services.get("web").await.ok()?;
+            let pod = v_pods.get("web").await.ok()?;
+            (service.annotations().get("cloud.example.com/lb-id").map(String::as_str) == Some("lb-7")
+                && pod.labels().get("scanned").map(String::as_str) == Some("yes")
+                && !pod.labels().keys().any(|k| k.starts_with("vcluster.loft.sh/")))
+            .then_some(())
+        }
+    })
+    .await;
+    // And a host-side removal comes back too, while the virtual values stay.
+    h_pods.patch("web-x-default-x-vc", &pm, &merge(json!({"metadata": {"labels": {"scanned": null}}}))).await.unwrap();
+    eventually("the host's removal in the virtual cluster", || {
+        let v_pods = v_pods.clone();
+        async move {
+            let pod = v_pods.get("web").await.ok()?;
+            (!pod.labels().contains_key("scanned") && pod.labels().get("tier").map(String::as_str) == Some("front"))
+                .then_some(())
+        }
+    })
+    .await;
+    // A service selecting on the label added later now routes to the host pod.
+    v_services.patch("web", &pm, &merge(json!({"spec": {"selector": {"tier": "front"}}}))).await.unwrap();
+    eventually("the host service selecting on the new label", || {
+        let h_services = h_services.clone();
+        async move {
+            let service = h_services.get("web-x-default-x-vc").await.ok()?;
+            (service.spec?.selector?.get("tier").map(String::as_str) == Some("front")).then_some(())
+        }
+    })
+    .await;
+}
+}
+
+on_both_hosts! {
+/// §7.5: a `reference` rule naming a secret makes it used, like a volume does: the host pod names
+/// the host copy, which exists while the pod does.
+async fn a_secret_a_translate_rule_names_reaches_the_host() {
+    let rule = serde_json::from_value::<vkube_config::Translate>(json!({
+        "path": "metadata.annotations[\"example.com/credentials\"]",
+        "reference": {"apiVersion": "v1", "kind": "Secret"}}))
+    .unwrap();
+    let mut config = syncer_config();
+    config.patches.insert("Pod".into(), vkube_syncer::patches::Patches::new(&[rule]).unwrap());
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let v_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(clusters.host.clone(), HNS);
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    v_secrets.create(&pp, &object(json!({"metadata": {"name": "creds"}, "stringData": {"u": "p"}}))).await.unwrap();
+    v_secrets.create(&pp, &object(json!({"metadata": {"name": "other"}, "stringData": {"u": "p"}}))).await.unwrap();
+    v_pods
+        .create(&pp, &object(json!({"metadata": {"name": "app", "annotations": {"example.com/credentials": "creds"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}})))
+        .await
+        .unwrap();
+    let pod = eventually("the host pod", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("app-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(pod.annotations()["example.com/credentials"], "creds-x-default-x-vc");
+    eventually("the named secret on the host", || {
+        let h_secrets = h_secrets.clone();
+        async move { h_secrets.get("creds-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert!(gone(h_secrets.get("other-x-default-x-vc").await), "a secret nothing names stays home");
+    v_pods.delete("app", &DeleteParams::default().grace_period(0)).await.unwrap();
+    eventually("the secret gone with its only user", || {
+        let h_secrets = h_secrets.clone();
+        async move { gone(h_secrets.get("creds-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
 }
 }

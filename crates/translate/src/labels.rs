@@ -36,7 +36,7 @@ pub fn host_key(context: &Context, key: &str) -> String {
     if RESERVED.contains(&key) { translated_key(context, key) } else { key.to_string() }
 }
 
-fn is_translated_key(context: &Context, key: &str) -> Option<&'static str> {
+pub(crate) fn is_translated_key(context: &Context, key: &str) -> Option<&'static str> {
     RESERVED.iter().copied().find(|reserved| translated_key(context, reserved) == key)
 }
 

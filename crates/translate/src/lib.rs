@@ -9,6 +9,7 @@ pub mod events;
 pub mod extra;
 pub mod labels;
 pub mod metadata;
+pub mod metadata_sync;
 pub mod names;
 pub mod pods;
 pub mod services;
