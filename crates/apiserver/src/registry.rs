@@ -1008,6 +1008,47 @@ impl Registry {
         unreachable!("the loop returns on its last attempt")
     }
 
+    /// Node ports for the ports of a NodePort or LoadBalancer service that have none.
+    async fn allocate_node_ports(&self, service: &mut Value) -> ApiResult<()> {
+        let service_type = service.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        let missing = service
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .is_some_and(|ports| ports.iter().any(|p| p.get("nodePort").is_none()));
+        if !matches!(service_type, "NodePort" | "LoadBalancer") || !missing {
+            return Ok(());
+        }
+        let services = self.catalog.snapshot().get("", "v1", "services").expect("built-in");
+        let existing = self.store.list(ListOptions { prefix: services.key_prefix(), ..Default::default() }).await?;
+        let mut used_ports = std::collections::HashSet::new();
+        for kv in &existing.items {
+            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+            for port in other.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(p) = port.get("nodePort").and_then(Value::as_i64) {
+                    used_ports.insert(p);
+                }
+            }
+        }
+        for port in service.pointer_mut("/spec/ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(p) = port.get("nodePort").and_then(Value::as_i64) {
+                used_ports.insert(p);
+            }
+        }
+        let mut rng = rand::rng();
+        for port in service.pointer_mut("/spec/ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            if port.get("nodePort").is_none() {
+                let node_port = loop {
+                    let candidate = rng.random_range(30000..=32767);
+                    if used_ports.insert(candidate) {
+                        break candidate;
+                    }
+                };
+                port["nodePort"] = json!(node_port);
+            }
+        }
+        Ok(())
+    }
+
     async fn allocate_service_addresses(&self, service: &mut Value) -> ApiResult<()> {
         let service_type = service.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
         if service_type == "ExternalName" {
@@ -1016,18 +1057,12 @@ impl Registry {
         let services = self.catalog.snapshot().get("", "v1", "services").expect("built-in");
         let existing = self.store.list(ListOptions { prefix: services.key_prefix(), ..Default::default() }).await?;
         let mut used_ips = std::collections::HashSet::new();
-        let mut used_ports = std::collections::HashSet::new();
         for kv in &existing.items {
             let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else {
                 continue;
             };
             if let Some(ip) = other.pointer("/spec/clusterIP").and_then(Value::as_str) {
                 used_ips.insert(ip.to_string());
-            }
-            for port in other.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(p) = port.get("nodePort").and_then(Value::as_i64) {
-                    used_ports.insert(p);
-                }
             }
         }
         let spec = strategy::ensure_object(service, "spec");
@@ -1060,23 +1095,7 @@ impl Registry {
         let spec = strategy::ensure_object(service, "spec");
         spec.insert("clusterIP".into(), json!(ip));
         spec.insert("clusterIPs".into(), json!([ip]));
-        if matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
-            && let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut)
-        {
-            let mut rng = rand::rng();
-            for port in ports {
-                if port.get("nodePort").and_then(Value::as_i64).is_none() {
-                    let node_port = loop {
-                        let candidate = rng.random_range(30000..=32767);
-                        if used_ports.insert(candidate) {
-                            break candidate;
-                        }
-                    };
-                    port["nodePort"] = json!(node_port);
-                }
-            }
-        }
-        Ok(())
+        self.allocate_node_ports(service).await
     }
 
     /// Replaces an object (PUT), on the main resource or the `status` subresource.
@@ -1379,6 +1398,11 @@ impl Registry {
                 if let Some(v) = current.pointer(&format!("/spec/{field}")) {
                     strategy::ensure_object(&mut new, "spec").insert(field.into(), v.clone());
                 }
+            }
+            // A service made NodePort or LoadBalancer gets its node ports now, as upstream
+            // allocates them on update (a virtual cluster's come from its host, through the syncer).
+            if self.service_addresses.is_none() && subresource.is_empty() && !options.dry_run {
+                self.allocate_node_ports(&mut new).await?;
             }
         }
         if record {

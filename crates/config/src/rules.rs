@@ -79,6 +79,27 @@ fn control_plane(config: &Config, add: &mut Add<'_>) {
             );
         }
     }
+    let advanced = &config.control_plane.advanced;
+    if advanced.virtual_scheduler.enabled && !config.sync.from_host.nodes.enabled {
+        add(
+            "controlPlane.advanced.virtualScheduler.enabled".into(),
+            "a virtual scheduler places pods on the host nodes the virtual cluster shows; it needs sync.fromHost.nodes.enabled: true".into(),
+        );
+    }
+    let account = &advanced.workload_service_account.name;
+    if !account.is_empty() && (account.len() > 253 || !account.split('.').all(dns_label)) {
+        add(
+            "controlPlane.advanced.workloadServiceAccount.name".into(),
+            format!("{account:?} is not a valid service account name (lower-case letters, digits, '-' and '.')"),
+        );
+    }
+    let registry = &advanced.default_image_registry;
+    if registry.contains("://") || registry.ends_with('/') || registry.contains(char::is_whitespace) {
+        add(
+            "controlPlane.advanced.defaultImageRegistry".into(),
+            format!("{registry:?} is not a registry host (e.g. registry.example.com or registry.example.com:5000)"),
+        );
+    }
     let proxy = &config.control_plane.proxy;
     if proxy.bind_address.parse::<std::net::IpAddr>().is_err() {
         add(

@@ -18,6 +18,11 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         "sync.toHost.volumeSnapshots.translate",
         "apply translate rules to volume snapshots",
     );
+    unsupported(
+        config.control_plane.advanced.virtual_scheduler.enabled,
+        "controlPlane.advanced.virtualScheduler.enabled",
+        "schedule pods inside the virtual cluster (the host's scheduler places them)",
+    );
     let nodes = &config.sync.from_host.nodes;
     unsupported(
         nodes.enabled,
@@ -46,6 +51,20 @@ mod tests {
     #[test]
     fn defaults_are_fully_supported_and_extras_are_named() {
         assert!(not_yet_synced(&Config::default()).is_empty(), "{:?}", not_yet_synced(&Config::default()));
+        let config = Config::from_yaml(
+            "controlPlane:\n  advanced:\n    virtualScheduler: {enabled: true}\nsync:\n  fromHost:\n    nodes: {enabled: true}\n",
+        )
+        .unwrap();
+        assert!(
+            not_yet_synced(&config)[0].starts_with("controlPlane.advanced.virtualScheduler.enabled is set"),
+            "a virtual scheduler vkube does not run is named: {:?}",
+            not_yet_synced(&config)
+        );
+        let config = Config::from_yaml(
+            "controlPlane:\n  advanced:\n    defaultImageRegistry: registry.corp:5000\n    workloadServiceAccount: {name: runner}\n",
+        )
+        .unwrap();
+        assert!(not_yet_synced(&config).is_empty(), "the registry and the workload account are acted on");
         let config = Config::from_yaml("sync:\n  toHost:\n    ingresses:\n      enabled: true\n").unwrap();
         assert!(not_yet_synced(&config).is_empty(), "ingresses are synced");
         let config = Config::from_yaml("sync:\n  toHost:\n    volumeSnapshots:\n      enabled: true\n").unwrap();

@@ -37,6 +37,36 @@ pub struct ControlPlane {
     pub backing_store: BackingStore,
     /// How the virtual API server listens.
     pub proxy: Proxy,
+    /// Settings the syncer reads (sync-behavior.md §11.1).
+    pub advanced: Advanced,
+}
+
+/// `controlPlane.advanced`: the keys the syncer reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Advanced {
+    /// Registry for the images vkube adds to host pods (the rewrite-hosts init container) that
+    /// name none.
+    pub default_image_registry: String,
+    /// The host service account host pods run under (`vc-workload-<name>` when empty).
+    pub workload_service_account: WorkloadServiceAccount,
+    /// Scheduling inside the virtual cluster (needs real host nodes).
+    pub virtual_scheduler: Switch,
+}
+
+/// `controlPlane.advanced.workloadServiceAccount`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WorkloadServiceAccount {
+    /// Its name.
+    pub name: String,
+}
+
+/// A plain `enabled` switch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Switch {
+    pub enabled: bool,
 }
 
 /// The store of the virtual control plane: embedded SQLite (default) or an external etcd.

@@ -111,6 +111,10 @@ pub struct SyncerConfig {
     pub patches: patches::PatchesByKind,
     /// Custom resources synced to or from the host.
     pub custom_resources: Vec<CustomResourceSync>,
+    /// The virtual API server gives new services the host's addresses ([`allocate_on_host`]
+    /// as its hook): a virtual service whose cluster IP is not its host copy's is then made
+    /// again to take it (§3.4).
+    pub services_take_host_addresses: bool,
 }
 
 /// The store the mapping store persists in.
@@ -145,6 +149,7 @@ impl SyncerConfig {
             optional: OptionalKinds::default(),
             patches: patches::PatchesByKind::default(),
             custom_resources: Vec::new(),
+            services_take_host_addresses: false,
         }
     }
 }
@@ -304,6 +309,11 @@ struct Syncer {
     mappings: Arc<Mappings>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
+    /// The bidirectional spec fields of each host service (by name) both sides last agreed on,
+    /// with the newest host and virtual resourceVersions seen or written (§3.4).
+    last_service_spec: Mutex<HashMap<String, SpecAgreement>>,
+    /// Virtual services being deleted and created again to take their host cluster IP.
+    recreating: Mutex<HashSet<(String, String)>>,
     /// Labels and annotations both sides last agreed on, per (kind, host name) (§2.7).
     last_metadata: Mutex<HashMap<(&'static str, String), Agreement>>,
     /// The owner reference namespaced host objects get (the virtual cluster's host service).
@@ -355,6 +365,15 @@ fn ignore_not_found(result: Result<impl Sized, kube::Error>) -> Result<(), kube:
     match result {
         Ok(_) => Ok(()),
         Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// The written object, or None when it was gone.
+fn ignore_not_found_value<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if is_not_found(&error) => Ok(None),
         Err(error) => Err(error),
     }
 }
@@ -617,7 +636,15 @@ impl Syncer {
             host_version: host_version.max(last.as_ref().map_or(0, |l| l.host_version)),
             virtual_version: virtual_version.max(last.as_ref().map_or(0, |l| l.virtual_version)),
         };
+        // Written on the version read: a concurrent change makes it a Conflict, read again.
+        let on_version = |mut patch: Value, object: &K| {
+            if let Some(version) = object.resource_version() {
+                patch["metadata"]["resourceVersion"] = json!(version);
+            }
+            patch
+        };
         if let Some(patch) = decision.host_patch {
+            let patch = on_version(patch, host_object);
             let host_api: Api<K> = self.host_api();
             match host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await {
                 Ok(written) => agreement.host_version = version(&written),
@@ -626,6 +653,7 @@ impl Syncer {
             }
         }
         if let Some(patch) = decision.virtual_patch {
+            let patch = on_version(patch, virtual_object);
             let name = virtual_object.name_any();
             match virtual_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await {
                 Ok(written) => agreement.virtual_version = version(&written),
@@ -777,6 +805,10 @@ fn slim_virtual_pod(pod: &mut Pod) {
     pod.metadata.annotations = annotations;
 }
 
+/// A service's bidirectional spec fields both sides last agreed on, and the newest host and
+/// virtual resourceVersions seen or written (§3.4).
+type SpecAgreement = (serde_json::Map<String, Value>, u64, u64);
+
 /// What both sides of a pair last agreed on (§2.7), and the newest resourceVersions of each side
 /// the syncer saw or wrote.
 #[derive(Clone, Debug)]
@@ -878,7 +910,7 @@ async fn prepare_host(
     };
     allowed(ensure(&Api::<Namespace>::all(host.clone()), json!({"metadata": {"name": namespace}})).await, "namespace")?;
     let accounts: Api<ServiceAccount> = Api::namespaced(host.clone(), namespace);
-    let account = json!({"metadata": {"name": format!("vc-workload-{}", config.context.name)}});
+    let account = json!({"metadata": {"name": config.pods.workload_account(&config.context)}});
     allowed(ensure(&accounts, account).await, "workload service account")?;
     let services: Api<Service> = Api::namespaced(host.clone(), namespace);
     let name = &config.context.name;
@@ -1299,6 +1331,8 @@ pub async fn run(
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),
         last_metadata: Mutex::new(HashMap::new()),
+        last_service_spec: Mutex::new(HashMap::new()),
+        recreating: Mutex::new(HashSet::new()),
         owner,
         api_service_ip,
         recorder,
@@ -1348,10 +1382,18 @@ pub async fn run(
                 let started = Instant::now();
                 let result = syncer.reconcile(&item).await;
                 syncer.config.metrics.observe(item.kind(), started.elapsed(), result.is_ok());
-                if let Err(error) = &result {
-                    tracing::warn!(?item, %error, "sync failed; retrying");
-                    syncer.report_failure(&item, error).await;
-                    syncer.queue.send_after(Duration::from_millis(500), item.clone());
+                match &result {
+                    // The object changed under a write made on a precondition: read it again.
+                    Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "Conflict" => {
+                        tracing::debug!(?item, "changed while being synced; again");
+                        syncer.queue.send_after(Duration::from_millis(50), item.clone());
+                    }
+                    Err(error) => {
+                        tracing::warn!(?item, %error, "sync failed; retrying");
+                        syncer.report_failure(&item, error).await;
+                        syncer.queue.send_after(Duration::from_millis(500), item.clone());
+                    }
+                    Ok(()) => {}
                 }
                 let mut guard = lock(&active);
                 let (running, dirty) = &mut *guard;

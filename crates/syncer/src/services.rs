@@ -12,7 +12,10 @@ use vkube_translate::Context;
 use vkube_translate::names::host_name;
 use vkube_translate::services::{host_endpoints, host_service, host_subsets, with_host_addresses};
 
-use crate::{BLOCK_DELETION, MANAGER, Syncer, Work, cached, has_controller, ignore_not_found, lock, to_value};
+use crate::{
+    BLOCK_DELETION, MANAGER, Syncer, Work, cached, has_controller, ignore_not_found, ignore_not_found_value, lock,
+    to_value,
+};
 
 /// How long a host service with [`BLOCK_DELETION`] waits for its virtual service.
 const BLOCK_DELETION_WINDOW: Duration = Duration::from_secs(120);
@@ -98,22 +101,6 @@ fn age(timestamp: &k8s_openapi::jiff::Timestamp) -> Duration {
     Duration::from_secs(elapsed.as_secs().max(0) as u64)
 }
 
-fn ports(service: &Value) -> Vec<(Value, Value, Value)> {
-    service
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (
-                p.get("port").cloned().unwrap_or(Value::Null),
-                p.get("targetPort").cloned().unwrap_or(Value::Null),
-                p.get("protocol").cloned().unwrap_or(json!("TCP")),
-            )
-        })
-        .collect()
-}
-
 impl Syncer {
     pub(crate) async fn reconcile_service(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         if namespace == "default" && name == "kubernetes" {
@@ -132,6 +119,11 @@ impl Syncer {
         match (virtual_service, host_service_now) {
             (None, None) => {
                 self.forget("Service", namespace, name);
+                Ok(())
+            }
+            (None, Some(_)) if lock(&self.recreating).contains(&(namespace.to_string(), name.to_string())) => {
+                // Being re-created with the host's address (§3.4): the host service stays.
+                self.queue.send_after(Duration::from_secs(1), Work::Service(namespace.into(), name.into()));
                 Ok(())
             }
             (None, Some(host_service_obj)) => {
@@ -180,23 +172,72 @@ impl Syncer {
                 {
                     metadata.insert("ownerReferences".into(), owned.clone());
                 }
-                let mut spec = serde_json::Map::new();
-                for field in
-                    ["type", "selector", "externalName", "externalIPs", "sessionAffinity", "publishNotReadyAddresses"]
+                // §3.4: a virtual cluster IP that is not the host's (the host service was made
+                // again while the syncer was away) means re-creating the virtual service.
+                let ip = |v: &Value| v.pointer("/spec/clusterIP").and_then(Value::as_str).map(String::from);
+                if self.config.services_take_host_addresses
+                    && let (Some(virtual_ip), Some(host_ip)) = (ip(&virtual_value), ip(&host_value))
+                    && virtual_ip != host_ip
+                    && ![virtual_ip.as_str(), host_ip.as_str()].iter().any(|i| i.is_empty() || *i == "None")
                 {
-                    let want = desired["spec"].get(field).cloned().unwrap_or(Value::Null);
-                    let have = host_value["spec"].get(field).cloned().unwrap_or(Value::Null);
-                    if want != have && !(field == "type" && want.is_null()) && !kept_home(field) {
-                        spec.insert(field.into(), want);
+                    return self.recreate_virtual_service(&virtual_api, virtual_service.as_ref(), &host_ip).await;
+                }
+                // The selector follows the virtual service (translated).
+                let mut spec = serde_json::Map::new();
+                let want = desired["spec"].get("selector").cloned().unwrap_or(Value::Null);
+                if want != host_value["spec"].get("selector").cloned().unwrap_or(Value::Null) && !kept_home("selector")
+                {
+                    spec.insert("selector".into(), want);
+                }
+                // The other fields both ways (§3.4 CopyBidirectional): the virtual value as the
+                // host would get it (translate rules applied; node ports as allocated).
+                let mut virtual_spec = serde_json::Map::new();
+                for field in vkube_translate::services::BIDIRECTIONAL.iter().filter(|f| !kept_home(f)) {
+                    let source =
+                        if matches!(*field, "ports" | "healthCheckNodePort") { &virtual_value } else { &desired };
+                    if let Some(value) = source["spec"].get(*field) {
+                        virtual_spec.insert(field.to_string(), value.clone());
                     }
                 }
-                if ports(&desired) != ports(&host_value) {
-                    spec.insert("ports".into(), desired["spec"]["ports"].clone());
+                let mut host_spec = host_value["spec"].clone();
+                if let Some(map) = host_spec.as_object_mut() {
+                    map.retain(|k, _| !kept_home(k));
                 }
+                let version = |o: &Service| o.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let (host_version, virtual_version) = (version(&host_service_obj), version(&virtual_service));
+                let last = lock(&self.last_service_spec).get(&host).cloned();
+                let virtual_spec = match &last {
+                    Some((agreed, _, seen)) if virtual_version < *seen => Value::Object(agreed.clone()),
+                    _ => Value::Object(virtual_spec),
+                };
+                let host_spec = match &last {
+                    Some((agreed, seen, _)) if host_version < *seen => Value::Object(agreed.clone()),
+                    _ => host_spec,
+                };
+                let both = vkube_translate::services::sync_spec(last.as_ref().map(|l| &l.0), &virtual_spec, &host_spec);
+                spec.extend(both.host);
+                let mut versions = (host_version, virtual_version);
                 if !spec.is_empty() || !metadata.is_empty() {
+                    // On the version read (a concurrent change is a Conflict: read again).
+                    metadata.insert("resourceVersion".into(), json!(host_service_obj.resource_version()));
                     let patch = json!({"metadata": metadata, "spec": spec});
-                    ignore_not_found(host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await)?;
+                    if let Some(written) = ignore_not_found_value(
+                        host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await,
+                    )? {
+                        versions.0 = version(&written);
+                    }
                 }
+                if !both.virtual_.is_empty() {
+                    let patch = Patch::Merge(
+                        json!({"metadata": {"resourceVersion": virtual_service.resource_version()}, "spec": both.virtual_}),
+                    );
+                    if let Some(written) =
+                        ignore_not_found_value(virtual_api.patch(name, &PatchParams::apply(MANAGER), &patch).await)?
+                    {
+                        versions.1 = version(&written);
+                    }
+                }
+                lock(&self.last_service_spec).insert(host.clone(), (both.agreed, versions.0, versions.1));
                 let excluded = vkube_translate::metadata_sync::Excluded {
                     keys: &["field.cattle.io/publicEndpoints", BLOCK_DELETION],
                     prefixes: &[],
@@ -224,6 +265,47 @@ impl Syncer {
                 Ok(())
             }
         }
+    }
+
+    /// Deletes and creates again virtual service `service` so that it takes the host's cluster IP
+    /// `host_ip` (the create reuses the existing host service). The host service is kept meanwhile.
+    async fn recreate_virtual_service(
+        &self,
+        virtual_api: &Api<Service>,
+        service: &Service,
+        host_ip: &str,
+    ) -> Result<(), kube::Error> {
+        let (namespace, name) = (service.namespace().unwrap_or_default(), service.name_any());
+        tracing::info!(%namespace, %name, %host_ip, "the virtual cluster IP is not the host's; re-creating the virtual service");
+        let key = (namespace.clone(), name.clone());
+        lock(&self.recreating).insert(key.clone());
+        let result = async {
+            let only_this = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(kube::api::Preconditions { uid: service.uid(), resource_version: None }),
+                ..DeleteParams::default()
+            };
+            ignore_not_found(virtual_api.delete(&name, &only_this).await)?;
+            let mut again = to_value(service);
+            if let Some(meta) = again.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.retain(|k, _| {
+                    matches!(k.as_str(), "name" | "namespace" | "labels" | "annotations" | "ownerReferences")
+                });
+            }
+            if let Some(spec) = again.get_mut("spec").and_then(Value::as_object_mut) {
+                for field in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+                    spec.remove(field);
+                }
+            }
+            if let Some(map) = again.as_object_mut() {
+                map.remove("status");
+            }
+            let object: Service = serde_json::from_value(again).map_err(kube::Error::SerdeError)?;
+            virtual_api.create(&PostParams::default(), &object).await.map(|_| ())
+        }
+        .await;
+        lock(&self.recreating).remove(&key);
+        result
     }
 
     /// The host endpoints of virtual service `namespace/name`: a copy of the virtual endpoints when

@@ -1820,3 +1820,58 @@ async fn a_secret_a_translate_rule_names_reaches_the_host() {
     .await;
 }
 }
+
+on_both_hosts! {
+/// §3.4: spec fields sync both ways: a virtual type change reaches the host with the node port
+/// both sides then show, and host-side external IPs come back.
+async fn service_fields_sync_both_ways() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let pp = PostParams::default();
+    let pm = PatchParams::default();
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_services: Api<Service> = Api::namespaced(clusters.host.clone(), HNS);
+    v_services
+        .create(&pp, &object(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})))
+        .await
+        .unwrap();
+    eventually("the host service", || {
+        let h_services = h_services.clone();
+        async move { h_services.get("web-x-default-x-vc").await.ok() }
+    })
+    .await;
+    v_services.patch("web", &pm, &Patch::Merge(json!({"spec": {"type": "NodePort"}}))).await.unwrap();
+    let node_port = eventually("one node port on both sides", || {
+        let (v_services, h_services) = (v_services.clone(), h_services.clone());
+        async move {
+            let host = h_services.get("web-x-default-x-vc").await.ok()?.spec?;
+            let virtual_spec = v_services.get("web").await.ok()?.spec?;
+            let host_port = host.ports?[0].node_port?;
+            (host.type_.as_deref() == Some("NodePort") && virtual_spec.ports?[0].node_port == Some(host_port))
+                .then_some(host_port)
+        }
+    })
+    .await;
+    h_services
+        .patch("web-x-default-x-vc", &pm, &Patch::Merge(json!({"spec": {"externalIPs": ["203.0.113.9"]}})))
+        .await
+        .unwrap();
+    eventually("the host's external IP in the virtual service", || {
+        let v_services = v_services.clone();
+        async move {
+            let spec = v_services.get("web").await.ok()?.spec?;
+            (spec.external_ips? == ["203.0.113.9"] && spec.ports?[0].node_port == Some(node_port)).then_some(())
+        }
+    })
+    .await;
+    // A virtual edit of the same field wins over the host's value.
+    v_services.patch("web", &pm, &Patch::Merge(json!({"spec": {"externalIPs": ["203.0.113.10"]}}))).await.unwrap();
+    eventually("the virtual external IP on the host", || {
+        let h_services = h_services.clone();
+        async move {
+            let spec = h_services.get("web-x-default-x-vc").await.ok()?.spec?;
+            (spec.external_ips? == ["203.0.113.10"]).then_some(())
+        }
+    })
+    .await;
+}
+}

@@ -45,6 +45,20 @@ pub struct PodSettings {
     /// `sync.toHost.pods.priorityClassName`: the class of host pods that end up without one
     /// (their `priority` then cleared for the host's admission to fill in; empty: none).
     pub default_priority_class: String,
+    /// `controlPlane.advanced.workloadServiceAccount.name`: the host account host pods run under
+    /// (empty: `vc-workload-<VC>`).
+    pub workload_account: String,
+}
+
+impl PodSettings {
+    /// The host service account of host pods (when service accounts are not synced).
+    pub fn workload_account(&self, context: &Context) -> String {
+        if self.workload_account.is_empty() {
+            format!("vc-workload-{}", context.name)
+        } else {
+            self.workload_account.clone()
+        }
+    }
 }
 
 /// The `rewriteHosts` init container's image and resources.
@@ -428,7 +442,7 @@ pub fn host_pod(
                 .unwrap_or("default");
             host_name(context, own, namespace)
         } else {
-            format!("vc-workload-{}", context.name)
+            settings.workload_account(context)
         };
         map.insert("serviceAccountName".into(), json!(account));
         map.remove("serviceAccount");
@@ -740,6 +754,7 @@ mod tests {
             rewrite_hosts: None,
             runtime_class: String::new(),
             default_priority_class: String::new(),
+            workload_account: String::new(),
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();

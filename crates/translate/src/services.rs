@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::Context;
 use crate::labels::{host_labels, host_selector_map};
@@ -141,6 +141,85 @@ pub fn host_subsets(context: &Context, subsets: Option<&Value>) -> Value {
     subsets
 }
 
+/// Spec fields of a service that sync both ways after creation (sync-behavior.md §3.4): a host
+/// change (node ports the host allocates, a load balancer IP) comes back, a virtual one goes.
+pub const BIDIRECTIONAL: &[&str] = &[
+    "type",
+    "externalIPs",
+    "externalName",
+    "loadBalancerIP",
+    "ports",
+    "publishNotReadyAddresses",
+    "externalTrafficPolicy",
+    "sessionAffinity",
+    "sessionAffinityConfig",
+    "loadBalancerSourceRanges",
+    "healthCheckNodePort",
+];
+
+/// What to write so both sides carry the same bidirectional spec fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpecSync {
+    /// Fields to set on the host service's spec (`null` removes).
+    pub host: Map<String, Value>,
+    /// Fields to set on the virtual service's spec.
+    pub virtual_: Map<String, Value>,
+    /// What both carry afterwards (the next `last`).
+    pub agreed: Map<String, Value>,
+}
+
+/// Ports as `virtual_ports` says, with the node ports the host allocated for the same port and
+/// protocol where the virtual side names none (so writing them never re-allocates).
+fn with_host_node_ports(virtual_ports: &Value, host_ports: &Value) -> Value {
+    let key =
+        |p: &Value| (p.get("port").cloned(), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string());
+    let mut out = virtual_ports.clone();
+    for port in out.as_array_mut().into_iter().flatten() {
+        if port.get("nodePort").is_none()
+            && let Some(node_port) = host_ports
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|h| key(h) == key(port))
+                .and_then(|h| h.get("nodePort"))
+        {
+            port["nodePort"] = node_port.clone();
+        }
+    }
+    out
+}
+
+/// Per field of [`BIDIRECTIONAL`]: equal sides stay; else a virtual change since `last` wins, then
+/// a host change. Without `last` (first sight after a restart) a virtual value wins and a field
+/// the virtual side leaves unset takes the host's (its defaults and allocations).
+pub fn sync_spec(last: Option<&Map<String, Value>>, virtual_spec: &Value, host_spec: &Value) -> SpecSync {
+    let mut out = SpecSync::default();
+    for field in BIDIRECTIONAL {
+        let (v, h) = (virtual_spec.get(*field).unwrap_or(&Value::Null), host_spec.get(*field).unwrap_or(&Value::Null));
+        let v = &if *field == "ports" { with_host_node_ports(v, h) } else { v.clone() };
+        let merged = if v == h {
+            v.clone()
+        } else {
+            match last.map(|l| l.get(*field).unwrap_or(&Value::Null)) {
+                Some(base) if v != base => v.clone(),
+                Some(_) => h.clone(),
+                None if v.is_null() => h.clone(),
+                None => v.clone(),
+            }
+        };
+        if *h != merged {
+            out.host.insert(field.to_string(), merged.clone());
+        }
+        if virtual_spec.get(*field).unwrap_or(&Value::Null) != &merged {
+            out.virtual_.insert(field.to_string(), merged.clone());
+        }
+        if !merged.is_null() {
+            out.agreed.insert(field.to_string(), merged);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +271,33 @@ mod tests {
         );
         assert_eq!(host["subsets"][0]["addresses"][1], json!({"ip": "192.168.1.1"}));
         assert_eq!(host["subsets"][0]["ports"], json!([{"port": 5432}]));
+    }
+
+    #[test]
+    fn node_ports_the_host_allocates_come_back_and_virtual_edits_go() {
+        let virtual_spec = json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]});
+        let host_spec = json!({"type": "NodePort", "externalTrafficPolicy": "Cluster",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 31000}]});
+        let first = sync_spec(None, &virtual_spec, &host_spec);
+        assert!(first.host.is_empty(), "nothing to change on the host: {:?}", first.host);
+        assert_eq!(first.virtual_["ports"][0]["nodePort"], 31000);
+        assert_eq!(first.virtual_["externalTrafficPolicy"], "Cluster");
+        // The tenant adds a port: it goes to the host, the allocated node port kept.
+        let edited = json!({"type": "NodePort", "externalTrafficPolicy": "Cluster",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 31000}, {"port": 443, "protocol": "TCP"}]});
+        let second = sync_spec(Some(&first.agreed), &edited, &host_spec);
+        assert_eq!(second.host["ports"][0]["nodePort"], 31000);
+        assert_eq!(second.host["ports"].as_array().unwrap().len(), 2);
+        // Someone sets a load balancer IP on the host: it comes back.
+        let mut host_later = host_spec.clone();
+        host_later["loadBalancerIP"] = json!("203.0.113.7");
+        let third = sync_spec(
+            Some(&first.agreed),
+            &json!({"type": "NodePort", "externalTrafficPolicy": "Cluster",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 31000}]}),
+            &host_later,
+        );
+        assert_eq!(third.virtual_.get("loadBalancerIP"), Some(&json!("203.0.113.7")));
+        assert!(third.host.is_empty());
     }
 }

@@ -210,3 +210,58 @@ fn configured_classes_reach_host_pods(kind: HostKind) {
     assert!(cluster.stop().success());
 }
 }
+
+/// §3.4, end to end on a real host: a NodePort service shows the node port the host allocated,
+/// and after its host copy was deleted and made again while `vkube serve` was down (another
+/// cluster IP), the virtual service is re-created with the host's new address.
+#[test]
+fn services_take_their_host_addresses_after_the_host_copy_was_made_again() {
+    let mut cluster = common::VirtualCluster::start(common::HostKind::Real, None);
+    let host_service = ["get", "service", "web-x-default-x-vc1", "-n", "vcluster-vc1", "-o"];
+    cluster.k.ok(&["create", "service", "clusterip", "web", "--tcp=80"]);
+    cluster.k.ok(&["patch", "service", "web", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    common::wait_until(std::time::Duration::from_secs(30), "the host's node port in the virtual service", || {
+        let host_port = cluster.host.ok(&[&host_service[..], &["jsonpath={.spec.ports[0].nodePort}"]].concat());
+        !host_port.is_empty()
+            && cluster.k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}"]) == host_port
+    });
+    let old_ip = cluster.k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    cluster.restart_serving(|host| {
+        host.ok(&["delete", "service", "web-x-default-x-vc1", "-n", "vcluster-vc1"]);
+    });
+    common::wait_until(std::time::Duration::from_secs(30), "the virtual service with the new host address", || {
+        let host_ip = cluster.host.output(&[&host_service[..], &["jsonpath={.spec.clusterIP}"]].concat());
+        let host_ip = String::from_utf8_lossy(&host_ip.stdout).to_string();
+        !host_ip.is_empty()
+            && host_ip != old_ip
+            && cluster.k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]) == host_ip
+    });
+    assert_eq!(cluster.k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.type}"]), "NodePort");
+    assert!(cluster.stop().success());
+}
+
+/// §11.1: `controlPlane.advanced.workloadServiceAccount.name` is the account host pods run under,
+/// and `defaultImageRegistry` the registry of the rewrite-hosts image.
+#[test]
+fn advanced_settings_reach_host_pods() {
+    let config = "controlPlane:\n  advanced:\n    defaultImageRegistry: registry.corp:5000\n    workloadServiceAccount: {name: tenant-runner}\n";
+    let cluster = common::VirtualCluster::start(common::HostKind::Simulated, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: db-0}\nspec:\n  hostname: db-0\n  subdomain: db\n  containers: [{name: db, image: postgres:16}]\n";
+    assert!(k.output_with_stdin(&["create", "-f", "-"], pod).status.success());
+    common::wait_until(std::time::Duration::from_secs(20), "the host pod", || {
+        host.output(&["get", "pod", "db-0-x-default-x-vc1", "-n", "vcluster-vc1"]).status.success()
+    });
+    let spec = host.ok(&[
+        "get",
+        "pod",
+        "db-0-x-default-x-vc1",
+        "-n",
+        "vcluster-vc1",
+        "-o",
+        "jsonpath={.spec.serviceAccountName} {.spec.initContainers[0].image}",
+    ]);
+    assert_eq!(spec, "tenant-runner registry.corp:5000/library/alpine:3.20");
+    assert!(host.output(&["get", "serviceaccount", "tenant-runner", "-n", "vcluster-vc1"]).status.success());
+    assert!(cluster.stop().success());
+}

@@ -182,11 +182,14 @@ impl vkube_apiserver::registry::ServiceAddresses for HostServices {
 
 /// The `rewriteHosts` init container (§4.5): an image without a registry comes from
 /// `mirror.gcr.io`; resources default to 30m CPU and 64Mi memory, limits and requests.
-fn rewrite_hosts_settings(init: &vkube_config::types::InitContainer) -> vkube_translate::pods::RewriteHosts {
-    let mut settings = vkube_translate::pods::RewriteHosts::default();
-    let first = init.image.split('/').next().unwrap_or_default();
-    let has_registry = init.image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    settings.image = if has_registry { init.image.clone() } else { format!("mirror.gcr.io/{}", init.image) };
+fn rewrite_hosts_settings(
+    init: &vkube_config::types::InitContainer,
+    default_registry: &str,
+) -> vkube_translate::pods::RewriteHosts {
+    let mut settings = vkube_translate::pods::RewriteHosts {
+        image: image_with_registry(&init.image, default_registry),
+        ..Default::default()
+    };
     let quantities = |map: &std::collections::BTreeMap<String, vkube_config::types::Quantity>| {
         map.iter().map(|(k, v)| (k.clone(), serde_json::json!(v.0))).collect::<serde_json::Map<_, _>>()
     };
@@ -197,6 +200,20 @@ fn rewrite_hosts_settings(init: &vkube_config::types::InitContainer) -> vkube_tr
         settings.resources["requests"] = serde_json::Value::Object(quantities(&init.resources.requests));
     }
     settings
+}
+
+/// `image` with a registry: its own, else `default_registry`
+/// (`controlPlane.advanced.defaultImageRegistry`), else `mirror.gcr.io`; a bare repository
+/// (`alpine:3.20`) is an official image, `library/...`.
+fn image_with_registry(image: &str, default_registry: &str) -> String {
+    let first = image.split('/').next().unwrap_or_default();
+    let has_registry = image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_registry {
+        return image.to_string();
+    }
+    let registry = if default_registry.is_empty() { "mirror.gcr.io" } else { default_registry };
+    let repository = if image.contains('/') { image.to_string() } else { format!("library/{image}") };
+    format!("{registry}/{repository}")
 }
 
 /// The translate rules of every kind the syncer writes to the host, compiled.
@@ -317,13 +334,21 @@ pub async fn start(
         token_secrets: pods.use_secrets_for_sa_tokens,
         service_accounts: config.sync.to_host.service_accounts.enabled,
         priority: Default::default(),
-        rewrite_hosts: pods.rewrite_hosts.enabled.then(|| rewrite_hosts_settings(&pods.rewrite_hosts.init_container)),
+        rewrite_hosts: pods.rewrite_hosts.enabled.then(|| {
+            rewrite_hosts_settings(
+                &pods.rewrite_hosts.init_container,
+                &config.control_plane.advanced.default_image_registry,
+            )
+        }),
+        workload_account: config.control_plane.advanced.workload_service_account.name.clone(),
         runtime_class: pods.runtime_class_name.clone(),
         default_priority_class: pods.priority_class_name.clone(),
     };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
     syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
+    // The hook above gives virtual services the host's addresses.
+    syncer_config.services_take_host_addresses = config.sync.to_host.services.enabled;
     syncer_config.pods_enabled = config.sync.to_host.pods.enabled;
     syncer_config.config_maps = config.sync.to_host.config_maps.enabled;
     syncer_config.secrets = config.sync.to_host.secrets.enabled;
@@ -441,4 +466,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     syncer.abort();
     server.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_get_their_registry_the_default_one_or_mirror_gcr() {
+        assert_eq!(image_with_registry("library/alpine:3.20", ""), "mirror.gcr.io/library/alpine:3.20");
+        assert_eq!(image_with_registry("alpine:3.20", ""), "mirror.gcr.io/library/alpine:3.20");
+        assert_eq!(image_with_registry("alpine:3.20", "registry.corp:5000"), "registry.corp:5000/library/alpine:3.20");
+        assert_eq!(image_with_registry("tools/sed:1", "registry.corp"), "registry.corp/tools/sed:1");
+        // An image naming its registry keeps it (the reference's default registry overrides it [QUIRK]).
+        assert_eq!(image_with_registry("quay.io/x/alpine:3", "registry.corp"), "quay.io/x/alpine:3");
+    }
 }

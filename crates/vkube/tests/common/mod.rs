@@ -317,6 +317,8 @@ pub struct VirtualCluster {
     pub state: PathBuf,
     /// A scratch directory of the test's own.
     pub scratch: PathBuf,
+    /// How `vkube serve` was started (real host only), to start it again.
+    serve_command: Option<(Vec<String>, PathBuf)>,
     _kubelet: Option<ApiServerProcess>,
     _real: Option<RealControlPlane>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
@@ -326,6 +328,17 @@ impl VirtualCluster {
     /// Stops the process serving the virtual cluster (SIGTERM) and returns how it exited.
     pub fn stop(self) -> std::process::ExitStatus {
         self.serving.stop()
+    }
+
+    /// Stops `vkube serve` (real host only), runs `meanwhile`, and starts it again on the same
+    /// store; kubectl follows (the kubeconfig is rewritten with the new port).
+    pub fn restart_serving(&mut self, meanwhile: impl FnOnce(&Kubectl)) {
+        let (args, kubeconfig) = self.serve_command.clone().expect("only `vkube serve` (a real host) restarts");
+        let _ = Command::new("kill").arg("-TERM").arg(self.serving.child.id().to_string()).status();
+        let _ = self.serving.child.wait();
+        meanwhile(&self.host);
+        self.serving =
+            ApiServerProcess::start_command(&args.iter().map(String::as_str).collect::<Vec<_>>(), kubeconfig);
     }
 
     /// Starts one on `kind`, with `config` as its vcluster.yaml when given.
@@ -341,6 +354,7 @@ impl VirtualCluster {
                     serving: up,
                     state,
                     scratch,
+                    serve_command: None,
                     _kubelet: None,
                     _real: None,
                     _dirs: (dir, _home),
@@ -409,20 +423,25 @@ impl VirtualCluster {
         syncer_k.ok(&["config", "set-credentials", "vc-vc1", &format!("--token={}", token.trim())]);
         syncer_k.ok(&["config", "set-context", "--current", "--user=vc-vc1"]);
         let state = dir.path().join("vc");
+        let args: Vec<String> = [
+            "serve",
+            "--host-kubeconfig",
+            syncer_kubeconfig.to_str().unwrap(),
+            "--config",
+            file.to_str().unwrap(),
+            "--dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
         let serving = ApiServerProcess::start_command(
-            &[
-                "serve",
-                "--host-kubeconfig",
-                syncer_kubeconfig.to_str().unwrap(),
-                "--config",
-                file.to_str().unwrap(),
-                "--dir",
-                state.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
             state.join("vc1.kubeconfig"),
         );
+        let serve_command = Some((args, state.join("vc1.kubeconfig")));
         let k = Kubectl::new(33, &serving.kubeconfig, home.path());
         let scratch = dir.path().join("scratch");
         std::fs::create_dir_all(&scratch).unwrap();
@@ -432,6 +451,7 @@ impl VirtualCluster {
             serving,
             state,
             scratch,
+            serve_command,
             _kubelet: Some(kubelet),
             _real: Some(real),
             _dirs: (dir, home),
