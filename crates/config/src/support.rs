@@ -36,11 +36,11 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         "clear the image status of synced nodes",
     );
     unsupported(nodes.selector.all, "sync.fromHost.nodes.selector.all", "sync every host node");
-    unsupported(
-        !nodes.selector.labels.is_empty(),
-        "sync.fromHost.nodes.selector.labels",
-        "select nodes (or pin pods) by labels",
-    );
+    if !nodes.selector.labels.is_empty() {
+        out.push(
+            "sync.fromHost.nodes.selector.labels is set: host pods are pinned to nodes with these labels, but vkube does not choose the virtual cluster's nodes by them yet".into(),
+        );
+    }
     out
 }
 

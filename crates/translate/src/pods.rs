@@ -48,6 +48,8 @@ pub struct PodSettings {
     /// `controlPlane.advanced.workloadServiceAccount.name`: the host account host pods run under
     /// (empty: `vc-workload-<VC>`).
     pub workload_account: String,
+    /// `sync.fromHost.nodes.selector.labels`, merged into every host pod's `nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
 }
 
 impl PodSettings {
@@ -448,6 +450,17 @@ pub fn host_pod(
         map.remove("serviceAccount");
         map.insert("automountServiceAccountToken".into(), json!(false));
         map.insert("enableServiceLinks".into(), json!(false));
+        // §4.1: `sync.fromHost.nodes.selector.labels` pin every host pod to the selected nodes
+        // (the configured values win over the pod's own).
+        if !settings.node_selector.is_empty() {
+            let selector = map.entry("nodeSelector").or_insert_with(|| json!({}));
+            if !selector.is_object() {
+                *selector = json!({});
+            }
+            for (key, value) in &settings.node_selector {
+                selector[key] = json!(value);
+            }
+        }
         match settings.priority {
             PriorityMode::Kept => {}
             PriorityMode::Cleared => {
@@ -755,6 +768,7 @@ mod tests {
             runtime_class: String::new(),
             default_priority_class: String::new(),
             workload_account: String::new(),
+            node_selector: [("pool".to_string(), "tenants".to_string())].into(),
         };
         let ns_labels: BTreeMap<String, String> =
             [("kubernetes.io/metadata.name".to_string(), "default".to_string())].into();
@@ -777,6 +791,11 @@ mod tests {
         let host = host_pod(&vc(), &fixture(), &ns_labels, &settings, &PodEnvironment::default());
         assert_eq!(host["metadata"]["name"], "nginx-x-default-x-my-vc");
         assert_eq!(host["metadata"]["namespace"], "vcluster-my-vc");
+        assert_eq!(host["spec"]["nodeSelector"], json!({"pool": "tenants"}), "pinned to the selected nodes");
+        let mut pinned = fixture();
+        pinned["spec"]["nodeSelector"] = json!({"pool": "mine", "disk": "ssd"});
+        let pinned = host_pod(&vc(), &pinned, &ns_labels, &settings, &PodEnvironment::default());
+        assert_eq!(pinned["spec"]["nodeSelector"], json!({"pool": "tenants", "disk": "ssd"}), "the configuration wins");
         let labels = &host["metadata"]["labels"];
         assert_eq!(labels["vcluster.loft.sh/label-my-vc-x-a4d451ec23"], "stable");
         assert_eq!(labels["vcluster.loft.sh/ns-label-my-vc-x-cf1227b7b2"], "default");

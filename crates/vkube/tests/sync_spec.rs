@@ -241,10 +241,11 @@ fn services_take_their_host_addresses_after_the_host_copy_was_made_again() {
 }
 
 /// §11.1: `controlPlane.advanced.workloadServiceAccount.name` is the account host pods run under,
-/// and `defaultImageRegistry` the registry of the rewrite-hosts image.
+/// and `defaultImageRegistry` the registry of the rewrite-hosts image; §4.1: the labels of
+/// `sync.fromHost.nodes.selector` pin every host pod.
 #[test]
 fn advanced_settings_reach_host_pods() {
-    let config = "controlPlane:\n  advanced:\n    defaultImageRegistry: registry.corp:5000\n    workloadServiceAccount: {name: tenant-runner}\n";
+    let config = "controlPlane:\n  advanced:\n    defaultImageRegistry: registry.corp:5000\n    workloadServiceAccount: {name: tenant-runner}\nsync:\n  fromHost:\n    nodes:\n      enabled: true\n      selector:\n        labels: {type: vkube-simulated}\n";
     let cluster = common::VirtualCluster::start(common::HostKind::Simulated, Some(config));
     let (k, host) = (&cluster.k, &cluster.host);
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: db-0}\nspec:\n  hostname: db-0\n  subdomain: db\n  containers: [{name: db, image: postgres:16}]\n";
@@ -259,9 +260,11 @@ fn advanced_settings_reach_host_pods() {
         "-n",
         "vcluster-vc1",
         "-o",
-        "jsonpath={.spec.serviceAccountName} {.spec.initContainers[0].image}",
+        "jsonpath={.spec.serviceAccountName} {.spec.initContainers[0].image} {.spec.nodeSelector.type}",
     ]);
-    assert_eq!(spec, "tenant-runner registry.corp:5000/library/alpine:3.20");
+    // §4.1: the node selector labels pin the host pod.
+    assert_eq!(spec, "tenant-runner registry.corp:5000/library/alpine:3.20 vkube-simulated");
+    k.ok(&["wait", "--for=condition=Ready", "pod/db-0", "--timeout=30s"]);
     assert!(host.output(&["get", "serviceaccount", "tenant-runner", "-n", "vcluster-vc1"]).status.success());
     assert!(cluster.stop().success());
 }

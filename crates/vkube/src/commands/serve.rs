@@ -341,6 +341,7 @@ pub async fn start(
             )
         }),
         workload_account: config.control_plane.advanced.workload_service_account.name.clone(),
+        node_selector: config.sync.from_host.nodes.selector.labels.clone(),
         runtime_class: pods.runtime_class_name.clone(),
         default_priority_class: pods.priority_class_name.clone(),
     };
