@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 use vkube_translate::Context;
 use vkube_translate::names::host_name;
 use vkube_translate::pods::{config_map_host_name, host_copy, references};
@@ -62,6 +62,10 @@ impl Syncer {
         if !enabled {
             return Ok(());
         }
+        // One reconcile of a host copy at a time: the work queue runs each key once, but a pod
+        // about to be created reconciles what it uses directly.
+        let gate = lock(&self.data_gates).entry((kind, host.to_string())).or_default().clone();
+        let _turn = gate.lock().await;
         let sources = lock(&self.refs).sources(kind, host);
         match kind {
             DataKind::ConfigMap => {
@@ -90,6 +94,8 @@ impl Syncer {
                 ignore_not_found(host_api.delete(host, &DeleteParams::default()).await)?;
             }
             lock(&self.last_synced).remove(host);
+            lock(&self.data_versions).remove(host);
+            lock(&self.last_metadata).remove(&(kind.kind(), host.to_string()));
             let host_name = crate::ObjectName::new(self.host_namespace(), host);
             if let Some(owner) = self.mappings.virtual_of(kind.kind(), &host_name) {
                 self.mappings.remove(kind.kind(), &owner);
@@ -138,6 +144,7 @@ impl Syncer {
                 };
                 ignore_not_found(host_api.delete(host, &only_that_copy).await)?;
                 lock(&self.last_synced).remove(host);
+                lock(&self.data_versions).remove(host);
                 return Ok(());
             }
             self.restore_bookkeeping(current, kind.kind(), &namespace, &name, &uid).await?;
@@ -182,26 +189,49 @@ impl Syncer {
             lock(&self.last_synced).insert(host.to_string(), virtual_data);
             return Ok(());
         };
-        let host_data = pick(&to_value(current));
         let last = lock(&self.last_synced).get(host).cloned();
+        // A cached object older than one this syncer wrote (its watch event not in yet) stands for
+        // what was written, not for a change on that side.
+        let version = |object: &K| object.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let seen = lock(&self.data_versions).get(host).copied().unwrap_or_default();
+        let (host_version, virtual_version) = (version(current), version(source));
+        let host_data = match &last {
+            Some(last) if host_version < seen.0 => last.clone(),
+            _ => pick(&to_value(current)),
+        };
+        let virtual_data = match &last {
+            Some(last) if virtual_version < seen.1 => last.clone(),
+            _ => virtual_data,
+        };
+        let mut versions = (host_version.max(seen.0), virtual_version.max(seen.1));
         if host_data == virtual_data {
             lock(&self.last_synced).insert(host.to_string(), virtual_data);
+            lock(&self.data_versions).insert(host.to_string(), versions);
             return Ok(());
         }
         let host_changed_only = last.as_ref().is_some_and(|last| *last == virtual_data && *last != host_data);
         // The patch carries deletions too (§3.0.5): a key removed on one side goes on the other.
-        let patch = Patch::Merge(if host_changed_only {
-            crate::forcing_patch(&virtual_data, &host_data)
-        } else {
-            crate::forcing_patch(&host_data, &virtual_data)
-        });
+        // It is written on the version read: a concurrent change is a Conflict, read again.
+        let on_version = |mut patch: Value, object: &K| {
+            patch["metadata"] = json!({"resourceVersion": object.resource_version()});
+            Patch::Merge(patch)
+        };
         if host_changed_only {
-            ignore_not_found(virtual_api.patch(&source.name_any(), &PatchParams::apply(MANAGER), &patch).await)?;
+            let patch = on_version(crate::forcing_patch(&virtual_data, &host_data), source);
+            let written = virtual_api.patch(&source.name_any(), &PatchParams::apply(MANAGER), &patch).await;
+            if let Some(written) = crate::ignore_not_found_value(written)? {
+                versions.1 = version(&written);
+            }
             lock(&self.last_synced).insert(host.to_string(), host_data);
         } else {
-            ignore_not_found(host_api.patch(host, &PatchParams::apply(MANAGER), &patch).await)?;
+            let patch = on_version(crate::forcing_patch(&host_data, &virtual_data), current);
+            let written = host_api.patch(host, &PatchParams::apply(MANAGER), &patch).await;
+            if let Some(written) = crate::ignore_not_found_value(written)? {
+                versions.0 = version(&written);
+            }
             lock(&self.last_synced).insert(host.to_string(), virtual_data);
         }
+        lock(&self.data_versions).insert(host.to_string(), versions);
         Ok(())
     }
 }

@@ -309,6 +309,10 @@ struct Syncer {
     mappings: Arc<Mappings>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
+    /// Serializes the reconciles of each host config map or secret.
+    data_gates: Mutex<HashMap<(DataKind, String), Arc<tokio::sync::Mutex<()>>>>,
+    /// The newest (host, virtual) resourceVersions seen or written per host config map or secret.
+    data_versions: Mutex<HashMap<String, (u64, u64)>>,
     /// The bidirectional spec fields of each host service (by name) both sides last agreed on,
     /// with the newest host and virtual resourceVersions seen or written (§3.4).
     last_service_spec: Mutex<HashMap<String, SpecAgreement>>,
@@ -591,6 +595,9 @@ impl Syncer {
         self.mappings.remove(kind, &ObjectName::new(namespace, name));
         let host = vkube_translate::names::host_name(&self.config.context, name, namespace);
         lock(&self.last_metadata).retain(|(k, h), _| *k != kind || *h != host);
+        if kind == "Service" {
+            lock(&self.last_service_spec).remove(&host);
+        }
     }
 
     /// §2.7: labels and annotations changed on either side of a synced pair reach the other side
@@ -1330,6 +1337,8 @@ pub async fn run(
         unbound,
         known_nodes: Mutex::new(BTreeSet::new()),
         last_synced: Mutex::new(HashMap::new()),
+        data_versions: Mutex::new(HashMap::new()),
+        data_gates: Mutex::new(HashMap::new()),
         last_metadata: Mutex::new(HashMap::new()),
         last_service_spec: Mutex::new(HashMap::new()),
         recreating: Mutex::new(HashSet::new()),
