@@ -310,7 +310,7 @@ struct Syncer {
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
     last_synced: Mutex<HashMap<String, Value>>,
     /// Serializes the reconciles of each host config map or secret.
-    data_gates: Mutex<HashMap<(DataKind, String), Arc<tokio::sync::Mutex<()>>>>,
+    data_gates: Mutex<HashMap<(DataKind, String), Gate>>,
     /// The newest (host, virtual) resourceVersions seen or written per host config map or secret.
     data_versions: Mutex<HashMap<String, (u64, u64)>>,
     /// The bidirectional spec fields of each host service (by name) both sides last agreed on,
@@ -811,6 +811,9 @@ fn slim_virtual_pod(pod: &mut Pod) {
     }
     pod.metadata.annotations = annotations;
 }
+
+/// Taken while one reconcile of a host copy runs.
+type Gate = Arc<tokio::sync::Mutex<()>>;
 
 /// A service's bidirectional spec fields both sides last agreed on, and the newest host and
 /// virtual resourceVersions seen or written (§3.4).
