@@ -13,7 +13,8 @@ use vkube_translate::pods::{config_map_host_name, host_copy, references};
 
 use crate::refs::{DataKind, Use};
 use crate::{
-    MANAGER, Namespaced, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, virtual_key_of,
+    MANAGER, Namespaced, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, version_of,
+    virtual_key_of,
 };
 
 /// The host config maps and secrets `pod` needs.
@@ -192,9 +193,8 @@ impl Syncer {
         let last = lock(&self.last_synced).get(host).cloned();
         // A cached object older than one this syncer wrote (its watch event not in yet) stands for
         // what was written, not for a change on that side.
-        let version = |object: &K| object.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let seen = lock(&self.data_versions).get(host).copied().unwrap_or_default();
-        let (host_version, virtual_version) = (version(current), version(source));
+        let (host_version, virtual_version) = (version_of(current), version_of(source));
         let host_data = match &last {
             Some(last) if host_version < seen.0 => last.clone(),
             _ => pick(&to_value(current)),
@@ -220,14 +220,14 @@ impl Syncer {
             let patch = on_version(crate::forcing_patch(&virtual_data, &host_data), source);
             let written = virtual_api.patch(&source.name_any(), &PatchParams::apply(MANAGER), &patch).await;
             if let Some(written) = crate::ignore_not_found_value(written)? {
-                versions.1 = version(&written);
+                versions.1 = version_of(&written);
             }
             lock(&self.last_synced).insert(host.to_string(), host_data);
         } else {
             let patch = on_version(crate::forcing_patch(&host_data, &virtual_data), current);
             let written = host_api.patch(host, &PatchParams::apply(MANAGER), &patch).await;
             if let Some(written) = crate::ignore_not_found_value(written)? {
-                versions.0 = version(&written);
+                versions.0 = version_of(&written);
             }
             lock(&self.last_synced).insert(host.to_string(), virtual_data);
         }

@@ -373,6 +373,12 @@ fn ignore_not_found(result: Result<impl Sized, kube::Error>) -> Result<(), kube:
     }
 }
 
+/// An object's resourceVersion as a number (0 when absent): how the syncer tells a cached object
+/// older than one it wrote (both etcd and vkube's store count revisions up).
+fn version_of<K: Resource>(object: &K) -> u64 {
+    object.meta().resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// The written object, or None when it was gone.
 fn ignore_not_found_value<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
     match result {
@@ -524,7 +530,7 @@ impl Syncer {
                         created.annotations(),
                         Default::default(),
                     );
-                    let host_version = created.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let host_version = version_of(&created);
                     let agreement = Agreement { metadata: agreed, host_version, virtual_version: 0 };
                     lock(&self.last_metadata).insert((kind, created.name_any()), agreement);
                 }
@@ -617,8 +623,7 @@ impl Syncer {
         let last = lock(&self.last_metadata).get(&key).cloned();
         // A cached object older than one this syncer wrote (its watch event not in yet) stands
         // for what was written, not for a change on that side.
-        let version = |object: &K| object.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let (host_version, virtual_version) = (version(host_object), version(virtual_object));
+        let (host_version, virtual_version) = (version_of(host_object), version_of(virtual_object));
         let host_now = match &last {
             Some(last) if host_version < last.host_version => last.metadata.clone(),
             _ => of_host(context, host_object.labels(), host_object.annotations(), excluded),
@@ -654,7 +659,7 @@ impl Syncer {
             let patch = on_version(patch, host_object);
             let host_api: Api<K> = self.host_api();
             match host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await {
-                Ok(written) => agreement.host_version = version(&written),
+                Ok(written) => agreement.host_version = version_of(&written),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => return Err(error),
             }
@@ -663,7 +668,7 @@ impl Syncer {
             let patch = on_version(patch, virtual_object);
             let name = virtual_object.name_any();
             match virtual_api.patch(&name, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await {
-                Ok(written) => agreement.virtual_version = version(&written),
+                Ok(written) => agreement.virtual_version = version_of(&written),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => return Err(error),
             }

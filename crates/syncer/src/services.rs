@@ -203,8 +203,8 @@ impl Syncer {
                 if let Some(map) = host_spec.as_object_mut() {
                     map.retain(|k, _| !kept_home(k));
                 }
-                let version = |o: &Service| o.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                let (host_version, virtual_version) = (version(&host_service_obj), version(&virtual_service));
+                let (host_version, virtual_version) =
+                    (crate::version_of(host_service_obj.as_ref()), crate::version_of(virtual_service.as_ref()));
                 let last = lock(&self.last_service_spec).get(&host).cloned();
                 let virtual_spec = match &last {
                     Some((agreed, _, seen)) if virtual_version < *seen => Value::Object(agreed.clone()),
@@ -224,7 +224,7 @@ impl Syncer {
                     if let Some(written) = ignore_not_found_value(
                         host_api.patch(&host, &PatchParams::apply(MANAGER), &Patch::Merge(patch)).await,
                     )? {
-                        versions.0 = version(&written);
+                        versions.0 = crate::version_of(&written);
                     }
                 }
                 if !both.virtual_.is_empty() {
@@ -234,7 +234,7 @@ impl Syncer {
                     if let Some(written) =
                         ignore_not_found_value(virtual_api.patch(name, &PatchParams::apply(MANAGER), &patch).await)?
                     {
-                        versions.1 = version(&written);
+                        versions.1 = crate::version_of(&written);
                     }
                 }
                 lock(&self.last_service_spec).insert(host.clone(), (both.agreed, versions.0, versions.1));
