@@ -23,24 +23,6 @@ pub fn not_yet_synced(config: &Config) -> Vec<String> {
         "controlPlane.advanced.virtualScheduler.enabled",
         "schedule pods inside the virtual cluster (the host's scheduler places them)",
     );
-    let nodes = &config.sync.from_host.nodes;
-    unsupported(
-        nodes.enabled,
-        "sync.fromHost.nodes.enabled",
-        "sync real host nodes (virtual nodes are derived from the host nodes running synced pods)",
-    );
-    unsupported(nodes.sync_back_changes, "sync.fromHost.nodes.syncBackChanges", "copy node edits back to the host");
-    unsupported(
-        nodes.clear_image_status,
-        "sync.fromHost.nodes.clearImageStatus",
-        "clear the image status of synced nodes",
-    );
-    unsupported(nodes.selector.all, "sync.fromHost.nodes.selector.all", "sync every host node");
-    if !nodes.selector.labels.is_empty() {
-        out.push(
-            "sync.fromHost.nodes.selector.labels is set: host pods are pinned to nodes with these labels, but vkube does not choose the virtual cluster's nodes by them yet".into(),
-        );
-    }
     out
 }
 
@@ -71,11 +53,10 @@ mod tests {
         let lines = not_yet_synced(&config);
         assert_eq!(lines.len(), 1);
         assert!(lines[0].starts_with("sync.toHost.volumeSnapshots.enabled is set"), "{lines:?}");
-        let config =
-            Config::from_yaml("sync:\n  fromHost:\n    nodes:\n      enabled: true\n      selector: {all: true}\n")
-                .unwrap();
-        let lines = not_yet_synced(&config);
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].starts_with("sync.fromHost.nodes.enabled is set"), "{lines:?}");
+        let config = Config::from_yaml(
+            "sync:\n  fromHost:\n    nodes:\n      enabled: true\n      syncBackChanges: true\n      clearImageStatus: true\n      selector: {labels: {pool: a}}\n",
+        )
+        .unwrap();
+        assert!(not_yet_synced(&config).is_empty(), "node sync is acted on: {:?}", not_yet_synced(&config));
     }
 }

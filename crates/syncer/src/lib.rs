@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event as CoreEvent, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Event as CoreEvent, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -67,7 +67,7 @@ pub const MANAGER: &str = "vkube-syncer";
 pub const BLOCK_DELETION: &str = "vcluster.loft.sh/block-deletion";
 
 /// Label on virtual nodes that stand for host nodes running synced pods.
-pub const FAKE_NODE: &str = "vcluster.loft.sh/fake-node";
+pub const FAKE_NODE: &str = vkube_translate::nodes::FAKE_NODE;
 
 /// What the syncer needs to know.
 #[derive(Clone, Debug)]
@@ -115,6 +115,9 @@ pub struct SyncerConfig {
     /// as its hook): a virtual service whose cluster IP is not its host copy's is then made
     /// again to take it (§3.4).
     pub services_take_host_addresses: bool,
+    /// How virtual nodes are made (`sync.fromHost.nodes`; the name, tolerations and version are
+    /// filled in at start).
+    pub nodes: vkube_translate::nodes::NodeSettings,
 }
 
 /// The store the mapping store persists in.
@@ -150,6 +153,7 @@ impl SyncerConfig {
             patches: patches::PatchesByKind::default(),
             custom_resources: Vec::new(),
             services_take_host_addresses: false,
+            nodes: Default::default(),
         }
     }
 }
@@ -189,8 +193,8 @@ enum Work {
     Pod(String, String),
     /// Reconcile the host config map or secret with this host name.
     Data(DataKind, String),
-    /// Remove fake nodes no synced pod runs on.
-    Nodes,
+    /// Reconcile virtual node `name`.
+    Node(String),
     /// Reconcile the virtual service `namespace/name`.
     Service(String, String),
     /// Reconcile the endpoints of the virtual service `namespace/name`.
@@ -220,7 +224,7 @@ impl Work {
         match self {
             Work::Pod(..) => "Pod",
             Work::Data(kind, _) => kind.kind(),
-            Work::Nodes => "Node",
+            Work::Node(_) => "Node",
             Work::Service(..) => "Service",
             Work::Endpoints(..) => "Endpoints",
             Work::Claim(..) => "PersistentVolumeClaim",
@@ -297,8 +301,8 @@ struct Syncer {
     nodes: Arc<Mutex<NodeIndex>>,
     /// The virtual claim bound to each volume name.
     volume_users: Arc<Mutex<HashMap<String, (String, String)>>>,
-    /// Virtual nodes known to exist (saves a lookup per pod binding).
-    known_nodes: Mutex<BTreeSet<String>>,
+    /// Virtual nodes: fake ones, or the host's.
+    node_sync: nodes::NodeSync,
     /// The optional kinds that are switched on.
     extras: extra::Extras,
     /// The custom resources synced, in configuration order.
@@ -746,7 +750,7 @@ impl Syncer {
         match item {
             Work::Pod(namespace, name) => self.reconcile_pod(namespace, name).await,
             Work::Data(kind, host) => self.reconcile_data(*kind, host).await,
-            Work::Nodes => self.reconcile_nodes().await,
+            Work::Node(name) => self.reconcile_node(name).await,
             Work::Service(namespace, name) => self.reconcile_service(namespace, name).await,
             Work::Endpoints(namespace, name) => self.reconcile_endpoints(namespace, name).await,
             Work::Claim(namespace, name) => self.reconcile_claim(namespace, name).await,
@@ -1051,9 +1055,12 @@ pub async fn run(
         managed.clone(),
         slim_host_pod,
         move |pod, deleted| {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|_| !deleted);
-            if lock(&node_index).set(&pod.name_any(), node) {
-                q.send(Work::Nodes);
+            // DaemonSet pods alone do not keep a node in the virtual cluster (§4.9).
+            let daemon =
+                pod.annotations().get(vkube_translate::pods::OWNER_SET_KIND).map(String::as_str) == Some("DaemonSet");
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|_| !deleted && !daemon);
+            for node in lock(&node_index).set(&pod.name_any(), node) {
+                q.send(Work::Node(node));
             }
             if let Some((ns, name)) = virtual_key_of(&m, "Pod", pod) {
                 q.send(Work::Pod(ns, name));
@@ -1177,6 +1184,21 @@ pub async fn run(
             q.send(Work::Volume(volume.name_any()));
         });
     tasks.push(task);
+    // Virtual nodes, and the host's when they are shown as they are (§4.9).
+    let node_watch = |q: Queue| {
+        move |node: &Node, _deleted: bool| {
+            q.send(Work::Node(node.name_any()));
+        }
+    };
+    let (virtual_nodes, task) = reflect(Api::<Node>::all(virtual_client.clone()), all(), node_watch(queue.clone()));
+    tasks.push(task);
+    let host_nodes = if config.nodes.real {
+        let (store, task) = reflect(Api::<Node>::all(host_client.clone()), all(), node_watch(queue.clone()));
+        tasks.push(task);
+        Some(store)
+    } else {
+        None
+    };
     let optional = config.optional;
     let mut extras = extra::Extras::default();
     let mut customs = Vec::new();
@@ -1316,6 +1338,20 @@ pub async fn run(
     let _ = host_claims.wait_until_ready().await;
     let _ = volumes.wait_until_ready().await;
     futures::future::join_all(extras_ready).await;
+    let _ = virtual_nodes.wait_until_ready().await;
+    if let Some(store) = &host_nodes {
+        let _ = store.wait_until_ready().await;
+    }
+    let mut node_settings = config.nodes.clone();
+    node_settings.vcluster = context.name.clone();
+    node_settings.enforced_tolerations = config.pods.enforce_tolerations.clone();
+    if node_settings.version.is_empty() {
+        node_settings.version = match virtual_client.apiserver_version().await {
+            Ok(info) => info.git_version,
+            Err(_) => "v1.33.0".into(),
+        };
+    }
+    let node_sync = nodes::NodeSync::new(node_settings, host_nodes, virtual_nodes);
     let recorder = events::Recorder::new(virtual_client.clone());
     let syncer = Arc::new(Syncer {
         config,
@@ -1343,7 +1379,7 @@ pub async fn run(
         extras,
         customs,
         unbound,
-        known_nodes: Mutex::new(BTreeSet::new()),
+        node_sync,
         last_synced: Mutex::new(HashMap::new()),
         data_versions: Mutex::new(HashMap::new()),
         data_gates: Mutex::new(HashMap::new()),
@@ -1359,8 +1395,7 @@ pub async fn run(
         _tasks.0.push(tokio::spawn(events::mirror(syncer.clone(), event_receiver)));
     }
     // Everything that existed before this start was queued by the watch callbacks (their initial
-    // lists); the node pass removes fake nodes left from a previous run.
-    queue.send(Work::Nodes);
+    // lists), virtual nodes left from a previous run included.
     queue.send(Work::Service("default".into(), "kubernetes".into()));
     // Mappings of objects deleted on both sides while the syncer was away, and every 3 minutes
     // those a missed event left behind (sync-behavior.md §6.4).
@@ -1440,12 +1475,12 @@ mod queue_tests {
         let pod = Work::Pod("default".into(), "web".into());
         queue.send(pod.clone());
         queue.send(pod.clone());
-        queue.send(Work::Nodes);
+        queue.send(Work::Node("n1".into()));
         assert_eq!(metrics.queue_depth(), 2);
         let first = receiver.recv().await.unwrap();
         queue.taken(&first);
         assert_eq!(first, pod);
-        assert_eq!(receiver.recv().await.unwrap(), Work::Nodes);
+        assert_eq!(receiver.recv().await.unwrap(), Work::Node("n1".into()));
         assert!(receiver.try_recv().is_err(), "the second send of a waiting item was dropped");
         queue.send(pod.clone());
         assert_eq!(receiver.recv().await.unwrap(), pod, "once taken, it queues again");

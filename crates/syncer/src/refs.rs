@@ -100,27 +100,31 @@ pub(crate) struct NodeIndex {
 }
 
 impl NodeIndex {
-    /// Records the node of host pod `pod` (None when it is gone or unscheduled); returns true when
-    /// a node lost its last pod.
-    pub(crate) fn set(&mut self, pod: &str, node: Option<String>) -> bool {
+    /// Records the node of host pod `pod` (None when it is gone, unscheduled or does not count);
+    /// returns the nodes that gained their first pod or lost their last.
+    pub(crate) fn set(&mut self, pod: &str, node: Option<String>) -> Vec<String> {
         if self.by_pod.get(pod) == node.as_ref() {
-            return false;
+            return Vec::new();
         }
-        let mut emptied = false;
+        let mut changed = Vec::new();
         if let Some(old) = self.by_pod.remove(pod)
             && let Some(count) = self.counts.get_mut(&old)
         {
             *count -= 1;
             if *count == 0 {
                 self.counts.remove(&old);
-                emptied = true;
+                changed.push(old);
             }
         }
         if let Some(node) = node {
-            *self.counts.entry(node.clone()).or_default() += 1;
+            let count = self.counts.entry(node.clone()).or_default();
+            *count += 1;
+            if *count == 1 {
+                changed.push(node.clone());
+            }
             self.by_pod.insert(pod.to_string(), node);
         }
-        emptied
+        changed
     }
 
     /// Whether a synced pod runs on `node`.
@@ -163,14 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn nodes_empty_when_their_last_pod_goes() {
+    fn nodes_are_needed_from_their_first_pod_to_their_last() {
         let mut nodes = NodeIndex::default();
-        assert!(!nodes.set("p1", Some("n1".into())));
-        assert!(!nodes.set("p2", Some("n1".into())));
-        assert!(!nodes.set("p1", None));
+        assert_eq!(nodes.set("p1", Some("n1".into())), ["n1"], "the first pod makes a node needed");
+        assert!(nodes.set("p2", Some("n1".into())).is_empty());
+        assert!(nodes.set("p1", None).is_empty());
         assert!(nodes.used("n1"));
-        assert!(nodes.set("p2", None));
+        assert_eq!(nodes.set("p2", Some("n2".into())), ["n1", "n2"], "moving empties one, fills the other");
         assert!(!nodes.used("n1"));
-        assert!(!nodes.set("gone", None));
+        assert!(nodes.set("gone", None).is_empty());
     }
 }

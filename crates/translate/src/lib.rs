@@ -11,6 +11,7 @@ pub mod labels;
 pub mod metadata;
 pub mod metadata_sync;
 pub mod names;
+pub mod nodes;
 pub mod pods;
 pub mod services;
 

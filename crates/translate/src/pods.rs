@@ -84,6 +84,8 @@ impl Default for RewriteHosts {
 
 /// Name of the init container, and of its volume, that rewrite `/etc/hosts` (§4.5).
 pub const REWRITE_HOSTS: &str = "vcluster-rewrite-hosts";
+/// `vcluster.loft.sh/owner-set-kind`: the kind of the set that owns a host pod.
+pub const OWNER_SET_KIND: &str = "vcluster.loft.sh/owner-set-kind";
 
 /// Adds the `/etc/hosts` rewrite to a host pod spec whose virtual pod has a subdomain (§4.5):
 /// an emptyDir, a first init container writing the hosts file with the virtual FQDN, and that
@@ -430,7 +432,7 @@ pub fn host_pod(
         }
     });
     if let Some(kind) = set_kind {
-        extra("vcluster.loft.sh/owner-set-kind", kind);
+        extra(OWNER_SET_KIND, kind);
     }
 
     let mut spec = pod.get("spec").cloned().unwrap_or(json!({}));

@@ -147,7 +147,7 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
     }
     let custom = |entries: &str| if entries.is_empty() { " {}\n".to_string() } else { format!("\n{entries}") };
     format!(
-        "sync:\n  toHost:\n    pods: {{enabled: {}}}\n    configMaps: {{enabled: {}, all: {}}}\n    secrets: {{enabled: {}, all: {}}}\n    services: {{enabled: {}}}\n    endpoints: {{enabled: {}}}\n    persistentVolumeClaims: {{enabled: {}}}\n    ingresses: {{enabled: {}}}\n    networkPolicies: {{enabled: {}}}\n    podDisruptionBudgets: {{enabled: {}}}\n    serviceAccounts: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    persistentVolumes: {{enabled: {}}}\n    customResources:{}  fromHost:\n    events: {{enabled: {}}}\n    ingressClasses: {{enabled: {}}}\n    runtimeClasses: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    csiDrivers: {{enabled: {}}}\n    csiNodes: {{enabled: {}}}\n    csiStorageCapacities: {{enabled: {}}}\n    customResources:{}",
+        "sync:\n  toHost:\n    pods: {{enabled: {}}}\n    configMaps: {{enabled: {}, all: {}}}\n    secrets: {{enabled: {}, all: {}}}\n    services: {{enabled: {}}}\n    endpoints: {{enabled: {}}}\n    persistentVolumeClaims: {{enabled: {}}}\n    ingresses: {{enabled: {}}}\n    networkPolicies: {{enabled: {}}}\n    podDisruptionBudgets: {{enabled: {}}}\n    serviceAccounts: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    persistentVolumes: {{enabled: {}}}\n    customResources:{}  fromHost:\n    events: {{enabled: {}}}\n    ingressClasses: {{enabled: {}}}\n    runtimeClasses: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    csiDrivers: {{enabled: {}}}\n    csiNodes: {{enabled: {}}}\n    csiStorageCapacities: {{enabled: {}}}\n    nodes: {{enabled: {}, syncBackChanges: {}, clearImageStatus: {}, selector: {{all: {}, labels: {}}}}}\n    customResources:{}",
         config.pods_enabled,
         config.config_maps,
         config.all_config_maps,
@@ -172,6 +172,11 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
         o.csi_drivers,
         o.csi_nodes,
         o.csi_storage_capacities,
+        config.nodes.real,
+        config.nodes.sync_back,
+        config.nodes.clear_image_status,
+        config.nodes.all,
+        serde_json::to_string(&config.nodes.labels).unwrap(),
         custom(&from_custom),
     )
 }

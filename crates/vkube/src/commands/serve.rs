@@ -345,6 +345,15 @@ pub async fn start(
         runtime_class: pods.runtime_class_name.clone(),
         default_priority_class: pods.priority_class_name.clone(),
     };
+    let nodes = &config.sync.from_host.nodes;
+    syncer_config.nodes = vkube_translate::nodes::NodeSettings {
+        real: nodes.enabled,
+        all: nodes.selector.all,
+        labels: nodes.selector.labels.clone(),
+        clear_image_status: nodes.clear_image_status,
+        sync_back: nodes.sync_back_changes,
+        ..Default::default()
+    };
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
     syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
