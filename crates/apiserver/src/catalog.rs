@@ -265,8 +265,11 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
     const GET: &[&str] = &["get"];
     const CREATE: &[&str] = &["create"];
     const GET_UPDATE: &[&str] = &["get", "patch", "update"];
+    const CONNECT: &[&str] = &["create", "get"];
     match (group, plural) {
         ("", "pods") => vec![
+            ExtraSubresource { name: "attach", group: "", version: "", kind: "PodAttachOptions", verbs: CONNECT },
+            ExtraSubresource { name: "exec", group: "", version: "", kind: "PodExecOptions", verbs: CONNECT },
             ExtraSubresource { name: "log", group: "", version: "", kind: "Pod", verbs: GET },
             ExtraSubresource { name: "binding", group: "", version: "", kind: "Binding", verbs: CREATE },
             ExtraSubresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: CREATE },

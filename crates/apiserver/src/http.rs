@@ -62,6 +62,8 @@ pub struct AppState {
     pub allow_anonymous: bool,
     /// Source of pod logs, if any.
     pub pod_logs: Option<Arc<dyn PodLogs>>,
+    /// Runs `pods/exec` and `pods/attach` sessions, if anything does.
+    pub pod_streams: Option<crate::streams::SharedPodStreams>,
     /// Signs and verifies service account tokens (None without TLS).
     pub token_signer: Option<crate::tokens::TokenSigner>,
     /// The cluster CA, which signs approved client certificate requests (None without TLS).
@@ -905,19 +907,30 @@ async fn serve_resource(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (Some(name), Some(sub @ ("exec" | "attach")))
+            if rt.kind == "Pod" && (method == Method::GET || method == Method::POST) =>
+        {
+            // kube-apiserver's order: the options, the pod, the container, the node, then the
+            // upgrade to whatever runs the pod.
+            if query.get("dryRun").is_some_and(|v| !v.is_empty()) {
+                return Err(ApiError::BadRequest("dryRun is not supported".into()));
+            }
+            let pod = registry.get(rt, ns, name).await?;
+            let request = crate::streams::check(sub, &pod, parts.uri.query())?;
+            let Some(streams) = state.pod_streams.clone() else {
+                return Err(ApiError::BadRequest(format!(
+                    "unable to upgrade connection: pod {name} runs nowhere this API server can reach (it runs no containers and is not connected to a host)"
+                )));
+            };
+            let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
+            crate::streams::upgrade(headers, on_upgrade, request, move |request| streams.open(request)).await
+        }
         (Some(name), Some("log")) if rt.kind == "Pod" && method == Method::GET => {
             // kube-apiserver's order: the options, the pod, the container, the node.
             validate_log_options(name, query)?;
             let pod = registry.get(rt, ns, name).await?;
             // Every container name, in upstream's visiting order (init, regular, ephemeral).
-            let names = |key: &str| -> Vec<String> {
-                pod.pointer(&format!("/spec/{key}"))
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
-                    .collect()
-            };
+            let names = |key: &str| crate::streams::container_names(&pod, key);
             let containers = names("containers");
             let all: Vec<String> = [names("initContainers"), containers.clone(), names("ephemeralContainers")].concat();
             match query.get("container").filter(|c| !c.is_empty()) {

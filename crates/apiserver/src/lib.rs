@@ -24,6 +24,7 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod strategy;
+pub mod streams;
 pub mod table;
 pub mod tokens;
 pub mod validation;

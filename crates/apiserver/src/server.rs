@@ -132,6 +132,8 @@ impl RunningServer {
 pub struct Hooks {
     /// Source of `pods/log`.
     pub pod_logs: Option<Arc<dyn PodLogs>>,
+    /// Runner of `pods/exec` and `pods/attach` sessions.
+    pub pod_streams: Option<crate::streams::SharedPodStreams>,
     /// Allocator of service addresses.
     pub service_addresses: Option<Arc<dyn crate::registry::ServiceAddresses>>,
     /// More text for `/metrics` (Prometheus text format).
@@ -189,6 +191,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         token_signer: pki.as_ref().and_then(|p| crate::tokens::TokenSigner::from_pkcs8(&p.service_account_key)),
         pki: pki.clone(),
         pod_logs,
+        pod_streams: hooks.pod_streams,
         metrics: hooks.metrics,
         ready_checks: hooks.ready_checks,
     });
@@ -254,5 +257,5 @@ where
         async move { Ok::<_, std::convert::Infallible>(handle(state, identity, request).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let _ = builder.serve_connection(io, service).await;
+    let _ = builder.serve_connection_with_upgrades(io, service).await;
 }

@@ -8,6 +8,7 @@
 //! cluster's client CA (read from `kube-system/extension-apiserver-authentication`), and is
 //! authorized with a SubjectAccessReview on `nodes/<subresource>` of the pod's node.
 
+pub mod exec;
 pub mod logs;
 mod server;
 

@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use vkube_apiserver::http::PodLogs;
 use vkube_apiserver::pki::write_private;
-use vkube_apiserver::{ApiResult, ServerConfig};
+use vkube_apiserver::streams::{self, Frames, PodStreams, Session, StreamRequest, channel};
+use vkube_apiserver::{ApiError, ApiResult, ServerConfig};
 use vkube_simulator::SimulatorConfig;
 use vkube_simulator::kubelet::KubeletServer;
+use vkube_simulator::kubelet::exec::{self, ExecOptions, Sandbox};
 use vkube_simulator::kubelet::logs::{self, LogOptions};
 
 /// Flags of `vkube host`.
@@ -40,16 +43,40 @@ pub struct Args {
     /// Number of simulated nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=250))]
     pub nodes: u32,
+    /// Whether `kubectl exec` runs commands in the simulated host's pod sandboxes (local processes
+    /// in a folder per pod, as the user running vkube; not a container).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub exec: String,
 }
 
-/// `pods/log` of the simulated host's pods, served in-process (vkube's API server calls no kubelet).
-#[derive(Default)]
-pub struct SimulatedLogs {
+/// The simulated host's kubelet as its own API server reaches it in-process (vkube's API server
+/// calls no kubelet over the network): `pods/log`, and `pods/exec`/`pods/attach` in a sandbox
+/// folder per pod under `sandboxes`.
+pub struct SimulatedKubelet {
     /// The host's own API (set once the server is up); pods are read through it.
     pub client: std::sync::OnceLock<kube::Client>,
+    /// Where exec sandboxes are made.
+    pub sandboxes: PathBuf,
+    /// Whether exec runs commands at all (`--exec`).
+    pub exec: bool,
 }
 
-impl PodLogs for SimulatedLogs {
+impl SimulatedKubelet {
+    pub fn new(sandboxes: PathBuf, exec: bool) -> Arc<Self> {
+        Arc::new(SimulatedKubelet { client: std::sync::OnceLock::new(), sandboxes, exec })
+    }
+
+    /// The hooks that make a host API server use this kubelet.
+    pub fn hooks(self: &Arc<Self>) -> vkube_apiserver::Hooks {
+        vkube_apiserver::Hooks {
+            pod_logs: Some(self.clone()),
+            pod_streams: Some(self.clone()),
+            ..vkube_apiserver::Hooks::default()
+        }
+    }
+}
+
+impl PodLogs for SimulatedKubelet {
     fn logs(
         &self,
         namespace: &str,
@@ -60,6 +87,87 @@ impl PodLogs for SimulatedLogs {
         let result = logs::stream(self.client.get().cloned(), namespace, name, &options)
             .map_err(|error| vkube_apiserver::ApiError::BadRequest(error.0));
         Box::pin(async move { result })
+    }
+}
+
+/// Whether `container` of `pod` is running (its status says so).
+fn running(pod: &serde_json::Value, container: &str) -> bool {
+    ["initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"].iter().any(|key| {
+        pod.pointer(&format!("/status/{key}"))
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|s| s.get("name").and_then(|n| n.as_str()) == Some(container) && s.pointer("/state/running").is_some())
+    })
+}
+
+impl PodStreams for SimulatedKubelet {
+    fn open(&self, request: StreamRequest) -> BoxFuture<'static, ApiResult<Session>> {
+        let client = self.client.get().cloned();
+        let base = self.sandboxes.clone();
+        let exec = self.exec;
+        Box::pin(async move {
+            if request.subresource == "exec" && !exec {
+                return Err(ApiError::BadRequest(
+                    "unable to upgrade connection: exec is switched off on this simulated host (--exec off)".into(),
+                ));
+            }
+            let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
+            if !running(&request.pod, &request.container) {
+                return Err(ApiError::BadRequest(format!(
+                    "unable to upgrade connection: container not found (\"{}\")",
+                    request.container
+                )));
+            }
+            let first = streams::first_output(&request);
+            if request.subresource == "attach" {
+                // A simulated container's output: its log from now on.
+                let options = LogOptions {
+                    container: Some(request.container.clone()),
+                    follow: true,
+                    tail_lines: Some(0),
+                    ..LogOptions::default()
+                };
+                let log = logs::stream(Some(client), &request.namespace, &request.name, &options)
+                    .map_err(|error| ApiError::BadRequest(error.0))?;
+                let session: Session = Box::new(move |frames: Frames| {
+                    Box::pin(async move {
+                        let _ = frames.to_client.send(vec![first]).await;
+                        let mut log = log;
+                        while let Some(Ok(chunk)) = log.next().await {
+                            if request.stdout
+                                && frames.to_client.send(streams::frame(channel::STDOUT, &chunk)).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    })
+                });
+                return Ok(session);
+            }
+            let sandbox = Sandbox::prepare(client, &base, &request.pod, &request.container)
+                .await
+                .map_err(|error| ApiError::BadRequest(format!("unable to upgrade connection: {}", error.0)))?;
+            let session: Session = Box::new(move |frames: Frames| {
+                Box::pin(async move {
+                    let Frames { from_client, to_client } = frames;
+                    let _ = to_client.send(vec![first]).await;
+                    let options = ExecOptions {
+                        command: request.command.clone(),
+                        stdin: request.stdin,
+                        stdout: request.stdout,
+                        stderr: request.stderr,
+                        tty: request.tty,
+                    };
+                    let status = match exec::run(&sandbox, &options, from_client, to_client.clone()).await {
+                        Ok(code) => streams::exit_status(code),
+                        Err(error) => streams::failure_status(&error.0),
+                    };
+                    let _ = to_client.send(streams::frame(channel::ERROR, status.to_string().as_bytes())).await;
+                })
+            });
+            Ok(session)
+        })
     }
 }
 
@@ -112,15 +220,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(&dir);
     config.listen = args.listen;
     config.cluster_name = "vkube-host".into();
-    let logs = Arc::new(SimulatedLogs::default());
-    let server = vkube_apiserver::start(config, Some(logs.clone()))
+    let kubelet = SimulatedKubelet::new(dir.join("sandboxes"), args.exec == "on");
+    let server = vkube_apiserver::start_with(config, kubelet.hooks())
         .await
         .with_context(|| format!("starting the host API server in {}", dir.display()))?;
     let kubeconfig = server.admin_kubeconfig("vkube-host").context("the host API server has no certificates")?;
     let path = dir.join("host.kubeconfig");
     write_private(&path, &kubeconfig).with_context(|| format!("writing {}", path.display()))?;
     let client = super::client_from_kubeconfig(&kubeconfig).await?;
-    let _ = logs.client.set(client.clone());
+    let _ = kubelet.client.set(client.clone());
     let simulator = SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() };
     let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
     say!("kubeconfig: {}", path.display());

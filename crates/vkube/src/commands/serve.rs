@@ -147,6 +147,84 @@ impl PodLogs for HostLogs {
     }
 }
 
+/// `pods/exec` and `pods/attach` of a synced pod go to its host pod (same container, same
+/// options) through the host API server; frames are relayed unchanged both ways.
+struct HostStreams {
+    host: kube::Client,
+    context: Context,
+}
+
+impl vkube_apiserver::streams::PodStreams for HostStreams {
+    fn open(
+        &self,
+        request: vkube_apiserver::streams::StreamRequest,
+    ) -> futures::future::BoxFuture<'static, ApiResult<vkube_apiserver::streams::Session>> {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let host_name = vkube_translate::names::host_name(&self.context, &request.name, &request.namespace);
+        let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let mut query = vec![format!("container={}", encode(&request.container))];
+        for arg in &request.command {
+            query.push(format!("command={}", encode(arg)));
+        }
+        for (key, on) in
+            [("stdin", request.stdin), ("stdout", request.stdout), ("stderr", request.stderr), ("tty", request.tty)]
+        {
+            if on {
+                query.push(format!("{key}=true"));
+            }
+        }
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{host_name}/{}?{}",
+            self.context.host_namespace,
+            request.subresource,
+            query.join("&")
+        );
+        let host = self.host.clone();
+        let (namespace, name) = (request.namespace.clone(), request.name.clone());
+        Box::pin(async move {
+            let http_request =
+                http::Request::get(&path).body(Vec::new()).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let connection = host.connect(http_request).await.map_err(|error| match error {
+                kube::Error::Api(status) if status.code == 404 => {
+                    ApiError::BadRequest(format!("pod {namespace}/{name} has not been synced to the host yet"))
+                }
+                // The host's refusal (container not running ...), about the virtual pod.
+                kube::Error::Api(status) => ApiError::BadRequest(status.message.replace(&host_name, &name)),
+                other => ApiError::BadRequest(format!("unable to upgrade connection: {other}")),
+            })?;
+            let closes = connection.supports_stream_close();
+            let session: vkube_apiserver::streams::Session = Box::new(move |frames| {
+                Box::pin(async move {
+                    let vkube_apiserver::streams::Frames { mut from_client, to_client } = frames;
+                    let (mut sink, mut source) = connection.into_stream().split();
+                    let upstream = tokio::spawn(async move {
+                        while let Some(frame) = from_client.recv().await {
+                            // A close signal the host does not speak (v4) cannot be passed on.
+                            if frame.first() == Some(&vkube_apiserver::streams::channel::CLOSE) && !closes {
+                                continue;
+                            }
+                            if sink.send(Message::binary(frame)).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sink.close().await;
+                    });
+                    while let Some(Ok(message)) = source.next().await {
+                        match message {
+                            Message::Binary(data) if to_client.send(data.to_vec()).await.is_err() => break,
+                            Message::Close(_) => break,
+                            _ => {}
+                        }
+                    }
+                    upstream.abort();
+                })
+            });
+            Ok(session)
+        })
+    }
+}
+
 /// Services of the virtual cluster take their cluster IPs and node ports from the host: the host
 /// service is created first (as the reference's API interceptor does).
 struct HostServices {
@@ -308,6 +386,7 @@ pub async fn start(
     let (rendered, readiness) = (syncer_metrics.clone(), syncer_metrics.clone());
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
+        pod_streams: Some(Arc::new(HostStreams { host: host.clone(), context: context.clone() })),
         // With service sync off, the virtual API server allocates nothing on the host.
         service_addresses: config.sync.to_host.services.enabled.then(|| {
             Arc::new(HostServices { host: host.clone(), context: context.clone(), patches: service_patches }) as _

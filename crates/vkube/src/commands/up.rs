@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use vkube_apiserver::ServerConfig;
@@ -26,6 +25,10 @@ pub struct Args {
     /// Number of simulated host nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=250))]
     pub nodes: u32,
+    /// Whether `kubectl exec` runs commands in the simulated host's pod sandboxes (local processes
+    /// in a folder per pod, as the user running vkube; not a container).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub exec: String,
     /// Address of the virtual API server.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
@@ -46,8 +49,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut host_config = ServerConfig::new(&host_dir);
     host_config.listen = args.host_listen;
     host_config.cluster_name = "vkube-host".into();
-    let logs = Arc::new(super::host::SimulatedLogs::default());
-    let host_server = vkube_apiserver::start(host_config, Some(logs.clone()))
+    let kubelet = super::host::SimulatedKubelet::new(host_dir.join("sandboxes"), args.exec == "on");
+    let host_server = vkube_apiserver::start_with(host_config, kubelet.hooks())
         .await
         .with_context(|| format!("starting the host API server in {}", host_dir.display()))?;
     let host_kubeconfig =
@@ -55,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let host_path = host_dir.join("host.kubeconfig");
     write_private(&host_path, &host_kubeconfig).with_context(|| format!("writing {}", host_path.display()))?;
     let host = super::client_from_kubeconfig(&host_kubeconfig).await?;
-    let _ = logs.client.set(host.clone());
+    let _ = kubelet.client.set(host.clone());
     let simulation = tokio::spawn(vkube_simulator::run(
         host.clone(),
         SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() },

@@ -1,0 +1,148 @@
+//! `kubectl exec` and `kubectl attach` in a virtual cluster of `vkube up`: the virtual API server
+//! checks the request, forwards the stream to the host pod through the host API server, whose
+//! simulated kubelet runs the command in the pod's sandbox; and the same through kube-rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Up, wait_until};
+
+const POD: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {app.conf: "x=1\n"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  containers:
+  - name: c
+    image: nginx
+    env:
+    - {name: GREETING, value: hello}
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+    - {name: MY_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: MY_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/config}
+    - {name: scratch, mountPath: /data}
+  - name: sidecar
+    image: busybox
+  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: scratch, emptyDir: {}}
+"#;
+
+fn start() -> Up {
+    let up = Up::start();
+    let k = &up.k;
+    let applied = k.output_with_stdin(&["apply", "-f", "-"], POD);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
+    up
+}
+
+#[test]
+fn kubectl_exec_sees_the_pods_files_and_environment_and_its_exit_code() {
+    let up = start();
+    let k = &up.k;
+    // The mounted config map, and the environment as the tenant wrote it (the virtual identity).
+    assert_eq!(k.ok(&["exec", "web", "-c", "c", "--", "cat", "/etc/config/app.conf"]), "x=1\n");
+    assert_eq!(
+        k.ok(&["exec", "web", "-c", "c", "--", "sh", "-c", "echo $GREETING $PASSWORD $MY_NAME $MY_NAMESPACE"]),
+        "hello hunter2 web default\n"
+    );
+    // An emptyDir keeps what one exec wrote for the next.
+    k.ok(&["exec", "web", "-c", "c", "--", "sh", "-c", "echo kept > /data/note"]);
+    assert_eq!(k.ok(&["exec", "web", "-c", "c", "--", "cat", "/data/note"]), "kept\n");
+    // Standard input, closed at its end (v5 close signal), and stderr apart from stdout.
+    let piped =
+        k.output_with_stdin(&["exec", "-i", "web", "-c", "c", "--", "sh", "-c", "cat; echo oops >&2"], "typed\n");
+    assert!(piped.status.success());
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "typed\n");
+    assert_eq!(String::from_utf8_lossy(&piped.stderr), "oops\n");
+    // A failing command: its exit code is kubectl's.
+    let failed = k.output(&["exec", "web", "-c", "c", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(failed.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("command terminated with exit code 3"));
+    // What kube-apiserver refuses, it refuses in its words.
+    // kubectl names the first container itself when none is given.
+    let defaulted = k.output(&["exec", "web", "--", "cat", "/etc/config/app.conf"]);
+    assert_eq!(String::from_utf8_lossy(&defaulted.stdout), "x=1\n");
+    assert!(String::from_utf8_lossy(&defaulted.stderr).contains("Defaulted container \"c\" out of: c, sidecar"));
+    let error = k.fails(&["exec", "web", "-c", "nope", "--", "ls"]);
+    assert!(error.contains("container nope is not valid for pod web"), "{error}");
+    let error = k.fails(&["exec", "web", "-c", "c", "--", "/no/such/program"]);
+    assert!(error.contains("no/such/program"), "{error}");
+    k.ok(&["run", "stuck", "--image=nginx", "--overrides", r#"{"spec":{"nodeSelector":{"pool":"none"}}}"#]);
+    let error = k.fails(&["exec", "stuck", "--", "ls"]);
+    assert!(error.contains("pod stuck does not have a host assigned"), "{error}");
+}
+
+#[test]
+fn kubectl_attach_streams_the_containers_output() {
+    let up = start();
+    let mut attach =
+        up.k.command(&["attach", "web", "-c", "c"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    let mut stdout = attach.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buffer) {
+            if n == 0 || sender.send(String::from_utf8_lossy(&buffer[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    wait_until(Duration::from_secs(15), "the container's output through attach", || {
+        while let Ok(chunk) = receiver.try_recv() {
+            seen.push_str(&chunk);
+        }
+        seen.contains("simulated container c is running")
+    });
+    let _ = attach.kill();
+    let _ = attach.wait();
+}
+
+#[test]
+fn kube_rs_exec_gets_output_and_the_exit_status() {
+    let up = start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::{Api, AttachParams};
+        use tokio::io::AsyncReadExt;
+        let kubeconfig = kube::config::Kubeconfig::read_from(&up.up.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let pods: Api<Pod> = Api::default_namespaced(client);
+        let params = AttachParams::default().container("c").stderr(false);
+        let mut process = pods.exec("web", ["sh", "-c", "cat /etc/config/app.conf; exit 2"], &params).await.unwrap();
+        let mut out = String::new();
+        process.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+        let status = process.take_status().unwrap().await.unwrap();
+        assert_eq!(out, "x=1\n");
+        assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+        let cause = &status.details.unwrap().causes.unwrap()[0];
+        assert_eq!((cause.reason.as_deref(), cause.message.as_deref()), (Some("ExitCode"), Some("2")));
+        process.join().await.unwrap();
+        // A client that names no container in a pod of two gets kube-apiserver's answer.
+        let error = pods.exec("web", ["ls"], &AttachParams::default()).await.err().unwrap().to_string();
+        assert!(
+            error.contains("a container name must be specified for pod web, choose one of: [c sidecar]"),
+            "{error}"
+        );
+    });
+}
