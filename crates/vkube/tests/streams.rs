@@ -146,3 +146,30 @@ fn kube_rs_exec_gets_output_and_the_exit_status() {
         );
     });
 }
+
+#[test]
+fn python_client_exec_gets_output_and_the_exit_code() {
+    let python = std::env::var("VKUBE_PYTHON").unwrap_or_else(|_| "/tmp/vkube-ci-venv/bin/python".into());
+    let up = start();
+    let script = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream
+config.load_kube_config(sys.argv[1])
+v1 = client.CoreV1Api()
+out = stream(v1.connect_get_namespaced_pod_exec, 'web', 'default', container='c',
+             command=['sh', '-c', 'cat /etc/config/app.conf'], stderr=True, stdin=False, stdout=True, tty=False)
+print('output=' + out.strip())
+resp = stream(v1.connect_get_namespaced_pod_exec, 'web', 'default', container='c', command=['sh', '-c', 'exit 4'],
+              stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+resp.run_forever(timeout=10)
+print('code=%s' % resp.returncode)
+"#;
+    let output = std::process::Command::new(&python)
+        .args(["-c", script, up.up.kubeconfig.to_str().unwrap()])
+        .output()
+        .expect("the Python kubernetes client (run .ci/run once, or set VKUBE_PYTHON)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("output=x=1") && stdout.contains("code=4"), "{stdout}");
+}
