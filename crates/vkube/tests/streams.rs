@@ -87,6 +87,27 @@ fn kubectl_exec_sees_the_pods_files_and_environment_and_its_exit_code() {
 }
 
 #[test]
+fn kubectl_before_1_30_execs_over_spdy() {
+    let up = start();
+    for minor in [27, 29] {
+        let home = tempfile::tempdir().unwrap();
+        let k = common::Kubectl::new(minor, &up.up.kubeconfig, home.path());
+        assert_eq!(
+            k.ok(&["exec", "web", "-c", "c", "--", "sh", "-c", "echo $HOSTNAME; cat /etc/config/app.conf"]),
+            "web\nx=1\n",
+            "kubectl 1.{minor}: the virtual pod's host name and its files"
+        );
+        let piped =
+            k.output_with_stdin(&["exec", "-i", "web", "-c", "c", "--", "sh", "-c", "cat; echo oops >&2"], "typed\n");
+        assert!(piped.status.success(), "kubectl 1.{minor}: {}", String::from_utf8_lossy(&piped.stderr));
+        assert_eq!(String::from_utf8_lossy(&piped.stdout), "typed\n", "kubectl 1.{minor}: stdin closed at its end");
+        assert_eq!(String::from_utf8_lossy(&piped.stderr), "oops\n");
+        let failed = k.output(&["exec", "web", "-c", "c", "--", "sh", "-c", "exit 7"]);
+        assert_eq!(failed.status.code(), Some(7), "kubectl 1.{minor}: the exit code");
+    }
+}
+
+#[test]
 fn kubectl_attach_streams_the_containers_output() {
     let up = start();
     let mut attach =

@@ -8,6 +8,7 @@
 //! names the stream (0 stdin, 1 stdout, 2 stderr, 3 error (a JSON `Status`), 4 terminal resize
 //! (`{"Width":80,"Height":24}`), and with v5 255 = close, followed by the stream closed).
 
+mod spdy;
 mod websocket;
 
 use std::sync::Arc;
@@ -18,7 +19,51 @@ use tokio::sync::mpsc;
 
 use crate::{ApiError, ApiResult};
 
-pub use websocket::{PROTOCOLS, upgrade};
+pub use websocket::PROTOCOLS;
+
+/// Answers an exec or attach request upgraded to WebSocket (kubectl 1.30+, kube-rs, Python) or
+/// SPDY/3.1 (kubectl 1.27-1.29 and kubectl's fallback): `open` starts the session or refuses the
+/// request before the upgrade; the session then runs over whichever protocol the client speaks.
+pub async fn upgrade<F>(
+    headers: &http::HeaderMap,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut request: StreamRequest,
+    open: F,
+) -> ApiResult<http::Response<axum::body::Body>>
+where
+    F: FnOnce(StreamRequest) -> BoxFuture<'static, ApiResult<Session>>,
+{
+    let websocket = websocket::is_websocket(headers);
+    let (protocol, answer) = if websocket {
+        websocket::negotiate(headers)?
+    } else if spdy::is_spdy(headers) {
+        spdy::negotiate(headers)?
+    } else {
+        return Err(ApiError::BadRequest("Upgrade request required".into()));
+    };
+    let on_upgrade =
+        on_upgrade.ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: not upgradable".into()))?;
+    request.protocol = protocol.to_string();
+    let session = open(request.clone()).await?;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "stream upgrade failed");
+                return;
+            }
+        };
+        if websocket {
+            websocket::run(upgraded, session).await;
+        } else {
+            spdy::run(upgraded, session, &request).await;
+        }
+    });
+    let mut response = http::Response::new(axum::body::Body::empty());
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = answer;
+    Ok(response)
+}
 
 /// Stream ids of the channel protocols.
 pub mod channel {

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use futures::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -15,7 +14,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use super::{Frames, Session, StreamRequest};
+use super::{Frames, Session};
 use crate::{ApiError, ApiResult};
 
 /// The channel protocols served, in the order upstream prefers them.
@@ -52,55 +51,28 @@ fn choose(headers: &HeaderMap) -> ApiResult<&'static str> {
     })
 }
 
-/// Answers an exec or attach request: checks the upgrade, lets `open` start the session (its
-/// refusal is the HTTP answer), then switches protocols and pumps frames until the session ends.
-pub async fn upgrade<F>(
-    headers: &HeaderMap,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    mut request: StreamRequest,
-    open: F,
-) -> ApiResult<Response<Body>>
-where
-    F: FnOnce(StreamRequest) -> futures::future::BoxFuture<'static, ApiResult<Session>>,
-{
-    if !is_websocket(headers) {
-        // SPDY (kubectl before 1.30, and its fallback) is not spoken: say so plainly.
-        return Err(ApiError::BadRequest(
-            "unable to upgrade connection: this server speaks the WebSocket channel protocols (v5.channel.k8s.io, v4.channel.k8s.io) only; use kubectl 1.30 or newer".into(),
-        ));
-    }
+/// Checks a WebSocket upgrade: the protocol to speak and the answer's headers.
+pub(super) fn negotiate(headers: &HeaderMap) -> ApiResult<(&'static str, HeaderMap)> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: missing Sec-WebSocket-Key".into()))?
-        .to_string();
+        .ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: missing Sec-WebSocket-Key".into()))?;
     let protocol = choose(headers)?;
-    let on_upgrade =
-        on_upgrade.ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: not upgradable".into()))?;
-    request.protocol = protocol.to_string();
-    let session = open(request).await?;
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "stream upgrade failed");
-                return;
-            }
-        };
-        let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        pump(socket, session).await;
-    });
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(
+    let mut answer = HeaderMap::new();
+    answer.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    answer.insert(
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| ApiError::Internal(e.to_string()))?,
     );
-    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
-    Ok(response)
+    answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    Ok((protocol, answer))
+}
+
+/// Runs `session` over the upgraded connection.
+pub(super) async fn run(upgraded: hyper::upgrade::Upgraded, session: Session) {
+    let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    pump(socket, session).await;
 }
 
 /// Moves frames between the socket and the session until the session ends, then closes.

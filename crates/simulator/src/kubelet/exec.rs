@@ -187,7 +187,9 @@ impl Sandbox {
 
         // The environment, in the container's order; later entries win as in a container.
         let mut env = BTreeMap::new();
-        env.insert("HOSTNAME".to_string(), field(pod, "/metadata/name").to_string());
+        // A container's host name is the pod's `hostname` (the syncer sets the virtual name there).
+        let hostname = Some(field(pod, "/spec/hostname")).filter(|h| !h.is_empty());
+        env.insert("HOSTNAME".to_string(), hostname.unwrap_or(field(pod, "/metadata/name")).to_string());
         env.insert("HOME".to_string(), root.display().to_string());
         env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
         for from in definition.get("envFrom").and_then(Value::as_array).into_iter().flatten() {

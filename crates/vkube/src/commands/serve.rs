@@ -208,7 +208,10 @@ impl vkube_apiserver::streams::PodStreams for HostStreams {
                                 break;
                             }
                         }
-                        let _ = sink.close().await;
+                        // The client sends no more, but the command may still answer: the socket
+                        // stays open until the host ends the session.
+                        std::future::pending::<()>().await;
+                        drop(sink);
                     });
                     while let Some(Ok(message)) = source.next().await {
                         match message {
