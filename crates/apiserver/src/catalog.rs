@@ -270,6 +270,13 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
         ("", "pods") => vec![
             ExtraSubresource { name: "attach", group: "", version: "", kind: "PodAttachOptions", verbs: CONNECT },
             ExtraSubresource { name: "exec", group: "", version: "", kind: "PodExecOptions", verbs: CONNECT },
+            ExtraSubresource {
+                name: "portforward",
+                group: "",
+                version: "",
+                kind: "PodPortForwardOptions",
+                verbs: CONNECT,
+            },
             ExtraSubresource { name: "log", group: "", version: "", kind: "Pod", verbs: GET },
             ExtraSubresource { name: "binding", group: "", version: "", kind: "Binding", verbs: CREATE },
             ExtraSubresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: CREATE },

@@ -925,6 +925,20 @@ async fn serve_resource(
             let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
             crate::streams::upgrade(headers, on_upgrade, request, move |request| streams.open(request)).await
         }
+        (Some(name), Some("portforward")) if rt.kind == "Pod" && (method == Method::GET || method == Method::POST) => {
+            let pod = registry.get(rt, ns, name).await?;
+            if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ApiError::BadRequest(format!("pod {name} does not have a host assigned")));
+            }
+            let Some(streams) = state.pod_streams.clone() else {
+                return Err(ApiError::BadRequest(format!(
+                    "unable to upgrade connection: pod {name} runs nowhere this API server can reach (it runs no containers and is not connected to a host)"
+                )));
+            };
+            let connector: crate::streams::portforward::Connector = Arc::new(move |port| streams.connect(&pod, port));
+            let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
+            crate::streams::portforward::upgrade(headers, parts.uri.query(), on_upgrade, connector).await
+        }
         (Some(name), Some("log")) if rt.kind == "Pod" && method == Method::GET => {
             // kube-apiserver's order: the options, the pod, the container, the node.
             validate_log_options(name, query)?;

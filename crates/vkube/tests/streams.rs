@@ -30,6 +30,7 @@ spec:
     - {name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
     - {name: MY_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
     - {name: MY_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    ports: [{containerPort: 80}]
     volumeMounts:
     - {name: cfg, mountPath: /etc/config}
     - {name: scratch, mountPath: /data}
@@ -38,6 +39,13 @@ spec:
   volumes:
   - {name: cfg, configMap: {name: cfg}}
   - {name: scratch, emptyDir: {}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: 80}]
 "#;
 
 fn start() -> Up {
@@ -193,4 +201,122 @@ print('code=%s' % resp.returncode)
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("output=x=1") && stdout.contains("code=4"), "{stdout}");
+}
+
+/// A running `kubectl port-forward` and the local port it listens on.
+struct PortForward {
+    child: std::process::Child,
+    port: u16,
+    output: std::sync::mpsc::Receiver<String>,
+}
+
+impl PortForward {
+    fn start(k: &common::Kubectl, target: &str, remote: u16) -> Self {
+        use std::io::BufRead;
+        let mut child = k
+            .command(&["port-forward", target, &format!(":{remote}")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, output) = std::sync::mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        let mut port = 0;
+        let mut seen = Vec::new();
+        wait_until(Duration::from_secs(15), "kubectl port-forward to listen", || {
+            while let Ok(line) = output.try_recv() {
+                // "Forwarding from 127.0.0.1:40521 -> 80"
+                if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                    port = rest.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                }
+                seen.push(line);
+            }
+            port != 0
+        });
+        PortForward { child, port, output }
+    }
+
+    /// Sends an HTTP request through the forward and returns the whole answer.
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    /// Everything kubectl printed so far.
+    fn printed(&self) -> String {
+        self.output.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kubectl_port_forward_reaches_the_pods_port() {
+    let up = start();
+    // kubectl 1.33 tunnels SPDY through a WebSocket; to a pod, and to a service's target port.
+    let forward = PortForward::start(&up.k, "pod/web", 80);
+    let answer = forward.get("/hello");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("web port 80: GET /hello\n"), "the virtual pod answered: {answer}");
+    assert!(forward.get("/again").ends_with("web port 80: GET /again\n"), "a second connection");
+    let service = PortForward::start(&up.k, "svc/web", 8080);
+    assert!(service.get("/svc").ends_with("web port 80: GET /svc\n"));
+    // kubectl 1.29 speaks SPDY itself.
+    let home = tempfile::tempdir().unwrap();
+    let old = common::Kubectl::new(29, &up.up.kubeconfig, home.path());
+    let forward = PortForward::start(&old, "pod/web", 80);
+    assert!(forward.get("/old").ends_with("web port 80: GET /old\n"));
+    // A port nothing listens on: the connection is refused and kubectl says why.
+    let refused = PortForward::start(&up.k, "pod/web", 9999);
+    assert_eq!(refused.get("/"), "", "no answer");
+    let mut printed = String::new();
+    wait_until(Duration::from_secs(10), "kubectl to report the refusal", || {
+        printed.push_str(&refused.printed());
+        printed.contains("error forwarding port 9999 to pod web")
+    });
+    assert!(printed.contains("connection refused"), "{printed}");
+}
+
+#[test]
+fn kube_rs_port_forward_reaches_the_pods_port() {
+    let up = start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::Api;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let kubeconfig = kube::config::Kubeconfig::read_from(&up.up.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        let pods: Api<Pod> = Api::default_namespaced(kube::Client::try_from(config).unwrap());
+        let mut forwarder = pods.portforward("web", &[80]).await.unwrap();
+        let mut stream = forwarder.take_stream(80).unwrap();
+        stream.write_all(b"GET /rs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("web port 80: GET /rs\n"), "{answer}");
+        // The pod's side closed, so the server closed the socket, as the kubelet does (kube-rs's
+        // own close then fails with SendAfterClosing, against a kubelet too).
+        drop(stream);
+        let _ = forwarder.join().await;
+    });
 }

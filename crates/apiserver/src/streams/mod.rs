@@ -8,6 +8,7 @@
 //! names the stream (0 stdin, 1 stdout, 2 stderr, 3 error (a JSON `Status`), 4 terminal resize
 //! (`{"Width":80,"Height":24}`), and with v5 255 = close, followed by the stream closed).
 
+pub mod portforward;
 mod spdy;
 mod websocket;
 
@@ -116,6 +117,10 @@ pub type Session = Box<dyn FnOnce(Frames) -> BoxFuture<'static, ()> + Send>;
 /// Whoever runs pods: opens a session for a checked request, or refuses it before the upgrade.
 pub trait PodStreams: Send + Sync {
     fn open(&self, request: StreamRequest) -> BoxFuture<'static, ApiResult<Session>>;
+
+    /// Opens a connection to `port` of `pod` (as stored) for port-forward; the error text is
+    /// what the client's error stream says.
+    fn connect(&self, pod: &Value, port: u16) -> BoxFuture<'static, Result<portforward::Forward, String>>;
 }
 
 /// A shared [`PodStreams`].

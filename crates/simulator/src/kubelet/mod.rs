@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod logs;
+pub mod ports;
 mod server;
 
 pub use server::{KubeletError, KubeletServer};

@@ -102,6 +102,15 @@ fn running(pod: &serde_json::Value, container: &str) -> bool {
 }
 
 impl PodStreams for SimulatedKubelet {
+    fn connect(
+        &self,
+        pod: &serde_json::Value,
+        port: u16,
+    ) -> BoxFuture<'static, Result<streams::portforward::Forward, String>> {
+        let result = vkube_simulator::kubelet::ports::connect(pod, port).map(streams::portforward::Forward::plain);
+        Box::pin(async move { result })
+    }
+
     fn open(&self, request: StreamRequest) -> BoxFuture<'static, ApiResult<Session>> {
         let client = self.client.get().cloned();
         let base = self.sandboxes.clone();
