@@ -392,6 +392,15 @@ impl Shared {
             }
             return;
         }
+        if phase == "Running"
+            && let Some(statuses) = lifecycle::ephemeral_statuses(&value, &now())
+        {
+            // Ephemeral containers (`kubectl debug`) start as soon as they are added.
+            let patch = Patch::Merge(json!({"status": {"ephemeralContainerStatuses": statuses}}));
+            if let Err(error) = api.patch_status(&name, &PatchParams::apply(MANAGER), &patch).await {
+                tracing::debug!(%namespace, %name, %error, "could not start ephemeral containers");
+            }
+        }
         let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
         if phase == "Running" && restart_policy != "Always" {
             let fresh = self.completing.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone());

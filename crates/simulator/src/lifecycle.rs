@@ -162,6 +162,23 @@ pub fn running_status(pod: &Value, node_ip: &str, pod_ip: &str, now: &str) -> Va
     status
 }
 
+/// The ephemeral container statuses of a running pod when some container has none yet (every
+/// one running; those already started keep their status).
+pub fn ephemeral_statuses(pod: &Value, now: &str) -> Option<Value> {
+    let running = json!({"running": {"startedAt": now}});
+    let existing: Vec<Value> =
+        pod.pointer("/status/ephemeralContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+    let wanted = container_statuses(pod, "ephemeralContainers", &running, false, true);
+    if wanted.iter().all(|w| existing.iter().any(|e| e.get("name") == w.get("name"))) {
+        return None;
+    }
+    let merged: Vec<Value> = wanted
+        .into_iter()
+        .map(|w| existing.iter().find(|e| e.get("name") == w.get("name")).cloned().unwrap_or(w))
+        .collect();
+    Some(json!(merged))
+}
+
 /// The status of a pod whose containers all exited with `exit_code`.
 pub fn finished_status(pod: &Value, exit_code: i64, now: &str) -> Value {
     let mut status = pod.get("status").cloned().unwrap_or(json!({}));

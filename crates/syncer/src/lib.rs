@@ -810,6 +810,14 @@ fn slim_virtual_pod(pod: &mut Pod) {
     if let Some(annotations) = annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
+    // What follows the virtual pod after creation stays: tolerations, and the ephemeral
+    // containers' names (§3.1).
+    let tolerations = pod.spec.as_mut().and_then(|s| s.tolerations.take());
+    let ephemeral: Option<Vec<_>> = pod.spec.as_ref().and_then(|s| s.ephemeral_containers.as_ref()).map(|list| {
+        list.iter()
+            .map(|c| k8s_openapi::api::core::v1::EphemeralContainer { name: c.name.clone(), ..Default::default() })
+            .collect()
+    });
     vkube_controllers::slim_pod_with(pod, |container| k8s_openapi::api::core::v1::Container {
         name: container.name,
         image: container.image,
@@ -817,6 +825,8 @@ fn slim_virtual_pod(pod: &mut Pod) {
     });
     if let Some(spec) = pod.spec.as_mut() {
         spec.image_pull_secrets = None;
+        spec.tolerations = tolerations;
+        spec.ephemeral_containers = ephemeral;
     }
     pod.metadata.annotations = annotations;
 }
@@ -878,7 +888,13 @@ fn slim_host_pod(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         spec.volumes = None;
         spec.init_containers = None;
-        spec.ephemeral_containers = None;
+        // Only the names of ephemeral containers (which ones the host pod has).
+        if let Some(list) = spec.ephemeral_containers.as_mut() {
+            for container in list.iter_mut() {
+                let name = std::mem::take(&mut container.name);
+                *container = k8s_openapi::api::core::v1::EphemeralContainer { name, ..Default::default() };
+            }
+        }
         spec.host_aliases = None;
         spec.dns_config = None;
         for container in &mut spec.containers {

@@ -166,6 +166,8 @@ impl Syncer {
                 self.bring_status_back(&virtual_api, &virtual_pod, &host_pod).await?;
                 self.project_namespace_labels(&host_api, namespace, &host_pod).await?;
                 self.sync_metadata("Pod", &virtual_api, virtual_pod.as_ref(), host_pod.as_ref(), POD_METADATA).await?;
+                self.forward_spec(&host_api, &virtual_pod, &host_pod).await?;
+                self.add_ephemeral_containers(&virtual_api, &host_api, &virtual_pod, &host_pod).await?;
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }
@@ -343,6 +345,92 @@ impl Syncer {
             Ok(_) => Ok(()),
             Err(error) if is_not_found(&error) => Ok(()),
             Err(error) => Err(error),
+        }
+    }
+
+    /// §3.1: what may change on a running pod follows the virtual pod: tolerations (added; the
+    /// host's own and the enforced ones stay), `activeDeadlineSeconds`, `schedulingGates`.
+    async fn forward_spec(&self, host_api: &Api<Pod>, virtual_pod: &Pod, host_pod: &Pod) -> Result<(), kube::Error> {
+        let (Some(virtual_spec), Some(host_spec)) = (virtual_pod.spec.as_ref(), host_pod.spec.as_ref()) else {
+            return Ok(());
+        };
+        let mut patch = serde_json::Map::new();
+        let host_tolerations = host_spec.tolerations.clone().unwrap_or_default();
+        let missing: Vec<_> =
+            virtual_spec.tolerations.iter().flatten().filter(|t| !host_tolerations.contains(t)).cloned().collect();
+        if !missing.is_empty() {
+            let all: Vec<_> = host_tolerations.into_iter().chain(missing).collect();
+            patch.insert("tolerations".into(), json!(all));
+        }
+        if virtual_spec.active_deadline_seconds != host_spec.active_deadline_seconds
+            && virtual_spec.active_deadline_seconds.is_some()
+        {
+            patch.insert("activeDeadlineSeconds".into(), json!(virtual_spec.active_deadline_seconds));
+        }
+        let gates = |spec: &k8s_openapi::api::core::v1::PodSpec| spec.scheduling_gates.clone().unwrap_or_default();
+        if gates(virtual_spec) != gates(host_spec) {
+            patch.insert("schedulingGates".into(), json!(gates(virtual_spec)));
+        }
+        if patch.is_empty() {
+            return Ok(());
+        }
+        let patch = Patch::Merge(json!({"spec": patch}));
+        match host_api.patch(&host_pod.name_any(), &PatchParams::apply(MANAGER), &patch).await {
+            Ok(_) => Ok(()),
+            // What the host refuses (a longer deadline, a gate added after creation) is the
+            // tenant's to know.
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                let message = format!("the host refused the pod's update: {}", status.message);
+                self.recorder.warn(&events::Target::of(virtual_pod), "SyncError", "SyncPod", &message).await;
+                Ok(())
+            }
+            Err(error) => ignore_not_found(Err::<(), _>(error)),
+        }
+    }
+
+    /// §3.1: ephemeral containers added to the virtual pod (`kubectl debug`) are added to the
+    /// host pod through its `ephemeralcontainers` subresource, translated like its containers.
+    async fn add_ephemeral_containers(
+        &self,
+        virtual_api: &Api<Pod>,
+        host_api: &Api<Pod>,
+        virtual_pod: &Pod,
+        host_pod: &Pod,
+    ) -> Result<(), kube::Error> {
+        let names = |pod: &Pod| -> Vec<String> {
+            pod.spec.iter().flat_map(|s| s.ephemeral_containers.iter().flatten()).map(|c| c.name.clone()).collect()
+        };
+        let on_host = names(host_pod);
+        if names(virtual_pod).iter().all(|n| on_host.contains(n)) {
+            return Ok(());
+        }
+        // The cache's copy is slim: the whole pod is translated.
+        let Some(whole) = virtual_api.get_opt(&virtual_pod.name_any()).await? else { return Ok(()) };
+        let value = to_value(&whole);
+        let labels = self.namespace_labels(&whole.namespace().unwrap_or_default());
+        let mut environment = self.pod_environment(&whole, &value).await?;
+        environment.tokens.clear();
+        let translated =
+            vkube_translate::pods::host_pod(&self.config.context, &value, &labels, &self.config.pods, &environment);
+        // A strategic merge by name: only the new ones are sent, the host's stay as they are.
+        let mut containers = Vec::new();
+        for container in translated.pointer("/spec/ephemeralContainers").and_then(Value::as_array).into_iter().flatten()
+        {
+            let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
+            if !on_host.iter().any(|n| n == name) {
+                containers.push(container.clone());
+            }
+        }
+        let patch = Patch::Strategic(json!({"spec": {"ephemeralContainers": containers}}));
+        let params = PatchParams::apply(MANAGER);
+        match host_api.patch_subresource("ephemeralcontainers", &host_pod.name_any(), &params, &patch).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                let message = format!("the host refused the ephemeral container: {}", status.message);
+                self.recorder.warn(&events::Target::of(virtual_pod), "SyncError", "SyncPod", &message).await;
+                Ok(())
+            }
+            Err(error) => ignore_not_found(Err::<Pod, _>(error)).map(|_| ()),
         }
     }
 

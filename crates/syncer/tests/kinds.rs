@@ -1875,3 +1875,59 @@ async fn service_fields_sync_both_ways() {
     .await;
 }
 }
+
+on_both_hosts! {
+/// §3.1: what may change on a running pod follows the virtual pod (tolerations added, the
+/// deadline), and an ephemeral container added to it (`kubectl debug`) is added to the host pod,
+/// whose running status comes back.
+async fn running_pods_take_new_tolerations_deadlines_and_ephemeral_containers() {
+    let clusters = Clusters::start(syncer_config()).await;
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    v_pods
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("the virtual pod running", || {
+        let v_pods = v_pods.clone();
+        async move { (v_pods.get("web").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(()) }
+    })
+    .await;
+    let update = json!({"spec": {"activeDeadlineSeconds": 3600,
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ci", "effect": "NoSchedule"}]}});
+    v_pods.patch("web", &PatchParams::default(), &Patch::Strategic(update)).await.unwrap();
+    let host = eventually("the toleration and the deadline on the host pod", || {
+        let h_pods = h_pods.clone();
+        async move {
+            let spec = h_pods.get("web-x-default-x-vc").await.ok()?.spec?;
+            let tolerated = spec.tolerations.iter().flatten().any(|t| t.key.as_deref() == Some("dedicated"));
+            (tolerated && spec.active_deadline_seconds == Some(3600)).then_some(spec)
+        }
+    })
+    .await;
+    assert!(
+        host.tolerations.iter().flatten().any(|t| t.key.as_deref() == Some("node.kubernetes.io/not-ready")),
+        "the host's own tolerations stay"
+    );
+
+    let debug = json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox", "stdin": true, "tty": true}]}});
+    v_pods
+        .patch_subresource("ephemeralcontainers", "web", &PatchParams::default(), &Patch::Strategic(debug))
+        .await
+        .unwrap();
+    eventually("the debug container on the host pod, running in the virtual pod", || {
+        let (h_pods, v_pods) = (h_pods.clone(), v_pods.clone());
+        async move {
+            let host = h_pods.get("web-x-default-x-vc").await.ok()?;
+            let on_host = host.spec?.ephemeral_containers?.iter().any(|c| c.name == "dbg" && c.image.as_deref() == Some("busybox"));
+            let statuses = v_pods.get("web").await.ok()?.status?.ephemeral_container_statuses?;
+            let running = statuses.iter().any(|s| s.name == "dbg" && s.state.as_ref().is_some_and(|st| st.running.is_some()));
+            (on_host && running).then_some(())
+        }
+    })
+    .await;
+}
+}

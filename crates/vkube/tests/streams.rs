@@ -320,3 +320,27 @@ fn kube_rs_port_forward_reaches_the_pods_port() {
         let _ = forwarder.join().await;
     });
 }
+
+#[test]
+fn kubectl_debug_adds_a_container_and_attaches_to_it() {
+    let up = start();
+    let k = &up.k;
+    let debug = k.output_with_stdin(
+        &["debug", "-i", "web", "--image=busybox", "-c", "dbg", "--profile=general"],
+        "echo in-debug $HOSTNAME; exit\n",
+    );
+    assert!(debug.status.success(), "{}", String::from_utf8_lossy(&debug.stderr));
+    assert_eq!(String::from_utf8_lossy(&debug.stdout), "in-debug web\n", "a shell in the debug container");
+    let state = k.ok(&["get", "pod", "web", "-o", "jsonpath={.status.ephemeralContainerStatuses[0].state}"]);
+    assert!(state.contains("running"), "{state}");
+    let host = up.host.ok(&[
+        "get",
+        "pod",
+        "-n",
+        "vcluster-vc1",
+        "web-x-default-x-vc1",
+        "-o",
+        "jsonpath={.spec.ephemeralContainers[*].name}",
+    ]);
+    assert_eq!(host, "dbg", "the host pod has the debug container");
+}

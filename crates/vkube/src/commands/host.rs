@@ -90,6 +90,27 @@ impl PodLogs for SimulatedKubelet {
     }
 }
 
+/// The command and arguments of `container` of `pod` (`sh` when it names none).
+fn container_command(pod: &serde_json::Value, container: &str) -> Vec<String> {
+    let definition = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|key| {
+            pod.pointer(&format!("/spec/{key}")).and_then(serde_json::Value::as_array).into_iter().flatten()
+        })
+        .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(container));
+    let words = |key: &str| -> Vec<String> {
+        definition
+            .and_then(|c| c.get(key))
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().map(String::from))
+            .collect()
+    };
+    let command = [words("command"), words("args")].concat();
+    if command.is_empty() { vec!["sh".into()] } else { command }
+}
+
 /// Whether `container` of `pod` is running (its status says so).
 fn running(pod: &serde_json::Value, container: &str) -> bool {
     ["initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"].iter().any(|key| {
@@ -129,7 +150,13 @@ impl PodStreams for SimulatedKubelet {
                 )));
             }
             let first = streams::first_output(&request);
-            if request.subresource == "attach" {
+            let mut request = request;
+            if request.subresource == "attach" && request.stdin && exec {
+                // Attaching with input to a simulated container talks to its process: the
+                // container's command runs in the pod's sandbox (a shell when it names none, as
+                // for `kubectl debug -it --image=busybox`). With exec off, only its output.
+                request.command = container_command(&request.pod, &request.container);
+            } else if request.subresource == "attach" {
                 // A simulated container's output: its log from now on.
                 let options = LogOptions {
                     container: Some(request.container.clone()),
