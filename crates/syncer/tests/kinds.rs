@@ -14,6 +14,22 @@ use common::{Clusters, eventually, object, syncer_config};
 
 const HNS: &str = "vcluster-vc";
 
+/// Creates virtual pod `web` (one nginx container) and waits until it runs.
+async fn run_web(v_pods: &Api<Pod>) {
+    v_pods
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("the virtual pod running", || {
+        let v_pods = v_pods.clone();
+        async move { (v_pods.get("web").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(()) }
+    })
+    .await;
+}
+
 fn gone<T>(result: Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(s)) if s.code == 404)
 }
@@ -1317,18 +1333,7 @@ on_both_hosts! {
 async fn pod_status_comes_back_but_the_qos_class_stays_virtual() {
     let clusters = Clusters::start(syncer_config()).await;
     let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
-    v_pods
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
-        )
-        .await
-        .unwrap();
-    eventually("the virtual pod running", || {
-        let v_pods = v_pods.clone();
-        async move { (v_pods.get("web").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(()) }
-    })
-    .await;
+    run_web(&v_pods).await;
     let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
     // A pod's QoS class is immutable on both hosts: a status write that changes it is refused.
     let change = json!({"status": {"qosClass": "Guaranteed"}});
@@ -1884,18 +1889,7 @@ async fn running_pods_take_new_tolerations_deadlines_and_ephemeral_containers() 
     let clusters = Clusters::start(syncer_config()).await;
     let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
     let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
-    v_pods
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
-        )
-        .await
-        .unwrap();
-    eventually("the virtual pod running", || {
-        let v_pods = v_pods.clone();
-        async move { (v_pods.get("web").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(()) }
-    })
-    .await;
+    run_web(&v_pods).await;
     let update = json!({"spec": {"activeDeadlineSeconds": 3600,
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ci", "effect": "NoSchedule"}]}});
     v_pods.patch("web", &PatchParams::default(), &Patch::Strategic(update)).await.unwrap();
