@@ -64,6 +64,8 @@ pub struct AppState {
     pub pod_logs: Option<Arc<dyn PodLogs>>,
     /// Runs `pods/exec` and `pods/attach` sessions, if anything does.
     pub pod_streams: Option<crate::streams::SharedPodStreams>,
+    /// Reaches pods, services and nodes for their `proxy` subresources, if anything does.
+    pub proxies: Option<crate::proxy::SharedProxies>,
     /// Signs and verifies service account tokens (None without TLS).
     pub token_signer: Option<crate::tokens::TokenSigner>,
     /// The cluster CA, which signs approved client certificate requests (None without TLS).
@@ -525,6 +527,22 @@ async fn route(
         }
         _ => {}
     }
+    // `pods/proxy`, `services/proxy`, `nodes/proxy`: everything after `proxy` is the target's path.
+    let proxied = match segments.as_slice() {
+        ["api", "v1", "namespaces", ns, kind @ ("pods" | "services"), id, "proxy", rest @ ..] => {
+            Some((*kind, Some(*ns), *id, rest))
+        }
+        ["api", "v1", "nodes", id, "proxy", rest @ ..] => Some(("nodes", None, *id, rest)),
+        _ => None,
+    };
+    if let Some((kind, ns, id, rest)) = proxied {
+        // The path keeps a trailing slash the client sent (`.../proxy/` is the target's `/`).
+        let mut path = format!("/{}", rest.join("/"));
+        if path.len() > 1 && trimmed.len() < parts.uri.path().len() {
+            path.push('/');
+        }
+        return proxy_request(state, kind, ns, id, path, parts, body).await;
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["api", version, rest @ ..] if !rest.is_empty() => ("", version, rest),
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (group, version, rest),
@@ -560,6 +578,45 @@ async fn route(
         return Ok(response);
     }
     response
+}
+
+/// A request to `kind` `id`'s proxy: the object must exist; whoever reaches it answers.
+async fn proxy_request(
+    state: &Arc<AppState>,
+    kind: &str,
+    ns: Option<&str>,
+    id: &str,
+    path: String,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> ApiResult<Response<Body>> {
+    let snapshot = state.registry.catalog.snapshot();
+    let rt = snapshot.get("", "v1", kind).ok_or_else(ApiError::no_route)?;
+    let (_, name, _) =
+        crate::proxy::split_name(id).ok_or_else(|| ApiError::BadRequest(format!("invalid {kind} request {id:?}")))?;
+    let object = state.registry.get(&rt, ns, &name).await?;
+    let target = crate::proxy::target(kind, ns, id, object)?;
+    let Some(proxies) = state.proxies.clone() else {
+        return Err(ApiError::Unavailable(format!(
+            "no endpoints available for {} {name:?}: this API server reaches no pods, services or nodes",
+            rt.kind.to_lowercase()
+        )));
+    };
+    let bytes = read_body(body, &parts.headers).await?;
+    let uri = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut request = http::Request::new(bytes);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri.parse().map_err(|_| ApiError::BadRequest(format!("invalid proxy path {uri:?}")))?;
+    for (name, value) in &parts.headers {
+        // The caller's credentials are for this server, not for what it proxies to.
+        if name != header::AUTHORIZATION && name != header::HOST && !name.as_str().starts_with("impersonate-") {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    proxies.proxy(target, request).await
 }
 
 fn discovery_response(state: &AppState, headers: &HeaderMap, core: bool) -> Response<Body> {

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod selector;
 pub mod server;

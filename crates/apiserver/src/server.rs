@@ -134,6 +134,8 @@ pub struct Hooks {
     pub pod_logs: Option<Arc<dyn PodLogs>>,
     /// Runner of `pods/exec` and `pods/attach` sessions.
     pub pod_streams: Option<crate::streams::SharedPodStreams>,
+    /// What `pods/proxy`, `services/proxy` and `nodes/proxy` reach.
+    pub proxies: Option<crate::proxy::SharedProxies>,
     /// Allocator of service addresses.
     pub service_addresses: Option<Arc<dyn crate::registry::ServiceAddresses>>,
     /// More text for `/metrics` (Prometheus text format).
@@ -192,6 +194,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         pki: pki.clone(),
         pod_logs,
         pod_streams: hooks.pod_streams,
+        proxies: hooks.proxies,
         metrics: hooks.metrics,
         ready_checks: hooks.ready_checks,
     });

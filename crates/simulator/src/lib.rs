@@ -215,6 +215,8 @@ struct Shared {
     addresses: Mutex<Addresses>,
     completing: Mutex<HashSet<String>>,
     pods: Store<Pod>,
+    /// The nodes as they are now (labels, taints and cordons others may have changed).
+    nodes: Store<Node>,
 }
 
 impl Shared {
@@ -226,20 +228,28 @@ impl Shared {
         let load = self.load.lock().unwrap_or_else(|p| p.into_inner());
         self.node_names
             .iter()
-            .map(|name| NodeView {
-                name: name.clone(),
-                labels: [
-                    ("kubernetes.io/hostname".to_string(), name.clone()),
-                    ("kubernetes.io/os".to_string(), "linux".to_string()),
-                    ("kubernetes.io/arch".to_string(), "amd64".to_string()),
-                    ("type".to_string(), "vkube-simulated".to_string()),
-                ]
-                .into_iter()
-                .collect::<BTreeMap<_, _>>(),
-                taints: Vec::new(),
-                pods: load.on(name),
-                capacity: self.config.pods_per_node,
-                schedulable: true,
+            .map(|name| {
+                let node = self.nodes.get(&reflector::ObjectRef::new(name));
+                let labels = match &node {
+                    Some(node) => node.labels().clone(),
+                    None => [
+                        ("kubernetes.io/hostname".to_string(), name.clone()),
+                        ("kubernetes.io/os".to_string(), "linux".to_string()),
+                        ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+                        ("type".to_string(), "vkube-simulated".to_string()),
+                    ]
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                };
+                let spec = node.as_ref().and_then(|n| n.spec.clone()).unwrap_or_default();
+                NodeView {
+                    name: name.clone(),
+                    labels,
+                    taints: spec.taints.iter().flatten().map(|t| serde_json::to_value(t).unwrap_or_default()).collect(),
+                    pods: load.on(name),
+                    capacity: self.config.pods_per_node,
+                    schedulable: spec.unschedulable != Some(true),
+                }
             })
             .collect()
     }
@@ -479,6 +489,22 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
     let node_names = register_nodes(&client, &config).await?;
     let mut tasks = Tasks(vec![tokio::spawn(heartbeat(client.clone(), node_names.clone()))]);
     let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    // The nodes' current labels, taints and cordons; a change may let waiting pods in.
+    let (node_reader, node_writer) = reflector::store::<Node>();
+    let node_changed = Arc::new(tokio::sync::Notify::new());
+    let node_watch = reflector::reflector(
+        node_writer,
+        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    );
+    let notify = node_changed.clone();
+    tasks.0.push(tokio::spawn(async move {
+        let mut node_watch = std::pin::pin!(node_watch);
+        while let Some(event) = node_watch.next().await {
+            if matches!(event, Ok(Event::Apply(_)) | Ok(Event::InitDone)) {
+                notify.notify_one();
+            }
+        }
+    }));
     let shared = Arc::new(Shared {
         client: client.clone(),
         config,
@@ -487,7 +513,15 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
         load: Mutex::new(NodeLoad::default()),
         completing: Mutex::new(HashSet::new()),
         pods: pod_reader.clone(),
+        nodes: node_reader,
     });
+    let retry = shared.clone();
+    tasks.0.push(tokio::spawn(async move {
+        loop {
+            node_changed.notified().await;
+            retry.retry_unschedulable().await;
+        }
+    }));
     tasks.0.push(tokio::spawn(storage::provision(client.clone())));
     if !attached {
         // What a real control plane's controller manager does.

@@ -1000,6 +1000,8 @@ pub async fn run(
 ) -> Result<(), SyncerError> {
     let mut config = config;
     config.pods.service_accounts = config.optional.service_accounts;
+    // Host pods run on the nodes the virtual cluster shows by selector (§4.1).
+    config.pods.node_selector.extend(config.nodes.labels.clone());
     config.pods.priority = if config.optional.priority_classes_to_host {
         vkube_translate::pods::PriorityMode::Translated
     } else if config.optional.priority_classes {

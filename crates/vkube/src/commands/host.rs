@@ -71,6 +71,7 @@ impl SimulatedKubelet {
         vkube_apiserver::Hooks {
             pod_logs: Some(self.clone()),
             pod_streams: Some(self.clone()),
+            proxies: Some(self.clone()),
             ..vkube_apiserver::Hooks::default()
         }
     }
@@ -88,6 +89,88 @@ impl PodLogs for SimulatedKubelet {
             .map_err(|error| vkube_apiserver::ApiError::BadRequest(error.0));
         Box::pin(async move { result })
     }
+}
+
+impl vkube_apiserver::proxy::Proxies for SimulatedKubelet {
+    /// Pods' declared ports answer through their responders (services through the pod their
+    /// endpoints name); a simulated node's kubelet serves no proxy.
+    fn proxy(
+        &self,
+        target: vkube_apiserver::proxy::ProxyTarget,
+        request: http::Request<Bytes>,
+    ) -> BoxFuture<'static, ApiResult<http::Response<axum::body::Body>>> {
+        let client = self.client.get().cloned();
+        Box::pin(async move {
+            let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
+            let namespace = target.namespace.clone().unwrap_or_default();
+            let (pod, port) = match target.resource.as_str() {
+                "pods" => {
+                    let port = vkube_apiserver::proxy::pod_port(&target.object, target.port.as_deref());
+                    (target.object.clone(), port)
+                }
+                "services" => service_backend(&client, &namespace, &target).await?,
+                _ => {
+                    return Err(ApiError::Unavailable(format!(
+                        "the simulated kubelet of node {:?} serves no proxy",
+                        target.name
+                    )));
+                }
+            };
+            let port = port.ok_or_else(|| {
+                ApiError::Unavailable(format!("no endpoints available for {} {:?}", target.resource, target.name))
+            })?;
+            let connection = vkube_simulator::kubelet::ports::connect(&pod, port)
+                .map_err(|error| ApiError::Unavailable(format!("error trying to reach service: {error}")))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(connection))
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("error trying to reach service: {e}")))?;
+            tokio::spawn(conn);
+            let request = request.map(http_body_util::Full::new);
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("error trying to reach service: {e}")))?;
+            let (parts, body) = response.into_parts();
+            Ok(http::Response::from_parts(parts, axum::body::Body::new(body)))
+        })
+    }
+}
+
+/// The pod and port a service's proxy reaches: its endpoints' first ready address with a pod.
+async fn service_backend(
+    client: &kube::Client,
+    namespace: &str,
+    target: &vkube_apiserver::proxy::ProxyTarget,
+) -> ApiResult<(serde_json::Value, Option<u16>)> {
+    use k8s_openapi::api::core::v1::{Endpoints, Pod};
+    let unavailable = || ApiError::Unavailable(format!("no endpoints available for service {:?}", target.name));
+    let endpoints: kube::Api<Endpoints> = kube::Api::namespaced(client.clone(), namespace);
+    let endpoints = endpoints.get_opt(&target.name).await.ok().flatten().ok_or_else(unavailable)?;
+    // The service port named (by name or number), or its first.
+    let ports = target.object.pointer("/spec/ports").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+    let wanted = match target.port.as_deref() {
+        Some(port) => ports.iter().find(|p| {
+            p.get("name").and_then(|n| n.as_str()) == Some(port)
+                || p.get("port").and_then(|n| n.as_u64()).map(|n| n.to_string()).as_deref() == Some(port)
+        }),
+        None => ports.first(),
+    };
+    let port_name = wanted.and_then(|p| p.get("name")).and_then(|n| n.as_str()).unwrap_or_default();
+    for subset in endpoints.subsets.unwrap_or_default() {
+        let port = subset.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or_default() == port_name);
+        let address = subset
+            .addresses
+            .iter()
+            .flatten()
+            .find(|a| a.target_ref.as_ref().is_some_and(|r| r.kind.as_deref() == Some("Pod")));
+        if let (Some(port), Some(address)) = (port, address) {
+            let name = address.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+            let pod = pods.get_opt(&name).await.ok().flatten().ok_or_else(unavailable)?;
+            return Ok((serde_json::to_value(pod).unwrap_or_default(), u16::try_from(port.port).ok()));
+        }
+    }
+    Err(unavailable())
 }
 
 /// The command and arguments of `container` of `pod` (`sh` when it names none).

@@ -147,6 +147,52 @@ impl PodLogs for HostLogs {
     }
 }
 
+/// `pods/proxy` and `services/proxy` of synced objects go to their host copies' (host names, same
+/// port and path), `nodes/proxy` to the host node of that name, through the host API server.
+struct HostProxies {
+    host: kube::Client,
+    context: Context,
+}
+
+impl vkube_apiserver::proxy::Proxies for HostProxies {
+    fn proxy(
+        &self,
+        target: vkube_apiserver::proxy::ProxyTarget,
+        request: http::Request<bytes::Bytes>,
+    ) -> futures::future::BoxFuture<'static, ApiResult<http::Response<axum::body::Body>>> {
+        let name = match (&target.namespace, target.resource.as_str()) {
+            (Some(namespace), "pods" | "services") => {
+                vkube_translate::names::host_name(&self.context, &target.name, namespace)
+            }
+            _ => target.name.clone(),
+        };
+        let id = match (&target.scheme, &target.port) {
+            (Some(scheme), port) => format!("{scheme}:{name}:{}", port.clone().unwrap_or_default()),
+            (None, Some(port)) => format!("{name}:{port}"),
+            (None, None) => name.clone(),
+        };
+        let base = match target.namespace {
+            Some(_) => format!("/api/v1/namespaces/{}/{}/{id}/proxy", self.context.host_namespace, target.resource),
+            None => format!("/api/v1/nodes/{id}/proxy"),
+        };
+        let host = self.host.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let mut forwarded = http::Request::builder().method(parts.method).uri(format!("{base}{}", parts.uri));
+            for (key, value) in &parts.headers {
+                forwarded = forwarded.header(key, value);
+            }
+            let forwarded = forwarded.body(body.to_vec()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let response = host
+                .send(forwarded.map(kube::client::Body::from))
+                .await
+                .map_err(|error| ApiError::Unavailable(format!("proxying to the host: {error}")))?;
+            let (parts, body) = response.into_parts();
+            Ok(http::Response::from_parts(parts, axum::body::Body::new(body)))
+        })
+    }
+}
+
 /// `pods/exec` and `pods/attach` of a synced pod go to its host pod (same container, same
 /// options) through the host API server; frames are relayed unchanged both ways.
 struct HostStreams {
@@ -427,6 +473,7 @@ pub async fn start(
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
         pod_streams: Some(Arc::new(HostStreams { host: host.clone(), context: context.clone() })),
+        proxies: Some(Arc::new(HostProxies { host: host.clone(), context: context.clone() })),
         // With service sync off, the virtual API server allocates nothing on the host.
         service_addresses: config.sync.to_host.services.enabled.then(|| {
             Arc::new(HostServices { host: host.clone(), context: context.clone(), patches: service_patches }) as _
@@ -460,7 +507,8 @@ pub async fn start(
             )
         }),
         workload_account: config.control_plane.advanced.workload_service_account.name.clone(),
-        node_selector: config.sync.from_host.nodes.selector.labels.clone(),
+        // Filled from the node settings by the syncer (`sync.fromHost.nodes.selector.labels`).
+        node_selector: Default::default(),
         runtime_class: pods.runtime_class_name.clone(),
         default_priority_class: pods.priority_class_name.clone(),
     };
