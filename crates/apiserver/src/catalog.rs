@@ -266,6 +266,7 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
     const CREATE: &[&str] = &["create"];
     const GET_UPDATE: &[&str] = &["get", "patch", "update"];
     const CONNECT: &[&str] = &["create", "get"];
+    const PROXY: &[&str] = &["create", "delete", "get", "patch", "update"];
     match (group, plural) {
         ("", "pods") => vec![
             ExtraSubresource { name: "attach", group: "", version: "", kind: "PodAttachOptions", verbs: CONNECT },
@@ -277,6 +278,7 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
                 kind: "PodPortForwardOptions",
                 verbs: CONNECT,
             },
+            ExtraSubresource { name: "proxy", group: "", version: "", kind: "PodProxyOptions", verbs: PROXY },
             ExtraSubresource { name: "log", group: "", version: "", kind: "Pod", verbs: GET },
             ExtraSubresource { name: "binding", group: "", version: "", kind: "Binding", verbs: CREATE },
             ExtraSubresource { name: "eviction", group: "policy", version: "v1", kind: "Eviction", verbs: CREATE },
@@ -290,6 +292,12 @@ fn extra_subresources(group: &str, plural: &str) -> Vec<ExtraSubresource> {
             kind: "CertificateSigningRequest",
             verbs: GET_UPDATE,
         }],
+        ("", "services") => {
+            vec![ExtraSubresource { name: "proxy", group: "", version: "", kind: "ServiceProxyOptions", verbs: PROXY }]
+        }
+        ("", "nodes") => {
+            vec![ExtraSubresource { name: "proxy", group: "", version: "", kind: "NodeProxyOptions", verbs: PROXY }]
+        }
         ("", "namespaces") => {
             vec![ExtraSubresource { name: "finalize", group: "", version: "", kind: "Namespace", verbs: &["update"] }]
         }
