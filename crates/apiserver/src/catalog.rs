@@ -430,6 +430,22 @@ impl Catalog {
         Catalog { inner: Arc::new(RwLock::new(Arc::new(snapshot))) }
     }
 
+    /// Adds types served by something other than the store (an aggregated API such as
+    /// `metrics.k8s.io`); they stay when custom resources change.
+    pub fn add_served(&self, served: Vec<ResourceType>) {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let old = guard.clone();
+        let mut types = old.types.clone();
+        let mut group_order = old.group_order.clone();
+        for t in served {
+            if !group_order.contains(&t.group) {
+                group_order.push(t.group.clone());
+            }
+            types.insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
+        }
+        *guard = Arc::new(Snapshot { types, group_order, generation: old.generation + 1 });
+    }
+
     /// The current view.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -66,6 +66,8 @@ pub struct AppState {
     pub pod_streams: Option<crate::streams::SharedPodStreams>,
     /// Reaches pods, services and nodes for their `proxy` subresources, if anything does.
     pub proxies: Option<crate::proxy::SharedProxies>,
+    /// Supplies `metrics.k8s.io`, if anything does.
+    pub resource_metrics: Option<crate::resource_metrics::SharedResourceMetrics>,
     /// Signs and verifies service account tokens (None without TLS).
     pub token_signer: Option<crate::tokens::TokenSigner>,
     /// The cluster CA, which signs approved client certificate requests (None without TLS).
@@ -526,6 +528,17 @@ async fn route(
             return Ok(json_response(StatusCode::OK, &doc));
         }
         _ => {}
+    }
+    // The resource metrics API, served from whoever supplies it (as an aggregated API would be).
+    if let (Some(source), ["apis", crate::resource_metrics::GROUP, crate::resource_metrics::VERSION, rest @ ..]) =
+        (&state.resource_metrics, segments.as_slice())
+        && !rest.is_empty()
+    {
+        if parts.method != Method::GET || query.flag("watch")? {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let list = crate::resource_metrics::serve(source.as_ref(), rest, query.get("labelSelector")).await?;
+        return Ok(json_response(StatusCode::OK, &list));
     }
     // `pods/proxy`, `services/proxy`, `nodes/proxy`: everything after `proxy` is the target's path.
     let proxied = match segments.as_slice() {

@@ -22,6 +22,7 @@ pub mod pki;
 pub mod protobuf;
 pub mod proxy;
 pub mod registry;
+pub mod resource_metrics;
 pub mod selector;
 pub mod server;
 pub mod strategy;

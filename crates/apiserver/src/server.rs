@@ -136,6 +136,8 @@ pub struct Hooks {
     pub pod_streams: Option<crate::streams::SharedPodStreams>,
     /// What `pods/proxy`, `services/proxy` and `nodes/proxy` reach.
     pub proxies: Option<crate::proxy::SharedProxies>,
+    /// The source of `metrics.k8s.io` (`kubectl top`); the group is served only with one.
+    pub resource_metrics: Option<crate::resource_metrics::SharedResourceMetrics>,
     /// Allocator of service addresses.
     pub service_addresses: Option<Arc<dyn crate::registry::ServiceAddresses>>,
     /// More text for `/metrics` (Prometheus text format).
@@ -164,7 +166,11 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         let path = config.dir.join("store.db");
         Arc::new(SqliteStorage::open(&path).map_err(|source| ServerError::Store { dir: config.dir.clone(), source })?)
     };
-    let mut registry = Registry::new(store, Catalog::builtin());
+    let catalog = Catalog::builtin();
+    if hooks.resource_metrics.is_some() {
+        catalog.add_served(crate::resource_metrics::resource_types());
+    }
+    let mut registry = Registry::new(store, catalog);
     registry.bookmark_interval = config.bookmark_interval;
     registry.service_addresses = hooks.service_addresses;
     registry.start_background().await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
@@ -195,6 +201,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         pod_logs,
         pod_streams: hooks.pod_streams,
         proxies: hooks.proxies,
+        resource_metrics: hooks.resource_metrics,
         metrics: hooks.metrics,
         ready_checks: hooks.ready_checks,
     });

@@ -357,3 +357,37 @@ fn pod_and_service_proxies_reach_the_pods_port() {
     let error = k.fails(&["get", "--raw", "/api/v1/namespaces/default/pods/nope:80/proxy/"]);
     assert!(error.contains("pods \"nope\" not found"), "{error}");
 }
+
+#[test]
+fn kubectl_top_shows_the_tenants_pods_and_nodes() {
+    let up = start();
+    let k = &up.k;
+    let pods = k.ok(&["top", "pod", "--no-headers"]);
+    let line = pods.lines().find(|l| l.starts_with("web ")).unwrap_or_else(|| panic!("{pods}"));
+    let cpu: Vec<&str> = line.split_whitespace().collect();
+    assert!(cpu[1].ends_with('m') && cpu[2].ends_with("Mi"), "usage of the virtual pod: {line}");
+    assert_eq!(k.ok(&["top", "pod", "--no-headers"]), pods, "stable from one call to the next");
+    let containers = k.ok(&["top", "pod", "web", "--containers", "--no-headers"]);
+    assert!(
+        containers.contains("web ") && containers.contains(" c ") && containers.contains(" sidecar "),
+        "{containers}"
+    );
+    let filtered = k.output(&["top", "pod", "-l", "app=nothing"]);
+    assert!(String::from_utf8_lossy(&filtered.stdout).trim().is_empty(), "a label selector filters");
+    assert!(String::from_utf8_lossy(&filtered.stderr).contains("No resources found"));
+    assert!(k.ok(&["top", "pod", "-l", "app=web", "--no-headers"]).starts_with("web "), "virtual labels select");
+    let node = k.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]);
+    let nodes = k.ok(&["top", "node", "--no-headers"]);
+    let names: Vec<&str> = nodes.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, [node.as_str()], "only the nodes the virtual cluster shows");
+}
+
+#[test]
+fn kubectl_top_without_a_metrics_source_says_the_api_is_not_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = common::ApiServerProcess::start(dir.path(), &[]);
+    let k = common::Kubectl::new(33, &server.kubeconfig, home.path());
+    let error = k.fails(&["top", "pod"]);
+    assert!(error.contains("Metrics API not available"), "{error}");
+}

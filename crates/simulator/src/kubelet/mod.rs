@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod logs;
+pub mod metrics;
 pub mod ports;
 mod server;
 

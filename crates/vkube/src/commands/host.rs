@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use kube::ResourceExt;
 use vkube_apiserver::http::PodLogs;
 use vkube_apiserver::pki::write_private;
 use vkube_apiserver::streams::{self, Frames, PodStreams, Session, StreamRequest, channel};
@@ -72,6 +73,7 @@ impl SimulatedKubelet {
             pod_logs: Some(self.clone()),
             pod_streams: Some(self.clone()),
             proxies: Some(self.clone()),
+            resource_metrics: Some(self.clone()),
             ..vkube_apiserver::Hooks::default()
         }
     }
@@ -132,6 +134,61 @@ impl vkube_apiserver::proxy::Proxies for SimulatedKubelet {
                 .map_err(|e| ApiError::Unavailable(format!("error trying to reach service: {e}")))?;
             let (parts, body) = response.into_parts();
             Ok(http::Response::from_parts(parts, axum::body::Body::new(body)))
+        })
+    }
+}
+
+impl vkube_apiserver::resource_metrics::ResourceMetrics for SimulatedKubelet {
+    fn nodes(&self) -> BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
+        let client = self.client.get().cloned();
+        Box::pin(async move {
+            let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
+            let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
+            let failed = |e: kube::Error| ApiError::Unavailable(format!("reading the simulated nodes: {e}"));
+            let pods: Vec<serde_json::Value> = pods
+                .list(&Default::default())
+                .await
+                .map_err(failed)?
+                .items
+                .iter()
+                .map(|p| serde_json::to_value(p).unwrap_or_default())
+                .collect();
+            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            Ok(nodes
+                .list(&Default::default())
+                .await
+                .map_err(failed)?
+                .items
+                .iter()
+                .map(|node| {
+                    let labels = serde_json::to_value(&node.metadata.labels).unwrap_or_default();
+                    vkube_simulator::kubelet::metrics::node_metrics(&node.name_any(), &labels, &pods, &now)
+                })
+                .collect())
+        })
+    }
+
+    fn pods(&self, namespace: Option<String>) -> BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
+        let client = self.client.get().cloned();
+        Box::pin(async move {
+            let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = match &namespace {
+                Some(namespace) => kube::Api::namespaced(client, namespace),
+                None => kube::Api::all(client),
+            };
+            let list = pods
+                .list(&Default::default())
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("reading the simulated pods: {e}")))?;
+            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            Ok(list
+                .items
+                .iter()
+                .filter_map(|p| {
+                    vkube_simulator::kubelet::metrics::pod_metrics(&serde_json::to_value(p).unwrap_or_default(), &now)
+                })
+                .collect())
         })
     }
 }

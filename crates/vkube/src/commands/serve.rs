@@ -147,6 +147,106 @@ impl PodLogs for HostLogs {
     }
 }
 
+/// `metrics.k8s.io` of the virtual cluster: the host's metrics of the tenant's pods (renamed
+/// back, bookkeeping labels dropped) and of the nodes the virtual cluster shows.
+struct HostMetrics {
+    host: kube::Client,
+    context: Context,
+    /// The virtual cluster (set once its API server is up): which nodes it shows.
+    virtual_client: Arc<std::sync::OnceLock<kube::Client>>,
+}
+
+/// The host's metrics API answered `error`: what a client of an unavailable aggregated API sees.
+fn metrics_unavailable(resource: &str, error: kube::Error) -> ApiError {
+    tracing::debug!(%error, "the host's metrics API did not answer");
+    ApiError::Unavailable(format!(
+        "the server is currently unable to handle the request (get {resource}.metrics.k8s.io)"
+    ))
+}
+
+impl HostMetrics {
+    fn shared(&self) -> Self {
+        HostMetrics {
+            host: self.host.clone(),
+            context: self.context.clone(),
+            virtual_client: self.virtual_client.clone(),
+        }
+    }
+
+    async fn host_list(&self, path: &str, resource: &str) -> ApiResult<Vec<serde_json::Value>> {
+        let request = http::Request::get(path).body(Vec::new()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let list: serde_json::Value = self.host.request(request).await.map_err(|e| metrics_unavailable(resource, e))?;
+        Ok(list.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default())
+    }
+}
+
+impl vkube_apiserver::resource_metrics::ResourceMetrics for HostMetrics {
+    fn nodes(&self) -> futures::future::BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
+        let this = self.shared();
+        Box::pin(async move {
+            let items = this.host_list("/apis/metrics.k8s.io/v1beta1/nodes", "nodes").await?;
+            let Some(virtual_client) = this.virtual_client.get().cloned() else { return Ok(Vec::new()) };
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(virtual_client);
+            let shown: std::collections::BTreeSet<String> = nodes
+                .list(&Default::default())
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .items
+                .iter()
+                .map(|n| n.metadata.name.clone().unwrap_or_default())
+                .collect();
+            Ok(items
+                .into_iter()
+                .filter(|m| m.pointer("/metadata/name").and_then(|n| n.as_str()).is_some_and(|n| shown.contains(n)))
+                .collect())
+        })
+    }
+
+    fn pods(
+        &self,
+        namespace: Option<String>,
+    ) -> futures::future::BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
+        let this = self.shared();
+        Box::pin(async move {
+            let hns = this.context.host_namespace.clone();
+            let items = this.host_list(&format!("/apis/metrics.k8s.io/v1beta1/namespaces/{hns}/pods"), "pods").await?;
+            // Which virtual pod each host pod stands for: its bookkeeping annotations.
+            let pods: Api<Pod> = Api::namespaced(this.host.clone(), &hns);
+            let selector = format!("{}={}", vkube_translate::labels::MANAGED_BY, this.context.name);
+            let host_pods = pods
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| metrics_unavailable("pods", e))?;
+            let mut owners = std::collections::HashMap::new();
+            for pod in host_pods.items {
+                let annotations = pod.metadata.annotations.unwrap_or_default();
+                if let (Some(ns), Some(name)) = (
+                    annotations.get(vkube_translate::metadata::OBJECT_NAMESPACE),
+                    annotations.get(vkube_translate::metadata::OBJECT_NAME),
+                ) {
+                    owners.insert(pod.metadata.name.unwrap_or_default(), (ns.clone(), name.clone()));
+                }
+            }
+            Ok(items
+                .into_iter()
+                .filter_map(|mut metrics| {
+                    let host_name = metrics.pointer("/metadata/name")?.as_str()?.to_string();
+                    let (ns, name) = owners.get(&host_name)?.clone();
+                    if namespace.as_ref().is_some_and(|wanted| *wanted != ns) {
+                        return None;
+                    }
+                    metrics["metadata"]["name"] = serde_json::json!(name);
+                    metrics["metadata"]["namespace"] = serde_json::json!(ns);
+                    if let Some(labels) = metrics.pointer_mut("/metadata/labels").and_then(|l| l.as_object_mut()) {
+                        labels.retain(|k, _| !k.starts_with("vcluster.loft.sh/"));
+                    }
+                    Some(metrics)
+                })
+                .collect())
+        })
+    }
+}
+
 /// `pods/proxy` and `services/proxy` of synced objects go to their host copies' (host names, same
 /// port and path), `nodes/proxy` to the host node of that name, through the host API server.
 struct HostProxies {
@@ -470,10 +570,16 @@ pub async fn start(
     let service_patches = patches.get("Service").cloned().unwrap_or_default();
     let syncer_metrics = Arc::new(vkube_syncer::Metrics::default());
     let (rendered, readiness) = (syncer_metrics.clone(), syncer_metrics.clone());
+    let host_metrics = HostMetrics {
+        host: host.clone(),
+        context: context.clone(),
+        virtual_client: Arc::new(std::sync::OnceLock::new()),
+    };
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),
         pod_streams: Some(Arc::new(HostStreams { host: host.clone(), context: context.clone() })),
         proxies: Some(Arc::new(HostProxies { host: host.clone(), context: context.clone() })),
+        resource_metrics: Some(Arc::new(host_metrics.shared())),
         // With service sync off, the virtual API server allocates nothing on the host.
         service_addresses: config.sync.to_host.services.enabled.then(|| {
             Arc::new(HostServices { host: host.clone(), context: context.clone(), patches: service_patches }) as _
@@ -488,6 +594,7 @@ pub async fn start(
     let path = cluster.dir.join(format!("{name}.kubeconfig"));
     write_private(&path, &kubeconfig).with_context(|| format!("writing {}", path.display()))?;
     let virtual_client = super::client_from_kubeconfig(&kubeconfig).await?;
+    let _ = host_metrics.virtual_client.set(virtual_client.clone());
     let pods = &config.sync.to_host.pods;
     let mut enforce = Vec::new();
     for spec in &pods.enforce_tolerations {
