@@ -1007,7 +1007,9 @@ async fn serve_resource(
             };
             let connector: crate::streams::portforward::Connector = Arc::new(move |port| streams.connect(&pod, port));
             let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
-            crate::streams::portforward::upgrade(headers, parts.uri.query(), on_upgrade, connector).await
+            crate::streams::portforward::upgrade(headers, parts.uri.query(), on_upgrade, connector)
+                .await
+                .map_err(ApiError::from)
         }
         (Some(name), Some("log")) if rt.kind == "Pod" && method == Method::GET => {
             // kube-apiserver's order: the options, the pod, the container, the node.

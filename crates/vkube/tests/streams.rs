@@ -2,11 +2,12 @@
 //! checks the request, forwards the stream to the host pod through the host API server, whose
 //! simulated kubelet runs the command in the pod's sandbox; and the same through kube-rs.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
-use common::{Up, wait_until};
+use common::{Up, VirtualCluster, wait_until};
 
 const POD: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -390,4 +391,26 @@ fn kubectl_top_without_a_metrics_source_says_the_api_is_not_available() {
     let k = common::Kubectl::new(33, &server.kubeconfig, home.path());
     let error = k.fails(&["top", "pod"]);
     assert!(error.contains("Metrics API not available"), "{error}");
+}
+
+on_both_hosts! {
+/// The same streams through a real kube-apiserver: it calls the simulated kubelet's API (SPDY for
+/// exec from a v5 client, kubectl's port-forward tunnel unwrapped to SPDY).
+fn exec_attach_and_port_forward_reach_the_host_pod(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let k = &cluster.k;
+    let applied = k.output_with_stdin(&["apply", "-f", "-"], POD);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    assert_eq!(k.ok(&["exec", "web", "-c", "c", "--", "cat", "/etc/config/app.conf"]), "x=1\n");
+    let piped = k.output_with_stdin(&["exec", "-i", "web", "-c", "c", "--", "sh", "-c", "cat; exit 4"], "typed\n");
+    assert_eq!((String::from_utf8_lossy(&piped.stdout).as_ref(), piped.status.code()), ("typed\n", Some(4)));
+    let home = tempfile::tempdir().unwrap();
+    let old = common::Kubectl::new(29, &cluster.serving.kubeconfig, home.path());
+    assert_eq!(old.ok(&["exec", "web", "-c", "c", "--", "sh", "-c", "echo $HOSTNAME"]), "web\n", "kubectl 1.29 (SPDY)");
+    let forward = PortForward::start(k, "pod/web", 80);
+    assert!(forward.get("/both").ends_with("web port 80: GET /both\n"));
+    let logs = k.ok(&["logs", "web", "-c", "c", "--tail=1"]);
+    assert!(logs.contains("simulated container c"), "{logs}");
+}
 }

@@ -1,118 +1,38 @@
-//! Streams into a pod's containers: `pods/exec` and `pods/attach` over WebSocket with the
-//! channel protocols `v5.channel.k8s.io` and `v4.channel.k8s.io` (kubectl 1.30+, kube-rs, the
-//! Python client). The API server checks the request as kube-apiserver does (options, pod,
-//! container, node), then hands the session to whoever runs the pod ([`PodStreams`]): the host
-//! API server for a virtual cluster, the simulated kubelet for the simulated host.
-//!
-//! A session is a pair of frame channels. A frame is one WebSocket binary message: its first byte
-//! names the stream (0 stdin, 1 stdout, 2 stderr, 3 error (a JSON `Status`), 4 terminal resize
-//! (`{"Width":80,"Height":24}`), and with v5 255 = close, followed by the stream closed).
-
-pub mod portforward;
-mod spdy;
-mod websocket;
+//! Streams into a pod's containers: `pods/exec`, `pods/attach` and `pods/portforward`. The API
+//! server checks the request as kube-apiserver does (options, pod, container, node), then hands
+//! the session to whoever runs the pod ([`PodStreams`]): the host API server for a virtual
+//! cluster, the simulated kubelet for the simulated host. The protocols are `vkube_streams`'.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::mpsc;
+
+pub use vkube_streams::{
+    Frames, PROTOCOLS, Refusal, Session, StreamRequest, channel, exit_status, failure_status, first_output, frame,
+    portforward,
+};
 
 use crate::{ApiError, ApiResult};
 
-pub use websocket::PROTOCOLS;
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::BadRequest(refusal.0)
+    }
+}
 
-/// Answers an exec or attach request upgraded to WebSocket (kubectl 1.30+, kube-rs, Python) or
-/// SPDY/3.1 (kubectl 1.27-1.29 and kubectl's fallback): `open` starts the session or refuses the
-/// request before the upgrade; the session then runs over whichever protocol the client speaks.
+/// Answers an exec or attach request (see [`vkube_streams::upgrade`]).
 pub async fn upgrade<F>(
     headers: &http::HeaderMap,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    mut request: StreamRequest,
+    request: StreamRequest,
     open: F,
 ) -> ApiResult<http::Response<axum::body::Body>>
 where
     F: FnOnce(StreamRequest) -> BoxFuture<'static, ApiResult<Session>>,
 {
-    let websocket = websocket::is_websocket(headers);
-    let (protocol, answer) = if websocket {
-        websocket::negotiate(headers)?
-    } else if spdy::is_spdy(headers) {
-        spdy::negotiate(headers)?
-    } else {
-        return Err(ApiError::BadRequest("Upgrade request required".into()));
-    };
-    let on_upgrade =
-        on_upgrade.ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: not upgradable".into()))?;
-    request.protocol = protocol.to_string();
-    let session = open(request.clone()).await?;
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "stream upgrade failed");
-                return;
-            }
-        };
-        if websocket {
-            websocket::run(upgraded, session).await;
-        } else {
-            spdy::run(upgraded, session, &request).await;
-        }
-    });
-    let mut response = http::Response::new(axum::body::Body::empty());
-    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-    *response.headers_mut() = answer;
-    Ok(response)
+    vkube_streams::upgrade(headers, on_upgrade, request, open).await
 }
-
-/// Stream ids of the channel protocols.
-pub mod channel {
-    /// The container's standard input (client → pod).
-    pub const STDIN: u8 = 0;
-    /// Standard output (pod → client).
-    pub const STDOUT: u8 = 1;
-    /// Standard error (pod → client).
-    pub const STDERR: u8 = 2;
-    /// The outcome, a JSON `Status` (pod → client).
-    pub const ERROR: u8 = 3;
-    /// Terminal size changes (client → pod).
-    pub const RESIZE: u8 = 4;
-    /// v5: the stream named by the next byte is closed (client → pod).
-    pub const CLOSE: u8 = 255;
-}
-
-/// What a client asked of a pod, checked.
-#[derive(Clone, Debug)]
-pub struct StreamRequest {
-    /// `exec` or `attach`.
-    pub subresource: String,
-    pub namespace: String,
-    pub name: String,
-    /// The container (the pod's only one when the request named none).
-    pub container: String,
-    /// The command of an exec.
-    pub command: Vec<String>,
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-    pub tty: bool,
-    /// The negotiated protocol (`v5.channel.k8s.io` or `v4.channel.k8s.io`).
-    pub protocol: String,
-    /// The pod as stored.
-    pub pod: Value,
-}
-
-/// Frames from the client, frames to the client.
-pub struct Frames {
-    pub from_client: mpsc::Receiver<Vec<u8>>,
-    pub to_client: mpsc::Sender<Vec<u8>>,
-}
-
-/// A session that is ready to run once the connection is upgraded. It ends when it drops its
-/// sender; like the kubelet, it first sends an empty frame on its first output stream (stdout,
-/// else stderr, else error) to say it is open, and last the outcome on the error stream.
-pub type Session = Box<dyn FnOnce(Frames) -> BoxFuture<'static, ()> + Send>;
 
 /// Whoever runs pods: opens a session for a checked request, or refuses it before the upgrade.
 pub trait PodStreams: Send + Sync {
@@ -137,21 +57,8 @@ fn parse_bool(value: &str) -> Option<bool> {
 /// Checks an exec or attach request the way kube-apiserver does (its options, then the pod's
 /// container, then whether a node runs it) and returns it, protocol not yet chosen.
 pub fn check(subresource: &str, pod: &Value, query: Option<&str>) -> ApiResult<StreamRequest> {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut request = StreamRequest {
-        subresource: subresource.into(),
-        namespace,
-        name: name.clone(),
-        container: String::new(),
-        command: Vec::new(),
-        stdin: false,
-        stdout: false,
-        stderr: false,
-        tty: false,
-        protocol: String::new(),
-        pod: pod.clone(),
-    };
+    let mut request = StreamRequest::new(subresource, pod);
+    let name = request.name.clone();
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode =
@@ -216,44 +123,6 @@ pub fn container_names(pod: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// The error-stream `Status` for a command that exited with `code` (0: success).
-pub fn exit_status(code: i32) -> Value {
-    if code == 0 {
-        return serde_json::json!({"metadata": {}, "status": "Success"});
-    }
-    serde_json::json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("command terminated with non-zero exit code: exit status {code}"),
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-    })
-}
-
-/// The error-stream `Status` for a session that could not run the command.
-pub fn failure_status(message: &str) -> Value {
-    serde_json::json!({"metadata": {}, "status": "Failure", "message": message})
-}
-
-/// The stream a session's first (empty) frame goes to.
-pub fn first_output(request: &StreamRequest) -> u8 {
-    if request.stdout {
-        channel::STDOUT
-    } else if request.stderr {
-        channel::STDERR
-    } else {
-        channel::ERROR
-    }
-}
-
-/// One frame: `stream` then `data`.
-pub fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(stream);
-    out.extend_from_slice(data);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -285,13 +154,5 @@ mod tests {
         assert_eq!(error.to_string(), "you must specify at least 1 of stdin, stdout, stderr");
         let tty = check("attach", &one, Some("stdin=true&stdout=true&stderr=true&tty=true")).unwrap();
         assert!(!tty.stderr, "a terminal merges stderr into stdout");
-    }
-
-    #[test]
-    fn exit_codes_become_statuses() {
-        assert_eq!(exit_status(0)["status"], "Success");
-        let failed = exit_status(3);
-        assert_eq!(failed["reason"], "NonZeroExitCode");
-        assert_eq!(failed["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
     }
 }

@@ -13,5 +13,6 @@ pub mod logs;
 pub mod metrics;
 pub mod ports;
 mod server;
+pub mod sessions;
 
 pub use server::{KubeletError, KubeletServer};

@@ -52,6 +52,9 @@ type DecisionKey = (String, Vec<String>, String, String, String);
 
 struct State {
     client: Client,
+    /// Where exec sandboxes are made, and whether exec runs at all.
+    sandboxes: std::path::PathBuf,
+    exec: bool,
     /// Node names are `<prefix>-<i>`: pods on other nodes are not this kubelet's.
     node_prefix: String,
     decisions: Mutex<HashMap<DecisionKey, (bool, Instant)>>,
@@ -64,6 +67,8 @@ impl KubeletServer {
         listen: SocketAddr,
         address: Option<IpAddr>,
         node_prefix: &str,
+        sandboxes: std::path::PathBuf,
+        exec: bool,
     ) -> Result<KubeletServer, KubeletError> {
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
         let ca = maps
@@ -78,7 +83,13 @@ impl KubeletServer {
         let address =
             address.unwrap_or(if bound.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bound.ip() });
         let tls = tls_config(&ca, address, node_prefix)?;
-        let state = Arc::new(State { client, node_prefix: node_prefix.to_string(), decisions: Mutex::default() });
+        let state = Arc::new(State {
+            client,
+            sandboxes,
+            exec,
+            node_prefix: node_prefix.to_string(),
+            decisions: Mutex::default(),
+        });
         let task = tokio::spawn(accept_loop(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), state));
         Ok(KubeletServer { endpoint: SocketAddr::new(address, bound.port()), task })
     }
@@ -130,7 +141,7 @@ async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
                 async move { Ok::<_, std::convert::Infallible>(handle(&state, &caller, request).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -150,6 +161,59 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// The pod a request is about, when it runs on a simulated node and the caller may reach it
+/// (else the answer to give).
+async fn pod_of(
+    state: &State,
+    caller: &(String, Vec<String>),
+    verb: &str,
+    path: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Pod, Response<Body>> {
+    let pods: Api<Pod> = Api::namespaced(state.client.clone(), namespace);
+    let pod = match pods.get_opt(name).await {
+        Ok(Some(pod)) => pod,
+        Ok(None) => return Err(text(StatusCode::NOT_FOUND, format!("pod \"{name}\" not found"))),
+        Err(error) => return Err(text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
+    };
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    if !node.starts_with(&format!("{}-", state.node_prefix)) {
+        return Err(text(StatusCode::NOT_FOUND, format!("pod \"{name}\" does not run on a simulated node")));
+    }
+    if !allowed(state, caller, verb, subresource(path), &node).await {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            format!("Forbidden (user={}, verb={verb}, resource=nodes, subresource={})", caller.0, subresource(path)),
+        ));
+    }
+    Ok(pod)
+}
+
+/// An exec or attach as the kubelet is asked for it (`input`, `output`, `error`, `tty` as `1`,
+/// `command` repeated).
+fn stream_request(kind: &str, container: &str, query: &str, pod: &Pod) -> vkube_streams::StreamRequest {
+    let mut request = vkube_streams::StreamRequest::new(kind, &serde_json::to_value(pod).unwrap_or_default());
+    request.container = container.to_string();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned();
+        let on = value == "1" || value == "true";
+        match key {
+            "command" => request.command.push(value),
+            "input" | "stdin" => request.stdin = on,
+            "output" | "stdout" => request.stdout = on,
+            "error" | "stderr" => request.stderr = on,
+            "tty" => request.tty = on,
+            _ => {}
+        }
+    }
+    if request.tty {
+        request.stderr = false;
+    }
+    request
 }
 
 /// The kubelet's authorization attributes of a path: `nodes/<subresource>` (as the kubelet's
@@ -209,28 +273,45 @@ async fn handle(
         Method::DELETE => "delete",
         _ => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     };
+    let pod = match segments.as_slice() {
+        ["containerLogs" | "exec" | "attach", namespace, name, _] | ["portForward", namespace, name] => {
+            match pod_of(state, caller, verb, &path, namespace, name).await {
+                Ok(pod) => pod,
+                Err(refused) => return refused,
+            }
+        }
+        _ => return text(StatusCode::NOT_FOUND, "404 page not found"),
+    };
+    let on_upgrade = request.extensions().get::<hyper::upgrade::OnUpgrade>().cloned();
     match segments.as_slice() {
-        ["containerLogs", namespace, name, container] if verb == "get" => {
-            let pods: Api<Pod> = Api::namespaced(state.client.clone(), namespace);
-            let pod = match pods.get_opt(name).await {
-                Ok(Some(pod)) => pod,
-                Ok(None) => return text(StatusCode::NOT_FOUND, format!("pod \"{name}\" not found")),
-                Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        [kind @ ("exec" | "attach"), _, _, container] => {
+            let stream = stream_request(kind, container, &query, &pod);
+            let (client, base, exec) = (state.client.clone(), state.sandboxes.clone(), state.exec);
+            let open = move |request| -> futures::future::BoxFuture<
+                'static,
+                Result<vkube_streams::Session, vkube_streams::Refusal>,
+            > {
+                Box::pin(async move {
+                    super::sessions::open(client, base, exec, request).await.map_err(vkube_streams::Refusal)
+                })
             };
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-            if !node.starts_with(&format!("{}-", state.node_prefix)) {
-                return text(StatusCode::NOT_FOUND, format!("pod \"{name}\" does not run on a simulated node"));
+            match vkube_streams::upgrade(request.headers(), on_upgrade, stream, open).await {
+                Ok(response) => response,
+                Err(refusal) => text(StatusCode::BAD_REQUEST, refusal.0),
             }
-            if !allowed(state, caller, verb, subresource(&path), &node).await {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "Forbidden (user={}, verb={verb}, resource=nodes, subresource={})",
-                        caller.0,
-                        subresource(&path)
-                    ),
-                );
+        }
+        ["portForward", ..] => {
+            let value = serde_json::to_value(&pod).unwrap_or_default();
+            let connect: vkube_streams::portforward::Connector = Arc::new(move |port| {
+                let result = super::ports::connect(&value, port).map(vkube_streams::portforward::Forward::plain);
+                Box::pin(async move { result })
+            });
+            match vkube_streams::portforward::upgrade(request.headers(), Some(&query), on_upgrade, connect).await {
+                Ok(response) => response,
+                Err(refusal) => text(StatusCode::BAD_REQUEST, refusal.0),
             }
+        }
+        ["containerLogs", namespace, name, container] if verb == "get" => {
             let known = pod.spec.iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
             if !known.clone().any(|c| c.name == *container) {
                 return text(StatusCode::NOT_FOUND, format!("container \"{container}\" in pod \"{name}\" not found"));

@@ -7,17 +7,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use kube::ResourceExt;
 use vkube_apiserver::http::PodLogs;
 use vkube_apiserver::pki::write_private;
-use vkube_apiserver::streams::{self, Frames, PodStreams, Session, StreamRequest, channel};
+use vkube_apiserver::streams::{self, PodStreams, Session, StreamRequest};
 use vkube_apiserver::{ApiError, ApiResult, ServerConfig};
 use vkube_simulator::SimulatorConfig;
 use vkube_simulator::kubelet::KubeletServer;
-use vkube_simulator::kubelet::exec::{self, ExecOptions, Sandbox};
 use vkube_simulator::kubelet::logs::{self, LogOptions};
 
 /// Flags of `vkube host`.
@@ -230,38 +228,6 @@ async fn service_backend(
     Err(unavailable())
 }
 
-/// The command and arguments of `container` of `pod` (`sh` when it names none).
-fn container_command(pod: &serde_json::Value, container: &str) -> Vec<String> {
-    let definition = ["containers", "initContainers", "ephemeralContainers"]
-        .iter()
-        .flat_map(|key| {
-            pod.pointer(&format!("/spec/{key}")).and_then(serde_json::Value::as_array).into_iter().flatten()
-        })
-        .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(container));
-    let words = |key: &str| -> Vec<String> {
-        definition
-            .and_then(|c| c.get(key))
-            .and_then(serde_json::Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w.as_str().map(String::from))
-            .collect()
-    };
-    let command = [words("command"), words("args")].concat();
-    if command.is_empty() { vec!["sh".into()] } else { command }
-}
-
-/// Whether `container` of `pod` is running (its status says so).
-fn running(pod: &serde_json::Value, container: &str) -> bool {
-    ["initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"].iter().any(|key| {
-        pod.pointer(&format!("/status/{key}"))
-            .and_then(serde_json::Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|s| s.get("name").and_then(|n| n.as_str()) == Some(container) && s.pointer("/state/running").is_some())
-    })
-}
-
 impl PodStreams for SimulatedKubelet {
     fn connect(
         &self,
@@ -274,75 +240,10 @@ impl PodStreams for SimulatedKubelet {
 
     fn open(&self, request: StreamRequest) -> BoxFuture<'static, ApiResult<Session>> {
         let client = self.client.get().cloned();
-        let base = self.sandboxes.clone();
-        let exec = self.exec;
+        let (base, exec) = (self.sandboxes.clone(), self.exec);
         Box::pin(async move {
-            if request.subresource == "exec" && !exec {
-                return Err(ApiError::BadRequest(
-                    "unable to upgrade connection: exec is switched off on this simulated host (--exec off)".into(),
-                ));
-            }
             let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
-            if !running(&request.pod, &request.container) {
-                return Err(ApiError::BadRequest(format!(
-                    "unable to upgrade connection: container not found (\"{}\")",
-                    request.container
-                )));
-            }
-            let first = streams::first_output(&request);
-            let mut request = request;
-            if request.subresource == "attach" && request.stdin && exec {
-                // Attaching with input to a simulated container talks to its process: the
-                // container's command runs in the pod's sandbox (a shell when it names none, as
-                // for `kubectl debug -it --image=busybox`). With exec off, only its output.
-                request.command = container_command(&request.pod, &request.container);
-            } else if request.subresource == "attach" {
-                // A simulated container's output: its log from now on.
-                let options = LogOptions {
-                    container: Some(request.container.clone()),
-                    follow: true,
-                    tail_lines: Some(0),
-                    ..LogOptions::default()
-                };
-                let log = logs::stream(Some(client), &request.namespace, &request.name, &options)
-                    .map_err(|error| ApiError::BadRequest(error.0))?;
-                let session: Session = Box::new(move |frames: Frames| {
-                    Box::pin(async move {
-                        let _ = frames.to_client.send(vec![first]).await;
-                        let mut log = log;
-                        while let Some(Ok(chunk)) = log.next().await {
-                            if request.stdout
-                                && frames.to_client.send(streams::frame(channel::STDOUT, &chunk)).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                    })
-                });
-                return Ok(session);
-            }
-            let sandbox = Sandbox::prepare(client, &base, &request.pod, &request.container)
-                .await
-                .map_err(|error| ApiError::BadRequest(format!("unable to upgrade connection: {}", error.0)))?;
-            let session: Session = Box::new(move |frames: Frames| {
-                Box::pin(async move {
-                    let Frames { from_client, to_client } = frames;
-                    let _ = to_client.send(vec![first]).await;
-                    let options = ExecOptions {
-                        command: request.command.clone(),
-                        stdin: request.stdin,
-                        stdout: request.stdout,
-                        stderr: request.stderr,
-                        tty: request.tty,
-                    };
-                    let status = match exec::run(&sandbox, &options, from_client, to_client.clone()).await {
-                        Ok(code) => streams::exit_status(code),
-                        Err(error) => streams::failure_status(&error.0),
-                    };
-                    let _ = to_client.send(streams::frame(channel::ERROR, status.to_string().as_bytes())).await;
-                })
-            });
-            Ok(session)
+            vkube_simulator::kubelet::sessions::open(client, base, exec, request).await.map_err(ApiError::BadRequest)
         })
     }
 }
@@ -359,31 +260,43 @@ async fn attach(kubeconfig: &std::path::Path, args: &Args) -> anyhow::Result<()>
         .with_context(|| format!("reaching the API server of {} (--attach)", kubeconfig.display()))?;
     let mut simulator = SimulatorConfig { nodes: nodes as usize, attached: true, ..SimulatorConfig::default() };
     // Kept until the simulation stops.
-    let _kubelet =
-        match KubeletServer::start(client.clone(), args.kubelet_listen, args.kubelet_address, &simulator.node_prefix)
-            .await
-        {
-            Ok(server) => {
-                say!("kubelet API on {}", server.endpoint);
-                simulator.kubelet = Some(server.endpoint);
-                Some(server)
-            }
-            Err(error) => {
-                say!("warning: no kubelet API, so `kubectl logs` of simulated pods fails: {error}");
-                None
-            }
-        };
+    // Exec sandboxes live as long as this process (no state directory when attached).
+    let sandboxes = std::env::temp_dir().join(format!("vkube-sandboxes-{}", std::process::id()));
+    let started = KubeletServer::start(
+        client.clone(),
+        args.kubelet_listen,
+        args.kubelet_address,
+        &simulator.node_prefix,
+        sandboxes.clone(),
+        args.exec == "on",
+    )
+    .await;
+    let _kubelet = match started {
+        Ok(server) => {
+            say!("kubelet API on {}", server.endpoint);
+            simulator.kubelet = Some(server.endpoint);
+            Some(server)
+        }
+        Err(error) => {
+            say!(
+                "warning: no kubelet API, so `kubectl logs`, `exec` and `port-forward` of simulated pods fail: {error}"
+            );
+            None
+        }
+    };
     let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
     say!("attached to Kubernetes {} ({nodes} simulated nodes)", version.git_version);
     super::announce_ready();
-    tokio::select! {
+    let outcome = tokio::select! {
         _ = super::shutdown_signal() => Ok(()),
         result = simulation => match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error).context("the simulator stopped"),
             Err(error) => Err(error).context("the simulator crashed"),
         },
-    }
+    };
+    let _ = std::fs::remove_dir_all(&sandboxes);
+    outcome
 }
 
 /// Runs the simulated host until SIGINT/SIGTERM.

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::{ApiError, ApiResult};
+use crate::Refusal;
 
 /// A connection to a port of a pod.
 pub trait PodConnection: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -68,25 +68,28 @@ enum Form {
     Channels(&'static str, Vec<u16>),
 }
 
-/// The ports of a WebSocket port-forward (`ports=80,443` or repeated).
-fn ports(query: Option<&str>) -> ApiResult<Vec<u16>> {
+/// The ports of a WebSocket port-forward (`ports=80,443` or repeated, or `port=80&port=443`).
+fn ports(query: Option<&str>) -> Result<Vec<u16>, Refusal> {
     let mut out = Vec::new();
     for pair in query.unwrap_or_default().split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "ports" {
+        // `ports` from clients; `port` (repeated) is how kube-apiserver asks a kubelet.
+        if key != "ports" && key != "port" {
             continue;
         }
         let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
         for port in value.split(',').filter(|p| !p.is_empty()) {
-            let parsed =
-                port.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    ApiError::BadRequest(format!("unable to parse \"{port}\" as a port: invalid port"))
-                })?;
+            let parsed = port
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| Refusal(format!("unable to parse \"{port}\" as a port: invalid port")))?;
             out.push(parsed);
         }
     }
     if out.is_empty() {
-        return Err(ApiError::BadRequest("query parameter \"ports\" is required".into()));
+        return Err(Refusal("query parameter \"ports\" is required".into()));
     }
     Ok(out)
 }
@@ -108,14 +111,14 @@ pub async fn upgrade(
     query: Option<&str>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     connect: Connector,
-) -> ApiResult<http::Response<axum::body::Body>> {
+) -> Result<http::Response<axum::body::Body>, Refusal> {
     let mut answer = HeaderMap::new();
     answer.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     let form = if super::websocket::is_websocket(headers) {
         let key = headers
             .get(header::SEC_WEBSOCKET_KEY)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: missing Sec-WebSocket-Key".into()))?;
+            .ok_or_else(|| Refusal("unable to upgrade connection: missing Sec-WebSocket-Key".into()))?;
         let asked = protocols(headers, "sec-websocket-protocol");
         let form = asked.iter().find_map(|p| {
             if p == TUNNEL_PROTOCOL {
@@ -128,7 +131,7 @@ pub async fn upgrade(
             Some(Form::Channels(protocol, _)) => Form::Channels(protocol, ports(query)?),
             Some(form) => form,
             None => {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Refusal(format!(
                     "unable to upgrade connection: requested protocol(s) are not supported: {asked:?}; supports [\"{TUNNEL_PROTOCOL}\" \"v4.channel.k8s.io\" \"channel.k8s.io\"]"
                 )));
             }
@@ -136,7 +139,7 @@ pub async fn upgrade(
         answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         answer.insert(
             header::SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| ApiError::Internal(e.to_string()))?,
+            HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| Refusal(e.to_string()))?,
         );
         let chosen = match &form {
             Form::Tunnel => TUNNEL_PROTOCOL,
@@ -148,7 +151,7 @@ pub async fn upgrade(
     } else if super::spdy::is_spdy(headers) {
         let offered = protocols(headers, "x-stream-protocol-version");
         if !offered.iter().any(|p| p == SPDY_PROTOCOL) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Refusal(format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [\"{SPDY_PROTOCOL}\"]"
             )));
         }
@@ -156,10 +159,9 @@ pub async fn upgrade(
         answer.insert("x-stream-protocol-version", HeaderValue::from_static(SPDY_PROTOCOL));
         Form::Spdy
     } else {
-        return Err(ApiError::BadRequest("Upgrade request required".into()));
+        return Err(Refusal("Upgrade request required".into()));
     };
-    let on_upgrade =
-        on_upgrade.ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: not upgradable".into()))?;
+    let on_upgrade = on_upgrade.ok_or_else(|| Refusal("unable to upgrade connection: not upgradable".into()))?;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
@@ -362,6 +364,7 @@ mod tests {
     fn ports_come_from_the_query() {
         assert_eq!(ports(Some("ports=80,443")).unwrap(), [80, 443]);
         assert_eq!(ports(Some("ports=80&ports=81")).unwrap(), [80, 81]);
+        assert_eq!(ports(Some("port=80&port=81")).unwrap(), [80, 81], "as kube-apiserver asks a kubelet");
         assert!(ports(Some("ports=http")).unwrap_err().to_string().contains("unable to parse \"http\" as a port"));
         assert!(ports(None).is_err());
     }

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
 use super::{Frames, Session, StreamRequest, channel};
-use crate::{ApiError, ApiResult};
+use crate::Refusal;
 
 /// The remote-command protocol spoken over SPDY (the kubelet's newest; v5 exists only for
 /// WebSocket, where it adds the close signal SPDY has natively).
@@ -41,10 +41,10 @@ fn offered(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Checks a SPDY upgrade: the protocol to speak and the answer's headers.
-pub(super) fn negotiate(headers: &HeaderMap) -> ApiResult<(&'static str, HeaderMap)> {
+pub(super) fn negotiate(headers: &HeaderMap) -> Result<(&'static str, HeaderMap), Refusal> {
     let offered = offered(headers);
     if !offered.iter().any(|p| p == PROTOCOL) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Refusal(format!(
             "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [\"{PROTOCOL}\"]"
         )));
     }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::{Frames, Session};
-use crate::{ApiError, ApiResult};
+use crate::Refusal;
 
 /// The channel protocols served, in the order upstream prefers them.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -36,7 +36,7 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// The protocol to speak: the first of the client's list that is served.
-fn choose(headers: &HeaderMap) -> ApiResult<&'static str> {
+fn choose(headers: &HeaderMap) -> Result<&'static str, Refusal> {
     let asked: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -45,25 +45,25 @@ fn choose(headers: &HeaderMap) -> ApiResult<&'static str> {
         .filter(|p| !p.is_empty())
         .collect();
     asked.iter().find_map(|p| PROTOCOLS.iter().find(|s| *s == p).copied()).ok_or_else(|| {
-        ApiError::BadRequest(format!(
+        Refusal(format!(
             "unable to upgrade connection: requested protocol(s) are not supported: {asked:?}; supports {PROTOCOLS:?}"
         ))
     })
 }
 
 /// Checks a WebSocket upgrade: the protocol to speak and the answer's headers.
-pub(super) fn negotiate(headers: &HeaderMap) -> ApiResult<(&'static str, HeaderMap)> {
+pub(super) fn negotiate(headers: &HeaderMap) -> Result<(&'static str, HeaderMap), Refusal> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::BadRequest("unable to upgrade connection: missing Sec-WebSocket-Key".into()))?;
+        .ok_or_else(|| Refusal("unable to upgrade connection: missing Sec-WebSocket-Key".into()))?;
     let protocol = choose(headers)?;
     let mut answer = HeaderMap::new();
     answer.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     answer.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     answer.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| ApiError::Internal(e.to_string()))?,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| Refusal(e.to_string()))?,
     );
     answer.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
     Ok((protocol, answer))
