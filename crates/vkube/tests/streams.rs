@@ -414,3 +414,45 @@ fn exec_attach_and_port_forward_reach_the_host_pod(kind: HostKind) {
     assert!(logs.contains("simulated container c"), "{logs}");
 }
 }
+
+#[test]
+fn kubectl_1_27_1_30_and_1_33_exec_copy_forward_follow_and_top() {
+    let up = start();
+    let local = up.dir.path().join("local.txt");
+    std::fs::write(&local, "copied\n").unwrap();
+    for minor in [27, 30, 33] {
+        let home = tempfile::tempdir().unwrap();
+        let k = common::Kubectl::new(minor, &up.up.kubeconfig, home.path());
+        let failed = k.output(&["exec", "web", "-c", "c", "--", "sh", "-c", "cat /etc/config/app.conf; exit 6"]);
+        assert_eq!(String::from_utf8_lossy(&failed.stdout), "x=1\n", "kubectl 1.{minor} exec");
+        assert_eq!(failed.status.code(), Some(6), "kubectl 1.{minor}: the exit code");
+        // cp both ways (an exec of tar in each direction).
+        let remote = format!("web:/data/in-{minor}.txt");
+        k.ok(&["cp", "-c", "c", local.to_str().unwrap(), &remote]);
+        assert_eq!(k.ok(&["exec", "web", "-c", "c", "--", "cat", &format!("/data/in-{minor}.txt")]), "copied\n");
+        let back = up.dir.path().join(format!("back-{minor}.txt"));
+        k.ok(&["cp", "-c", "c", &remote, back.to_str().unwrap()]);
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied\n", "kubectl 1.{minor} cp from the pod");
+        // port-forward to a pod and to a service.
+        let forward = PortForward::start(&k, "pod/web", 80);
+        assert!(forward.get(&format!("/v{minor}")).ends_with(&format!("web port 80: GET /v{minor}\n")), "1.{minor}");
+        let service = PortForward::start(&k, "svc/web", 8080);
+        assert!(service.get("/svc").ends_with("web port 80: GET /svc\n"), "kubectl 1.{minor} to a service");
+        // logs -f follows the host pod's log.
+        let mut follow = k
+            .command(&["logs", "-f", "web", "-c", "c", "--tail=1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = follow.stdout.take().unwrap();
+        let mut first = [0u8; 64];
+        let n = std::io::Read::read(&mut out, &mut first).unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).contains("simulated container c"), "kubectl 1.{minor} logs -f");
+        let _ = follow.kill();
+        let _ = follow.wait();
+        // top.
+        assert!(k.ok(&["top", "pod", "--no-headers"]).starts_with("web "), "kubectl 1.{minor} top pod");
+        assert!(!k.ok(&["top", "node", "--no-headers"]).trim().is_empty(), "kubectl 1.{minor} top node");
+    }
+}

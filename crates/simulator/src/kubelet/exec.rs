@@ -235,6 +235,18 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// GNU tar `--transform` options that turn sandbox folders back into mount paths in member
+    /// names (both without their leading `/`, as tar stores them).
+    pub fn tar_transforms(&self) -> Vec<String> {
+        self.mounts
+            .iter()
+            .map(|(path, target)| {
+                let from = target.display().to_string();
+                format!("--transform=s|^{}|{}|", from.trim_start_matches('/'), path.trim_start_matches('/'))
+            })
+            .collect()
+    }
+
     /// `text` with every mount path (at a path boundary) replaced by its sandbox folder.
     pub fn rewrite(&self, text: &str) -> String {
         let mut out = String::new();
@@ -339,7 +351,12 @@ pub async fn run(
     mut from_client: mpsc::Receiver<Vec<u8>>,
     to_client: mpsc::Sender<Vec<u8>>,
 ) -> Result<i32, ExecError> {
-    let args: Vec<String> = options.command.iter().map(|a| sandbox.rewrite(a)).collect();
+    let mut args: Vec<String> = options.command.iter().map(|a| sandbox.rewrite(a)).collect();
+    if args.first().is_some_and(|p| p == "tar" || p.ends_with("/tar")) {
+        // An archive made of rewritten paths names the mount paths again (`kubectl cp` from a
+        // pod checks the member names); GNU tar takes options after its operands.
+        args.extend(sandbox.tar_transforms());
+    }
     let Some((program, rest)) = args.split_first() else {
         return Err(ExecError("you must specify a command".into()));
     };
@@ -420,6 +437,11 @@ mod tests {
         assert_eq!(s.rewrite("/etc/configs"), "/etc/configs", "not a prefix of another name");
         assert_eq!(s.rewrite("/x/data"), "/x/data", "not inside another path");
         assert_eq!(s.rewrite("--dir=/data"), "--dir=/sb/volumes/d");
+        assert_eq!(
+            s.tar_transforms(),
+            ["--transform=s|^sb/volumes/cfg|etc/config|", "--transform=s|^sb/volumes/d|data|"],
+            "archives name the mount paths"
+        );
     }
 
     #[test]
