@@ -418,11 +418,15 @@ impl Shared {
                 return;
             }
             let annotations = pod.annotations();
-            let run = annotations
-                .get(RUN_SECONDS)
-                .and_then(|s| s.parse::<f64>().ok())
-                .map(Duration::from_secs_f64)
-                .unwrap_or(self.config.default_run);
+            // The annotation, else what the command says (`sleep 30`), else the default.
+            let run = match annotations.get(RUN_SECONDS).and_then(|s| s.parse::<f64>().ok()) {
+                Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+                None => lifecycle::command_run_time(&value).unwrap_or(Some(self.config.default_run)),
+            };
+            let Some(run) = run else {
+                // `sleep infinity`: it runs until deleted.
+                return;
+            };
             let exit_code = annotations.get(EXIT_CODE).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
             let shared = self.clone();
             tokio::spawn(async move {

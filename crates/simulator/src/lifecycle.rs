@@ -179,6 +179,37 @@ pub fn ephemeral_statuses(pod: &Value, now: &str) -> Option<Value> {
     Some(json!(merged))
 }
 
+/// How long a pod's containers run, read from what they run: the longest `sleep N` of their
+/// commands and arguments (shell scripts included). `Some(None)`: `sleep infinity`, never ends;
+/// `None`: nothing to go by.
+pub fn command_run_time(pod: &Value) -> Option<Option<std::time::Duration>> {
+    let mut longest: Option<Option<std::time::Duration>> = None;
+    for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+        let text: Vec<String> = ["command", "args"]
+            .iter()
+            .flat_map(|key| container.get(*key).and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|w| w.as_str().map(String::from))
+            .collect();
+        let text = text.join(" ");
+        let words: Vec<&str> = text.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|').collect();
+        for pair in words.windows(2).filter(|w| w[0] == "sleep") {
+            let run = match pair[1] {
+                "infinity" | "inf" => None,
+                n => match n.trim_end_matches('s').parse::<f64>() {
+                    Ok(seconds) => Some(std::time::Duration::from_secs_f64(seconds.max(0.0))),
+                    Err(_) => continue,
+                },
+            };
+            longest = Some(match (longest, run) {
+                (Some(None), _) | (_, None) => None,
+                (Some(Some(a)), Some(b)) => Some(a.max(b)),
+                (None, Some(b)) => Some(b),
+            });
+        }
+    }
+    longest
+}
+
 /// The status of a pod whose containers all exited with `exit_code`.
 pub fn finished_status(pod: &Value, exit_code: i64, now: &str) -> Value {
     let mut status = pod.get("status").cloned().unwrap_or(json!({}));
@@ -232,6 +263,16 @@ mod tests {
             capacity: 110,
             schedulable: true,
         }
+    }
+
+    #[test]
+    fn sleeping_commands_set_how_long_a_pod_runs() {
+        let pod = |command: Value| json!({"spec": {"containers": [{"name": "c", "command": command}]}});
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(command_run_time(&pod(json!(["sh", "-c", "sleep 30"]))), Some(Some(secs(30))));
+        assert_eq!(command_run_time(&pod(json!(["sh", "-c", "echo a; sleep 2; sleep 5s"]))), Some(Some(secs(5))));
+        assert_eq!(command_run_time(&pod(json!(["sleep", "infinity"]))), Some(None));
+        assert_eq!(command_run_time(&pod(json!(["nginx"]))), None);
     }
 
     #[test]

@@ -323,18 +323,18 @@ where
     drop(out);
     let inbound = tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
-            match message {
-                Message::Binary(data) => {
-                    let Some((channel, bytes)) = data.split_first() else { continue };
-                    if channel % 2 == 0
-                        && let Some(Some(to_pod)) = to_pods.get_mut(usize::from(*channel / 2))
-                        && to_pod.write_all(bytes).await.is_err()
-                    {
-                        to_pods[usize::from(*channel / 2)] = None;
-                    }
-                }
+            let data = match message {
+                Message::Binary(data) => data.to_vec(),
+                Message::Text(text) => text.as_bytes().to_vec(),
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            let Some((channel, bytes)) = data.split_first() else { continue };
+            if channel % 2 == 0
+                && let Some(Some(to_pod)) = to_pods.get_mut(usize::from(*channel / 2))
+                && to_pod.write_all(bytes).await.is_err()
+            {
+                to_pods[usize::from(*channel / 2)] = None;
             }
         }
         for to_pod in to_pods.iter_mut().flatten() {

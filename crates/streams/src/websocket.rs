@@ -86,10 +86,16 @@ where
     let running = tokio::spawn(session(Frames { from_client, to_client }));
     let reader = tokio::spawn(async move {
         while let Ok(Some(Ok(message))) = tokio::time::timeout(IDLE, source.next()).await {
-            match message {
-                Message::Binary(data) if !data.is_empty() && client_frames.send(data.to_vec()).await.is_err() => break,
+            // Text frames count as bytes too (the Python client sends a text frame for text
+            // input), as upstream's wsstream reads every message.
+            let data = match message {
+                Message::Binary(data) => data.to_vec(),
+                Message::Text(text) => text.as_bytes().to_vec(),
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            if !data.is_empty() && client_frames.send(data).await.is_err() {
+                break;
             }
         }
     });

@@ -7,34 +7,77 @@
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
-/// The ports the pod's containers declare.
-pub fn declared(pod: &Value) -> Vec<u16> {
-    ["initContainers", "containers"]
+/// The well-known port of an image the simulator knows (what its server listens on).
+fn image_port(image: &str) -> Option<u16> {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let name = name.split([':', '@']).next().unwrap_or(name);
+    match name {
+        "nginx" | "httpd" | "nginx-unprivileged" => Some(80),
+        _ => None,
+    }
+}
+
+/// Port numbers a command line names (`server.py 1234 1235`, `--port=8080`, `:9090`).
+fn command_ports(words: &[&str]) -> Vec<u16> {
+    words
+        .iter()
+        .flat_map(|w| w.split(['=', ':', ' ']))
+        .filter_map(|part| part.parse::<u16>().ok())
+        .filter(|p| *p > 0)
+        .collect()
+}
+
+/// The ports each container listens on, with its image: the `containerPort`s it declares (TCP),
+/// the port numbers its command and arguments name, and its image's well-known port.
+pub fn listening(pod: &Value) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for container in ["initContainers", "containers"]
         .iter()
         .flat_map(|key| pod.pointer(&format!("/spec/{key}")).and_then(Value::as_array).into_iter().flatten())
-        .flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten())
-        .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
-        .filter_map(|p| p.get("containerPort").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()))
-        .collect()
+    {
+        let image = container.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+        let declared = container
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "TCP")
+            .filter_map(|p| p.get("containerPort").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()));
+        let words: Vec<&str> = ["command", "args"]
+            .iter()
+            .flat_map(|key| container.get(*key).and_then(Value::as_array).into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        for port in declared.chain(command_ports(&words)).chain(image_port(&image)) {
+            if !out.iter().any(|(p, _)| *p == port) {
+                out.push((port, image.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Connects to `port` of `pod`: the client's end of a connection to the port's responder.
 pub fn connect(pod: &Value, port: u16) -> Result<DuplexStream, String> {
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    if !declared(pod).contains(&port) {
+    let Some((_, image)) = listening(pod).into_iter().find(|(p, _)| *p == port) else {
         let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         return Err(format!(
             "error forwarding port {port} to pod {name}, uid {uid}: failed to connect to localhost:{port} inside the pod's network namespace, IPv4: dial tcp4 127.0.0.1:{port}: connect: connection refused"
         ));
-    }
+    };
     let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or(name);
     let (client, server) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(respond(server, hostname.to_string(), port));
+    tokio::spawn(respond(server, hostname.to_string(), port, image_port(&image) == Some(port)));
     Ok(client)
 }
 
-/// Serves one connection: HTTP when it starts like a request, an echo otherwise.
-async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, pod: String, port: u16) {
+/// nginx's default page, as its image serves it at `/`.
+const NGINX_WELCOME: &str = "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>\n<h1>Welcome to nginx!</h1>\n<p>If you see this page, the nginx web server is successfully installed and\nworking. Further configuration is required.</p>\n</body>\n</html>\n";
+
+/// Serves one connection: HTTP when it starts like a request (an image's own page at `/` when it
+/// is a web server the simulator knows), an echo otherwise.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, pod: String, port: u16, web_server: bool) {
     let mut buffer = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -68,9 +111,13 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, pod: String, port
             let close = head
                 .lines()
                 .any(|l| l.to_ascii_lowercase().starts_with("connection:") && l.to_ascii_lowercase().contains("close"));
-            let body = format!("{pod} port {port}: {method} {path}\n");
+            let (kind, body) = if web_server && path == "/" {
+                ("text/html", NGINX_WELCOME.to_string())
+            } else {
+                ("text/plain; charset=utf-8", format!("{pod} port {port}: {method} {path}\n"))
+            };
             let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{}\r\n{body}",
                 body.len(),
                 if close { "Connection: close\r\n" } else { "" }
             );
@@ -115,8 +162,27 @@ mod tests {
     }
 
     #[test]
-    fn undeclared_ports_refuse() {
+    fn ports_nothing_listens_on_refuse() {
         assert!(connect(&pod(), 8080).unwrap_err().contains("connect: connection refused"));
         assert!(connect(&pod(), 53).is_err(), "UDP ports are not forwarded");
+    }
+
+    #[test]
+    fn containers_listen_on_declared_command_line_and_image_ports() {
+        let pod = json!({"spec": {"containers": [
+            {"name": "a", "image": "python", "command": ["python", "-u", "/opt/server.py", "1234", "--metrics=:9090"]},
+            {"name": "b", "image": "docker.io/library/nginx:1.27", "ports": [{"containerPort": 8443}]}]}});
+        let ports: Vec<u16> = listening(&pod).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(ports, [1234, 9090, 8443, 80]);
+    }
+
+    #[tokio::test]
+    async fn nginx_serves_its_welcome_page() {
+        let pod = json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        let mut http = connect(&pod, 80).unwrap();
+        http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        http.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.contains("<h1>Welcome to nginx!</h1>"), "{answer}");
     }
 }
