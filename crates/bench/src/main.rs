@@ -47,6 +47,19 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         nodes: usize,
     },
+    /// The streams benchmark: exec round trip and port-forward throughput through the virtual
+    /// cluster against the host directly.
+    Streams {
+        /// The vkube binary to run (build it with --release first).
+        #[arg(long, default_value = "target/release/vkube")]
+        vkube: PathBuf,
+        /// Exec round trips measured on each path.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// MiB sent through the forwarded connection (and read back) per run.
+        #[arg(long, default_value_t = 64)]
+        megabytes: usize,
+    },
     /// The controllers benchmark: a large deployment and pod churn in the virtual cluster.
     Controllers {
         /// The vkube binary to run (build it with --release first).
@@ -469,8 +482,10 @@ async fn main() -> anyhow::Result<()> {
         Bench::Apiserver { vkube, rbac } => apiserver(vkube, rbac).await,
         Bench::Sync { vkube, objects, nodes } => sync::run(vkube, objects, nodes).await,
         Bench::Controllers { vkube, replicas, churn, nodes } => controllers::run(vkube, replicas, churn, nodes).await,
+        Bench::Streams { vkube, rounds, megabytes } => streams::run(vkube, rounds, megabytes).await,
     }
 }
 
 mod controllers;
+mod streams;
 mod sync;
