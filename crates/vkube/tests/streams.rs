@@ -457,3 +457,17 @@ fn kubectl_1_27_1_30_and_1_33_exec_copy_forward_follow_and_top() {
         assert!(!k.ok(&["top", "node", "--no-headers"]).trim().is_empty(), "kubectl 1.{minor} top node");
     }
 }
+
+#[test]
+fn exec_can_be_switched_off_on_the_simulated_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let up = common::ApiServerProcess::up_with(&dir.path().join("state"), &["--exec", "off"]);
+    let k = common::Kubectl::new(33, &up.kubeconfig, home.path());
+    k.ok(&["run", "web", "--image=nginx"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
+    let error = k.fails(&["exec", "web", "--", "echo", "should not run"]);
+    assert!(error.contains("exec is switched off on this simulated host"), "{error}");
+    // Logs still work; nothing ran.
+    assert!(k.ok(&["logs", "web"]).contains("simulated container web"));
+}
