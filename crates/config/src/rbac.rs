@@ -116,6 +116,8 @@ pub fn host_rbac(config: &Config) -> HostRbac {
     }
     if to.persistent_volumes.enabled {
         cluster.push(rule(&[""], &["persistentvolumes"], ALL));
+        // Whether the host has a claim's class (§3.8).
+        cluster.push(rule(&["storage.k8s.io"], &["storageclasses"], &["get"]));
     }
     if from.ingress_classes.enabled {
         cluster.push(rule(&["networking.k8s.io"], &["ingressclasses"], READ));

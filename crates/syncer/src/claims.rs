@@ -74,7 +74,19 @@ impl Syncer {
                 }
                 let (classes, volumes) =
                     (self.config.optional.storage_classes_to_host, self.config.optional.persistent_volumes_to_host);
-                let desired = host_claim_with(&self.config.context, &to_value(claim.as_ref()), classes, volumes);
+                // §3.8: a dynamically provisioned claim keeps a class the host has.
+                let class = claim.spec.as_ref().and_then(|s| s.storage_class_name.clone()).filter(|c| !c.is_empty());
+                let host_has_class = match class.filter(|_| volumes && !classes) {
+                    Some(class) => {
+                        let host_classes: Api<k8s_openapi::api::storage::v1::StorageClass> =
+                            Api::all(self.host_client.clone());
+                        // Not allowed to look: assume it is the host's.
+                        !matches!(host_classes.get_opt(&class).await, Ok(None))
+                    }
+                    None => true,
+                };
+                let value = to_value(claim.as_ref());
+                let desired = host_claim_with(&self.config.context, &value, classes, volumes, host_has_class);
                 self.create_on_host::<PersistentVolumeClaim>(self.owned(desired, has_controller(claim.as_ref()))).await
             }
             (Some(claim), Some(host_claim_obj)) => {

@@ -282,13 +282,10 @@ impl Syncer {
         });
         let host_api: Api<K> = Api::all(self.host_client.clone());
         let virtual_api: Api<K> = Api::all(self.virtual_client.clone());
-        let classes_to_host = self.config.optional.storage_classes_to_host;
         let translate = |object: &Value| match kind.id {
             ClusterKind::PriorityClass => vkube_translate::extra::host_priority_class(context, object),
             ClusterKind::StorageClass => vkube_translate::extra::host_storage_class(context, object),
-            ClusterKind::PersistentVolume => {
-                vkube_translate::extra::host_persistent_volume(context, object, classes_to_host)
-            }
+            ClusterKind::PersistentVolume => vkube_translate::extra::host_persistent_volume(context, object),
         };
         match (virtual_object, host_object) {
             (None, None) => {

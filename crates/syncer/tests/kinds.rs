@@ -1239,6 +1239,11 @@ async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
     .await;
     assert_eq!(copy.spec.as_ref().unwrap().host_path.as_ref().unwrap().path, "/mnt/data");
     assert_eq!(copy.labels()["vcluster.loft.sh/managed-by"], "vcluster-vc-x-vc");
+    assert_eq!(
+        copy.spec.as_ref().unwrap().storage_class_name.as_deref(),
+        Some("vcluster-manual-x-vcluster-vc-x-vc"),
+        "the class is this virtual cluster's (§3.9): another tenant's claim of class manual cannot bind it"
+    );
     // A claim naming the volume binds to its host copy; the virtual claim keeps the tenant's name.
     let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(vc.clone(), "default");
     v_claims
@@ -1250,6 +1255,27 @@ async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
         .await
         .unwrap();
     let h_claims: Api<PersistentVolumeClaim> = Api::namespaced(host.clone(), HNS);
+    // §3.8: dynamically provisioned claims keep a class the host has, and name one it lacks as
+    // this virtual cluster's.
+    for (name, class) in [("dyn-host", "standard"), ("dyn-missing", "gold")] {
+        v_claims
+            .create(
+                &pp,
+                &object(json!({"metadata": {"name": name}, "spec": {"storageClassName": class,
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})),
+            )
+            .await
+            .unwrap();
+    }
+    let classes = eventually("the dynamically provisioned claims on the host", || {
+        let h_claims = h_claims.clone();
+        async move {
+            let class = |c: PersistentVolumeClaim| c.spec.and_then(|s| s.storage_class_name);
+            Some((class(h_claims.get("dyn-host-x-default-x-vc").await.ok()?)?, class(h_claims.get("dyn-missing-x-default-x-vc").await.ok()?)?))
+        }
+    })
+    .await;
+    assert_eq!(classes, ("standard".to_string(), "vcluster-gold-x-vcluster-vc-x-vc".to_string()));
     eventually("the host claim bound to the host copy", || {
         let h_claims = h_claims.clone();
         async move {
@@ -1271,7 +1297,10 @@ async fn a_tenants_own_volume_goes_to_the_host_and_its_claim_binds_to_it() {
     })
     .await;
     let fakes = v_volumes.list(&ListParams::default().labels("vcluster.loft.sh/fake-pv=true")).await.unwrap();
-    assert!(fakes.items.is_empty(), "no fake volume for the tenant's own");
+    let for_db = fakes.items.iter().filter(|v| {
+        v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|r| r.name.as_deref()) == Some("db")
+    });
+    assert_eq!(for_db.count(), 0, "no fake volume for the tenant's own");
     let host_volume = h_volumes.get(host_name).await.unwrap();
     let claim_ref = host_volume.spec.unwrap().claim_ref.unwrap();
     assert_eq!(claim_ref.name.as_deref(), Some("db-x-default-x-vc"), "the host's binding is kept");

@@ -33,13 +33,22 @@ fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
 /// spec as the tenant wrote it except `volumeName` (the host binds), and a claim data source
 /// renamed to its host copy.
 pub fn host_claim(context: &Context, claim: &Value) -> Value {
-    host_claim_with(context, claim, false, false)
+    host_claim_with(context, claim, false, false, true)
 }
 
 /// [`host_claim`]; with `classes_to_host` (toHost storage classes) the storage class is renamed
 /// to its host copy and the deprecated class annotation dropped; with `volumes_to_host` (toHost
-/// persistent volumes) a claim naming its volume names the volume's host copy.
-pub fn host_claim_with(context: &Context, claim: &Value, classes_to_host: bool, volumes_to_host: bool) -> Value {
+/// persistent volumes) a claim naming its volume names the volume's host copy, its selector's
+/// keys are translated, and its class is renamed as the tenant's volumes' are (§3.8): always for
+/// a claim bound statically (a volume name or a selector), and for a dynamically provisioned one
+/// only when the host has no class of that name (`host_has_class`).
+pub fn host_claim_with(
+    context: &Context,
+    claim: &Value,
+    classes_to_host: bool,
+    volumes_to_host: bool,
+    host_has_class: bool,
+) -> Value {
     let name = claim.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let namespace = claim.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let host = host_name(context, name, namespace);
@@ -62,8 +71,19 @@ pub fn host_claim_with(context: &Context, claim: &Value, classes_to_host: bool, 
     let mut spec = claim.get("spec").cloned().unwrap_or(json!({}));
     if let Some(map) = spec.as_object_mut() {
         let named = map.remove("volumeName").and_then(|v| v.as_str().map(String::from)).filter(|v| !v.is_empty());
+        let selected = map.get("selector").is_some_and(|s| s.is_object());
+        let static_binding = named.is_some() || selected;
         if let Some(volume) = named.filter(|_| volumes_to_host) {
             map.insert("volumeName".into(), json!(crate::names::host_name_cluster(context, &volume)));
+        }
+        if volumes_to_host {
+            if let Some(selector) = map.get("selector").filter(|s| s.is_object()).cloned() {
+                map.insert("selector".into(), crate::labels::host_label_selector(context, &selector));
+            }
+            let class = map.get("storageClassName").and_then(Value::as_str).filter(|c| !c.is_empty()).map(String::from);
+            if let Some(class) = class.filter(|_| !classes_to_host && (static_binding || !host_has_class)) {
+                map.insert("storageClassName".into(), json!(crate::names::host_name_cluster(context, &class)));
+            }
         }
         if classes_to_host {
             let deprecated = annotations.remove("volume.beta.kubernetes.io/storage-class");
@@ -166,19 +186,34 @@ mod tests {
         let claim =
             json!({"metadata": {"name": "data", "namespace": "db", "uid": "u"}, "spec": {"storageClassName": "fast"}});
         assert_eq!(host_claim(&vc(), &claim)["spec"]["storageClassName"], "fast", "the host's own class by default");
-        let host = host_claim_with(&vc(), &claim, true, false);
+        let host = host_claim_with(&vc(), &claim, true, false, true);
         assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
         let mut named = claim.clone();
         named["spec"]["volumeName"] = json!("data");
         assert!(host_claim(&vc(), &named)["spec"].get("volumeName").is_none(), "the host binds");
-        let host = host_claim_with(&vc(), &named, false, true);
+        let host = host_claim_with(&vc(), &named, false, true, true);
         assert_eq!(
             host["spec"]["volumeName"], "vcluster-data-x-vcluster-my-vc-x-my-vc",
             "the tenant's volume's host copy"
         );
+        assert_eq!(
+            host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc",
+            "bound statically: the class of the tenant's volume's host copy"
+        );
+        // Dynamically provisioned: the host's class when it has one, else the translated name.
+        assert_eq!(host_claim_with(&vc(), &claim, false, true, true)["spec"]["storageClassName"], "fast");
+        let absent = host_claim_with(&vc(), &claim, false, true, false);
+        assert_eq!(absent["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
+        // A selector is bound statically too, and its reserved keys are translated.
+        let mut selected = claim.clone();
+        selected["spec"]["selector"] = json!({"matchLabels": {"tier": "gold", "release": "r1"}});
+        let host = host_claim_with(&vc(), &selected, false, true, true);
+        assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
+        assert_eq!(host["spec"]["selector"]["matchLabels"]["tier"], "gold");
+        assert!(host["spec"]["selector"]["matchLabels"].get("release").is_none(), "a reserved key is translated");
         let legacy = json!({"metadata": {"name": "data", "namespace": "db", "uid": "u",
             "annotations": {"volume.beta.kubernetes.io/storage-class": "fast"}}, "spec": {}});
-        let host = host_claim_with(&vc(), &legacy, true, false);
+        let host = host_claim_with(&vc(), &legacy, true, false, true);
         assert_eq!(host["spec"]["storageClassName"], "vcluster-fast-x-vcluster-my-vc-x-my-vc");
         assert!(host["metadata"]["annotations"].get("volume.beta.kubernetes.io/storage-class").is_none());
     }

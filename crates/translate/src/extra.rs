@@ -377,15 +377,15 @@ pub fn host_storage_class(context: &Context, class: &Value) -> Value {
 
 /// The host persistent volume for one the tenant created (static provisioning):
 /// `vcluster-NAME-x-HNS-x-VC`, without the claim reference (the host binds it to the claim's
-/// host copy); with `classes_to_host` the storage class is renamed to its host copy.
-pub fn host_persistent_volume(context: &Context, volume: &Value, classes_to_host: bool) -> Value {
+/// host copy); its storage class is renamed to `vcluster-CLASS-x-HNS-x-VC` (§3.9, the name of the
+/// class's host copy with toHost storage classes), so only this virtual cluster's claims, which
+/// name the same, bind to it.
+pub fn host_persistent_volume(context: &Context, volume: &Value) -> Value {
     let gvk = ("", "v1", "PersistentVolume");
     let mut spec = volume.get("spec").cloned().unwrap_or(json!({}));
     if let Some(map) = spec.as_object_mut() {
         map.remove("claimRef");
-        if classes_to_host
-            && let Some(class) = map.get("storageClassName").and_then(Value::as_str).filter(|c| !c.is_empty())
-        {
+        if let Some(class) = map.get("storageClassName").and_then(Value::as_str).filter(|c| !c.is_empty()) {
             let class = crate::names::host_name_cluster(context, class);
             map.insert("storageClassName".into(), json!(class));
         }
@@ -527,13 +527,14 @@ mod tests {
         let volume = json!({"metadata": {"name": "data", "uid": "u"}, "spec": {"capacity": {"storage": "5Gi"},
             "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/mnt/data"}, "storageClassName": "manual",
             "claimRef": {"namespace": "db", "name": "data"}, "persistentVolumeReclaimPolicy": "Retain"}});
-        let host = host_persistent_volume(&vc(), &volume, false);
+        let host = host_persistent_volume(&vc(), &volume);
         assert_eq!(host["metadata"]["name"], "vcluster-data-x-vcluster-my-vc-x-my-vc");
         assert!(host["spec"].get("claimRef").is_none());
         assert_eq!(host["spec"]["hostPath"]["path"], "/mnt/data");
-        assert_eq!(host["spec"]["storageClassName"], "manual");
-        let host = host_persistent_volume(&vc(), &volume, true);
-        assert_eq!(host["spec"]["storageClassName"], "vcluster-manual-x-vcluster-my-vc-x-my-vc");
+        assert_eq!(
+            host["spec"]["storageClassName"], "vcluster-manual-x-vcluster-my-vc-x-my-vc",
+            "only this virtual cluster's claims name that class"
+        );
     }
 
     #[test]
