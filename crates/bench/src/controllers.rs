@@ -2,7 +2,7 @@
 //! (`vkube host`) and the virtual cluster (`vkube serve`: API server, controllers, syncer) run
 //! as separate processes; CPU time and RSS are read from /proc for each.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::sync::{client, rss_mib, start, stop};
+use crate::sync::{Clusters, client, rss_mib, stop};
 
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -56,28 +56,10 @@ fn deployment(name: &str, replicas: i32) -> anyhow::Result<Deployment> {
 pub async fn run(vkube: PathBuf, replicas: usize, churn: usize, nodes: usize) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
-    let host_dir = dir.path().join("host").to_string_lossy().to_string();
-    let vc_dir = dir.path().join("vc1");
-    let nodes_s = nodes.to_string();
-    let (mut host, _) = start(&vkube, &["host", "--dir", &host_dir, "--listen", "127.0.0.1:0", "--nodes", &nodes_s])?;
-    let host_kubeconfig = format!("{host_dir}/host.kubeconfig");
-    let vc_dir_s = vc_dir.to_string_lossy().to_string();
-    let (mut serve, _) = start(
-        &vkube,
-        &[
-            "serve",
-            "--name",
-            "vc1",
-            "--host-kubeconfig",
-            &host_kubeconfig,
-            "--dir",
-            &vc_dir_s,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?;
-    let vc = client(&vc_dir.join("vc1.kubeconfig")).await?;
-    let host_client = client(Path::new(&host_kubeconfig)).await?;
+    let clusters = Clusters::start(&vkube, dir.path(), nodes)?;
+    let (mut host, mut serve) = (clusters.host, clusters.serve);
+    let vc = client(&clusters.vc_dir.join("vc1.kubeconfig")).await?;
+    let host_client = client(&clusters.host_kubeconfig).await?;
     let deployments: Api<Deployment> = Api::namespaced(vc.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(vc.clone(), "default");
     let host_pods: Api<Pod> = Api::namespaced(host_client, "vcluster-vc1");

@@ -7,7 +7,7 @@
 //! - port-forward throughput: bytes sent through one forwarded connection to the pod's echo
 //!   responder and read back (kube-rs, WebSocket channel form).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,7 +16,7 @@ use kube::api::{Api, AttachParams, PostParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::sync::{client, start, stop};
+use crate::sync::{Clusters, client, stop};
 
 /// `exec true` `rounds` times; the round trips in milliseconds, sorted.
 async fn exec_round_trips(pods: &Api<Pod>, name: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
@@ -69,26 +69,12 @@ fn median(sorted: &[f64]) -> f64 {
 pub async fn run(vkube: PathBuf, rounds: usize, megabytes: usize) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
-    let host_dir = dir.path().join("host").to_string_lossy().to_string();
-    let vc_dir = dir.path().join("vc1");
-    let (mut host, _) = start(&vkube, &["host", "--dir", &host_dir, "--listen", "127.0.0.1:0", "--nodes", "1"])?;
-    let host_kubeconfig = format!("{host_dir}/host.kubeconfig");
-    let vc_dir_s = vc_dir.to_string_lossy().to_string();
-    let serve_args = [
-        "serve",
-        "--name",
-        "vc1",
-        "--host-kubeconfig",
-        &host_kubeconfig,
-        "--dir",
-        &vc_dir_s,
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let (mut serve, _) = start(&vkube, &serve_args)?;
+    let clusters = Clusters::start(&vkube, dir.path(), 1)?;
+    let (mut host, mut serve) = (clusters.host, clusters.serve);
+    let (vc_dir, host_kubeconfig) = (clusters.vc_dir, clusters.host_kubeconfig);
     let outcome = async {
         let vc = client(&vc_dir.join("vc1.kubeconfig")).await?;
-        let host_client = client(Path::new(&host_kubeconfig)).await?;
+        let host_client = client(&host_kubeconfig).await?;
         let virtual_pods: Api<Pod> = Api::namespaced(vc, "default");
         let pod = json!({"metadata": {"name": "echo"}, "spec": {"containers": [{"name": "c", "image": "busybox",
             "command": ["sleep", "infinity"], "ports": [{"containerPort": 9000}]}]}});

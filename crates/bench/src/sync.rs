@@ -47,6 +47,46 @@ pub(crate) fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)>
     Ok((child, started.elapsed().as_secs_f64() * 1000.0))
 }
 
+/// `vkube host` (with `nodes` nodes) and `vkube serve` (virtual cluster `vc1` on it) under `dir`,
+/// as separate processes, both ready.
+pub(crate) struct Clusters {
+    pub(crate) host: Child,
+    pub(crate) serve: Child,
+    /// Milliseconds from starting `vkube serve` to its `ready` line.
+    pub(crate) serve_ready_ms: f64,
+    pub(crate) host_kubeconfig: PathBuf,
+    pub(crate) vc_dir: PathBuf,
+    /// What starts `vkube serve` again on the same state.
+    pub(crate) serve_args: Vec<String>,
+}
+
+impl Clusters {
+    pub(crate) fn start(vkube: &Path, dir: &Path, nodes: usize) -> anyhow::Result<Clusters> {
+        let host_dir = dir.join("host").to_string_lossy().to_string();
+        let vc_dir = dir.join("vc1");
+        let nodes = nodes.to_string();
+        let (host, _) = start(vkube, &["host", "--dir", &host_dir, "--listen", "127.0.0.1:0", "--nodes", &nodes])?;
+        let host_kubeconfig = dir.join("host").join("host.kubeconfig");
+        let serve_args: Vec<String> = [
+            "serve",
+            "--name",
+            "vc1",
+            "--host-kubeconfig",
+            &host_kubeconfig.to_string_lossy(),
+            "--dir",
+            &vc_dir.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+        let (serve, serve_ready_ms) = start(vkube, &args)?;
+        Ok(Clusters { host, serve, serve_ready_ms, host_kubeconfig, vc_dir, serve_args })
+    }
+}
+
 pub(crate) fn stop(child: &mut Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
@@ -240,27 +280,12 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
         dir.disable_cleanup(true);
         eprintln!("keeping {}", dir.path().display());
     }
-    let host_dir = dir.path().join("host");
-    let vc_dir = dir.path().join("vc1");
-    let (host_dir_s, vc_dir_s) = (host_dir.to_string_lossy().to_string(), vc_dir.to_string_lossy().to_string());
-    let nodes_s = nodes.to_string();
-    let (mut host_process, _) =
-        start(&vkube, &["host", "--dir", &host_dir_s, "--listen", "127.0.0.1:0", "--nodes", &nodes_s])?;
-    let host_kubeconfig = host_dir.join("host.kubeconfig").to_string_lossy().to_string();
-    let serve_args = [
-        "serve",
-        "--name",
-        "vc1",
-        "--host-kubeconfig",
-        &host_kubeconfig,
-        "--dir",
-        &vc_dir_s,
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let (mut serve, first_ready_ms) = start(&vkube, &serve_args)?;
+    let clusters = Clusters::start(&vkube, dir.path(), nodes)?;
+    let (mut host_process, mut serve, first_ready_ms) = (clusters.host, clusters.serve, clusters.serve_ready_ms);
+    let (vc_dir, host_kubeconfig, serve_args) = (clusters.vc_dir, clusters.host_kubeconfig, clusters.serve_args);
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
-    let host_client = client(Path::new(&host_kubeconfig)).await?;
+    let host_client = client(&host_kubeconfig).await?;
     let on_host = Arc::new(Seen::default());
     let in_virtual = Arc::new(Seen::default());
     watch_all(&host_client, "vcluster-vc1", &on_host, true);
