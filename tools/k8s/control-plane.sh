@@ -51,10 +51,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 if [ ! -f "$pki/ca.crt" ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=vkube-k8s-ca" \
     -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  # The front proxy (aggregation) has a CA of its own, as kubeadm sets it up.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=front-proxy-ca" \
+    -keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt" 2>/dev/null
   client() {
-    local name="$1" subject="$2"
+    local name="$1" subject="$2" ca="${3:-ca}"
     openssl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$pki/$name.key" -out "$pki/$name.csr" 2>/dev/null
-    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
       -days 3650 -out "$pki/$name.crt" -extfile <(printf "extendedKeyUsage=clientAuth") 2>/dev/null
   }
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
@@ -65,6 +68,7 @@ if [ ! -f "$pki/ca.crt" ]; then
   client controller-manager "/CN=system:kube-controller-manager"
   client scheduler "/CN=system:kube-scheduler"
   client apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  client front-proxy-client "/CN=front-proxy-client" front-proxy-ca
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 fi
@@ -111,6 +115,10 @@ echo $! > "$dir/etcd.pid"
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \

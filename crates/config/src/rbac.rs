@@ -63,6 +63,10 @@ pub fn host_rbac(config: &Config) -> HostRbac {
         rule(&[""], &["pods/status", "pods/ephemeralcontainers"], &["patch", "update"]),
         rule(&["apps"], &["statefulsets", "replicasets", "deployments"], &["get", "list", "watch", "patch", "update"]),
         rule(&[""], &["endpoints", "pods/log"], &["get", "list", "watch"]),
+        // `pods/proxy` and `services/proxy` of the tenant's objects go to their host copies (each
+        // HTTP method is its own verb), `kubectl top pod` reads the host's pod metrics.
+        rule(&[""], &["pods/proxy", "services/proxy"], &["get", "create", "update", "patch", "delete"]),
+        rule(&["metrics.k8s.io"], &["pods"], &["get", "list"]),
         rule(&[""], &["events"], &["create", "get", "list", "watch"]),
         rule(&["events.k8s.io"], &["events"], &["create", "get", "list", "watch"]),
     ];
@@ -98,6 +102,8 @@ pub fn host_rbac(config: &Config) -> HostRbac {
     if from.nodes.enabled {
         cluster.push(rule(&[""], &["pods", "nodes", "nodes/status"], READ));
         cluster.push(rule(&[""], &["nodes/metrics", "nodes/stats", "nodes/proxy"], &["get"]));
+        // `kubectl top node` shows the real nodes' usage (fake nodes sum the tenant's pods).
+        cluster.push(rule(&["metrics.k8s.io"], &["nodes"], &["get", "list"]));
         if from.nodes.sync_back_changes {
             cluster.push(rule(&[""], &["nodes", "nodes/status"], &["update", "patch"]));
         }
@@ -187,6 +193,8 @@ mod tests {
         assert!(has(&rbac.role, "", "endpoints", "create"), "endpoint sync is on by default");
         assert!(!has(&rbac.role, "networking.k8s.io", "ingresses", "create"));
         assert!(rbac.cluster_role.is_empty(), "auto switches resolve off and nodes are fake");
+        assert!(has(&rbac.role, "", "services/proxy", "get"), "kubectl get --raw .../services/web/proxy");
+        assert!(has(&rbac.role, "metrics.k8s.io", "pods", "list"), "kubectl top pod");
     }
 
     #[test]
@@ -200,6 +208,7 @@ mod tests {
         assert!(has(&rbac.role, "example.com", "widgets", "delete"));
         assert!(has(&rbac.cluster_role, "", "nodes", "watch"));
         assert!(has(&rbac.cluster_role, "", "nodes/status", "patch"));
+        assert!(has(&rbac.cluster_role, "metrics.k8s.io", "nodes", "list"), "kubectl top node, real nodes");
         assert!(has(&rbac.cluster_role, "storage.k8s.io", "csidrivers", "list"));
         assert!(!has(&rbac.cluster_role, "storage.k8s.io", "csinodes", "list"), "csiNodes stays auto = off");
         assert!(has(&rbac.cluster_role, "", "persistentvolumes", "create"));

@@ -13,6 +13,7 @@ pub mod metadata_sync;
 pub mod names;
 pub mod nodes;
 pub mod pods;
+pub mod quantity;
 pub mod services;
 
 /// The virtual cluster a translation is for.

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Up, VirtualCluster, wait_until};
+use common::{HostKind, Up, VirtualCluster, wait_until};
 
 const POD: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -382,6 +382,12 @@ fn kubectl_top_shows_the_tenants_pods_and_nodes() {
     let nodes = k.ok(&["top", "node", "--no-headers"]);
     let names: Vec<&str> = nodes.lines().filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(names, [node.as_str()], "only the nodes the virtual cluster shows");
+    let millicores = |text: &str| text.trim_end_matches('m').parse::<u64>().unwrap();
+    let node_cpu = millicores(nodes.split_whitespace().nth(1).unwrap());
+    assert!(
+        node_cpu.abs_diff(millicores(cpu[1])) <= 1,
+        "a fake node shows the tenant's pods on it (web alone), not the whole host node: {nodes} / {line}"
+    );
 }
 
 #[test]
@@ -413,6 +419,27 @@ fn exec_attach_and_port_forward_reach_the_host_pod(kind: HostKind) {
     assert!(forward.get("/both").ends_with("web port 80: GET /both\n"));
     let logs = k.ok(&["logs", "web", "-c", "c", "--tail=1"]);
     assert!(logs.contains("simulated container c"), "{logs}");
+    // `kubectl top`: the host's metrics API (on the real host the aggregated one `vkube host
+    // --attach` registers behind kube-apiserver), read with the syncer's derived permissions.
+    let mut top = String::new();
+    wait_until(Duration::from_secs(30), "kubectl top pod", || {
+        let output = k.output(&["top", "pod", "web", "--no-headers"]);
+        top = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        output.status.success()
+    });
+    assert!(top.starts_with("web "), "{top}");
+    let node = k.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]);
+    let nodes = k.ok(&["top", "node", "--no-headers"]);
+    let names: Vec<&str> = nodes.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, [node.as_str()], "the virtual cluster's (fake) node: {nodes}");
+    // Service proxy: the syncer may proxy to its host service. A real kube-apiserver then refuses
+    // to dial the simulated pod's address (loopback), which is past its authorization.
+    let proxied = k.output(&["get", "--raw", "/api/v1/namespaces/default/services/web:8080/proxy/svc"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&proxied.stdout), String::from_utf8_lossy(&proxied.stderr));
+    match kind {
+        HostKind::Simulated => assert_eq!(stdout, "web port 80: GET /svc\n", "{stderr}"),
+        HostKind::Real => assert!(stderr.contains("resolve_deny: denied destination"), "{stdout}{stderr}"),
+    }
 }
 }
 

@@ -9,6 +9,7 @@
 //! authorized with a SubjectAccessReview on `nodes/<subresource>` of the pod's node.
 
 pub mod exec;
+pub mod front_proxy;
 pub mod logs;
 pub mod metrics;
 pub mod ports;

@@ -24,6 +24,8 @@ pub enum KubeletError {
         "reading the client CA from kube-system/extension-apiserver-authentication (key client-ca-file): {0}; the kubelet API needs it to authenticate the API server"
     )]
     ClientCa(String),
+    #[error("reading the front proxy's settings from kube-system/extension-apiserver-authentication: {0}")]
+    RequestHeader(String),
     #[error("the kubelet's serving certificate: {0}")]
     Certificate(String),
     #[error("listening on {0}: {1}")]
@@ -82,7 +84,8 @@ impl KubeletServer {
         let bound = listener.local_addr().map_err(|e| KubeletError::Listen(listen, e))?;
         let address =
             address.unwrap_or(if bound.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bound.ip() });
-        let tls = tls_config(&ca, address, node_prefix)?;
+        let names = vec![address.to_string(), "localhost".to_string(), format!("{node_prefix}-kubelet")];
+        let tls = tls_config(&ca, names)?;
         let state = Arc::new(State {
             client,
             sandboxes,
@@ -97,7 +100,7 @@ impl KubeletServer {
 
 /// A self-signed serving certificate (kube-apiserver does not verify kubelets unless told to)
 /// and client certificates required, verified against the cluster's client CA.
-fn tls_config(ca_pem: &str, address: IpAddr, node_prefix: &str) -> Result<rustls::ServerConfig, KubeletError> {
+pub(super) fn tls_config(ca_pem: &str, names: Vec<String>) -> Result<rustls::ServerConfig, KubeletError> {
     let bad = |e: &dyn std::fmt::Display| KubeletError::Certificate(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -107,7 +110,6 @@ fn tls_config(ca_pem: &str, address: IpAddr, node_prefix: &str) -> Result<rustls
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| bad(&e))?;
-    let names = vec![address.to_string(), "localhost".to_string(), format!("{node_prefix}-kubelet")];
     let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(names).map_err(|e| bad(&e))?;
     let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der()).map_err(|e| bad(&e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -147,14 +149,14 @@ async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
 }
 
 /// The user and groups of a verified client certificate (CN, O).
-fn identity(der: &[u8]) -> Option<(String, Vec<String>)> {
+pub(super) fn identity(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
     Some((user, subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect()))
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(super) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut response = Response::new(Body::from(message.into()));
     *response.status_mut() = status;
     response

@@ -148,12 +148,15 @@ impl PodLogs for HostLogs {
 }
 
 /// `metrics.k8s.io` of the virtual cluster: the host's metrics of the tenant's pods (renamed
-/// back, bookkeeping labels dropped) and of the nodes the virtual cluster shows.
+/// back, bookkeeping labels dropped) and of the nodes the virtual cluster shows: with real nodes
+/// (`sync.fromHost.nodes`) the host's node metrics, with fake nodes the sum of the tenant's own
+/// pods on each (no host-wide permission needed, and nothing about other tenants shown).
 struct HostMetrics {
     host: kube::Client,
     context: Context,
     /// The virtual cluster (set once its API server is up): which nodes it shows.
     virtual_client: Arc<std::sync::OnceLock<kube::Client>>,
+    real_nodes: bool,
 }
 
 /// The host's metrics API answered `error`: what a client of an unavailable aggregated API sees.
@@ -164,12 +167,19 @@ fn metrics_unavailable(resource: &str, error: kube::Error) -> ApiError {
     ))
 }
 
+/// A tenant pod's metrics, renamed back, and the host node it runs on.
+struct TenantPodMetrics {
+    metrics: serde_json::Value,
+    node: String,
+}
+
 impl HostMetrics {
     fn shared(&self) -> Self {
         HostMetrics {
             host: self.host.clone(),
             context: self.context.clone(),
             virtual_client: self.virtual_client.clone(),
+            real_nodes: self.real_nodes,
         }
     }
 
@@ -178,26 +188,104 @@ impl HostMetrics {
         let list: serde_json::Value = self.host.request(request).await.map_err(|e| metrics_unavailable(resource, e))?;
         Ok(list.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default())
     }
+
+    /// The nodes the virtual cluster shows, with their labels.
+    async fn shown_nodes(&self) -> ApiResult<std::collections::BTreeMap<String, serde_json::Value>> {
+        let Some(virtual_client) = self.virtual_client.get().cloned() else { return Ok(Default::default()) };
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(virtual_client);
+        let list = nodes.list(&Default::default()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|n| (n.metadata.name.unwrap_or_default(), serde_json::json!(n.metadata.labels.unwrap_or_default())))
+            .collect())
+    }
+
+    /// The metrics of every pod of the tenant the host reports, under their virtual names.
+    async fn tenant_pods(&self) -> ApiResult<Vec<TenantPodMetrics>> {
+        let hns = self.context.host_namespace.clone();
+        let items = self.host_list(&format!("/apis/metrics.k8s.io/v1beta1/namespaces/{hns}/pods"), "pods").await?;
+        // Which virtual pod each host pod stands for: its bookkeeping annotations.
+        let pods: Api<Pod> = Api::namespaced(self.host.clone(), &hns);
+        let selector = format!("{}={}", vkube_translate::labels::MANAGED_BY, self.context.name);
+        let host_pods = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| metrics_unavailable("pods", e))?;
+        let mut owners = std::collections::HashMap::new();
+        for pod in host_pods.items {
+            let annotations = pod.metadata.annotations.unwrap_or_default();
+            if let (Some(ns), Some(name)) = (
+                annotations.get(vkube_translate::metadata::OBJECT_NAMESPACE),
+                annotations.get(vkube_translate::metadata::OBJECT_NAME),
+            ) {
+                let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+                owners.insert(pod.metadata.name.unwrap_or_default(), (ns.clone(), name.clone(), node));
+            }
+        }
+        Ok(items
+            .into_iter()
+            .filter_map(|mut metrics| {
+                let host_name = metrics.pointer("/metadata/name")?.as_str()?.to_string();
+                let (ns, name, node) = owners.get(&host_name)?.clone();
+                metrics["metadata"]["name"] = serde_json::json!(name);
+                metrics["metadata"]["namespace"] = serde_json::json!(ns);
+                if let Some(labels) = metrics.pointer_mut("/metadata/labels").and_then(|l| l.as_object_mut()) {
+                    labels.retain(|k, _| !k.starts_with("vcluster.loft.sh/"));
+                }
+                Some(TenantPodMetrics { metrics, node })
+            })
+            .collect())
+    }
+}
+
+/// A fake node's usage: the sum of the tenant's pods on it, shaped as metrics-server's NodeMetrics.
+fn fake_node_metrics(name: &str, labels: &serde_json::Value, pods: &[&TenantPodMetrics]) -> serde_json::Value {
+    use vkube_translate::quantity;
+    let (mut cpu, mut memory) = (0.0, 0.0);
+    for pod in pods {
+        for container in pod.metrics.pointer("/containers").and_then(|c| c.as_array()).into_iter().flatten() {
+            let usage = |key: &str| {
+                container.pointer(&format!("/usage/{key}")).and_then(|q| q.as_str()).and_then(quantity::value)
+            };
+            cpu += usage("cpu").unwrap_or(0.0);
+            memory += usage("memory").unwrap_or(0.0);
+        }
+    }
+    let newest = pods.iter().filter_map(|p| p.metrics.get("timestamp")).max_by_key(|t| t.as_str().map(str::to_owned));
+    let window = pods.first().and_then(|p| p.metrics.get("window").cloned()).unwrap_or(serde_json::json!("20s"));
+    serde_json::json!({
+        "kind": "NodeMetrics",
+        "apiVersion": "metrics.k8s.io/v1beta1",
+        "metadata": {"name": name, "labels": labels},
+        "timestamp": newest.cloned().unwrap_or_else(|| serde_json::json!(vkube_apiserver::registry::now())),
+        "window": window,
+        "usage": {"cpu": quantity::nanocores(cpu), "memory": quantity::kibibytes(memory)},
+    })
 }
 
 impl vkube_apiserver::resource_metrics::ResourceMetrics for HostMetrics {
     fn nodes(&self) -> futures::future::BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
         let this = self.shared();
         Box::pin(async move {
-            let items = this.host_list("/apis/metrics.k8s.io/v1beta1/nodes", "nodes").await?;
-            let Some(virtual_client) = this.virtual_client.get().cloned() else { return Ok(Vec::new()) };
-            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(virtual_client);
-            let shown: std::collections::BTreeSet<String> = nodes
-                .list(&Default::default())
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .items
+            if this.real_nodes {
+                let items = this.host_list("/apis/metrics.k8s.io/v1beta1/nodes", "nodes").await?;
+                let shown = this.shown_nodes().await?;
+                return Ok(items
+                    .into_iter()
+                    .filter(|m| {
+                        m.pointer("/metadata/name").and_then(|n| n.as_str()).is_some_and(|n| shown.contains_key(n))
+                    })
+                    .collect());
+            }
+            let pods = this.tenant_pods().await?;
+            let shown = this.shown_nodes().await?;
+            Ok(shown
                 .iter()
-                .map(|n| n.metadata.name.clone().unwrap_or_default())
-                .collect();
-            Ok(items
-                .into_iter()
-                .filter(|m| m.pointer("/metadata/name").and_then(|n| n.as_str()).is_some_and(|n| shown.contains(n)))
+                .map(|(name, labels)| {
+                    let on_node: Vec<&TenantPodMetrics> = pods.iter().filter(|p| p.node == *name).collect();
+                    fake_node_metrics(name, labels, &on_node)
+                })
                 .collect())
         })
     }
@@ -208,39 +296,15 @@ impl vkube_apiserver::resource_metrics::ResourceMetrics for HostMetrics {
     ) -> futures::future::BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
         let this = self.shared();
         Box::pin(async move {
-            let hns = this.context.host_namespace.clone();
-            let items = this.host_list(&format!("/apis/metrics.k8s.io/v1beta1/namespaces/{hns}/pods"), "pods").await?;
-            // Which virtual pod each host pod stands for: its bookkeeping annotations.
-            let pods: Api<Pod> = Api::namespaced(this.host.clone(), &hns);
-            let selector = format!("{}={}", vkube_translate::labels::MANAGED_BY, this.context.name);
-            let host_pods = pods
-                .list(&kube::api::ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| metrics_unavailable("pods", e))?;
-            let mut owners = std::collections::HashMap::new();
-            for pod in host_pods.items {
-                let annotations = pod.metadata.annotations.unwrap_or_default();
-                if let (Some(ns), Some(name)) = (
-                    annotations.get(vkube_translate::metadata::OBJECT_NAMESPACE),
-                    annotations.get(vkube_translate::metadata::OBJECT_NAME),
-                ) {
-                    owners.insert(pod.metadata.name.unwrap_or_default(), (ns.clone(), name.clone()));
-                }
-            }
-            Ok(items
+            Ok(this
+                .tenant_pods()
+                .await?
                 .into_iter()
-                .filter_map(|mut metrics| {
-                    let host_name = metrics.pointer("/metadata/name")?.as_str()?.to_string();
-                    let (ns, name) = owners.get(&host_name)?.clone();
-                    if namespace.as_ref().is_some_and(|wanted| *wanted != ns) {
-                        return None;
-                    }
-                    metrics["metadata"]["name"] = serde_json::json!(name);
-                    metrics["metadata"]["namespace"] = serde_json::json!(ns);
-                    if let Some(labels) = metrics.pointer_mut("/metadata/labels").and_then(|l| l.as_object_mut()) {
-                        labels.retain(|k, _| !k.starts_with("vcluster.loft.sh/"));
-                    }
-                    Some(metrics)
+                .map(|p| p.metrics)
+                .filter(|m| {
+                    namespace
+                        .as_ref()
+                        .is_none_or(|wanted| m.pointer("/metadata/namespace").and_then(|n| n.as_str()) == Some(wanted))
                 })
                 .collect())
         })
@@ -574,6 +638,7 @@ pub async fn start(
         host: host.clone(),
         context: context.clone(),
         virtual_client: Arc::new(std::sync::OnceLock::new()),
+        real_nodes: config.sync.from_host.nodes.enabled,
     };
     let hooks = vkube_apiserver::Hooks {
         pod_logs: Some(Arc::new(HostLogs { host: host.clone(), context: context.clone() })),

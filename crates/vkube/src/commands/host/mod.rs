@@ -18,6 +18,8 @@ use vkube_simulator::SimulatorConfig;
 use vkube_simulator::kubelet::KubeletServer;
 use vkube_simulator::kubelet::logs::{self, LogOptions};
 
+mod metrics_api;
+
 /// Flags of `vkube host`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -58,11 +60,14 @@ pub struct SimulatedKubelet {
     pub sandboxes: PathBuf,
     /// Whether exec runs commands at all (`--exec`).
     pub exec: bool,
+    /// Attached to another cluster: only nodes named `<prefix>-N` are this kubelet's (metrics
+    /// cover them and their pods, not the cluster's other nodes).
+    pub node_prefix: Option<String>,
 }
 
 impl SimulatedKubelet {
     pub fn new(sandboxes: PathBuf, exec: bool) -> Arc<Self> {
-        Arc::new(SimulatedKubelet { client: std::sync::OnceLock::new(), sandboxes, exec })
+        Arc::new(SimulatedKubelet { client: std::sync::OnceLock::new(), sandboxes, exec, node_prefix: None })
     }
 
     /// The hooks that make a host API server use this kubelet.
@@ -75,6 +80,13 @@ impl SimulatedKubelet {
             ..vkube_apiserver::Hooks::default()
         }
     }
+}
+
+/// Whether node `name` is one of the simulated `<prefix>-N` (any node without a prefix).
+fn owns(prefix: Option<&str>, name: &str) -> bool {
+    prefix.is_none_or(|prefix| {
+        name.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')).is_some_and(|n| n.parse::<u32>().is_ok())
+    })
 }
 
 impl PodLogs for SimulatedKubelet {
@@ -139,6 +151,7 @@ impl vkube_apiserver::proxy::Proxies for SimulatedKubelet {
 impl vkube_apiserver::resource_metrics::ResourceMetrics for SimulatedKubelet {
     fn nodes(&self) -> BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
         let client = self.client.get().cloned();
+        let prefix = self.node_prefix.clone();
         Box::pin(async move {
             let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
             let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
@@ -159,6 +172,7 @@ impl vkube_apiserver::resource_metrics::ResourceMetrics for SimulatedKubelet {
                 .map_err(failed)?
                 .items
                 .iter()
+                .filter(|node| owns(prefix.as_deref(), &node.name_any()))
                 .map(|node| {
                     let labels = serde_json::to_value(&node.metadata.labels).unwrap_or_default();
                     vkube_simulator::kubelet::metrics::node_metrics(&node.name_any(), &labels, &pods, &now)
@@ -169,6 +183,7 @@ impl vkube_apiserver::resource_metrics::ResourceMetrics for SimulatedKubelet {
 
     fn pods(&self, namespace: Option<String>) -> BoxFuture<'static, ApiResult<Vec<serde_json::Value>>> {
         let client = self.client.get().cloned();
+        let prefix = self.node_prefix.clone();
         Box::pin(async move {
             let client = client.ok_or_else(|| ApiError::Unavailable("the simulated kubelet is starting".into()))?;
             let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = match &namespace {
@@ -183,6 +198,9 @@ impl vkube_apiserver::resource_metrics::ResourceMetrics for SimulatedKubelet {
             Ok(list
                 .items
                 .iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| owns(prefix.as_deref(), n))
+                })
                 .filter_map(|p| {
                     vkube_simulator::kubelet::metrics::pod_metrics(&serde_json::to_value(p).unwrap_or_default(), &now)
                 })
@@ -284,7 +302,29 @@ async fn attach(kubeconfig: &std::path::Path, args: &Args) -> anyhow::Result<()>
             None
         }
     };
-    let simulation = tokio::spawn(vkube_simulator::run(client, simulator));
+    // `kubectl top`: the simulated nodes' and pods' usage as an aggregated metrics API.
+    let address = simulator.kubelet.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |e| e.ip());
+    let kubelet = Arc::new(SimulatedKubelet {
+        client: std::sync::OnceLock::from(client.clone()),
+        sandboxes: sandboxes.clone(),
+        exec: args.exec == "on",
+        node_prefix: Some(simulator.node_prefix.clone()),
+    });
+    let metrics = match metrics_api::start(&client, address, kubelet).await {
+        Ok((served, true)) => {
+            say!("metrics API (metrics.k8s.io/v1beta1) on {}", served.endpoint);
+            Some(served)
+        }
+        Ok((_, false)) => {
+            say!("the cluster has its own metrics API (APIService v1beta1.metrics.k8s.io): left as it is");
+            None
+        }
+        Err(error) => {
+            say!("warning: no metrics API, so `kubectl top` of simulated pods fails: {error:#}");
+            None
+        }
+    };
+    let simulation = tokio::spawn(vkube_simulator::run(client.clone(), simulator));
     say!("attached to Kubernetes {} ({nodes} simulated nodes)", version.git_version);
     super::announce_ready();
     let outcome = tokio::select! {
@@ -295,6 +335,9 @@ async fn attach(kubeconfig: &std::path::Path, args: &Args) -> anyhow::Result<()>
             Err(error) => Err(error).context("the simulator crashed"),
         },
     };
+    if metrics.is_some() {
+        metrics_api::stop(&client).await;
+    }
     let _ = std::fs::remove_dir_all(&sandboxes);
     outcome
 }
