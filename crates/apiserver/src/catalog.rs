@@ -363,6 +363,8 @@ pub struct Snapshot {
     pub group_order: Vec<String>,
     /// Bumped on every change; used for discovery and OpenAPI hashes.
     pub generation: u64,
+    /// The keys of `types` served by an extension API server through the aggregation layer.
+    pub aggregated: std::collections::BTreeSet<(String, String, String)>,
 }
 
 impl Snapshot {
@@ -443,7 +445,53 @@ impl Catalog {
             }
             types.insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
         }
-        *guard = Arc::new(Snapshot { types, group_order, generation: old.generation + 1 });
+        *guard = Arc::new(Snapshot {
+            types,
+            group_order,
+            generation: old.generation + 1,
+            aggregated: old.aggregated.clone(),
+        });
+    }
+
+    /// Whether `served` differs from the aggregated types now in the catalog.
+    pub fn aggregated_differs(&self, served: &[ResourceType]) -> bool {
+        let snapshot = self.snapshot();
+        served.len() != snapshot.aggregated.len()
+            || served.iter().any(|t| {
+                let key = (t.group.clone(), t.version.clone(), t.plural.clone());
+                !snapshot.aggregated.contains(&key) || snapshot.types.get(&key).is_none_or(|o| **o != *t)
+            })
+    }
+
+    /// Replaces the types served through the aggregation layer with `served` (a group version
+    /// served here keeps its own types).
+    pub fn set_aggregated(&self, served: Vec<ResourceType>) {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let old = guard.clone();
+        let mut types = old.types.clone();
+        for key in &old.aggregated {
+            types.remove(key);
+        }
+        let mut aggregated = std::collections::BTreeSet::new();
+        for t in served {
+            let key = (t.group.clone(), t.version.clone(), t.plural.clone());
+            if types.contains_key(&key) {
+                continue;
+            }
+            aggregated.insert(key.clone());
+            types.insert(key, Arc::new(t));
+        }
+        let mut group_order: Vec<String> =
+            old.group_order.iter().filter(|g| types.values().any(|t| &t.group == *g)).cloned().collect();
+        let mut new_groups: Vec<String> = Vec::new();
+        for t in types.values() {
+            if !group_order.contains(&t.group) && !new_groups.contains(&t.group) {
+                new_groups.push(t.group.clone());
+            }
+        }
+        new_groups.sort();
+        group_order.extend(new_groups);
+        *guard = Arc::new(Snapshot { types, group_order, generation: old.generation + 1, aggregated });
     }
 
     /// The current view.
@@ -482,7 +530,12 @@ impl Catalog {
         if unchanged {
             return;
         }
-        *guard = Arc::new(Snapshot { types, group_order, generation: old.generation + 1 });
+        *guard = Arc::new(Snapshot {
+            types,
+            group_order,
+            generation: old.generation + 1,
+            aggregated: old.aggregated.clone(),
+        });
     }
 }
 

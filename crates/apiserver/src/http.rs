@@ -68,6 +68,8 @@ pub struct AppState {
     pub proxies: Option<crate::proxy::SharedProxies>,
     /// Supplies `metrics.k8s.io`, if anything does.
     pub resource_metrics: Option<crate::resource_metrics::SharedResourceMetrics>,
+    /// Group versions served by extension API servers (`APIService` with a service).
+    pub aggregator: Arc<crate::aggregation::Aggregator>,
     /// Signs and verifies service account tokens (None without TLS).
     pub token_signer: Option<crate::tokens::TokenSigner>,
     /// The cluster CA, which signs approved client certificate requests (None without TLS).
@@ -451,6 +453,12 @@ async fn route(
     let mut query = Query::parse(parts.uri.query());
     let trimmed = path.trim_end_matches('/');
     let segments: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
+    // A group version an extension API server serves (not `/apis/GROUP`: answered here).
+    if let ["apis", group, version, ..] = segments.as_slice()
+        && let Some((remote, available)) = state.aggregator.remote(group, version)
+    {
+        return crate::aggregation::proxy(state, remote, available, &identity, parts, body).await;
+    }
     let get = parts.method == Method::GET;
     match segments.as_slice() {
         ["version"] if get => {

@@ -55,9 +55,19 @@ pub struct Pki {
     pub admin_token: String,
     /// The key service account tokens are signed with (PKCS#8 DER, P-256).
     pub service_account_key: Vec<u8>,
+    /// The front proxy's CA (PEM): extension API servers trust requests proxied by the aggregator
+    /// with a certificate it signed (`requestheader-client-ca-file`).
+    pub front_proxy_ca: String,
+    /// The aggregator's client certificate (PEM), CN=front-proxy-client.
+    pub front_proxy_cert: String,
+    /// Its key (PEM).
+    pub front_proxy_key: String,
     /// CA key (PEM), to sign further client certificates.
     ca_key: String,
 }
+
+/// The common name extension API servers allow the front proxy (`requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
@@ -81,9 +91,13 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
 }
 
 fn ca_params() -> Result<CertificateParams, PkiError> {
+    named_ca_params("vkube-ca")
+}
+
+fn named_ca_params(common_name: &str) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "vkube-ca");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -186,7 +200,39 @@ impl Pki {
         };
         let service_account_key =
             KeyPair::from_pem(&sa_key_pem).map_err(|_| PkiError::BadPem(path("sa.key")))?.serialize_der();
-        Ok(Pki { ca_cert, server_cert, server_key, admin_cert, admin_key, admin_token, service_account_key, ca_key })
+        let (front_proxy_ca, front_proxy_cert, front_proxy_key) = match (
+            read(&path("front-proxy-ca.crt"))?,
+            read(&path("front-proxy-client.crt"))?,
+            read(&path("front-proxy-client.key"))?,
+        ) {
+            (Some(ca), Some(cert), Some(key)) => (ca, cert, key),
+            _ => {
+                // A CA of its own, as kubeadm makes it: a client certificate of the cluster CA
+                // must not pass for the front proxy.
+                let ca_key = KeyPair::generate()?;
+                let ca = named_ca_params("vkube-front-proxy-ca")?.self_signed(&ca_key)?;
+                let issuer = Issuer::new(named_ca_params("vkube-front-proxy-ca")?, ca_key);
+                let key = KeyPair::generate()?;
+                let cert = leaf(FRONT_PROXY_CLIENT, None, &[], false)?.signed_by(&key, &issuer)?;
+                write_private(&path("front-proxy-client.key"), &key.serialize_pem())?;
+                write_private(&path("front-proxy-client.crt"), &cert.pem())?;
+                write_private(&path("front-proxy-ca.crt"), &ca.pem())?;
+                (ca.pem(), cert.pem(), key.serialize_pem())
+            }
+        };
+        Ok(Pki {
+            ca_cert,
+            server_cert,
+            server_key,
+            admin_cert,
+            admin_key,
+            admin_token,
+            service_account_key,
+            front_proxy_ca,
+            front_proxy_cert,
+            front_proxy_key,
+            ca_key,
+        })
     }
 
     /// Signs a client certificate for `user` in `groups`; returns (cert PEM, key PEM).

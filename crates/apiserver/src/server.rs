@@ -187,6 +187,9 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
     if let Some(pki) = &pki {
         tokens.insert(pki.admin_token.clone(), Identity::new("admin", vec![crate::auth::MASTERS.into()]));
     }
+    if let Some(pki) = &pki {
+        publish_authentication(&registry, pki).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    }
     let rbac =
         crate::auth::Rbac::start(registry.store.clone()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let state = Arc::new(AppState {
@@ -202,6 +205,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         pod_streams: hooks.pod_streams,
         proxies: hooks.proxies,
         resource_metrics: hooks.resource_metrics,
+        aggregator: Arc::default(),
         metrics: hooks.metrics,
         ready_checks: hooks.ready_checks,
     });
@@ -213,8 +217,41 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let url = format!("{scheme}://{host}:{}", addr.port());
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(crate::aggregation::run(state.clone(), stopped.clone()));
     let task = tokio::spawn(accept_loop(listener, acceptor, state.clone(), stopped));
     Ok(RunningServer { addr, url, pki, state, stop, task })
+}
+
+/// `kube-system/extension-apiserver-authentication`, as kube-apiserver keeps it: the CAs and
+/// request-header settings an extension API server (or a kubelet) authenticates callers with.
+async fn publish_authentication(registry: &Registry, pki: &Pki) -> crate::ApiResult<()> {
+    let rt = registry.catalog.snapshot().get("", "v1", "configmaps").expect("built-in");
+    let list = |items: &[&str]| serde_json::to_string(items).unwrap_or_default();
+    let data = serde_json::json!({
+        "client-ca-file": pki.ca_cert,
+        "requestheader-client-ca-file": pki.front_proxy_ca,
+        "requestheader-allowed-names": list(&[crate::pki::FRONT_PROXY_CLIENT]),
+        "requestheader-username-headers": list(&["X-Remote-User"]),
+        "requestheader-group-headers": list(&["X-Remote-Group"]),
+        "requestheader-extra-headers-prefix": list(&["X-Remote-Extra-"]),
+    });
+    let name = "extension-apiserver-authentication";
+    let options = crate::registry::WriteOptions { field_manager: "kube-apiserver".into(), ..Default::default() };
+    match registry.get(&rt, Some("kube-system"), name).await {
+        Ok(mut current) => {
+            if current["data"] != data {
+                current["data"] = data;
+                registry.update(&rt, Some("kube-system"), name, current, "", &options).await?;
+            }
+        }
+        Err(crate::ApiError::NotFound { .. }) => {
+            let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "kube-system"}, "data": data});
+            registry.create(&rt, Some("kube-system"), object, &options).await?;
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(())
 }
 
 async fn accept_loop(

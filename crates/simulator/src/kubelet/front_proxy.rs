@@ -140,6 +140,25 @@ fn caller<B>(settings: &RequestHeader, proxy: Option<&str>, request: &Request<B>
     Ok(Caller { user, groups: header(&settings.group_headers) })
 }
 
+/// An extension API server's legacy discovery of its one group version: `/apis`, `/apis/GROUP`,
+/// `/apis/GROUP/VERSION` (with `resources`), for `path` split at slashes.
+pub fn discovery(path: &[&str], group: &str, version: &str, resources: serde_json::Value) -> Option<serde_json::Value> {
+    let group_version = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    let api_group = json!({"name": group, "versions": [group_version], "preferredVersion": group_version});
+    match path {
+        ["apis"] => Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group]})),
+        ["apis", g] if *g == group => {
+            let mut api_group = api_group;
+            api_group["kind"] = json!("APIGroup");
+            api_group["apiVersion"] = json!("v1");
+            Some(api_group)
+        }
+        ["apis", g, v] if *g == group && *v == version => Some(json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": format!("{group}/{version}"), "resources": resources})),
+        _ => None,
+    }
+}
+
 /// Who manages the objects [`register`] writes.
 const MANAGER: &str = "vkube-host";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vkube-host");

@@ -13,6 +13,7 @@ pub mod front_proxy;
 pub mod logs;
 pub mod metrics;
 pub mod ports;
+pub mod sample_apiserver;
 mod server;
 pub mod sessions;
 

@@ -7,12 +7,17 @@
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
+/// An image's name without registry, path and tag.
+fn image_name(image: &str) -> &str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    name.split([':', '@']).next().unwrap_or(name)
+}
+
 /// The well-known port of an image the simulator knows (what its server listens on).
 fn image_port(image: &str) -> Option<u16> {
-    let name = image.rsplit('/').next().unwrap_or(image);
-    let name = name.split([':', '@']).next().unwrap_or(name);
-    match name {
+    match image_name(image) {
         "nginx" | "httpd" | "nginx-unprivileged" => Some(80),
+        super::sample_apiserver::IMAGE => Some(443),
         _ => None,
     }
 }
@@ -68,6 +73,11 @@ pub fn connect(pod: &Value, port: u16) -> Result<DuplexStream, String> {
     };
     let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or(name);
     let (client, server) = tokio::io::duplex(64 * 1024);
+    if image_name(&image) == super::sample_apiserver::IMAGE {
+        let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        tokio::spawn(super::sample_apiserver::serve(server, uid));
+        return Ok(client);
+    }
     tokio::spawn(respond(server, hostname.to_string(), port, image_port(&image) == Some(port)));
     Ok(client)
 }

@@ -373,32 +373,25 @@ impl vkube_apiserver::streams::PodStreams for HostStreams {
         let namespace = pod.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let name = pod.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let host_name = vkube_translate::names::host_name(&self.context, &name, &namespace);
-        let pods: Api<Pod> = Api::namespaced(self.host.clone(), &self.context.host_namespace);
+        let host = self.host.clone();
+        let path =
+            format!("/api/v1/namespaces/{}/pods/{host_name}/portforward?ports={port}", self.context.host_namespace);
         Box::pin(async move {
             // One host port-forward per connection, as kubectl opens one stream pair per connection.
-            let mut forwarder = pods.portforward(&host_name, &[port]).await.map_err(|error| match error {
+            let request = http::Request::get(&path).body(Vec::new()).map_err(|e| e.to_string())?;
+            let connection = host.connect(request).await.map_err(|error| match error {
                 kube::Error::Api(status) if status.code == 404 => {
                     format!("pod {namespace}/{name} has not been synced to the host yet")
                 }
                 kube::Error::Api(status) => status.message.replace(&host_name, &name),
                 other => format!("error forwarding port {port} to pod {name}: {other}"),
             })?;
-            let stream =
-                forwarder.take_stream(port).ok_or_else(|| format!("error forwarding port {port} to pod {name}"))?;
+            let forward = vkube_apiserver::streams::portforward::channel_client(connection.into_stream());
             // The host's refusal comes on the error channel; it is passed on to the client's.
-            let (failed, failure) = tokio::sync::oneshot::channel();
-            let errors = forwarder.take_error(port);
-            tokio::spawn(async move {
-                let error = match errors {
-                    Some(errors) => errors.await,
-                    None => None,
-                };
-                let _ = failed.send(error.map(|e| e.replace(&host_name, &name)));
-                let _ = forwarder.join().await;
+            let failure = forward.failure.map(|failure| -> futures::future::BoxFuture<'static, Option<String>> {
+                Box::pin(async move { failure.await.map(|e| e.replace(&host_name, &name)) })
             });
-            let failure: futures::future::BoxFuture<'static, Option<String>> =
-                Box::pin(async move { failure.await.ok().flatten() });
-            Ok(vkube_apiserver::streams::portforward::Forward { connection: Box::new(stream), failure: Some(failure) })
+            Ok(vkube_apiserver::streams::portforward::Forward { connection: forward.connection, failure })
         })
     }
 

@@ -23,29 +23,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 /// The discovery documents of the group (legacy form; the aggregator asks for nothing else of
 /// a server that does not answer aggregated discovery).
 fn discovery(path: &[&str]) -> Option<Value> {
-    let version = json!({"groupVersion": format!("{GROUP}/{VERSION}"), "version": VERSION});
-    let group = json!({"name": GROUP, "versions": [version], "preferredVersion": version});
-    match path {
-        ["apis"] => Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})),
-        ["apis", GROUP] => {
-            let mut group = group;
-            group["kind"] = json!("APIGroup");
-            group["apiVersion"] = json!("v1");
-            Some(group)
-        }
-        ["apis", GROUP, VERSION] => {
-            let resources: Vec<Value> = resource_metrics::resource_types()
-                .into_iter()
-                .map(|t| {
-                    json!({"name": t.plural, "singularName": "", "namespaced": t.namespaced,
-                    "kind": t.kind, "verbs": t.verbs})
-                })
-                .collect();
-            Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{VERSION}"),
-                "resources": resources}))
-        }
-        _ => None,
-    }
+    let resources: Vec<Value> = resource_metrics::resource_types()
+        .into_iter()
+        .map(|t| json!({"name": t.plural, "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": t.verbs}))
+        .collect();
+    front_proxy::discovery(path, GROUP, VERSION, json!(resources))
 }
 
 async fn answer(source: Arc<dyn ResourceMetrics>, request: Request<hyper::body::Incoming>) -> Response<Body> {

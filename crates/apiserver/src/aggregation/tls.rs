@@ -1,0 +1,82 @@
+//! The aggregator's TLS client: the front proxy's certificate, and the extension server's
+//! certificate checked against the APIService's `caBundle` (or not, with `insecureSkipTLSVerify`).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use super::Remote;
+use crate::pki::Pki;
+
+/// Accepts any serving certificate (`insecureSkipTLSVerify: true`), still checking signatures.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}
+
+/// The client configuration for one remote.
+pub fn client_config(pki: &Pki, remote: &Remote) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if remote.insecure {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in pem_certs(remote.ca_bundle.as_deref().unwrap_or_default())? {
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+        if roots.is_empty() {
+            return Err("the APIService has no caBundle and does not skip TLS verification".into());
+        }
+        builder.with_root_certificates(roots)
+    };
+    let key = rustls_pemfile::private_key(&mut pki.front_proxy_key.as_bytes())
+        .map_err(|e| e.to_string())?
+        .ok_or("the front proxy's key is missing")?;
+    let key: PrivateKeyDer<'static> = key;
+    let mut config =
+        builder.with_client_auth_cert(pem_certs(&pki.front_proxy_cert)?, key).map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
