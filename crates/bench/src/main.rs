@@ -54,7 +54,7 @@ enum Bench {
         #[arg(long, default_value = "target/release/vkube")]
         vkube: PathBuf,
         /// Exec round trips measured on each path.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 200)]
         rounds: usize,
         /// MiB sent through the forwarded connection (and read back) per run.
         #[arg(long, default_value_t = 64)]

@@ -303,9 +303,11 @@ where
                 to_pods.push(Some(to_pod));
                 let out = out.clone();
                 tasks.push(tokio::spawn(async move {
-                    let mut buffer = vec![0u8; 32 * 1024];
-                    while let Ok(n) = from_pod.read(&mut buffer).await {
-                        if n == 0 || out.send(super::frame(data, &buffer[..n])).await.is_err() {
+                    // The channel byte first, then up to 64 KiB read straight behind it.
+                    let mut buffer = vec![0u8; 64 * 1024 + 1];
+                    buffer[0] = data;
+                    while let Ok(n) = from_pod.read(&mut buffer[1..]).await {
+                        if n == 0 || out.send(buffer[..=n].to_vec()).await.is_err() {
                             break;
                         }
                     }
@@ -324,8 +326,8 @@ where
     let inbound = tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
             let data = match message {
-                Message::Binary(data) => data.to_vec(),
-                Message::Text(text) => text.as_bytes().to_vec(),
+                Message::Binary(data) => data,
+                Message::Text(text) => text.into(),
                 Message::Close(_) => break,
                 _ => continue,
             };
