@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod fields;
 pub mod http;
+pub mod kubelet;
 pub mod openapi;
 pub mod patch;
 pub mod pki;

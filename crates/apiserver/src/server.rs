@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub bookmark_interval: Duration,
     /// Name used for the cluster in kubeconfigs.
     pub cluster_name: String,
+    /// Where a kubelet API for this cluster's pods listens (`crate::kubelet`), if anywhere; a
+    /// port already taken leaves it out with a warning.
+    pub kubelet_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -52,6 +55,7 @@ impl ServerConfig {
             sans: Vec::new(),
             bookmark_interval: Duration::from_secs(60),
             cluster_name: "vkube".into(),
+            kubelet_listen: None,
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct RunningServer {
     pub pki: Option<Pki>,
     /// Shared state (registry, catalog).
     pub state: Arc<AppState>,
+    /// Where the kubelet API listens, when it does.
+    pub kubelet_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -218,8 +224,24 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
     let url = format!("{scheme}://{host}:{}", addr.port());
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(crate::aggregation::run(state.clone(), stopped.clone()));
-    let task = tokio::spawn(accept_loop(listener, acceptor, state.clone(), stopped));
-    Ok(RunningServer { addr, url, pki, state, stop, task })
+    let mut kubelet_addr = None;
+    if let (Some(listen), Some(acceptor)) = (config.kubelet_listen, &acceptor) {
+        match TcpListener::bind(listen).await {
+            Ok(kubelet) => {
+                kubelet_addr = kubelet.local_addr().ok();
+                tokio::spawn(accept_loop(
+                    kubelet,
+                    Some(acceptor.clone()),
+                    state.clone(),
+                    stopped.clone(),
+                    Listener::Kubelet,
+                ));
+            }
+            Err(error) => tracing::warn!(%listen, %error, "the kubelet API cannot listen there; serving without it"),
+        }
+    }
+    let task = tokio::spawn(accept_loop(listener, acceptor, state.clone(), stopped, Listener::Api));
+    Ok(RunningServer { addr, url, pki, state, kubelet_addr, stop, task })
 }
 
 /// `kube-system/extension-apiserver-authentication`, as kube-apiserver keeps it: the CAs and
@@ -254,11 +276,19 @@ async fn publish_authentication(registry: &Registry, pki: &Pki) -> crate::ApiRes
     Ok(())
 }
 
+/// Which API a listener serves.
+#[derive(Clone, Copy)]
+enum Listener {
+    Api,
+    Kubelet,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     mut stopped: watch::Receiver<bool>,
+    kind: Listener,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -281,9 +311,9 @@ async fn accept_loop(
                                 .and_then(|certs| certs.first())
                                 .and_then(|cert| crate::pki::certificate_identity(cert))
                                 .map(|(user, groups)| Identity::new(user, groups));
-                            serve(TokioIo::new(tls), state, identity).await;
+                            serve(TokioIo::new(tls), state, identity, kind).await;
                         }
-                        None => serve(TokioIo::new(stream), state, None).await,
+                        None => serve(TokioIo::new(stream), state, None, kind).await,
                     }
                 });
             }
@@ -294,14 +324,19 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve<I>(io: I, state: Arc<AppState>, identity: Option<Identity>)
+async fn serve<I>(io: I, state: Arc<AppState>, identity: Option<Identity>, kind: Listener)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
         let identity = identity.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(state, identity, request).await) }
+        async move {
+            Ok::<_, std::convert::Infallible>(match kind {
+                Listener::Api => handle(state, identity, request).await,
+                Listener::Kubelet => crate::kubelet::handle(state, identity, request).await,
+            })
+        }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let _ = builder.serve_connection_with_upgrades(io, service).await;

@@ -7,6 +7,7 @@
 
 pub mod kubelet;
 pub mod lifecycle;
+pub mod script;
 pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -427,7 +428,11 @@ impl Shared {
                 // `sleep infinity`: it runs until deleted.
                 return;
             };
-            let exit_code = annotations.get(EXIT_CODE).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+            let exit_code = annotations
+                .get(EXIT_CODE)
+                .and_then(|s| s.parse::<i64>().ok())
+                .or_else(|| lifecycle::command_exit_code(&value))
+                .unwrap_or(0);
             let shared = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(run).await;

@@ -179,35 +179,69 @@ pub fn ephemeral_statuses(pod: &Value, now: &str) -> Option<Value> {
     Some(json!(merged))
 }
 
-/// How long a pod's containers run, read from what they run: the longest `sleep N` of their
-/// commands and arguments (shell scripts included). `Some(None)`: `sleep infinity`, never ends;
-/// `None`: nothing to go by.
+/// A container's command and arguments, as one argument list.
+fn command_line(container: &Value) -> Vec<String> {
+    ["command", "args"]
+        .iter()
+        .flat_map(|key| container.get(*key).and_then(Value::as_array).into_iter().flatten())
+        .filter_map(|w| w.as_str().map(String::from))
+        .collect()
+}
+
+/// How long one container runs: its script's run time when the script is simple enough to
+/// simulate ([`crate::script`]), else the longest `sleep N` its command names.
+fn container_run_time(container: &Value) -> Option<Option<std::time::Duration>> {
+    let words = command_line(container);
+    if let Some(script) = crate::script::run(&words) {
+        return Some(script.ends);
+    }
+    let text = words.join(" ");
+    let words: Vec<&str> = text.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|').collect();
+    let mut longest: Option<Option<std::time::Duration>> = None;
+    for pair in words.windows(2).filter(|w| w[0] == "sleep") {
+        let run = match pair[1] {
+            "infinity" | "inf" => None,
+            n => match n.trim_end_matches('s').parse::<f64>() {
+                Ok(seconds) => Some(std::time::Duration::from_secs_f64(seconds.max(0.0))),
+                Err(_) => continue,
+            },
+        };
+        longest = Some(longer(longest, run));
+    }
+    longest
+}
+
+fn longer(a: Option<Option<std::time::Duration>>, b: Option<std::time::Duration>) -> Option<std::time::Duration> {
+    match (a, b) {
+        (Some(None), _) | (_, None) => None,
+        (Some(Some(a)), Some(b)) => Some(a.max(b)),
+        (None, Some(b)) => Some(b),
+    }
+}
+
+/// How long a pod's containers run, read from what they run (the longest of them).
+/// `Some(None)`: one never ends (`sleep infinity`, `while true`); `None`: nothing to go by.
 pub fn command_run_time(pod: &Value) -> Option<Option<std::time::Duration>> {
     let mut longest: Option<Option<std::time::Duration>> = None;
     for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        let text: Vec<String> = ["command", "args"]
-            .iter()
-            .flat_map(|key| container.get(*key).and_then(Value::as_array).into_iter().flatten())
-            .filter_map(|w| w.as_str().map(String::from))
-            .collect();
-        let text = text.join(" ");
-        let words: Vec<&str> = text.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|').collect();
-        for pair in words.windows(2).filter(|w| w[0] == "sleep") {
-            let run = match pair[1] {
-                "infinity" | "inf" => None,
-                n => match n.trim_end_matches('s').parse::<f64>() {
-                    Ok(seconds) => Some(std::time::Duration::from_secs_f64(seconds.max(0.0))),
-                    Err(_) => continue,
-                },
-            };
-            longest = Some(match (longest, run) {
-                (Some(None), _) | (_, None) => None,
-                (Some(Some(a)), Some(b)) => Some(a.max(b)),
-                (None, Some(b)) => Some(b),
-            });
+        if let Some(run) = container_run_time(container) {
+            longest = Some(longer(longest, run));
         }
     }
     longest
+}
+
+/// The exit code a pod's simulated scripts end with (the first that fails), if any is simulated.
+pub fn command_exit_code(pod: &Value) -> Option<i64> {
+    let codes: Vec<i64> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| crate::script::run(&command_line(c)))
+        .map(|s| s.exit_code)
+        .collect();
+    codes.iter().copied().find(|c| *c != 0).or(codes.first().copied())
 }
 
 /// The status of a pod whose containers all exited with `exit_code`.
@@ -270,7 +304,11 @@ mod tests {
         let pod = |command: Value| json!({"spec": {"containers": [{"name": "c", "command": command}]}});
         let secs = std::time::Duration::from_secs;
         assert_eq!(command_run_time(&pod(json!(["sh", "-c", "sleep 30"]))), Some(Some(secs(30))));
-        assert_eq!(command_run_time(&pod(json!(["sh", "-c", "echo a; sleep 2; sleep 5s"]))), Some(Some(secs(5))));
+        assert_eq!(command_run_time(&pod(json!(["sh", "-c", "echo a; sleep 2; sleep 5s"]))), Some(Some(secs(7))));
+        let looped = pod(json!(["sh", "-c", "for i in $(seq 1 5); do echo $i; sleep 0.5; done; exit 2"]));
+        assert_eq!(command_run_time(&looped), Some(Some(std::time::Duration::from_millis(2500))));
+        assert_eq!(command_exit_code(&looped), Some(2));
+        assert_eq!(command_run_time(&pod(json!(["sh", "-c", "run-server --port 80; sleep 3"]))), Some(Some(secs(3))));
         assert_eq!(command_run_time(&pod(json!(["sleep", "infinity"]))), Some(None));
         assert_eq!(command_run_time(&pod(json!(["nginx"]))), None);
     }

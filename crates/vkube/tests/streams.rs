@@ -146,6 +146,37 @@ fn kubectl_attach_streams_the_containers_output() {
     let _ = attach.wait();
 }
 
+/// A container running a shell one-liner logs what the script prints, when it prints it: `logs`
+/// (stdout and stderr merged, `--tail`, `-f` ending with the script), `attach` (each on its
+/// stream), and the pod ends with the script's exit code.
+#[test]
+fn a_scripted_container_logs_what_its_script_prints() {
+    let up = Up::start();
+    let k = &up.k;
+    let script =
+        "for i in $(seq 1 4); do if [ $i -lt 3 ]; then echo out $i; else echo err $i >&2; fi; sleep 0.5; done; exit 3";
+    k.ok(&["run", "counter", "--image=busybox", "--restart=Never", "--", "sh", "-c", script]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/counter", "--timeout=30s"]);
+    let attach = k
+        .command(&["attach", "counter"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = k.ok(&["logs", "-f", "counter"]);
+    assert_eq!(followed, "out 1\nout 2\nerr 3\nerr 4\n", "the follow ends with the script");
+    assert_eq!(k.ok(&["logs", "counter", "--tail=1"]), "err 4\n");
+    let attached = attach.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&attached.stdout), String::from_utf8_lossy(&attached.stderr));
+    assert!(stderr.contains("err 4"), "stderr on its own stream: {stdout} / {stderr}");
+    assert!(!stdout.contains("err"), "{stdout}");
+    wait_until(Duration::from_secs(15), "the pod to fail with the script's exit code", || {
+        k.ok(&["get", "pod", "counter", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"])
+            == "3"
+    });
+    assert_eq!(k.ok(&["get", "pod", "counter", "-o", "jsonpath={.status.phase}"]), "Failed");
+}
+
 #[test]
 fn kube_rs_exec_gets_output_and_the_exit_status() {
     let up = start();
@@ -174,6 +205,79 @@ fn kube_rs_exec_gets_output_and_the_exit_status() {
             error.contains("a container name must be specified for pod web, choose one of: [c sidecar]"),
             "{error}"
         );
+    });
+}
+
+/// The virtual cluster's kubelet API (`vkube up --kubelet-listen`), as kube-rs's
+/// `kubelet_node_*` calls reach a kind node's port 10250: exec with output, stdin and an exit
+/// code, logs, with the cluster's own credentials and `nodes/proxy` authorization.
+#[test]
+fn the_kubelet_api_serves_the_virtual_clusters_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let up = common::ApiServerProcess::up_with(&state, &["--kubelet-listen", "127.0.0.1:0"]);
+    let mut address = String::new();
+    wait_until(Duration::from_secs(5), "vkube up to say where the kubelet API listens", || {
+        let said = up.said.lock().unwrap();
+        let found = said.iter().find_map(|l| l.strip_prefix("kubelet API of the virtual cluster's pods on "));
+        address = found.unwrap_or_default().to_string();
+        found.is_some()
+    });
+    let k = common::Kubectl::new(33, &up.kubeconfig, home.path());
+    k.ok(&["run", "box", "--image=busybox", "--", "sh", "-c", "echo started; sleep infinity"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/box", "--timeout=30s"]);
+    k.ok(&["create", "serviceaccount", "nobody"]);
+    let token = k.ok(&["create", "token", "nobody"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use kube::api::{AttachParams, LogParams};
+        use kube::core::kubelet_debug::KubeletDebugParams;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let kubeconfig = kube::config::Kubeconfig::read_from(&up.kubeconfig).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        config.accept_invalid_certs = true;
+        config.cluster_url = address.parse().unwrap();
+        let kubelet = kube::Client::try_from(config.clone()).unwrap();
+        let pod = KubeletDebugParams { name: "box", namespace: "default", ..Default::default() };
+        let params = AttachParams::default().stderr(false);
+        let script = ["sh", "-c", "for i in $(seq 1 3); do echo $i; done"];
+        let mut process = kubelet.kubelet_node_exec(&pod, "box", script, &params).await.unwrap();
+        let mut out = String::new();
+        process.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+        process.join().await.unwrap();
+        assert_eq!(out, "1\n2\n3\n");
+
+        let params = AttachParams::default().stdin(true).stderr(false);
+        let mut process = kubelet.kubelet_node_exec(&pod, "box", ["sh"], &params).await.unwrap();
+        let mut stdin = process.stdin().unwrap();
+        let mut stdout = process.stdout().unwrap();
+        stdin.write_all(b"echo test string 1\n").await.unwrap();
+        let mut line = [0u8; 14];
+        stdout.read_exact(&mut line).await.unwrap();
+        assert_eq!(&line, b"test string 1\n");
+        stdin.write_all(b"exit 1\n").await.unwrap();
+        let status = process.take_status().unwrap().await.unwrap();
+        assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+
+        let mut logs = kubelet.kubelet_node_logs(&pod, "box", &LogParams::default()).await.unwrap();
+        let mut log = String::new();
+        futures::AsyncReadExt::read_to_string(&mut logs, &mut log).await.unwrap();
+        assert_eq!(log, "started\n");
+
+        // Someone the cluster does not know, and someone without nodes/proxy.
+        let mut stranger = config.clone();
+        stranger.auth_info =
+            kube::config::AuthInfo { token: Some("nonsense".to_string().into()), ..Default::default() };
+        let error =
+            kube::Client::try_from(stranger).unwrap().kubelet_node_logs(&pod, "box", &LogParams::default()).await;
+        assert!(error.err().unwrap().to_string().contains("401"), "unauthenticated");
+        let mut limited = config;
+        limited.auth_info =
+            kube::config::AuthInfo { token: Some(token.trim().to_string().into()), ..Default::default() };
+        let error =
+            kube::Client::try_from(limited).unwrap().kubelet_node_logs(&pod, "box", &LogParams::default()).await;
+        assert!(error.err().unwrap().to_string().contains("403"), "not allowed nodes/proxy");
     });
 }
 

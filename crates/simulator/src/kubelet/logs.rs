@@ -64,8 +64,13 @@ fn is_running(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
-/// The log of `container` of pod `namespace/name`; `client` (when given) is asked whether the pod
-/// still runs while a followed log goes on.
+/// One piece of a container's output: whether it went to stderr, and the bytes.
+pub type Output = (bool, Bytes);
+
+/// The log of `container` of pod `namespace/name`. With `client`, the pod is read: a container
+/// whose command is a script the simulator can follow ([`crate::script`]) logs what the script
+/// prints, when it prints it; any other the lines of the simulated kubelet, a line a second while
+/// followed and running.
 pub fn stream(
     client: Option<Client>,
     namespace: &str,
@@ -77,22 +82,151 @@ pub fn stream(
         // Simulated containers never restart.
         return Err(LogError(format!("previous terminated container \"{container}\" in pod \"{name}\" not found")));
     }
+    let all = outputs(client, namespace, name, options).map(|(_, bytes)| Ok(bytes));
+    Ok(match options.limit_bytes {
+        None => Box::pin(all),
+        Some(limit) => Box::pin(limited(all, limit)),
+    })
+}
+
+/// What a container writes from now on, stdout and stderr apart (what `attach` shows).
+pub fn output(client: Client, namespace: &str, name: &str, container: &str) -> BoxStream<'static, Output> {
+    let options = LogOptions {
+        container: Some(container.to_string()),
+        follow: true,
+        tail_lines: Some(0),
+        ..LogOptions::default()
+    };
+    outputs(Some(client), namespace, name, &options)
+}
+
+fn outputs(client: Option<Client>, namespace: &str, name: &str, options: &LogOptions) -> BoxStream<'static, Output> {
+    let (namespace, name, options) = (namespace.to_string(), name.to_string(), options.clone());
+    let Some(client) = client else { return synthetic(None, namespace, name, options) };
+    Box::pin(
+        futures::stream::once(async move {
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &namespace);
+            let pod = pods.get_opt(&name).await.ok().flatten();
+            let container = options.container.clone().unwrap_or_default();
+            match pod.as_ref().and_then(|pod| script_of(pod, &container)) {
+                Some((script, started)) => scripted(pods, name, script, started, options),
+                None => synthetic(Some(client), namespace, name, options),
+            }
+        })
+        .flatten(),
+    )
+}
+
+/// The script a container of `pod` runs, and when it started.
+fn script_of(pod: &Pod, container: &str) -> Option<(crate::script::Script, jiff::Timestamp)> {
+    let spec = pod.spec.as_ref()?;
+    let (command, args) = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == container)
+        .map(|c| (c.command.clone(), c.args.clone()))?;
+    let words: Vec<String> = command.into_iter().flatten().chain(args.into_iter().flatten()).collect();
+    let script = crate::script::run(&words)?;
+    let status = pod.status.as_ref();
+    let state = status
+        .and_then(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+                .find(|c| c.name == container)
+        })
+        .and_then(|c| c.state.clone());
+    let started = state
+        .as_ref()
+        .and_then(|s| {
+            s.running
+                .as_ref()
+                .and_then(|r| r.started_at.clone())
+                .or(s.terminated.as_ref().and_then(|t| t.started_at.clone()))
+        })
+        .or_else(|| status.and_then(|s| s.start_time.clone()))
+        .map(|t| t.0)
+        .unwrap_or_else(jiff::Timestamp::now);
+    Some((script, started))
+}
+
+fn stamped(options: &LogOptions, at: jiff::Timestamp, text: &str) -> Bytes {
+    Bytes::from(if options.timestamps {
+        format!("{} {text}\n", at.strftime("%Y-%m-%dT%H:%M:%S%.9fZ"))
+    } else {
+        format!("{text}\n")
+    })
+}
+
+/// A script's lines: those already written (the last `tailLines` of them), then with `follow`
+/// the rest as their time comes, until the script ends or the pod goes.
+fn scripted(
+    pods: kube::Api<Pod>,
+    name: String,
+    script: crate::script::Script,
+    started: jiff::Timestamp,
+    options: LogOptions,
+) -> BoxStream<'static, Output> {
+    let elapsed = jiff::Timestamp::now().duration_since(started).unsigned_abs();
+    let at = move |offset: Duration| started + jiff::SignedDuration::try_from(offset).unwrap_or_default();
+    let (past, future): (Vec<_>, Vec<_>) = script.lines.into_iter().partition(|l| l.at <= elapsed);
+    let mut past: Vec<Output> = past.into_iter().map(|l| (l.stderr, stamped(&options, at(l.at), &l.text))).collect();
+    if let Some(tail) = options.tail_lines {
+        past.drain(..past.len().saturating_sub(tail));
+    }
+    let first = futures::stream::iter(past);
+    if !options.follow {
+        return Box::pin(first);
+    }
+    let rest = futures::stream::unfold(future.into_iter(), move |mut lines| {
+        let (pods, name, options) = (pods.clone(), name.clone(), options.clone());
+        async move {
+            let line = lines.next()?;
+            // Wait in slices of a second, so that a deleted pod ends the stream.
+            loop {
+                let due = at(line.at);
+                let left = due.duration_since(jiff::Timestamp::now());
+                if left <= jiff::SignedDuration::ZERO {
+                    break;
+                }
+                tokio::time::sleep(left.unsigned_abs().min(Duration::from_secs(1))).await;
+                if !matches!(pods.get_opt(&name).await, Ok(Some(ref pod)) if pod.metadata.deletion_timestamp.is_none())
+                {
+                    return None;
+                }
+            }
+            Some(((line.stderr, stamped(&options, at(line.at), &line.text)), lines))
+        }
+    });
+    Box::pin(first.chain(rest))
+}
+
+/// The simulated kubelet's own lines about a container it cannot follow the script of; `client`
+/// (when given) is asked whether the pod still runs while a followed log goes on.
+fn synthetic(
+    client: Option<Client>,
+    namespace: String,
+    name: String,
+    options: LogOptions,
+) -> BoxStream<'static, Output> {
+    let container = options.container.clone().unwrap_or_else(|| "main".into());
     let mut lines = vec![
         line(
-            options,
+            &options,
             &format!("simulated container {container} of pod {namespace}/{name} started on a vkube simulated node"),
         ),
-        line(options, &format!("simulated container {container} is running")),
+        line(&options, &format!("simulated container {container} is running")),
     ];
     if let Some(tail) = options.tail_lines {
         lines.drain(..lines.len().saturating_sub(tail));
     }
-    let first = futures::stream::iter(lines.into_iter().map(|l| Ok(Bytes::from(l))));
-    let ticks: BoxStream<'static, Result<Bytes, std::io::Error>> = match client.filter(|_| options.follow) {
+    let first = futures::stream::iter(lines.into_iter().map(|l| (false, Bytes::from(l))));
+    let ticks: BoxStream<'static, Output> = match client.filter(|_| options.follow) {
         None => Box::pin(futures::stream::empty()),
         Some(client) => {
-            let pods: kube::Api<Pod> = kube::Api::namespaced(client, namespace);
-            let (name, options) = (name.to_string(), options.clone());
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
             Box::pin(futures::stream::unfold(1u64, move |tick| {
                 let (pods, name, container, options) = (pods.clone(), name.clone(), container.clone(), options.clone());
                 async move {
@@ -100,7 +234,7 @@ pub fn stream(
                     match pods.get_opt(&name).await {
                         Ok(Some(pod)) if is_running(&pod) => {
                             let text = line(&options, &format!("simulated container {container} is running ({tick})"));
-                            Some((Ok(Bytes::from(text)), tick + 1))
+                            Some(((false, Bytes::from(text)), tick + 1))
                         }
                         _ => None,
                     }
@@ -108,11 +242,7 @@ pub fn stream(
             }))
         }
     };
-    let all = first.chain(ticks);
-    Ok(match options.limit_bytes {
-        None => Box::pin(all),
-        Some(limit) => Box::pin(limited(all, limit)),
-    })
+    Box::pin(first.chain(ticks))
 }
 
 /// The first `limit` bytes of `stream`, then its end.

@@ -10,7 +10,7 @@ use kube::Client;
 use vkube_streams::{Frames, Session, StreamRequest, channel};
 
 use super::exec::{self, ExecOptions, Sandbox};
-use super::logs::{self, LogOptions};
+use super::logs;
 
 /// Opens the session `request` asks for (the pod as read), or says why not (the kubelet's words).
 pub async fn open(client: Client, base: PathBuf, exec: bool, request: StreamRequest) -> Result<Session, String> {
@@ -28,22 +28,15 @@ pub async fn open(client: Client, base: PathBuf, exec: bool, request: StreamRequ
         // for `kubectl debug -it --image=busybox`). With exec off, only its output.
         request.command = container_command(&request.pod, &request.container);
     } else if request.subresource == "attach" {
-        // A simulated container's output: its log from now on.
-        let options = LogOptions {
-            container: Some(request.container.clone()),
-            follow: true,
-            tail_lines: Some(0),
-            ..LogOptions::default()
-        };
-        let log = logs::stream(Some(client), &request.namespace, &request.name, &options).map_err(|error| error.0)?;
+        // A simulated container's output from now on, stdout and stderr apart.
+        let mut log = logs::output(client, &request.namespace, &request.name, &request.container);
         let session: Session = Box::new(move |frames: Frames| {
             Box::pin(async move {
                 let _ = frames.to_client.send(vec![first]).await;
-                let mut log = log;
-                while let Some(Ok(chunk)) = log.next().await {
-                    if request.stdout
-                        && frames.to_client.send(vkube_streams::frame(channel::STDOUT, &chunk)).await.is_err()
-                    {
+                while let Some((stderr, chunk)) = log.next().await {
+                    let (wanted, channel) =
+                        if stderr { (request.stderr, channel::STDERR) } else { (request.stdout, channel::STDOUT) };
+                    if wanted && frames.to_client.send(vkube_streams::frame(channel, &chunk)).await.is_err() {
                         break;
                     }
                 }

@@ -41,6 +41,10 @@ pub struct Args {
     /// Address of the virtual API server (default: from controlPlane.proxy, 127.0.0.1:8443).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Also serve a kubelet API for the virtual cluster's pods there (`/exec`, `/attach`,
+    /// `/portForward`, `/containerLogs`, `/pods`; authenticated and authorized as `nodes/proxy`).
+    #[arg(long)]
+    pub kubelet_listen: Option<SocketAddr>,
 }
 
 /// The resolved settings of one virtual cluster.
@@ -51,6 +55,8 @@ pub struct VirtualCluster {
     pub dir: PathBuf,
     /// Where its API server listens.
     pub listen: SocketAddr,
+    /// Where its kubelet API listens, if anywhere.
+    pub kubelet_listen: Option<SocketAddr>,
 }
 
 impl VirtualCluster {
@@ -89,7 +95,7 @@ impl VirtualCluster {
                     .context("controlPlane.proxy.bindAddress/port")?
             }
         };
-        Ok(VirtualCluster { config, dir, listen })
+        Ok(VirtualCluster { config, dir, listen, kubelet_listen: None })
     }
 }
 
@@ -621,6 +627,7 @@ pub async fn start(
     let context = Context::new(name.clone(), config.host_namespace());
     let mut server_config = ServerConfig::new(&cluster.dir);
     server_config.listen = cluster.listen;
+    server_config.kubelet_listen = cluster.kubelet_listen;
     server_config.sans = config.control_plane.proxy.extra_sans.clone();
     server_config.cluster_name = name.clone();
     let patches = translate_rules(config)?;
@@ -790,10 +797,18 @@ pub async fn start(
     Ok((server, path, syncer))
 }
 
+/// Says where the virtual cluster's kubelet API listens, when it does.
+pub fn announce_kubelet(server: &vkube_apiserver::RunningServer) {
+    if let Some(addr) = server.kubelet_addr {
+        say!("kubelet API of the virtual cluster's pods on https://{addr}");
+    }
+}
+
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let cluster =
+    let mut cluster =
         VirtualCluster::resolve(args.config.as_deref(), args.name, args.host_namespace, args.dir, args.listen)?;
+    cluster.kubelet_listen = args.kubelet_listen;
     let text = std::fs::read_to_string(&args.host_kubeconfig)
         .with_context(|| format!("cannot read --host-kubeconfig {}", args.host_kubeconfig.display()))?;
     let host = super::client_from_kubeconfig(&text)
@@ -802,6 +817,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (server, path, syncer) = start(&cluster, host).await?;
     say!("virtual kubeconfig: {}", path.display());
     say!("listening on {}", server.url);
+    announce_kubelet(&server);
     super::announce_ready();
     super::shutdown_signal().await;
     say!("shutting down");

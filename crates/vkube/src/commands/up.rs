@@ -35,6 +35,10 @@ pub struct Args {
     /// Address of the simulated host's API server.
     #[arg(long, default_value = "127.0.0.1:6444")]
     pub host_listen: SocketAddr,
+    /// A kubelet API for the virtual cluster's pods (as a kind node's port 10250 is reachable);
+    /// `off` for none. A port already taken is left out with a warning.
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    pub kubelet_listen: String,
 }
 
 /// Runs host and virtual cluster until SIGINT/SIGTERM.
@@ -42,8 +46,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let name = args.name.clone();
     let probe = VirtualCluster::resolve(args.config.as_deref(), name.clone(), None, PathBuf::new(), Some(args.listen))?;
     let cluster_name = probe.config.name().to_string();
-    let cluster =
+    let mut cluster =
         VirtualCluster::resolve(args.config.as_deref(), name, None, args.dir.join(&cluster_name), Some(args.listen))?;
+    cluster.kubelet_listen = match args.kubelet_listen.as_str() {
+        "off" => None,
+        address => Some(address.parse().with_context(|| {
+            format!("--kubelet-listen {address:?}: give an address such as 127.0.0.1:10250, or off")
+        })?),
+    };
 
     let host_dir = args.dir.join("host");
     let mut host_config = ServerConfig::new(&host_dir);
@@ -68,6 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     say!("host kubeconfig: {}", host_path.display());
     say!("virtual kubeconfig: {}", path.display());
     say!("virtual cluster {cluster_name} on {}, host on {}", server.url, host_server.url);
+    super::serve::announce_kubelet(&server);
     super::announce_ready();
     super::shutdown_signal().await;
     say!("shutting down");

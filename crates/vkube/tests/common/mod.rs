@@ -12,6 +12,8 @@ pub struct ApiServerProcess {
     pub child: Child,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// What it has said on stderr so far (vkube's messages: addresses, warnings).
+    pub said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ApiServerProcess {
@@ -35,6 +37,10 @@ impl ApiServerProcess {
     pub fn up_with(state: &Path, extra: &[&str]) -> Self {
         let mut args =
             vec!["up", "--dir", state.to_str().unwrap(), "--listen", "127.0.0.1:0", "--host-listen", "127.0.0.1:0"];
+        // Tests run side by side: no kubelet API on the fixed port unless a test asks for one.
+        if !extra.contains(&"--kubelet-listen") {
+            args.extend(["--kubelet-listen", "off"]);
+        }
         args.extend_from_slice(extra);
         Self::start_command(&args, state.join("vc1").join("vc1.kubeconfig"))
     }
@@ -50,6 +56,15 @@ impl ApiServerProcess {
             .expect("vkube starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let kept = said.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let started = Instant::now();
         loop {
             match lines.next() {
@@ -57,17 +72,15 @@ impl ApiServerProcess {
                 Some(Ok(_)) => {}
                 _ => {
                     let _ = child.kill();
-                    let output = child.wait_with_output().unwrap();
-                    panic!("vkube {} exited before ready: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!("vkube {} exited before ready: {}", args.join(" "), said.lock().unwrap().join("\n"));
                 }
             }
             assert!(started.elapsed() < Duration::from_secs(30), "vkube {} not ready in 30s", args.join(" "));
         }
-        // Keep draining stderr so the child never blocks on a full pipe.
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
         std::thread::spawn(move || for _ in lines {});
-        ApiServerProcess { child, dir, kubeconfig }
+        ApiServerProcess { child, dir, kubeconfig, said }
     }
 
     /// SIGTERM and wait.
