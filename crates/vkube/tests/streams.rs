@@ -536,6 +536,14 @@ fn exec_attach_and_port_forward_reach_the_host_pod(kind: HostKind) {
     let nodes = k.ok(&["top", "node", "--no-headers"]);
     let names: Vec<&str> = nodes.lines().filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(names, [node.as_str()], "the virtual cluster's (fake) node: {nodes}");
+    if kind == HostKind::Real {
+        // The simulated kubelet runs commands only for the API server, not for a user (here the
+        // host's admin) calling its port directly.
+        let node = host_node(&cluster);
+        let port = cluster.host.ok(&["get", "node", &node, "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"]);
+        let refused = direct_kubelet_call(&cluster.host.kubeconfig, &port, "/exec/vcluster-vc1/web-x-default-x-vc1/c?command=true&output=1");
+        assert!(refused.contains("exec into simulated containers runs only for the API server"), "{refused}");
+    }
     // Service proxy: the syncer may proxy to its host service. A real kube-apiserver then refuses
     // to dial the simulated pod's address (loopback), which is past its authorization.
     let proxied = k.output(&["get", "--raw", "/api/v1/namespaces/default/services/web:8080/proxy/svc"]);
@@ -545,6 +553,28 @@ fn exec_attach_and_port_forward_reach_the_host_pod(kind: HostKind) {
         HostKind::Real => assert!(stderr.contains("resolve_deny: denied destination"), "{stdout}{stderr}"),
     }
 }
+}
+
+/// The host node the virtual pod `web` runs on.
+fn host_node(cluster: &VirtualCluster) -> String {
+    cluster.host.ok(&["get", "pod", "web-x-default-x-vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.nodeName}"])
+}
+
+/// GET `path` of the kubelet API on `port` of this machine with `kubeconfig`'s credentials; the
+/// error it answers.
+fn direct_kubelet_call(kubeconfig: &std::path::Path, port: &str, path: &str) -> String {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        config.accept_invalid_certs = true;
+        config.cluster_url = format!("https://127.0.0.1:{port}").parse().unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let request = http::Request::get(path).body(Vec::new()).unwrap();
+        match client.request_text(request).await {
+            Ok(text) => format!("answered: {text}"),
+            Err(error) => error.to_string(),
+        }
+    })
 }
 
 #[test]

@@ -57,6 +57,8 @@ struct State {
     /// Where exec sandboxes are made, and whether exec runs at all.
     sandboxes: std::path::PathBuf,
     exec: bool,
+    /// Who may have commands run (exec, attach with input): the API server's kubelet client.
+    exec_users: Vec<String>,
     /// Node names are `<prefix>-<i>`: pods on other nodes are not this kubelet's.
     node_prefix: String,
     decisions: Mutex<HashMap<DecisionKey, (bool, Instant)>>,
@@ -71,6 +73,7 @@ impl KubeletServer {
         node_prefix: &str,
         sandboxes: std::path::PathBuf,
         exec: bool,
+        exec_users: Vec<String>,
     ) -> Result<KubeletServer, KubeletError> {
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
         let ca = maps
@@ -90,6 +93,7 @@ impl KubeletServer {
             client,
             sandboxes,
             exec,
+            exec_users,
             node_prefix: node_prefix.to_string(),
             decisions: Mutex::default(),
         });
@@ -259,6 +263,12 @@ async fn allowed(state: &State, caller: &(String, Vec<String>), verb: &str, subr
     decision
 }
 
+/// Whether `caller` gets commands run in sandboxes: exec is on and the caller is the API server
+/// (whose `pods/exec` authorization has been checked), not someone reaching the kubelet directly.
+fn runs_commands(exec: bool, users: &[String], caller: &str) -> bool {
+    exec && users.iter().any(|u| u == caller)
+}
+
 async fn handle(
     state: &State,
     caller: &(String, Vec<String>),
@@ -288,7 +298,18 @@ async fn handle(
     match segments.as_slice() {
         [kind @ ("exec" | "attach"), _, _, container] => {
             let stream = stream_request(kind, container, &query, &pod);
-            let (client, base, exec) = (state.client.clone(), state.sandboxes.clone(), state.exec);
+            let exec = runs_commands(state.exec, &state.exec_users, &caller.0);
+            if *kind == "exec" && state.exec && !exec {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "exec into simulated containers runs only for the API server ({}), not for {} calling the kubelet directly",
+                        state.exec_users.join(", "),
+                        caller.0
+                    ),
+                );
+            }
+            let (client, base) = (state.client.clone(), state.sandboxes.clone());
             let open = move |request| -> futures::future::BoxFuture<
                 'static,
                 Result<vkube_streams::Session, vkube_streams::Refusal>,
@@ -338,6 +359,14 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_api_server_gets_commands_run() {
+        let users = vec!["kube-apiserver-kubelet-client".to_string()];
+        assert!(runs_commands(true, &users, "kube-apiserver-kubelet-client"));
+        assert!(!runs_commands(true, &users, "kubernetes-admin"), "a user calling the kubelet directly");
+        assert!(!runs_commands(false, &users, "kube-apiserver-kubelet-client"), "--exec off");
+    }
 
     #[test]
     fn paths_map_to_the_kubelets_node_subresources() {

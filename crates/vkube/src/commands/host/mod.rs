@@ -48,6 +48,11 @@ pub struct Args {
     /// in a folder per pod, as the user running vkube; not a container).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub exec: String,
+    /// With --attach: the user the API server calls kubelets as (its kubelet client
+    /// certificate's name); exec runs commands only for it, never for someone calling the
+    /// kubelet API directly. Repeat for several.
+    #[arg(long, default_value = "kube-apiserver-kubelet-client", requires = "attach")]
+    pub exec_user: Vec<String>,
 }
 
 /// The simulated host's kubelet as its own API server reaches it in-process (vkube's API server
@@ -287,6 +292,7 @@ async fn attach(kubeconfig: &std::path::Path, args: &Args) -> anyhow::Result<()>
         &simulator.node_prefix,
         sandboxes.clone(),
         args.exec == "on",
+        args.exec_user.clone(),
     )
     .await;
     let _kubelet = match started {
