@@ -6,6 +6,7 @@ pub mod aggregation;
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod endpoints;
+pub mod ephemeral;
 pub mod garbage;
 pub mod jobs;
 pub mod statefulsets;
@@ -43,6 +44,7 @@ enum Work {
     DaemonSet(String, String),
     AllDaemonSets,
     Namespace(String),
+    EphemeralVolumes(String, String),
 }
 
 fn now() -> String {
@@ -134,15 +136,20 @@ pub(crate) fn slim_pod(pod: &mut Pod) {
     });
 }
 
-/// Drops annotations, volumes, init and ephemeral containers, affinity and tolerations from a
-/// cached pod and keeps of each container what `keep` returns (shared with the syncer's cache).
+/// Drops annotations, volumes (but generic ephemeral ones, which the ephemeral-volume controller
+/// reads), init and ephemeral containers, affinity and tolerations from a cached pod and keeps of
+/// each container what `keep` returns (shared with the syncer's cache).
 pub fn slim_pod_with(
     pod: &mut Pod,
     keep: impl Fn(k8s_openapi::api::core::v1::Container) -> k8s_openapi::api::core::v1::Container,
 ) {
     pod.metadata.annotations = None;
     if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
+        spec.volumes = spec
+            .volumes
+            .take()
+            .map(|volumes| volumes.into_iter().filter(|v| v.ephemeral.is_some()).collect::<Vec<_>>())
+            .filter(|volumes| !volumes.is_empty());
         spec.init_containers = None;
         spec.ephemeral_containers = None;
         spec.affinity = None;
@@ -716,6 +723,7 @@ pub const UPSTREAM_ROLES: &[&str] = &[
     "deployment-controller",
     "endpoint-controller",
     "endpointslice-controller",
+    "ephemeral-volume-controller",
     "generic-garbage-collector",
     "job-controller",
     "replicaset-controller",
@@ -777,6 +785,10 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         });
     let q = queue.clone();
     let (pods, t3) = reflect_pods(Api::<Pod>::all(client.clone()), move |pod: &Pod| {
+        let ephemeral = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| v.ephemeral.is_some());
+        if ephemeral {
+            let _ = q.send(Work::EphemeralVolumes(pod.namespace().unwrap_or_default(), pod.name_any()));
+        }
         for owner in pod.owner_references() {
             let namespace = pod.namespace().unwrap_or_default();
             match owner.kind.as_str() {
@@ -855,6 +867,7 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                     controllers.replication_controller(namespace, name).await
                 }
                 Work::Namespace(name) => controllers.namespace(name).await,
+                Work::EphemeralVolumes(namespace, name) => controllers.ephemeral_volumes(namespace, name).await,
                 Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
                 Work::DaemonSet(namespace, name) => controllers.daemon_set(namespace, name).await,
                 Work::AllDaemonSets => {

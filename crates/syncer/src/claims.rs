@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use vkube_translate::claims::{fake_volume, host_claim_with, virtual_claim_patch};
 use vkube_translate::names::host_name;
 
+use crate::cached_host;
 use crate::{MANAGER, Syncer, cached, ensure, events, has_controller, ignore_not_found, lock, to_value};
 
 /// Claim annotations that do not sync after creation (§2.8): the binding's, which come back
@@ -30,7 +31,7 @@ impl Syncer {
         }
         let host = host_name(&self.config.context, name, namespace);
         let virtual_claim = cached(&self.claims, Some(namespace), name);
-        let host_claim_now = cached(&self.host_claims, Some(self.host_namespace()), &host);
+        let host_claim_now = cached_host(&self.host_claims, Some(self.host_namespace()), &host);
         let kind = "PersistentVolumeClaim";
         if let Some(other) = host_claim_now.as_ref().filter(|h| !self.belongs(kind, h.as_ref(), namespace, name)) {
             if let Some(claim) = &virtual_claim {

@@ -11,6 +11,7 @@ use vkube_translate::Context;
 use vkube_translate::names::host_name;
 use vkube_translate::pods::{config_map_host_name, host_copy, references};
 
+use crate::cached_host;
 use crate::refs::{DataKind, Use};
 use crate::{
     MANAGER, Namespaced, Syncer, cached, events, has_controller, ignore_not_found, lock, to_value, version_of,
@@ -70,11 +71,11 @@ impl Syncer {
         let sources = lock(&self.refs).sources(kind, host);
         match kind {
             DataKind::ConfigMap => {
-                let current = cached(&self.host_config_maps, Some(self.host_namespace()), host);
+                let current = cached_host(&self.host_config_maps, Some(self.host_namespace()), host);
                 self.reconcile_copy(kind, host, sources, current, &self.config_maps).await
             }
             DataKind::Secret => {
-                let current = cached(&self.host_secrets, Some(self.host_namespace()), host);
+                let current = cached_host(&self.host_secrets, Some(self.host_namespace()), host);
                 self.reconcile_copy(kind, host, sources, current, &self.secrets).await
             }
         }

@@ -12,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::cached_host;
 use crate::{MANAGER, Syncer, cached, ignore_not_found, lock, to_value, virtual_key_of};
 
 /// The component name on events the syncer records.
@@ -225,13 +226,13 @@ impl Syncer {
         }
         let hns = Some(self.host_namespace());
         let owner = match kind.as_str() {
-            "Pod" => cached(&self.host_pods, hns, &host_object)
+            "Pod" => cached_host(&self.host_pods, hns, &host_object)
                 .and_then(|o| virtual_key_of(&self.mappings, "Pod", o.as_ref())),
-            "Service" => cached(&self.host_services, hns, &host_object)
+            "Service" => cached_host(&self.host_services, hns, &host_object)
                 .and_then(|o| virtual_key_of(&self.mappings, "Service", o.as_ref())),
-            "ConfigMap" => cached(&self.host_config_maps, hns, &host_object)
+            "ConfigMap" => cached_host(&self.host_config_maps, hns, &host_object)
                 .and_then(|o| virtual_key_of(&self.mappings, "ConfigMap", o.as_ref())),
-            _ => cached(&self.host_secrets, hns, &host_object)
+            _ => cached_host(&self.host_secrets, hns, &host_object)
                 .and_then(|o| virtual_key_of(&self.mappings, "Secret", o.as_ref())),
         };
         let Some((namespace, name)) = owner else { return self.copy_forced_event(event).await };

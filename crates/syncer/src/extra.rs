@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use vkube_translate::Context;
 use vkube_translate::names::{host_name, host_name_cluster};
 
+use crate::cached_host;
 use crate::{MANAGER, Namespaced, Syncer, Work, cached, has_controller, ignore_not_found, to_value};
 
 /// The namespaced optional kinds copied to the host.
@@ -276,7 +277,7 @@ impl Syncer {
             ..pair
         };
         let virtual_object = cached(&kind.virtual_objects, None, name);
-        let host_object = cached(&kind.host_objects, None, &host).filter(|h| {
+        let host_object = cached_host(&kind.host_objects, None, &host).filter(|h| {
             crate::virtual_key_of(&self.mappings, label, h.as_ref()).is_some_and(|(ns, n)| ns.is_empty() && n == name)
                 || h.annotations().get(vkube_translate::metadata::OBJECT_NAME).is_some_and(|n| n == name)
         });
@@ -384,7 +385,7 @@ impl Syncer {
         let label = kind.id.kind();
         let host = host_name(&self.config.context, name, namespace);
         let virtual_object = cached(&kind.virtual_objects, Some(namespace), name);
-        let host_object = cached(&kind.host_objects, Some(self.host_namespace()), &host)
+        let host_object = cached_host(&kind.host_objects, Some(self.host_namespace()), &host)
             .filter(|h| self.belongs(label, h.as_ref(), namespace, name));
         let host_api: Api<K> = self.host_api();
         let virtual_api: Api<K> = Api::namespaced(self.virtual_client.clone(), namespace);

@@ -443,6 +443,16 @@ where
     cached(store, namespace, name).filter(|object| !controlled(object.as_ref()))
 }
 
+/// [`cached`] for a host object: one labelled `vcluster.loft.sh/controlled-by` belongs to
+/// something else (a plugin, another controller) and counts as absent (§1.11): the syncer neither
+/// updates nor deletes it, and its name is taken for a copy of its own.
+fn cached_host<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    cached(store, namespace, name).filter(|object| !controlled(object.as_ref()))
+}
+
 /// Whether an object carries a non-empty `vcluster.loft.sh/controlled-by` label.
 pub(crate) fn controlled<K: Resource>(object: &K) -> bool {
     object

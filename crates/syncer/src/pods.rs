@@ -19,6 +19,7 @@ const DEFAULT_AUDIENCES: &[&str] =
 /// asks for ten years; the virtual API server grants at most one).
 const TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
+use crate::cached_host;
 use crate::{
     MANAGER, Syncer, SyncerConfig, cached, data, events, has_controller, ignore_not_found, is_not_found, lock, to_value,
 };
@@ -43,7 +44,7 @@ impl Syncer {
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
         let virtual_pod = crate::cached_virtual(&self.virtual_pods, Some(namespace), name);
-        let host_pod_now = cached(&self.host_pods, Some(self.host_namespace()), &host);
+        let host_pod_now = cached_host(&self.host_pods, Some(self.host_namespace()), &host);
         if let Some(other) = host_pod_now.as_ref().filter(|h| !self.belongs("Pod", h.as_ref(), namespace, name)) {
             // The host name is taken by another virtual pod (`a-x-b` in `c` and `a` in `b-x-c`).
             if let Some(virtual_pod) = &virtual_pod {

@@ -12,6 +12,7 @@ use vkube_translate::Context;
 use vkube_translate::names::host_name;
 use vkube_translate::services::{host_endpoints, host_service, host_subsets, with_host_addresses};
 
+use crate::cached_host;
 use crate::{
     BLOCK_DELETION, MANAGER, Syncer, Work, cached, has_controller, ignore_not_found, ignore_not_found_value, lock,
     to_value,
@@ -112,7 +113,7 @@ impl Syncer {
         let context = &self.config.context;
         let host = host_name(context, name, namespace);
         let virtual_service = crate::cached_virtual(&self.services, Some(namespace), name);
-        let host_service_now = cached(&self.host_services, Some(self.host_namespace()), &host)
+        let host_service_now = cached_host(&self.host_services, Some(self.host_namespace()), &host)
             .filter(|h| self.belongs("Service", h.as_ref(), namespace, name));
         let host_api: Api<Service> = self.host_api();
         let virtual_api: Api<Service> = Api::namespaced(self.virtual_client.clone(), namespace);
@@ -317,7 +318,7 @@ impl Syncer {
         let host = host_name(&self.config.context, name, namespace);
         let service = cached(&self.services, Some(namespace), name);
         let endpoints = cached(&self.endpoints, Some(namespace), name);
-        let current = cached(&self.host_endpoints, Some(self.host_namespace()), &host)
+        let current = cached_host(&self.host_endpoints, Some(self.host_namespace()), &host)
             .filter(|h| self.belongs("Endpoints", h.as_ref(), namespace, name));
         let host_api: Api<Endpoints> = self.host_api();
         let selector_less = service

@@ -1561,6 +1561,37 @@ async fn controlled_by_objects_stay_in_the_virtual_cluster() {
     assert!(gone(h_pods.get("owned-x-default-x-vc").await), "the controlled pod stays virtual");
     assert!(gone(h_maps.get("owned-x-default-x-vc").await), "the controlled config map stays virtual");
     assert!(gone(h_services.get("owned-x-default-x-vc").await), "the controlled service stays virtual");
+
+    // On the host side: a host object that looks like a copy of this virtual cluster's but is
+    // labelled controlled-by counts as absent: neither removed as an orphan nor overwritten.
+    let host_map = |name: &str, controlled: bool| {
+        let mut labels = json!({"vcluster.loft.sh/managed-by": "vc"});
+        if controlled {
+            labels["vcluster.loft.sh/controlled-by"] = json!("some-plugin");
+        }
+        object::<ConfigMap>(json!({"metadata": {"name": format!("{name}-x-default-x-vc"), "labels": labels,
+            "annotations": {"vcluster.loft.sh/object-name": name, "vcluster.loft.sh/object-namespace": "default"}},
+            "data": {"a": "plugin"}}))
+    };
+    h_maps.create(&pp, &host_map("plugin", true)).await.unwrap();
+    h_maps.create(&pp, &host_map("stray", false)).await.unwrap();
+    eventually("the stray host copy removed as an orphan", || {
+        let h_maps = h_maps.clone();
+        async move { gone(h_maps.get("stray-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
+    v_maps.create(&pp, &object(json!({"metadata": {"name": "plugin"}, "data": {"b": "2"}}))).await.unwrap();
+    v_pods
+        .create(
+            &pp,
+            &object(json!({"metadata": {"name": "user"}, "spec": {"containers": [{"name": "c", "image": "nginx",
+                "envFrom": [{"configMapRef": {"name": "plugin"}}]}]}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let kept = h_maps.get("plugin-x-default-x-vc").await.expect("the controlled host object stays");
+    assert_eq!(kept.data.unwrap().get("a").map(String::as_str), Some("plugin"), "and is not overwritten");
 }
 }
 

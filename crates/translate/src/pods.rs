@@ -214,11 +214,20 @@ fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The claim of a pod's generic ephemeral volume (`<pod>-<volume>`, as upstream names it).
+pub fn ephemeral_claim_name(pod: &str, volume: &str) -> String {
+    format!("{pod}-{volume}")
+}
+
 /// The config maps, secrets and claims a pod refers to.
 pub fn references(pod: &Value) -> References {
     let mut refs = References::default();
     let spec = pod.get("spec").unwrap_or(&Value::Null);
+    let pod_name = text(pod, "/metadata/name");
     for volume in spec.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+        if volume.get("ephemeral").is_some() {
+            refs.claims.insert(ephemeral_claim_name(pod_name, text(volume, "/name")));
+        }
         if let Some(name) = volume.pointer("/configMap/name").and_then(Value::as_str) {
             refs.config_maps.insert(name.into());
         }
@@ -564,6 +573,16 @@ pub fn host_pod(
     if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in volumes.iter_mut() {
             let volume_name = text(volume, "/name").to_string();
+            // §4.7: a generic ephemeral volume is the claim the virtual cluster's controller made
+            // for it, synced like any claim.
+            if let Some(map) = volume.as_object_mut()
+                && map.remove("ephemeral").is_some()
+            {
+                map.insert(
+                    "persistentVolumeClaim".into(),
+                    json!({"claimName": ephemeral_claim_name(name, &volume_name)}),
+                );
+            }
             rename(volume, "/configMap/name", cm);
             rename(volume, "/secret/secretName", other);
             rename(volume, "/persistentVolumeClaim/claimName", other);

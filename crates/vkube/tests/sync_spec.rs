@@ -268,3 +268,47 @@ fn advanced_settings_reach_host_pods() {
     assert!(host.output(&["get", "serviceaccount", "tenant-runner", "-n", "vcluster-vc1"]).status.success());
     assert!(cluster.stop().success());
 }
+
+on_both_hosts! {
+/// §4.7: a generic ephemeral volume becomes the claim `<pod>-<volume>` in the virtual cluster
+/// (made by its ephemeral-volume controller, owned by the pod), synced like any claim; the host
+/// pod mounts the claim's host copy; both claims go with the pod.
+fn ephemeral_volumes_are_claims_of_the_virtual_cluster(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let (k, host) = (&cluster.k, &cluster.host);
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: c, image: nginx, volumeMounts: [{name: scratch, mountPath: /scratch}]}
+  volumes:
+  - name: scratch
+    ephemeral:
+      volumeClaimTemplate:
+        metadata: {labels: {kept: "yes"}}
+        spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#;
+    let created = k.output_with_stdin(&["create", "-f", "-"], pod);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    common::wait_until(std::time::Duration::from_secs(30), "the virtual claim", || {
+        k.output(&["get", "pvc", "web-scratch"]).status.success()
+    });
+    assert_eq!(
+        k.ok(&["get", "pvc", "web-scratch", "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.metadata.labels.kept}"]),
+        "Pod/web yes"
+    );
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]);
+    let claim = host.ok(&[
+        "get", "pod", "web-x-default-x-vc1", "-n", "vcluster-vc1", "-o",
+        "jsonpath={.spec.volumes[?(@.name=='scratch')].persistentVolumeClaim.claimName}",
+    ]);
+    assert_eq!(claim, "web-scratch-x-default-x-vc1");
+    assert!(host.output(&["get", "pvc", &claim, "-n", "vcluster-vc1"]).status.success(), "the claim's host copy");
+    k.ok(&["delete", "pod", "web", "--wait=true"]);
+    common::wait_until(std::time::Duration::from_secs(60), "both claims to go with the pod", || {
+        !k.output(&["get", "pvc", "web-scratch"]).status.success()
+            && !host.output(&["get", "pvc", &claim, "-n", "vcluster-vc1"]).status.success()
+    });
+}
+}
