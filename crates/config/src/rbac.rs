@@ -73,6 +73,9 @@ pub fn host_rbac(config: &Config) -> HostRbac {
     if to.endpoints.enabled {
         role.push(rule(&[""], &["endpoints"], &["create", "delete", "patch", "update"]));
     }
+    if to.endpoint_slices.enabled {
+        role.push(rule(&["discovery.k8s.io"], &["endpointslices"], ALL));
+    }
     if config.control_plane.backing_store.etcd.external.enabled {
         role.push(rule(&["coordination.k8s.io"], &["leases"], ALL));
     }

@@ -1,7 +1,7 @@
 //! The semantic rules (sync-behavior.md 11.3 and 7.1), run on the typed config after the schema
 //! pass. Every rule adds problems; none stops the others.
 
-use crate::{AutoSwitch, Config, Problem, Translate, paths, tolerations};
+use crate::{AutoSwitch, ClassSelector, Config, Problem, Translate, paths, tolerations};
 
 pub(crate) fn check(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -11,6 +11,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     pods(config, &mut add);
     cross_rules(config, &mut add);
     custom_resources(config, &mut add);
+    class_selectors(config, &mut add);
     for (path, list, custom) in translate_lists(config) {
         translate(&path, list, custom, &mut add);
     }
@@ -269,6 +270,40 @@ fn custom_resources(config: &Config, add: &mut Add<'_>) {
     }
 }
 
+/// The label selectors of classes from the host: operators as Kubernetes has them.
+fn class_selectors(config: &Config, add: &mut Add<'_>) {
+    let from = &config.sync.from_host;
+    let selectors: [(&str, &ClassSelector); 4] = [
+        ("ingressClasses", &from.ingress_classes.selector),
+        ("runtimeClasses", &from.runtime_classes.selector),
+        ("priorityClasses", &from.priority_classes.selector),
+        ("storageClasses", &from.storage_classes.selector),
+    ];
+    for (key, selector) in selectors {
+        for (i, requirement) in selector.match_expressions.iter().enumerate() {
+            let path = format!("sync.fromHost.{key}.selector.matchExpressions[{i}]");
+            if requirement.key.is_empty() {
+                add(format!("{path}.key"), "a key is required".into());
+            }
+            match requirement.operator.as_str() {
+                "In" | "NotIn" if requirement.values.is_empty() => add(
+                    format!("{path}.values"),
+                    format!("values must be non-empty when operator is {}", requirement.operator),
+                ),
+                "Exists" | "DoesNotExist" if !requirement.values.is_empty() => add(
+                    format!("{path}.values"),
+                    format!("values must be empty when operator is {}", requirement.operator),
+                ),
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => add(
+                    format!("{path}.operator"),
+                    format!("{other:?} is not a valid label selector operator: use In, NotIn, Exists or DoesNotExist"),
+                ),
+            }
+        }
+    }
+}
+
 fn translate_lists(config: &Config) -> Vec<(String, &[Translate], bool)> {
     let to = &config.sync.to_host;
     let mut lists: Vec<(String, &[Translate], bool)> = vec![
@@ -278,6 +313,7 @@ fn translate_lists(config: &Config) -> Vec<(String, &[Translate], bool)> {
         ("sync.toHost.ingresses.translate".into(), &to.ingresses.translate, false),
         ("sync.toHost.services.translate".into(), &to.services.translate, false),
         ("sync.toHost.endpoints.translate".into(), &to.endpoints.translate, false),
+        ("sync.toHost.endpointSlices.translate".into(), &to.endpoint_slices.translate, false),
         ("sync.toHost.networkPolicies.translate".into(), &to.network_policies.translate, false),
         ("sync.toHost.persistentVolumeClaims.translate".into(), &to.persistent_volume_claims.translate, false),
         ("sync.toHost.persistentVolumes.translate".into(), &to.persistent_volumes.translate, false),

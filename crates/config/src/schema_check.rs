@@ -45,7 +45,6 @@ const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ),
     ("controlPlane.backingStore.etcd", "deploy", "use controlPlane.backingStore.etcd.external with your own etcd"),
     ("controlPlane.backingStore.database", "external", "use the embedded database or an external etcd"),
-    ("sync.toHost", "endpointSlices", "vkube syncs endpoints; endpoint slices are not synced yet"),
     ("sync.toHost", "namespaces", "namespace sync is not implemented yet"),
     ("sync.toHost", "resourceClaims", "dynamic resource allocation is not synced yet"),
     ("sync.toHost", "resourceClaimTemplates", "dynamic resource allocation is not synced yet"),

@@ -172,6 +172,8 @@ pub struct ToHost {
     pub services: WithTranslate,
     /// Endpoints defines if endpoints created within the virtual cluster should get synced to the host cluster.
     pub endpoints: WithTranslate,
+    /// EndpointSlices defines if endpoint slices of selector-less services should get synced from the virtual cluster to the host cluster.
+    pub endpoint_slices: WithTranslate,
     /// NetworkPolicies defines if network policies created within the virtual cluster should get synced to the host cluster.
     pub network_policies: WithTranslate,
     /// PersistentVolumeClaims defines if persistent volume claims created within the virtual cluster should get synced to the host cluster.
@@ -202,6 +204,7 @@ impl Default for ToHost {
             ingresses: WithTranslate::default(),
             services: WithTranslate::on(),
             endpoints: WithTranslate::on(),
+            endpoint_slices: WithTranslate::on(),
             network_policies: WithTranslate::default(),
             persistent_volume_claims: WithTranslate::on(),
             persistent_volumes: WithTranslate::default(),
@@ -454,13 +457,13 @@ pub struct FromHost {
     /// Events defines if events should get synced from the host cluster to the virtual cluster, but not back.
     pub events: Toggle,
     /// IngressClasses defines if ingress classes should get synced from the host cluster to the virtual cluster, but not back.
-    pub ingress_classes: Toggle,
+    pub ingress_classes: ClassesFromHost,
     /// RuntimeClasses defines if runtime classes should get synced from the host cluster to the virtual cluster, but not back.
-    pub runtime_classes: Toggle,
+    pub runtime_classes: ClassesFromHost,
     /// PriorityClasses defines if priority classes should get synced from the host cluster to the virtual cluster, but not back.
-    pub priority_classes: Toggle,
+    pub priority_classes: ClassesFromHost,
     /// StorageClasses defines if storage classes should get synced from the host cluster to the virtual cluster, but not back.
-    pub storage_classes: AutoToggle,
+    pub storage_classes: StorageClassesFromHost,
     /// CSINodes defines if csi nodes should get synced from the host cluster to the virtual cluster, but not back.
     #[serde(rename = "csiNodes")]
     #[schemars(rename = "csiNodes")]
@@ -483,10 +486,10 @@ impl Default for FromHost {
         FromHost {
             nodes: Nodes::default(),
             events: Toggle::on(),
-            ingress_classes: Toggle::default(),
-            runtime_classes: Toggle::default(),
-            priority_classes: Toggle::default(),
-            storage_classes: AutoToggle::default(),
+            ingress_classes: ClassesFromHost::default(),
+            runtime_classes: ClassesFromHost::default(),
+            priority_classes: ClassesFromHost::default(),
+            storage_classes: StorageClassesFromHost::default(),
             csi_nodes: AutoToggle::default(),
             csi_drivers: AutoToggle::default(),
             csi_storage_capacities: AutoToggle::default(),
@@ -591,6 +594,60 @@ impl<'de> Deserialize<'de> for AutoSwitch {
             other => Err(serde::de::Error::custom(format!("{other} is not one of auto, true, false"))),
         }
     }
+}
+
+/// Classes copied from the host, all or those a label selector picks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ClassesFromHost {
+    /// Enabled defines if this option should be enabled.
+    pub enabled: bool,
+    /// Selector picks the host classes to copy; objects referring to another class are not synced.
+    #[serde(skip_serializing_if = "ClassSelector::is_empty")]
+    pub selector: ClassSelector,
+}
+
+/// Storage classes copied from the host (`auto`, `true` or `false`), all or those a selector picks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StorageClassesFromHost {
+    /// Enabled defines if this option should be enabled (`auto`, `true` or `false`).
+    pub enabled: AutoSwitch,
+    /// Selector picks the host classes to copy; claims naming another class are not synced.
+    #[serde(skip_serializing_if = "ClassSelector::is_empty")]
+    pub selector: ClassSelector,
+}
+
+/// A Kubernetes label selector.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ClassSelector {
+    /// Labels the object must have with these values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Requirements on labels (`In`, `NotIn`, `Exists`, `DoesNotExist`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+impl ClassSelector {
+    /// No requirement at all (every class is picked).
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
+}
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    /// The values for `In` and `NotIn`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 /// A switch that may be `auto`.

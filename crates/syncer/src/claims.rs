@@ -70,6 +70,12 @@ impl Syncer {
                 if claim.metadata.deletion_timestamp.is_some() {
                     return Ok(());
                 }
+                let class = claim.spec.as_ref().and_then(|s| s.storage_class_name.as_deref());
+                if let Some(message) = self.class_refusal("StorageClass", class) {
+                    let target = events::Target::of(claim.as_ref());
+                    self.recorder.warn(&target, "SyncWarning", "SyncPersistentVolumeClaim", &message).await;
+                    return Ok(());
+                }
                 if !self.record(claim.as_ref(), self.pair(kind, namespace, name, &host), vec![]).await {
                     return Ok(());
                 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -29,6 +30,7 @@ pub(crate) enum ToHostKind {
     NetworkPolicy,
     PodDisruptionBudget,
     ServiceAccount,
+    EndpointSlice,
 }
 
 /// The cluster-scoped kinds copied to the host (as `vcluster-NAME-x-HNS-x-VC`).
@@ -100,6 +102,7 @@ impl ToHostKind {
             ToHostKind::NetworkPolicy => "NetworkPolicy",
             ToHostKind::PodDisruptionBudget => "PodDisruptionBudget",
             ToHostKind::ServiceAccount => "ServiceAccount",
+            ToHostKind::EndpointSlice => "EndpointSlice",
         }
     }
 }
@@ -140,6 +143,7 @@ impl<K: Resource<DynamicType = ()> + 'static> ToHost<K> {
             ToHostKind::NetworkPolicy => (host_network_policy, &["spec"], false),
             ToHostKind::PodDisruptionBudget => (host_pod_disruption_budget, &["spec"], true),
             ToHostKind::ServiceAccount => (host_service_account, &["automountServiceAccountToken"], false),
+            ToHostKind::EndpointSlice => (host_endpoint_slice, &["addressType", "endpoints", "ports"], false),
         };
         ToHost { id, virtual_objects, host_objects, translate, forced, status_back }
     }
@@ -174,6 +178,7 @@ pub(crate) struct Extras {
     pub(crate) network_policies: Option<ToHost<NetworkPolicy>>,
     pub(crate) budgets: Option<ToHost<PodDisruptionBudget>>,
     pub(crate) accounts: Option<ToHost<ServiceAccount>>,
+    pub(crate) endpoint_slices: Option<ToHost<EndpointSlice>>,
     pub(crate) ingress_classes: Option<Mirror<IngressClass>>,
     pub(crate) runtime_classes: Option<Mirror<RuntimeClass>>,
     pub(crate) priority_classes: Option<Mirror<PriorityClass>>,
@@ -226,6 +231,7 @@ impl Syncer {
             ToHostKind::NetworkPolicy => self.sync_to_host(extras.network_policies.as_ref(), namespace, name).await,
             ToHostKind::PodDisruptionBudget => self.sync_to_host(extras.budgets.as_ref(), namespace, name).await,
             ToHostKind::ServiceAccount => self.sync_to_host(extras.accounts.as_ref(), namespace, name).await,
+            ToHostKind::EndpointSlice => self.sync_to_host(extras.endpoint_slices.as_ref(), namespace, name).await,
         }
     }
 
@@ -375,6 +381,74 @@ impl Syncer {
         out
     }
 
+    /// Whether a virtual object of `id` has a host copy at all. An EndpointSlice only when it
+    /// belongs to a selector-less service of its namespace (other than `default/kubernetes`), and
+    /// is not one a controller made (the mirroring controller's copies of Endpoints are synced
+    /// as Endpoints and mirrored by the host itself; the slice controller's follow selectors) (§3.5).
+    fn eligible<K: Resource>(&self, id: ToHostKind, object: &K) -> bool {
+        if id != ToHostKind::EndpointSlice {
+            return true;
+        }
+        let labels = object.meta().labels.clone().unwrap_or_default();
+        if matches!(
+            labels.get("endpointslice.kubernetes.io/managed-by").map(String::as_str),
+            Some("endpointslicemirroring-controller.k8s.io" | "endpointslice-controller.k8s.io")
+        ) {
+            return false;
+        }
+        let Some(service) = labels.get("kubernetes.io/service-name") else { return false };
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        if namespace == "default" && service == "kubernetes" {
+            return false;
+        }
+        cached(&self.services, Some(&namespace), service)
+            .is_some_and(|s| s.spec.as_ref().and_then(|spec| spec.selector.as_ref()).is_none_or(|sel| sel.is_empty()))
+    }
+
+    /// Why an object naming class `class` (kind `IngressClass`, `RuntimeClass`, `PriorityClass`
+    /// or `StorageClass`) is not synced, if it is not: a selector for that kind of class is set
+    /// and the host has no such class, or the selector does not pick it (§3.7, §3.8, §4.1).
+    pub(crate) fn class_refusal(&self, kind: &str, class: Option<&str>) -> Option<String> {
+        let selector = self.config.class_selectors.get(kind)?;
+        let class = class.filter(|c| !c.is_empty())?;
+        if kind == "PriorityClass" && class.starts_with("system-") {
+            return None;
+        }
+        fn labels_of<K: Resource<DynamicType = ()> + Clone + 'static>(
+            mirror: Option<&Mirror<K>>,
+            name: &str,
+        ) -> Option<std::collections::BTreeMap<String, String>> {
+            cached(&mirror?.host_objects, None, name).map(|o| o.labels().clone())
+        }
+        let extras = &self.extras;
+        let (labels, setting) = match kind {
+            "IngressClass" => (labels_of(extras.ingress_classes.as_ref(), class), "ingressClasses"),
+            "RuntimeClass" => (labels_of(extras.runtime_classes.as_ref(), class), "runtimeClasses"),
+            "PriorityClass" => (labels_of(extras.priority_classes.as_ref(), class), "priorityClasses"),
+            _ => (labels_of(extras.storage_classes.as_ref(), class), "storageClasses"),
+        };
+        match labels {
+            None => Some(format!("{kind} {class:?} does not exist on the host (sync.fromHost.{setting})")),
+            Some(labels) if !vkube_translate::labels::selector_matches(selector, &labels) => {
+                Some(format!("{kind} {class:?} is not picked by sync.fromHost.{setting}.selector"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Requeues the virtual EndpointSlices of service `namespace/name` (it changed or went).
+    pub(crate) fn endpoint_slices_of(&self, namespace: &str, name: &str) {
+        let Some(slices) = &self.extras.endpoint_slices else { return };
+        for slice in slices.virtual_objects.state() {
+            let labels = slice.labels();
+            if slice.namespace().as_deref() == Some(namespace)
+                && labels.get("kubernetes.io/service-name").map(String::as_str) == Some(name)
+            {
+                self.queue.send(Work::ToHost(ToHostKind::EndpointSlice, namespace.into(), slice.name_any()));
+            }
+        }
+    }
+
     async fn sync_to_host<K: Namespaced>(
         &self,
         kind: Option<&ToHost<K>>,
@@ -384,7 +458,8 @@ impl Syncer {
         let Some(kind) = kind else { return Ok(()) };
         let label = kind.id.kind();
         let host = host_name(&self.config.context, name, namespace);
-        let virtual_object = cached(&kind.virtual_objects, Some(namespace), name);
+        let virtual_object =
+            cached(&kind.virtual_objects, Some(namespace), name).filter(|o| self.eligible(kind.id, o.as_ref()));
         let host_object = cached_host(&kind.host_objects, Some(self.host_namespace()), &host)
             .filter(|h| self.belongs(label, h.as_ref(), namespace, name));
         let host_api: Api<K> = self.host_api();
@@ -410,6 +485,14 @@ impl Syncer {
                     return Ok(());
                 }
                 let value = to_value(object.as_ref());
+                if kind.id == ToHostKind::Ingress
+                    && let Some(message) = self
+                        .class_refusal("IngressClass", value.pointer("/spec/ingressClassName").and_then(Value::as_str))
+                {
+                    let target = crate::events::Target::of(object.as_ref());
+                    self.recorder.warn(&target, "SyncWarning", "SyncIngress", &message).await;
+                    return Ok(());
+                }
                 let pair = self.pair(label, namespace, name, &host);
                 if !self.record(object.as_ref(), pair, self.extra_references(kind.id, &value)).await {
                     return Ok(());
@@ -467,6 +550,14 @@ impl Syncer {
         let Some(kind) = kind else { return Ok(()) };
         let api: Api<K> = Api::all(self.virtual_client.clone());
         let mut host_object = cached(&kind.host_objects, None, name);
+        // §3.10/§3.19: with a selector only the classes it picks are copied (the built-in
+        // priority classes always); a copy whose class stops matching goes.
+        if let Some(selector) = self.config.class_selectors.get(kind.id.kind())
+            && !(kind.id == MirrorKind::PriorityClass && name.starts_with("system-"))
+            && host_object.as_ref().is_some_and(|h| !vkube_translate::labels::selector_matches(selector, h.labels()))
+        {
+            host_object = None;
+        }
         let virtual_object = cached(&kind.virtual_objects, None, name);
         let marker = vkube_translate::labels::MANAGED_BY;
         if kind.id == MirrorKind::CsiNode {
@@ -539,6 +630,8 @@ pub struct OptionalKinds {
     pub pod_disruption_budgets: bool,
     /// `sync.toHost.serviceAccounts.enabled`.
     pub service_accounts: bool,
+    /// `sync.toHost.endpointSlices.enabled`: slices of selector-less services.
+    pub endpoint_slices: bool,
     /// `sync.fromHost.ingressClasses.enabled`.
     pub ingress_classes: bool,
     /// `sync.fromHost.runtimeClasses.enabled`.
@@ -700,6 +793,7 @@ impl Extras {
             ToHostKind::NetworkPolicy => of(self.network_policies.as_ref(), namespace, name),
             ToHostKind::PodDisruptionBudget => of(self.budgets.as_ref(), namespace, name),
             ToHostKind::ServiceAccount => of(self.accounts.as_ref(), namespace, name),
+            ToHostKind::EndpointSlice => of(self.endpoint_slices.as_ref(), namespace, name),
         }
     }
 }

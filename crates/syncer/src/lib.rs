@@ -23,7 +23,7 @@ pub mod rbac;
 mod refs;
 mod services;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,9 @@ pub struct SyncerConfig {
     pub mappings: Option<MappingStorage>,
     /// The optional kinds switched on (all off by default, as in the reference).
     pub optional: OptionalKinds,
+    /// Label selectors (`LabelSelector` JSON) of the classes copied from the host, by kind
+    /// (`IngressClass`, `RuntimeClass`, `PriorityClass`, `StorageClass`); none: every class.
+    pub class_selectors: BTreeMap<String, serde_json::Value>,
     /// Translate rules by kind (`Pod`, `Service`, ...).
     pub patches: patches::PatchesByKind,
     /// Custom resources synced to or from the host.
@@ -150,6 +153,7 @@ impl SyncerConfig {
             api_server: None,
             mappings: None,
             optional: OptionalKinds::default(),
+            class_selectors: BTreeMap::new(),
             patches: patches::PatchesByKind::default(),
             custom_resources: Vec::new(),
             services_take_host_addresses: false,
@@ -1284,6 +1288,12 @@ pub async fn run(
         if optional.service_accounts {
             extras.accounts =
                 Some(wiring.copied_to_host(extra::ToHostKind::ServiceAccount, |_: &ServiceAccount, _| {}));
+        }
+        if optional.endpoint_slices {
+            extras.endpoint_slices = Some(wiring.copied_to_host(
+                extra::ToHostKind::EndpointSlice,
+                |_: &k8s_openapi::api::discovery::v1::EndpointSlice, _| {},
+            ));
         }
         if optional.ingress_classes {
             extras.ingress_classes = Some(wiring.mirror(extra::MirrorKind::IngressClass));

@@ -81,6 +81,17 @@ impl Syncer {
                     ignore_not_found(virtual_api.delete(name, &params).await)?;
                     return self.delete_token_secret(namespace, name).await;
                 }
+                let spec = virtual_pod.spec.as_ref();
+                for (kind, class) in [
+                    ("PriorityClass", spec.and_then(|s| s.priority_class_name.as_deref())),
+                    ("RuntimeClass", spec.and_then(|s| s.runtime_class_name.as_deref())),
+                ] {
+                    if let Some(message) = self.class_refusal(kind, class) {
+                        let target = events::Target::of(virtual_pod.as_ref());
+                        self.recorder.warn(&target, "SyncWarning", "SyncPod", &message).await;
+                        return Ok(());
+                    }
+                }
                 // The cache holds a slim copy: the host pod is made from the whole pod, kept aside
                 // until it is bound (read from the API when it is not there).
                 let whole = lock(&self.unbound)

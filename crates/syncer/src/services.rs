@@ -104,6 +104,8 @@ fn age(timestamp: &k8s_openapi::jiff::Timestamp) -> Duration {
 
 impl Syncer {
     pub(crate) async fn reconcile_service(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        // Its endpoint slices' host copies depend on it existing without a selector (§3.5).
+        self.endpoint_slices_of(namespace, name);
         if namespace == "default" && name == "kubernetes" {
             return self.reconcile_kubernetes().await;
         }

@@ -103,6 +103,56 @@ async fn claims_bind_on_the_host_and_the_virtual_cluster_shows_the_volume() {
 }
 
 on_both_hosts! {
+/// §3.5: the EndpointSlices a tenant writes for a selector-less service reach the host (service
+/// label and pod targets translated); slices of services with a selector or of no service stay
+/// virtual; a host copy goes when its service gains a selector.
+async fn endpoint_slices_of_selectorless_services_reach_the_host() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let mut config = syncer_config();
+    config.optional = vkube_syncer::OptionalKinds { endpoint_slices: true, ..Default::default() };
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let v_services: Api<Service> = Api::namespaced(clusters.vc.clone(), "default");
+    let v_slices: Api<EndpointSlice> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_slices: Api<EndpointSlice> = Api::namespaced(clusters.host.clone(), HNS);
+    v_services.create(&pp, &object(json!({"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}))).await.unwrap();
+    v_services
+        .create(&pp, &object(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})))
+        .await
+        .unwrap();
+    let slice = |name: &str, service: &str| {
+        object::<EndpointSlice>(json!({"metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"port": 5432, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.1.2.3"], "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "name": "db-0", "namespace": "default"}}]}))
+    };
+    for (name, service) in [("db-1", "db"), ("web-1", "web"), ("lost-1", "missing")] {
+        v_slices.create(&pp, &slice(name, service)).await.unwrap();
+    }
+    let copy = eventually("the slice's host copy", || {
+        let h_slices = h_slices.clone();
+        async move { h_slices.get("db-1-x-default-x-vc").await.ok() }
+    })
+    .await;
+    assert_eq!(copy.labels().get("kubernetes.io/service-name").map(String::as_str), Some("db-x-default-x-vc"));
+    let target = copy.endpoints[0].target_ref.clone().unwrap();
+    assert_eq!((target.name.as_deref(), target.namespace.as_deref()), (Some("db-0-x-default-x-vc"), Some(HNS)));
+    assert_eq!(copy.endpoints[0].addresses, ["10.1.2.3"]);
+    assert!(gone(h_slices.get("web-1-x-default-x-vc").await), "a selector's slices are the host's own business");
+    assert!(gone(h_slices.get("lost-1-x-default-x-vc").await), "no service, no copy");
+    v_services
+        .patch("db", &PatchParams::default(), &Patch::Merge(json!({"spec": {"selector": {"app": "db"}}})))
+        .await
+        .unwrap();
+    eventually("the copy to go once the service has a selector", || {
+        let h_slices = h_slices.clone();
+        async move { gone(h_slices.get("db-1-x-default-x-vc").await).then_some(()) }
+    })
+    .await;
+}
+}
+
+on_both_hosts! {
 async fn endpoints_of_selectorless_services_reach_the_host() {
     let clusters = Clusters::start(syncer_config()).await;
     let pp = PostParams::default();
@@ -1983,5 +2033,105 @@ async fn running_pods_take_new_tolerations_deadlines_and_ephemeral_containers() 
         }
     })
     .await;
+}
+}
+
+on_both_hosts! {
+/// §3.10/§3.19 with a selector: only the host classes it picks are copied, a copy goes when its
+/// class stops matching, and ingresses and pods naming a class it does not pick stay virtual
+/// with a `SyncWarning`.
+async fn class_selectors_pick_host_classes_and_gate_what_uses_them() {
+    use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let mut config = syncer_config();
+    config.optional =
+        vkube_syncer::OptionalKinds { ingresses: true, ingress_classes: true, priority_classes: true, ..Default::default() };
+    let picked = json!({"matchLabels": {"expose": "yes"}});
+    config.class_selectors.insert("IngressClass".into(), picked.clone());
+    config.class_selectors.insert("PriorityClass".into(), picked);
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let h_classes: Api<IngressClass> = Api::all(clusters.host.clone());
+    let h_priorities: Api<PriorityClass> = Api::all(clusters.host.clone());
+    for (name, labels) in [("vk-public", json!({"expose": "yes"})), ("vk-internal", json!({}))] {
+        h_classes
+            .create(&pp, &object(json!({"metadata": {"name": name, "labels": labels}, "spec": {"controller": "example.com/lb"}})))
+            .await
+            .unwrap();
+    }
+    for (name, labels, value) in [("vk-gold", json!({"expose": "yes"}), 1000), ("vk-bronze", json!({}), 10)] {
+        h_priorities.create(&pp, &object(json!({"metadata": {"name": name, "labels": labels}, "value": value}))).await.unwrap();
+    }
+    let v_classes: Api<IngressClass> = Api::all(clusters.vc.clone());
+    let v_priorities: Api<PriorityClass> = Api::all(clusters.vc.clone());
+    eventually("the picked classes in the virtual cluster", || {
+        let (v_classes, v_priorities) = (v_classes.clone(), v_priorities.clone());
+        async move {
+            (v_classes.get("vk-public").await.is_ok() && v_priorities.get("vk-gold").await.is_ok()).then_some(())
+        }
+    })
+    .await;
+    assert!(gone(v_classes.get("vk-internal").await), "not picked");
+    assert!(gone(v_priorities.get("vk-bronze").await), "not picked");
+
+    let v_ingresses: Api<Ingress> = Api::namespaced(clusters.vc.clone(), "default");
+    let ingress = |name: &str, class: &str| {
+        object::<Ingress>(json!({"metadata": {"name": name}, "spec": {"ingressClassName": class,
+            "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}))
+    };
+    v_ingresses.create(&pp, &ingress("open", "vk-public")).await.unwrap();
+    v_ingresses.create(&pp, &ingress("hidden", "vk-internal")).await.unwrap();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let pod = |name: &str, class: &str| {
+        object::<Pod>(json!({"metadata": {"name": name}, "spec": {"priorityClassName": class,
+            "containers": [{"name": "c", "image": "nginx"}]}}))
+    };
+    v_pods.create(&pp, &pod("rich", "vk-gold")).await.unwrap();
+    v_pods.create(&pp, &pod("poor", "vk-bronze")).await.unwrap();
+    let h_ingresses: Api<Ingress> = Api::namespaced(clusters.host.clone(), HNS);
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    eventually("the picked ingress and pod on the host", || {
+        let (h_ingresses, h_pods) = (h_ingresses.clone(), h_pods.clone());
+        async move {
+            (h_ingresses.get("open-x-default-x-vc").await.is_ok() && h_pods.get("rich-x-default-x-vc").await.is_ok())
+                .then_some(())
+        }
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(clusters.vc.clone(), "default");
+    for (name, message) in [
+        ("hidden", "IngressClass \"vk-internal\" is not picked by sync.fromHost.ingressClasses.selector"),
+        ("poor", "PriorityClass \"vk-bronze\" is not picked by sync.fromHost.priorityClasses.selector"),
+    ] {
+        let warning = eventually("a warning", || {
+            let events = events.clone();
+            async move {
+                events.list(&ListParams::default()).await.ok()?.items.into_iter().find(|e| {
+                    e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some("SyncWarning")
+                })
+            }
+        })
+        .await;
+        assert_eq!(warning.message.as_deref(), Some(message));
+    }
+    assert!(gone(h_ingresses.get("hidden-x-default-x-vc").await));
+    assert!(gone(h_pods.get("poor-x-default-x-vc").await));
+
+    // The class stops matching: its copy goes.
+    h_classes
+        .patch("vk-public", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"expose": null}}})))
+        .await
+        .unwrap();
+    eventually("the copy of a class that stopped matching to go", || {
+        let v_classes = v_classes.clone();
+        async move { gone(v_classes.get("vk-public").await).then_some(()) }
+    })
+    .await;
+    for name in ["vk-public", "vk-internal"] {
+        let _ = h_classes.delete(name, &DeleteParams::default()).await;
+    }
+    for name in ["vk-gold", "vk-bronze"] {
+        let _ = h_priorities.delete(name, &DeleteParams::default()).await;
+    }
 }
 }

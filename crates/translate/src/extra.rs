@@ -305,6 +305,44 @@ pub fn host_pod_disruption_budget(context: &Context, budget: &Value) -> Value {
     })
 }
 
+/// The host EndpointSlice for a virtual one of a selector-less service (§3.5): its service label
+/// names the host service (`kubernetes.io/service-name`, the hashed host name where the reference
+/// concatenates), pod targets name the host pods; addresses, ports and conditions stay.
+pub fn host_endpoint_slice(context: &Context, slice: &Value) -> Value {
+    let namespace = text(slice, "/metadata/namespace");
+    let gvk = ("discovery.k8s.io", "v1", "EndpointSlice");
+    let mut metadata = host_metadata(context, slice, gvk, None);
+    let service = text(slice, "/metadata/labels/kubernetes.io~1service-name");
+    if !service.is_empty() {
+        metadata["labels"]["kubernetes.io/service-name"] = json!(host_name(context, service, namespace));
+    }
+    let mut endpoints = slice.get("endpoints").cloned().unwrap_or(json!([]));
+    for endpoint in endpoints.as_array_mut().into_iter().flatten() {
+        if let Some(target) = endpoint.get_mut("targetRef").and_then(Value::as_object_mut)
+            && target.get("kind").and_then(Value::as_str) == Some("Pod")
+        {
+            let pod = target.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let pod_namespace = target
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(namespace)
+                .to_string();
+            target.insert("name".into(), json!(host_name(context, &pod, &pod_namespace)));
+            target.insert("namespace".into(), json!(context.host_namespace));
+            target.remove("resourceVersion");
+        }
+    }
+    json!({
+        "apiVersion": api_version(gvk.0, gvk.1),
+        "kind": gvk.2,
+        "metadata": metadata,
+        "addressType": slice.get("addressType").cloned().unwrap_or(json!("IPv4")),
+        "endpoints": endpoints,
+        "ports": slice.get("ports").cloned().unwrap_or(json!([])),
+    })
+}
+
 /// The host service account for a virtual one: no secrets, no pull secrets, no token mounting
 /// (pods get their virtual tokens from the syncer); labels and annotations (cloud IAM roles) follow.
 pub fn host_service_account(context: &Context, account: &Value) -> Value {

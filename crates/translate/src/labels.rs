@@ -116,6 +116,31 @@ pub fn host_selector_map(
     Some(out)
 }
 
+/// Whether `labels` satisfy a `LabelSelector` (`matchLabels`/`matchExpressions`, JSON); an
+/// empty selector matches everything.
+pub fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    let labels_ok = match_labels
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| v.as_str().is_some_and(|v| labels.get(k).map(String::as_str) == Some(v)));
+    let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+    labels_ok
+        && expressions.into_iter().flatten().all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<&str> =
+                e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let value = labels.get(key).map(String::as_str);
+            match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+                "In" => value.is_some_and(|v| values.contains(&v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
 /// A `LabelSelector` (`matchLabels`/`matchExpressions`) with every key translated.
 pub fn host_label_selector(context: &Context, selector: &Value) -> Value {
     let mut out = selector.clone();
@@ -272,6 +297,14 @@ mod tests {
         assert_eq!(translated_key(&vc(), NAMESPACE), "vcluster.loft.sh/label-my-vc-x-101dcd4e86");
         assert_eq!(translated_key(&vc(), MANAGED_BY), "vcluster.loft.sh/label-my-vc-x-e5f1b28ab2");
         assert_eq!(translated_key(&vc(), CONTROLLED_BY), "vcluster.loft.sh/label-my-vc-x-2080cec00f");
+        let labels = map(&[("expose", "yes"), ("tier", "gold")]);
+        let selector = serde_json::json!({"matchLabels": {"expose": "yes"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold", "silver"]},
+                                 {"key": "legacy", "operator": "DoesNotExist"}]});
+        assert!(selector_matches(&selector, &labels));
+        assert!(!selector_matches(&selector, &map(&[("expose", "yes"), ("tier", "bronze")])));
+        assert!(!selector_matches(&selector, &map(&[("tier", "gold")])));
+        assert!(selector_matches(&serde_json::json!({}), &map(&[])), "empty selects all");
         assert_eq!(
             translated_key(&Context::new("suffix", "x"), "release"),
             "vcluster.loft.sh/label-suffix-x-a4d451ec23"

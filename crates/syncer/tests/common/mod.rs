@@ -147,7 +147,7 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
     }
     let custom = |entries: &str| if entries.is_empty() { " {}\n".to_string() } else { format!("\n{entries}") };
     format!(
-        "sync:\n  toHost:\n    pods: {{enabled: {}}}\n    configMaps: {{enabled: {}, all: {}}}\n    secrets: {{enabled: {}, all: {}}}\n    services: {{enabled: {}}}\n    endpoints: {{enabled: {}}}\n    persistentVolumeClaims: {{enabled: {}}}\n    ingresses: {{enabled: {}}}\n    networkPolicies: {{enabled: {}}}\n    podDisruptionBudgets: {{enabled: {}}}\n    serviceAccounts: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    persistentVolumes: {{enabled: {}}}\n    customResources:{}  fromHost:\n    events: {{enabled: {}}}\n    ingressClasses: {{enabled: {}}}\n    runtimeClasses: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    csiDrivers: {{enabled: {}}}\n    csiNodes: {{enabled: {}}}\n    csiStorageCapacities: {{enabled: {}}}\n    nodes: {{enabled: {}, syncBackChanges: {}, clearImageStatus: {}, selector: {{all: {}, labels: {}}}}}\n    customResources:{}",
+        "sync:\n  toHost:\n    pods: {{enabled: {}}}\n    configMaps: {{enabled: {}, all: {}}}\n    secrets: {{enabled: {}, all: {}}}\n    services: {{enabled: {}}}\n    endpoints: {{enabled: {}}}\n    persistentVolumeClaims: {{enabled: {}}}\n    ingresses: {{enabled: {}}}\n    networkPolicies: {{enabled: {}}}\n    podDisruptionBudgets: {{enabled: {}}}\n    serviceAccounts: {{enabled: {}}}\n    endpointSlices: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    persistentVolumes: {{enabled: {}}}\n    customResources:{}  fromHost:\n    events: {{enabled: {}}}\n    ingressClasses: {{enabled: {}}}\n    runtimeClasses: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    csiDrivers: {{enabled: {}}}\n    csiNodes: {{enabled: {}}}\n    csiStorageCapacities: {{enabled: {}}}\n    nodes: {{enabled: {}, syncBackChanges: {}, clearImageStatus: {}, selector: {{all: {}, labels: {}}}}}\n    customResources:{}",
         config.pods_enabled,
         config.config_maps,
         config.all_config_maps,
@@ -160,6 +160,7 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
         o.network_policies,
         o.pod_disruption_budgets,
         o.service_accounts,
+        o.endpoint_slices,
         o.priority_classes_to_host,
         o.storage_classes_to_host,
         o.persistent_volumes_to_host,

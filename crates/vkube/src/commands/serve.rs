@@ -553,6 +553,7 @@ fn translate_rules(config: &vkube_config::Config) -> anyhow::Result<vkube_syncer
         ("Ingress", "ingresses", &to.ingresses.translate),
         ("Service", "services", &to.services.translate),
         ("Endpoints", "endpoints", &to.endpoints.translate),
+        ("EndpointSlice", "endpointSlices", &to.endpoint_slices.translate),
         ("NetworkPolicy", "networkPolicies", &to.network_policies.translate),
         ("PersistentVolumeClaim", "persistentVolumeClaims", &to.persistent_volume_claims.translate),
         ("PersistentVolume", "persistentVolumes", &to.persistent_volumes.translate),
@@ -725,6 +726,7 @@ pub async fn start(
         network_policies: to.network_policies.enabled,
         pod_disruption_budgets: to.pod_disruption_budgets.enabled,
         service_accounts: to.service_accounts.enabled,
+        endpoint_slices: to.endpoint_slices.enabled,
         ingress_classes: from.ingress_classes.enabled,
         runtime_classes: from.runtime_classes.enabled,
         priority_classes: from.priority_classes.enabled,
@@ -736,6 +738,16 @@ pub async fn start(
         storage_classes_to_host: to.storage_classes.enabled,
         persistent_volumes_to_host: to.persistent_volumes.enabled,
     };
+    for (kind, enabled, selector) in [
+        ("IngressClass", from.ingress_classes.enabled, &from.ingress_classes.selector),
+        ("RuntimeClass", from.runtime_classes.enabled, &from.runtime_classes.selector),
+        ("PriorityClass", from.priority_classes.enabled, &from.priority_classes.selector),
+        ("StorageClass", from.storage_classes.enabled.is_on(), &from.storage_classes.selector),
+    ] {
+        if enabled && !selector.is_empty() {
+            syncer_config.class_selectors.insert(kind.to_string(), serde_json::to_value(selector)?);
+        }
+    }
     syncer_config.api_server = Some(server.addr);
     syncer_config.mappings = Some(vkube_syncer::MappingStorage(server.state.registry.store.clone()));
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
