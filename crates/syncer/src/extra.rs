@@ -237,6 +237,7 @@ impl Syncer {
 
     pub(crate) async fn reconcile_mirror(&self, id: MirrorKind, name: &str) -> Result<(), kube::Error> {
         let extras = &self.extras;
+        self.requeue_users_of_class(id, name);
         match id {
             MirrorKind::IngressClass => self.sync_mirror(extras.ingress_classes.as_ref(), name).await,
             MirrorKind::RuntimeClass => self.sync_mirror(extras.runtime_classes.as_ref(), name).await,
@@ -433,6 +434,45 @@ impl Syncer {
                 Some(format!("{kind} {class:?} is not picked by sync.fromHost.{setting}.selector"))
             }
             Some(_) => None,
+        }
+    }
+
+    /// With a selector for classes of `id`, a change of class `name` (picked now, or no more)
+    /// decides again for the objects naming it that a refusal may have kept virtual: pods
+    /// (priority or runtime class), ingresses (ingress class), claims (storage class).
+    fn requeue_users_of_class(&self, id: MirrorKind, name: &str) {
+        if !self.config.class_selectors.contains_key(id.kind()) {
+            return;
+        }
+        match id {
+            MirrorKind::PriorityClass | MirrorKind::RuntimeClass => {
+                for pod in self.virtual_pods.state() {
+                    let spec = pod.spec.as_ref();
+                    let class = match id {
+                        MirrorKind::PriorityClass => spec.and_then(|s| s.priority_class_name.as_deref()),
+                        _ => spec.and_then(|s| s.runtime_class_name.as_deref()),
+                    };
+                    if class == Some(name) {
+                        self.queue.send(Work::Pod(pod.namespace().unwrap_or_default(), pod.name_any()));
+                    }
+                }
+            }
+            MirrorKind::IngressClass => {
+                for ingress in self.extras.ingresses.iter().flat_map(|k| k.virtual_objects.state()) {
+                    if ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) == Some(name) {
+                        let key = (ingress.namespace().unwrap_or_default(), ingress.name_any());
+                        self.queue.send(Work::ToHost(ToHostKind::Ingress, key.0, key.1));
+                    }
+                }
+            }
+            MirrorKind::StorageClass => {
+                for claim in self.claims.state() {
+                    if claim.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()) == Some(name) {
+                        self.queue.send(Work::Claim(claim.namespace().unwrap_or_default(), claim.name_any()));
+                    }
+                }
+            }
+            MirrorKind::CsiDriver | MirrorKind::CsiNode => {}
         }
     }
 

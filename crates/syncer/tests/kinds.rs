@@ -2117,6 +2117,17 @@ async fn class_selectors_pick_host_classes_and_gate_what_uses_them() {
     assert!(gone(h_ingresses.get("hidden-x-default-x-vc").await));
     assert!(gone(h_pods.get("poor-x-default-x-vc").await));
 
+    // The host class gets picked: what was kept back goes to the host without being touched.
+    h_classes
+        .patch("vk-internal", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"expose": "yes"}}})))
+        .await
+        .unwrap();
+    eventually("the ingress kept back to reach the host", || {
+        let h_ingresses = h_ingresses.clone();
+        async move { h_ingresses.get("hidden-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+
     // The class stops matching: its copy goes.
     h_classes
         .patch("vk-public", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"expose": null}}})))
