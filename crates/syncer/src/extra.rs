@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
@@ -172,8 +174,44 @@ impl<K: Resource<DynamicType = ()> + 'static> Mirror<K> {
 }
 
 /// The optional kinds that are switched on.
+/// Which virtual EndpointSlices name which service (`kubernetes.io/service-name`), kept by the
+/// slices' watch, so a service change finds its slices without a scan.
+#[derive(Default)]
+pub(crate) struct SliceIndex {
+    by_slice: HashMap<(String, String), String>,
+    by_service: HashMap<(String, String), std::collections::BTreeSet<String>>,
+}
+
+impl SliceIndex {
+    /// Slice `namespace/slice` now names `service` (None: it went, or names none).
+    pub(crate) fn set(&mut self, namespace: &str, slice: &str, service: Option<&str>) {
+        let key = (namespace.to_string(), slice.to_string());
+        if let Some(old) = self.by_slice.remove(&key)
+            && let Some(slices) = self.by_service.get_mut(&(namespace.to_string(), old.clone()))
+        {
+            slices.remove(slice);
+            if slices.is_empty() {
+                self.by_service.remove(&(namespace.to_string(), old));
+            }
+        }
+        if let Some(service) = service {
+            self.by_slice.insert(key, service.to_string());
+            self.by_service.entry((namespace.to_string(), service.to_string())).or_default().insert(slice.to_string());
+        }
+    }
+
+    /// The slices of service `namespace/service`.
+    pub(crate) fn of(&self, namespace: &str, service: &str) -> Vec<String> {
+        self.by_service
+            .get(&(namespace.to_string(), service.to_string()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Extras {
+    pub(crate) slice_index: std::sync::Arc<std::sync::Mutex<SliceIndex>>,
     pub(crate) ingresses: Option<ToHost<Ingress>>,
     pub(crate) network_policies: Option<ToHost<NetworkPolicy>>,
     pub(crate) budgets: Option<ToHost<PodDisruptionBudget>>,
@@ -478,14 +516,11 @@ impl Syncer {
 
     /// Requeues the virtual EndpointSlices of service `namespace/name` (it changed or went).
     pub(crate) fn endpoint_slices_of(&self, namespace: &str, name: &str) {
-        let Some(slices) = &self.extras.endpoint_slices else { return };
-        for slice in slices.virtual_objects.state() {
-            let labels = slice.labels();
-            if slice.namespace().as_deref() == Some(namespace)
-                && labels.get("kubernetes.io/service-name").map(String::as_str) == Some(name)
-            {
-                self.queue.send(Work::ToHost(ToHostKind::EndpointSlice, namespace.into(), slice.name_any()));
-            }
+        if self.extras.endpoint_slices.is_none() {
+            return;
+        }
+        for slice in crate::lock(&self.extras.slice_index).of(namespace, name) {
+            self.queue.send(Work::ToHost(ToHostKind::EndpointSlice, namespace.into(), slice));
         }
     }
 
@@ -907,5 +942,27 @@ impl Syncer {
         let replacement: CSIStorageCapacity = serde_json::from_value(current).map_err(kube::Error::SerdeError)?;
         let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
         ignore_not_found(api.replace(&virtual_name, &params, &replacement).await).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SliceIndex;
+
+    #[test]
+    fn the_slice_index_follows_relabels_and_deletions() {
+        let mut index = SliceIndex::default();
+        index.set("ns", "db-1", Some("db"));
+        index.set("ns", "db-2", Some("db"));
+        index.set("other", "db-1", Some("db"));
+        assert_eq!(index.of("ns", "db"), ["db-1", "db-2"]);
+        index.set("ns", "db-2", Some("cache"));
+        assert_eq!(
+            (index.of("ns", "db"), index.of("ns", "cache")),
+            (vec!["db-1".to_string()], vec!["db-2".to_string()])
+        );
+        index.set("ns", "db-1", None);
+        assert!(index.of("ns", "db").is_empty());
+        assert_eq!(index.of("other", "db"), ["db-1"], "namespaces apart");
     }
 }

@@ -1290,9 +1290,17 @@ pub async fn run(
                 Some(wiring.copied_to_host(extra::ToHostKind::ServiceAccount, |_: &ServiceAccount, _| {}));
         }
         if optional.endpoint_slices {
+            let index = extras.slice_index.clone();
             extras.endpoint_slices = Some(wiring.copied_to_host(
                 extra::ToHostKind::EndpointSlice,
-                |_: &k8s_openapi::api::discovery::v1::EndpointSlice, _| {},
+                move |slice: &k8s_openapi::api::discovery::v1::EndpointSlice, deleted| {
+                    let service = slice.labels().get("kubernetes.io/service-name").filter(|_| !deleted);
+                    lock(&index).set(
+                        &slice.namespace().unwrap_or_default(),
+                        &slice.name_any(),
+                        service.map(String::as_str),
+                    );
+                },
             ));
         }
         if optional.ingress_classes {
