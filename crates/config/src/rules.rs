@@ -80,6 +80,16 @@ fn control_plane(config: &Config, add: &mut Add<'_>) {
             );
         }
     }
+    let standard = &config.policies.pod_security_standard;
+    if !["", "privileged", "baseline", "restricted"].contains(&standard.as_str()) {
+        // The reference's own words (its flag is `enforce-pod-security-standard`).
+        add(
+            "policies.podSecurityStandard".into(),
+            format!(
+                "invalid argument enforce-pod-security-standard={standard}, must be one of: privileged, baseline, restricted"
+            ),
+        );
+    }
     let advanced = &config.control_plane.advanced;
     if advanced.virtual_scheduler.enabled && !config.sync.from_host.nodes.enabled {
         add(

@@ -10,7 +10,10 @@ use crate::Problem;
 /// with what to do instead.
 const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ("", "networking", "vkube has no networking settings yet"),
-    ("", "policies", "vkube does not enforce pod security standards, quotas or limit ranges yet"),
+    ("policies", "resourceQuota", "vkube does not create a host resource quota yet"),
+    ("policies", "limitRange", "vkube does not create a host limit range yet"),
+    ("policies", "networkPolicy", "vkube does not create host network policies yet"),
+    ("policies", "centralAdmission", "vkube has no admission webhooks of its own yet"),
     ("", "rbac", "vkube derives the host RBAC from the sync settings (see `vkube config rbac`)"),
     ("", "experimental", "vkube has no experimental settings"),
     ("", "integrations", "vkube has no integrations yet"),

@@ -16,6 +16,17 @@ pub struct Config {
     pub control_plane: ControlPlane,
     /// Sync describes how to sync resources from the virtual cluster to host cluster and back.
     pub sync: Sync,
+    /// Policies the virtual cluster enforces on its workloads.
+    pub policies: Policies,
+}
+
+/// Policies the virtual cluster enforces on its workloads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Policies {
+    /// PodSecurityStandard that can be enforced can be one of: empty (""), baseline, restricted or privileged.
+    /// A pod that violates it is not synced to the host (a `SyncError` event says why).
+    pub pod_security_standard: String,
 }
 
 /// Settings of vkube itself.

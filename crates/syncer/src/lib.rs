@@ -121,6 +121,8 @@ pub struct SyncerConfig {
     /// How virtual nodes are made (`sync.fromHost.nodes`; the name, tolerations and version are
     /// filled in at start).
     pub nodes: vkube_translate::nodes::NodeSettings,
+    /// `policies.podSecurityStandard`: pods violating it are not synced (§4.1).
+    pub pod_security: Option<vkube_translate::pod_security::Level>,
 }
 
 /// The store the mapping store persists in.
@@ -158,6 +160,7 @@ impl SyncerConfig {
             custom_resources: Vec::new(),
             services_take_host_addresses: false,
             nodes: Default::default(),
+            pod_security: None,
         }
     }
 }

@@ -105,6 +105,9 @@ impl Syncer {
                         None => return Ok(()),
                     },
                 };
+                if !self.pod_security_allows(&virtual_pod).await {
+                    return Ok(());
+                }
                 let mut uses = data::uses_of_pod(context, &virtual_pod);
                 uses.extend(crate::referenced_uses(context, &self.config.patches, "Pod", &to_value(&virtual_pod)));
                 if !self
@@ -183,6 +186,17 @@ impl Syncer {
                 self.force_images(&host_api, &virtual_pod, &host_pod).await
             }
         }
+    }
+
+    /// §4.1: a pod violating `policies.podSecurityStandard` is not synced; a `SyncError` event
+    /// on it gives the Pod Security admission's reasons. Checked when the host pod is made and
+    /// when ephemeral containers are added (the only security settings a running pod can gain).
+    async fn pod_security_allows(&self, pod: &Pod) -> bool {
+        let Some(level) = self.config.pod_security else { return true };
+        let Err(reason) = vkube_translate::pod_security::evaluate(level, &to_value(pod)) else { return true };
+        let message = format!("Pod {} is forbidden: {reason}", pod.name_any());
+        self.recorder.warn(&events::Target::of(pod), "SyncError", "SyncPod", &message).await;
+        false
     }
 
     /// §2.3: the `ns-label` labels of a host pod are its virtual namespace's current labels
@@ -418,6 +432,9 @@ impl Syncer {
         }
         // The cache's copy is slim: the whole pod is translated.
         let Some(whole) = virtual_api.get_opt(&virtual_pod.name_any()).await? else { return Ok(()) };
+        if !self.pod_security_allows(&whole).await {
+            return Ok(());
+        }
         let value = to_value(&whole);
         let labels = self.namespace_labels(&whole.namespace().unwrap_or_default());
         let mut environment = self.pod_environment(&whole, &value).await?;

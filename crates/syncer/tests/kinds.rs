@@ -2146,3 +2146,87 @@ async fn class_selectors_pick_host_classes_and_gate_what_uses_them() {
     }
 }
 }
+
+on_both_hosts! {
+/// §4.1 `policies.podSecurityStandard: restricted`: a pod the standard refuses stays virtual
+/// with a `SyncError` event giving Pod Security admission's reasons (on the real host: word for
+/// word what kube-apiserver says for a namespace enforcing the same level), a hardened pod is
+/// synced, and an ephemeral container that breaks the standard is not added to its host pod.
+async fn pods_violating_the_pod_security_standard_stay_virtual() {
+    let mut config = syncer_config();
+    config.pod_security = Some(vkube_translate::pod_security::Level::Restricted);
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let v_pods: Api<Pod> = Api::namespaced(clusters.vc.clone(), "default");
+    let h_pods: Api<Pod> = Api::namespaced(clusters.host.clone(), HNS);
+    let plain = json!({"metadata": {"name": "plain"}, "spec": {"containers": [{"name": "app", "image": "nginx",
+        "ports": [{"containerPort": 80, "hostPort": 8080}]}]}});
+    v_pods.create(&pp, &object(plain.clone())).await.unwrap();
+    let hardened = json!({"metadata": {"name": "hardened"}, "spec": {
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "nginx", "securityContext": {
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}});
+    v_pods.create(&pp, &object(hardened)).await.unwrap();
+    eventually("the hardened pod on the host", || {
+        let h_pods = h_pods.clone();
+        async move { h_pods.get("hardened-x-default-x-vc").await.ok().map(|_| ()) }
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(clusters.vc.clone(), "default");
+    let refusal = |name: &'static str| {
+        let events = events.clone();
+        async move {
+            eventually("a SyncError event", || {
+                let events = events.clone();
+                async move {
+                    events.list(&ListParams::default()).await.ok()?.items.into_iter().find_map(|e| {
+                        (e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some("SyncError"))
+                            .then_some(e.message?)
+                    })
+                }
+            })
+            .await
+        }
+    };
+    let message = refusal("plain").await;
+    let expected = "violates PodSecurity \"restricted:latest\": hostPort (container \"app\" uses hostPort 8080), allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"app\" must set securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"app\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"app\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")";
+    assert_eq!(message, format!("Pod plain is forbidden: {expected}"));
+    assert!(gone(h_pods.get("plain-x-default-x-vc").await), "a refused pod never reaches the host");
+    if common::host_kind() == common::HostKind::Real {
+        // The oracle: kube-apiserver's own Pod Security admission refuses the same pod in a
+        // namespace enforcing `restricted` with the same reasons (and hostPort, a baseline check).
+        let namespaces: Api<Namespace> = Api::all(clusters.host.clone());
+        let labels = json!({"pod-security.kubernetes.io/enforce": "restricted"});
+        let _ = namespaces.create(&pp, &object(json!({"metadata": {"name": "pss-oracle", "labels": labels}}))).await;
+        // (Service account admission runs first: the account must exist.)
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(clusters.host.clone(), "pss-oracle");
+        let _ = accounts.create(&pp, &object(json!({"metadata": {"name": "default"}}))).await;
+        let oracle: Api<Pod> = Api::namespaced(clusters.host.clone(), "pss-oracle");
+        let Err(kube::Error::Api(status)) = oracle.create(&pp, &object(plain)).await else {
+            panic!("the host admitted a pod its namespace's Pod Security level forbids")
+        };
+        let _ = namespaces.delete("pss-oracle", &DeleteParams::default()).await;
+        let theirs = status.message.split_once("is forbidden: ").map(|(_, m)| m.to_string()).unwrap_or_default();
+        let ours = message.split_once("is forbidden: ").map(|(_, m)| m.to_string()).unwrap_or_default();
+        assert_eq!(ours, theirs);
+    }
+
+    // A debug container without the hardening the standard asks for stays out of the host pod.
+    eventually("the hardened pod running", || {
+        let v_pods = v_pods.clone();
+        async move { (v_pods.get("hardened").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(()) }
+    })
+    .await;
+    let debug = json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox",
+        "securityContext": {"privileged": true}}]}});
+    v_pods
+        .patch_subresource("ephemeralcontainers", "hardened", &PatchParams::default(), &Patch::Strategic(debug))
+        .await
+        .unwrap();
+    let message = refusal("hardened").await;
+    assert!(message.starts_with("Pod hardened is forbidden: violates PodSecurity \"restricted:latest\": "), "{message}");
+    assert!(message.contains("privileged (container \"dbg\" must not set securityContext.privileged=true)"), "{message}");
+    let host = h_pods.get("hardened-x-default-x-vc").await.unwrap();
+    assert!(host.spec.unwrap().ephemeral_containers.is_none(), "the refused debug container is not on the host pod");
+}
+}

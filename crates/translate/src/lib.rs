@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod metadata_sync;
 pub mod names;
 pub mod nodes;
+pub mod pod_security;
 pub mod pods;
 pub mod quantity;
 pub mod services;

@@ -240,6 +240,37 @@ fn services_take_their_host_addresses_after_the_host_copy_was_made_again() {
     assert!(cluster.stop().success());
 }
 
+/// §4.1 through `vkube up` and kubectl: with `policies.podSecurityStandard: baseline` a
+/// privileged pod stays virtual and `kubectl get events` says why; an ordinary pod runs.
+#[test]
+fn the_pod_security_standard_keeps_privileged_pods_off_the_host() {
+    let config = "policies:\n  podSecurityStandard: baseline\n";
+    let cluster = common::VirtualCluster::start(common::HostKind::Simulated, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
+    k.ok(&["run", "root", "--image=nginx:1.27", "--privileged"]);
+    k.ok(&["run", "web", "--image=nginx:1.27"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"]);
+    let mut message = String::new();
+    common::wait_until(std::time::Duration::from_secs(20), "the SyncError event", || {
+        message = k.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=SyncError,involvedObject.name=root",
+            "-o",
+            "jsonpath={.items[0].message}",
+        ]);
+        !message.is_empty()
+    });
+    assert_eq!(
+        message,
+        "Pod root is forbidden: violates PodSecurity \"baseline:latest\": privileged (container \"root\" must not set securityContext.privileged=true)"
+    );
+    assert!(!host.output(&["get", "pod", "root-x-default-x-vc1", "-n", "vcluster-vc1"]).status.success());
+    assert_eq!(k.ok(&["get", "pod", "root", "-o", "jsonpath={.status.phase}"]), "Pending");
+    assert!(cluster.stop().success());
+}
+
 /// §11.1: `controlPlane.advanced.workloadServiceAccount.name` is the account host pods run under,
 /// and `defaultImageRegistry` the registry of the rewrite-hosts image; §4.1: the labels of
 /// `sync.fromHost.nodes.selector` pin every host pod.

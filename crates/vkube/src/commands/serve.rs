@@ -694,6 +694,7 @@ pub async fn start(
         sync_back: nodes.sync_back_changes,
         ..Default::default()
     };
+    syncer_config.pod_security = vkube_translate::pod_security::Level::parse(&config.policies.pod_security_standard);
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
     syncer_config.claims = config.sync.to_host.persistent_volume_claims.enabled;
