@@ -8,6 +8,7 @@
 //! implement, wrong types), then deserialized into [`Config`] with defaults, then checked by the
 //! semantic rules in [`rules`].
 
+pub mod mappings;
 pub mod paths;
 pub mod rbac;
 mod rules;

@@ -33,6 +33,10 @@ pub struct HostRbac {
     pub role: Vec<PolicyRule>,
     /// Rules of the ClusterRole; empty when none is needed.
     pub cluster_role: Vec<PolicyRule>,
+    /// Rules of a Role in each other host namespace objects are copied from
+    /// (`sync.fromHost.{configMaps,secrets,customResources}` mappings): read access there only,
+    /// where the reference grants it cluster-wide.
+    pub sources: std::collections::BTreeMap<String, Vec<PolicyRule>>,
 }
 
 /// Splits a custom resource key `<plural>.<group>[/<version>]` into (plural, group).
@@ -151,7 +155,34 @@ pub fn host_rbac(config: &Config) -> HostRbac {
             cluster.push(rule(&[group], &[plural], &["get", "list", "watch"]));
         }
     }
-    HostRbac { role, cluster_role: cluster }
+    let host_namespace = config.host_namespace();
+    let mut sources: std::collections::BTreeMap<String, Vec<PolicyRule>> = Default::default();
+    let mut mapped: Vec<(&str, &str, &crate::Mappings)> = Vec::new();
+    for (resource, entry) in [("configmaps", &from.config_maps), ("secrets", &from.secrets)] {
+        if entry.enabled {
+            mapped.push(("", resource, &entry.mappings));
+        }
+    }
+    for (key, entry) in &from.custom_resources {
+        if entry.enabled && entry.scope == "Namespaced" {
+            let (plural, group) = plural_and_group(key);
+            mapped.push((group, plural, &entry.mappings));
+        }
+    }
+    for (group, resource, mappings) in mapped {
+        let Ok(by_name) = crate::mappings::ByName::parse("", &mappings.by_name) else { continue };
+        for namespace in by_name.host_namespaces(&host_namespace) {
+            let read = rule(&[group], &[resource], READ);
+            if namespace == host_namespace {
+                if !group.is_empty() {
+                    role.push(read);
+                }
+            } else {
+                sources.entry(namespace).or_default().push(read);
+            }
+        }
+    }
+    HostRbac { role, cluster_role: cluster, sources }
 }
 
 /// The Role (and ClusterRole, when needed) as Kubernetes manifests for virtual cluster `name` in
@@ -172,6 +203,15 @@ pub fn manifests(config: &Config) -> Vec<Value> {
             "kind": "ClusterRole",
             "metadata": {"name": cluster_name},
             "rules": rbac.cluster_role,
+        }));
+    }
+    let source_name: String = format!("vc-{name}-v-{namespace}").chars().take(63).collect();
+    for (source, rules) in rbac.sources {
+        out.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": source_name, "namespace": source},
+            "rules": rules,
         }));
     }
     out
@@ -219,5 +259,28 @@ mod tests {
         assert!(has(&rbac.cluster_role, "apiextensions.k8s.io", "customresourcedefinitions", "get"));
         let manifests = manifests(&config);
         assert_eq!(manifests[1]["metadata"]["name"], "vc-vc1-v-vcluster-vc1");
+    }
+
+    #[test]
+    fn objects_copied_from_other_namespaces_are_read_there_only() {
+        let config = Config::from_yaml(
+            "sync:\n  fromHost:\n    configMaps: {enabled: true, mappings: {byName: {\"shared/ca\": \"default/ca\", \"\": \"mine\"}}}\n    secrets: {enabled: true, mappings: {byName: {\"shared/*\": \"s/*\"}}}\n    customResources:\n      issuers.cert-manager.io: {enabled: true, scope: Namespaced, mappings: {byName: {\"certs/*\": \"certs/*\", \"/own\": \"certs/own\"}}}\n",
+        )
+        .unwrap();
+        let rbac = host_rbac(&config);
+        assert_eq!(rbac.sources.keys().collect::<Vec<_>>(), ["certs", "shared"]);
+        assert!(has(&rbac.sources["shared"], "", "configmaps", "watch"));
+        assert!(has(&rbac.sources["shared"], "", "secrets", "list"));
+        assert!(!has(&rbac.sources["shared"], "", "secrets", "create"), "read only");
+        assert!(has(&rbac.sources["certs"], "cert-manager.io", "issuers", "get"));
+        assert!(has(&rbac.role, "cert-manager.io", "issuers", "watch"), "the own host namespace's issuers");
+        assert!(!has(&rbac.cluster_role, "", "configmaps", "list"), "nothing cluster-wide");
+        let manifests = manifests(&config);
+        let roles: Vec<_> = manifests
+            .iter()
+            .filter(|m| m["kind"] == "Role")
+            .map(|m| m["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["vcluster-vc1", "certs", "shared"]);
     }
 }

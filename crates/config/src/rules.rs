@@ -11,6 +11,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     pods(config, &mut add);
     cross_rules(config, &mut add);
     custom_resources(config, &mut add);
+    data_from_host(config, &mut add);
     class_selectors(config, &mut add);
     for (path, list, custom) in translate_lists(config) {
         translate(&path, list, custom, &mut add);
@@ -262,12 +263,22 @@ fn custom_resources(config: &Config, add: &mut Add<'_>) {
             add(path.clone(), message);
         }
         match entry.scope.as_str() {
-            "" | "Cluster" => {}
-            "Namespaced" => add(
-                format!("{path}.scope"),
-                "namespaced custom resources from the host need name mappings, which vkube does not implement yet; only 'Cluster' is supported".into(),
+            "" | "Cluster" if !entry.mappings.is_empty() => add(
+                format!("{path}.mappings"),
+                format!("mappings are only supported for {path} with scope 'Namespaced'"),
             ),
-            other => add(format!("{path}.scope"), format!("unsupported scope {other} for {path}.scope. Only 'Cluster' and 'Namespaced' are allowed")),
+            "" | "Cluster" => {}
+            "Namespaced" if entry.mappings.is_empty() => add(
+                format!("{path}.mappings"),
+                format!(
+                    "mappings are required for {path} with scope 'Namespaced' (which host objects appear where: byName: {{\"my-namespace/*\": \"default/*\"}})"
+                ),
+            ),
+            "Namespaced" => mappings(&format!("{path}.mappings"), &entry.mappings, add),
+            other => add(
+                format!("{path}.scope"),
+                format!("unsupported scope {other} for {path}.scope. Only 'Cluster' and 'Namespaced' are allowed"),
+            ),
         }
     }
     for key in config.sync.to_host.custom_resources.keys() {
@@ -276,6 +287,24 @@ fn custom_resources(config: &Config, add: &mut Add<'_>) {
                 format!("sync.fromHost.customResources[{key:?}]"),
                 format!("{key} is synced both to and from the host; choose one direction"),
             );
+        }
+    }
+}
+
+/// `sync.fromHost.configMaps|secrets` and namespaced custom resources: `mappings.byName` (§11.3).
+fn mappings(path: &str, mappings: &crate::Mappings, add: &mut Add<'_>) {
+    if let Err(problems) = crate::mappings::ByName::parse(path, &mappings.by_name) {
+        for problem in problems {
+            add(path.to_string(), problem);
+        }
+    }
+}
+
+fn data_from_host(config: &Config, add: &mut Add<'_>) {
+    let from = &config.sync.from_host;
+    for (kind, entry) in [("configMaps", &from.config_maps), ("secrets", &from.secrets)] {
+        if entry.enabled {
+            mappings(&format!("sync.fromHost.{kind}.mappings"), &entry.mappings, add);
         }
     }
 }

@@ -54,8 +54,6 @@ const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ("sync.toHost", "gatewayApi", "Gateway API resources are not synced yet"),
     ("sync.toHost", "volumeSnapshotContents", "volume snapshot contents are not synced yet"),
     ("sync.toHost.pods", "hybridScheduling", "hybrid scheduling is not implemented yet"),
-    ("sync.fromHost", "configMaps", "syncing config maps from the host is not implemented yet"),
-    ("sync.fromHost", "secrets", "syncing secrets from the host is not implemented yet"),
     ("sync.fromHost", "deviceClasses", "dynamic resource allocation is not synced yet"),
     ("sync.fromHost", "gatewayClasses", "Gateway API resources are not synced yet"),
     ("sync.fromHost", "gateways", "Gateway API resources are not synced yet"),

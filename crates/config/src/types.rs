@@ -490,6 +490,40 @@ pub struct FromHost {
     /// CustomResources defines what custom resources should get synced read-only to the virtual cluster
     /// from the host cluster, keyed by `<plural>.<group>[/<version>]`.
     pub custom_resources: BTreeMap<String, CustomResourceFromHost>,
+    /// ConfigMaps defines if config maps in the host should get synced to the virtual cluster (read-only copies, picked by `mappings.byName`).
+    pub config_maps: MappedFromHost,
+    /// Secrets defines if secrets in the host should get synced to the virtual cluster (read-only copies, picked by `mappings.byName`).
+    pub secrets: MappedFromHost,
+}
+
+/// `sync.fromHost.configMaps` / `secrets`: host objects copied into the virtual cluster by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MappedFromHost {
+    /// Enabled defines if this option should be enabled.
+    pub enabled: bool,
+    /// Mappings for object and namespace names.
+    pub mappings: Mappings,
+}
+
+/// `mappings`: which host objects appear where in the virtual cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Mappings {
+    /// ByName is a map of host-object-namespace/host-object-name: virtual-object-namespace/virtual-object-name.
+    /// Forms: `"foo/*": "foo-in-virtual/*"` (every object of a host namespace), `"foo/my-object":
+    /// "foo/my-virtual-object"` (one object; value name `*` keeps its name), `"": "my-virtual-namespace/*"`
+    /// (every object of the vCluster host namespace) and `"/my-object": "my-virtual-namespace/my-object"`
+    /// (one object of the vCluster host namespace).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_name: BTreeMap<String, String>,
+}
+
+impl Mappings {
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
 }
 
 impl Default for FromHost {
@@ -505,6 +539,8 @@ impl Default for FromHost {
             csi_drivers: AutoToggle::default(),
             csi_storage_capacities: AutoToggle::default(),
             custom_resources: BTreeMap::new(),
+            config_maps: MappedFromHost::default(),
+            secrets: MappedFromHost::default(),
         }
     }
 }
@@ -545,11 +581,19 @@ pub struct CustomResourceFromHost {
     /// Translate the patch according to the given patches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub translate: Vec<Translate>,
+    /// Mappings for object and namespace names (required for `Namespaced`, forbidden for `Cluster`).
+    #[serde(skip_serializing_if = "Mappings::is_empty")]
+    pub mappings: Mappings,
 }
 
 impl Default for CustomResourceFromHost {
     fn default() -> Self {
-        CustomResourceFromHost { enabled: true, scope: String::new(), translate: Vec::new() }
+        CustomResourceFromHost {
+            enabled: true,
+            scope: String::new(),
+            translate: Vec::new(),
+            mappings: Mappings::default(),
+        }
     }
 }
 

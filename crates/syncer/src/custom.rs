@@ -62,13 +62,13 @@ fn unavailable(key: &str, why: impl std::fmt::Display) -> kube::Error {
 pub(crate) async fn ensure_definition(
     virtual_client: &Client,
     host_client: &Client,
-    sync: &CustomResourceSync,
+    key: &str,
+    namespaced_wanted: bool,
 ) -> Result<(ApiResource, bool), kube::Error> {
-    let (plural, group, version) =
-        parse_key(&sync.key).ok_or_else(|| unavailable(&sync.key, "not <plural>.<group>"))?;
+    let (plural, group, version) = parse_key(key).ok_or_else(|| unavailable(key, "not <plural>.<group>"))?;
     let name = format!("{plural}.{group}");
     let host_definitions: Api<CustomResourceDefinition> = Api::all(host_client.clone());
-    let definition = host_definitions.get_opt(&name).await?.ok_or_else(|| unavailable(&sync.key, "no definition"))?;
+    let definition = host_definitions.get_opt(&name).await?.ok_or_else(|| unavailable(key, "no definition"))?;
     let spec = &definition.spec;
     let chosen = spec
         .versions
@@ -78,12 +78,12 @@ pub(crate) async fn ensure_definition(
             None => v.storage,
         })
         .cloned()
-        .ok_or_else(|| unavailable(&sync.key, "no such version"))?;
+        .ok_or_else(|| unavailable(key, "no such version"))?;
     let has_status = chosen.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some();
     let namespaced = spec.scope == "Namespaced";
-    if sync.to_host != namespaced {
-        let wanted = if sync.to_host { "namespaced" } else { "cluster-scoped" };
-        return Err(unavailable(&sync.key, format!("the host's definition is not {wanted}")));
+    if namespaced_wanted != namespaced {
+        let wanted = if namespaced_wanted { "namespaced" } else { "cluster-scoped" };
+        return Err(unavailable(key, format!("the host's definition is not {wanted}")));
     }
     let virtual_definitions: Api<CustomResourceDefinition> = Api::all(virtual_client.clone());
     let mut version_entry = chosen.clone();

@@ -14,6 +14,7 @@ mod data;
 mod events;
 mod extra;
 mod kubernetes;
+mod mapped;
 pub mod mappings;
 mod metrics;
 mod nodes;
@@ -51,6 +52,7 @@ use vkube_translate::pods::PodSettings;
 
 pub use custom::CustomResourceSync;
 pub use extra::OptionalKinds;
+pub use mapped::{MappedKind, MappedSync};
 pub use metrics::Metrics;
 pub use services::{HostAllocation, allocate_on_host, release_on_host};
 
@@ -121,6 +123,9 @@ pub struct SyncerConfig {
     /// How virtual nodes are made (`sync.fromHost.nodes`; the name, tolerations and version are
     /// filled in at start).
     pub nodes: vkube_translate::nodes::NodeSettings,
+    /// Host objects copied into the virtual cluster by name (`sync.fromHost.configMaps|secrets`,
+    /// namespaced `sync.fromHost.customResources`).
+    pub mapped: Vec<MappedSync>,
     /// `policies.podSecurityStandard`: pods violating it are not synced (§4.1).
     pub pod_security: Option<vkube_translate::pod_security::Level>,
 }
@@ -161,6 +166,7 @@ impl SyncerConfig {
             services_take_host_addresses: false,
             nodes: Default::default(),
             pod_security: None,
+            mapped: Vec::new(),
         }
     }
 }
@@ -220,6 +226,8 @@ enum Work {
     ClusterToHost(extra::ClusterKind, String),
     /// Reconcile object `namespace/name` of the configured custom resource at this index.
     Custom(usize, String, String),
+    /// Reconcile the virtual copy of host object `namespace/name` of the mapped kind at this index.
+    Mapped(usize, String, String),
     /// Reconcile the virtual copy of host CSI storage capacity `namespace/name`.
     Capacity(String, String),
     /// The labels of virtual namespace `name` changed: re-project them onto its host pods.
@@ -242,6 +250,7 @@ impl Work {
             Work::ClusterToHost(kind, _) => kind.kind(),
             Work::Custom(..) => "CustomResource",
             Work::Capacity(..) => "CSIStorageCapacity",
+            Work::Mapped(..) => "FromHost",
             Work::Namespace(..) => "Namespace",
         }
     }
@@ -314,6 +323,8 @@ struct Syncer {
     extras: extra::Extras,
     /// The custom resources synced, in configuration order.
     customs: Vec<custom::Custom>,
+    /// Host objects copied into the virtual cluster by name, by index of `SyncerConfig::mapped`.
+    mapped: Vec<mapped::Mapped>,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -781,6 +792,7 @@ impl Syncer {
             Work::ClusterToHost(kind, name) => self.reconcile_cluster_to_host(*kind, name).await,
             Work::Custom(index, namespace, name) => self.reconcile_custom(*index, namespace, name).await,
             Work::Capacity(namespace, name) => self.reconcile_capacity(namespace, name).await,
+            Work::Mapped(index, namespace, name) => self.reconcile_mapped(*index, namespace, name).await,
             Work::Namespace(name) => {
                 // Each pod's reconcile re-projects the namespace's labels onto its host pod.
                 for pod in self.virtual_pods.state().iter().filter(|p| p.namespace().as_deref() == Some(name.as_str()))
@@ -802,6 +814,7 @@ impl Syncer {
             Work::Claim(ns, n) => cached(&self.claims, Some(ns), n).map(|o| events::Target::of(o.as_ref())),
             Work::ToHost(kind, ns, n) => self.extras.target(*kind, ns, n),
             Work::Custom(index, ns, n) => self.custom_target(*index, ns, n),
+            Work::Mapped(index, ns, n) => self.mapped_target(*index, ns, n),
             Work::Data(kind, host) => {
                 let sources = lock(&self.refs).sources(*kind, host);
                 sources.first().and_then(|(ns, n)| match kind {
@@ -1237,6 +1250,7 @@ pub async fn run(
     let optional = config.optional;
     let mut extras = extra::Extras::default();
     let mut customs = Vec::new();
+    let mut mapped = Vec::new();
     let mut extras_ready = Vec::new();
     {
         let mut wiring = extra::Wiring {
@@ -1329,10 +1343,23 @@ pub async fn run(
         }
         for (index, sync) in config.custom_resources.iter().enumerate() {
             let direction = if sync.to_host { "toHost" } else { "fromHost" };
-            let (resource, has_status) = custom::ensure_definition(wiring.virtual_client, wiring.host_client, sync)
-                .await
-                .map_err(|source| SyncerError::CustomResource { direction, key: sync.key.clone(), source })?;
+            let (resource, has_status) =
+                custom::ensure_definition(wiring.virtual_client, wiring.host_client, &sync.key, sync.to_host)
+                    .await
+                    .map_err(|source| SyncerError::CustomResource { direction, key: sync.key.clone(), source })?;
             customs.push(custom::start(index, sync.clone(), resource, has_status, &mut wiring));
+        }
+        for (index, sync) in config.mapped.iter().enumerate() {
+            let (resource, has_status) = match (&sync.kind, mapped::core_resource(&sync.kind)) {
+                (_, Some(resource)) => (resource, false),
+                (MappedKind::Custom(key), None) => {
+                    custom::ensure_definition(wiring.virtual_client, wiring.host_client, key, true).await.map_err(
+                        |source| SyncerError::CustomResource { direction: "fromHost", key: key.clone(), source },
+                    )?
+                }
+                (_, None) => continue,
+            };
+            mapped.push(mapped::start(index, sync.clone(), resource, has_status, &mut wiring));
         }
         let marker = vkube_translate::names::marker(&context, false);
         if optional.priority_classes_to_host {
@@ -1427,6 +1454,7 @@ pub async fn run(
         mappings: mappings.clone(),
         extras,
         customs,
+        mapped,
         unbound,
         node_sync,
         last_synced: Mutex::new(HashMap::new()),

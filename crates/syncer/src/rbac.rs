@@ -5,15 +5,16 @@
 
 use serde_json::{Value, json};
 
-use crate::CustomResourceSync;
+use crate::{CustomResourceSync, MappedKind, MappedSync};
 
 /// The user the syncer acts as inside the virtual cluster.
 pub const USER: &str = "vkube:syncer";
 
 const ALL: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
 
-/// The rules of the syncer's ClusterRole for a configuration syncing `custom` resources.
-pub fn virtual_rules(custom: &[CustomResourceSync]) -> Vec<Value> {
+/// The rules of the syncer's ClusterRole for a configuration syncing `custom` resources and
+/// copying `mapped` host objects in.
+pub fn virtual_rules(custom: &[CustomResourceSync], mapped: &[MappedSync]) -> Vec<Value> {
     let mut rules = vec![
         json!({"apiGroups": [""], "resources": [
             "pods", "pods/status", "pods/binding", "pods/ephemeralcontainers", "configmaps", "secrets",
@@ -31,8 +32,12 @@ pub fn virtual_rules(custom: &[CustomResourceSync]) -> Vec<Value> {
         json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ALL}),
         json!({"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}),
     ];
-    for sync in custom {
-        if let Some((plural, group, _)) = crate::custom::parse_key(&sync.key) {
+    let mapped_keys = mapped.iter().filter_map(|m| match &m.kind {
+        MappedKind::Custom(key) => Some(key),
+        _ => None,
+    });
+    for key in custom.iter().map(|c| &c.key).chain(mapped_keys) {
+        if let Some((plural, group, _)) = crate::custom::parse_key(key) {
             rules.push(
                 json!({"apiGroups": [group], "resources": [plural.clone(), format!("{plural}/status")], "verbs": ALL}),
             );
@@ -52,10 +57,10 @@ mod tests {
             to_host: true,
             patches: Default::default(),
         };
-        let rules = virtual_rules(&[sync]);
+        let rules = virtual_rules(&[sync], &[]);
         let last = rules.last().unwrap();
         assert_eq!(last["apiGroups"], json!(["cert-manager.io"]));
         assert_eq!(last["resources"], json!(["certificates", "certificates/status"]));
-        assert_eq!(virtual_rules(&[]).len() + 1, rules.len());
+        assert_eq!(virtual_rules(&[], &[]).len() + 1, rules.len());
     }
 }

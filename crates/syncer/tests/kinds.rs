@@ -2230,3 +2230,167 @@ async fn pods_violating_the_pod_security_standard_stay_virtual() {
     assert!(host.spec.unwrap().ephemeral_containers.is_none(), "the refused debug container is not on the host pod");
 }
 }
+
+on_both_hosts! {
+/// §5.5 `sync.fromHost.configMaps|secrets` with `mappings.byName`: host objects appear in the
+/// virtual cluster where the mappings say (exact names, whole namespaces, the own host
+/// namespace), their namespace made if missing; the copy follows the host, a tenant's edit of it
+/// is undone, it goes with its source, and the tenant's own objects are never touched. On the
+/// real host the syncer reads `shared` through a Role there (no cluster-wide read).
+async fn host_config_maps_and_secrets_are_copied_in_by_name() {
+    use k8s_openapi::api::core::v1::Secret;
+    use vkube_config::mappings::ByName;
+    let by_name = |pairs: &[(&str, &str)]| {
+        let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ByName::parse("test", &map).unwrap()
+    };
+    let mut config = syncer_config();
+    config.mapped = vec![
+        vkube_syncer::MappedSync {
+            kind: vkube_syncer::MappedKind::ConfigMap,
+            by_name: by_name(&[("shared/ca-bundle", "default/ca"), ("shared/*", "imported/*")]),
+            patches: Default::default(),
+        },
+        vkube_syncer::MappedSync {
+            kind: vkube_syncer::MappedKind::Secret,
+            by_name: by_name(&[("/registry", "default/*")]),
+            patches: Default::default(),
+        },
+    ];
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let _ = Api::<Namespace>::all(clusters.host.clone()).create(&pp, &object(json!({"metadata": {"name": "shared"}}))).await;
+    let h_shared: Api<ConfigMap> = Api::namespaced(clusters.host.clone(), "shared");
+    for (name, data) in [("ca-bundle", json!({"ca.crt": "one"})), ("settings", json!({"mode": "fast"}))] {
+        h_shared.create(&pp, &object(json!({"metadata": {"name": name, "labels": {"team": "platform"}}, "data": data}))).await.unwrap();
+    }
+    let h_secrets: Api<Secret> = Api::namespaced(clusters.host.clone(), HNS);
+    for name in ["registry", "unmapped"] {
+        let secret = json!({"metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}});
+        h_secrets.create(&pp, &object(secret)).await.unwrap();
+    }
+    let v_default: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
+    let v_imported: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "imported");
+    let v_secrets: Api<Secret> = Api::namespaced(clusters.vc.clone(), "default");
+    // The tenant's own objects where copies land: never touched.
+    v_imported.create(&pp, &object(json!({"metadata": {"name": "mine"}, "data": {"k": "v"}}))).await.ok();
+    let data = |cm: &ConfigMap, key: &str| cm.data.as_ref().and_then(|d| d.get(key)).cloned();
+    let ca = eventually("the copies in the virtual cluster", || {
+        let (v_default, v_imported, v_secrets) = (v_default.clone(), v_imported.clone(), v_secrets.clone());
+        async move {
+            let ca = v_default.get("ca").await.ok()?;
+            v_imported.get("settings").await.ok()?;
+            v_secrets.get("registry").await.ok()?;
+            Some(ca)
+        }
+    })
+    .await;
+    assert_eq!(data(&ca, "ca.crt").as_deref(), Some("one"));
+    assert_eq!(ca.labels().get("team").map(String::as_str), Some("platform"));
+    assert_eq!(ca.annotations().get("vcluster.loft.sh/object-host-name").map(String::as_str), Some("ca-bundle"));
+    let secret = v_secrets.get("registry").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+    assert!(gone(v_secrets.get("unmapped").await), "only what the mappings name");
+    assert!(gone(v_imported.get("ca-bundle").await), "an exact key wins over the namespace's");
+
+    // The host changes: the copy follows (a removed key goes too).
+    h_shared
+        .patch("ca-bundle", &PatchParams::default(), &Patch::Merge(json!({"data": {"ca.crt": "two", "extra": "x"}})))
+        .await
+        .unwrap();
+    eventually("the host's change in the copy", || {
+        let v_default = v_default.clone();
+        async move { (v_default.get("ca").await.ok()?.data?.get("ca.crt")? == "two").then_some(()) }
+    })
+    .await;
+    h_shared.patch("ca-bundle", &PatchParams::default(), &Patch::Merge(json!({"data": {"extra": null}}))).await.unwrap();
+    // A tenant's edit of the copy is undone.
+    v_default.patch("ca", &PatchParams::default(), &Patch::Merge(json!({"data": {"ca.crt": "mine"}}))).await.unwrap();
+    eventually("the copy back to the host's data", || {
+        let v_default = v_default.clone();
+        async move {
+            let data = v_default.get("ca").await.ok()?.data?;
+            (data.get("ca.crt")? == "two" && !data.contains_key("extra")).then_some(())
+        }
+    })
+    .await;
+
+    // The source goes: so does its copy, and only its copy.
+    h_shared.delete("settings", &DeleteParams::default()).await.unwrap();
+    eventually("the copy of a deleted host object to go", || {
+        let v_imported = v_imported.clone();
+        async move { gone(v_imported.get("settings").await).then_some(()) }
+    })
+    .await;
+    assert!(v_imported.get("mine").await.is_ok(), "the tenant's own object stays");
+    let _ = Api::<Namespace>::all(clusters.host.clone()).delete("shared", &DeleteParams::default()).await;
+}
+}
+
+on_both_hosts! {
+/// §8.4: a namespaced custom resource from the host with `mappings.byName`: its definition is
+/// copied in, host objects appear (spec and status) where the mappings say, and go with their
+/// source.
+async fn namespaced_custom_resources_come_from_the_host_by_name() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject};
+    let mut config = syncer_config();
+    let map = [("certs/*".to_string(), "security/*".to_string())].into();
+    config.mapped = vec![vkube_syncer::MappedSync {
+        kind: vkube_syncer::MappedKind::Custom("issuers.example.com".into()),
+        by_name: vkube_config::mappings::ByName::parse("test", &map).unwrap(),
+        patches: Default::default(),
+    }];
+    let issuers = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Issuer".into(),
+        plural: "issuers".into(),
+    };
+    let resource = issuers.clone();
+    let clusters = Clusters::start_after(config, |host| async move {
+        let definitions: Api<CustomResourceDefinition> = Api::all(host.clone());
+        let pp = PostParams::default();
+        let definition = object::<CustomResourceDefinition>(json!({
+            "metadata": {"name": "issuers.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "issuers", "singular": "issuer", "kind": "Issuer", "listKind": "IssuerList"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }));
+        definitions.create(&pp, &definition).await.unwrap();
+        let _ = Api::<Namespace>::all(host.clone()).create(&pp, &object(json!({"metadata": {"name": "certs"}}))).await;
+        let api: Api<DynamicObject> = Api::namespaced_with(host.clone(), "certs", &resource);
+        let issuer: DynamicObject = object(json!({"apiVersion": "example.com/v1", "kind": "Issuer",
+            "metadata": {"name": "letsencrypt"}, "spec": {"acme": {"server": "https://acme.example"}}}));
+        for _ in 0..100 {
+            if api.create(&pp, &issuer).await.is_ok() {
+                let status = Patch::Merge(json!({"status": {"ready": true}}));
+                api.patch_status("letsencrypt", &PatchParams::default(), &status).await.unwrap();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the host never served issuers");
+    })
+    .await;
+    let v_issuers: Api<DynamicObject> = Api::namespaced_with(clusters.vc.clone(), "security", &issuers);
+    let copy = eventually("the host's issuer in the virtual cluster, with its status", || {
+        let v_issuers = v_issuers.clone();
+        async move { v_issuers.get("letsencrypt").await.ok().filter(|i| i.data["status"]["ready"] == true) }
+    })
+    .await;
+    assert_eq!(copy.data["spec"]["acme"]["server"], "https://acme.example");
+    let h_issuers: Api<DynamicObject> = Api::namespaced_with(clusters.host.clone(), "certs", &issuers);
+    h_issuers.delete("letsencrypt", &DeleteParams::default()).await.unwrap();
+    eventually("the copy to go with its source", || {
+        let v_issuers = v_issuers.clone();
+        async move { gone(v_issuers.get("letsencrypt").await).then_some(()) }
+    })
+    .await;
+    let definitions: Api<CustomResourceDefinition> = Api::all(clusters.host.clone());
+    let _ = definitions.delete("issuers.example.com", &DeleteParams::default()).await;
+    let _ = Api::<Namespace>::all(clusters.host.clone()).delete("certs", &DeleteParams::default()).await;
+}
+}

@@ -271,6 +271,25 @@ fn the_pod_security_standard_keeps_privileged_pods_off_the_host() {
     assert!(cluster.stop().success());
 }
 
+/// §5.5 through `vkube up` and kubectl: a host secret named in `sync.fromHost.secrets.mappings`
+/// shows in the virtual namespace the mapping names (made for it), and goes with its source.
+#[test]
+fn host_secrets_named_in_the_mappings_show_in_the_virtual_cluster() {
+    let config = "sync:\n  fromHost:\n    secrets:\n      enabled: true\n      mappings:\n        byName:\n          \"/registry-creds\": \"ci/*\"\n";
+    let cluster = common::VirtualCluster::start(common::HostKind::Simulated, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
+    host.ok(&["create", "secret", "generic", "registry-creds", "-n", "vcluster-vc1", "--from-literal=token=s3cr3t"]);
+    common::wait_until(std::time::Duration::from_secs(20), "the copy in namespace ci", || {
+        k.output(&["get", "secret", "registry-creds", "-n", "ci"]).status.success()
+    });
+    assert_eq!(k.ok(&["get", "secret", "registry-creds", "-n", "ci", "-o", "jsonpath={.data.token}"]), "czNjcjN0");
+    host.ok(&["delete", "secret", "registry-creds", "-n", "vcluster-vc1"]);
+    common::wait_until(std::time::Duration::from_secs(20), "the copy to go", || {
+        !k.output(&["get", "secret", "registry-creds", "-n", "ci"]).status.success()
+    });
+    assert!(cluster.stop().success());
+}
+
 /// §11.1: `controlPlane.advanced.workloadServiceAccount.name` is the account host pods run under,
 /// and `defaultImageRegistry` the registry of the rewrite-hosts image; §4.1: the labels of
 /// `sync.fromHost.nodes.selector` pin every host pod.

@@ -145,6 +145,19 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
         let line = format!("      {:?}: {{enabled: true}}\n", custom.key);
         if custom.to_host { to_custom.push_str(&line) } else { from_custom.push_str(&line) }
     }
+    let mut data_from_host = String::new();
+    for mapped in &config.mapped {
+        let by_name = serde_json::to_string(mapped.by_name.written()).unwrap();
+        let entry = format!("{{enabled: true, scope: Namespaced, mappings: {{byName: {by_name}}}}}");
+        match &mapped.kind {
+            vkube_syncer::MappedKind::ConfigMap => data_from_host
+                .push_str(&format!("    configMaps: {{enabled: true, mappings: {{byName: {by_name}}}}}\n")),
+            vkube_syncer::MappedKind::Secret => {
+                data_from_host.push_str(&format!("    secrets: {{enabled: true, mappings: {{byName: {by_name}}}}}\n"))
+            }
+            vkube_syncer::MappedKind::Custom(key) => from_custom.push_str(&format!("      {key:?}: {entry}\n")),
+        }
+    }
     let custom = |entries: &str| if entries.is_empty() { " {}\n".to_string() } else { format!("\n{entries}") };
     format!(
         "sync:\n  toHost:\n    pods: {{enabled: {}}}\n    configMaps: {{enabled: {}, all: {}}}\n    secrets: {{enabled: {}, all: {}}}\n    services: {{enabled: {}}}\n    endpoints: {{enabled: {}}}\n    persistentVolumeClaims: {{enabled: {}}}\n    ingresses: {{enabled: {}}}\n    networkPolicies: {{enabled: {}}}\n    podDisruptionBudgets: {{enabled: {}}}\n    serviceAccounts: {{enabled: {}}}\n    endpointSlices: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    persistentVolumes: {{enabled: {}}}\n    customResources:{}  fromHost:\n    events: {{enabled: {}}}\n    ingressClasses: {{enabled: {}}}\n    runtimeClasses: {{enabled: {}}}\n    priorityClasses: {{enabled: {}}}\n    storageClasses: {{enabled: {}}}\n    csiDrivers: {{enabled: {}}}\n    csiNodes: {{enabled: {}}}\n    csiStorageCapacities: {{enabled: {}}}\n    nodes: {{enabled: {}, syncBackChanges: {}, clearImageStatus: {}, selector: {{all: {}, labels: {}}}}}\n    customResources:{}",
@@ -179,7 +192,8 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
         config.nodes.all,
         serde_json::to_string(&config.nodes.labels).unwrap(),
         custom(&from_custom),
-    )
+    ) + &data_from_host
+        + &format!("vkube:\n  name: {}\n  hostNamespace: {}\n", config.context.name, config.context.host_namespace)
 }
 
 /// On the real host: the host namespace, the syncer's service account bound to the RBAC `vkube
@@ -191,8 +205,12 @@ async fn syncer_identity(admin: &kube::Client, kubeconfig: &str, config: &Syncer
     let yaml = vcluster_yaml(config);
     let vcluster = vkube_config::Config::from_yaml(&yaml).unwrap_or_else(|p| panic!("{yaml}\n{p:?}"));
     let apply = PatchParams::apply("vkube-test").force();
+    let default_namespace = namespace.clone();
     let create = |kind: &str, object: serde_json::Value| {
         let admin = admin.clone();
+        // A Role and its binding go to the namespace the manifest names (the host namespace, or
+        // one objects are copied from).
+        let namespace = object["metadata"]["namespace"].as_str().map(str::to_string);
         let (group, version, plural, namespaced) = match kind {
             "Namespace" => ("", "v1", "namespaces", false),
             "ServiceAccount" => ("", "v1", "serviceaccounts", true),
@@ -209,7 +227,7 @@ async fn syncer_identity(admin: &kube::Client, kubeconfig: &str, config: &Syncer
             plural: plural.into(),
         };
         let apply = apply.clone();
-        let namespace = namespace.clone();
+        let namespace = namespace.unwrap_or_else(|| default_namespace.clone());
         let kind = kind.to_string();
         async move {
             let api: Api<DynamicObject> = if namespaced {
@@ -231,14 +249,21 @@ async fn syncer_identity(admin: &kube::Client, kubeconfig: &str, config: &Syncer
     for mut manifest in vkube_config::rbac::manifests(&vcluster) {
         let kind = manifest["kind"].as_str().unwrap().to_string();
         let role = manifest["metadata"]["name"].as_str().unwrap().to_string();
-        manifest["metadata"]["namespace"] = json!(namespace);
+        let role_namespace = manifest["metadata"]["namespace"].as_str().unwrap_or(&namespace).to_string();
+        if kind == "Role" {
+            manifest["metadata"]["namespace"] = json!(role_namespace);
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": role_namespace}});
+            create("Namespace", ns).await;
+        }
         create(&kind, manifest).await;
         let binding_kind = if kind == "Role" { "RoleBinding" } else { "ClusterRoleBinding" };
+        let metadata =
+            if kind == "Role" { json!({"name": role, "namespace": role_namespace}) } else { json!({"name": role}) };
         create(
             binding_kind,
             json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding_kind,
-                "metadata": {"name": role},
+                "metadata": metadata,
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
                 "subjects": subject,
             }),
@@ -320,8 +345,11 @@ impl Clusters {
             config.mappings = Some(vkube_syncer::MappingStorage(virtual_server.state.registry.store.clone()));
         }
         let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
-        let syncer = tokio::spawn(vkube_syncer::run(vc.clone(), syncer_host.clone(), config, ready));
-        ready_rx.wait_for(|r| *r).await.unwrap();
+        let mut syncer = tokio::spawn(vkube_syncer::run(vc.clone(), syncer_host.clone(), config, ready));
+        tokio::select! {
+            ready = ready_rx.wait_for(|r| *r) => { ready.unwrap(); }
+            stopped = &mut syncer => panic!("the syncer stopped before it was ready: {stopped:?}"),
+        }
         Clusters {
             host,
             syncer_host,

@@ -580,6 +580,7 @@ fn translate_rules(config: &vkube_config::Config) -> anyhow::Result<vkube_syncer
 async fn grant_component_access(
     admin: &kube::Client,
     custom: &[vkube_syncer::CustomResourceSync],
+    mapped: &[vkube_syncer::MappedSync],
 ) -> anyhow::Result<()> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     let roles: kube::Api<ClusterRole> = kube::Api::all(admin.clone());
@@ -597,7 +598,7 @@ async fn grant_component_access(
     let role = serde_json::json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": syncer, "labels": {"app.kubernetes.io/managed-by": "vkube"}},
-        "rules": vkube_syncer::rbac::virtual_rules(custom),
+        "rules": vkube_syncer::rbac::virtual_rules(custom, mapped),
     });
     roles.patch(syncer, &params, &kube::api::Patch::Apply(&role)).await.context("granting the syncer its role")?;
     bindings
@@ -719,7 +720,32 @@ pub async fn start(
         }
         let patches = vkube_syncer::patches::Patches::new(rules)
             .map_err(|problem| anyhow::anyhow!("sync.{direction}.customResources[{key:?}].translate: {problem}"))?;
-        syncer_config.custom_resources.push(vkube_syncer::CustomResourceSync { key: key.clone(), to_host, patches });
+        match from.get(key).filter(|entry| !to_host && entry.scope == "Namespaced") {
+            // Namespaced host objects are copied by name (§8.4).
+            Some(entry) => syncer_config.mapped.push(vkube_syncer::MappedSync {
+                kind: vkube_syncer::MappedKind::Custom(key.clone()),
+                by_name: by_name(&format!("sync.fromHost.customResources[{key:?}].mappings"), &entry.mappings)?,
+                patches,
+            }),
+            None => syncer_config.custom_resources.push(vkube_syncer::CustomResourceSync {
+                key: key.clone(),
+                to_host,
+                patches,
+            }),
+        }
+    }
+    for (kind, entry) in [
+        (vkube_syncer::MappedKind::ConfigMap, &config.sync.from_host.config_maps),
+        (vkube_syncer::MappedKind::Secret, &config.sync.from_host.secrets),
+    ] {
+        if entry.enabled {
+            let what = match kind {
+                vkube_syncer::MappedKind::ConfigMap => "sync.fromHost.configMaps.mappings",
+                _ => "sync.fromHost.secrets.mappings",
+            };
+            let by_name = by_name(what, &entry.mappings)?;
+            syncer_config.mapped.push(vkube_syncer::MappedSync { kind, by_name, patches: Default::default() });
+        }
     }
     let (to, from) = (&config.sync.to_host, &config.sync.from_host);
     syncer_config.optional = vkube_syncer::OptionalKinds {
@@ -757,7 +783,7 @@ pub async fn start(
     // The syncer and the controllers act inside the virtual cluster as their own users, bound
     // to what they need (the admin's kubeconfig stays the tenant's).
     let pki = server.pki.as_ref().context("the virtual API server has no certificates")?;
-    grant_component_access(&virtual_client, &syncer_config.custom_resources).await?;
+    grant_component_access(&virtual_client, &syncer_config.custom_resources, &syncer_config.mapped).await?;
     let component_kubeconfig = |user: &str| -> anyhow::Result<String> {
         let (cert, key) =
             pki.client_certificate(user, &[]).with_context(|| format!("issuing a certificate for {user}"))?;
@@ -837,6 +863,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     syncer.abort();
     server.shutdown().await;
     Ok(())
+}
+
+/// Parsed `mappings.byName` (validation already refused bad ones; this names the field if not).
+fn by_name(what: &str, mappings: &vkube_config::Mappings) -> anyhow::Result<vkube_config::mappings::ByName> {
+    vkube_config::mappings::ByName::parse(what, &mappings.by_name)
+        .map_err(|problems| anyhow::anyhow!("{what}: {}", problems.join("; ")))
 }
 
 #[cfg(test)]
