@@ -33,7 +33,8 @@ pub struct ByName {
     written: BTreeMap<String, String>,
 }
 
-fn dns_label(name: &str) -> bool {
+/// A DNS-1123 label (namespace names).
+pub(crate) fn dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -21,13 +21,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
 
 type Add<'a> = dyn FnMut(String, String) + 'a;
 
-fn dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
+use crate::mappings::dns_label;
 
 fn vkube_settings(config: &Config, add: &mut Add<'_>) {
     let name = &config.vkube.name;
