@@ -182,6 +182,17 @@ pub fn host_rbac(config: &Config) -> HostRbac {
             }
         }
     }
+    // Replicated host services and their endpoints are read where they are (§12.4).
+    for mapping in &config.networking.replicate_services.from_host {
+        let namespace = mapping.from.split_once('/').map(|(ns, _)| ns.to_string()).unwrap_or(host_namespace.clone());
+        if namespace != host_namespace {
+            let rules = sources.entry(namespace).or_default();
+            let read = rule(&[""], &["services", "endpoints"], READ);
+            if !rules.contains(&read) {
+                rules.push(read);
+            }
+        }
+    }
     HostRbac { role, cluster_role: cluster, sources }
 }
 
@@ -282,5 +293,18 @@ mod tests {
             .map(|m| m["metadata"]["namespace"].as_str().unwrap())
             .collect();
         assert_eq!(roles, ["vcluster-vc1", "certs", "shared"]);
+    }
+
+    #[test]
+    fn replicated_host_services_are_read_in_their_namespace() {
+        let config = Config::from_yaml(
+            "networking:\n  replicateServices:\n    fromHost: [{from: data/db, to: default/db}, {from: data/cache, to: default/cache}, {from: own, to: default/own}]\n",
+        )
+        .unwrap();
+        let rbac = host_rbac(&config);
+        assert_eq!(rbac.sources.keys().collect::<Vec<_>>(), ["data"]);
+        assert_eq!(rbac.sources["data"].len(), 1);
+        assert!(has(&rbac.sources["data"], "", "endpoints", "watch"));
+        assert!(rbac.cluster_role.is_empty(), "nothing cluster-wide");
     }
 }

@@ -12,6 +12,7 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
     cross_rules(config, &mut add);
     custom_resources(config, &mut add);
     data_from_host(config, &mut add);
+    replicated_services(config, &mut add);
     class_selectors(config, &mut add);
     for (path, list, custom) in translate_lists(config) {
         translate(&path, list, custom, &mut add);
@@ -299,6 +300,49 @@ fn data_from_host(config: &Config, add: &mut Add<'_>) {
     for (kind, entry) in [("configMaps", &from.config_maps), ("secrets", &from.secrets)] {
         if entry.enabled {
             mappings(&format!("sync.fromHost.{kind}.mappings"), &entry.mappings, add);
+        }
+    }
+}
+
+/// `networking.replicateServices` (§12.4): host services come in as `ns/name` (from: `name` or
+/// `ns/name`), virtual services go out under a plain name (from: `ns/name`).
+fn replicated_services(config: &Config, add: &mut Add<'_>) {
+    let replicate = &config.networking.replicate_services;
+    let name_ok = |name: &str| crate::mappings::dns_label(name);
+    let qualified = |value: &str| value.split_once('/').is_some_and(|(ns, n)| name_ok(ns) && name_ok(n));
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, mapping) in replicate.from_host.iter().enumerate() {
+        let from_ok = qualified(&mapping.from) || name_ok(&mapping.from);
+        if !from_ok || !qualified(&mapping.to) {
+            add(
+                format!("networking.replicateServices.fromHost[{i}]"),
+                format!(
+                    "invalid service mapping {:?} → {:?}, please use from: namespace1/service1 (or service1 in the host namespace), to: namespace2/service2",
+                    mapping.from, mapping.to
+                ),
+            );
+        } else if !seen.insert(mapping.to.clone()) {
+            add(
+                format!("networking.replicateServices.fromHost[{i}].to"),
+                format!("{:?} is the target of two mappings", mapping.to),
+            );
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, mapping) in replicate.to_host.iter().enumerate() {
+        if !qualified(&mapping.from) || !name_ok(&mapping.to) {
+            add(
+                format!("networking.replicateServices.toHost[{i}]"),
+                format!(
+                    "invalid service mapping {:?} → {:?}, please use from: namespace1/service1, to: service2 (a service of the host namespace)",
+                    mapping.from, mapping.to
+                ),
+            );
+        } else if !seen.insert(mapping.to.clone()) {
+            add(
+                format!("networking.replicateServices.toHost[{i}].to"),
+                format!("{:?} is the target of two mappings", mapping.to),
+            );
         }
     }
 }

@@ -9,7 +9,8 @@ use crate::Problem;
 /// Keys the reference `vcluster.yaml` has that vkube does not implement (yet), by parent path,
 /// with what to do instead.
 const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
-    ("", "networking", "vkube has no networking settings yet"),
+    ("networking", "resolveDNS", "vkube's DNS server does not resolve host names yet"),
+    ("networking", "advanced", "vkube's cluster domain and kubelet proxying are fixed"),
     ("policies", "resourceQuota", "vkube does not create a host resource quota yet"),
     ("policies", "limitRange", "vkube does not create a host limit range yet"),
     ("policies", "networkPolicy", "vkube does not create host network policies yet"),

@@ -18,6 +18,40 @@ pub struct Config {
     pub sync: Sync,
     /// Policies the virtual cluster enforces on its workloads.
     pub policies: Policies,
+    /// Networking options related to the virtual cluster.
+    pub networking: Networking,
+}
+
+/// `networking`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Networking {
+    /// ReplicateServices allows replicating services from the host within the virtual cluster or the other way around.
+    pub replicate_services: ReplicateServices,
+}
+
+/// `networking.replicateServices`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReplicateServices {
+    /// ToHost defines the services that should get synced from virtual cluster to the host cluster. If services are
+    /// synced to a different namespace than the virtual cluster is in, additional permissions for the other namespace
+    /// are required.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to_host: Vec<ServiceMapping>,
+    /// FromHost defines the services that should get synced from the host to the virtual cluster.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_host: Vec<ServiceMapping>,
+}
+
+/// One replicated service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServiceMapping {
+    /// From is the service that should get synced. Can be either in the form name or namespace/name.
+    pub from: String,
+    /// To is the target service that it should get synced to. Can be either in the form name or namespace/name.
+    pub to: String,
 }
 
 /// Policies the virtual cluster enforces on its workloads.

@@ -748,7 +748,7 @@ pub(crate) struct Wiring<'a> {
 
 impl Wiring<'_> {
     /// Keeps a started reflector's task and a way to wait for its initial list.
-    fn started<K>(&mut self, (store, task): (Store<K>, tokio::task::JoinHandle<()>)) -> Store<K>
+    pub(crate) fn started<K>(&mut self, (store, task): (Store<K>, tokio::task::JoinHandle<()>)) -> Store<K>
     where
         K: Resource + Clone + Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,

@@ -22,6 +22,7 @@ pub mod patches;
 mod pods;
 pub mod rbac;
 mod refs;
+mod replicate;
 mod services;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -54,6 +55,7 @@ pub use custom::CustomResourceSync;
 pub use extra::OptionalKinds;
 pub use mapped::{MappedKind, MappedSync};
 pub use metrics::Metrics;
+pub use replicate::ServiceReplication;
 pub use services::{HostAllocation, allocate_on_host, release_on_host};
 
 use mappings::{Mappings, NameMapping, ObjectName};
@@ -123,6 +125,8 @@ pub struct SyncerConfig {
     /// How virtual nodes are made (`sync.fromHost.nodes`; the name, tolerations and version are
     /// filled in at start).
     pub nodes: vkube_translate::nodes::NodeSettings,
+    /// `networking.replicateServices`.
+    pub replicate: ServiceReplication,
     /// Host objects copied into the virtual cluster by name (`sync.fromHost.configMaps|secrets`,
     /// namespaced `sync.fromHost.customResources`).
     pub mapped: Vec<MappedSync>,
@@ -167,6 +171,7 @@ impl SyncerConfig {
             nodes: Default::default(),
             pod_security: None,
             mapped: Vec::new(),
+            replicate: ServiceReplication::default(),
         }
     }
 }
@@ -226,6 +231,12 @@ enum Work {
     ClusterToHost(extra::ClusterKind, String),
     /// Reconcile object `namespace/name` of the configured custom resource at this index.
     Custom(usize, String, String),
+    /// Reconcile the virtual replica of the host service `networking.replicateServices.fromHost[i]`.
+    ReplicaFromHost(usize),
+    /// Reconcile the host replica of the virtual service `networking.replicateServices.toHost[i]`.
+    ReplicaToHost(usize),
+    /// Remove replicated services no longer configured.
+    StaleReplicas,
     /// Reconcile the virtual copy of host object `namespace/name` of the mapped kind at this index.
     Mapped(usize, String, String),
     /// Reconcile the virtual copy of host CSI storage capacity `namespace/name`.
@@ -251,6 +262,7 @@ impl Work {
             Work::Custom(..) => "CustomResource",
             Work::Capacity(..) => "CSIStorageCapacity",
             Work::Mapped(..) => "FromHost",
+            Work::ReplicaFromHost(_) | Work::ReplicaToHost(_) | Work::StaleReplicas => "ReplicatedService",
             Work::Namespace(..) => "Namespace",
         }
     }
@@ -325,6 +337,8 @@ struct Syncer {
     customs: Vec<custom::Custom>,
     /// Host objects copied into the virtual cluster by name, by index of `SyncerConfig::mapped`.
     mapped: Vec<mapped::Mapped>,
+    /// Replicated services' caches.
+    replication: replicate::Replication,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -793,6 +807,9 @@ impl Syncer {
             Work::Custom(index, namespace, name) => self.reconcile_custom(*index, namespace, name).await,
             Work::Capacity(namespace, name) => self.reconcile_capacity(namespace, name).await,
             Work::Mapped(index, namespace, name) => self.reconcile_mapped(*index, namespace, name).await,
+            Work::ReplicaFromHost(index) => self.reconcile_replica_from_host(*index).await,
+            Work::ReplicaToHost(index) => self.reconcile_replica_to_host(*index).await,
+            Work::StaleReplicas => self.remove_stale_replicas().await,
             Work::Namespace(name) => {
                 // Each pod's reconcile re-projects the namespace's labels onto its host pod.
                 for pod in self.virtual_pods.state().iter().filter(|p| p.namespace().as_deref() == Some(name.as_str()))
@@ -935,7 +952,7 @@ fn slim_host_pod(pod: &mut Pod) {
 }
 
 /// A reflector whose cache keeps objects as they come (minus managed fields).
-fn reflect<K>(
+pub(crate) fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     on_change: impl Fn(&K, bool) + Send + 'static,
@@ -1251,6 +1268,7 @@ pub async fn run(
     let mut extras = extra::Extras::default();
     let mut customs = Vec::new();
     let mut mapped = Vec::new();
+    let replication;
     let mut extras_ready = Vec::new();
     {
         let mut wiring = extra::Wiring {
@@ -1361,6 +1379,7 @@ pub async fn run(
             };
             mapped.push(mapped::start(index, sync.clone(), resource, has_status, &mut wiring));
         }
+        replication = replicate::start(&config.replicate, &mut wiring);
         let marker = vkube_translate::names::marker(&context, false);
         if optional.priority_classes_to_host {
             extras.priority_classes_to_host =
@@ -1455,6 +1474,7 @@ pub async fn run(
         extras,
         customs,
         mapped,
+        replication,
         unbound,
         node_sync,
         last_synced: Mutex::new(HashMap::new()),

@@ -189,7 +189,7 @@ impl Syncer {
     }
 
     /// Creates virtual namespace `name` if it does not exist.
-    async fn ensure_virtual_namespace(&self, name: &str) -> Result<(), kube::Error> {
+    pub(crate) async fn ensure_virtual_namespace(&self, name: &str) -> Result<(), kube::Error> {
         let namespaces: Api<Namespace> = Api::all(self.virtual_client.clone());
         if namespaces.get_opt(name).await?.is_some() {
             return Ok(());

@@ -2394,3 +2394,132 @@ async fn namespaced_custom_resources_come_from_the_host_by_name() {
     let _ = Api::<Namespace>::all(clusters.host.clone()).delete("certs", &DeleteParams::default()).await;
 }
 }
+
+on_both_hosts! {
+/// §12.4 `networking.replicateServices`: a host service (another namespace's, and one of the
+/// host namespace with hand-made endpoints) shows in the virtual cluster as a headless service
+/// whose endpoints reach it, following its ports and going with it; a virtual service is exposed
+/// in the host namespace under a plain name, selecting its pods; the ordinary service syncer
+/// leaves replicas alone; replicas no longer configured go at the next start.
+async fn services_are_replicated_both_ways() {
+    let mut config = syncer_config();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    config.replicate = vkube_syncer::ServiceReplication {
+        from_host: vec![(pair("data", "db"), pair("default", "database")), (pair(HNS, "metrics"), pair("monitoring", "metrics"))],
+        to_host: vec![(pair("shop", "api"), "shop-api".to_string())],
+    };
+    let clusters = Clusters::start(config).await;
+    let pp = PostParams::default();
+    let (host, vc) = (clusters.host.clone(), clusters.vc.clone());
+    let _ = Api::<Namespace>::all(host.clone()).create(&pp, &object(json!({"metadata": {"name": "data"}}))).await;
+    let h_data: Api<Service> = Api::namespaced(host.clone(), "data");
+    h_data
+        .create(&pp, &object(json!({"metadata": {"name": "db"}, "spec": {"ports": [{"name": "pg", "port": 5432}]}})))
+        .await
+        .unwrap();
+    let host_ip = h_data.get("db").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    let h_services: Api<Service> = Api::namespaced(host.clone(), HNS);
+    h_services
+        .create(&pp, &object(json!({"metadata": {"name": "metrics"}, "spec": {"clusterIP": "None", "ports": [{"port": 9090}]}})))
+        .await
+        .unwrap();
+    let h_endpoints: Api<Endpoints> = Api::namespaced(host.clone(), HNS);
+    h_endpoints
+        .create(&pp, &object(json!({"metadata": {"name": "metrics"},
+            "subsets": [{"addresses": [{"ip": "10.1.2.3"}], "ports": [{"port": 9090}]}]})))
+        .await
+        .unwrap();
+
+    let v_services: Api<Service> = Api::namespaced(vc.clone(), "default");
+    let v_endpoints: Api<Endpoints> = Api::namespaced(vc.clone(), "default");
+    let ip = |e: &Endpoints| {
+        e.subsets.as_ref()?.first()?.addresses.as_ref()?.first().map(|a| a.ip.clone())
+    };
+    let endpoints = eventually("the replica of data/db reaching the host service", || {
+        let (v_services, v_endpoints) = (v_services.clone(), v_endpoints.clone());
+        async move {
+            v_services.get("database").await.ok()?;
+            v_endpoints.get("database").await.ok()
+        }
+    })
+    .await;
+    assert_eq!(ip(&endpoints).as_deref(), Some(host_ip.as_str()));
+    let replica = v_services.get("database").await.unwrap();
+    assert_eq!(replica.labels()["vcluster.loft.sh/controlled-by"], "vcluster");
+    assert_eq!(replica.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+    let m_endpoints: Api<Endpoints> = Api::namespaced(vc.clone(), "monitoring");
+    let metrics = eventually("the replica of the host namespace's headless service", || {
+        let m_endpoints = m_endpoints.clone();
+        async move { m_endpoints.get("metrics").await.ok().filter(|e| ip(e).is_some()) }
+    })
+    .await;
+    assert_eq!(ip(&metrics).as_deref(), Some("10.1.2.3"));
+
+    // The host service changes: the replica follows; a tenant's removal of it is undone.
+    let ports = json!({"spec": {"ports": [{"name": "pg", "port": 5432}, {"name": "admin", "port": 5433}]}});
+    h_data.patch("db", &PatchParams::default(), &Patch::Merge(ports)).await.unwrap();
+    eventually("the new port on the replica and its endpoints", || {
+        let (v_services, v_endpoints) = (v_services.clone(), v_endpoints.clone());
+        async move {
+            let ports = v_services.get("database").await.ok()?.spec?.ports?;
+            let endpoint_ports = v_endpoints.get("database").await.ok()?.subsets?.first()?.ports.clone()?;
+            (ports.len() == 2 && endpoint_ports.len() == 2).then_some(())
+        }
+    })
+    .await;
+    v_services.delete("database", &DeleteParams::default()).await.unwrap();
+    eventually("the replica made again", || {
+        let v_services = v_services.clone();
+        async move { v_services.get("database").await.ok().map(|_| ()) }
+    })
+    .await;
+    assert!(gone(h_services.get("database-x-default-x-vc").await), "the service syncer leaves replicas alone");
+
+    // A virtual service goes to the host under its plain name, selecting its pods.
+    let _ = Api::<Namespace>::all(vc.clone()).create(&pp, &object(json!({"metadata": {"name": "shop"}}))).await;
+    let v_shop: Api<Service> = Api::namespaced(vc.clone(), "shop");
+    v_shop
+        .create(&pp, &object(json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "ports": [{"port": 8080}]}})))
+        .await
+        .unwrap();
+    let exposed = eventually("the host replica of shop/api", || {
+        let h_services = h_services.clone();
+        async move { h_services.get("shop-api").await.ok() }
+    })
+    .await;
+    assert_eq!(exposed.labels()["vcluster.loft.sh/controlled-by"], "vcluster");
+    let selector = exposed.spec.as_ref().unwrap().selector.clone().unwrap();
+    assert_eq!(selector["vcluster.loft.sh/namespace"], "shop");
+    assert_eq!(selector["vcluster.loft.sh/managed-by"], "vc");
+    v_shop.patch("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"ports": [{"port": 9000}]}}))).await.unwrap();
+    eventually("the host replica's port to follow", || {
+        let h_services = h_services.clone();
+        async move { (h_services.get("shop-api").await.ok()?.spec?.ports?[0].port == 9000).then_some(()) }
+    })
+    .await;
+
+    // The host service goes: so does its replica.
+    h_data.delete("db", &DeleteParams::default()).await.unwrap();
+    eventually("the replica to go with the host service", || {
+        let (v_services, v_endpoints) = (v_services.clone(), v_endpoints.clone());
+        async move { (gone(v_services.get("database").await) && gone(v_endpoints.get("database").await)).then_some(()) }
+    })
+    .await;
+
+    // Restarted without replication: the replicas left from before go.
+    clusters.syncer.abort();
+    let mut config = syncer_config();
+    config.mappings = Some(vkube_syncer::MappingStorage(clusters.virtual_server.state.registry.store.clone()));
+    let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    let restarted = tokio::spawn(vkube_syncer::run(vc.clone(), clusters.syncer_host.clone(), config, ready));
+    ready_rx.wait_for(|r| *r).await.unwrap();
+    eventually("replicas no longer configured to go", || {
+        let (m_services, h_services) = (Api::<Service>::namespaced(vc.clone(), "monitoring"), h_services.clone());
+        async move { (gone(m_services.get("metrics").await) && gone(h_services.get("shop-api").await)).then_some(()) }
+    })
+    .await;
+    assert!(v_shop.get("api").await.is_ok(), "the tenant's own service stays");
+    restarted.abort();
+    let _ = Api::<Namespace>::all(host.clone()).delete("data", &DeleteParams::default()).await;
+}
+}

@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod pod_security;
 pub mod pods;
 pub mod quantity;
+pub mod replicate;
 pub mod services;
 
 /// The virtual cluster a translation is for.

@@ -290,6 +290,32 @@ fn host_secrets_named_in_the_mappings_show_in_the_virtual_cluster() {
     assert!(cluster.stop().success());
 }
 
+/// §12.4 through `vkube up` and kubectl: a host service named in
+/// `networking.replicateServices.fromHost` (by its plain name: the host namespace) shows in the
+/// virtual cluster, its endpoints reaching the host service's address.
+#[test]
+fn replicated_host_services_show_in_the_virtual_cluster() {
+    let config = "networking:\n  replicateServices:\n    fromHost:\n      - {from: billing, to: default/billing}\n";
+    let cluster = common::VirtualCluster::start(common::HostKind::Simulated, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
+    host.ok(&["create", "service", "clusterip", "billing", "--tcp=443", "-n", "vcluster-vc1"]);
+    let host_ip = host.ok(&["get", "service", "billing", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.clusterIP}"]);
+    let mut ip = String::new();
+    common::wait_until(std::time::Duration::from_secs(20), "the replica's endpoints", || {
+        ip = String::from_utf8_lossy(
+            &k.output(&["get", "endpoints", "billing", "-o", "jsonpath={.subsets[0].addresses[0].ip}"]).stdout,
+        )
+        .to_string();
+        !ip.is_empty()
+    });
+    assert_eq!(ip, host_ip);
+    assert_eq!(
+        k.ok(&["get", "service", "billing", "-o", "jsonpath={.spec.clusterIP} {.spec.ports[0].port}"]),
+        "None 443"
+    );
+    assert!(cluster.stop().success());
+}
+
 /// §11.1: `controlPlane.advanced.workloadServiceAccount.name` is the account host pods run under,
 /// and `defaultImageRegistry` the registry of the rewrite-hosts image; §4.1: the labels of
 /// `sync.fromHost.nodes.selector` pin every host pod.

@@ -194,6 +194,16 @@ pub fn vcluster_yaml(config: &SyncerConfig) -> String {
         custom(&from_custom),
     ) + &data_from_host
         + &format!("vkube:\n  name: {}\n  hostNamespace: {}\n", config.context.name, config.context.host_namespace)
+        + &replicate_yaml(&config.replicate)
+}
+
+/// `networking.replicateServices` of `replicate`.
+fn replicate_yaml(replicate: &vkube_syncer::ServiceReplication) -> String {
+    let from: Vec<String> =
+        replicate.from_host.iter().map(|((hn, hs), (vn, vs))| format!("{{from: {hn}/{hs}, to: {vn}/{vs}}}")).collect();
+    let to: Vec<String> =
+        replicate.to_host.iter().map(|((vn, vs), host)| format!("{{from: {vn}/{vs}, to: {host}}}")).collect();
+    format!("networking:\n  replicateServices:\n    fromHost: [{}]\n    toHost: [{}]\n", from.join(", "), to.join(", "))
 }
 
 /// On the real host: the host namespace, the syncer's service account bound to the RBAC `vkube

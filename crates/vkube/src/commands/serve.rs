@@ -695,6 +695,20 @@ pub async fn start(
         sync_back: nodes.sync_back_changes,
         ..Default::default()
     };
+    let replicate = &config.networking.replicate_services;
+    let split = |value: &str, default_namespace: &str| match value.split_once('/') {
+        Some((namespace, name)) => (namespace.to_string(), name.to_string()),
+        None => (default_namespace.to_string(), value.to_string()),
+    };
+    let host_namespace = config.host_namespace();
+    syncer_config.replicate = vkube_syncer::ServiceReplication {
+        from_host: replicate
+            .from_host
+            .iter()
+            .map(|m| (split(&m.from, &host_namespace), split(&m.to, "default")))
+            .collect(),
+        to_host: replicate.to_host.iter().map(|m| (split(&m.from, "default"), m.to.clone())).collect(),
+    };
     syncer_config.pod_security = vkube_translate::pod_security::Level::parse(&config.policies.pod_security_standard);
     syncer_config.all_config_maps = config.sync.to_host.config_maps.all;
     syncer_config.all_secrets = config.sync.to_host.secrets.all;
