@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use vkube_translate::claims::{fake_volume, host_claim_with, virtual_claim_patch};
+use vkube_translate::claims::{HOST_PV, fake_volume, host_claim_with, imported_volume, virtual_claim_patch};
 use vkube_translate::names::host_name;
 
 use crate::cached_host;
@@ -134,40 +134,85 @@ impl Syncer {
         }
     }
 
-    /// The fake persistent volume `name` exists exactly while a virtual claim is bound to it.
+    /// The volume a virtual claim is bound to exists exactly while it is: a fake one, or with
+    /// `sync.toHost.persistentVolumes.enabled` the host volume provisioned for the claim's host
+    /// copy, imported under its own name (§3.9).
     pub(crate) async fn reconcile_volume(&self, name: &str) -> Result<(), kube::Error> {
-        if let Some(tenant) = &self.extras.volumes_to_host
-            && cached(&tenant.virtual_objects, None, name).is_some()
-        {
-            // The tenant's own volume (synced to the host), not one to fake.
+        let tenant = self.extras.volumes_to_host.as_ref().and_then(|t| cached(&t.virtual_objects, None, name));
+        if tenant.as_ref().is_some_and(|v| !v.annotations().contains_key(HOST_PV)) {
+            // The tenant's own volume (synced to the host), not one to fake or import.
             return Ok(());
         }
         let user = lock(&self.volume_users).get(name).cloned();
         let claim = user
             .and_then(|(ns, claim)| cached(&self.claims, Some(&ns), &claim))
             .filter(|c| c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(name));
-        let volume = cached(&self.volumes, None, name);
+        let volume = cached(&self.volumes, None, name).or(tenant);
         let api: Api<PersistentVolume> = Api::all(self.virtual_client.clone());
-        match (claim, volume) {
-            (None, None) => Ok(()),
-            (None, Some(volume)) => {
+        let remove = |volume: std::sync::Arc<PersistentVolume>| {
+            let api = api.clone();
+            async move {
                 if volume.finalizers().iter().len() > 0 {
                     let patch = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-                    ignore_not_found(api.patch(name, &PatchParams::apply(MANAGER), &patch).await)?;
+                    ignore_not_found(api.patch(&volume.name_any(), &PatchParams::apply(MANAGER), &patch).await)?;
                 }
-                ignore_not_found(api.delete(name, &DeleteParams::default()).await)
+                ignore_not_found(api.delete(&volume.name_any(), &DeleteParams::default()).await)
             }
-            (Some(claim), volume) => {
-                if volume.is_none() {
-                    ensure(&api, fake_volume(&to_value(claim.as_ref()), name)).await?;
-                }
-                let phase = volume.as_ref().and_then(|v| v.status.as_ref()).and_then(|s| s.phase.as_deref());
-                if phase != Some("Bound") {
-                    let patch = Patch::Merge(json!({"status": {"phase": "Bound"}}));
-                    ignore_not_found(api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
-                }
-                Ok(())
+        };
+        let Some(claim) = claim else {
+            return match volume {
+                Some(volume) => remove(volume).await,
+                None => Ok(()),
+            };
+        };
+        if self.config.optional.persistent_volumes_to_host {
+            let host_api: Api<PersistentVolume> = Api::all(self.host_client.clone());
+            let Some(host_volume) = host_api.get_opt(name).await? else {
+                // The host volume is gone: so is its import.
+                return match volume.filter(|v| v.annotations().contains_key(HOST_PV)) {
+                    Some(volume) => remove(volume).await,
+                    None => Ok(()),
+                };
+            };
+            let desired = imported_volume(&to_value(&host_volume), &to_value(claim.as_ref()));
+            let Some(current) = volume else {
+                ensure(&api, desired.clone()).await?;
+                let patch = Patch::Merge(json!({"status": desired["status"]}));
+                return ignore_not_found(api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await);
+            };
+            if !current.annotations().contains_key(HOST_PV) {
+                // A fake volume from before: the import takes its place.
+                return remove(current).await;
             }
+            let current_value = to_value(current.as_ref());
+            let differs = |key: &str| {
+                let strip = |v: &Value| {
+                    let mut v = v.get(key).cloned().unwrap_or(Value::Null);
+                    if let Some(claim) = v.get_mut("claimRef").and_then(Value::as_object_mut) {
+                        claim.remove("resourceVersion");
+                    }
+                    v
+                };
+                strip(&current_value) != strip(&desired)
+            };
+            if differs("spec") {
+                let patch = Patch::Merge(json!({"spec": desired["spec"]}));
+                ignore_not_found(api.patch(name, &PatchParams::apply(MANAGER), &patch).await)?;
+            }
+            if differs("status") {
+                let patch = Patch::Merge(json!({"status": desired["status"]}));
+                ignore_not_found(api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
+            }
+            return Ok(());
         }
+        if volume.is_none() {
+            ensure(&api, fake_volume(&to_value(claim.as_ref()), name)).await?;
+        }
+        let phase = volume.as_ref().and_then(|v| v.status.as_ref()).and_then(|s| s.phase.as_deref());
+        if phase != Some("Bound") {
+            let patch = Patch::Merge(json!({"status": {"phase": "Bound"}}));
+            ignore_not_found(api.patch_status(name, &PatchParams::apply(MANAGER), &patch).await)?;
+        }
+        Ok(())
     }
 }

@@ -322,6 +322,13 @@ impl Syncer {
             ..pair
         };
         let virtual_object = cached(&kind.virtual_objects, None, name);
+        if virtual_object.as_ref().is_some_and(|v| {
+            v.meta().annotations.as_ref().is_some_and(|a| a.contains_key(vkube_translate::claims::HOST_PV))
+        }) {
+            // A volume imported from the host (§3.9), not the tenant's.
+            self.queue.send(crate::Work::Volume(name.to_string()));
+            return Ok(());
+        }
         let host_object = cached_host(&kind.host_objects, None, &host).filter(|h| {
             crate::virtual_key_of(&self.mappings, label, h.as_ref()).is_some_and(|(ns, n)| ns.is_empty() && n == name)
                 || h.annotations().get(vkube_translate::metadata::OBJECT_NAME).is_some_and(|n| n == name)

@@ -2523,3 +2523,54 @@ async fn services_are_replicated_both_ways() {
     let _ = Api::<Namespace>::all(host.clone()).delete("data", &DeleteParams::default()).await;
 }
 }
+
+on_both_hosts! {
+/// §3.9 with `sync.toHost.persistentVolumes.enabled`: the host volume provisioned for a synced
+/// claim is imported under its own name (bound to the virtual claim, marked
+/// `vcluster.loft.sh/host-pv`, no fake-volume label, not copied back to the host as the
+/// tenant's), and goes with the claim.
+async fn host_volumes_provisioned_for_claims_are_imported() {
+    let mut config = syncer_config();
+    config.optional.persistent_volumes_to_host = true;
+    let clusters = Clusters::start(config).await;
+    let v_claims: Api<PersistentVolumeClaim> = Api::namespaced(clusters.vc.clone(), "default");
+    let v_volumes: Api<PersistentVolume> = Api::all(clusters.vc.clone());
+    let h_volumes: Api<PersistentVolume> = Api::all(clusters.host.clone());
+    let claim = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}});
+    v_claims.create(&PostParams::default(), &object(claim)).await.unwrap();
+    let volume = eventually("the virtual claim bound", || {
+        let v_claims = v_claims.clone();
+        async move {
+            let claim = v_claims.get("data").await.ok()?;
+            (claim.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(claim.spec?.volume_name?)
+        }
+    })
+    .await;
+    let host_volume = h_volumes.get(&volume).await.unwrap();
+    let imported = eventually("the imported volume, bound", || {
+        let (v_volumes, volume) = (v_volumes.clone(), volume.clone());
+        async move {
+            let pv = v_volumes.get(&volume).await.ok()?;
+            (pv.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(pv)
+        }
+    })
+    .await;
+    assert_eq!(imported.annotations().get("vcluster.loft.sh/host-pv"), Some(&volume));
+    assert!(!imported.labels().contains_key("vcluster.loft.sh/fake-pv"), "not a fake volume");
+    let spec = imported.spec.unwrap();
+    let claim_ref = spec.claim_ref.unwrap();
+    assert_eq!((claim_ref.namespace.as_deref(), claim_ref.name.as_deref()), (Some("default"), Some("data")));
+    assert_eq!(spec.capacity, host_volume.spec.as_ref().unwrap().capacity, "the host's capacity");
+    // The import is not the tenant's volume: no host copy of it is made.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let host_names: Vec<String> = h_volumes.list(&ListParams::default()).await.unwrap().items.iter().map(|v| v.name_any()).collect();
+    assert!(!host_names.iter().any(|n| n.starts_with("vcluster-")), "{host_names:?}");
+
+    v_claims.delete("data", &DeleteParams::default()).await.unwrap();
+    eventually("the imported volume to go with its claim", || {
+        let (v_volumes, volume) = (v_volumes.clone(), volume.clone());
+        async move { gone(v_volumes.get(&volume).await).then_some(()) }
+    })
+    .await;
+}
+}

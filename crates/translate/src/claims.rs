@@ -21,6 +21,8 @@ pub const BIND_ANNOTATIONS: &[&str] = &[
 
 /// Label of the persistent volumes the virtual cluster shows for bound claims.
 pub const FAKE_PV: &str = "vcluster.loft.sh/fake-pv";
+/// On a virtual volume imported from the host: the host volume's name (§3.9).
+pub const HOST_PV: &str = "vcluster.loft.sh/host-pv";
 
 fn strings(value: Option<&Value>) -> BTreeMap<String, String> {
     value
@@ -173,9 +175,64 @@ pub fn fake_volume(claim: &Value, volume: &str) -> Value {
     })
 }
 
+/// The virtual copy of host volume `host` (dynamically provisioned for the host copy of
+/// `claim`), imported under its own name (§3.9): the host's spec and status, bound to the
+/// virtual claim, with the claim's class, marked with [`HOST_PV`].
+pub fn imported_volume(host: &Value, claim: &Value) -> Value {
+    let name = host.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let mut annotations = host.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default();
+    annotations.insert(HOST_PV.into(), json!(name));
+    let labels = host.pointer("/metadata/labels").cloned().filter(|l| !l.is_null()).unwrap_or_else(|| json!({}));
+    let mut spec = host.get("spec").cloned().unwrap_or(json!({}));
+    spec["claimRef"] = json!({
+        "kind": "PersistentVolumeClaim",
+        "apiVersion": "v1",
+        "namespace": claim.pointer("/metadata/namespace"),
+        "name": claim.pointer("/metadata/name"),
+        "uid": claim.pointer("/metadata/uid"),
+        "resourceVersion": claim.pointer("/metadata/resourceVersion"),
+    });
+    spec["storageClassName"] = claim.pointer("/spec/storageClassName").cloned().unwrap_or(json!(""));
+    let mut volume = json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    });
+    if let Some(status) = host.get("status").filter(|s| !s.is_null()) {
+        volume["status"] = status.clone();
+    }
+    volume
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_volume_is_imported_bound_to_the_virtual_claim() {
+        let host = json!({"metadata": {"name": "pvc-1234", "uid": "h", "labels": {"topology": "zone-a"},
+                "annotations": {"pv.kubernetes.io/provisioned-by": "csi.example.com"}},
+            "spec": {"capacity": {"storage": "5Gi"}, "csi": {"driver": "csi.example.com", "volumeHandle": "vol-1"},
+                "claimRef": {"namespace": "vcluster-vc1", "name": "data-x-default-x-vc1", "uid": "host-claim"},
+                "storageClassName": "standard", "persistentVolumeReclaimPolicy": "Delete"},
+            "status": {"phase": "Bound"}});
+        let claim = json!({"metadata": {"name": "data", "namespace": "default", "uid": "v", "resourceVersion": "7"},
+            "spec": {"storageClassName": "fast"}});
+        let volume = imported_volume(&host, &claim);
+        assert_eq!(volume["metadata"]["name"], "pvc-1234");
+        assert_eq!(volume["metadata"]["annotations"][HOST_PV], "pvc-1234");
+        assert_eq!(volume["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"], "csi.example.com");
+        assert!(volume["metadata"]["labels"].get(FAKE_PV).is_none());
+        assert_eq!(
+            volume["spec"]["claimRef"],
+            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+            "namespace": "default", "name": "data", "uid": "v", "resourceVersion": "7"})
+        );
+        assert_eq!(volume["spec"]["storageClassName"], "fast");
+        assert_eq!(volume["spec"]["csi"]["volumeHandle"], "vol-1");
+        assert_eq!(volume["status"]["phase"], "Bound");
+    }
 
     fn vc() -> Context {
         Context::new("my-vc", "vcluster-my-vc")
