@@ -339,6 +339,9 @@ struct Syncer {
     mapped: Vec<mapped::Mapped>,
     /// Replicated services' caches.
     replication: replicate::Replication,
+    /// Per virtual namespace: the digest of the service-link variables last written to its host
+    /// config maps, and their names (§4.8 at scale).
+    service_links: Mutex<HashMap<String, (u64, Vec<String>)>>,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -1475,6 +1478,7 @@ pub async fn run(
         customs,
         mapped,
         replication,
+        service_links: Mutex::new(HashMap::new()),
         unbound,
         node_sync,
         last_synced: Mutex::new(HashMap::new()),

@@ -309,20 +309,62 @@ impl Syncer {
             }
         }
         let namespace = pod.namespace().unwrap_or_default();
-        let services = self
+        let services: Vec<Value> = self
             .services
             .state()
             .iter()
             .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()) && !crate::controlled(s.as_ref()))
             .map(|s| to_value(s.as_ref()))
             .collect();
+        let service_link_config_maps = self.service_link_config_maps(&namespace, &services).await?;
         Ok(PodEnvironment {
             api_service_ip: self.api_service_ip.clone(),
             dns_ip,
             cluster_domain: "cluster.local".into(),
             tokens,
-            services,
+            services: if service_link_config_maps.is_empty() { services } else { Vec::new() },
+            service_link_config_maps,
         })
+    }
+
+    /// §4.8 at scale: when a namespace's services make more service-link variables than are
+    /// written into each container, the host config maps holding them (written when they
+    /// changed); empty otherwise.
+    async fn service_link_config_maps(&self, namespace: &str, services: &[Value]) -> Result<Vec<String>, kube::Error> {
+        let links = vkube_translate::pods::namespace_service_links(services);
+        let last = lock(&self.service_links).get(namespace).cloned();
+        if links.len() <= vkube_translate::pods::INLINE_SERVICE_LINKS && last.is_none() {
+            return Ok(Vec::new());
+        }
+        let maps = if links.len() <= vkube_translate::pods::INLINE_SERVICE_LINKS {
+            Vec::new()
+        } else {
+            vkube_translate::pods::service_link_config_maps(&self.config.context, namespace, &links)
+        };
+        let names: Vec<String> =
+            maps.iter().filter_map(|m| m.pointer("/metadata/name").and_then(Value::as_str).map(String::from)).collect();
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            links.hash(&mut hasher);
+            hasher.finish()
+        };
+        if last.as_ref().is_some_and(|(d, _)| *d == digest) {
+            return Ok(names);
+        }
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = self.host_api();
+        let apply = PatchParams::apply(MANAGER).force();
+        for map in maps {
+            let name = map.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            api.patch(&name, &apply, &Patch::Apply(self.owned(map, false))).await?;
+        }
+        // Maps an earlier, longer list needed.
+        let written_before = last.map(|(_, names)| names).unwrap_or_default();
+        for stale in written_before.iter().filter(|n| !names.contains(n)) {
+            ignore_not_found(api.delete(stale, &DeleteParams::default()).await)?;
+        }
+        lock(&self.service_links).insert(namespace.to_string(), (digest, names.clone()));
+        Ok(names)
     }
 
     async fn bring_status_back(

@@ -302,6 +302,67 @@ pub struct PodEnvironment {
     /// The virtual services of the pod's namespace (with their cluster IPs), for the service-link
     /// variables the kubelet would write (§4.8).
     pub services: Vec<Value>,
+    /// Host config maps holding the namespace's service-link variables when there are too many
+    /// to write into every container ([`INLINE_SERVICE_LINKS`]); read through `envFrom` instead.
+    pub service_link_config_maps: Vec<String>,
+}
+
+/// Up to this many service-link variables (of the virtual services of a namespace) are written
+/// into each container; beyond, they are kept in config maps the containers read through
+/// `envFrom`, so a host pod of a namespace with thousands of services stays small (a real API
+/// server refuses objects over 1.5 MB; each service adds 7 variables to every container).
+pub const INLINE_SERVICE_LINKS: usize = 350;
+
+/// Data per service-link config map (a config map holds at most 1 MiB).
+const LINKS_PER_CONFIG_MAP_BYTES: usize = 512 * 1024;
+
+/// The service-link variables of the virtual services of a namespace (not `kubernetes`), sorted.
+pub fn namespace_service_links(services: &[Value]) -> Vec<(String, String)> {
+    let mut variables = std::collections::BTreeMap::new();
+    for service in services {
+        let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let ip = service.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+        if ip.is_empty() || ip == "None" || name == "kubernetes" {
+            continue;
+        }
+        let ports = service.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+        variables.extend(service_link_variables(name, ip, &ports));
+    }
+    variables.into_iter().collect()
+}
+
+/// The host config maps holding `links` of virtual namespace `namespace` (each under 512 KiB),
+/// named `vc-service-links-<i>.<namespace>.<VC>` (no translated name has dots and no `-x-`
+/// suffix, so none can collide) and labelled `vcluster.loft.sh/controlled-by`, so no syncer
+/// takes them for a copy of a virtual object.
+pub fn service_link_config_maps(context: &Context, namespace: &str, links: &[(String, String)]) -> Vec<Value> {
+    let mut chunks: Vec<Map<String, Value>> = vec![Map::new()];
+    let mut size = 0;
+    for (name, value) in links {
+        let entry = name.len() + value.len();
+        if size + entry > LINKS_PER_CONFIG_MAP_BYTES && !chunks.last().is_some_and(Map::is_empty) {
+            chunks.push(Map::new());
+            size = 0;
+        }
+        size += entry;
+        chunks.last_mut().expect("one chunk").insert(name.clone(), json!(value));
+    }
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": format!("vc-service-links-{i}.{namespace}.{}", context.name),
+                    "namespace": context.host_namespace,
+                    "labels": {crate::labels::CONTROLLED_BY: "vkube-service-links"},
+                },
+                "data": data,
+            })
+        })
+        .collect()
 }
 
 /// The docker-links style variables of one service, as the kubelet writes them
@@ -341,22 +402,18 @@ pub fn service_link_variables(name: &str, ip: &str, ports: &[Value]) -> Vec<(Str
 /// API service; sorted by name.
 fn service_links(pod_spec: &Map<String, Value>, environment: &PodEnvironment) -> Vec<(String, String)> {
     let mut variables = std::collections::BTreeMap::new();
-    if pod_spec.get("enableServiceLinks").and_then(Value::as_bool) != Some(false) {
-        for service in &environment.services {
-            let name = service.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-            let ip = service.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
-            if ip.is_empty() || ip == "None" || name == "kubernetes" {
-                continue;
-            }
-            let ports = service.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
-            variables.extend(service_link_variables(name, ip, &ports));
-        }
+    if links_enabled(pod_spec) && environment.service_link_config_maps.is_empty() {
+        variables.extend(namespace_service_links(&environment.services));
     }
     if let Some(ip) = &environment.api_service_ip {
         let port = json!([{"name": "https", "port": 443, "protocol": "TCP"}]);
         variables.extend(service_link_variables("kubernetes", ip, port.as_array().expect("a list")));
     }
     variables.into_iter().collect()
+}
+
+fn links_enabled(pod_spec: &Map<String, Value>) -> bool {
+    pod_spec.get("enableServiceLinks").and_then(Value::as_bool) != Some(false)
 }
 
 /// The audiences of a pod's projected `serviceAccountToken` sources, in order (None: the
@@ -644,6 +701,20 @@ pub fn host_pod(
             }
         }
     }
+    // Too many to write into each container: read from the namespace's config maps, first, so
+    // the container's own `envFrom` sources and variables win.
+    let enabled = pod.get("spec").and_then(Value::as_object).is_some_and(links_enabled);
+    if enabled && !environment.service_link_config_maps.is_empty() {
+        let sources: Vec<Value> =
+            environment.service_link_config_maps.iter().map(|name| json!({"configMapRef": {"name": name}})).collect();
+        for field in ["containers", "initContainers"] {
+            for container in spec.get_mut(field).and_then(Value::as_array_mut).into_iter().flatten() {
+                let mut env_from = sources.clone();
+                env_from.extend(container.get("envFrom").and_then(Value::as_array).cloned().unwrap_or_default());
+                container["envFrom"] = Value::Array(env_from);
+            }
+        }
+    }
     annotations.extend(tokens);
     let metadata: Map<String, Value> = [
         ("name".to_string(), json!(host)),
@@ -869,6 +940,54 @@ mod tests {
     }
 
     #[test]
+    fn many_service_links_are_read_from_config_maps_not_written_into_containers() {
+        let services: Vec<Value> = (0..200)
+            .map(|i| {
+                json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"clusterIP": format!("10.96.1.{i}"),
+                "ports": [{"port": 80, "protocol": "TCP"}]}})
+            })
+            .collect();
+        let links = namespace_service_links(&services);
+        assert!(links.len() > INLINE_SERVICE_LINKS);
+        let maps = service_link_config_maps(&vc(), "default", &links);
+        assert_eq!(maps.len(), 1);
+        assert_eq!(maps[0]["metadata"]["name"], "vc-service-links-0.default.my-vc");
+        assert_eq!(maps[0]["data"]["SVC_7_SERVICE_HOST"], "10.96.1.7");
+        assert_eq!(maps[0]["metadata"]["labels"][crate::labels::CONTROLLED_BY], "vkube-service-links");
+        let environment = PodEnvironment {
+            api_service_ip: Some("10.96.0.10".into()),
+            services,
+            service_link_config_maps: vec!["vc-service-links-0.default.my-vc".into()],
+            ..PodEnvironment::default()
+        };
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "envFrom": [{"secretRef": {"name": "own"}}]}]}});
+        let host = host_pod(&vc(), &pod, &BTreeMap::new(), &PodSettings::default(), &environment);
+        let container = &host["spec"]["containers"][0];
+        assert_eq!(container["envFrom"][0], json!({"configMapRef": {"name": "vc-service-links-0.default.my-vc"}}));
+        assert_eq!(
+            container["envFrom"][1]["secretRef"]["name"], "own-x-default-x-my-vc",
+            "the pod's own source last, winning"
+        );
+        let names: Vec<&str> =
+            container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert!(names.iter().all(|n| n.starts_with("KUBERNETES_")), "only the API's variables inline: {names:?}");
+        pod["spec"]["enableServiceLinks"] = json!(false);
+        let host = host_pod(&vc(), &pod, &BTreeMap::new(), &PodSettings::default(), &environment);
+        assert_eq!(host["spec"]["containers"][0]["envFrom"].as_array().unwrap().len(), 1, "links off: none");
+        // Thousands of services: several maps, each under the size limit.
+        let many: Vec<(String, String)> =
+            (0..40_000).map(|i| (format!("S{i}_SERVICE_HOST"), "10.96.200.200".into())).collect();
+        let maps = service_link_config_maps(&vc(), "default", &many);
+        assert!(maps.len() > 1);
+        for map in &maps {
+            assert!(serde_json::to_string(&map["data"]).unwrap().len() < 1024 * 1024);
+        }
+        let total: usize = maps.iter().map(|m| m["data"].as_object().unwrap().len()).sum();
+        assert_eq!(total, many.len());
+    }
+
+    #[test]
     fn tokens_dns_and_the_api_service_come_from_the_environment() {
         let environment = PodEnvironment {
             api_service_ip: Some("10.96.0.10".into()),
@@ -877,6 +996,7 @@ mod tests {
             tokens: vec!["eyJ.virtual.token".into()],
             services: vec![json!({"metadata": {"name": "db-main"}, "spec": {"clusterIP": "10.96.0.20",
                 "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}})],
+            service_link_config_maps: Vec::new(),
         };
         let pod = fixture();
         assert_eq!(token_audiences(&pod), vec![None]);

@@ -183,6 +183,31 @@ spec:
 }
 
 on_both_hosts! {
+/// §4.8 at scale: in a namespace with more services than fit into each container (60 services,
+/// 420 variables), the service links reach containers through a host config map (`envFrom`),
+/// so the host pod stays small, and a container still reads them (`kubectl exec ... printenv`).
+fn many_service_links_reach_containers_through_a_config_map(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let (k, host) = (&cluster.k, &cluster.host);
+    let services: Vec<String> = (0..60)
+        .map(|i| format!("{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"svc-{i}\"}}, \"spec\": {{\"ports\": [{{\"port\": 80}}]}}}}"))
+        .collect();
+    let list = format!("{{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{}]}}", services.join(","));
+    let created = k.output_with_stdin(&["create", "-f", "-"], &list);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    k.ok(&["run", "client", "--image=busybox:1.36", "--", "sleep", "3600"]);
+    k.ok(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]);
+    let sources = host.ok(&["get", "pod", "client-x-default-x-vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.containers[0].envFrom[*].configMapRef.name}"]);
+    assert_eq!(sources, "vc-service-links-0.default.vc1");
+    let inline = host.ok(&["get", "pod", "client-x-default-x-vc1", "-n", "vcluster-vc1", "-o", "jsonpath={.spec.containers[0].env[*].name}"]);
+    assert!(inline.split(' ').all(|n| n.starts_with("KUBERNETES_")), "{inline}");
+    let ip = k.ok(&["get", "service", "svc-42", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(k.ok(&["exec", "client", "--", "printenv", "SVC_42_SERVICE_HOST"]).trim(), ip);
+    assert!(cluster.stop().success());
+}
+}
+
+on_both_hosts! {
 /// §4.3: `sync.toHost.pods.runtimeClassName` is forced on every host pod and
 /// `sync.toHost.pods.priorityClassName` given to those without a class.
 fn configured_classes_reach_host_pods(kind: HostKind) {
