@@ -340,8 +340,12 @@ struct Syncer {
     /// Replicated services' caches.
     replication: replicate::Replication,
     /// Per virtual namespace: the digest of the service-link variables last written to its host
-    /// config maps, and their names (§4.8 at scale).
-    service_links: Mutex<HashMap<String, (u64, Vec<String>)>>,
+    /// config maps, their names and when (§4.8 at scale).
+    service_links: Mutex<HashMap<String, WrittenLinks>>,
+    /// Per virtual namespace: bumped by every change of one of its services.
+    service_generations: Arc<Mutex<HashMap<String, u64>>>,
+    /// Per virtual namespace: its service-link variables and the generation they were made at.
+    service_link_cache: Mutex<HashMap<String, (u64, Arc<Vec<(String, String)>>)>>,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -881,6 +885,10 @@ fn slim_virtual_pod(pod: &mut Pod) {
     pod.metadata.annotations = annotations;
 }
 
+/// The service-link config maps last written for a namespace: digest of the variables, names,
+/// when.
+type WrittenLinks = (u64, Vec<String>, std::time::Instant);
+
 /// Taken while one reconcile of a host copy runs.
 type Gate = Arc<tokio::sync::Mutex<()>>;
 
@@ -1183,8 +1191,11 @@ pub async fn run(
         });
     tasks.push(task);
     let q = queue.clone();
+    let service_generations: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let generations = service_generations.clone();
     let (services, task) = reflect(Api::<Service>::all(virtual_client.clone()), all(), move |service, _| {
         let (ns, name) = (service.namespace().unwrap_or_default(), service.name_any());
+        *lock(&generations).entry(ns.clone()).or_default() += 1;
         q.send(Work::Service(ns.clone(), name.clone()));
         q.send(Work::Endpoints(ns, name));
     });
@@ -1479,6 +1490,8 @@ pub async fn run(
         mapped,
         replication,
         service_links: Mutex::new(HashMap::new()),
+        service_generations,
+        service_link_cache: Mutex::new(HashMap::new()),
         unbound,
         node_sync,
         last_synced: Mutex::new(HashMap::new()),

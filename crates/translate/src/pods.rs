@@ -299,9 +299,9 @@ pub struct PodEnvironment {
     /// Tokens the virtual API server minted for the pod's projected `serviceAccountToken`
     /// sources, in the order [`token_audiences`] lists them.
     pub tokens: Vec<String>,
-    /// The virtual services of the pod's namespace (with their cluster IPs), for the service-link
-    /// variables the kubelet would write (§4.8).
-    pub services: Vec<Value>,
+    /// The service-link variables of the virtual services of the pod's namespace (§4.8,
+    /// [`namespace_service_links`]), written into each container.
+    pub service_links: std::sync::Arc<Vec<(String, String)>>,
     /// Host config maps holding the namespace's service-link variables when there are too many
     /// to write into every container ([`INLINE_SERVICE_LINKS`]); read through `envFrom` instead.
     pub service_link_config_maps: Vec<String>,
@@ -403,7 +403,7 @@ pub fn service_link_variables(name: &str, ip: &str, ports: &[Value]) -> Vec<(Str
 fn service_links(pod_spec: &Map<String, Value>, environment: &PodEnvironment) -> Vec<(String, String)> {
     let mut variables = std::collections::BTreeMap::new();
     if links_enabled(pod_spec) && environment.service_link_config_maps.is_empty() {
-        variables.extend(namespace_service_links(&environment.services));
+        variables.extend(environment.service_links.iter().cloned());
     }
     if let Some(ip) = &environment.api_service_ip {
         let port = json!([{"name": "https", "port": 443, "protocol": "TCP"}]);
@@ -951,12 +951,13 @@ mod tests {
         assert!(links.len() > INLINE_SERVICE_LINKS);
         let maps = service_link_config_maps(&vc(), "default", &links);
         assert_eq!(maps.len(), 1);
+        let _ = &services;
         assert_eq!(maps[0]["metadata"]["name"], "vc-service-links-0.default.my-vc");
         assert_eq!(maps[0]["data"]["SVC_7_SERVICE_HOST"], "10.96.1.7");
         assert_eq!(maps[0]["metadata"]["labels"][crate::labels::CONTROLLED_BY], "vkube-service-links");
         let environment = PodEnvironment {
             api_service_ip: Some("10.96.0.10".into()),
-            services,
+            service_links: std::sync::Arc::new(links),
             service_link_config_maps: vec!["vc-service-links-0.default.my-vc".into()],
             ..PodEnvironment::default()
         };
@@ -994,8 +995,8 @@ mod tests {
             dns_ip: Some("10.96.0.53".into()),
             cluster_domain: "cluster.local".into(),
             tokens: vec!["eyJ.virtual.token".into()],
-            services: vec![json!({"metadata": {"name": "db-main"}, "spec": {"clusterIP": "10.96.0.20",
-                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}})],
+            service_links: std::sync::Arc::new(namespace_service_links(&[json!({"metadata": {"name": "db-main"},
+                "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}})])),
             service_link_config_maps: Vec::new(),
         };
         let pod = fixture();
