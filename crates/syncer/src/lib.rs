@@ -345,7 +345,7 @@ struct Syncer {
     /// Per virtual namespace: bumped by every change of one of its services.
     service_generations: Arc<Mutex<HashMap<String, u64>>>,
     /// Per virtual namespace: its service-link variables and the generation they were made at.
-    service_link_cache: Mutex<HashMap<String, (u64, Arc<Vec<(String, String)>>)>>,
+    service_link_cache: Mutex<HashMap<String, (u64, ServiceLinks)>>,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -884,6 +884,9 @@ fn slim_virtual_pod(pod: &mut Pod) {
     }
     pod.metadata.annotations = annotations;
 }
+
+/// A namespace's service-link variables.
+type ServiceLinks = Arc<Vec<(String, String)>>;
 
 /// The service-link config maps last written for a namespace: digest of the variables, names,
 /// when.
