@@ -46,6 +46,9 @@ enum Bench {
         /// Simulated host nodes.
         #[arg(long, default_value_t = 50)]
         nodes: usize,
+        /// Runs on fresh clusters; each row is reported as min / median / max.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// The streams benchmark: exec round trip and port-forward throughput through the virtual
     /// cluster against the host directly.
@@ -480,7 +483,7 @@ async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Bench::Apiserver { vkube, rbac } => apiserver(vkube, rbac).await,
-        Bench::Sync { vkube, objects, nodes } => sync::run(vkube, objects, nodes).await,
+        Bench::Sync { vkube, objects, nodes, runs } => sync::run(vkube, objects, nodes, runs).await,
         Bench::Controllers { vkube, replicas, churn, nodes } => controllers::run(vkube, replicas, churn, nodes).await,
         Bench::Streams { vkube, rounds, megabytes } => streams::run(vkube, rounds, megabytes).await,
     }

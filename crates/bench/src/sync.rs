@@ -271,7 +271,8 @@ async fn queue_depth(client: &kube::Client) -> Option<i64> {
     Some(gauge("vkube_syncer_queue_depth ")? + gauge("vkube_syncer_in_flight ")?)
 }
 
-pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result<()> {
+/// One run of the workload.
+async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<Run> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let groups = objects / 4;
     let mut dir = tempfile::tempdir()?;
@@ -280,7 +281,7 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
         dir.disable_cleanup(true);
         eprintln!("keeping {}", dir.path().display());
     }
-    let clusters = Clusters::start(&vkube, dir.path(), nodes)?;
+    let clusters = Clusters::start(vkube, dir.path(), nodes)?;
     let (mut host_process, mut serve, first_ready_ms) = (clusters.host, clusters.serve, clusters.serve_ready_ms);
     let (vc_dir, host_kubeconfig, serve_args) = (clusters.vc_dir, clusters.host_kubeconfig, clusters.serve_args);
     let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
@@ -352,10 +353,24 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_virtual, rss_host) = (rss_mib(serve.id()), rss_mib(host_process.id()));
 
+    if std::env::var_os("VKUBE_BENCH_DEBUG").is_some() {
+        // What the run cost: reconciles by kind, and each store's revision (its write count).
+        if let Ok(request) = http::Request::get("/metrics").body(Vec::new())
+            && let Ok(text) = virtual_client.request_text(request).await
+        {
+            for line in text.lines().filter(|l| l.starts_with("vkube_syncer_syncs_total")) {
+                eprintln!("before restart: {line}");
+            }
+        }
+        for (side, client) in [("virtual", &virtual_client), ("host", &host_client)] {
+            let list = Api::<Pod>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await?;
+            eprintln!("{side} store revision: {}", list.metadata.resource_version.unwrap_or_default());
+        }
+    }
     // (d) restart the virtual cluster with everything synced: until ready, then until its queue drains.
     stop(&mut serve);
     let restart_started = Instant::now();
-    let (mut serve, restart_ready_ms) = start(&vkube, &serve_args)?;
+    let (mut serve, restart_ready_ms) = start(vkube, &serve_args)?;
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
     let mut drained_ms = f64::NAN;
     for _ in 0..60_000 {
@@ -384,27 +399,114 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize) -> anyhow::Result
     stop(&mut serve);
     stop(&mut host_process);
 
+    Ok(Run {
+        first_ready_ms,
+        written,
+        synced_s,
+        direct_s,
+        running_s,
+        v50,
+        v99,
+        vmax,
+        by_kind: by_kind.join(", "),
+        r50,
+        r99,
+        rmax,
+        total,
+        restart_ready_ms,
+        drained_ms,
+        pods_after,
+        maps_after,
+        rss_virtual,
+        rss_host,
+    })
+}
+
+/// What one run measured.
+struct Run {
+    first_ready_ms: f64,
+    written: f64,
+    synced_s: f64,
+    direct_s: f64,
+    running_s: f64,
+    v50: f64,
+    v99: f64,
+    vmax: f64,
+    by_kind: String,
+    r50: f64,
+    r99: f64,
+    rmax: f64,
+    total: usize,
+    restart_ready_ms: f64,
+    drained_ms: f64,
+    pods_after: usize,
+    maps_after: usize,
+    rss_virtual: f64,
+    rss_host: f64,
+}
+
+/// `min / median / max` of one number over the runs, with `decimals`.
+fn spread(runs: &[Run], decimals: usize, value: impl Fn(&Run) -> f64) -> String {
+    let mut values: Vec<f64> = runs.iter().map(value).collect();
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    let (min, max) = (values[0], values[values.len() - 1]);
+    if values.len() == 1 {
+        format!("{min:.decimals$}")
+    } else {
+        format!("{min:.decimals$} / {median:.decimals$} / {max:.decimals$}")
+    }
+}
+
+/// Runs the workload `runs` times on fresh clusters and prints each row as min / median / max.
+pub async fn run(vkube: PathBuf, objects: usize, nodes: usize, runs: usize) -> anyhow::Result<()> {
+    let mut done = Vec::new();
+    for i in 0..runs.max(1) {
+        eprintln!("run {} of {}", i + 1, runs.max(1));
+        done.push(run_once(&vkube, objects, nodes).await?);
+    }
+    let runs = &done;
+    let groups = objects / 4;
     println!(
-        "| workload: {objects} + {objects} objects (config maps + secrets referenced by pods, services, pods), {nodes} simulated nodes | result |"
+        "| workload: {objects} + {objects} objects (config maps + secrets referenced by pods, services, pods), {nodes} simulated nodes; {} run(s), min / median / max | result |",
+        runs.len()
     );
     println!("|---|---|");
-    println!("| first start of `vkube serve` to `ready` | {first_ready_ms:.0} ms |");
+    println!("| first start of `vkube serve` to `ready` | {} ms |", spread(runs, 0, |r| r.first_ready_ms));
     println!(
-        "| (a) {objects} objects created ({IN_FLIGHT} in flight, {written:.2} s) until all are on the host, vs. writing the same translated objects directly to the host | {synced_s:.2} s vs {direct_s:.2} s = {:.2}x (all pods Running in the virtual cluster after {running_s:.2} s) |",
-        synced_s / direct_s
+        "| (a) {objects} objects created ({IN_FLIGHT} in flight, {} s) until all are on the host, vs. writing the same translated objects directly to the host | {} s vs {} s = {}x (all pods Running in the virtual cluster after {} s) |",
+        spread(runs, 2, |r| r.written),
+        spread(runs, 2, |r| r.synced_s),
+        spread(runs, 2, |r| r.direct_s),
+        spread(runs, 2, |r| r.synced_s / r.direct_s),
+        spread(runs, 2, |r| r.running_s),
+    );
+    let kinds: Vec<&str> = runs.iter().map(|r| r.by_kind.as_str()).collect();
+    println!(
+        "| (b) {objects} more at 200 creates/s: create response → host copy visible | p50 {} ms, p99 {} ms, max {} ms (p50/p99 ms by kind, per run: {}) |",
+        spread(runs, 1, |r| r.v50),
+        spread(runs, 1, |r| r.v99),
+        spread(runs, 1, |r| r.vmax),
+        kinds.join(" · "),
     );
     println!(
-        "| (b) {objects} more at 200 creates/s: create response → host copy visible | p50 {v50:.1} ms, p99 {v99:.1} ms, max {vmax:.1} ms (p50/p99 ms by kind: {}) |",
-        by_kind.join(", ")
+        "| (c) host pod Running → virtual pod Running ({groups} pods) | p50 {} ms, p99 {} ms, max {} ms |",
+        spread(runs, 1, |r| r.r50),
+        spread(runs, 1, |r| r.r99),
+        spread(runs, 1, |r| r.rmax),
     );
     println!(
-        "| (c) host pod Running → virtual pod Running ({groups} pods) | p50 {r50:.1} ms, p99 {r99:.1} ms, max {rmax:.1} ms |"
+        "| (d) restart of `vkube serve` with {} synced objects: to `ready` / until its queue drained | {} ms / {} ms; host pods {}, config maps {} after (no duplicates) |",
+        spread(runs, 0, |r| r.total as f64),
+        spread(runs, 0, |r| r.restart_ready_ms),
+        spread(runs, 0, |r| r.drained_ms),
+        spread(runs, 0, |r| r.pods_after as f64),
+        spread(runs, 0, |r| r.maps_after as f64),
     );
     println!(
-        "| (d) restart of `vkube serve` with {total} synced objects: to `ready` / until its queue drained | {restart_ready_ms:.0} ms / {drained_ms:.0} ms; host pods {pods_after}, config maps {maps_after} after (no duplicates) |"
-    );
-    println!(
-        "| (e) RSS at {total} synced objects: `vkube serve` (virtual cluster) / `vkube host` (simulated host) | {rss_virtual:.1} MiB / {rss_host:.1} MiB |"
+        "| (e) RSS at the synced objects: `vkube serve` (virtual cluster) / `vkube host` (simulated host) | {} MiB / {} MiB |",
+        spread(runs, 1, |r| r.rss_virtual),
+        spread(runs, 1, |r| r.rss_host),
     );
     Ok(())
 }

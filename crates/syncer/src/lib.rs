@@ -14,6 +14,7 @@ mod data;
 mod events;
 mod extra;
 mod kubernetes;
+mod links;
 mod mapped;
 pub mod mappings;
 mod metrics;
@@ -339,13 +340,8 @@ struct Syncer {
     mapped: Vec<mapped::Mapped>,
     /// Replicated services' caches.
     replication: replicate::Replication,
-    /// Per virtual namespace: the digest of the service-link variables last written to its host
-    /// config maps, their names and when (§4.8 at scale).
-    service_links: Mutex<HashMap<String, WrittenLinks>>,
-    /// Per virtual namespace: bumped by every change of one of its services.
-    service_generations: Arc<Mutex<HashMap<String, u64>>>,
-    /// Per virtual namespace: its service-link variables and the generation they were made at.
-    service_link_cache: Mutex<HashMap<String, (u64, ServiceLinks)>>,
+    /// Service-link variables by virtual namespace (§4.8), kept by the services' watch.
+    service_links: links::LinkIndex,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
@@ -885,13 +881,6 @@ fn slim_virtual_pod(pod: &mut Pod) {
     pod.metadata.annotations = annotations;
 }
 
-/// A namespace's service-link variables.
-type ServiceLinks = Arc<Vec<(String, String)>>;
-
-/// The service-link config maps last written for a namespace: digest of the variables, names,
-/// when.
-type WrittenLinks = (u64, Vec<String>, std::time::Instant);
-
 /// Taken while one reconcile of a host copy runs.
 type Gate = Arc<tokio::sync::Mutex<()>>;
 
@@ -1194,11 +1183,11 @@ pub async fn run(
         });
     tasks.push(task);
     let q = queue.clone();
-    let service_generations: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-    let generations = service_generations.clone();
-    let (services, task) = reflect(Api::<Service>::all(virtual_client.clone()), all(), move |service, _| {
+    let service_links = links::LinkIndex::default();
+    let link_index = service_links.clone();
+    let (services, task) = reflect(Api::<Service>::all(virtual_client.clone()), all(), move |service, deleted| {
         let (ns, name) = (service.namespace().unwrap_or_default(), service.name_any());
-        *lock(&generations).entry(ns.clone()).or_default() += 1;
+        link_index.update(service, deleted);
         q.send(Work::Service(ns.clone(), name.clone()));
         q.send(Work::Endpoints(ns, name));
     });
@@ -1492,9 +1481,7 @@ pub async fn run(
         customs,
         mapped,
         replication,
-        service_links: Mutex::new(HashMap::new()),
-        service_generations,
-        service_link_cache: Mutex::new(HashMap::new()),
+        service_links,
         unbound,
         node_sync,
         last_synced: Mutex::new(HashMap::new()),

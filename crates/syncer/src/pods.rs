@@ -309,51 +309,34 @@ impl Syncer {
             }
         }
         let namespace = pod.namespace().unwrap_or_default();
-        let service_links = self.namespace_service_links(&namespace);
-        let service_link_config_maps = self.service_link_config_maps(&namespace, &service_links).await?;
+        let (service_links, service_link_config_maps) = match self.service_links.for_pod(&namespace) {
+            crate::links::Links::Inline(links) => (links, Vec::new()),
+            crate::links::Links::ConfigMaps(names) => (Vec::new(), names),
+            crate::links::Links::Write { generation, variables, before } => {
+                let names = self.write_service_link_config_maps(&namespace, &variables, &before).await?;
+                self.service_links.written(&namespace, generation, names.clone());
+                (if names.is_empty() { variables } else { Vec::new() }, names)
+            }
+        };
         Ok(PodEnvironment {
             api_service_ip: self.api_service_ip.clone(),
             dns_ip,
             cluster_domain: "cluster.local".into(),
             tokens,
-            service_links: if service_link_config_maps.is_empty() { service_links } else { Default::default() },
+            service_links: std::sync::Arc::new(service_links),
             service_link_config_maps,
         })
     }
 
-    /// The service-link variables of the virtual services of `namespace`, computed again only
-    /// after a service of that namespace changed.
-    fn namespace_service_links(&self, namespace: &str) -> std::sync::Arc<Vec<(String, String)>> {
-        let generation = lock(&self.service_generations).get(namespace).copied().unwrap_or(0);
-        if let Some((seen, links)) = lock(&self.service_link_cache).get(namespace)
-            && *seen == generation
-        {
-            return links.clone();
-        }
-        let services: Vec<Value> = self
-            .services
-            .state()
-            .iter()
-            .filter(|s| s.namespace().as_deref() == Some(namespace) && !crate::controlled(s.as_ref()))
-            .map(|s| to_value(s.as_ref()))
-            .collect();
-        let links = std::sync::Arc::new(vkube_translate::pods::namespace_service_links(&services));
-        lock(&self.service_link_cache).insert(namespace.to_string(), (generation, links.clone()));
-        links
-    }
-
-    /// §4.8 at scale: when a namespace's services make more service-link variables than are
-    /// written into each container, the host config maps holding them (written when they
-    /// changed); empty otherwise.
-    async fn service_link_config_maps(
+    /// §4.8 at scale: writes the host config maps holding a namespace's service-link variables
+    /// (none when they fit into each container) and removes those of `before` no longer needed;
+    /// returns their names.
+    async fn write_service_link_config_maps(
         &self,
         namespace: &str,
         links: &[(String, String)],
+        before: &[String],
     ) -> Result<Vec<String>, kube::Error> {
-        let last = lock(&self.service_links).get(namespace).cloned();
-        if links.len() <= vkube_translate::pods::INLINE_SERVICE_LINKS && last.is_none() {
-            return Ok(Vec::new());
-        }
         let maps = if links.len() <= vkube_translate::pods::INLINE_SERVICE_LINKS {
             Vec::new()
         } else {
@@ -361,34 +344,15 @@ impl Syncer {
         };
         let names: Vec<String> =
             maps.iter().filter_map(|m| m.pointer("/metadata/name").and_then(Value::as_str).map(String::from)).collect();
-        let digest = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            links.hash(&mut hasher);
-            hasher.finish()
-        };
-        if let Some((written, written_names, at)) = &last {
-            // Unchanged, or written moments ago: the maps as they are (a container reads them when
-            // it starts, as the kubelet reads its service list; a burst of service and pod
-            // creates rewrites them at most every two seconds).
-            let recent =
-                at.elapsed() < std::time::Duration::from_secs(2) && !written_names.is_empty() && !names.is_empty();
-            if *written == digest || (recent && written_names.len() >= names.len()) {
-                return Ok(if *written == digest { names } else { written_names.clone() });
-            }
-        }
         let api: Api<k8s_openapi::api::core::v1::ConfigMap> = self.host_api();
         let apply = PatchParams::apply(MANAGER).force();
         for map in maps {
             let name = map.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
             api.patch(&name, &apply, &Patch::Apply(self.owned(map, false))).await?;
         }
-        // Maps an earlier, longer list needed.
-        let written_before = last.map(|(_, names, _)| names).unwrap_or_default();
-        for stale in written_before.iter().filter(|n| !names.contains(n)) {
+        for stale in before.iter().filter(|n| !names.contains(n)) {
             ignore_not_found(api.delete(stale, &DeleteParams::default()).await)?;
         }
-        lock(&self.service_links).insert(namespace.to_string(), (digest, names.clone(), std::time::Instant::now()));
         Ok(names)
     }
 
