@@ -1,7 +1,7 @@
 //! The endpoints controller: Endpoints for every service with a selector, from the running pods
 //! it selects. Runs in the virtual cluster and on the simulated host.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -134,6 +134,50 @@ pub fn endpoint_slice(service: &Value, subsets: &[Value]) -> Value {
     })
 }
 
+/// Objects of one kind by namespace and label pair (for services: selector pair), so the
+/// services a pod change touches, and the pods a service selects, are found without scanning
+/// every object of the namespace.
+#[derive(Default)]
+struct LabelIndex {
+    by_pair: HashMap<(String, String, String), BTreeSet<String>>,
+    pairs: HashMap<(String, String), BTreeMap<String, String>>,
+}
+
+impl LabelIndex {
+    /// Records object `namespace/name` with `pairs` (None: gone).
+    fn set(&mut self, namespace: &str, name: &str, pairs: Option<&BTreeMap<String, String>>) {
+        let key = (namespace.to_string(), name.to_string());
+        if self.pairs.get(&key).map(Some) == Some(pairs) || (pairs.is_none() && !self.pairs.contains_key(&key)) {
+            return;
+        }
+        for (k, v) in self.pairs.remove(&key).into_iter().flatten() {
+            let pair = (namespace.to_string(), k, v);
+            if let Some(names) = self.by_pair.get_mut(&pair) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.by_pair.remove(&pair);
+                }
+            }
+        }
+        if let Some(pairs) = pairs {
+            for (k, v) in pairs {
+                let pair = (namespace.to_string(), k.clone(), v.clone());
+                self.by_pair.entry(pair).or_default().insert(name.to_string());
+            }
+            self.pairs.insert(key, pairs.clone());
+        }
+    }
+
+    /// Names of the objects of `namespace` with label pair `key=value`.
+    fn with_pair(&self, namespace: &str, key: &str, value: &str) -> impl Iterator<Item = &String> {
+        self.by_pair.get(&(namespace.to_string(), key.to_string(), value.to_string())).into_iter().flatten()
+    }
+
+    fn pairs(&self, namespace: &str, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.pairs.get(&(namespace.to_string(), name.to_string()))
+    }
+}
+
 /// What changed.
 enum Change {
     Pod(String, String),
@@ -173,6 +217,7 @@ pub async fn run(client: Client) {
         }
     }
     let mut members: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    let (mut selectors, mut pod_labels) = (LabelIndex::default(), LabelIndex::default());
     let mut slices: HashMap<(String, String), String> = HashMap::new();
     let ours = kube::api::ListParams::default()
         .labels("endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io");
@@ -192,18 +237,21 @@ pub async fn run(client: Client) {
         for change in batch {
             match change {
                 Change::Service(namespace, name) => {
+                    let service = services.get(&ObjectRef::new(&name).within(&namespace));
+                    let selector = service.as_ref().and_then(|s| s.spec.as_ref()?.selector.clone());
+                    selectors.set(&namespace, &name, selector.as_ref().filter(|s| !s.is_empty()));
                     todo.insert((namespace, name));
                 }
                 Change::Pod(namespace, name) => {
                     let pod = pods.get(&ObjectRef::new(&name).within(&namespace));
                     let labels = pod.as_ref().map(|p| p.labels().clone()).unwrap_or_default();
-                    for service in services.state() {
-                        if service.namespace().as_deref() != Some(namespace.as_str()) {
-                            continue;
-                        }
-                        let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-                        if selects(&selector, &labels) {
-                            todo.insert((namespace.clone(), service.name_any()));
+                    pod_labels.set(&namespace, &name, pod.as_ref().map(|_| &labels));
+                    // The services whose selector shares a pair with the pod's labels, then all of it.
+                    for (k, v) in &labels {
+                        for service in selectors.with_pair(&namespace, k, v) {
+                            if selectors.pairs(&namespace, service).is_some_and(|s| selects(s, &labels)) {
+                                todo.insert((namespace.clone(), service.clone()));
+                            }
                         }
                     }
                     let listed_in = if pod.is_some() {
@@ -215,13 +263,6 @@ pub async fn run(client: Client) {
                         todo.insert((namespace.clone(), service));
                     }
                 }
-            }
-        }
-        // One snapshot of the pods per batch, grouped by namespace.
-        let mut pods_by_namespace: HashMap<String, Vec<std::sync::Arc<Pod>>> = HashMap::new();
-        if !todo.is_empty() {
-            for pod in pods.state() {
-                pods_by_namespace.entry(pod.namespace().unwrap_or_default()).or_default().push(pod);
             }
         }
         for (namespace, name) in todo {
@@ -241,11 +282,12 @@ pub async fn run(client: Client) {
             if selector.is_empty() {
                 continue;
             }
-            let pod_values: Vec<Value> = pods_by_namespace
-                .get(&namespace)
-                .into_iter()
-                .flatten()
-                .filter(|p| selects(&selector, p.labels()))
+            // The pods with the selector's first pair, then all of it.
+            let (first_key, first_value) = selector.iter().next().expect("a selector that is not empty");
+            let pod_values: Vec<Value> = pod_labels
+                .with_pair(&namespace, first_key, first_value)
+                .filter(|pod| pod_labels.pairs(&namespace, pod).is_some_and(|l| selects(&selector, l)))
+                .filter_map(|pod| pods.get(&ObjectRef::new(pod).within(&namespace)))
                 .filter_map(|p| serde_json::to_value(p.as_ref()).ok())
                 .collect();
             let pod_refs: Vec<&Value> = pod_values.iter().collect();
@@ -285,6 +327,25 @@ pub async fn run(client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_label_index_finds_objects_by_pair_and_forgets_old_pairs() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let mut index = LabelIndex::default();
+        index.set("shop", "web-1", Some(&labels(&[("app", "web"), ("tier", "front")])));
+        index.set("shop", "web-2", Some(&labels(&[("app", "web")])));
+        index.set("other", "web-3", Some(&labels(&[("app", "web")])));
+        let found = |index: &LabelIndex| index.with_pair("shop", "app", "web").cloned().collect::<Vec<_>>();
+        assert_eq!(found(&index), ["web-1", "web-2"], "only its namespace");
+        index.set("shop", "web-2", Some(&labels(&[("app", "api")])));
+        assert_eq!(found(&index), ["web-1"], "a label change moves it");
+        index.set("shop", "web-1", None);
+        assert!(found(&index).is_empty());
+        assert_eq!(index.pairs("shop", "web-2"), Some(&labels(&[("app", "api")])));
+        assert_eq!(index.by_pair.len(), 2, "no empty entries left: {:?}", index.by_pair.keys());
+    }
 
     #[test]
     fn endpoints_follow_selected_running_pods() {
