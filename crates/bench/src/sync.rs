@@ -283,6 +283,7 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
     }
     let clusters = Clusters::start(vkube, dir.path(), nodes)?;
     let (mut host_process, mut serve, first_ready_ms) = (clusters.host, clusters.serve, clusters.serve_ready_ms);
+    let mut reap = Reap(vec![host_process.id(), serve.id()]);
     let (vc_dir, host_kubeconfig, serve_args) = (clusters.vc_dir, clusters.host_kubeconfig, clusters.serve_args);
     let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
@@ -371,6 +372,7 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
     stop(&mut serve);
     let restart_started = Instant::now();
     let (mut serve, restart_ready_ms) = start(vkube, &serve_args)?;
+    reap.0.push(serve.id());
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
     let mut drained_ms = f64::NAN;
     for _ in 0..60_000 {
@@ -420,6 +422,17 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
         rss_virtual,
         rss_host,
     })
+}
+
+/// Kills the processes a run started when it ends early (a failed wait).
+struct Reap(Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+        }
+    }
 }
 
 /// What one run measured.
