@@ -689,8 +689,12 @@ impl<'a> Target<'a> {
 fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
     let mut options = DeleteOptions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?;
+        let value: Value = if body.starts_with(b"k8s\0") {
+            crate::protobuf::decode_delete_options(body)?
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding DeleteOptions: {e}")))?
+        };
         options.grace_period = value.get("gracePeriodSeconds").and_then(Value::as_i64);
         options.propagation = value.get("propagationPolicy").and_then(Value::as_str).map(String::from);
         if options.propagation.is_none()

@@ -314,8 +314,8 @@ fn push(out: &mut Map<String, Value>, field: &Field, value: Value) {
     }
 }
 
-/// Decodes a `k8s\0`-prefixed `runtime.Unknown` envelope into the object it carries.
-pub fn decode(body: &[u8]) -> ApiResult<Value> {
+/// The type and raw message of a `k8s\0`-prefixed `runtime.Unknown` envelope.
+fn envelope(body: &[u8]) -> ApiResult<(String, String, &[u8])> {
     let rest = body.strip_prefix(MAGIC).ok_or_else(|| malformed("missing the k8s\\0 prefix"))?;
     let mut reader = Reader { buf: rest, pos: 0 };
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
@@ -341,6 +341,12 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             _ => {}
         }
     }
+    Ok((api_version, kind, raw))
+}
+
+/// Decodes a `k8s\0`-prefixed `runtime.Unknown` envelope into the object it carries.
+pub fn decode(body: &[u8]) -> ApiResult<Value> {
+    let (api_version, kind, raw) = envelope(body)?;
     let name = SCHEMA.kinds.get(&format!("{api_version}/{kind}")).ok_or_else(|| {
         ApiError::UnsupportedMediaType(format!("no protobuf decoding for {api_version}, Kind={kind}; send JSON"))
     })?;
@@ -348,6 +354,21 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     Ok(object)
+}
+
+/// Decodes the `DeleteOptions` a protobuf client sends with a DELETE (client-go's envelope names
+/// them `v1` or `meta.k8s.io/v1`, whatever group the resource has).
+pub fn decode_delete_options(body: &[u8]) -> ApiResult<Value> {
+    let (_, _, raw) = envelope(body)?;
+    let mut options = message("apimachinery.pkg.apis.meta.v1.DeleteOptions", raw, 0)?;
+    // `gracePeriodSeconds` is a pointer in Go: a 0 sent means "now", unlike an omitted one.
+    let mut reader = Reader { buf: raw, pos: 0 };
+    while !reader.done() {
+        if let (1, Raw::Varint(v)) = reader.field()? {
+            options["gracePeriodSeconds"] = json!(v as i64);
+        }
+    }
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -444,6 +465,26 @@ mod tests {
         bytes_field(2, &spec, &mut pod);
         let object = decode(&envelope("v1", "Pod", &pod)).unwrap();
         assert_eq!(object["spec"]["volumes"], json!([{"name": "config", "configMap": {"name": "files"}}]));
+    }
+
+    #[test]
+    fn delete_options_decode_whatever_group_the_envelope_names() {
+        // client-go with protobuf (the e2e framework's default) sends DELETE bodies like this.
+        let mut raw = Vec::new();
+        varint(1 << 3, &mut raw);
+        varint(0, &mut raw);
+        let mut preconditions = Vec::new();
+        bytes_field(1, b"uid-1", &mut preconditions);
+        bytes_field(2, &preconditions, &mut raw);
+        bytes_field(4, b"Foreground", &mut raw);
+        bytes_field(5, b"All", &mut raw);
+        for api_version in ["v1", "meta.k8s.io/v1", "apps/v1"] {
+            let options = decode_delete_options(&envelope(api_version, "DeleteOptions", &raw)).unwrap();
+            assert_eq!(options["gracePeriodSeconds"], 0);
+            assert_eq!(options["preconditions"]["uid"], "uid-1");
+            assert_eq!(options["propagationPolicy"], "Foreground");
+            assert_eq!(options["dryRun"], json!(["All"]));
+        }
     }
 
     #[test]
