@@ -311,14 +311,7 @@ impl Syncer {
         custom.sync.patches.to_virtual("", &mut desired).map_err(crate::patch_error)?;
         let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
         match virtual_object {
-            None => {
-                let object: DynamicObject = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
-                match api.create(&params, &object).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(error),
-                }
-            }
+            None => crate::ensure(&api, desired.clone()).await?,
             Some(current) => {
                 let current = to_value(current.as_ref());
                 if body(&current) != body(&desired) || metadata_maps(&current) != metadata_maps(&desired) {

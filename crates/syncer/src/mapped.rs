@@ -146,12 +146,7 @@ impl Syncer {
         match current {
             None => {
                 self.ensure_virtual_namespace(&namespace).await?;
-                let object: DynamicObject = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
-                match api.create(&params, &object).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(error),
-                }
+                crate::ensure(&api, desired.clone()).await?;
             }
             Some(current) => {
                 let same_metadata = ["labels", "annotations"].iter().all(|k| {

@@ -86,13 +86,7 @@ impl Syncer {
         match &current {
             None => {
                 self.ensure_virtual_namespace(namespace).await?;
-                let service: Service = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
-                match services.create(&params, &service).await {
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    other => {
-                        other?;
-                    }
-                }
+                crate::ensure(&services, desired.clone()).await?;
             }
             Some(current) => {
                 if current.spec.as_ref().map(|s| to_value(&s.ports)) != Some(desired["spec"]["ports"].clone()) {
@@ -171,14 +165,7 @@ impl Syncer {
         let desired =
             self.owned(replicate::host_service(&self.config.context, &to_value(source.as_ref()), host_name), false);
         match current {
-            None => {
-                let service: Service = serde_json::from_value(desired).map_err(kube::Error::SerdeError)?;
-                let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-                match api.create(&params, &service).await {
-                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-                    other => other.map(|_| ()),
-                }
-            }
+            None => crate::ensure(&api, desired).await,
             Some(current) => {
                 let current = to_value(&current);
                 let (ports, selector) =
