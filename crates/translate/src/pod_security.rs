@@ -319,19 +319,18 @@ fn host_path_volumes(pod: &PodView) -> Failure {
 
 fn host_ports(pod: &PodView) -> Failure {
     let mut ports = BTreeSet::new();
-    let bad = pod.containers_where(|c| {
-        c.get("ports")
+    let mut bad = Vec::new();
+    for c in &pod.containers {
+        let used: Vec<i64> = c
+            .get("ports")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .any(|p| p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) != 0)
-    });
-    for c in &pod.containers {
-        for p in c.get("ports").and_then(Value::as_array).into_iter().flatten() {
-            let port = p.get("hostPort").and_then(Value::as_i64).unwrap_or(0);
-            if port != 0 {
-                ports.insert(port.to_string());
-            }
+            .filter_map(|p| p.get("hostPort").and_then(Value::as_i64).filter(|port| *port != 0))
+            .collect();
+        if !used.is_empty() {
+            bad.push(name(c));
+            ports.extend(used.iter().map(i64::to_string));
         }
     }
     if bad.is_empty() {
@@ -360,10 +359,11 @@ fn privileged(pod: &PodView) -> Failure {
 
 fn proc_mount(pod: &PodView) -> Failure {
     let mut kinds = BTreeSet::new();
-    let bad = pod.containers_where(|c| context(c, "procMount").and_then(Value::as_str).is_some_and(|m| m != "Default"));
+    let mut bad = Vec::new();
     for c in &pod.containers {
-        if let Some(m) = context(c, "procMount").and_then(Value::as_str).filter(|m| *m != "Default") {
-            kinds.insert(m.to_string());
+        if let Some(kind) = context(c, "procMount").and_then(Value::as_str).filter(|m| *m != "Default") {
+            bad.push(name(c));
+            kinds.insert(kind.to_string());
         }
     }
     if bad.is_empty() {
