@@ -4,6 +4,7 @@
 # the binary's path. A second run with the same pins reuses it.
 #
 #   tools/conformance/build.sh        # prints e.g. /root/.cache/vkube-k8s/e2e-v1.33.13-.../e2e.test
+#                                     # (the ginkgo CLI is built beside it)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -19,5 +20,10 @@ if [ ! -x "$out/e2e.test" ]; then
   CGO_ENABLED=0 go test -c -trimpath -ldflags "-s -w" -o "$out/e2e.test.partial" .
   mv "$out/e2e.test.partial" "$out/e2e.test"
   echo "built e2e.test in $((SECONDS - started)) s" >&2
+fi
+# The ginkgo CLI (same version as the suite's library) runs the suite on several processes.
+if [ ! -x "$out/ginkgo" ]; then
+  CGO_ENABLED=0 go build -trimpath -o "$out/ginkgo.partial" github.com/onsi/ginkgo/v2/ginkgo
+  mv "$out/ginkgo.partial" "$out/ginkgo"
 fi
 echo "$out/e2e.test"

@@ -8,6 +8,7 @@
 #   FOCUS='sig-api-machinery' tools/conformance/run.sh
 #   SUBSET=fast tools/conformance/run.sh        # the subset CI runs (tools/conformance/fast.txt)
 #   KUBECONFIG=~/.kube/config tools/conformance/run.sh   # another cluster, e.g. tools/k8s's
+#   PROCS=1 tools/conformance/run.sh           # one test at a time (default 6 processes)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -43,9 +44,10 @@ fi
 
 started=$SECONDS
 set +e
-"$e2e" --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$report" \
-  --ginkgo.focus="$focus" ${skip:+--ginkgo.skip="$skip"} --ginkgo.no-color --ginkgo.v \
-  --ginkgo.timeout="${TIMEOUT:-4h}" --ginkgo.junit-report="$report/junit.xml" \
+# PROCS test processes at once (ginkgo's parallel mode; [Serial] tests run alone at the end).
+"$(dirname "$e2e")/ginkgo" --procs="${PROCS:-6}" --focus="$focus" ${skip:+--skip="$skip"} --no-color -v \
+  --timeout="${TIMEOUT:-4h}" --junit-report="$report/junit.xml" --output-dir="$report" \
+  "$e2e" -- --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$report" \
   --e2e-output-dir="$report" --dump-logs-on-failure=false > "$report/e2e.log" 2>&1
 set -e
 elapsed=$((SECONDS - started))

@@ -325,23 +325,6 @@ fn object_response(code: StatusCode, rt: &ResourceType, object: &Value, shape: S
     }
 }
 
-/// The RBAC registry's escalation check for one request's writes.
-struct Escalation {
-    state: Arc<AppState>,
-    identity: Identity,
-}
-
-impl crate::registry::Admission for Escalation {
-    fn admit<'a>(
-        &'a self,
-        rt: &'a ResourceType,
-        old: Option<&'a Value>,
-        new: &'a Value,
-    ) -> futures::future::BoxFuture<'a, ApiResult<()>> {
-        Box::pin(crate::auth::escalation::check(&self.state.rbac, &self.state.registry, &self.identity, rt, old, new))
-    }
-}
-
 /// Handles one request end to end.
 pub async fn handle(
     state: Arc<AppState>,
@@ -581,8 +564,10 @@ async fn route(
         return Err(ApiError::no_route());
     }
     let rbac_write = rt.group == crate::auth::escalation::GROUP && parts.method != Method::GET;
-    if rbac_write {
-        query.1 = AdmissionHook(Some(Arc::new(Escalation { state: state.clone(), identity: identity.clone() })));
+    if parts.method != Method::GET {
+        let dry_run = query.dry_run()?;
+        let chain = crate::admission::Chain::for_request(state.clone(), identity.clone(), dry_run);
+        query.1 = AdmissionHook(Some(Arc::new(chain)));
     }
     let response = serve_resource(state, &rt, &target, &identity, &query, parts, body).await;
     if rbac_write && response.as_ref().is_ok_and(|r| r.status().is_success()) {

@@ -9,6 +9,7 @@
 //! Per-kind rules live in [`strategy`], [`table`] and [`crd`]; discovery and OpenAPI are derived
 //! from the [`catalog`].
 
+pub mod admission;
 pub mod aggregation;
 pub mod auth;
 pub mod catalog;

@@ -304,6 +304,22 @@ fn builtin_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> O
         ("discovery.k8s.io", "EndpointSlice") => schema!(discovery::v1::EndpointSlice),
         ("events.k8s.io", "Event") => schema!(events::v1::Event),
         ("coordination.k8s.io", "Lease") => schema!(coordination::v1::Lease),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            schema!(admissionregistration::v1::MutatingWebhookConfiguration)
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            schema!(admissionregistration::v1::ValidatingWebhookConfiguration)
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            schema!(admissionregistration::v1::ValidatingAdmissionPolicy)
+        }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            schema!(admissionregistration::v1::ValidatingAdmissionPolicyBinding)
+        }
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema") => schema!(flowcontrol::v1::FlowSchema),
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration") => {
+            schema!(flowcontrol::v1::PriorityLevelConfiguration)
+        }
         ("rbac.authorization.k8s.io", "Role") => schema!(rbac::v1::Role),
         ("rbac.authorization.k8s.io", "RoleBinding") => schema!(rbac::v1::RoleBinding),
         ("rbac.authorization.k8s.io", "ClusterRole") => schema!(rbac::v1::ClusterRole),

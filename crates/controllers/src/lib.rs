@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod ephemeral;
 pub mod garbage;
 pub mod jobs;
+pub mod quota;
 pub mod statefulsets;
 pub mod workloads;
 
@@ -728,6 +729,7 @@ pub const UPSTREAM_ROLES: &[&str] = &[
     "job-controller",
     "replicaset-controller",
     "replication-controller",
+    "resourcequota-controller",
     "root-ca-cert-publisher",
     "service-account-controller",
     "statefulset-controller",
@@ -826,7 +828,9 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
     let collector = tokio::spawn(garbage::run(client.clone()));
     let aggregator = tokio::spawn(aggregation::run(client.clone()));
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints, collector, aggregator]);
+    let quotas = tokio::spawn(quota::run(client.clone()));
+    let _tasks =
+        Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints, collector, aggregator, quotas]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;

@@ -240,3 +240,69 @@ async fn any_kind_owns_any_kind() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
+    use k8s_openapi::api::core::v1::{ResourceQuota, Service};
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let pp = PostParams::default();
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let hard = json!({"pods": "2", "cpu": "1", "memory": "500Mi", "services": "10", "services.loadbalancers": "1",
+        "count/replicasets.apps": "1", "resourcequotas": "1"});
+    quotas.create(&pp, &object(json!({"metadata": {"name": "q"}, "spec": {"hard": hard}}))).await.unwrap();
+    let used = |expected: serde_json::Value| {
+        let quotas = quotas.clone();
+        async move {
+            let q = quotas.get("q").await.ok()?;
+            let used = serde_json::to_value(q.status?.used?).ok()?;
+            expected.as_object()?.iter().all(|(k, v)| used.get(k) == Some(v)).then_some(())
+        }
+    };
+    eventually("usage calculated", || used(json!({"pods": "0", "cpu": "0", "resourcequotas": "1", "count/replicasets.apps": "0"}))).await;
+
+    let pod = |name: &str, cpu: &str| -> Pod {
+        object(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "nginx",
+            "resources": {"requests": {"cpu": cpu, "memory": "100Mi"}}}]}}))
+    };
+    pods.create(&pp, &pod("fits", "500m")).await.unwrap();
+    // A dry run is checked but not charged.
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    pods.create(&dry, &pod("dry", "400m")).await.unwrap();
+    let refused = pods.create(&pp, &pod("too-big", "600m")).await.unwrap_err();
+    let kube::Error::Api(status) = refused else { panic!("expected a Status") };
+    assert_eq!(status.code, 403);
+    assert_eq!(
+        status.message,
+        "pods \"too-big\" is forbidden: exceeded quota: q, requested: cpu=600m, used: cpu=500m, limited: cpu=1"
+    );
+    let unstated: Pod = object(json!({"metadata": {"name": "no-requests"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
+    let kube::Error::Api(status) = pods.create(&pp, &unstated).await.unwrap_err() else { panic!() };
+    assert_eq!(status.message, "pods \"no-requests\" is forbidden: failed quota: q: must specify cpu for: c; memory for: c");
+    eventually("the pod counted", || used(json!({"pods": "1", "cpu": "500m", "memory": "100Mi"}))).await;
+
+    // Two load balancers in a row: the second is refused before the controller recounts.
+    let lb = |name: &str| -> Service {
+        object(json!({"metadata": {"name": name}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}))
+    };
+    services.create(&pp, &lb("lb-1")).await.unwrap();
+    let kube::Error::Api(status) = services.create(&pp, &lb("lb-2")).await.unwrap_err() else { panic!() };
+    assert!(status.message.contains("exceeded quota: q, requested: services.loadbalancers=1"), "{}", status.message);
+
+    // Object counts of any kind.
+    let set = |name: &str| -> ReplicaSet {
+        object(json!({"metadata": {"name": name}, "spec": {"replicas": 0, "selector": {"matchLabels": {"rs": name}},
+            "template": {"metadata": {"labels": {"rs": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}))
+    };
+    sets.create(&pp, &set("one")).await.unwrap();
+    assert_eq!(sets.create(&pp, &set("two")).await.map(|_| ()).unwrap_err().to_string().contains("exceeded quota"), true);
+
+    // Deleting gives the usage back.
+    pods.delete("fits", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    sets.delete("one", &DeleteParams::default()).await.unwrap();
+    eventually("usage released", || used(json!({"pods": "0", "cpu": "0", "memory": "0", "count/replicasets.apps": "0"}))).await;
+    pods.create(&pp, &pod("fits-now", "900m")).await.unwrap();
+}

@@ -1,0 +1,48 @@
+//! Validating admission: the checks every write passes after validation and before storage, in
+//! kube-apiserver's order. [`Chain::for_request`] builds the chain of one request; the registry
+//! calls it through [`crate::registry::Admission`].
+//!
+//! - RBAC escalation prevention (`crate::auth::escalation`), for writes of RBAC objects;
+//! - ResourceQuota ([`quota`]), for writes in a namespace that holds quotas.
+
+pub mod quota;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::auth::Identity;
+use crate::catalog::ResourceType;
+use crate::error::ApiResult;
+use crate::http::AppState;
+
+/// The admission checks of one request.
+pub struct Chain {
+    state: Arc<AppState>,
+    identity: Identity,
+    dry_run: bool,
+}
+
+impl Chain {
+    /// The chain for a write by `identity` (`dry_run`: nothing it decides is recorded).
+    pub fn for_request(state: Arc<AppState>, identity: Identity, dry_run: bool) -> Chain {
+        Chain { state, identity, dry_run }
+    }
+}
+
+impl crate::registry::Admission for Chain {
+    fn admit<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        old: Option<&'a Value>,
+        new: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            if rt.group == crate::auth::escalation::GROUP {
+                crate::auth::escalation::check(&self.state.rbac, &self.state.registry, &self.identity, rt, old, new)
+                    .await?;
+            }
+            quota::admit(&self.state.registry, rt, old, new, self.dry_run).await
+        })
+    }
+}
