@@ -46,6 +46,9 @@ enum Work {
     AllDaemonSets,
     Namespace(String),
     EphemeralVolumes(String, String),
+    /// A pod without a controller: the replica sets and replication controllers matching it
+    /// may adopt it.
+    OrphanPod(String, String),
 }
 
 fn now() -> String {
@@ -336,6 +339,87 @@ impl Controllers {
             .collect()
     }
 
+    /// Adopts the orphaned pods `owner`'s selector matches and releases the ones it controls
+    /// that no longer match (each a patch guarded by the pod's resourceVersion); the cache shows
+    /// the result before the next reconcile.
+    /// Returns the pods adopted (as they now are) and released.
+    async fn claim_pods(
+        &self,
+        owner: &Value,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(Vec<Value>, Vec<Value>), kube::Error> {
+        let namespace = owner.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let in_namespace: Vec<Value> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .map(|p| value(p.as_ref()))
+            .collect();
+        let refs: Vec<&Value> = in_namespace.iter().collect();
+        let (adopt, release) = workloads::claim(owner, &refs);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let mut adopted = Vec::new();
+        let mut released = Vec::new();
+        for (pod, adopting) in adopt.iter().map(|p| (p, true)).chain(release.iter().map(|p| (p, false))) {
+            let mut references: Vec<Value> =
+                pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+            if adopting {
+                references.push(workloads::owner_reference(owner, api_version, kind));
+            } else {
+                references.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+            }
+            let patch = json!({"metadata": {"ownerReferences": references,
+                "resourceVersion": pod.pointer("/metadata/resourceVersion"), "uid": pod.pointer("/metadata/uid")}});
+            let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            match pods.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(now) if adopting => adopted.push(value(&now)),
+                Ok(_) => released.push((*pod).clone()),
+                // Gone or changed meanwhile: the next reconcile sees it as it is.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((adopted, released))
+    }
+
+    /// The pods `owner` controls once it has adopted and released what its selector says.
+    async fn claimed_pods(&self, owner: &Value, api_version: &str, kind: &str) -> Result<Vec<Value>, kube::Error> {
+        let namespace = owner.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let (adopted, released) = self.claim_pods(owner, api_version, kind).await?;
+        let mut owned = self.owned_pods(namespace, uid);
+        let name_of = |p: &Value| p.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+        let changed: BTreeSet<Option<String>> = released.iter().chain(adopted.iter()).map(name_of).collect();
+        owned.retain(|p| !changed.contains(&name_of(p)));
+        owned.extend(adopted);
+        Ok(owned)
+    }
+
+    /// Queues the replica sets, replication controllers and jobs whose selector matches an orphan.
+    fn orphan_pod(&self, namespace: &str, name: &str) {
+        let Some(pod) = self.pods.get(&ObjectRef::new(name).within(namespace)) else { return };
+        let pod = value(pod.as_ref());
+        let refs = [&pod];
+        for rs in self.replica_sets.state().iter().filter(|r| r.namespace().as_deref() == Some(namespace)) {
+            if !workloads::claim(&value(rs.as_ref()), &refs).0.is_empty() {
+                let _ = self.queue.send(Work::ReplicaSet(namespace.to_string(), rs.name_any()));
+            }
+        }
+        for rc in self.replication_controllers.state().iter().filter(|r| r.namespace().as_deref() == Some(namespace)) {
+            if !workloads::claim(&value(rc.as_ref()), &refs).0.is_empty() {
+                let _ = self.queue.send(Work::ReplicationController(namespace.to_string(), rc.name_any()));
+            }
+        }
+        for job in self.jobs.state().iter().filter(|j| j.namespace().as_deref() == Some(namespace)) {
+            if !workloads::claim(&value(job.as_ref()), &refs).0.is_empty() {
+                let _ = self.queue.send(Work::Job(namespace.to_string(), job.name_any()));
+            }
+        }
+    }
+
     async fn replica_set(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let Some(rs) = live(&self.replica_sets, namespace, name) else { return Ok(()) };
         self.keep_replicas::<ReplicaSet>(value(rs.as_ref()), "apps/v1", "ReplicaSet").await
@@ -355,7 +439,7 @@ impl Controllers {
         let namespace = owner.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
         let name = owner.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-        let owned = self.owned_pods(namespace, uid);
+        let owned = self.claimed_pods(&owner, api_version, kind).await?;
         // The cache may not show this controller's last writes yet: count those pods as they are.
         let owned = lock(&self.expectations).adjust(uid, owned);
         let refs: Vec<&Value> = owned.iter().collect();
@@ -561,7 +645,7 @@ impl Controllers {
         let Some(job) = live(&self.jobs, namespace, name) else { return Ok(()) };
         let job_value = value(job.as_ref());
         let uid = job.uid().unwrap_or_default();
-        let owned = self.owned_pods(namespace, &uid);
+        let owned = self.claimed_pods(&job_value, "batch/v1", "Job").await?;
         // Pods created a moment ago count even before the cache shows them (no extra runs).
         let owned = lock(&self.expectations).adjust(&uid, owned);
         let refs: Vec<&Value> = owned.iter().collect();
@@ -791,6 +875,9 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         if ephemeral {
             let _ = q.send(Work::EphemeralVolumes(pod.namespace().unwrap_or_default(), pod.name_any()));
         }
+        if controller_of(pod).is_none() && pod.metadata.deletion_timestamp.is_none() && !pod.labels().is_empty() {
+            let _ = q.send(Work::OrphanPod(pod.namespace().unwrap_or_default(), pod.name_any()));
+        }
         for owner in pod.owner_references() {
             let namespace = pod.namespace().unwrap_or_default();
             match owner.kind.as_str() {
@@ -874,6 +961,10 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 Work::EphemeralVolumes(namespace, name) => controllers.ephemeral_volumes(namespace, name).await,
                 Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
                 Work::DaemonSet(namespace, name) => controllers.daemon_set(namespace, name).await,
+                Work::OrphanPod(namespace, name) => {
+                    controllers.orphan_pod(namespace, name);
+                    Ok(())
+                }
                 Work::AllDaemonSets => {
                     for set in controllers.daemon_sets.state() {
                         let _ = queue.send(Work::DaemonSet(set.namespace().unwrap_or_default(), set.name_any()));

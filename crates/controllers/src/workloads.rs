@@ -35,6 +35,46 @@ pub fn owner_reference(owner: &Value, api_version: &str, kind: &str) -> Value {
            "controller": true, "blockOwnerDeletion": true})
 }
 
+/// The label selector of a workload: `spec.selector` as a `LabelSelector`, or a replication
+/// controller's plain map (which defaults to the template's labels).
+pub fn selector_of(owner: &Value) -> Option<Value> {
+    let selector = owner.pointer("/spec/selector")?;
+    if selector.get("matchLabels").is_some() || selector.get("matchExpressions").is_some() {
+        return Some(selector.clone());
+    }
+    let map = selector.as_object().filter(|m| !m.is_empty())?;
+    Some(json!({"matchLabels": map}))
+}
+
+/// The pods a workload takes over and gives up (upstream's ControllerRefManager): active pods
+/// without a controller whose labels its selector matches are adopted; pods it controls that
+/// no longer match are released. An owner being deleted adopts nothing.
+pub fn claim<'a>(owner: &Value, pods: &[&'a Value]) -> (Vec<&'a Value>, Vec<&'a Value>) {
+    let uid = text(owner, "/metadata/uid");
+    let Some(selector) = selector_of(owner) else { return (Vec::new(), Vec::new()) };
+    let matches = |pod: &Value| {
+        let labels: std::collections::BTreeMap<String, String> = pod
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        crate::aggregation::selects(&selector, &labels)
+    };
+    let deleting = owner.pointer("/metadata/deletionTimestamp").is_some();
+    let mut adopt = Vec::new();
+    let mut release = Vec::new();
+    for pod in pods {
+        match controller_uid(pod) {
+            None if !deleting && is_active(pod) && matches(pod) => adopt.push(*pod),
+            Some(owner_uid) if owner_uid == uid && !matches(pod) => release.push(*pod),
+            _ => {}
+        }
+    }
+    (adopt, release)
+}
+
 /// Whether a pod counts: not terminating and not finished.
 pub fn is_active(pod: &Value) -> bool {
     pod.pointer("/metadata/deletionTimestamp").is_none()

@@ -262,7 +262,10 @@ async fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
             expected.as_object()?.iter().all(|(k, v)| used.get(k) == Some(v)).then_some(())
         }
     };
-    eventually("usage calculated", || used(json!({"pods": "0", "cpu": "0", "resourcequotas": "1", "count/replicasets.apps": "0"}))).await;
+    eventually("usage calculated", || {
+        used(json!({"pods": "0", "cpu": "0", "resourcequotas": "1", "count/replicasets.apps": "0"}))
+    })
+    .await;
 
     let pod = |name: &str, cpu: &str| -> Pod {
         object(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "nginx",
@@ -279,9 +282,13 @@ async fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
         status.message,
         "pods \"too-big\" is forbidden: exceeded quota: q, requested: cpu=600m, used: cpu=500m, limited: cpu=1"
     );
-    let unstated: Pod = object(json!({"metadata": {"name": "no-requests"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
+    let unstated: Pod =
+        object(json!({"metadata": {"name": "no-requests"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}));
     let kube::Error::Api(status) = pods.create(&pp, &unstated).await.unwrap_err() else { panic!() };
-    assert_eq!(status.message, "pods \"no-requests\" is forbidden: failed quota: q: must specify cpu for: c; memory for: c");
+    assert_eq!(
+        status.message,
+        "pods \"no-requests\" is forbidden: failed quota: q: must specify cpu for: c; memory for: c"
+    );
     eventually("the pod counted", || used(json!({"pods": "1", "cpu": "500m", "memory": "100Mi"}))).await;
 
     // Two load balancers in a row: the second is refused before the controller recounts.
@@ -298,11 +305,59 @@ async fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
             "template": {"metadata": {"labels": {"rs": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}))
     };
     sets.create(&pp, &set("one")).await.unwrap();
-    assert_eq!(sets.create(&pp, &set("two")).await.map(|_| ()).unwrap_err().to_string().contains("exceeded quota"), true);
+    assert_eq!(
+        sets.create(&pp, &set("two")).await.map(|_| ()).unwrap_err().to_string().contains("exceeded quota"),
+        true
+    );
 
     // Deleting gives the usage back.
     pods.delete("fits", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     sets.delete("one", &DeleteParams::default()).await.unwrap();
-    eventually("usage released", || used(json!({"pods": "0", "cpu": "0", "memory": "0", "count/replicasets.apps": "0"}))).await;
+    eventually("usage released", || {
+        used(json!({"pods": "0", "cpu": "0", "memory": "0", "count/replicasets.apps": "0"}))
+    })
+    .await;
     pods.create(&pp, &pod("fits-now", "900m")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_sets_adopt_matching_orphans_and_release_pods_that_stop_matching() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let pp = PostParams::default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let orphan = json!({"metadata": {"name": "orphan", "labels": {"app": "adopt"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    pods.create(&pp, &object(orphan)).await.unwrap();
+    let rs = json!({"metadata": {"name": "adopter"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "adopt"}},
+        "template": {"metadata": {"labels": {"app": "adopt"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    let rs = sets.create(&pp, &object(rs)).await.unwrap();
+    let uid = rs.metadata.uid.clone().unwrap();
+    let controlled_by = |pod: &Pod, uid: &str| {
+        pod.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    eventually("the orphan adopted", || {
+        let (pods, uid) = (pods.clone(), uid.clone());
+        async move { controlled_by(&pods.get("orphan").await.ok()?, &uid).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 1, "the adopted pod is the one replica");
+
+    // A pod whose labels stop matching is released, and replaced.
+    pods.patch("orphan", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
+        .await
+        .unwrap();
+    eventually("released and replaced", || {
+        let (pods, uid) = (pods.clone(), uid.clone());
+        async move {
+            let all = pods.list(&ListParams::default()).await.ok()?.items;
+            let released = all.iter().any(|p| p.metadata.name.as_deref() == Some("orphan") && !controlled_by(p, &uid));
+            let replacement =
+                all.iter().any(|p| p.metadata.name.as_deref() != Some("orphan") && controlled_by(p, &uid));
+            (released && replacement).then_some(())
+        }
+    })
+    .await;
 }

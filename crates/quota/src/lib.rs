@@ -17,9 +17,7 @@ pub type ResourceList = BTreeMap<String, Quantity>;
 /// Reads a `ResourceList` JSON map; entries that are not quantities are left out.
 pub fn resource_list(value: Option<&Value>) -> ResourceList {
     let Some(map) = value.and_then(Value::as_object) else { return ResourceList::new() };
-    map.iter()
-        .filter_map(|(name, q)| Some((name.clone(), Quantity::parse(q.as_str()?).ok()?)))
-        .collect()
+    map.iter().filter_map(|(name, q)| Some((name.clone(), Quantity::parse(q.as_str()?).ok()?))).collect()
 }
 
 /// A `ResourceList` as JSON (canonical quantities).
@@ -69,7 +67,10 @@ fn legacy_count_name(group: &str, plural: &str) -> Option<&'static str> {
 
 /// Whether `name` is an extended resource (`example.com/dongle`): outside `kubernetes.io/`.
 fn is_extended(name: &str) -> bool {
-    name.contains('/') && !name.starts_with("kubernetes.io/") && !name.contains(".kubernetes.io/") && !name.starts_with("requests.")
+    name.contains('/')
+        && !name.starts_with("kubernetes.io/")
+        && !name.contains(".kubernetes.io/")
+        && !name.starts_with("requests.")
 }
 
 /// Whether the evaluator of `kind` tracks the quota resource `name`.
@@ -289,7 +290,8 @@ pub fn scopes(quota: &Value) -> Vec<Scope> {
         .filter_map(Value::as_str)
         .map(|name| Scope { name: name.to_string(), operator: "Exists".into(), values: Vec::new() })
         .collect();
-    for expression in quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array).into_iter().flatten()
+    for expression in
+        quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array).into_iter().flatten()
     {
         out.push(Scope {
             name: expression["scopeName"].as_str().unwrap_or_default().to_string(),
@@ -308,7 +310,11 @@ pub fn scopes(quota: &Value) -> Vec<Scope> {
 
 fn best_effort(pod: &Value) -> bool {
     let spec = &pod["spec"];
-    let containers = spec["containers"].as_array().into_iter().flatten().chain(spec["initContainers"].as_array().into_iter().flatten());
+    let containers = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["initContainers"].as_array().into_iter().flatten());
     !containers.into_iter().any(|c| {
         ["requests", "limits"].iter().any(|field| {
             let list = resource_list(c.pointer(&format!("/resources/{field}")));
@@ -320,11 +326,8 @@ fn best_effort(pod: &Value) -> bool {
 fn cross_namespace_affinity(pod: &Value) -> bool {
     let affinity = &pod.pointer("/spec/affinity").cloned().unwrap_or(Value::Null);
     ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
-        let terms = affinity[kind]["requiredDuringSchedulingIgnoredDuringExecution"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(
+        let terms =
+            affinity[kind]["requiredDuringSchedulingIgnoredDuringExecution"].as_array().into_iter().flatten().chain(
                 affinity[kind]["preferredDuringSchedulingIgnoredDuringExecution"]
                     .as_array()
                     .into_iter()
@@ -427,7 +430,12 @@ fn constraints(pod: &Value, restricted: &BTreeSet<String>) -> Result<(), String>
     }
     let mut missing: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let spec = &pod["spec"];
-    for container in spec["containers"].as_array().into_iter().flatten().chain(spec["initContainers"].as_array().into_iter().flatten()) {
+    for container in spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["initContainers"].as_array().into_iter().flatten())
+    {
         let requests = resource_list(container.pointer("/resources/requests"));
         let limits = resource_list(container.pointer("/resources/limits"));
         for name in &required {
@@ -518,7 +526,8 @@ pub fn admit(
         let name = quota.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let hard = resource_list(quota.pointer("/status/hard"));
         let used = resource_list(quota.pointer("/status/used"));
-        let requested: ResourceList = delta.iter().filter(|(n, _)| hard.contains_key(*n)).map(|(n, q)| (n.clone(), *q)).collect();
+        let requested: ResourceList =
+            delta.iter().filter(|(n, _)| hard.contains_key(*n)).map(|(n, q)| (n.clone(), *q)).collect();
         if requested.is_empty() {
             continue;
         }

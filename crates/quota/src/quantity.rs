@@ -35,7 +35,11 @@ impl Quantity {
 
     /// Parses `s` as kube-apiserver does; the error says why it is not a quantity.
     pub fn parse(s: &str) -> Result<Quantity, String> {
-        let invalid = || format!("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' ({s:?})");
+        let invalid = || {
+            format!(
+                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' ({s:?})"
+            )
+        };
         let s = s.trim();
         let (negative, rest) = match s.as_bytes().first() {
             Some(b'-') => (true, &s[1..]),
@@ -58,15 +62,42 @@ impl Quantity {
         let mut exponent10 = -(fraction.len() as i32);
         let (format, binary_shift) = match suffix {
             "" => (Format::DecimalSi, 0),
-            "n" => { exponent10 -= 9; (Format::DecimalSi, 0) }
-            "u" => { exponent10 -= 6; (Format::DecimalSi, 0) }
-            "m" => { exponent10 -= 3; (Format::DecimalSi, 0) }
-            "k" => { exponent10 += 3; (Format::DecimalSi, 0) }
-            "M" => { exponent10 += 6; (Format::DecimalSi, 0) }
-            "G" => { exponent10 += 9; (Format::DecimalSi, 0) }
-            "T" => { exponent10 += 12; (Format::DecimalSi, 0) }
-            "P" => { exponent10 += 15; (Format::DecimalSi, 0) }
-            "E" => { exponent10 += 18; (Format::DecimalSi, 0) }
+            "n" => {
+                exponent10 -= 9;
+                (Format::DecimalSi, 0)
+            }
+            "u" => {
+                exponent10 -= 6;
+                (Format::DecimalSi, 0)
+            }
+            "m" => {
+                exponent10 -= 3;
+                (Format::DecimalSi, 0)
+            }
+            "k" => {
+                exponent10 += 3;
+                (Format::DecimalSi, 0)
+            }
+            "M" => {
+                exponent10 += 6;
+                (Format::DecimalSi, 0)
+            }
+            "G" => {
+                exponent10 += 9;
+                (Format::DecimalSi, 0)
+            }
+            "T" => {
+                exponent10 += 12;
+                (Format::DecimalSi, 0)
+            }
+            "P" => {
+                exponent10 += 15;
+                (Format::DecimalSi, 0)
+            }
+            "E" => {
+                exponent10 += 18;
+                (Format::DecimalSi, 0)
+            }
             "Ki" => (Format::BinarySi, 10),
             "Mi" => (Format::BinarySi, 20),
             "Gi" => (Format::BinarySi, 30),
@@ -173,7 +204,11 @@ impl fmt::Display for Quantity {
             exponent += 3;
         }
         if self.format == Format::DecimalExponent {
-            return if exponent == 0 { write!(f, "{sign}{mantissa}") } else { write!(f, "{sign}{mantissa}e{exponent}") };
+            return if exponent == 0 {
+                write!(f, "{sign}{mantissa}")
+            } else {
+                write!(f, "{sign}{mantissa}e{exponent}")
+            };
         }
         let suffix = match exponent {
             -9 => "n",

@@ -116,7 +116,8 @@ fn scoped_quotas_count_only_pods_within_the_scope() {
     let used = calculate_used(&q, &mut |_| Some(pods.clone()), 0);
     assert_eq!(shown(&used), "pods=1");
     let mut q = quota(json!({"pods": "5"}), None);
-    q["spec"]["scopeSelector"] = json!({"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["gold"]}]});
+    q["spec"]["scopeSelector"] =
+        json!({"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["gold"]}]});
     let mut gold = pod(json!({}), json!({}));
     gold["spec"]["priorityClassName"] = json!("gold");
     let used = calculate_used(&q, &mut |_| Some(vec![gold.clone(), pod(json!({}), json!({}))]), 0);
@@ -125,7 +126,10 @@ fn scoped_quotas_count_only_pods_within_the_scope() {
 
 #[test]
 fn a_create_over_the_quota_is_refused_with_upstreams_message() {
-    let q = quota(json!({"cpu": "1", "memory": "500Mi", "pods": "5"}), Some(json!({"cpu": "500m", "memory": "252Mi", "pods": "1"})));
+    let q = quota(
+        json!({"cpu": "1", "memory": "500Mi", "pods": "5"}),
+        Some(json!({"cpu": "500m", "memory": "252Mi", "pods": "1"})),
+    );
     let p = pod(json!({"cpu": "600m", "memory": "100Mi"}), json!({}));
     let refused = admit(&[q.clone()], "", "pods", Operation::Create, &p, None, 0).unwrap_err();
     assert_eq!(refused, "exceeded quota: test-quota, requested: cpu=600m, used: cpu=500m, limited: cpu=1");

@@ -17,7 +17,13 @@ fn ignored(rt: &ResourceType) -> bool {
 }
 
 /// Checks and charges a write of `new` (over `old`, for an update) against its namespace's quotas.
-pub async fn admit(registry: &Registry, rt: &ResourceType, old: Option<&Value>, new: &Value, dry_run: bool) -> ApiResult<()> {
+pub async fn admit(
+    registry: &Registry,
+    rt: &ResourceType,
+    old: Option<&Value>,
+    new: &Value,
+    dry_run: bool,
+) -> ApiResult<()> {
     if !rt.namespaced || ignored(rt) {
         return Ok(());
     }
@@ -53,7 +59,9 @@ pub async fn admit(registry: &Registry, rt: &ResourceType, old: Option<&Value>, 
             let mut quota = quotas[index].clone();
             quota["status"]["used"] = vkube_quota::to_json(&used);
             let quota_name = quota["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            match registry.update(&quotas_rt, Some(namespace), &quota_name, quota, "status", &WriteOptions::default()).await
+            match registry
+                .update(&quotas_rt, Some(namespace), &quota_name, quota, "status", &WriteOptions::default())
+                .await
             {
                 Ok(_) => {}
                 Err(ApiError::Conflict { .. }) => {
