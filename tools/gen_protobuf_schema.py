@@ -6,6 +6,11 @@ Field numbers and types come from the prost code of the `k8s-pb` crate; JSON fie
 serde code of `k8s-openapi` (the proto field names are the JSON names; both crates snake-case
 them, so they are matched on the lower-cased name without underscores).
 
+Which scalar fields are pointers in Go (`*bool`, `*int32` ...: an explicit zero is meaningful and
+kept; Go's encoding writes every other scalar, so their zeros mean "unset") is read from the Go
+sources of k8s.io/api, apimachinery and apiextensions-apiserver in the Go module cache
+($GOMODCACHE, default ~/go/pkg/mod; `go mod download` in tools/k8s fetches them).
+
 Usage: tools/gen_protobuf_schema.py [CARGO_REGISTRY_SRC_DIR]
 """
 import glob
@@ -62,6 +67,29 @@ def prost_fields(body):
         attr, rest = piece.split(")]", 1)
         m = re.search(r"pub (r#\w+|\w+):\s*(.*?),\s*(?:$|///|#\[|pub )", rest, re.S)
         yield attr, m.group(1), " ".join(m.group(2).split())
+# Go pointer scalars: (message, protobuf tag) of fields declared `*T` with a scalar wire type.
+gomod = os.environ.get("GOMODCACHE", os.path.expanduser("~/go/pkg/mod"))
+go_sources = [
+    (os.path.join(gomod, "k8s.io", "api@v0.33.13"), "api"),
+    (os.path.join(gomod, "k8s.io", "apimachinery@v0.33.13", "pkg", "apis", "meta", "v1"), "apimachinery.pkg.apis.meta.v1"),
+    (os.path.join(gomod, "k8s.io", "apiextensions-apiserver@v0.33.13", "pkg", "apis", "apiextensions", "v1"),
+     "apiextensions_apiserver.pkg.apis.apiextensions.v1"),
+]
+pointers = set()
+for root, prefix in go_sources:
+    assert os.path.isdir(root), f"{root} missing: run `go mod download` in tools/k8s"
+    for path in glob.glob(os.path.join(root, "**", "types*.go"), recursive=True):
+        if path.endswith("_test.go"):
+            continue
+        rel = os.path.relpath(os.path.dirname(path), root).replace(os.sep, ".")
+        module = prefix if rel == "." else prefix + "." + rel
+        text = open(path).read()
+        for m in re.finditer(r"type (\w+) struct \{(.*?)\n\}", text, re.S):
+            for line in m.group(2).split("\n"):
+                f = re.match(r'\s*\w+\s+\*[\w.]+\s+`.*protobuf:"(varint|bytes|fixed64|fixed32),(\d+),', line)
+                if f:
+                    pointers.add((module + "." + m.group(1), int(f.group(2))))
+
 messages = {}
 kinds = {}
 for path in glob.glob(os.path.join(pb, "**", "mod.rs"), recursive=True):
@@ -92,7 +120,8 @@ for path in glob.glob(os.path.join(pb, "**", "mod.rs"), recursive=True):
             if kind == "message":
                 inner = re.search(r"(?:Option|Vec|Box)<(?:::prost::alloc::boxed::Box<)?(.+?)>+$", rust_type).group(1)
                 ref = resolve(module, inner)
-            fields.append([tag, json_name, kind, ref, repeated])
+            pointer = 1 if (module + "." + name, tag) in pointers and kind not in ("message", "bytes") else 0
+            fields.append([tag, json_name, kind, ref, repeated, pointer])
         messages[module + "." + name] = fields
     for m in re.finditer(r'impl crate::Resource for (\w+) \{\s*const API_VERSION: &\'static str = "([^"]+)";.*?const KIND: &\'static str = "([^"]+)";', text, re.S):
         kinds[m.group(2) + "/" + m.group(3)] = module + "." + m.group(1)

@@ -23,6 +23,8 @@ struct Field {
     kind: String,
     reference: String,
     repeated: bool,
+    /// A pointer in Go (`*bool`, `*int32` ...): an explicit zero is kept.
+    pointer: bool,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,7 @@ static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
                 kind: f[2].as_str().unwrap_or_default().to_string(),
                 reference: f[3].as_str().unwrap_or_default().to_string(),
                 repeated: f[4].as_u64() == Some(1),
+                pointer: f[5].as_u64() == Some(1),
             };
             table.insert(field.tag, field);
         }
@@ -73,10 +76,6 @@ const INLINE: &[(&str, &str)] = &[
     ("api.admissionregistration.v1.NamedRuleWithOperations", "ruleWithOperations"),
     ("api.admissionregistration.v1.RuleWithOperations", "rule"),
 ];
-
-/// Fields whose explicit zero means something (pointers in Go); other zero scalars are treated
-/// as unset, because Go's protobuf encoding writes every non-pointer field.
-const MEANINGFUL_ZERO: &[&str] = &["replicas", "completions", "parallelism", "backoffLimit"];
 
 fn malformed(detail: &str) -> ApiError {
     ApiError::BadRequest(format!("the protobuf body could not be decoded: {detail}"))
@@ -156,12 +155,14 @@ fn scalar(kind: &str, raw: Raw<'_>) -> ApiResult<Value> {
     })
 }
 
-fn is_zero(name: &str, value: &Value) -> bool {
+/// Whether a scalar is its type's zero, which Go writes for every non-pointer field that is
+/// unset.
+fn is_zero(value: &Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) => s.is_empty(),
         Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0) && !MEANINGFUL_ZERO.contains(&name),
+        Value::Number(n) => n.as_f64() == Some(0.0),
         _ => false,
     }
 }
@@ -294,7 +295,7 @@ fn message(name: &str, bytes: &[u8], depth: usize) -> ApiResult<Value> {
             }
             kind => {
                 let value = scalar(kind, raw)?;
-                if !is_zero(&field.name, &value) {
+                if field.pointer || !is_zero(&value) {
                     out.insert(field.name.clone(), value);
                 }
             }
@@ -446,6 +447,26 @@ mod tests {
         bytes_field(2, &spec, &mut service);
         let object = decode(&envelope("v1", "Service", &service)).unwrap();
         assert_eq!(object["spec"]["ports"], json!([{"port": 80, "targetPort": "http"}]));
+    }
+
+    #[test]
+    fn explicit_false_and_zero_of_go_pointers_are_kept() {
+        // ServiceAccount.automountServiceAccountToken is a *bool: false is an answer.
+        let mut account = Vec::new();
+        varint(4 << 3, &mut account);
+        varint(0, &mut account);
+        let object = decode(&envelope("v1", "ServiceAccount", &account)).unwrap();
+        assert_eq!(object["automountServiceAccountToken"], json!(false));
+        // Deployment.spec.replicas (*int32) 0 is kept; minReadySeconds (int32) 0 is unset.
+        let mut spec = Vec::new();
+        varint(1 << 3, &mut spec);
+        varint(0, &mut spec);
+        varint(5 << 3, &mut spec);
+        varint(0, &mut spec);
+        let mut deployment = Vec::new();
+        bytes_field(2, &spec, &mut deployment);
+        let object = decode(&envelope("apps/v1", "Deployment", &deployment)).unwrap();
+        assert_eq!(object["spec"], json!({"replicas": 0}));
     }
 
     #[test]
