@@ -145,13 +145,23 @@ pub fn prepare(crd: &mut Value) {
             stored_versions.push(v);
         }
     }
+    // The server's two conditions are set in place; any other condition (a client's, through
+    // `status`) is kept, as upstream keeps it.
+    let computed = [
+        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": time_of("NamesAccepted")}),
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": time_of("Established")}),
+    ];
+    let mut conditions = existing;
+    for condition in computed {
+        match conditions.iter_mut().find(|c| c.get("type") == condition.get("type")) {
+            Some(slot) => *slot = condition,
+            None => conditions.push(condition),
+        }
+    }
     crd["status"] = json!({
         "acceptedNames": accepted,
         "storedVersions": stored_versions,
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": time_of("NamesAccepted")},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": time_of("Established")},
-        ],
+        "conditions": conditions,
     });
 }
 
@@ -497,6 +507,17 @@ mod tests {
         );
         assert!(t.has_status && t.scale.is_some() && t.namespaced);
         assert_eq!(t.custom.as_ref().unwrap().printer_columns[0].json_path, ".spec.color");
+    }
+
+    #[test]
+    fn conditions_written_through_status_are_kept() {
+        let mut crd = widget_crd();
+        prepare(&mut crd);
+        crd["status"]["conditions"].as_array_mut().unwrap().push(json!({"message": "updated"}));
+        prepare(&mut crd);
+        let conditions = crd["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 3);
+        assert_eq!(conditions[2], json!({"message": "updated"}));
     }
 
     #[test]
