@@ -183,6 +183,7 @@ impl Query {
             field_manager: manager,
             field_validation,
             warnings: Default::default(),
+            duplicate_fields: Vec::new(),
         })
     }
 
@@ -407,12 +408,41 @@ fn decode_body(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
     if text.trim().is_empty() {
         return Err(ApiError::BadRequest("the request body is empty".into()));
     }
-    let is_yaml = content_type.contains("yaml");
-    let value: Value = if is_yaml {
-        serde_saphyr::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?
-    } else {
-        serde_json::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding JSON: {e}")))?
-    };
+    decode_text(text, content_type, None)
+}
+
+/// Decodes the body of a create, update or patch: as [`decode_body`], and fields given twice
+/// are refused or warned about as the write's `fieldValidation` says (last value wins).
+fn decode_write_body(bytes: &[u8], content_type: &str, options: &mut WriteOptions) -> ApiResult<Value> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return decode_body(bytes, content_type);
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("the request body is empty".into()));
+    }
+    decode_text(text, content_type, Some(options))
+}
+
+fn decode_text(text: &str, content_type: &str, options: Option<&mut WriteOptions>) -> ApiResult<Value> {
+    let checked = options.filter(|o| o.field_validation != FieldValidation::Ignore);
+    if content_type.contains("yaml") {
+        let (value, duplicate) = crate::strict::yaml_with_duplicates(text)
+            .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
+        if let (Some(detail), Some(options)) = (duplicate, checked) {
+            let detail = format!("error converting YAML to JSON: yaml: unmarshal errors:\n  {detail}");
+            if options.field_validation == FieldValidation::Strict {
+                return Err(ApiError::BadRequest(format!("error strict decoding YAML: {detail}")));
+            }
+            options.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(detail);
+        }
+        return Ok(value);
+    }
+    let value = serde_json::from_str(text).map_err(|e| ApiError::BadRequest(format!("error decoding JSON: {e}")))?;
+    if let Some(options) = checked {
+        options.duplicate_fields = crate::strict::duplicate_json_fields(text);
+    }
     Ok(value)
 }
 
@@ -778,7 +808,8 @@ async fn serve_resource(
             }
             Method::POST => {
                 let bytes = read_body(body, headers).await?;
-                let object = decode_body(&bytes, &content_type(headers))?;
+                let mut options = query.write_options(headers)?;
+                let object = decode_write_body(&bytes, &content_type(headers), &mut options)?;
                 if rt.review {
                     return Ok(json_response(
                         StatusCode::CREATED,
@@ -795,7 +826,6 @@ async fn serve_resource(
                     object["spec"]["username"] = json!(identity.user);
                     object["spec"]["groups"] = json!(groups);
                 }
-                let options = query.write_options(headers)?;
                 let created = registry.create(rt, ns, object, &options).await?;
                 Ok(with_warnings(object_response(StatusCode::CREATED, rt, &created, shape, include), &options))
             }
@@ -818,8 +848,8 @@ async fn serve_resource(
             }
             Method::PUT => {
                 let bytes = read_body(body, headers).await?;
-                let object = decode_body(&bytes, &content_type(headers))?;
-                let options = query.write_options(headers)?;
+                let mut options = query.write_options(headers)?;
+                let object = decode_write_body(&bytes, &content_type(headers), &mut options)?;
                 let (updated, created) = registry.update_or_create(rt, ns, name, object, &options).await?;
                 let code = if created { StatusCode::CREATED } else { StatusCode::OK };
                 Ok(with_warnings(object_response(code, rt, &updated, shape, include), &options))
@@ -1103,11 +1133,11 @@ async fn patch_response(
             causes: vec![crate::error::Cause::required("fieldManager", "is required for apply patch")],
         });
     }
+    let mut options = query.write_options(headers)?;
     let patch_body = match patch_type {
-        PatchType::Apply { .. } => decode_body(&bytes, "application/yaml")?,
+        PatchType::Apply { .. } => decode_write_body(&bytes, "application/yaml", &mut options)?,
         _ => decode_body(&bytes, "application/json")?,
     };
-    let options = query.write_options(headers)?;
     let (object, created) = state.registry.patch(rt, ns, name, patch_type, &patch_body, subresource, &options).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_warnings(object_response(code, rt, &object, shape, include), &options))

@@ -30,6 +30,7 @@ pub mod selector;
 pub mod server;
 pub mod strategy;
 pub mod streams;
+pub mod strict;
 pub mod table;
 pub mod tokens;
 pub mod validation;

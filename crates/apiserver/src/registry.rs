@@ -78,6 +78,9 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
     /// Warnings for the client (`Warning: 299` headers), filled in by the write.
     pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Fields the request body gave twice (paths, `spec.replicas`): refused or warned about
+    /// with the unknown fields, as `fieldValidation` says.
+    pub duplicate_fields: Vec<String>,
 }
 
 /// The patch types the server accepts.
@@ -800,10 +803,14 @@ impl Registry {
         {
             self.openapi.prune_unknown_fields(&snapshot, &storage, object);
         }
-        if unknown.is_empty() {
+        if unknown.is_empty() && options.duplicate_fields.is_empty() {
             return Ok(());
         }
-        let listed: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+        let listed: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .chain(options.duplicate_fields.iter().map(|f| format!("duplicate field {f:?}")))
+            .collect();
         match options.field_validation {
             FieldValidation::Strict => Err(ApiError::BadRequest(if rt.is_custom() {
                 format!("strict decoding error: {}", listed.join(", "))

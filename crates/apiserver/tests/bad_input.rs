@@ -162,3 +162,41 @@ async fn each_bad_request_gets_its_status_and_stores_nothing() {
     assert_eq!(items.len(), 1, "{list}");
     assert_eq!(items[0]["data"]["a"], "2");
 }
+
+#[tokio::test]
+async fn fields_given_twice_are_refused_in_strict_mode_and_the_last_wins_otherwise() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let deployment = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dup"},
+        "spec": {"unknownField": "foo", "replicas": 2, "replicas": 3, "selector": {"matchLabels": {"app": "x"}},
+        "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}"#;
+    let path = "/apis/apps/v1/namespaces/default/deployments";
+    let reply = http.send("POST", &format!("{path}?fieldValidation=Strict"), "application/json", deployment).await;
+    let status = assert_status(&reply, 400, "BadRequest");
+    assert_eq!(
+        status["message"],
+        "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: \
+         unknown field \"spec.unknownField\", duplicate field \"spec.replicas\""
+    );
+    assert_eq!(http.send("GET", &format!("{path}/dup"), "application/json", "").await.status, 404);
+    // Without Strict the last value wins.
+    let reply = http.send("POST", path, "application/json", deployment).await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json()["spec"]["replicas"], 3);
+
+    // A YAML apply names the line of the repeated key.
+    let apply =
+        "\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup-yaml\ndata:\n  a: one\n  foo: foo1\n  foo: foo2\n";
+    let cm = "/api/v1/namespaces/default/configmaps/dup-yaml?fieldManager=test";
+    let reply =
+        http.send("PATCH", &format!("{cm}&fieldValidation=Strict"), "application/apply-patch+yaml", apply).await;
+    let status = assert_status(&reply, 400, "BadRequest");
+    assert!(
+        status["message"].as_str().unwrap().contains(r#"line 9: key "foo" already set in map"#),
+        "{}",
+        status["message"]
+    );
+    let reply = http.send("PATCH", cm, "application/apply-patch+yaml", apply).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["data"]["foo"], "foo2");
+}
