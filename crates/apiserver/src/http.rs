@@ -514,7 +514,24 @@ async fn route(
             return Ok(bytes_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text)));
         }
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
-            return Ok(bytes_response(StatusCode::OK, openapi::V2_CONTENT_TYPE, Bytes::new()));
+            let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if accept.contains("protobuf") || segments[0] == "swagger-2.0.0.pb-v1" {
+                return Ok(bytes_response(StatusCode::OK, openapi::V2_CONTENT_TYPE, Bytes::new()));
+            }
+            let snapshot = state.registry.catalog.snapshot();
+            let (doc, etag) = state.registry.openapi.v2_document(&snapshot);
+            let quoted = format!("\"{etag}\"");
+            let matches =
+                parts.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(quoted.as_str());
+            let mut response = if matches {
+                bytes_response(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
+            } else {
+                bytes_response(StatusCode::OK, "application/json", Bytes::from(doc.as_ref().clone()))
+            };
+            if let Ok(value) = HeaderValue::from_str(&quoted) {
+                response.headers_mut().insert(header::ETAG, value);
+            }
+            return Ok(response);
         }
         ["openapi", "v3"] if get => {
             let snapshot = state.registry.catalog.snapshot();

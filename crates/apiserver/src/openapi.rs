@@ -1,6 +1,7 @@
 //! OpenAPI: `/openapi/v3` and one document per group-version, generated from k8s-openapi's
-//! schemars impls for built-in kinds and from `openAPIV3Schema` for custom resources; and the
-//! empty protobuf answer for `/openapi/v2` that kubectl 1.27 and 1.28 need.
+//! schemars impls for built-in kinds and from `openAPIV3Schema` for custom resources; the
+//! definitions of all of them as a JSON Swagger 2.0 document at `/openapi/v2`; and the empty
+//! protobuf answer for `/openapi/v2` that kubectl 1.27 and 1.28 need.
 //!
 //! Patch operations advertise `fieldValidation` (so kubectl leaves validation to the server) and
 //! do not advertise strategic merge patch (so kubectl computes it from its compiled-in types
@@ -75,6 +76,86 @@ impl OpenApi {
         cache.insert(cache_key, doc.clone());
         Some(doc)
     }
+}
+
+impl OpenApi {
+    /// `GET /openapi/v2` as JSON: every group-version's definitions in one Swagger 2.0
+    /// document (no paths: clients read operations from `/openapi/v3`), and its ETag.
+    pub fn v2_document(&self, snapshot: &Snapshot) -> (Arc<Vec<u8>>, String) {
+        const KEY: &str = "openapi/v2";
+        let etag = hash(snapshot.generation, KEY);
+        let cache_key = (snapshot.generation, KEY.to_string());
+        if let Some(doc) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
+            return (doc.clone(), etag);
+        }
+        let mut definitions = Map::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for rt in snapshot.types.values() {
+            if !seen.insert((rt.group.clone(), rt.version.clone())) {
+                continue;
+            }
+            let types = snapshot.group_version(&rt.group, &rt.version);
+            let document = build_document(&types);
+            if let Some(schemas) = document.pointer("/components/schemas").and_then(Value::as_object) {
+                for (name, schema) in schemas {
+                    definitions.entry(name.clone()).or_insert_with(|| v2_schema(schema.clone()));
+                }
+            }
+        }
+        let document = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": "v1.33.0"},
+            "paths": {},
+            "definitions": definitions,
+        });
+        let text =
+            serde_json::to_string(&document).unwrap_or_default().replace("#/components/schemas/", "#/definitions/");
+        let doc = Arc::new(text.into_bytes());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(generation, _), _| *generation == snapshot.generation);
+        cache.insert(cache_key, doc.clone());
+        (doc, etag)
+    }
+}
+
+/// An OpenAPI v3 schema as Swagger 2.0 has it: `nullable` and the combinators 2.0 lacks
+/// (`oneOf`, `anyOf`, `not`) go, a lone `allOf` reference becomes the reference (as upstream's
+/// v2 conversion does).
+fn v2_schema(mut schema: Value) -> Value {
+    if let Some(object) = schema.as_object_mut() {
+        for dropped in ["nullable", "oneOf", "anyOf", "not"] {
+            object.remove(dropped);
+        }
+        if let Some(Value::Array(all)) = object.get("allOf")
+            && all.len() == 1
+            && all[0].get("$ref").is_some()
+        {
+            let reference = all[0]["$ref"].clone();
+            object.remove("allOf");
+            object.insert("$ref".into(), reference);
+        }
+        for (key, value) in object.iter_mut() {
+            match key.as_str() {
+                "properties" | "patternProperties" | "definitions" => {
+                    if let Some(children) = value.as_object_mut() {
+                        for child in children.values_mut() {
+                            *child = v2_schema(child.take());
+                        }
+                    }
+                }
+                "items" | "additionalProperties" if value.is_object() => *value = v2_schema(value.take()),
+                "allOf" => {
+                    if let Some(list) = value.as_array_mut() {
+                        for child in list {
+                            *child = v2_schema(child.take());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    schema
 }
 
 /// The fields a kind may have, as a compact tree built from its schema (no descriptions), used to

@@ -236,6 +236,18 @@ async fn discovery_finds_builtins_and_crds() {
     );
     tokio::time::timeout(Duration::from_secs(5), established).await.unwrap().unwrap();
 
+    // The CRD's schema is published in OpenAPI v2 (as kube-apiserver's CRD publisher does).
+    let request = http::Request::get("/openapi/v2").body(Vec::new()).unwrap();
+    let swagger: serde_json::Value = client.request(request).await.unwrap();
+    let definition = &swagger["definitions"]["com.example.v1.Widget"];
+    assert_eq!(definition["properties"]["spec"]["properties"]["size"]["type"], "integer");
+    assert_eq!(definition["x-kubernetes-group-version-kind"][0]["kind"], "Widget");
+    assert_eq!(
+        definition["properties"]["metadata"]["$ref"],
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    assert!(swagger["definitions"]["io.k8s.api.core.v1.Pod"]["properties"]["spec"].is_object());
+
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let (resource, caps) =
         discovery.resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget")).expect("Widget discovered");
