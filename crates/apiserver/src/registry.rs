@@ -46,6 +46,17 @@ pub enum FieldValidation {
 /// A check on every write after validation (the validating-admission stage): the object as it
 /// would be stored and, for an update, the stored one. An error refuses the write.
 pub trait Admission: Send + Sync {
+    /// Mutating admission of a create (`old` is None) or update, after defaulting and before
+    /// validation: may change `new`.
+    fn mutate<'a>(
+        &'a self,
+        _rt: &'a ResourceType,
+        _old: Option<&'a Value>,
+        _new: &'a mut Value,
+    ) -> futures::future::BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Admits or refuses a write of `new` over `old`.
     fn admit<'a>(
         &'a self,
@@ -929,6 +940,9 @@ impl Registry {
         strategy::default_object(rt, &mut object);
         if rt.kind == "Pod" && rt.group.is_empty() {
             self.admit_service_account(&mut object).await?;
+        }
+        if let Some(admission) = &options.admission.0 {
+            admission.mutate(rt, None, &mut object).await?;
         }
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut object);

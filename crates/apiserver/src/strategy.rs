@@ -82,6 +82,22 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
                     }
                 }
             }
+            // SetDefaults_Pod: a limit without a request is also the request.
+            for list in ["/spec/containers", "/spec/initContainers"] {
+                for container in object.pointer_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+                    let Some(limits) = container.pointer("/resources/limits").and_then(Value::as_object).cloned()
+                    else {
+                        continue;
+                    };
+                    let resources = ensure_object(container, "resources");
+                    let requests = resources.entry("requests").or_insert_with(|| json!({}));
+                    if let Some(requests) = requests.as_object_mut() {
+                        for (name, quantity) in limits {
+                            requests.entry(name).or_insert(quantity);
+                        }
+                    }
+                }
+            }
             let qos = qos_class(object.get("spec").unwrap_or(&Value::Null));
             let status = ensure_object(object, "status");
             status.entry("phase").or_insert(json!("Pending"));
@@ -357,7 +373,8 @@ fn image_is_latest(image: &str) -> bool {
     }
 }
 
-fn qos_class(spec: &Value) -> &'static str {
+/// A pod's QoS class (`Guaranteed`, `Burstable`, `BestEffort`) from its spec.
+pub fn qos_class(spec: &Value) -> &'static str {
     let containers = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut any = false;
     let mut guaranteed = !containers.is_empty();

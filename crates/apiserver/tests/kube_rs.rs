@@ -541,3 +541,56 @@ async fn custom_resource_deletion_and_crd_cleanup() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn limit_ranges_default_and_bound_container_resources() {
+    use k8s_openapi::api::core::v1::LimitRange;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let ranges: Api<LimitRange> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let range = json!({"metadata": {"name": "limits"}, "spec": {"limits": [{"type": "Container",
+        "min": {"cpu": "50m", "memory": "100Mi"}, "max": {"cpu": "500m", "memory": "500Mi"},
+        "default": {"cpu": "500m", "memory": "500Mi"}, "defaultRequest": {"cpu": "100m", "memory": "200Mi"}}]}});
+    ranges.create(&PostParams::default(), &serde_json::from_value(range).unwrap()).await.unwrap();
+    let pod = |name: &str, resources: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "resources": resources}]}}))
+        .unwrap()
+    };
+    let created = pods.create(&PostParams::default(), &pod("bare", json!({}))).await.unwrap();
+    let resources = serde_json::to_value(&created.spec.unwrap().containers[0].resources).unwrap();
+    assert_eq!(
+        resources,
+        json!({"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"cpu": "500m", "memory": "500Mi"}})
+    );
+    assert_eq!(created.status.unwrap().qos_class.as_deref(), Some("Burstable"));
+    assert!(
+        created.metadata.annotations.unwrap()["kubernetes.io/limit-ranger"].starts_with("LimitRanger plugin set: ")
+    );
+    // A limit without a request is the request (pod defaulting), before the range's defaults.
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &pod("partial", json!({"requests": {"memory": "150Mi"}, "limits": {"cpu": "300m"}})),
+        )
+        .await
+        .unwrap();
+    let resources = serde_json::to_value(&created.spec.unwrap().containers[0].resources).unwrap();
+    assert_eq!(
+        resources,
+        json!({"requests": {"cpu": "300m", "memory": "150Mi"}, "limits": {"cpu": "300m", "memory": "500Mi"}})
+    );
+    let refused = pods
+        .create(&PostParams::default(), &pod("small", json!({"requests": {"cpu": "10m", "memory": "50Mi"}})))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = refused else { panic!("expected a Status") };
+    assert_eq!(status.code, 403);
+    assert_eq!(
+        status.message,
+        "pods \"small\" is forbidden: [minimum cpu usage per Container is 50m, but request is 10m, \
+         minimum memory usage per Container is 100Mi, but request is 50Mi]"
+    );
+    assert!(matches!(pods.get("small").await, Err(kube::Error::Api(s)) if s.code == 404));
+}

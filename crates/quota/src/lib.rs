@@ -3,6 +3,7 @@
 //! shows ([`calculate_used`]) and the admission check of a write ([`admit`]). Pure functions on
 //! JSON objects; the API server and the quota controller do the I/O.
 
+pub mod limits;
 pub mod quantity;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,7 +210,7 @@ fn max_list(into: &mut ResourceList, from: &ResourceList) {
 
 /// A pod's effective requests or limits (`field`): the containers' sum, at least each init
 /// container's (with the sidecars started before it), plus the pod overhead.
-fn pod_resources(pod: &Value, field: &str) -> ResourceList {
+pub(crate) fn pod_resources(pod: &Value, field: &str) -> ResourceList {
     let spec = &pod["spec"];
     let of = |c: &Value| resource_list(c.pointer(&format!("/resources/{field}")));
     let mut total = ResourceList::new();

@@ -143,6 +143,11 @@ impl Quantity {
         Quantity { nanos: self.nanos.saturating_sub(other.nanos), format }
     }
 
+    /// The value as a float (ratios).
+    pub fn as_f64(&self) -> f64 {
+        self.nanos as f64 / NANO as f64
+    }
+
     /// Whether this is zero.
     pub fn is_zero(&self) -> bool {
         self.nanos == 0

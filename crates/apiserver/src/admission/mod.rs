@@ -1,10 +1,13 @@
-//! Validating admission: the checks every write passes after validation and before storage, in
-//! kube-apiserver's order. [`Chain::for_request`] builds the chain of one request; the registry
-//! calls it through [`crate::registry::Admission`].
+//! Admission: what every write passes between decoding and storage, in kube-apiserver's order.
+//! [`Chain::for_request`] builds the chain of one request; the registry calls it through
+//! [`crate::registry::Admission`]: `mutate` after defaulting, `admit` after validation.
 //!
-//! - RBAC escalation prevention (`crate::auth::escalation`), for writes of RBAC objects;
-//! - ResourceQuota ([`quota`]), for writes in a namespace that holds quotas.
+//! Mutating: LimitRanger defaults ([`limit_ranger`]).
+//! Validating: RBAC escalation prevention (`crate::auth::escalation`), for writes of RBAC
+//! objects; LimitRanger's min/max ([`limit_ranger`]); ResourceQuota ([`quota`]), for writes in a
+//! namespace that holds quotas.
 
+pub mod limit_ranger;
 pub mod quota;
 
 use std::sync::Arc;
@@ -31,6 +34,20 @@ impl Chain {
 }
 
 impl crate::registry::Admission for Chain {
+    fn mutate<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        old: Option<&'a Value>,
+        new: &'a mut Value,
+    ) -> futures::future::BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async move {
+            if old.is_none() {
+                limit_ranger::mutate(&self.state.registry, rt, new).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn admit<'a>(
         &'a self,
         rt: &'a ResourceType,
@@ -41,6 +58,9 @@ impl crate::registry::Admission for Chain {
             if rt.group == crate::auth::escalation::GROUP {
                 crate::auth::escalation::check(&self.state.rbac, &self.state.registry, &self.identity, rt, old, new)
                     .await?;
+            }
+            if old.is_none() {
+                limit_ranger::validate(&self.state.registry, rt, new).await?;
             }
             quota::admit(&self.state.registry, rt, old, new, self.dry_run).await
         })
