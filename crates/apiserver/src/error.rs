@@ -129,6 +129,9 @@ pub enum ApiError {
     /// The caller may not do this (or the namespace is terminating).
     #[error("{message}")]
     Forbidden { message: String, subject: Subject, causes: Vec<Cause> },
+    /// The request is refused for now (an eviction a disruption budget does not allow yet).
+    #[error("{message}")]
+    TooManyRequests { message: String, causes: Vec<Cause> },
     /// A resourceVersion or continue token is too old.
     #[error("{message}")]
     Expired { message: String },
@@ -188,6 +191,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => 413,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden { .. } => 403,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Expired { .. } => 410,
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::Unavailable(_) => 503,
@@ -208,6 +212,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Expired { .. } => "Expired",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Unavailable(_) => "ServiceUnavailable",
@@ -290,6 +295,7 @@ impl ApiError {
                 }
                 causes
             }
+            ApiError::TooManyRequests { causes, .. } => causes,
             ApiError::TooLargeResourceVersion { .. } => {
                 details.insert(
                     "causes".into(),
@@ -301,8 +307,17 @@ impl ApiError {
             _ => &[],
         };
         if !causes.is_empty() {
-            let list: Vec<Value> =
-                causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
+            let list: Vec<Value> = causes
+                .iter()
+                .map(|c| {
+                    let mut cause = json!({"reason": c.reason, "message": c.message});
+                    // `field` is omitted when empty, as upstream's omitempty does.
+                    if !c.field.is_empty() {
+                        cause["field"] = json!(c.field);
+                    }
+                    cause
+                })
+                .collect();
             details.insert("causes".into(), Value::Array(list));
         }
         let mut status = json!({

@@ -1015,7 +1015,12 @@ async fn serve_resource(
             if let Some(grace) = eviction.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64) {
                 options.grace_period = Some(grace);
             }
-            registry.delete(rt, ns, name, &options).await?;
+            let dry_run = query.dry_run()?
+                || eviction
+                    .pointer("/deleteOptions/dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|v| v == "All"));
+            crate::eviction::evict(registry, rt, ns.unwrap_or("default"), name, &options, dry_run).await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

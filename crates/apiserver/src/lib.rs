@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod crd;
 pub mod discovery;
 pub mod error;
+pub mod eviction;
 pub mod fields;
 pub mod http;
 pub mod kubelet;

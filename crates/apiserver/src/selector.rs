@@ -126,6 +126,32 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`); an unknown operator
+    /// makes a selector that matches nothing.
+    pub fn from_object(selector: &serde_json::Value) -> Self {
+        let mut requirements = Vec::new();
+        for (key, value) in selector.get("matchLabels").and_then(serde_json::Value::as_object).into_iter().flatten() {
+            requirements.push(LabelRequirement::Equals(key.clone(), value.as_str().unwrap_or_default().to_string()));
+        }
+        for expression in selector.get("matchExpressions").and_then(serde_json::Value::as_array).into_iter().flatten() {
+            let key = expression["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = expression["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            requirements.push(match expression["operator"].as_str().unwrap_or_default() {
+                "In" => LabelRequirement::In(key, values),
+                "NotIn" => LabelRequirement::NotIn(key, values),
+                "Exists" => LabelRequirement::Exists(key),
+                "DoesNotExist" => LabelRequirement::DoesNotExist(key),
+                _ => LabelRequirement::In(key, Vec::new()),
+            });
+        }
+        LabelSelector(requirements)
+    }
+
     /// Whether the labels satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {

@@ -5,6 +5,7 @@
 pub mod aggregation;
 pub mod cronjobs;
 pub mod daemonsets;
+pub mod disruption;
 pub mod endpoints;
 pub mod ephemeral;
 pub mod garbage;
@@ -22,6 +23,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController, ServiceAccount,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -49,6 +51,10 @@ enum Work {
     /// A pod without a controller: the replica sets and replication controllers matching it
     /// may adopt it.
     OrphanPod(String, String),
+    /// A PodDisruptionBudget's status.
+    Disruption(String, String),
+    /// Every PodDisruptionBudget of a namespace (its pods or their controllers changed).
+    Disruptions(String),
 }
 
 fn now() -> String {
@@ -317,6 +323,7 @@ struct Controllers {
     pods: Store<Pod>,
     cron_jobs: Store<CronJob>,
     replication_controllers: Store<ReplicationController>,
+    budgets: Store<PodDisruptionBudget>,
     /// Pod writes of replica sets, replication controllers and jobs the cache has not shown yet.
     expectations: std::sync::Mutex<Expectations>,
     /// When each cron job is woken up next.
@@ -383,6 +390,78 @@ impl Controllers {
             }
         }
         Ok((adopted, released))
+    }
+
+    /// Keeps a PodDisruptionBudget's status: healthy, desired and expected pods, and how many
+    /// may be disrupted now (`disruption::status`).
+    async fn disruption(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let Some(pdb) = live(&self.budgets, namespace, name) else { return Ok(()) };
+        let budget = value(pdb.as_ref());
+        let pods: Vec<Value> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .map(|p| value(p.as_ref()))
+            .collect();
+        let refs: Vec<&Value> = pods.iter().collect();
+        let scale_of = |pod: &Value| -> Option<(String, i64)> {
+            let owner = pod
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|o| o["controller"] == json!(true))?;
+            let owner_name = owner["name"].as_str()?;
+            let replicas = |spec: Option<i32>| i64::from(spec.unwrap_or(1));
+            match owner["kind"].as_str()? {
+                "ReplicaSet" => {
+                    let rs = self.replica_sets.get(&ObjectRef::new(owner_name).within(namespace))?;
+                    if let Some(deployment) =
+                        rs.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                    {
+                        let d = self.deployments.get(&ObjectRef::new(&deployment.name).within(namespace))?;
+                        return Some((d.uid()?, replicas(d.spec.as_ref()?.replicas)));
+                    }
+                    Some((rs.uid()?, replicas(rs.spec.as_ref()?.replicas)))
+                }
+                "ReplicationController" => {
+                    let rc = self.replication_controllers.get(&ObjectRef::new(owner_name).within(namespace))?;
+                    Some((rc.uid()?, replicas(rc.spec.as_ref()?.replicas)))
+                }
+                "StatefulSet" => {
+                    let set = self.stateful_sets.get(&ObjectRef::new(owner_name).within(namespace))?;
+                    Some((set.uid()?, replicas(set.spec.as_ref()?.replicas)))
+                }
+                _ => None,
+            }
+        };
+        let status = disruption::status(&budget, &refs, &scale_of, jiff::Timestamp::now().as_second());
+        let unchanged = {
+            let mut current = budget.get("status").cloned().unwrap_or(Value::Null);
+            let mut wanted = status.clone();
+            // A transition time alone is no change worth a write.
+            for v in [&mut current, &mut wanted] {
+                if let Some(conditions) = v.get_mut("conditions").and_then(Value::as_array_mut) {
+                    for c in conditions.iter_mut().filter_map(Value::as_object_mut) {
+                        c.remove("lastTransitionTime");
+                    }
+                }
+            }
+            current == wanted
+        };
+        if unchanged {
+            return Ok(());
+        }
+        let mut updated = budget.clone();
+        updated["status"] = status;
+        let updated: PodDisruptionBudget = serde_json::from_value(updated).map_err(kube::Error::SerdeError)?;
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), namespace);
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match api.replace_status(name, &params, &updated).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// The pods `owner` controls once it has adopted and released what its selector says.
@@ -806,6 +885,7 @@ pub const UPSTREAM_ROLES: &[&str] = &[
     "cronjob-controller",
     "daemon-set-controller",
     "deployment-controller",
+    "disruption-controller",
     "endpoint-controller",
     "endpointslice-controller",
     "ephemeral-volume-controller",
@@ -875,6 +955,7 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         if ephemeral {
             let _ = q.send(Work::EphemeralVolumes(pod.namespace().unwrap_or_default(), pod.name_any()));
         }
+        let _ = q.send(Work::Disruptions(pod.namespace().unwrap_or_default()));
         if controller_of(pod).is_none() && pod.metadata.deletion_timestamp.is_none() && !pod.labels().is_empty() {
             let _ = q.send(Work::OrphanPod(pod.namespace().unwrap_or_default(), pod.name_any()));
         }
@@ -912,12 +993,16 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     let (nodes, t10) = reflect(Api::<Node>::all(client.clone()), move |_: &Node| {
         let _ = q.send(Work::AllDaemonSets);
     });
+    let q = queue.clone();
+    let (budgets, t13) = reflect(Api::<PodDisruptionBudget>::all(client.clone()), move |pdb: &PodDisruptionBudget| {
+        let _ = q.send(Work::Disruption(pdb.namespace().unwrap_or_default(), pdb.name_any()));
+    });
     let endpoints = tokio::spawn(endpoints::run(client.clone()));
     let collector = tokio::spawn(garbage::run(client.clone()));
     let aggregator = tokio::spawn(aggregation::run(client.clone()));
     let quotas = tokio::spawn(quota::run(client.clone()));
     let _tasks =
-        Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, endpoints, collector, aggregator, quotas]);
+        Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, endpoints, collector, aggregator, quotas]);
     let _ = deployments.wait_until_ready().await;
     let _ = replica_sets.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
@@ -927,7 +1012,9 @@ pub async fn run(client: Client, root_ca: Option<String>) {
     let _ = nodes.wait_until_ready().await;
     let _ = cron_jobs.wait_until_ready().await;
     let _ = replication_controllers.wait_until_ready().await;
+    let _ = budgets.wait_until_ready().await;
     let controllers = Controllers {
+        budgets,
         cron_jobs,
         replication_controllers,
         wakeups: std::sync::Mutex::default(),
@@ -961,6 +1048,15 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 Work::EphemeralVolumes(namespace, name) => controllers.ephemeral_volumes(namespace, name).await,
                 Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
                 Work::DaemonSet(namespace, name) => controllers.daemon_set(namespace, name).await,
+                Work::Disruption(namespace, name) => controllers.disruption(namespace, name).await,
+                Work::Disruptions(namespace) => {
+                    for pdb in
+                        controllers.budgets.state().iter().filter(|b| b.namespace().as_deref() == Some(namespace))
+                    {
+                        let _ = queue.send(Work::Disruption(namespace.clone(), pdb.name_any()));
+                    }
+                    Ok(())
+                }
                 Work::OrphanPod(namespace, name) => {
                     controllers.orphan_pod(namespace, name);
                     Ok(())

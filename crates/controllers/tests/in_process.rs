@@ -305,10 +305,8 @@ async fn resource_quotas_count_usage_and_refuse_what_exceeds_them() {
             "template": {"metadata": {"labels": {"rs": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}))
     };
     sets.create(&pp, &set("one")).await.unwrap();
-    assert_eq!(
-        sets.create(&pp, &set("two")).await.map(|_| ()).unwrap_err().to_string().contains("exceeded quota"),
-        true
-    );
+    let refused = sets.create(&pp, &set("two")).await.map(|_| ()).unwrap_err().to_string();
+    assert!(refused.contains("exceeded quota"), "{refused}");
 
     // Deleting gives the usage back.
     pods.delete("fits", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
@@ -358,6 +356,55 @@ async fn replica_sets_adopt_matching_orphans_and_release_pods_that_stop_matching
                 all.iter().any(|p| p.metadata.name.as_deref() != Some("orphan") && controlled_by(p, &uid));
             (released && replacement).then_some(())
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budgets_count_healthy_pods_and_gate_evictions() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::EvictParams;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = cluster(dir.path()).await;
+    // kube-rs retries a 429 fifteen times by default: this client takes the refusal as it is.
+    let kubeconfig = Kubeconfig::from_yaml(&server.admin_kubeconfig("c").unwrap()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.default_retry = false;
+    let once = kube::Client::try_from(config).unwrap();
+    let pp = PostParams::default();
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    budgets
+        .create(&pp, &object(json!({"metadata": {"name": "b"}, "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "pdb"}}}})))
+        .await
+        .unwrap();
+    let rs = json!({"metadata": {"name": "pdb"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "pdb"}},
+        "template": {"metadata": {"labels": {"app": "pdb"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    sets.create(&pp, &object(rs)).await.unwrap();
+    let healthy = |current: i32, allowed: i32| {
+        let budgets = budgets.clone();
+        async move {
+            let s = budgets.get("b").await.ok()?.status?;
+            (s.current_healthy == current && s.disruptions_allowed == allowed && s.observed_generation.is_some())
+                .then_some(())
+        }
+    };
+    eventually("three healthy, none allowed", || healthy(3, 0)).await;
+    let victim = pods.list(&ListParams::default()).await.unwrap().items[0].metadata.name.clone().unwrap();
+    let refused = Api::<Pod>::namespaced(once, "default").evict(&victim, &EvictParams::default()).await.unwrap_err();
+    let kube::Error::Api(status) = refused else { panic!("expected a Status") };
+    assert_eq!((status.code, status.reason.as_str()), (429, "TooManyRequests"));
+    assert!(pods.get(&victim).await.is_ok(), "a refused eviction deletes nothing");
+
+    budgets.patch("b", &PatchParams::default(), &Patch::Merge(json!({"spec": {"minAvailable": 2}}))).await.unwrap();
+    eventually("one disruption allowed", || healthy(3, 1)).await;
+    pods.evict(&victim, &EvictParams::default()).await.unwrap();
+    let status = budgets.get("b").await.unwrap().status.unwrap();
+    assert!(status.disrupted_pods.unwrap_or_default().contains_key(&victim), "the eviction is recorded in the budget");
+    eventually("the evicted pod gone", || {
+        let (pods, victim) = (pods.clone(), victim.clone());
+        async move { matches!(pods.get(&victim).await, Err(kube::Error::Api(s)) if s.code == 404).then_some(()) }
     })
     .await;
 }

@@ -119,7 +119,7 @@ fn matching(group: &str, plural: &str, hard: &ResourceList) -> BTreeSet<String> 
 }
 
 fn add_to(list: &mut ResourceList, name: &str, q: Quantity) {
-    list.entry(name.to_string()).and_modify(|have| *have = have.add(q)).or_insert(q);
+    list.entry(name.to_string()).and_modify(|have| *have = *have + q).or_insert(q);
 }
 
 fn one() -> Quantity {
@@ -239,7 +239,7 @@ pub(crate) fn pod_resources(pod: &Value, field: &str) -> ResourceList {
     } else {
         for (name, q) in overhead {
             if let Some(have) = total.get_mut(&name) {
-                *have = have.add(q);
+                *have = *have + q;
             }
         }
     }
@@ -510,7 +510,7 @@ pub fn admit(
         let before = usage(group, plural, old, now);
         for (name, q) in delta.iter_mut() {
             if let Some(b) = before.get(name) {
-                *q = q.sub(*b);
+                *q = *q - *b;
                 if q.is_negative() {
                     *q = Quantity::ZERO;
                 }

@@ -131,18 +131,6 @@ impl Quantity {
         self.format
     }
 
-    /// `self + other`, in `self`'s format (`other`'s when `self` is zero, as upstream's).
-    pub fn add(self, other: Quantity) -> Quantity {
-        let format = if self.nanos == 0 { other.format } else { self.format };
-        Quantity { nanos: self.nanos.saturating_add(other.nanos), format }
-    }
-
-    /// `self - other`, in `self`'s format (`other`'s when `self` is zero).
-    pub fn sub(self, other: Quantity) -> Quantity {
-        let format = if self.nanos == 0 { other.format } else { self.format };
-        Quantity { nanos: self.nanos.saturating_sub(other.nanos), format }
-    }
-
     /// The value as a float (ratios).
     pub fn as_f64(&self) -> f64 {
         self.nanos as f64 / NANO as f64
@@ -156,6 +144,26 @@ impl Quantity {
     /// Whether this is below zero.
     pub fn is_negative(&self) -> bool {
         self.nanos < 0
+    }
+}
+
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+
+    /// `self + other`, in `self`'s format (`other`'s when `self` is zero, as upstream's).
+    fn add(self, other: Quantity) -> Quantity {
+        let format = if self.nanos == 0 { other.format } else { self.format };
+        Quantity { nanos: self.nanos.saturating_add(other.nanos), format }
+    }
+}
+
+impl std::ops::Sub for Quantity {
+    type Output = Quantity;
+
+    /// `self - other`, in `self`'s format (`other`'s when `self` is zero).
+    fn sub(self, other: Quantity) -> Quantity {
+        let format = if self.nanos == 0 { other.format } else { self.format };
+        Quantity { nanos: self.nanos.saturating_sub(other.nanos), format }
     }
 }
 
@@ -188,12 +196,12 @@ impl fmt::Display for Quantity {
         }
         let sign = if self.nanos < 0 { "-" } else { "" };
         let magnitude = self.nanos.unsigned_abs();
-        if self.format == Format::BinarySi && magnitude % (NANO as u128) == 0 {
+        if self.format == Format::BinarySi && magnitude.is_multiple_of(NANO as u128) {
             let mut whole = magnitude / NANO as u128;
             if whole >= 1024 {
                 let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
                 let mut index = 0;
-                while whole % 1024 == 0 && index + 1 < suffixes.len() {
+                while whole.is_multiple_of(1024) && index + 1 < suffixes.len() {
                     whole /= 1024;
                     index += 1;
                 }
@@ -204,7 +212,7 @@ impl fmt::Display for Quantity {
         // the mantissa stays whole.
         let mut mantissa = magnitude;
         let mut exponent = -9i32;
-        while mantissa % 1000 == 0 && exponent < 18 {
+        while mantissa.is_multiple_of(1000) && exponent < 18 {
             mantissa /= 1000;
             exponent += 3;
         }
@@ -265,11 +273,11 @@ mod tests {
 
     #[test]
     fn sums_keep_the_first_format_and_compare_by_value() {
-        assert_eq!(q("252Mi").add(q("100Mi")).to_string(), "352Mi");
-        assert_eq!(q("500m").add(q("600m")).to_string(), "1100m");
-        assert_eq!(q("1").sub(q("1000m")).to_string(), "0");
+        assert_eq!((q("252Mi") + q("100Mi")).to_string(), "352Mi");
+        assert_eq!((q("500m") + q("600m")).to_string(), "1100m");
+        assert_eq!((q("1") - q("1000m")).to_string(), "0");
         // Zero takes the format of what is added to it.
-        assert_eq!(Quantity::ZERO.add(q("100Mi")).to_string(), "100Mi");
+        assert_eq!((Quantity::ZERO + q("100Mi")).to_string(), "100Mi");
         assert!(q("1100m") > q("1"));
         assert_eq!(q("1k"), q("1000"));
         assert_eq!(q("1Ki"), q("1024"));

@@ -131,7 +131,7 @@ fn a_create_over_the_quota_is_refused_with_upstreams_message() {
         Some(json!({"cpu": "500m", "memory": "252Mi", "pods": "1"})),
     );
     let p = pod(json!({"cpu": "600m", "memory": "100Mi"}), json!({}));
-    let refused = admit(&[q.clone()], "", "pods", Operation::Create, &p, None, 0).unwrap_err();
+    let refused = admit(std::slice::from_ref(&q), "", "pods", Operation::Create, &p, None, 0).unwrap_err();
     assert_eq!(refused, "exceeded quota: test-quota, requested: cpu=600m, used: cpu=500m, limited: cpu=1");
     let p = pod(json!({"cpu": "100m", "memory": "100Mi"}), json!({}));
     let charged = admit(&[q], "", "pods", Operation::Create, &p, None, 0).unwrap();
@@ -151,7 +151,7 @@ fn a_quota_without_usage_refuses_until_calculated_and_one_without_status_is_igno
     let mut q = quota(json!({"secrets": "1"}), Some(json!({})));
     let secret = json!({"metadata": {"name": "s"}});
     assert_eq!(
-        admit(&[q.clone()], "", "secrets", Operation::Create, &secret, None, 0).unwrap_err(),
+        admit(std::slice::from_ref(&q), "", "secrets", Operation::Create, &secret, None, 0).unwrap_err(),
         "status unknown for quota: test-quota, resources: secrets"
     );
     q.as_object_mut().unwrap().remove("status");
@@ -163,7 +163,7 @@ fn service_updates_are_charged_by_their_increase() {
     let q = quota(json!({"services.loadbalancers": "1"}), Some(json!({"services.loadbalancers": "1"})));
     let old = json!({"metadata": {"resourceVersion": "5"}, "spec": {"type": "ClusterIP", "ports": []}});
     let new = json!({"metadata": {"resourceVersion": "5"}, "spec": {"type": "LoadBalancer", "ports": []}});
-    assert!(admit(&[q.clone()], "", "services", Operation::Update, &new, Some(&old), 0).is_err());
+    assert!(admit(std::slice::from_ref(&q), "", "services", Operation::Update, &new, Some(&old), 0).is_err());
     // A pod update is never charged.
     assert_eq!(admit(&[q], "", "pods", Operation::Update, &new, Some(&old), 0).unwrap(), vec![]);
 }
