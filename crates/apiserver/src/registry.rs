@@ -1306,6 +1306,26 @@ impl Registry {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
+        // An apply patch must fit the schema whatever `fieldValidation` says: upstream cannot
+        // build the typed patch and answers 500 with the fields it does not know.
+        let mut probe = applied.clone();
+        let unknown = self.openapi.prune_unknown_fields(&self.catalog.snapshot(), rt, &mut probe);
+        if !unknown.is_empty() {
+            let lines: Vec<String> = unknown
+                .iter()
+                .map(|path| format!("{}: field not declared in schema", typed_path(applied, path)))
+                .collect();
+            let detail = match lines.as_slice() {
+                [one] => one.clone(),
+                many => format!("errors:\n  {}", many.join("\n  ")),
+            };
+            let namespace = meta_str(applied, "namespace").unwrap_or_default();
+            return Err(ApiError::Unclassified(format!(
+                "failed to create typed patch object ({namespace}/{name}; {}, Kind={}): {detail}",
+                if rt.group.is_empty() { format!("/{}", rt.version) } else { rt.api_version() },
+                rt.kind
+            )));
+        }
         Ok(())
     }
 
@@ -2122,4 +2142,30 @@ mod tests {
         assert!(splice_resource_version(br#"{"kind":"X"}"#, 1).is_none());
         assert!(splice_resource_version(b"[1]", 1).is_none());
     }
+}
+
+/// A field path as structured-merge-diff prints it: a leading dot, and list items by their
+/// `name` key where they have one (`.spec.containers[name="c"].bogus`), else by index.
+fn typed_path(object: &Value, path: &str) -> String {
+    let mut out = String::new();
+    let mut at = Some(object);
+    for segment in path.split('.') {
+        let (key, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        out.push('.');
+        out.push_str(key);
+        at = at.and_then(|v| v.get(key));
+        for index in indexes.split('[').filter(|s| !s.is_empty()) {
+            let index = index.trim_end_matches(']');
+            let item = index.parse::<usize>().ok().and_then(|i| at.and_then(|v| v.get(i)));
+            match item.and_then(|i| i.get("name")).and_then(Value::as_str) {
+                Some(name) => out.push_str(&format!("[name=\"{name}\"]")),
+                None => out.push_str(&format!("[{index}]")),
+            }
+            at = item;
+        }
+    }
+    out
 }

@@ -200,3 +200,24 @@ async fn fields_given_twice_are_refused_in_strict_mode_and_the_last_wins_otherwi
     assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.json()["data"]["foo"], "foo2");
 }
+
+#[tokio::test]
+async fn an_apply_patch_with_fields_the_schema_lacks_is_refused_as_upstream_does() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let apply = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d1\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata:\n      labels: {a: b}\n      unknownSubMeta: x\n    spec:\n      containers: [{name: c, image: nginx, bogus: 1}]\n";
+    let path = "/apis/apps/v1/namespaces/default/deployments/d1?fieldManager=m";
+    let reply = http.send("PATCH", path, "application/apply-patch+yaml", apply).await;
+    let status = reply.json();
+    assert_eq!(reply.status, 500, "{status}");
+    assert_eq!(
+        status["message"],
+        "failed to create typed patch object (/d1; apps/v1, Kind=Deployment): errors:\n  \
+         .spec.template.metadata.unknownSubMeta: field not declared in schema\n  \
+         .spec.template.spec.containers[name=\"c\"].bogus: field not declared in schema"
+    );
+    assert_eq!(
+        http.send("GET", "/apis/apps/v1/namespaces/default/deployments/d1", "application/json", "").await.status,
+        404
+    );
+}
