@@ -117,6 +117,9 @@ pub enum ApiError {
     /// The verb is not allowed now, for the reason given.
     #[error("{0}")]
     NotAllowedNow(String),
+    /// The response cannot be given in a media type the client accepts.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// The body's media type cannot be handled.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -188,6 +191,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::MethodNotAllowed | ApiError::NotAllowedNow(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::NotAcceptable(_) => 406,
             ApiError::TooLarge { .. } => 413,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden { .. } => 403,
@@ -209,6 +213,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::MethodNotAllowed | ApiError::NotAllowedNow(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::TooLarge { .. } => "RequestEntityTooLarge",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",

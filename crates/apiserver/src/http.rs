@@ -828,6 +828,12 @@ async fn serve_resource(
                 let mut options = query.write_options(headers)?;
                 let object = decode_write_body(&bytes, &content_type(headers), &mut options)?;
                 if rt.review {
+                    if shape != Shape::Object {
+                        // Reviews are answered as themselves: no Table or metadata-only form.
+                        return Err(ApiError::NotAcceptable(
+                            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf".into(),
+                        ));
+                    }
                     return Ok(json_response(
                         StatusCode::CREATED,
                         &crate::auth::reviews::review(state, rt, ns, object, identity).await?,

@@ -661,6 +661,7 @@ pub fn field_value(rt: &ResourceType, object: &Value, field: &str) -> Option<Str
         ("events.k8s.io", "Event", "type") => "/type",
         ("events.k8s.io", "Event", "reportingController") => "/reportingController",
         ("", "Secret", "type") => "/type",
+        ("certificates.k8s.io", "CertificateSigningRequest", "spec.signerName") => "/spec/signerName",
         ("", "Namespace", "status.phase") => "/status/phase",
         ("", "Node", "spec.unschedulable") => {
             return Some(object.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false).to_string());

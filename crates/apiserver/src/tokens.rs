@@ -52,6 +52,8 @@ pub struct TokenSubject {
     pub uid: String,
     /// The bound pod (name, uid), if any.
     pub pod: Option<(String, String)>,
+    /// The token's id (`jti` claim), reported as its credential id.
+    pub jti: Option<String>,
 }
 
 impl TokenSigner {
@@ -157,6 +159,7 @@ impl TokenSigner {
             name: text("/serviceaccount/name")?,
             uid: text("/serviceaccount/uid")?,
             pod: text("/pod/name").zip(text("/pod/uid")),
+            jti: claims.get("jti").and_then(Value::as_str).map(String::from),
         };
         Some((subject, nbf, exp))
     }
@@ -179,8 +182,15 @@ mod tests {
         let subject = signer.verify(&token).unwrap();
         assert_eq!(
             subject,
-            TokenSubject { namespace: "team".into(), name: "robot".into(), uid: "uid-1".into(), pod: None }
+            TokenSubject {
+                namespace: "team".into(),
+                name: "robot".into(),
+                uid: "uid-1".into(),
+                pod: None,
+                jti: subject.jti.clone()
+            }
         );
+        assert_eq!(subject.jti.as_ref().map(String::len), Some(36), "the token's id is a UUID");
         let mut tampered = token.clone();
         tampered.insert(token.len() / 2, 'x');
         assert!(signer.verify(&tampered).is_none());

@@ -221,3 +221,26 @@ async fn an_apply_patch_with_fields_the_schema_lacks_is_refused_as_upstream_does
         404
     );
 }
+
+#[tokio::test]
+async fn reviews_cannot_be_answered_as_tables() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let review = r#"{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"nonResourceAttributes": {"path": "/", "verb": "get"}}}"#;
+    let headers = [("content-type", "application/json"), ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")];
+    let reply = http
+        .request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            &headers,
+            review.as_bytes().to_vec(),
+            true,
+        )
+        .await;
+    let status = assert_status(&reply, 406, "NotAcceptable");
+    assert_eq!(
+        status["message"],
+        "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    );
+}

@@ -243,15 +243,19 @@ fn apis_clients_call_are_served() {
     let token = k.ok(&["create", "token", "default"]);
     let review = format!("apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {}\n", token.trim());
     let reviewed = k.output_with_stdin(
-        &["create", "-f", "-", "-o", "jsonpath={.status.authenticated} {.status.user.username}"],
+        &["create", "-f", "-", "-o", "jsonpath={.status.authenticated} {.status.user.username} {.status.user.extra.authentication\\.kubernetes\\.io/credential-id[0]}"],
         &review,
     );
-    assert_eq!(String::from_utf8_lossy(&reviewed.stdout), "true system:serviceaccount:default:default");
+    let reviewed = String::from_utf8_lossy(&reviewed.stdout).to_string();
+    assert!(reviewed.starts_with("true system:serviceaccount:default:default JTI="), "{reviewed}");
     let bad = k.output_with_stdin(
         &["create", "-f", "-", "-o", "jsonpath={.status.authenticated}"],
         "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {token: nonsense}\n",
     );
     assert_eq!(String::from_utf8_lossy(&bad.stdout), "false");
+    // CertificateSigningRequests are listed by signer, as upstream's field selector allows.
+    let by_signer = k.output(&["get", "csr", "--field-selector", "spec.signerName=example.com/none"]);
+    assert!(by_signer.status.success(), "{}", String::from_utf8_lossy(&by_signer.stderr));
 
     // A client certificate: request, approve, use.
     let key = dir.path().join("jane.key");

@@ -66,6 +66,9 @@ async fn service_account_identity(state: &AppState, token: &str) -> Option<Ident
         ],
     );
     identity.uid = subject.uid.clone();
+    if let Some(jti) = &subject.jti {
+        identity.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={jti}")]);
+    }
     if let Some((pod_name, pod_uid)) = &subject.pod {
         let pods = snapshot.get("", "v1", "pods")?;
         let pod = state.registry.get(&pods, Some(&subject.namespace), pod_name).await.ok()?;
