@@ -177,7 +177,35 @@ async fn delete(
 ) -> ApiResult<()> {
     let mut options = options.clone();
     options.dry_run = options.dry_run || dry_run;
+    if !options.dry_run {
+        mark_disruption(registry, pods, namespace, name).await?;
+    }
     registry.delete(pods, Some(namespace), name, &options).await.map(|_| ())
+}
+
+/// Adds the `DisruptionTarget` condition to a running pod about to be evicted (what jobs' pod
+/// failure policies match on), as upstream does before it deletes.
+async fn mark_disruption(registry: &Registry, pods: &ResourceType, namespace: &str, name: &str) -> ApiResult<()> {
+    for _ in 0..5 {
+        let mut pod = registry.get(pods, Some(namespace), name).await?;
+        if matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"))
+            || pod.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            return Ok(());
+        }
+        let status = crate::strategy::ensure_object(&mut pod, "status");
+        let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+        let Some(list) = conditions.as_array_mut() else { return Ok(()) };
+        list.retain(|c| c["type"] != "DisruptionTarget");
+        list.push(json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+            "message": "Eviction API: evicting", "lastTransitionTime": crate::registry::now()}));
+        match registry.update(pods, Some(namespace), name, pod, "status", &WriteOptions::default()).await {
+            Ok(_) => return Ok(()),
+            Err(ApiError::Conflict { .. }) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

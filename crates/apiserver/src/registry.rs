@@ -2125,25 +2125,6 @@ fn random_suffix() -> String {
     (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resource_version_is_spliced_into_top_level_metadata_only() {
-        let stored = br#"{"aaa":{"metadata":{"x":1}},"data":{"k":"v\"metadata\":{"},"kind":"ConfigMap","metadata":{"name":"a"},"spec":{"template":{"metadata":{}}}}"#;
-        let spliced = splice_resource_version(stored, 42).unwrap();
-        let value: Value = serde_json::from_slice(&spliced).unwrap();
-        assert_eq!(value["metadata"], json!({"name": "a", "resourceVersion": "42"}));
-        assert_eq!(value["aaa"]["metadata"], json!({"x": 1}));
-        assert_eq!(value["spec"]["template"]["metadata"], json!({}));
-        let empty = splice_resource_version(br#"{"metadata":{}}"#, 7).unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&empty).unwrap(), json!({"metadata": {"resourceVersion": "7"}}));
-        assert!(splice_resource_version(br#"{"kind":"X"}"#, 1).is_none());
-        assert!(splice_resource_version(b"[1]", 1).is_none());
-    }
-}
-
 /// A field path as structured-merge-diff prints it: a leading dot, and list items by their
 /// `name` key where they have one (`.spec.containers[name="c"].bogus`), else by index.
 fn typed_path(object: &Value, path: &str) -> String {
@@ -2168,4 +2149,23 @@ fn typed_path(object: &Value, path: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_version_is_spliced_into_top_level_metadata_only() {
+        let stored = br#"{"aaa":{"metadata":{"x":1}},"data":{"k":"v\"metadata\":{"},"kind":"ConfigMap","metadata":{"name":"a"},"spec":{"template":{"metadata":{}}}}"#;
+        let spliced = splice_resource_version(stored, 42).unwrap();
+        let value: Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(value["metadata"], json!({"name": "a", "resourceVersion": "42"}));
+        assert_eq!(value["aaa"]["metadata"], json!({"x": 1}));
+        assert_eq!(value["spec"]["template"]["metadata"], json!({}));
+        let empty = splice_resource_version(br#"{"metadata":{}}"#, 7).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&empty).unwrap(), json!({"metadata": {"resourceVersion": "7"}}));
+        assert!(splice_resource_version(br#"{"kind":"X"}"#, 1).is_none());
+        assert!(splice_resource_version(b"[1]", 1).is_none());
+    }
 }

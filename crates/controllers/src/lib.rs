@@ -169,7 +169,21 @@ pub fn slim_pod_with(
         }
     }
     if let Some(status) = pod.status.as_mut() {
-        status.container_statuses = None;
+        // A failed pod keeps its containers' exit codes (jobs' pod failure policies read them).
+        let failed = status.phase.as_deref() == Some("Failed");
+        status.container_statuses = status.container_statuses.take().filter(|_| failed).map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|s| k8s_openapi::api::core::v1::ContainerStatus {
+                    name: s.name,
+                    state: s.state.map(|state| k8s_openapi::api::core::v1::ContainerState {
+                        terminated: state.terminated,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        });
         status.init_container_statuses = None;
         status.ephemeral_container_statuses = None;
     }
@@ -730,11 +744,16 @@ impl Controllers {
         let refs: Vec<&Value> = owned.iter().collect();
         let plan = jobs::plan(&job_value, &refs, &now());
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        for _ in 0..plan.create {
-            let pod: Pod = serde_json::from_value(jobs::pod_for(&job_value)).map_err(kube::Error::SerdeError)?;
+        for index in &plan.create {
+            let pod: Pod =
+                serde_json::from_value(jobs::pod_for(&job_value, *index)).map_err(kube::Error::SerdeError)?;
             let created =
                 pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
             lock(&self.expectations).created(&uid, &created.name_any());
+        }
+        for victim in &plan.delete {
+            ignore_not_found(pods.delete(victim, &DeleteParams::background()).await)?;
+            lock(&self.expectations).deleted(&uid, victim);
         }
         let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
         let mut current = job_value.get("status").cloned().unwrap_or(Value::Null);

@@ -408,3 +408,41 @@ async fn disruption_budgets_count_healthy_pods_and_gate_evictions() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_jobs_run_one_pod_per_index_and_report_completed_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let job = json!({"metadata": {"name": "idx"}, "spec": {"completionMode": "Indexed", "completions": 3, "parallelism": 3,
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "exit 0"]}]}}}});
+    jobs.create(&PostParams::default(), &object(job)).await.unwrap();
+    eventually("the job complete with indexes 0-2", || {
+        let jobs = jobs.clone();
+        async move {
+            let status = jobs.get("idx").await.ok()?.status?;
+            let complete = status.conditions?.iter().any(|c| c.type_ == "Complete" && c.status == "True");
+            (complete && status.completed_indexes.as_deref() == Some("0-2")).then_some(())
+        }
+    })
+    .await;
+    let mut seen: Vec<(String, String)> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| {
+            let spec = p.spec.unwrap();
+            let env = spec.containers[0].env.clone().unwrap_or_default();
+            assert!(env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX"), "the index is in the environment");
+            (
+                p.metadata.labels.unwrap()["batch.kubernetes.io/job-completion-index"].clone(),
+                spec.hostname.unwrap_or_default(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![("0".into(), "idx-0".into()), ("1".into(), "idx-1".into()), ("2".into(), "idx-2".into())]);
+}
