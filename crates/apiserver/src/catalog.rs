@@ -203,6 +203,8 @@ const BUILTIN: &[Line] = &[
     line("apps", "v1", "statefulsets", "StatefulSet", STATUS | SCALE | GENERATION, &["sts"], ALL),
     line("apps", "v1", "daemonsets", "DaemonSet", STATUS | GENERATION, &["ds"], ALL),
     line("apps", "v1", "controllerrevisions", "ControllerRevision", 0, &[], &[]),
+    line("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", STATUS, &["hpa"], ALL),
+    line("autoscaling", "v1", "horizontalpodautoscalers", "HorizontalPodAutoscaler", STATUS, &["hpa"], ALL),
     line("batch", "v1", "jobs", "Job", STATUS | GENERATION, &[], ALL),
     line("batch", "v1", "cronjobs", "CronJob", STATUS | GENERATION, &["cj"], ALL),
     line("networking.k8s.io", "v1", "ingresses", "Ingress", STATUS | GENERATION, &["ing"], &[]),

@@ -315,7 +315,7 @@ impl OpenApi {
             }),
             None => {
                 let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-                builtin_schema(&mut generator, &rt.group, &rt.kind).map(|name| {
+                builtin_schema(&mut generator, &rt.group, &rt.version, &rt.kind).map(|name| {
                     let schemas = generator.take_definitions(true);
                     Arc::new(Shape::build(&schemas, &reference(&name)))
                 })
@@ -340,7 +340,7 @@ impl OpenApi {
 }
 
 /// Adds the schema of a built-in kind to the generator; returns its definition name.
-fn builtin_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> Option<String> {
+fn builtin_schema(generator: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -> Option<String> {
     use k8s_openapi::api::*;
     macro_rules! schema {
         ($t:ty) => {{
@@ -369,6 +369,10 @@ fn builtin_schema(generator: &mut SchemaGenerator, group: &str, kind: &str) -> O
         ("apps", "StatefulSet") => schema!(apps::v1::StatefulSet),
         ("apps", "DaemonSet") => schema!(apps::v1::DaemonSet),
         ("apps", "ControllerRevision") => schema!(apps::v1::ControllerRevision),
+        ("autoscaling", "HorizontalPodAutoscaler") if version == "v1" => {
+            schema!(autoscaling::v1::HorizontalPodAutoscaler)
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => schema!(autoscaling::v2::HorizontalPodAutoscaler),
         ("batch", "Job") => schema!(batch::v1::Job),
         ("batch", "CronJob") => schema!(batch::v1::CronJob),
         ("networking.k8s.io", "Ingress") => schema!(networking::v1::Ingress),
@@ -480,7 +484,7 @@ fn build_document(types: &[Arc<ResourceType>]) -> Value {
                 custom.push((name.clone(), schema));
                 name
             }
-            None => match builtin_schema(&mut generator, &rt.group, &rt.kind) {
+            None => match builtin_schema(&mut generator, &rt.group, &rt.version, &rt.kind) {
                 Some(name) => name,
                 None => continue,
             },

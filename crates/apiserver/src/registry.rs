@@ -401,6 +401,9 @@ impl Registry {
         if rt.group == "events.k8s.io" {
             object = strategy::event_to_events_v1(&object);
         }
+        if rt.group == "autoscaling" && rt.version == "v1" {
+            object = crate::conversion::hpa_v2_to_v1(&object);
+        }
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         }
@@ -410,8 +413,20 @@ impl Registry {
     }
 
     fn encode(&self, rt: &ResourceType, object: &Value) -> ApiResult<Bytes> {
-        let mut stored =
-            if rt.group == "events.k8s.io" { strategy::events_v1_to_event(object) } else { object.clone() };
+        let mut stored = match (rt.group.as_str(), rt.version.as_str()) {
+            ("events.k8s.io", _) => strategy::events_v1_to_event(object),
+            ("autoscaling", "v1") => {
+                let mut v2 = crate::conversion::hpa_v1_to_v2(object);
+                crate::conversion::default_hpa_v2(&mut v2);
+                v2
+            }
+            ("autoscaling", _) => {
+                let mut v2 = object.clone();
+                crate::conversion::default_hpa_v2(&mut v2);
+                v2
+            }
+            _ => object.clone(),
+        };
         if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("selfLink");

@@ -594,3 +594,34 @@ async fn limit_ranges_default_and_bound_container_resources() {
     );
     assert!(matches!(pods.get("small").await, Err(kube::Error::Api(s)) if s.code == 404));
 }
+
+#[tokio::test]
+async fn horizontal_pod_autoscalers_are_served_at_v1_and_v2_from_one_store() {
+    use k8s_openapi::api::autoscaling::{v1, v2};
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let old: Api<v1::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let new: Api<v2::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let hpa = json!({"metadata": {"name": "web"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}});
+    old.create(&PostParams::default(), &serde_json::from_value(hpa).unwrap()).await.unwrap();
+    let seen = new.get("web").await.unwrap();
+    let spec = serde_json::to_value(seen.spec.unwrap()).unwrap();
+    assert_eq!(spec["metrics"][0]["resource"]["target"]["averageUtilization"], 60);
+    assert_eq!(spec["minReplicas"], 1);
+    // A v2 object with a metric v1 cannot say keeps it through a v1 update.
+    new.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"metrics": [
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "1Gi"}}}]}})))
+        .await
+        .unwrap();
+    let mut as_v1 = old.get("web").await.unwrap();
+    as_v1.spec.as_mut().unwrap().max_replicas = 7;
+    old.replace("web", &PostParams::default(), &as_v1).await.unwrap();
+    let spec = serde_json::to_value(new.get("web").await.unwrap().spec.unwrap()).unwrap();
+    assert_eq!(spec["maxReplicas"], 7);
+    assert_eq!(spec["metrics"][0]["resource"]["name"], "memory");
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let versions: Vec<String> =
+        discovery.groups().find(|g| g.name() == "autoscaling").unwrap().versions().map(String::from).collect();
+    assert_eq!(versions, ["v2", "v1"]);
+}
