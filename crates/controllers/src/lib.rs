@@ -538,19 +538,51 @@ impl Controllers {
         let refs: Vec<&Value> = owned.iter().collect();
         let plan = workloads::plan_replicas(&owner, &refs);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let mut refused = None;
         for _ in 0..plan.create {
             let pod: Pod = serde_json::from_value(workloads::pod_for_owner(&owner, api_version, kind))
                 .map_err(kube::Error::SerdeError)?;
-            let created =
-                pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await?;
-            lock(&self.expectations).created(uid, &created.name_any());
+            match pods.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &pod).await {
+                Ok(created) => lock(&self.expectations).created(uid, &created.name_any()),
+                // Refused by admission (a quota, a limit range): the owner says so in its status
+                // (`ReplicaFailure`) and tries again a little later.
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    refused = Some(status.message);
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
         }
         for victim in &plan.delete {
             ignore_not_found(pods.delete(victim, &DeleteParams::default()).await)?;
             lock(&self.expectations).deleted(uid, victim);
         }
-        if plan.create == 0 && plan.delete.is_empty() {
-            write_status::<K>(&self.client, namespace, name, &owner, plan.status).await?;
+        let has_failure = owner.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| !c.is_empty());
+        if let Some(message) = refused {
+            let mut status = plan.status.clone();
+            status["conditions"] = json!([{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                "message": message, "lastTransitionTime": now()}]);
+            let unchanged = owner.pointer("/status/conditions/0/message") == Some(&json!(message))
+                && owner.pointer("/status/observedGeneration") == plan.status.get("observedGeneration");
+            if !unchanged {
+                write_status::<K>(&self.client, namespace, name, &owner, status).await?;
+            }
+            let queue = self.queue.clone();
+            let item = match kind {
+                "ReplicaSet" => Work::ReplicaSet(namespace.to_string(), name.to_string()),
+                _ => Work::ReplicationController(namespace.to_string(), name.to_string()),
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = queue.send(item);
+            });
+        } else if plan.create == 0 && plan.delete.is_empty() {
+            let mut status = plan.status;
+            if has_failure {
+                // The failure is over: the condition goes (a merge patch removes it with null).
+                status["conditions"] = Value::Null;
+            }
+            write_status::<K>(&self.client, namespace, name, &owner, status).await?;
         }
         Ok(())
     }

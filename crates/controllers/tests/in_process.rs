@@ -446,3 +446,40 @@ async fn indexed_jobs_run_one_pod_per_index_and_report_completed_indexes() {
     seen.sort();
     assert_eq!(seen, vec![("0".into(), "idx-0".into()), ("1".into(), "idx-1".into()), ("2".into(), "idx-2".into())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_controller_refused_by_a_quota_says_so_until_it_fits() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let pp = PostParams::default();
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "default");
+    let rcs: Api<ReplicationController> = Api::namespaced(client.clone(), "default");
+    quotas.create(&pp, &object(json!({"metadata": {"name": "two"}, "spec": {"hard": {"pods": "2"}}}))).await.unwrap();
+    eventually("the quota counted", || {
+        let quotas = quotas.clone();
+        async move { quotas.get("two").await.ok()?.status?.used.is_some().then_some(()) }
+    })
+    .await;
+    let rc = json!({"metadata": {"name": "condition-test"}, "spec": {"replicas": 3, "selector": {"name": "ct"},
+        "template": {"metadata": {"labels": {"name": "ct"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    rcs.create(&pp, &object(rc)).await.unwrap();
+    let failure = |present: bool| {
+        let rcs = rcs.clone();
+        async move {
+            let rc = rcs.get("condition-test").await.ok()?;
+            let status = rc.status?;
+            let has = status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "ReplicaFailure" && c.reason.as_deref() == Some("FailedCreate"));
+            (status.observed_generation >= rc.metadata.generation && has == present).then_some(())
+        }
+    };
+    eventually("the ReplicaFailure condition", || failure(true)).await;
+    rcs.patch("condition-test", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
+        .await
+        .unwrap();
+    eventually("the condition gone", || failure(false)).await;
+}
