@@ -90,6 +90,19 @@ pub struct Subject {
     pub name: String,
 }
 
+/// A ValidatingAdmissionPolicy's refusal.
+#[derive(Debug)]
+pub struct PolicyDenial {
+    /// The full message.
+    pub message: String,
+    /// `Invalid`, `Forbidden`, `Unauthorized` or `RequestEntityTooLarge`.
+    pub reason: &'static str,
+    /// The refused object.
+    pub subject: Subject,
+    /// The policy's message as a cause.
+    pub causes: Vec<Cause>,
+}
+
 /// Everything a request can fail with. `status()` renders it; nothing else builds a Status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -132,6 +145,10 @@ pub enum ApiError {
     /// The caller may not do this (or the namespace is terminating).
     #[error("{message}")]
     Forbidden { message: String, subject: Subject, causes: Vec<Cause> },
+    /// A ValidatingAdmissionPolicy refused the write, with the validation's reason
+    /// (`Invalid`, `Forbidden`, `Unauthorized`, `RequestEntityTooLarge`).
+    #[error("{}", .0.message)]
+    PolicyDenied(Box<PolicyDenial>),
     /// The request is refused for now (an eviction a disruption budget does not allow yet).
     #[error("{message}")]
     TooManyRequests { message: String, causes: Vec<Cause> },
@@ -196,6 +213,12 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::Forbidden { .. } => 403,
             ApiError::TooManyRequests { .. } => 429,
+            ApiError::PolicyDenied(denial) => match denial.reason {
+                "Unauthorized" => 401,
+                "Forbidden" => 403,
+                "RequestEntityTooLarge" => 413,
+                _ => 422,
+            },
             ApiError::Expired { .. } => 410,
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::Unavailable(_) => 503,
@@ -218,6 +241,7 @@ impl ApiError {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::PolicyDenied(denial) => denial.reason,
             ApiError::Expired { .. } => "Expired",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Unavailable(_) => "ServiceUnavailable",
@@ -301,6 +325,10 @@ impl ApiError {
                 causes
             }
             ApiError::TooManyRequests { causes, .. } => causes,
+            ApiError::PolicyDenied(denial) => {
+                put_subject(&denial.subject, &mut details);
+                &denial.causes
+            }
             ApiError::TooLargeResourceVersion { .. } => {
                 details.insert(
                     "causes".into(),

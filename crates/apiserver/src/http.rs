@@ -68,6 +68,8 @@ pub struct AppState {
     pub proxies: Option<crate::proxy::SharedProxies>,
     /// Supplies `metrics.k8s.io`, if anything does.
     pub resource_metrics: Option<crate::resource_metrics::SharedResourceMetrics>,
+    /// ValidatingAdmissionPolicies and their bindings, as admission reads them.
+    pub policies: crate::admission::policy::Policies,
     /// Group versions served by extension API servers (`APIService` with a service).
     pub aggregator: Arc<crate::aggregation::Aggregator>,
     /// Signs and verifies service account tokens (None without TLS).
@@ -96,7 +98,7 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 /// Parsed query string: the last value of each key wins, as in Go's `Get`.
 #[derive(Debug, Default)]
-struct Query(HashMap<String, String>, AdmissionHook);
+struct Query(HashMap<String, String>, AdmissionHook, Arc<std::sync::Mutex<Vec<String>>>);
 
 impl Query {
     fn parse(raw: Option<&str>) -> Self {
@@ -110,7 +112,7 @@ impl Query {
                 |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
             map.insert(decode(k), decode(v));
         }
-        Query(map, AdmissionHook::default())
+        Query(map, AdmissionHook::default(), Arc::default())
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -182,7 +184,7 @@ impl Query {
             dry_run: self.dry_run()?,
             field_manager: manager,
             field_validation,
-            warnings: Default::default(),
+            warnings: self.2.clone(),
             duplicate_fields: Vec::new(),
         })
     }
@@ -613,7 +615,7 @@ async fn route(
     let rbac_write = rt.group == crate::auth::escalation::GROUP && parts.method != Method::GET;
     if parts.method != Method::GET {
         let dry_run = query.dry_run()?;
-        let chain = crate::admission::Chain::for_request(state.clone(), identity.clone(), dry_run);
+        let chain = crate::admission::Chain::for_request(state.clone(), identity.clone(), dry_run, query.2.clone());
         query.1 = AdmissionHook(Some(Arc::new(chain)));
     }
     let response = serve_resource(state, &rt, &target, &identity, &query, parts, body).await;

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod aggregation;
 pub mod auth;
 pub mod catalog;
+pub mod cel;
 pub mod conversion;
 pub mod crd;
 pub mod discovery;

@@ -12,6 +12,9 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
     if rt.is_custom() {
         return;
     }
+    if rt.group == "admissionregistration.k8s.io" {
+        crate::admission::registration::default(&rt.kind, object);
+    }
     // Go writes non-pointer structs even when empty: the status of a kind that has one, and the
     // metadata of embedded templates (whose creationTimestamp is then null).
     if rt.has_status {
@@ -432,6 +435,9 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value, causes: &mut
 pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
     if rt.is_custom() {
         return;
+    }
+    if rt.group == "admissionregistration.k8s.io" {
+        crate::admission::registration::validate(&rt.kind, object, causes);
     }
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Event") => {

@@ -625,3 +625,59 @@ async fn horizontal_pod_autoscalers_are_served_at_v1_and_v2_from_one_store() {
         discovery.groups().find(|g| g.name() == "autoscaling").unwrap().versions().map(String::from).collect();
     assert_eq!(versions, ["v2", "v1"]);
 }
+
+#[tokio::test]
+async fn validating_admission_policies_refuse_what_their_expressions_reject() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
+    };
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let pp = PostParams::default();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let policy = json!({"metadata": {"name": "replicas"}, "spec": {
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"], "operations": ["CREATE", "UPDATE"]}]},
+        "variables": [{"name": "replicas", "expression": "object.spec.replicas"}],
+        "validations": [{"expression": "variables.replicas > 1", "messageExpression": "'wants replicas > 1, got ' + string(variables.replicas)"}]}});
+    policies.create(&pp, &serde_json::from_value(policy).unwrap()).await.unwrap();
+    let binding = json!({"metadata": {"name": "replicas-binding"}, "spec": {"policyName": "replicas", "validationActions": ["Deny"]}});
+    bindings.create(&pp, &serde_json::from_value(binding).unwrap()).await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment = |name: &str, replicas: i32| -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"replicas": replicas, "selector": {"matchLabels": {"a": name}},
+            "template": {"metadata": {"labels": {"a": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}))
+        .unwrap()
+    };
+    let refused = await_condition(Duration::from_secs(5), "the policy to apply", || {
+        let deployments = deployments.clone();
+        let single = deployment("single", 1);
+        async move {
+            match deployments.create(&PostParams::default(), &single).await {
+                Err(kube::Error::Api(status)) => Some(status),
+                Ok(_) => {
+                    let _ = deployments.delete("single", &DeleteParams::default()).await;
+                    None
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        refused.message,
+        "deployments.apps \"single\" is forbidden: ValidatingAdmissionPolicy 'replicas' with binding 'replicas-binding' denied request: wants replicas > 1, got 1"
+    );
+    deployments.create(&pp, &deployment("pair", 2)).await.unwrap();
+
+    // Expressions that do not compile are refused when written.
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let config = json!({"metadata": {"name": "bad"}, "webhooks": [{"name": "w.example.com", "sideEffects": "None",
+        "admissionReviewVersions": ["v1"], "clientConfig": {"url": "https://example.com"},
+        "matchConditions": [{"name": "bad", "expression": "... [] bad expression"}]}]});
+    let error = webhooks.create(&pp, &serde_json::from_value(config).unwrap()).await.unwrap_err();
+    let kube::Error::Api(status) = error else { panic!("expected a Status") };
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("compilation failed"), "{}", status.message);
+}
