@@ -40,7 +40,7 @@ for path in glob.glob(os.path.join(openapi, "**", "*.rs"), recursive=True):
     rel = os.path.relpath(os.path.dirname(path), openapi).replace(os.sep, ".")
     text = open(path).read()
     for struct in re.findall(r"pub struct (\w+)", text):
-        table = json_names.setdefault((rel, struct), {})
+        table = json_names.setdefault((rel, struct.lower()), {})
         for json_name, field in re.findall(r'"([A-Za-z0-9_$\-]+)" => Field::Key_(\w+)', text):
             table[norm(field)] = json_name
 
@@ -88,7 +88,7 @@ for root, prefix in go_sources:
             for line in m.group(2).split("\n"):
                 f = re.match(r'\s*\w+\s+\*[\w.]+\s+`.*protobuf:"(varint|bytes|fixed64|fixed32),(\d+),', line)
                 if f:
-                    pointers.add((module + "." + m.group(1), int(f.group(2))))
+                    pointers.add(((module + "." + m.group(1)).lower(), int(f.group(2))))
 
 messages = {}
 kinds = {}
@@ -99,12 +99,14 @@ for path in glob.glob(os.path.join(pb, "**", "mod.rs"), recursive=True):
     text = open(path).read()
     for m in re.finditer(r"pub struct (\w+) \{(?:\}|(.*?)\n\})", text, re.S):
         name, body = m.group(1), m.group(2) or ""
-        names = json_names.get((module, name), {})
+        names = json_names.get((module, name.lower()), {})
         fields = []
         for attr, field, rust_type in prost_fields(body + "\n"):
             tag = int(re.search(r'tag = "(\d+)"', attr).group(1))
             repeated = 1 if "repeated" in attr else 0
             json_name = names.get(norm(field), camel(field))
+            if name == "JsonSchemaProps" and norm(field) == "ref":
+                json_name = "$ref"  # k8s-openapi calls the field ref_path
             mp = re.search(r'btree_map = "string, (\w+)"', attr)
             if mp:
                 value = mp.group(1)
@@ -120,7 +122,7 @@ for path in glob.glob(os.path.join(pb, "**", "mod.rs"), recursive=True):
             if kind == "message":
                 inner = re.search(r"(?:Option|Vec|Box)<(?:::prost::alloc::boxed::Box<)?(.+?)>+$", rust_type).group(1)
                 ref = resolve(module, inner)
-            pointer = 1 if (module + "." + name, tag) in pointers and kind not in ("message", "bytes") else 0
+            pointer = 1 if ((module + "." + name).lower(), tag) in pointers and kind not in ("message", "bytes") else 0
             fields.append([tag, json_name, kind, ref, repeated, pointer])
         messages[module + "." + name] = fields
     for m in re.finditer(r'impl crate::Resource for (\w+) \{\s*const API_VERSION: &\'static str = "([^"]+)";.*?const KIND: &\'static str = "([^"]+)";', text, re.S):

@@ -46,7 +46,7 @@ started=$SECONDS
 set +e
 # PROCS test processes at once (ginkgo's parallel mode; [Serial] tests run alone at the end).
 "$(dirname "$e2e")/ginkgo" --procs="${PROCS:-6}" --focus="$focus" ${skip:+--skip="$skip"} --no-color -v \
-  --timeout="${TIMEOUT:-4h}" --junit-report="$report/junit.xml" --output-dir="$report" \
+  --timeout="${TIMEOUT:-4h}" --junit-report=junit.xml --output-dir="$report" \
   "$e2e" -- --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$report" \
   --e2e-output-dir="$report" --dump-logs-on-failure=false > "$report/e2e.log" 2>&1
 set -e

@@ -179,7 +179,7 @@ fn special(message: &str, bytes: &[u8]) -> ApiResult<Option<Value>> {
             | "apimachinery.pkg.runtime.RawExtension"
             | "apimachinery.pkg.apis.meta.v1.FieldsV1"
             | "apimachinery.pkg.apis.meta.v1.Duration"
-            | "apiextensions_apiserver.pkg.apis.apiextensions.v1.JSON"
+            | "apiextensions_apiserver.pkg.apis.apiextensions.v1.Json"
     );
     if !known {
         return Ok(None);
@@ -300,6 +300,19 @@ fn message(name: &str, bytes: &[u8], depth: usize) -> ApiResult<Value> {
                 }
             }
         }
+    }
+    // JSON Schema's either-or members are a schema in JSON, or their other form (custom
+    // marshalling in Go; a message with both members in protobuf).
+    const SCHEMA_OR: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1.JsonSchemaPropsOr";
+    if let Some(alternative) = name.strip_prefix(SCHEMA_OR) {
+        if let Some(schema) = out.remove("schema") {
+            return Ok(schema);
+        }
+        return Ok(match alternative {
+            "Array" => out.remove("jSonSchemas").unwrap_or(json!([])),
+            "Bool" => out.remove("allows").unwrap_or(json!(false)),
+            _ => out.remove("property").unwrap_or(json!([])),
+        });
     }
     Ok(Value::Object(out))
 }
@@ -467,6 +480,39 @@ mod tests {
         bytes_field(2, &spec, &mut deployment);
         let object = decode(&envelope("apps/v1", "Deployment", &deployment)).unwrap();
         assert_eq!(object["spec"], json!({"replicas": 0}));
+    }
+
+    #[test]
+    fn json_schemas_decode_as_their_json_form() {
+        const P: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1.JsonSchemaProps";
+        let mut raw = Vec::new();
+        bytes_field(1, b"\"a\"", &mut raw);
+        let mut item = Vec::new();
+        bytes_field(5, b"string", &mut item);
+        bytes_field(20, &raw, &mut item);
+        let mut or_array = Vec::new();
+        bytes_field(1, &item, &mut or_array);
+        let mut bars = Vec::new();
+        bytes_field(5, b"array", &mut bars);
+        bytes_field(24, &or_array, &mut bars);
+        let mut entry = Vec::new();
+        bytes_field(1, b"bars", &mut entry);
+        bytes_field(2, &bars, &mut entry);
+        let mut or_bool = Vec::new();
+        varint(1 << 3, &mut or_bool);
+        varint(0, &mut or_bool);
+        let mut root = Vec::new();
+        bytes_field(5, b"object", &mut root);
+        bytes_field(29, &entry, &mut root);
+        bytes_field(30, &or_bool, &mut root);
+        varint(38 << 3, &mut root);
+        varint(1, &mut root);
+        let schema = message(P, &root, 0).unwrap();
+        assert_eq!(
+            schema,
+            json!({"type": "object", "properties": {"bars": {"type": "array", "items": {"type": "string", "enum": ["a"]}}},
+                   "additionalProperties": false, "x-kubernetes-preserve-unknown-fields": true})
+        );
     }
 
     #[test]
