@@ -98,8 +98,14 @@ pub fn endpoint_slice(service: &Value, subsets: &[Value]) -> Value {
     let mut ports: Vec<Value> = Vec::new();
     for subset in subsets {
         for port in subset.get("ports").and_then(Value::as_array).into_iter().flatten() {
-            if !ports.contains(port) {
-                ports.push(port.clone());
+            // A slice port always has a name (a pointer upstream, "" for an unnamed port):
+            // kubectl describe dereferences it.
+            let mut port = port.clone();
+            if port.get("name").is_none() {
+                port["name"] = json!("");
+            }
+            if !ports.contains(&port) {
+                ports.push(port);
             }
         }
         for (field, ready) in [("addresses", true), ("notReadyAddresses", false)] {
@@ -381,5 +387,7 @@ mod tests {
         assert_eq!(slice["endpoints"][0]["targetRef"]["name"], "p1");
         assert_eq!(slice["endpoints"][1]["conditions"]["ready"], false);
         assert_eq!(endpoint_slice(&service, &[])["endpoints"], json!([]));
+        let unnamed = vec![json!({"ports": [{"port": 6379, "protocol": "TCP"}], "addresses": [{"ip": "10.244.0.4"}]})];
+        assert_eq!(endpoint_slice(&service, &unnamed)["ports"], json!([{"name": "", "port": 6379, "protocol": "TCP"}]));
     }
 }

@@ -29,6 +29,9 @@ fn simulated_host_runs_pods_for_kubectl() {
     common::wait_until(std::time::Duration::from_secs(10), "endpoints", || {
         k.ok(&["get", "endpoints", "web", "-o", "jsonpath={.subsets[0].addresses[0].ip}"]).starts_with("10.244.")
     });
+    // kubectl describe reads the service's EndpointSlices (an unnamed port included).
+    let described = k.ok(&["describe", "service", "web"]);
+    assert!(described.contains("Endpoints:") && described.contains("10.244."), "{described}");
     k.ok(&["delete", "pod", "web", "--timeout=20s"]);
     assert!(k.ok(&["get", "pods", "-o", "name"]).is_empty());
     assert!(host.stop().success());
