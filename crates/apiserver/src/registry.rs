@@ -1368,8 +1368,23 @@ impl Registry {
                     merged.as_object_mut().expect("map").remove("status");
                 }
             }
-            if let Some(managed) = new.pointer("/metadata/managedFields") {
-                merged["metadata"]["managedFields"] = managed.clone();
+            // Most built-in kinds take metadata changes through `status` too (labels,
+            // annotations ...); pods, policies, volume attachments and custom resources do not
+            // (upstream's ResetObjectMetaForStatus and custom resources' status strategy).
+            let keeps_metadata = !rt.is_custom()
+                && !matches!(
+                    (rt.group.as_str(), rt.kind.as_str()),
+                    ("", "Pod")
+                        | ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy")
+                        | ("storage.k8s.io", "VolumeAttachment")
+                );
+            match new.get("metadata").filter(|_| keeps_metadata) {
+                Some(metadata) if metadata.is_object() => merged["metadata"] = metadata.clone(),
+                _ => {
+                    if let Some(managed) = new.pointer("/metadata/managedFields") {
+                        merged["metadata"]["managedFields"] = managed.clone();
+                    }
+                }
             }
             new = merged;
         } else if let Some(merged) = strategy::subresource_write(rt, subresource, &current, &new)? {

@@ -681,3 +681,29 @@ async fn validating_admission_policies_refuse_what_their_expressions_reject() {
     assert_eq!(status.code, 422);
     assert!(status.message.contains("compilation failed"), "{}", status.message);
 }
+
+#[tokio::test]
+async fn status_writes_carry_metadata_for_most_kinds_but_not_pods() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
+    let cron_job = json!({"metadata": {"name": "c"}, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    cron_jobs.create(&PostParams::default(), &serde_json::from_value(cron_job).unwrap()).await.unwrap();
+    let patch = json!({"metadata": {"annotations": {"patchedstatus": "true"}}, "status": {"lastScheduleTime": "2026-12-03T00:00:00Z"}});
+    let patched = cron_jobs.patch_status("c", &PatchParams::default(), &Patch::Merge(patch.clone())).await.unwrap();
+    assert_eq!(patched.metadata.annotations.unwrap()["patchedstatus"], "true");
+    assert!(patched.status.unwrap().last_schedule_time.is_some());
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+    let patch = json!({"metadata": {"annotations": {"patchedstatus": "true"}}, "status": {"phase": "Running"}});
+    let patched = pods.patch_status("p", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    assert!(
+        patched.metadata.annotations.unwrap_or_default().get("patchedstatus").is_none(),
+        "pods keep metadata out of status writes"
+    );
+    assert_eq!(patched.status.unwrap().phase.as_deref(), Some("Running"));
+}
