@@ -40,7 +40,7 @@ focus='\[Conformance\]'
 if [ "${SUBSET:-}" = fast ]; then
   focus="$(patterns "$here/fast.txt")"
 fi
-[ -n "${FOCUS:-}" ] && focus="$focus.*${FOCUS}|${FOCUS}.*$focus"
+[ -n "${FOCUS:-}" ] && focus="$focus.*(${FOCUS})|(${FOCUS}).*$focus"
 
 started=$SECONDS
 set +e

@@ -101,6 +101,14 @@ impl OpenApi {
                     definitions.entry(name.clone()).or_insert_with(|| v2_schema(schema.clone()));
                 }
             }
+            // Custom resources are published as upstream's CRD publisher converts them for v2.
+            for custom in types.iter().filter(|t| t.is_custom()) {
+                let schema = custom.custom.as_ref().and_then(|c| c.schema.as_ref());
+                let mut definition = crd_v2_definition(schema);
+                definition["x-kubernetes-group-version-kind"] =
+                    json!([{"group": custom.group, "version": custom.version, "kind": custom.kind}]);
+                definitions.insert(custom_schema_name(custom), definition);
+            }
         }
         let document = json!({
             "swagger": "2.0",
@@ -116,6 +124,89 @@ impl OpenApi {
         cache.insert(cache_key, doc.clone());
         (doc, etag)
     }
+}
+
+/// A CRD version's schema as OpenAPI v2 publishes it (upstream's `ToStructuralOpenAPIV2` and
+/// `buildKubeNative`): no schema, or unknown fields kept at the root, is a bare object (kubectl's
+/// v2 validation would refuse anything else); otherwise what v2 cannot express goes, and
+/// `apiVersion`, `kind` and `metadata` are added.
+fn crd_v2_definition(schema: Option<&Value>) -> Value {
+    let Some(schema) = schema.filter(|s| s.get("x-kubernetes-preserve-unknown-fields") != Some(&json!(true))) else {
+        return json!({"type": "object"});
+    };
+    let mut out = v2_structural(schema.clone());
+    let properties = crate::strategy::ensure_object(&mut out, "properties");
+    properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+    properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+    properties.insert("metadata".into(), json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+    out
+}
+
+fn v2_structural(mut schema: Value) -> Value {
+    let Some(node) = schema.as_object_mut() else { return schema };
+    for junctor in ["allOf", "oneOf", "anyOf", "not"] {
+        node.remove(junctor);
+    }
+    if node.remove("nullable") == Some(json!(true)) {
+        node.remove("type");
+        node.remove("items");
+        node.remove("properties");
+    }
+    let preserve = node.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    if preserve {
+        node.remove("items");
+        node.remove("properties");
+    }
+    if !node.contains_key("items") && node.get("type") == Some(&json!("array")) {
+        node.remove("type");
+    }
+    if preserve && node.get("type") == Some(&json!("object")) {
+        node.remove("type");
+    }
+    let nullable: Vec<String> = node
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, p)| p.get("nullable") == Some(&json!(true)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if let Some(required) = node.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|r| !nullable.iter().any(|n| r == n));
+    }
+    if node.get("additionalProperties").and_then(|a| a.get("nullable")) == Some(&json!(true)) {
+        node.remove("required");
+    }
+    if node.get("required").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        node.remove("required");
+    }
+    if let Some(properties) = node.get_mut("properties").and_then(Value::as_object_mut) {
+        for child in properties.values_mut() {
+            *child = v2_structural(child.take());
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = node.get_mut(key).filter(|c| c.is_object()) {
+            *child = v2_structural(child.take());
+        }
+    }
+    if node.get("x-kubernetes-embedded-resource") == Some(&json!(true)) && !preserve {
+        let properties = node.entry("properties").or_insert_with(|| json!({}));
+        if let Some(properties) = properties.as_object_mut() {
+            properties.insert("apiVersion".into(), json!({"type": "string", "description": "apiVersion defines the versioned schema of this representation of an object. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+            properties.insert("kind".into(), json!({"type": "string", "description": "kind is a string value representing the type of this object. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+            properties.insert("metadata".into(), json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+        }
+        let required = node.entry("required").or_insert_with(|| json!([]));
+        if let Some(required) = required.as_array_mut() {
+            for field in ["kind", "apiVersion"] {
+                if !required.iter().any(|r| r == field) {
+                    required.push(json!(field));
+                }
+            }
+        }
+    }
+    schema
 }
 
 /// An OpenAPI v3 schema as Swagger 2.0 has it: `nullable` and the combinators 2.0 lacks
@@ -643,6 +734,25 @@ fn add_paths(paths: &mut Map<String, Value>, rt: &ResourceType, schema: &str) {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+
+    #[test]
+    fn crd_schemas_are_published_in_v2_as_upstream_converts_them() {
+        // Checked against kube-apiserver 1.33's /openapi/v2 for the same CRD.
+        assert_eq!(
+            crd_v2_definition(Some(&json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))),
+            json!({"type": "object"})
+        );
+        assert_eq!(crd_v2_definition(None), json!({"type": "object"}));
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "required": ["a", "nn"], "properties": {
+            "a": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"x": {"type": "string"}}},
+            "nn": {"type": "string", "nullable": true},
+            "o": {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true}}}}});
+        let spec = crd_v2_definition(Some(&schema))["properties"]["spec"].clone();
+        assert_eq!(spec["properties"]["a"], json!({"x-kubernetes-preserve-unknown-fields": true}));
+        assert_eq!(spec["properties"]["nn"], json!({}));
+        assert_eq!(spec["properties"]["o"], json!({"x-kubernetes-int-or-string": true}));
+        assert_eq!(spec["required"], json!(["a"]));
+    }
 
     #[test]
     fn core_document_has_gvk_and_field_validation() {
