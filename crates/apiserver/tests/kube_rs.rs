@@ -702,7 +702,7 @@ async fn status_writes_carry_metadata_for_most_kinds_but_not_pods() {
     let patch = json!({"metadata": {"annotations": {"patchedstatus": "true"}}, "status": {"phase": "Running"}});
     let patched = pods.patch_status("p", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
     assert!(
-        patched.metadata.annotations.unwrap_or_default().get("patchedstatus").is_none(),
+        !patched.metadata.annotations.unwrap_or_default().contains_key("patchedstatus"),
         "pods keep metadata out of status writes"
     );
     assert_eq!(patched.status.unwrap().phase.as_deref(), Some("Running"));

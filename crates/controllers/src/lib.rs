@@ -51,6 +51,8 @@ enum Work {
     /// A pod without a controller: the replica sets and replication controllers matching it
     /// may adopt it.
     OrphanPod(String, String),
+    /// A replica set without a controller: the deployments matching it may adopt it.
+    OrphanReplicaSet(String, String),
     /// A PodDisruptionBudget's status.
     Disruption(String, String),
     /// Every PodDisruptionBudget of a namespace (its pods or their controllers changed).
@@ -273,6 +275,47 @@ where
     (reader, task)
 }
 
+/// Adopts the orphans among `candidates` (objects of `api`'s kind in `owner`'s namespace) that
+/// `owner`'s selector matches and releases the ones it controls that no longer match, each with
+/// a merge patch guarded by the object's resourceVersion (upstream's ControllerRefManager).
+/// Returns the adopted objects (as they now are) and the released ones.
+async fn claim_objects<K>(
+    api: &Api<K>,
+    owner: &Value,
+    candidates: &[Value],
+    api_version: &str,
+    kind: &str,
+) -> Result<(Vec<Value>, Vec<Value>), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let refs: Vec<&Value> = candidates.iter().collect();
+    let (adopt, release) = workloads::claim(owner, &refs);
+    let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let mut adopted = Vec::new();
+    let mut released = Vec::new();
+    for (object, adopting) in adopt.iter().map(|p| (p, true)).chain(release.iter().map(|p| (p, false))) {
+        let mut references: Vec<Value> =
+            object.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        if adopting {
+            references.push(workloads::owner_reference(owner, api_version, kind));
+        } else {
+            references.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+        }
+        let patch = json!({"metadata": {"ownerReferences": references,
+            "resourceVersion": object.pointer("/metadata/resourceVersion"), "uid": object.pointer("/metadata/uid")}});
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(now) if adopting => adopted.push(value(&now)),
+            Ok(_) => released.push((*object).clone()),
+            // Gone or changed meanwhile: the next reconcile sees it as it is.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((adopted, released))
+}
+
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -378,32 +421,8 @@ impl Controllers {
             .filter(|p| p.namespace().as_deref() == Some(namespace))
             .map(|p| value(p.as_ref()))
             .collect();
-        let refs: Vec<&Value> = in_namespace.iter().collect();
-        let (adopt, release) = workloads::claim(owner, &refs);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-        let mut adopted = Vec::new();
-        let mut released = Vec::new();
-        for (pod, adopting) in adopt.iter().map(|p| (p, true)).chain(release.iter().map(|p| (p, false))) {
-            let mut references: Vec<Value> =
-                pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-            if adopting {
-                references.push(workloads::owner_reference(owner, api_version, kind));
-            } else {
-                references.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-            }
-            let patch = json!({"metadata": {"ownerReferences": references,
-                "resourceVersion": pod.pointer("/metadata/resourceVersion"), "uid": pod.pointer("/metadata/uid")}});
-            let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-            match pods.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-                Ok(now) if adopting => adopted.push(value(&now)),
-                Ok(_) => released.push((*pod).clone()),
-                // Gone or changed meanwhile: the next reconcile sees it as it is.
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok((adopted, released))
+        claim_objects(&pods, owner, &in_namespace, api_version, kind).await
     }
 
     /// Keeps a PodDisruptionBudget's status: healthy, desired and expected pods, and how many
@@ -663,15 +682,23 @@ impl Controllers {
         let uid = deployment.uid().unwrap_or_default();
         let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
         let hash = workloads::template_hash(&template);
-        let owned: Vec<Value> = self
+        let in_namespace: Vec<Value> = self
             .replica_sets
             .state()
             .iter()
             .filter(|r| r.namespace().as_deref() == Some(namespace))
             .map(|r| value(r.as_ref()))
-            .filter(|r| workloads::controlled_by(r, &uid))
             .collect();
         let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+        // Orphaned replica sets the selector matches are adopted (their revision counts).
+        let (adopted, released) = claim_objects(&rs_api, &d, &in_namespace, "apps/v1", "Deployment").await?;
+        let name_of = |r: &Value| r.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+        let changed: BTreeSet<Option<String>> = adopted.iter().chain(released.iter()).map(name_of).collect();
+        let mut owned: Vec<Value> = in_namespace
+            .into_iter()
+            .filter(|r| workloads::controlled_by(r, &uid) && !changed.contains(&name_of(r)))
+            .collect();
+        owned.extend(adopted);
         let wanted = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
         let current_name = format!("{name}-{hash}");
         let current =
@@ -981,6 +1008,8 @@ pub async fn run(client: Client, root_ca: Option<String>) {
         let _ = q.send(Work::ReplicaSet(namespace.clone(), rs.name_any()));
         if let Some(owner) = rs.owner_references().iter().find(|o| o.kind == "Deployment") {
             let _ = q.send(Work::Deployment(namespace, owner.name.clone()));
+        } else if controller_of(rs).is_none() && rs.metadata.deletion_timestamp.is_none() {
+            let _ = q.send(Work::OrphanReplicaSet(namespace, rs.name_any()));
         }
     });
     let q = queue.clone();
@@ -1099,6 +1128,22 @@ pub async fn run(client: Client, root_ca: Option<String>) {
                 Work::EphemeralVolumes(namespace, name) => controllers.ephemeral_volumes(namespace, name).await,
                 Work::StatefulSet(namespace, name) => controllers.stateful_set(namespace, name).await,
                 Work::DaemonSet(namespace, name) => controllers.daemon_set(namespace, name).await,
+                Work::OrphanReplicaSet(namespace, name) => {
+                    if let Some(rs) = controllers.replica_sets.get(&ObjectRef::new(name).within(namespace)) {
+                        let rs = value(rs.as_ref());
+                        for d in controllers
+                            .deployments
+                            .state()
+                            .iter()
+                            .filter(|d| d.namespace().as_deref() == Some(namespace))
+                        {
+                            if !workloads::claim(&value(d.as_ref()), &[&rs]).0.is_empty() {
+                                let _ = queue.send(Work::Deployment(namespace.clone(), d.name_any()));
+                            }
+                        }
+                    }
+                    Ok(())
+                }
                 Work::Disruption(namespace, name) => controllers.disruption(namespace, name).await,
                 Work::Disruptions(namespace) => {
                     for pdb in

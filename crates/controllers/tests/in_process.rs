@@ -483,3 +483,34 @@ async fn a_replication_controller_refused_by_a_quota_says_so_until_it_fits() {
         .unwrap();
     eventually("the condition gone", || failure(false)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_adopt_orphaned_replica_sets_and_continue_their_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let pp = PostParams::default();
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let orphan = json!({"metadata": {"name": "old", "labels": {"name": "sample", "pod": "httpd"},
+        "annotations": {"deployment.kubernetes.io/revision": "3546343826724305832"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"name": "sample", "pod": "httpd"}},
+        "template": {"metadata": {"labels": {"name": "sample", "pod": "httpd"}}, "spec": {"containers": [{"name": "httpd", "image": "httpd"}]}}}});
+    let orphan = sets.create(&pp, &object(orphan)).await.unwrap();
+    let deployment = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"name": "sample"}},
+        "template": {"metadata": {"labels": {"name": "sample"}}, "spec": {"containers": [{"name": "agnhost", "image": "agnhost"}]}}}});
+    let deployment = deployments.create(&pp, &object(deployment)).await.unwrap();
+    let uid = deployment.metadata.uid.unwrap();
+    eventually("the next revision, the orphan adopted and scaled down", || {
+        let (deployments, sets, uid) = (deployments.clone(), sets.clone(), uid.clone());
+        async move {
+            let d = deployments.get("d").await.ok()?;
+            let revision = d.metadata.annotations?.get("deployment.kubernetes.io/revision").cloned()?;
+            let old = sets.get("old").await.ok()?;
+            let adopted =
+                old.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true));
+            (revision == "3546343826724305833" && adopted && old.spec?.replicas == Some(0)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(sets.get("old").await.unwrap().metadata.uid, orphan.metadata.uid, "adopted, not replaced");
+}
