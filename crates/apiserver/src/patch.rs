@@ -194,6 +194,7 @@ fn merge_list(original: Vec<Value>, patch: &[Value], path: &mut Vec<String>) -> 
             Ok(result)
         }
         ListStrategy::MergeByKey(key) => {
+            let original_keys: Vec<Value> = original.iter().filter_map(|o| o.get(key).cloned()).collect();
             let mut result = original;
             for item in patch {
                 let Some(item_map) = item.as_object() else {
@@ -227,9 +228,46 @@ fn merge_list(original: Vec<Value>, patch: &[Value], path: &mut Vec<String>) -> 
                     (None, false) => result.push(Value::Object(strip_directives_map(item_map))),
                 }
             }
-            Ok(result)
+            Ok(upstream_order(result, patch, key, &original_keys))
         }
     }
+}
+
+/// The order upstream's strategic merge gives a merged list (`normalizeElementOrder`): the
+/// patch's items in patch order, and the items only the server had slotted in before a patch
+/// item when the server's order (`original_keys`) puts them first; an item new to the server
+/// goes before the server-only items still waiting.
+fn upstream_order(merged: Vec<Value>, patch: &[Value], key: &str, original_keys: &[Value]) -> Vec<Value> {
+    let rank = |item: &Value| item.get(key).and_then(|k| original_keys.iter().position(|o| o == k));
+    let in_patch = |item: &Value| patch.iter().any(|p| p.get(key).is_some() && p.get(key) == item.get(key));
+    let mut patch_items: Vec<Value> = Vec::new();
+    for p in patch {
+        if let Some(found) = merged.iter().find(|m| p.get(key).is_some() && m.get(key) == p.get(key))
+            && !patch_items.iter().any(|q| q.get(key) == found.get(key))
+        {
+            patch_items.push(found.clone());
+        }
+    }
+    let server_only: Vec<Value> = merged.iter().filter(|m| !in_patch(m)).cloned().collect();
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(merged.len());
+    while i < server_only.len() || j < patch_items.len() {
+        let take_server = if j >= patch_items.len() {
+            true
+        } else if i >= server_only.len() {
+            false
+        } else {
+            matches!((rank(&server_only[i]), rank(&patch_items[j])), (Some(l), Some(r)) if l < r)
+        };
+        if take_server {
+            out.push(server_only[i].clone());
+            i += 1;
+        } else {
+            out.push(patch_items[j].clone());
+            j += 1;
+        }
+    }
+    out
 }
 
 fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
@@ -266,6 +304,32 @@ fn strip_directives_map(map: &Map<String, Value>) -> Map<String, Value> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn merged_lists_are_ordered_as_upstream_orders_them() {
+        // Each case checked against kube-apiserver 1.33 (a Deployment's containers).
+        let names = |list: &[&str]| -> Value {
+            json!(list.iter().map(|n| json!({"name": n, "image": "img"})).collect::<Vec<_>>())
+        };
+        for (original, patch, expected) in [
+            (vec!["a", "b"], vec!["c"], vec!["c", "a", "b"]),
+            (vec!["a", "b", "c"], vec!["c"], vec!["a", "b", "c"]),
+            (vec!["a", "b"], vec!["b", "new"], vec!["a", "b", "new"]),
+            (vec!["a", "b"], vec!["new", "a"], vec!["new", "a", "b"]),
+            (vec!["a", "b", "c"], vec!["c", "a"], vec!["b", "c", "a"]),
+        ] {
+            let mut doc = json!({"spec": {"template": {"spec": {"containers": names(&original)}}}});
+            let patch = json!({"spec": {"template": {"spec": {"containers": names(&patch)}}}});
+            strategic_merge_patch(&mut doc, &patch).unwrap();
+            let got: Vec<&str> = doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, expected, "{original:?} + {patch}");
+        }
+    }
 
     #[test]
     fn json_patch_test_null_on_missing_path_succeeds() {
