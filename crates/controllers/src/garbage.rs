@@ -80,6 +80,8 @@ pub enum Action {
     RemoveOwner { target: Target, owner: String },
     /// Remove `finalizer` from the object.
     RemoveFinalizer { target: Target, finalizer: String },
+    /// Make the object's owner references non-blocking (breaks a foreground-deletion cycle).
+    UnblockOwners { target: Target },
 }
 
 /// The object an action is about.
@@ -202,6 +204,17 @@ impl Graph {
                 actions.push(Action::RemoveFinalizer { target: node.target(), finalizer: "orphan".into() });
             }
             return actions;
+        }
+        // Upstream's cycle breaker: an object an owner waits on, whose own dependents are
+        // waiting on theirs, stops blocking its owners (a ring of foreground deletions would
+        // otherwise wait forever).
+        let owner_waits = node
+            .owners
+            .iter()
+            .any(|o| o.block_owner_deletion == Some(true) && self.owner_state(node, o) == Owner::WaitingForDependents);
+        let dependent_waits = dependents.iter().any(|d| d.deleting && d.has_finalizer("foregroundDeletion"));
+        if owner_waits && dependent_waits {
+            actions.push(Action::UnblockOwners { target: node.target() });
         }
         if node.deleting && node.has_finalizer("foregroundDeletion") {
             let mut blocking = false;
@@ -365,6 +378,19 @@ impl Collector {
                         .filter(|o| o.uid != owner)
                         .collect();
                     self.patch_metadata(&target, json!({"ownerReferences": remaining})).await?;
+                }
+                Action::UnblockOwners { target } => {
+                    let unblocked: Vec<OwnerReference> = self
+                        .node(&target.uid)
+                        .map(|n| n.owners)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|mut o| {
+                            o.block_owner_deletion = Some(false);
+                            o
+                        })
+                        .collect();
+                    self.patch_metadata(&target, json!({"ownerReferences": unblocked})).await?;
                 }
                 Action::RemoveFinalizer { target, finalizer } => {
                     let remaining: Vec<String> = self
@@ -647,6 +673,26 @@ mod tests {
         graph.remove("blocking");
         let actions = graph.decide("parent");
         assert!(actions.iter().any(|a| matches!(a, Action::RemoveFinalizer { .. })), "{actions:?}");
+    }
+
+    #[test]
+    fn a_ring_of_foreground_deletions_is_broken() {
+        // pod1 <- pod2 <- pod3 <- pod1 (each owned by the previous one, blocking), all deleting
+        // in the foreground: each waits on the next.
+        let mut graph = Graph::default();
+        for (name, owner_name) in [("pod1", "pod3"), ("pod2", "pod1"), ("pod3", "pod2")] {
+            let mut n = node(name, vec![owner(owner_name, true)]);
+            n.deleting = true;
+            n.finalizers = vec!["foregroundDeletion".into()];
+            graph.upsert(n);
+        }
+        let actions = graph.decide("pod1");
+        assert!(actions.contains(&Action::UnblockOwners { target: graph.nodes["pod1"].target() }), "{actions:?}");
+        // Once pod1 no longer blocks pod3, pod3 may finish.
+        let mut pod1 = graph.nodes["pod1"].clone();
+        pod1.owners[0].block_owner_deletion = Some(false);
+        graph.upsert(pod1);
+        assert!(graph.decide("pod3").iter().any(|a| matches!(a, Action::RemoveFinalizer { .. })));
     }
 
     #[test]

@@ -514,3 +514,27 @@ async fn deployments_adopt_orphaned_replica_sets_and_continue_their_revisions() 
     .await;
     assert_eq!(sets.get("old").await.unwrap().metadata.uid, orphan.metadata.uid, "adopted, not replaced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_of_owners_deleted_in_the_foreground_goes_entirely() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, client) = cluster(dir.path()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut uids = std::collections::HashMap::new();
+    for name in ["pod1", "pod2", "pod3"] {
+        let pod = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        let created = pods.create(&PostParams::default(), &object(pod)).await.unwrap();
+        uids.insert(name, created.metadata.uid.unwrap());
+    }
+    for (name, owner) in [("pod1", "pod3"), ("pod2", "pod1"), ("pod3", "pod2")] {
+        let patch = json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": owner, "uid": uids[owner],
+            "controller": true, "blockOwnerDeletion": true}]}});
+        pods.patch(name, &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    }
+    pods.delete("pod1", &DeleteParams::foreground()).await.unwrap();
+    eventually("every pod of the ring gone", || {
+        let pods = pods.clone();
+        async move { pods.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(()) }
+    })
+    .await;
+}
