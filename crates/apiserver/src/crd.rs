@@ -246,6 +246,15 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
     out
 }
 
+/// Whether a schema sets a default anywhere.
+pub fn has_defaults(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.contains_key("default") || map.values().any(has_defaults),
+        Value::Array(items) => items.iter().any(has_defaults),
+        _ => false,
+    }
+}
+
 /// Fills in `default:` values from the schema where the object has no value.
 pub fn apply_defaults(object: &mut Value, schema: &Value) {
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else {

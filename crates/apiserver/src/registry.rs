@@ -404,6 +404,11 @@ impl Registry {
         if rt.group == "autoscaling" && rt.version == "v1" {
             object = crate::conversion::hpa_v2_to_v1(&object);
         }
+        // Custom resources are defaulted when read too, so a default added to the schema later
+        // shows on objects stored before it (as upstream's storage decoder defaults them).
+        if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+            crate::crd::apply_defaults(&mut object, schema);
+        }
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         }
@@ -516,6 +521,8 @@ impl Registry {
         // of custom resources do.
         let typed = !rt.is_custom();
         let type_prefix = format!("{{\"kind\":{},\"apiVersion\":{},", json!(rt.kind), json!(rt.api_version()));
+        // Custom resources whose schema has defaults are defaulted on read: never raw.
+        let raw_ok = !rt.custom.as_ref().and_then(|c| c.schema.as_ref()).is_some_and(crate::crd::has_defaults);
         let item = |mut object: Value| {
             if typed && let Some(map) = object.as_object_mut() {
                 map.remove("kind");
@@ -541,11 +548,11 @@ impl Registry {
                     // Stored bytes are used as they are only when stored under the served
                     // version (a custom resource served at another version is re-labelled).
                     match splice_resource_version(&kv.value, kv.mod_revision) {
-                        Some(bytes) if typed && bytes.starts_with(type_prefix.as_bytes()) => {
+                        Some(bytes) if raw_ok && typed && bytes.starts_with(type_prefix.as_bytes()) => {
                             out.push(b'{');
                             out.extend_from_slice(&bytes[type_prefix.len()..]);
                         }
-                        Some(bytes) if !typed && bytes.starts_with(type_prefix.as_bytes()) => {
+                        Some(bytes) if raw_ok && !typed && bytes.starts_with(type_prefix.as_bytes()) => {
                             out.extend_from_slice(&bytes)
                         }
                         _ => serde_json::to_writer(&mut out, &crate::wire::Ordered(&item(self.decode(rt, kv)?)))

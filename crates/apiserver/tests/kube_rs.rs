@@ -707,3 +707,41 @@ async fn status_writes_carry_metadata_for_most_kinds_but_not_pods() {
     );
     assert_eq!(patched.status.unwrap().phase.as_deref(), Some("Running"));
 }
+
+#[tokio::test]
+async fn a_default_added_to_a_crd_shows_on_objects_stored_before_it() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = |schema: serde_json::Value| -> CustomResourceDefinition {
+        serde_json::from_value(
+            json!({"metadata": {"name": "gadgets.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}}]}}),
+        )
+        .unwrap()
+    };
+    let before = json!({"type": "object", "properties": {"a": {"type": "string", "default": "A"}}});
+    crds.create(&PostParams::default(), &crd(before)).await.unwrap();
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Gadget"));
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &resource);
+    let created = await_condition(Duration::from_secs(5), "the CRD served", || {
+        let gadgets = gadgets.clone();
+        let object = DynamicObject::new("g", &resource);
+        async move { gadgets.create(&PostParams::default(), &object).await.ok() }
+    })
+    .await;
+    assert_eq!(created.data["a"], "A");
+    let mut updated = crds.get("gadgets.example.com").await.unwrap();
+    updated.spec.versions[0].schema = serde_json::from_value(json!({"openAPIV3Schema":
+        {"type": "object", "properties": {"a": {"type": "string", "default": "A"}, "b": {"type": "string", "default": "B"}}}}))
+    .unwrap();
+    crds.replace("gadgets.example.com", &PostParams::default(), &updated).await.unwrap();
+    await_condition(Duration::from_secs(5), "b defaulted on read", || {
+        let gadgets = gadgets.clone();
+        async move { (gadgets.get("g").await.ok()?.data["b"] == "B").then_some(()) }
+    })
+    .await;
+    let listed = gadgets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].data["b"], "B");
+}
