@@ -154,7 +154,12 @@ pub enum ApiError {
     TooManyRequests { message: String, causes: Vec<Cause> },
     /// A resourceVersion or continue token is too old.
     #[error("{message}")]
-    Expired { message: String },
+    Expired {
+        message: String,
+        /// A token continuing the list from where it stopped at the current revision (the
+        /// inconsistent continuation upstream offers when a continue token expired).
+        continue_token: Option<String>,
+    },
     /// A resourceVersion from the future.
     #[error("Too large resource version: {requested}, current: {current}")]
     TooLargeResourceVersion { requested: u64, current: u64 },
@@ -365,6 +370,9 @@ impl ApiError {
         if self.reason().is_empty() {
             status.as_object_mut().map(|s| s.remove("reason"));
         }
+        if let ApiError::Expired { continue_token: Some(token), .. } = self {
+            status["metadata"]["continue"] = json!(token);
+        }
         if !details.is_empty() || always_details {
             status["details"] = Value::Object(details);
         }
@@ -376,9 +384,10 @@ impl From<vkube_store::StorageError> for ApiError {
     fn from(error: vkube_store::StorageError) -> Self {
         use vkube_store::StorageError as S;
         match error {
-            S::Compacted { requested, compacted } => {
-                ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") }
-            }
+            S::Compacted { requested, compacted } => ApiError::Expired {
+                message: format!("too old resource version: {requested} ({compacted})"),
+                continue_token: None,
+            },
             S::FutureRevision { requested, current } => ApiError::TooLargeResourceVersion { requested, current },
             S::Closed => ApiError::Unavailable("storage is shutting down".into()),
             other => ApiError::Internal(format!("{other}: {}", source_text(&other))),

@@ -570,6 +570,7 @@ impl Registry {
         self.check_field_selector(rt, &params.fields)?;
         let prefix = rt.namespace_prefix(namespace);
         let (mut revision, mut start_after) = (None, None);
+        let mut inconsistent: Option<String> = None;
         if let Some(token) = params.continue_token.as_deref().filter(|t| !t.is_empty()) {
             let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(token)
@@ -586,7 +587,11 @@ impl Registry {
                     "specifying resource version is not allowed when using continue".into(),
                 ));
             }
-            revision = Some(decoded.rv);
+            // rv 0: the inconsistent continuation of an expired token, at the current revision.
+            revision = (decoded.rv != 0).then_some(decoded.rv);
+            inconsistent = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                serde_json::to_vec(&ContinueToken { rv: 0, start: decoded.start.clone() }).unwrap_or_default(),
+            ));
             start_after = Some(format!("{prefix}{}", decoded.start));
         } else if params.resource_version_match.as_deref() == Some("Exact") {
             let rv = params.resource_version.as_deref().unwrap_or_default();
@@ -613,7 +618,8 @@ impl Registry {
         let expired = |e: StorageError| {
             match e {
             StorageError::Compacted { .. } if params.continue_token.is_some() => ApiError::Expired {
-                message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+                message: "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.".into(),
+                continue_token: inconsistent.clone(),
             },
             other => other.into(),
         }
@@ -1961,8 +1967,10 @@ impl Registry {
         let watcher = match self.store.watch(&prefix, start) {
             Ok(w) => Some(w),
             Err(StorageError::Compacted { requested, compacted }) => {
-                let error =
-                    ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") };
+                let error = ApiError::Expired {
+                    message: format!("too old resource version: {requested} ({compacted})"),
+                    continue_token: None,
+                };
                 let _ = sender.try_send(WatchItem::Error(error.status()));
                 None
             }
@@ -2006,7 +2014,10 @@ impl Registry {
                         let batch = match batch {
                             Ok(batch) => batch,
                             Err(StorageError::Compacted { requested, compacted }) => {
-                                let error = ApiError::Expired { message: format!("too old resource version: {requested} ({compacted})") };
+                                let error = ApiError::Expired {
+                        message: format!("too old resource version: {requested} ({compacted})"),
+                        continue_token: None,
+                    };
                                 let _ = sender.send(WatchItem::Error(error.status())).await;
                                 return;
                             }

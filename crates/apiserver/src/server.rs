@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub sans: Vec<String>,
     /// Interval of watch bookmarks.
     pub bookmark_interval: Duration,
+    /// How long history is kept: every interval the store forgets revisions older than the
+    /// previous tick (upstream compacts etcd every 5 minutes the same way), so resource
+    /// versions and continue tokens older than this expire (`410 Gone`).
+    pub compaction_interval: Duration,
     /// Name used for the cluster in kubeconfigs.
     pub cluster_name: String,
     /// Where a kubelet API for this cluster's pods listens (`crate::kubelet`), if anywhere; a
@@ -54,6 +58,7 @@ impl ServerConfig {
             minor: 33,
             sans: Vec::new(),
             bookmark_interval: Duration::from_secs(60),
+            compaction_interval: Duration::from_secs(300),
             cluster_name: "vkube".into(),
             kubelet_listen: None,
         }
@@ -225,6 +230,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
     let url = format!("{scheme}://{host}:{}", addr.port());
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(crate::aggregation::run(state.clone(), stopped.clone()));
+    tokio::spawn(compact_periodically(state.registry.store.clone(), config.compaction_interval, stopped.clone()));
     let mut kubelet_addr = None;
     if let (Some(listen), Some(acceptor)) = (config.kubelet_listen, &acceptor) {
         match TcpListener::bind(listen).await {
@@ -341,4 +347,26 @@ where
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let _ = builder.serve_connection_with_upgrades(io, service).await;
+}
+
+/// Every `interval`, forgets the history before the revision of the previous tick.
+async fn compact_periodically(
+    store: Arc<dyn vkube_store::Storage>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut previous: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+        let current = store.current_revision();
+        if let Some(revision) = previous
+            && let Err(error) = store.compact(revision).await
+        {
+            tracing::warn!(%error, revision, "compaction failed");
+        }
+        previous = Some(current);
+    }
 }

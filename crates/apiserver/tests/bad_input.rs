@@ -244,3 +244,36 @@ async fn reviews_cannot_be_answered_as_tables() {
         "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf"
     );
 }
+
+#[tokio::test]
+async fn an_expired_continue_token_offers_an_inconsistent_continuation() {
+    let server = TestServer::start_with(|c| c.compaction_interval = std::time::Duration::from_millis(300)).await;
+    let http = server.http();
+    let templates = "/api/v1/namespaces/default/podtemplates";
+    for i in 0..6 {
+        let body = format!(
+            r#"{{"metadata": {{"name": "template-{i:04}"}}, "template": {{"spec": {{"containers": [{{"name": "c", "image": "i"}}]}}}}}}"#
+        );
+        assert_eq!(http.send("POST", templates, "application/json", &body).await.status, 201);
+    }
+    let first = http.get(&format!("{templates}?limit=2")).await.json();
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    // Writes after the first page, then two compaction ticks: the token's revision is gone.
+    http.send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        r#"{"metadata": {"name": "later"}}"#,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let expired = http.get(&format!("{templates}?limit=2&continue={token}")).await;
+    let status = assert_status(&expired, 410, "Expired");
+    let inconsistent = status["metadata"]["continue"].as_str().expect("an inconsistent continue token").to_string();
+    let second = http.get(&format!("{templates}?limit=2&continue={inconsistent}")).await.json();
+    let names: Vec<&str> =
+        second["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["template-0002", "template-0003"]);
+    assert_ne!(second["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
+    assert_eq!(second["metadata"]["remainingItemCount"], 2);
+}
