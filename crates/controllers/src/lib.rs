@@ -555,7 +555,19 @@ impl Controllers {
         // The cache may not show this controller's last writes yet: count those pods as they are.
         let owned = lock(&self.expectations).adjust(uid, owned);
         let refs: Vec<&Value> = owned.iter().collect();
-        let plan = workloads::plan_replicas(&owner, &refs);
+        let plan = workloads::plan_replicas(&owner, &refs, jiff::Timestamp::now().as_second());
+        if let Some(wait) = plan.recheck_after {
+            // A pod becomes available when it has been ready long enough: look again then.
+            let queue = self.queue.clone();
+            let item = match kind {
+                "ReplicaSet" => Work::ReplicaSet(namespace.to_string(), name.to_string()),
+                _ => Work::ReplicationController(namespace.to_string(), name.to_string()),
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let _ = queue.send(item);
+            });
+        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let mut refused = None;
         for _ in 0..plan.create {

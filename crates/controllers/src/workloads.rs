@@ -114,10 +114,23 @@ pub struct ReplicaPlan {
     pub delete: Vec<String>,
     /// The status to report.
     pub status: Value,
+    /// Seconds until a ready pod becomes available (`minReadySeconds`): look again then.
+    pub recheck_after: Option<u64>,
 }
 
-/// Plans replica set `rs` given the active pods it controls.
-pub fn plan_replicas(rs: &Value, pods: &[&Value]) -> ReplicaPlan {
+/// Seconds since `pod` became Ready (None: not ready, or no transition time).
+fn ready_for(pod: &Value, now: i64) -> Option<i64> {
+    let condition = pod.pointer("/status/conditions").and_then(Value::as_array)?.iter().find(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Ready")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    })?;
+    let since = condition.get("lastTransitionTime").and_then(Value::as_str)?.parse::<jiff::Timestamp>().ok()?;
+    Some(now - since.as_second())
+}
+
+/// Plans replica set `rs` given the active pods it controls. A ready pod is available once it
+/// has been ready for the owner's `minReadySeconds` (`now`: Unix seconds).
+pub fn plan_replicas(rs: &Value, pods: &[&Value], now: i64) -> ReplicaPlan {
     let wanted = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
     let mut active: Vec<&Value> = pods.iter().copied().filter(|p| is_active(p)).collect();
     let ready = active.iter().filter(|p| is_ready(p)).count();
@@ -131,11 +144,24 @@ pub fn plan_replicas(rs: &Value, pods: &[&Value]) -> ReplicaPlan {
         });
         delete = active.iter().take(active.len() - wanted).map(|p| text(p, "/metadata/name").to_string()).collect();
     }
+    let min_ready = int(rs, "/spec/minReadySeconds");
+    let mut available = 0;
+    let mut recheck_after: Option<u64> = None;
+    for pod in active.iter().filter(|p| is_ready(p)) {
+        // No transition time: ready since an unknown moment, taken as long enough.
+        let since = ready_for(pod, now).unwrap_or(i64::MAX);
+        if min_ready <= 0 || since >= min_ready {
+            available += 1;
+        } else {
+            let wait = (min_ready - since).max(1) as u64;
+            recheck_after = Some(recheck_after.map_or(wait, |w| w.min(wait)));
+        }
+    }
     let status = json!({
-        "replicas": active.len(), "fullyLabeledReplicas": active.len(), "readyReplicas": ready, "availableReplicas": ready,
+        "replicas": active.len(), "fullyLabeledReplicas": active.len(), "readyReplicas": ready, "availableReplicas": available,
         "observedGeneration": int(rs, "/metadata/generation"),
     });
-    ReplicaPlan { create, delete, status }
+    ReplicaPlan { create, delete, status, recheck_after }
 }
 
 /// The pod-template-hash of a deployment's template (10 hex characters of its SHA-256).
@@ -161,7 +187,8 @@ pub fn replica_set_for(deployment: &Value, hash: &str, revision: i64) -> Value {
             "annotations": {"deployment.kubernetes.io/revision": revision.to_string(),
                 "deployment.kubernetes.io/desired-replicas": int(deployment, "/spec/replicas").to_string()},
             "ownerReferences": [owner_reference(deployment, "apps/v1", "Deployment")]},
-        "spec": {"replicas": deployment.pointer("/spec/replicas").cloned().unwrap_or(json!(1)), "selector": selector, "template": template},
+        "spec": {"replicas": deployment.pointer("/spec/replicas").cloned().unwrap_or(json!(1)), "selector": selector, "template": template,
+            "minReadySeconds": deployment.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0))},
     })
 }
 
@@ -224,14 +251,14 @@ mod tests {
         let rs = json!({"metadata": {"name": "web-1", "generation": 2}, "spec": {"replicas": 3}});
         let a = pod("a", true, "2026-01-01T00:00:00Z");
         let b = pod("b", false, "2026-01-01T00:00:01Z");
-        let plan = plan_replicas(&rs, &[&a, &b]);
+        let plan = plan_replicas(&rs, &[&a, &b], 0);
         assert_eq!(plan.create, 1);
         assert!(plan.delete.is_empty());
         assert_eq!(plan.status["readyReplicas"], 1);
         assert_eq!(plan.status["observedGeneration"], 2);
         let one = json!({"metadata": {"name": "web-1"}, "spec": {"replicas": 1}});
         let c = pod("c", true, "2026-01-01T00:00:02Z");
-        assert_eq!(plan_replicas(&one, &[&a, &b, &c]).delete, ["b", "c"], "not ready first, then newest");
+        assert_eq!(plan_replicas(&one, &[&a, &b, &c], 0).delete, ["b", "c"], "not ready first, then newest");
     }
 
     #[test]
@@ -242,6 +269,23 @@ mod tests {
         assert_eq!(pod["metadata"]["generateName"], "web-abc-");
         assert_eq!(pod["metadata"]["labels"]["app"], "web");
         assert!(controlled_by(&pod, "u1"));
+    }
+
+    #[test]
+    fn pods_are_available_once_ready_for_min_ready_seconds() {
+        let rs = json!({"spec": {"replicas": 1, "minReadySeconds": 10}});
+        let since = "2026-01-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second();
+        let pod = json!({"metadata": {"name": "p"}, "status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        let early = plan_replicas(&rs, &[&pod], since + 4);
+        assert_eq!(
+            (early.status["readyReplicas"].clone(), early.status["availableReplicas"].clone()),
+            (json!(1), json!(0))
+        );
+        assert_eq!(early.recheck_after, Some(6));
+        let later = plan_replicas(&rs, &[&pod], since + 10);
+        assert_eq!(later.status["availableReplicas"], 1);
+        assert_eq!(later.recheck_after, None);
     }
 
     #[test]
