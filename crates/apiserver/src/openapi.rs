@@ -260,6 +260,9 @@ pub struct Shape {
 enum Node {
     /// Declared properties (node indexes).
     Object(HashMap<String, usize>),
+    /// Declared properties, and any other field kept (`x-kubernetes-preserve-unknown-fields`
+    /// beside properties: the declared ones are still checked).
+    OpenObject(HashMap<String, usize>),
     /// Every value has this shape.
     Map(usize),
     /// Every item has this shape.
@@ -309,15 +312,31 @@ impl Shape {
         if let Some(name) = name {
             named.insert(name, index);
         }
-        if depth > 64 || schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        if depth > 64 {
             return index;
         }
+        let preserve = schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+        let embedded = schema.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true));
         let node = if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
             let mut fields = HashMap::new();
             for (key, child) in properties {
                 fields.insert(key.clone(), self.node(schemas, child, named, depth + 1));
             }
-            Node::Object(fields)
+            if embedded {
+                // An embedded object is an object of some kind: its metadata is ObjectMeta.
+                for key in ["apiVersion", "kind"] {
+                    fields.entry(key.to_string()).or_insert_with(|| {
+                        self.nodes.push(Node::Any);
+                        self.nodes.len() - 1
+                    });
+                }
+                let meta = json!({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
+                let metadata = self.node(schemas, &meta, named, depth + 1);
+                fields.insert("metadata".into(), metadata);
+            }
+            if preserve { Node::OpenObject(fields) } else { Node::Object(fields) }
+        } else if preserve {
+            Node::Any
         } else if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
             Node::Map(self.node(schemas, additional, named, depth + 1))
         } else if let Some(items) = schema.get("items") {
@@ -338,7 +357,7 @@ impl Shape {
                 at = *items;
             }
             at = match &self.nodes[at] {
-                Node::Object(fields) => match fields.get(*name) {
+                Node::Object(fields) | Node::OpenObject(fields) => match fields.get(*name) {
                     Some(&next) => next,
                     None => return false,
                 },
@@ -370,6 +389,13 @@ impl Shape {
                     unknown.push(join(&key));
                 }
             }
+            (Node::OpenObject(fields), Value::Object(map)) => {
+                for (key, child) in map.iter_mut() {
+                    if let Some(&next) = fields.get(key) {
+                        self.prune(next, child, &join(key), unknown, false);
+                    }
+                }
+            }
             (Node::Map(next), Value::Object(map)) => {
                 for (key, child) in map.iter_mut() {
                     self.prune(*next, child, &join(key), unknown, false);
@@ -395,14 +421,15 @@ impl OpenApi {
         let shape = match &rt.custom {
             Some(info) => info.schema.as_ref().map(|schema| {
                 let mut schema = schema.clone();
+                // metadata is ObjectMeta (unknown metadata fields are unknown fields), at the
+                // root and in embedded objects.
+                let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+                generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+                let schemas = generator.take_definitions(true);
                 if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-                    // metadata is checked by the server's own rules, not pruned.
-                    properties.insert(
-                        "metadata".into(),
-                        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-                    );
+                    properties.insert("metadata".into(), reference("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
                 }
-                Arc::new(Shape::build(&Map::new(), &schema))
+                Arc::new(Shape::build(&schemas, &schema))
             }),
             None => {
                 let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();

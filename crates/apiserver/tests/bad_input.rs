@@ -277,3 +277,50 @@ async fn an_expired_continue_token_offers_an_inconsistent_continuation() {
     assert_ne!(second["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
     assert_eq!(second["metadata"]["remainingItemCount"], 2);
 }
+
+#[tokio::test]
+async fn unknown_metadata_fields_of_custom_resources_are_found_at_the_root_and_in_embedded_objects() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let crd = r#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "noxus.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster", "names": {"plural": "noxus", "singular": "noxu", "kind": "Noxu"},
+        "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {
+                "template": {"type": "object", "x-kubernetes-embedded-resource": true, "properties": {
+                    "metadata": {"type": "object", "properties": {"name": {"type": "string"}}}, "spec": {"type": "object"}}}}}}}}}]}}"#;
+    assert_eq!(
+        http.send("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", crd)
+            .await
+            .status,
+        201
+    );
+    let path = "/apis/example.com/v1/noxus";
+    let mut ready = false;
+    for _ in 0..50 {
+        if http.get(path).await.status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the CRD is served");
+    let body = r#"{"apiVersion": "example.com/v1", "kind": "Noxu", "metadata": {"name": "n1", "unknownMeta": "x"},
+        "spec": {"anything": 1, "template": {"apiVersion": "v1", "kind": "Sub", "metadata": {"name": "s", "unknownSubMeta": "y"}}}}"#;
+    let reply = http.send("POST", &format!("{path}?fieldValidation=Strict"), "application/json", body).await;
+    let status = assert_status(&reply, 400, "BadRequest");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains(r#"unknown field "metadata.unknownMeta""#), "{message}");
+    assert!(message.contains(r#"unknown field "spec.template.metadata.unknownSubMeta""#), "{message}");
+    assert!(!message.contains("anything"), "kept by x-kubernetes-preserve-unknown-fields: {message}");
+    let apply = "apiVersion: example.com/v1\nkind: Noxu\nmetadata:\n  name: n2\nspec:\n  template:\n    apiVersion: v1\n    kind: Sub\n    metadata:\n      unknownSubMeta: y\n";
+    let reply = http.send("PATCH", &format!("{path}/n2?fieldManager=m"), "application/apply-patch+yaml", apply).await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(".spec.template.metadata.unknownSubMeta: field not declared in schema"),
+        "{}",
+        reply.json()
+    );
+}
