@@ -714,7 +714,10 @@ impl Registry {
         let accounts = self.catalog.snapshot().get("", "v1", "serviceaccounts").expect("built-in");
         let Some(kv) = self.store.get(&accounts.key(Some(&namespace), &account)).await? else { return Ok(()) };
         let sa = self.decode(&accounts, &kv)?;
-        if sa.get("automountServiceAccountToken") == Some(&json!(false)) {
+        // The pod's own choice wins over its account's.
+        if sa.get("automountServiceAccountToken") == Some(&json!(false))
+            && spec.get("automountServiceAccountToken") != Some(&json!(true))
+        {
             return Ok(());
         }
         let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().take(5).collect();

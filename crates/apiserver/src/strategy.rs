@@ -858,6 +858,11 @@ pub fn subresource_write(
         ("certificates.k8s.io", "CertificateSigningRequest", "approval") => {
             let conditions = new.pointer("/status/conditions").cloned().unwrap_or(json!([]));
             ensure_object(&mut merged, "status").insert("conditions".into(), conditions);
+            // Metadata changes (labels, annotations) come along, as upstream's approval
+            // strategy keeps them.
+            if let Some(metadata) = new.get("metadata").filter(|m| m.is_object()) {
+                merged["metadata"] = metadata.clone();
+            }
         }
         _ => return Ok(None),
     }
@@ -874,6 +879,18 @@ mod tests {
 
     fn rt(group: &str, plural: &str) -> std::sync::Arc<ResourceType> {
         Catalog::builtin().snapshot().get(group, "v1", plural).unwrap()
+    }
+
+    #[test]
+    fn approvals_carry_conditions_and_metadata_only() {
+        let csr = rt("certificates.k8s.io", "certificatesigningrequests");
+        let current = json!({"metadata": {"name": "c"}, "spec": {"signerName": "a"}, "status": {}});
+        let new = json!({"metadata": {"name": "c", "annotations": {"patchedapproval": "true"}}, "spec": {"signerName": "b"},
+            "status": {"conditions": [{"type": "Approved", "status": "True"}]}});
+        let merged = subresource_write(&csr, "approval", &current, &new).unwrap().unwrap();
+        assert_eq!(merged["metadata"]["annotations"]["patchedapproval"], "true");
+        assert_eq!(merged["spec"]["signerName"], "a");
+        assert_eq!(merged["status"]["conditions"][0]["type"], "Approved");
     }
 
     #[test]

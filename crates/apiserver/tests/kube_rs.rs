@@ -745,3 +745,27 @@ async fn a_default_added_to_a_crd_shows_on_objects_stored_before_it() {
     let listed = gadgets.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items[0].data["b"], "B");
 }
+
+#[tokio::test]
+async fn a_pods_automount_choice_wins_over_its_service_accounts() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let account = json!({"metadata": {"name": "nomount"}, "automountServiceAccountToken": false});
+    accounts.create(&PostParams::default(), &serde_json::from_value(account).unwrap()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, automount: Option<bool>| -> Pod {
+        let mut spec = json!({"serviceAccountName": "nomount", "containers": [{"name": "c", "image": "busybox"}]});
+        if let Some(choice) = automount {
+            spec["automountServiceAccountToken"] = json!(choice);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    let mounted =
+        |pod: &Pod| pod.spec.as_ref().unwrap().volumes.iter().flatten().any(|v| v.name.starts_with("kube-api-access-"));
+    let by_account = pods.create(&PostParams::default(), &pod("by-account", None)).await.unwrap();
+    assert!(!mounted(&by_account), "the account opts out");
+    let by_pod = pods.create(&PostParams::default(), &pod("by-pod", Some(true))).await.unwrap();
+    assert!(mounted(&by_pod), "the pod opts back in");
+}
