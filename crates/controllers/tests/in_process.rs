@@ -32,8 +32,12 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(value) = check().await {
-            return value;
+        // A check that does not return (a request kube-rs keeps retrying) counts against the
+        // deadline too, so the test fails saying what it waited for.
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Some(value)) => return value,
+            Ok(None) => {}
+            Err(_) => panic!("timed out waiting for {what} (a check did not return)"),
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -495,10 +499,16 @@ async fn deployments_adopt_orphaned_replica_sets_and_continue_their_revisions() 
         "annotations": {"deployment.kubernetes.io/revision": "3546343826724305832"}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"name": "sample", "pod": "httpd"}},
         "template": {"metadata": {"labels": {"name": "sample", "pod": "httpd"}}, "spec": {"containers": [{"name": "httpd", "image": "httpd"}]}}}});
-    let orphan = sets.create(&pp, &object(orphan)).await.unwrap();
+    let orphan = tokio::time::timeout(Duration::from_secs(30), sets.create(&pp, &object(orphan)))
+        .await
+        .expect("the replica set is created in time")
+        .unwrap();
     let deployment = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"name": "sample"}},
         "template": {"metadata": {"labels": {"name": "sample"}}, "spec": {"containers": [{"name": "agnhost", "image": "agnhost"}]}}}});
-    let deployment = deployments.create(&pp, &object(deployment)).await.unwrap();
+    let deployment = tokio::time::timeout(Duration::from_secs(30), deployments.create(&pp, &object(deployment)))
+        .await
+        .expect("the deployment is created in time")
+        .unwrap();
     let uid = deployment.metadata.uid.unwrap();
     eventually("the next revision, the orphan adopted and scaled down", || {
         let (deployments, sets, uid) = (deployments.clone(), sets.clone(), uid.clone());
