@@ -3,8 +3,6 @@
 //! kube-apiserver's eviction REST does); otherwise `429 TooManyRequests` with a
 //! `DisruptionBudget` cause.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::catalog::ResourceType;
@@ -103,13 +101,7 @@ pub async fn evict(
         let Some(budgets_rt) = budgets_rt.as_ref().filter(|_| !ignores_budgets(&pod)) else {
             return delete(registry, pods, namespace, name, options, dry_run).await;
         };
-        let labels: BTreeMap<String, String> = pod
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect();
+        let labels = crate::registry::labels_of(&pod);
         let list = registry.list(budgets_rt, Some(namespace), &ListParams::default()).await?;
         let covering: Vec<Value> = list["items"]
             .as_array()

@@ -13,14 +13,7 @@ const DISRUPTION_TIMEOUT_SECONDS: i64 = 120;
 /// namespace; a budget without one matches none).
 pub fn selects(pdb: &Value, pod: &Value) -> bool {
     let Some(selector) = pdb.pointer("/spec/selector").filter(|s| s.is_object()) else { return false };
-    let labels: BTreeMap<String, String> = pod
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect();
-    crate::aggregation::selects(selector, &labels)
+    crate::aggregation::selects(selector, &crate::workloads::labels_of(pod))
 }
 
 /// Whether a pod is Ready.

@@ -46,22 +46,24 @@ pub fn selector_of(owner: &Value) -> Option<Value> {
     Some(json!({"matchLabels": map}))
 }
 
+/// The labels of an object (values that are not strings left out).
+pub fn labels_of(object: &Value) -> std::collections::BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
 /// The pods a workload takes over and gives up (upstream's ControllerRefManager): active pods
 /// without a controller whose labels its selector matches are adopted; pods it controls that
 /// no longer match are released. An owner being deleted adopts nothing.
 pub fn claim<'a>(owner: &Value, pods: &[&'a Value]) -> (Vec<&'a Value>, Vec<&'a Value>) {
     let uid = text(owner, "/metadata/uid");
     let Some(selector) = selector_of(owner) else { return (Vec::new(), Vec::new()) };
-    let matches = |pod: &Value| {
-        let labels: std::collections::BTreeMap<String, String> = pod
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect();
-        crate::aggregation::selects(&selector, &labels)
-    };
+    let matches = |pod: &Value| crate::aggregation::selects(&selector, &labels_of(pod));
     let deleting = owner.pointer("/metadata/deletionTimestamp").is_some();
     let mut adopt = Vec::new();
     let mut release = Vec::new();

@@ -93,16 +93,6 @@ pub struct Request<'a> {
     pub dry_run: bool,
 }
 
-fn labels(object: &Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect()
-}
-
 fn listed(list: &Value, wanted: &str) -> bool {
     list.as_array().is_some_and(|items| items.iter().any(|i| i == "*" || i == wanted))
 }
@@ -141,7 +131,7 @@ fn resources_match(constraints: &Value, request: &Request, namespace: Option<&Va
         return false;
     }
     let selected = |selector: &Value, object: &Value| {
-        !selector.is_object() || LabelSelector::from_object(selector).matches(&labels(object))
+        !selector.is_object() || LabelSelector::from_object(selector).matches(&crate::registry::labels_of(object))
     };
     if !selected(&constraints["objectSelector"], request.object) {
         return false;
