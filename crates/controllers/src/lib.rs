@@ -275,6 +275,16 @@ where
     (reader, task)
 }
 
+/// What an owner controls once a claim is done: `owned` (as the cache shows it) without what
+/// the claim adopted or released, plus the adopted objects as they now are.
+fn after_claim(mut owned: Vec<Value>, adopted: Vec<Value>, released: Vec<Value>) -> Vec<Value> {
+    let name_of = |o: &Value| o.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+    let changed: BTreeSet<Option<String>> = released.iter().chain(adopted.iter()).map(name_of).collect();
+    owned.retain(|o| !changed.contains(&name_of(o)));
+    owned.extend(adopted);
+    owned
+}
+
 /// Adopts the orphans among `candidates` (objects of `api`'s kind in `owner`'s namespace) that
 /// `owner`'s selector matches and releases the ones it controls that no longer match, each with
 /// a merge patch guarded by the object's resourceVersion (upstream's ControllerRefManager).
@@ -502,12 +512,7 @@ impl Controllers {
         let namespace = owner.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
         let uid = owner.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
         let (adopted, released) = self.claim_pods(owner, api_version, kind).await?;
-        let mut owned = self.owned_pods(namespace, uid);
-        let name_of = |p: &Value| p.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
-        let changed: BTreeSet<Option<String>> = released.iter().chain(adopted.iter()).map(name_of).collect();
-        owned.retain(|p| !changed.contains(&name_of(p)));
-        owned.extend(adopted);
-        Ok(owned)
+        Ok(after_claim(self.owned_pods(namespace, uid), adopted, released))
     }
 
     /// Queues the replica sets, replication controllers and jobs whose selector matches an orphan.
@@ -704,13 +709,8 @@ impl Controllers {
         let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
         // Orphaned replica sets the selector matches are adopted (their revision counts).
         let (adopted, released) = claim_objects(&rs_api, &d, &in_namespace, "apps/v1", "Deployment").await?;
-        let name_of = |r: &Value| r.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
-        let changed: BTreeSet<Option<String>> = adopted.iter().chain(released.iter()).map(name_of).collect();
-        let mut owned: Vec<Value> = in_namespace
-            .into_iter()
-            .filter(|r| workloads::controlled_by(r, &uid) && !changed.contains(&name_of(r)))
-            .collect();
-        owned.extend(adopted);
+        let controlled: Vec<Value> = in_namespace.into_iter().filter(|r| workloads::controlled_by(r, &uid)).collect();
+        let owned = after_claim(controlled, adopted, released);
         let wanted = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
         let current_name = format!("{name}-{hash}");
         let current =
