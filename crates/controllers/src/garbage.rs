@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::discovery::{ApiResource, Discovery, Scope, verbs};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -501,7 +502,9 @@ pub async fn run(client: Client) {
             >,
         > = Api::all(client.clone());
         tokio::spawn(async move {
-            let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+            // Backoff: an error the watcher hits at once (the server gone, the runtime stopping)
+            // would otherwise come back without yielding, and spin this task forever.
+            let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
             while let Some(event) = events.next().await {
                 if matches!(event, Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) {
                     changed.notify_one();
