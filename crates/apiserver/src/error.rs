@@ -169,6 +169,9 @@ pub enum ApiError {
     /// A bug or a storage failure.
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    /// A refusal whose Status someone else wrote (an admission webhook's), served as it is.
+    #[error("{}", .0["message"].as_str().unwrap_or_default())]
+    Rejected(Box<Value>),
     /// A 500 without a reason: what upstream answers for an error it does not classify.
     #[error("{0}")]
     Unclassified(String),
@@ -228,6 +231,9 @@ impl ApiError {
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) | ApiError::Unclassified(_) => 500,
+            ApiError::Rejected(status) => {
+                status["code"].as_u64().and_then(|c| u16::try_from(c).ok()).filter(|c| *c >= 400).unwrap_or(400)
+            }
         }
     }
 
@@ -251,7 +257,7 @@ impl ApiError {
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
-            ApiError::Unclassified(_) => "",
+            ApiError::Unclassified(_) | ApiError::Rejected(_) => "",
         }
     }
 
@@ -274,6 +280,9 @@ impl ApiError {
 
     /// The `metav1.Status` body for this error.
     pub fn status(&self) -> Value {
+        if let ApiError::Rejected(status) = self {
+            return (**status).clone();
+        }
         let mut details = serde_json::Map::new();
         let mut always_details = false;
         let put_subject = |subject: &Subject, details: &mut serde_json::Map<String, Value>| {

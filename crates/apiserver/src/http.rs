@@ -70,6 +70,8 @@ pub struct AppState {
     pub resource_metrics: Option<crate::resource_metrics::SharedResourceMetrics>,
     /// ValidatingAdmissionPolicies and their bindings, as admission reads them.
     pub policies: crate::admission::policy::Policies,
+    /// The admission webhook configurations (caches started on first use).
+    pub webhooks: crate::admission::webhook::Webhooks,
     /// Group versions served by extension API servers (`APIService` with a service).
     pub aggregator: Arc<crate::aggregation::Aggregator>,
     /// Signs and verifies service account tokens (None without TLS).
@@ -615,7 +617,8 @@ async fn route(
     let rbac_write = rt.group == crate::auth::escalation::GROUP && parts.method != Method::GET;
     if parts.method != Method::GET {
         let dry_run = query.dry_run()?;
-        let chain = crate::admission::Chain::for_request(state.clone(), identity.clone(), dry_run, query.2.clone());
+        let chain = crate::admission::Chain::for_request(state.clone(), identity.clone(), dry_run, query.2.clone())
+            .on_subresource(target.subresource.unwrap_or_default());
         query.1 = AdmissionHook(Some(Arc::new(chain)));
     }
     let response = serve_resource(state, &rt, &target, &identity, &query, parts, body).await;
@@ -720,6 +723,28 @@ impl<'a> Target<'a> {
     }
 }
 
+/// The options object of a `CONNECT` to a pod's `attach` or `exec`, as admission webhooks see it.
+fn connect_options(subresource: &str, query: Option<&str>) -> (&'static str, Value) {
+    let kind = if subresource == "exec" { "PodExecOptions" } else { "PodAttachOptions" };
+    let mut options = json!({"kind": kind, "apiVersion": "v1"});
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(&value.replace('+', " ")).decode_utf8_lossy().into_owned();
+        match key {
+            "stdin" | "stdout" | "stderr" | "tty" => {
+                options[key] = json!(matches!(value.as_str(), "1" | "t" | "T" | "true" | "True" | "TRUE"));
+            }
+            "container" => options["container"] = json!(value),
+            "command" => match options["command"].as_array_mut() {
+                Some(words) => words.push(json!(value)),
+                None => options["command"] = json!([value]),
+            },
+            _ => {}
+        }
+    }
+    (kind, options)
+}
+
 fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
     let mut options = DeleteOptions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
@@ -765,6 +790,7 @@ fn delete_options(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
     if query.dry_run()? {
         options.dry_run = true;
     }
+    options.admission = query.1.clone();
     Ok(options)
 }
 
@@ -1044,6 +1070,22 @@ async fn serve_resource(
             }
             let pod = registry.get(rt, ns, name).await?;
             let request = crate::streams::check(sub, &pod, parts.uri.query())?;
+            // Validating webhooks see the CONNECT with its options object.
+            let (kind, options) = connect_options(sub, parts.uri.query());
+            let call = crate::admission::webhook::Call {
+                rt,
+                subresource: sub,
+                operation: "CONNECT",
+                namespace: ns,
+                name,
+                object: Some(&options),
+                old: None,
+                identity,
+                dry_run: false,
+                options: Value::Null,
+                object_kind: Some(kind),
+            };
+            crate::admission::webhook::validate(state, &call, &mut Vec::new()).await?;
             let Some(streams) = state.pod_streams.clone() else {
                 return Err(ApiError::BadRequest(format!(
                     "unable to upgrade connection: pod {name} runs nowhere this API server can reach (it runs no containers and is not connected to a host)"

@@ -64,6 +64,15 @@ pub trait Admission: Send + Sync {
         old: Option<&'a Value>,
         new: &'a Value,
     ) -> futures::future::BoxFuture<'a, ApiResult<()>>;
+
+    /// Admits or refuses the delete of `old` (validating webhooks).
+    fn admit_delete<'a>(
+        &'a self,
+        _rt: &'a ResourceType,
+        _old: &'a Value,
+    ) -> futures::future::BoxFuture<'a, ApiResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The admission check of one write, if any.
@@ -146,6 +155,8 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// Validating admission of the delete (webhooks).
+    pub admission: AdmissionHook,
 }
 
 /// What a delete did.
@@ -974,6 +985,9 @@ impl Registry {
         }
         if let Some(admission) = &options.admission.0 {
             admission.mutate(rt, None, &mut object).await?;
+            // What mutating admission added is defaulted too (a webhook's container gets its
+            // defaults, as upstream decodes a webhook's patched object with defaulting).
+            strategy::default_object(rt, &mut object);
         }
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut object);
@@ -1450,6 +1464,10 @@ impl Registry {
         }
         self.check_unknown_fields(rt, &mut new, options)?;
         strategy::default_object(rt, &mut new);
+        if let Some(admission) = &options.admission.0 {
+            admission.mutate(rt, Some(&current), &mut new).await?;
+            strategy::default_object(rt, &mut new);
+        }
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut new);
         }
@@ -1584,6 +1602,9 @@ impl Registry {
                     subject: subject(rt, name),
                     causes: Vec::new(),
                 });
+            }
+            if let Some(admission) = &options.admission.0 {
+                admission.admit_delete(rt, &current).await?;
             }
             let mut updated = current.clone();
             updated["metadata"].as_object_mut().expect("map").remove("resourceVersion");

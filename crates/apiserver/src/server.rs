@@ -205,6 +205,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         crate::auth::Rbac::start(registry.store.clone()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let state = Arc::new(AppState {
         policies: Default::default(),
+        webhooks: Default::default(),
         registry,
         tokens,
         rbac,

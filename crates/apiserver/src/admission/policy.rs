@@ -23,7 +23,7 @@ pub struct ObjectCache {
 }
 
 impl ObjectCache {
-    fn start(registry: Registry, group: &'static str, plural: &'static str) -> Arc<ObjectCache> {
+    pub(super) fn start(registry: Registry, group: &'static str, plural: &'static str) -> Arc<ObjectCache> {
         let cache = Arc::new(ObjectCache::default());
         let feed = cache.clone();
         tokio::spawn(async move {
@@ -51,29 +51,37 @@ impl ObjectCache {
         cache
     }
 
-    fn all(&self) -> Vec<Value> {
+    pub(super) fn all(&self) -> Vec<Value> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 }
 
-/// The policy and binding caches of one server (started on first use).
+/// Two caches of admissionregistration.k8s.io kinds, started on first use.
+#[derive(Default)]
+pub struct CachePair(OnceLock<(Arc<ObjectCache>, Arc<ObjectCache>)>);
+
+impl CachePair {
+    /// The caches of `plurals` (started now if they were not).
+    pub(super) fn get(&self, registry: &Registry, plurals: [&'static str; 2]) -> &(Arc<ObjectCache>, Arc<ObjectCache>) {
+        const GROUP: &str = "admissionregistration.k8s.io";
+        self.0.get_or_init(|| {
+            (
+                ObjectCache::start(registry.clone(), GROUP, plurals[0]),
+                ObjectCache::start(registry.clone(), GROUP, plurals[1]),
+            )
+        })
+    }
+}
+
+/// The policy and binding caches of one server.
 #[derive(Default)]
 pub struct Policies {
-    caches: OnceLock<(Arc<ObjectCache>, Arc<ObjectCache>)>,
+    caches: CachePair,
 }
 
 impl Policies {
     fn caches(&self, registry: &Registry) -> &(Arc<ObjectCache>, Arc<ObjectCache>) {
-        self.caches.get_or_init(|| {
-            (
-                ObjectCache::start(registry.clone(), "admissionregistration.k8s.io", "validatingadmissionpolicies"),
-                ObjectCache::start(
-                    registry.clone(),
-                    "admissionregistration.k8s.io",
-                    "validatingadmissionpolicybindings",
-                ),
-            )
-        })
+        self.caches.get(registry, ["validatingadmissionpolicies", "validatingadmissionpolicybindings"])
     }
 }
 
@@ -99,22 +107,44 @@ fn listed(list: &Value, wanted: &str) -> bool {
 
 /// Whether one of `rules` names this request (group, version, resource, operation, scope).
 fn rule_matches(rules: &Value, request: &Request) -> bool {
-    let rt = request.rt;
+    let name = request.object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    rule_matches_resource(rules, request.rt, "", request.operation, name)
+}
+
+/// Whether one of `rules` (RuleWithOperations) names a request of `operation` on `rt`'s
+/// `subresource` (`""` for the resource itself) of the object `name`: `pods` is the resource
+/// alone, `pods/status` one subresource, `pods/*` every subresource, `*` every resource,
+/// `*/*` everything (upstream's rules.Matcher).
+pub(super) fn rule_matches_resource(
+    rules: &Value,
+    rt: &ResourceType,
+    subresource: &str,
+    operation: &str,
+    name: &str,
+) -> bool {
+    let resource_listed = |resources: &Value| {
+        resources.as_array().is_some_and(|items| {
+            items.iter().filter_map(Value::as_str).any(|entry| {
+                let (resource, sub) = entry.split_once('/').unwrap_or((entry, ""));
+                (resource == "*" || resource == rt.plural) && (sub == "*" || sub == subresource)
+            })
+        })
+    };
     rules.as_array().into_iter().flatten().any(|rule| {
         let scope_ok = match rule["scope"].as_str() {
             Some("Namespaced") => rt.namespaced,
             Some("Cluster") => !rt.namespaced,
             _ => true,
         };
-        let names_ok = rule["resourceNames"].as_array().is_none_or(|names| {
-            names.is_empty() || names.iter().any(|n| Some(n) == request.object.pointer("/metadata/name"))
-        });
+        let names_ok = rule["resourceNames"]
+            .as_array()
+            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n.as_str() == Some(name)));
         scope_ok
             && names_ok
             && listed(&rule["apiGroups"], &rt.group)
             && listed(&rule["apiVersions"], &rt.version)
-            && listed(&rule["resources"], &rt.plural)
-            && listed(&rule["operations"], request.operation)
+            && resource_listed(&rule["resources"])
+            && listed(&rule["operations"], operation)
     })
 }
 

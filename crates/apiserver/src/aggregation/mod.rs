@@ -173,6 +173,31 @@ async fn resolve(state: &AppState, remote: &Remote) -> Result<(Value, u16), Unav
     Err(missing())
 }
 
+/// A connection to `port` of service `namespace/name`: to a ready pod behind it, as requests
+/// to an APIService's service go (admission webhooks are reached this way too).
+pub(crate) async fn connect_service(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    port: i32,
+) -> Result<Box<dyn vkube_streams::portforward::PodConnection>, String> {
+    let remote = Remote {
+        api_service: String::new(),
+        namespace: namespace.to_string(),
+        service: name.to_string(),
+        port,
+        ca_bundle: None,
+        insecure: false,
+    };
+    let (pod, port) = resolve(state, &remote).await.map_err(|e| e.message)?;
+    let Some(streams) = state.pod_streams.clone() else {
+        return Err("this API server reaches no pods".into());
+    };
+    Ok(streams.connect(&pod, port).await?.connection)
+}
+
+pub(crate) use tls::trusting;
+
 /// Sends `request` to `remote` as `caller` (whom this server authenticated and authorized).
 async fn send(
     state: &AppState,

@@ -53,6 +53,37 @@ fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
 }
 
+/// A client configuration without a client certificate that trusts `ca_bundle` (PEM), or the
+/// system's roots without one (admission webhooks).
+pub fn trusting(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_bundle.filter(|b| !b.trim().is_empty()) {
+        Some(bundle) => {
+            // caBundle is base64 of PEM in the API; accept either.
+            let pem = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, bundle.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .unwrap_or_else(|| bundle.to_string());
+            for cert in pem_certs(&pem)? {
+                roots.add(cert).map_err(|e| e.to_string())?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The client configuration for one remote.
 pub fn client_config(pki: &Pki, remote: &Remote) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

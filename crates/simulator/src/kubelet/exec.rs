@@ -143,6 +143,36 @@ fn write_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&Value
     Ok(())
 }
 
+/// The contents of the file at `path` in `container` of `pod` when a config map or secret
+/// volume provides it (a server's certificate, read as the container would read it).
+pub async fn mounted_file(client: Client, pod: &Value, container: &Value, path: &str) -> Option<Vec<u8>> {
+    let mount = container
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| path.starts_with(&format!("{}/", field(m, "/mountPath").trim_end_matches('/'))))
+        .max_by_key(|m| field(m, "/mountPath").len())?;
+    let relative = path[field(mount, "/mountPath").trim_end_matches('/').len() + 1..].to_string();
+    let volume = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|v| field(v, "/name") == field(mount, "/name"))?;
+    let source = volume.get("secret").or_else(|| volume.get("configMap"))?;
+    let secret = volume.get("secret").is_some();
+    let name = if secret { field(source, "/secretName") } else { field(source, "/name") };
+    let namespace = field(pod, "/metadata/namespace").to_string();
+    let mut sources = Sources { client, namespace, maps: BTreeMap::new(), secrets: BTreeMap::new() };
+    let mut data = sources.data(secret, name).await?;
+    let key = match source.get("items").and_then(Value::as_array) {
+        Some(items) => field(items.iter().find(|i| field(i, "/path") == relative)?, "/key").to_string(),
+        None => relative,
+    };
+    data.remove(&key)
+}
+
 impl Sandbox {
     /// Prepares the sandbox of `container` of `pod` under `base`, reading the pod's config maps
     /// and secrets through `client`.

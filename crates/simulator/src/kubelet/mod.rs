@@ -16,5 +16,6 @@ pub mod ports;
 pub mod sample_apiserver;
 mod server;
 pub mod sessions;
+pub mod webhook;
 
 pub use server::{KubeletError, KubeletServer};

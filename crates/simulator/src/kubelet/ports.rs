@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 /// An image's name without registry, path and tag.
-fn image_name(image: &str) -> &str {
+pub(super) fn image_name(image: &str) -> &str {
     let name = image.rsplit('/').next().unwrap_or(image);
     name.split([':', '@']).next().unwrap_or(name)
 }
@@ -62,8 +62,9 @@ pub fn listening(pod: &Value) -> Vec<(u16, String)> {
     out
 }
 
-/// Connects to `port` of `pod`: the client's end of a connection to the port's responder.
-pub fn connect(pod: &Value, port: u16) -> Result<DuplexStream, String> {
+/// Connects to `port` of `pod`: the client's end of a connection to the port's responder
+/// (`client` reads what a server needs from the pod's volumes, e.g. its certificate).
+pub fn connect(pod: &Value, port: u16, client: Option<kube::Client>) -> Result<DuplexStream, String> {
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let Some((_, image)) = listening(pod).into_iter().find(|(p, _)| *p == port) else {
         let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
@@ -72,14 +73,20 @@ pub fn connect(pod: &Value, port: u16) -> Result<DuplexStream, String> {
         ));
     };
     let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or(name);
-    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (client_end, server) = tokio::io::duplex(64 * 1024);
+    if let Some(webhook) = super::webhook::container(pod)
+        && super::webhook::port(webhook) == port
+    {
+        tokio::spawn(super::webhook::serve(server, pod.clone(), client));
+        return Ok(client_end);
+    }
     if image_name(&image) == super::sample_apiserver::IMAGE {
         let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
         tokio::spawn(super::sample_apiserver::serve(server, uid));
-        return Ok(client);
+        return Ok(client_end);
     }
     tokio::spawn(respond(server, hostname.to_string(), port, image_port(&image) == Some(port)));
-    Ok(client)
+    Ok(client_end)
 }
 
 /// nginx's default page, as its image serves it at `/`.
@@ -157,14 +164,14 @@ mod tests {
 
     #[tokio::test]
     async fn http_is_answered_and_anything_else_echoed() {
-        let mut http = connect(&pod(), 80).unwrap();
+        let mut http = connect(&pod(), 80, None).unwrap();
         http.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut answer = vec![0u8; 512];
         let n = http.read(&mut answer).await.unwrap();
         let answer = String::from_utf8_lossy(&answer[..n]);
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.ends_with("web port 80: GET /health\n"), "the pod's host name, the port, the request");
-        let mut echo = connect(&pod(), 80).unwrap();
+        let mut echo = connect(&pod(), 80, None).unwrap();
         echo.write_all(b"\x00ping").await.unwrap();
         let mut back = [0u8; 5];
         echo.read_exact(&mut back).await.unwrap();
@@ -173,8 +180,8 @@ mod tests {
 
     #[test]
     fn ports_nothing_listens_on_refuse() {
-        assert!(connect(&pod(), 8080).unwrap_err().contains("connect: connection refused"));
-        assert!(connect(&pod(), 53).is_err(), "UDP ports are not forwarded");
+        assert!(connect(&pod(), 8080, None).unwrap_err().contains("connect: connection refused"));
+        assert!(connect(&pod(), 53, None).is_err(), "UDP ports are not forwarded");
     }
 
     #[test]
@@ -189,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn nginx_serves_its_welcome_page() {
         let pod = json!({"metadata": {"name": "n"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
-        let mut http = connect(&pod, 80).unwrap();
+        let mut http = connect(&pod, 80, None).unwrap();
         http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut answer = String::new();
         http.read_to_string(&mut answer).await.unwrap();

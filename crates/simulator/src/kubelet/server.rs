@@ -325,8 +325,10 @@ async fn handle(
         }
         ["portForward", ..] => {
             let value = serde_json::to_value(&pod).unwrap_or_default();
+            let client = state.client.clone();
             let connect: vkube_streams::portforward::Connector = Arc::new(move |port| {
-                let result = super::ports::connect(&value, port).map(vkube_streams::portforward::Forward::plain);
+                let result = super::ports::connect(&value, port, Some(client.clone()))
+                    .map(vkube_streams::portforward::Forward::plain);
                 Box::pin(async move { result })
             });
             match vkube_streams::portforward::upgrade(request.headers(), Some(&query), on_upgrade, connect).await {

@@ -136,7 +136,7 @@ impl vkube_apiserver::proxy::Proxies for SimulatedKubelet {
             let port = port.ok_or_else(|| {
                 ApiError::Unavailable(format!("no endpoints available for {} {:?}", target.resource, target.name))
             })?;
-            let connection = vkube_simulator::kubelet::ports::connect(&pod, port)
+            let connection = vkube_simulator::kubelet::ports::connect(&pod, port, Some(client.clone()))
                 .map_err(|error| ApiError::Unavailable(format!("error trying to reach service: {error}")))?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(connection))
                 .await
@@ -257,7 +257,9 @@ impl PodStreams for SimulatedKubelet {
         pod: &serde_json::Value,
         port: u16,
     ) -> BoxFuture<'static, Result<streams::portforward::Forward, String>> {
-        let result = vkube_simulator::kubelet::ports::connect(pod, port).map(streams::portforward::Forward::plain);
+        let client = self.client.get().cloned();
+        let result =
+            vkube_simulator::kubelet::ports::connect(pod, port, client).map(streams::portforward::Forward::plain);
         Box::pin(async move { result })
     }
 

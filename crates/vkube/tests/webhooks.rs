@@ -1,0 +1,173 @@
+//! Admission webhooks a tenant installs: a webhook server running in the virtual cluster (the
+//! conformance suite's `agnhost webhook`, as the simulated kubelet runs it) behind a service,
+//! registered with Validating/MutatingWebhookConfigurations whose `caBundle` trusts its
+//! certificate. Writes and deletes are refused, objects mutated, and a webhook that cannot be
+//! reached fails closed or open as its `failurePolicy` says, through kubectl, on both hosts.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{VirtualCluster, wait_until};
+
+/// A CA and a serving certificate for `e2e-test-webhook.webhooks.svc`: (CA PEM, cert PEM, key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["e2e-test-webhook.webhooks.svc".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn server(cert: &str, key: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: webhooks}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: serving, namespace: webhooks}}
+data: {{tls.crt: {cert}, tls.key: {key}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: webhook, namespace: webhooks}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{webhook: "true"}}}}
+  template:
+    metadata: {{labels: {{webhook: "true"}}}}
+    spec:
+      containers:
+      - name: webhook
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: [webhook, --tls-cert-file=/certs/tls.crt, --tls-private-key-file=/certs/tls.key, --port=8444]
+        ports: [{{containerPort: 8444}}]
+        volumeMounts: [{{name: certs, mountPath: /certs, readOnly: true}}]
+      volumes: [{{name: certs, secret: {{secretName: serving}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: e2e-test-webhook, namespace: webhooks}}
+spec:
+  selector: {{webhook: "true"}}
+  ports: [{{port: 8443, targetPort: 8444}}]
+"#,
+        cert = b64(cert),
+        key = b64(key)
+    )
+}
+
+fn hook(name: &str, path: &str, ca: &str, operations: &str, resources: &str, failure: &str) -> String {
+    format!(
+        r#"- name: {name}
+  clientConfig:
+    service: {{namespace: webhooks, name: e2e-test-webhook, path: {path}, port: 8443}}
+    caBundle: {ca}
+  rules: [{{operations: [{operations}], apiGroups: [""], apiVersions: [v1], resources: [{resources}]}}]
+  namespaceSelector: {{matchLabels: {{tenant: checked}}}}
+  failurePolicy: {failure}
+  sideEffects: None
+  admissionReviewVersions: [v1, v1beta1]
+  timeoutSeconds: 5
+"#,
+        ca = b64(ca)
+    )
+}
+
+on_both_hosts! {
+fn webhooks_refuse_mutate_and_fail_as_their_policy_says(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let k = &cluster.k;
+    let (ca, cert, key) = certificates();
+    let applied = k.output_with_stdin(&["apply", "-f", "-"], &server(&cert, &key));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    k.ok(&["create", "namespace", "checked"]);
+    k.ok(&["label", "namespace", "checked", "tenant=checked"]);
+    wait_until(Duration::from_secs(60), "the webhook's endpoints", || {
+        !k.ok(&["get", "endpoints", "-n", "webhooks", "e2e-test-webhook", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]).is_empty()
+    });
+
+    let validating = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: deny}}\nwebhooks:\n{}",
+        hook("deny-configmaps.example.com", "/configmaps", &ca, "CREATE, UPDATE, DELETE", "configmaps", "Fail")
+    );
+    let mutating = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: mutate}}\nwebhooks:\n{}{}",
+        hook("first.example.com", "/mutating-configmaps", &ca, "CREATE", "configmaps", "Fail"),
+        hook("second.example.com", "/mutating-configmaps", &ca, "CREATE", "configmaps", "Fail")
+    );
+    for configuration in [&validating, &mutating] {
+        let applied = k.output_with_stdin(&["apply", "-f", "-"], configuration);
+        assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    }
+
+    // A refused create names the webhook and its reason; nothing is stored.
+    let refused = wait_until_some(|| {
+        let out = k.output(&["create", "configmap", "bad", "-n", "checked", "--from-literal=webhook-e2e-test=webhook-disallow"]);
+        (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    assert!(
+        refused.contains("admission webhook \"deny-configmaps.example.com\" denied the request: the configmap contains unwanted key and value"),
+        "{refused}"
+    );
+    assert!(k.fails(&["get", "configmap", "bad", "-n", "checked"]).contains("not found"));
+    // Outside the selected namespaces nothing is called.
+    k.ok(&["create", "configmap", "free", "--from-literal=webhook-e2e-test=webhook-disallow"]);
+
+    // Two mutating webhooks in a row: the second sees what the first added.
+    k.ok(&["create", "configmap", "staged", "-n", "checked", "--from-literal=mutation-start=yes"]);
+    let data = k.ok(&["get", "configmap", "staged", "-n", "checked", "-o", "jsonpath={.data}"]);
+    assert!(data.contains("\"mutation-stage-1\":\"yes\"") && data.contains("\"mutation-stage-2\":\"yes\""), "{data}");
+
+    // Deletes pass the validating webhook with the old object.
+    k.ok(&["create", "configmap", "keep", "-n", "checked", "--from-literal=webhook-e2e-test=webhook-nondeletable"]);
+    let kept = k.fails(&["delete", "configmap", "keep", "-n", "checked"]);
+    assert!(kept.contains("the configmap cannot be deleted because it contains unwanted key and value"), "{kept}");
+    assert_eq!(k.ok(&["get", "configmap", "keep", "-n", "checked", "-o", "name"]).trim(), "configmap/keep");
+
+    // An unreachable webhook fails the write closed (500) or lets it through (Ignore).
+    k.ok(&["delete", "mutatingwebhookconfiguration", "mutate"]);
+    k.ok(&["scale", "deployment", "webhook", "-n", "webhooks", "--replicas=0"]);
+    wait_until(Duration::from_secs(60), "the webhook's endpoints gone", || {
+        k.ok(&["get", "endpoints", "-n", "webhooks", "e2e-test-webhook", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]).is_empty()
+    });
+    let closed = wait_until_some(|| {
+        let out = k.output(&["create", "configmap", "closed", "-n", "checked"]);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        (!out.status.success() && !said.contains("first.example.com")).then_some(said)
+    });
+    assert!(closed.contains("Internal error occurred: failed calling webhook \"deny-configmaps.example.com\""), "{closed}");
+    k.ok(&["patch", "validatingwebhookconfiguration", "deny", "--type=json", "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Ignore"}]"#]);
+    wait_until(Duration::from_secs(10), "the write to pass the failing-open webhook", || {
+        k.output(&["create", "configmap", "open", "-n", "checked"]).status.success()
+    });
+}
+}
+
+/// Retries `attempt` (webhook configurations take effect a moment after they are written).
+fn wait_until_some<T>(mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = attempt() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for the webhook to refuse");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
