@@ -34,7 +34,7 @@ pub fn eligible(set: &Value, node: &Value) -> bool {
 /// The pod of the set for `node`.
 pub fn pod_for(set: &Value, node: &str) -> Value {
     let template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+    let mut metadata = crate::workloads::template_metadata(&template);
     metadata["generateName"] = json!(format!("{}-", text(set, "/metadata/name")));
     metadata["namespace"] = json!(text(set, "/metadata/namespace"));
     metadata["labels"]["controller-revision-hash"] = json!(template_hash(&template));

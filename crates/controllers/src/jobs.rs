@@ -253,16 +253,10 @@ pub fn plan(job: &Value, pods: &[&Value], now: &str) -> JobPlan {
         }
         status["conditions"] = json!(conditions);
         finished = true;
-    } else if succeeded >= completions && already_succeeded.is_none()
-        || already_succeeded.as_ref().is_some_and(|c| c["reason"] == "CompletionsReached")
-    {
-        let message = "Reached expected number of succeeded pods";
-        status["conditions"] = json!([
-            had("SuccessCriteriaMet").unwrap_or_else(|| condition("SuccessCriteriaMet", "CompletionsReached", message)),
-            had("Complete").unwrap_or_else(|| condition("Complete", "CompletionsReached", message)),
-        ]);
-        finished = true;
-    } else if let Some(rule) = success_rule.or_else(|| already_succeeded.as_ref().map(|_| 0)) {
+    } else if let Some(rule) = match &already_succeeded {
+        Some(met) => (met["reason"] != "CompletionsReached").then_some(success_rule.unwrap_or(0)),
+        None => success_rule,
+    } {
         let message = format!("Matched rules at index {rule}");
         delete = active_pods.iter().map(|p| name_of(p).to_string()).collect();
         let met =
@@ -274,6 +268,15 @@ pub fn plan(job: &Value, pods: &[&Value], now: &str) -> JobPlan {
             }));
         }
         status["conditions"] = json!(conditions);
+        finished = true;
+    } else if succeeded >= completions && already_succeeded.is_none()
+        || already_succeeded.as_ref().is_some_and(|c| c["reason"] == "CompletionsReached")
+    {
+        let message = "Reached expected number of succeeded pods";
+        status["conditions"] = json!([
+            had("SuccessCriteriaMet").unwrap_or_else(|| condition("SuccessCriteriaMet", "CompletionsReached", message)),
+            had("Complete").unwrap_or_else(|| condition("Complete", "CompletionsReached", message)),
+        ]);
         finished = true;
     } else {
         if !existing.is_empty() {
@@ -309,7 +312,7 @@ pub fn plan(job: &Value, pods: &[&Value], now: &str) -> JobPlan {
 /// A pod for job `job` (with its completion index in Indexed mode).
 pub fn pod_for(job: &Value, index: Option<i64>) -> Value {
     let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+    let mut metadata = crate::workloads::template_metadata(&template);
     let name = job.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
     metadata["namespace"] = job.pointer("/metadata/namespace").cloned().unwrap_or(json!("default"));
@@ -428,6 +431,18 @@ mod tests {
         assert_eq!(p.status["conditions"][0]["reason"], "SuccessPolicy");
         assert_eq!(p.delete, vec!["p1-Running"]);
         assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn a_success_policy_met_by_the_last_completion_is_the_reason() {
+        // Upstream evaluates the policy before counting completions.
+        let job = json!({"spec": {"completionMode": "Indexed", "completions": 2, "parallelism": 2,
+            "successPolicy": {"rules": [{"succeededCount": 2}]}}});
+        let (a, b) = (indexed(0, "Succeeded"), indexed(1, "Succeeded"));
+        let p = plan(&job, &[&a, &b], "t");
+        let reasons: Vec<&Value> = p.status["conditions"].as_array().unwrap().iter().map(|c| &c["reason"]).collect();
+        assert_eq!(reasons, ["SuccessPolicy", "SuccessPolicy"]);
+        assert_eq!(p.status["conditions"][1]["type"], "Complete");
     }
 
     #[test]

@@ -96,11 +96,24 @@ pub fn pod_for(rs: &Value) -> Value {
     pod_for_owner(rs, "apps/v1", "ReplicaSet")
 }
 
+/// The metadata a pod made from `template` starts with: the template's labels, annotations and
+/// finalizers only (upstream's GetPodFromTemplate; a `name` in the template is not the pod's,
+/// or the second replica could never be created).
+pub fn template_metadata(template: &Value) -> Value {
+    let mut metadata = serde_json::Map::new();
+    for field in ["labels", "annotations", "finalizers"] {
+        if let Some(value) = template.pointer(&format!("/metadata/{field}")).filter(|v| !v.is_null()) {
+            metadata.insert(field.into(), value.clone());
+        }
+    }
+    Value::Object(metadata)
+}
+
 /// A new pod from the template of `owner` (a replica set or replication controller).
 pub fn pod_for_owner(owner: &Value, api_version: &str, kind: &str) -> Value {
     let rs = owner;
     let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+    let mut metadata = template_metadata(&template);
     metadata["generateName"] = json!(format!("{}-", text(rs, "/metadata/name")));
     metadata["namespace"] = json!(text(rs, "/metadata/namespace"));
     metadata["ownerReferences"] = json!([owner_reference(rs, api_version, kind)]);
@@ -266,9 +279,10 @@ mod tests {
     #[test]
     fn new_pods_are_owned_and_labelled() {
         let rs = json!({"metadata": {"name": "web-abc", "namespace": "d", "uid": "u1"},
-            "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+            "spec": {"template": {"metadata": {"name": "fixed", "labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let pod = pod_for(&rs);
         assert_eq!(pod["metadata"]["generateName"], "web-abc-");
+        assert!(pod["metadata"].get("name").is_none(), "a template's name is not the pod's");
         assert_eq!(pod["metadata"]["labels"]["app"], "web");
         assert!(controlled_by(&pod, "u1"));
     }

@@ -140,8 +140,9 @@ async fn cron_jobs_replication_controllers_and_namespace_defaults() {
     .await;
 
     let controllers: Api<ReplicationController> = Api::namespaced(client.clone(), "team");
+    // A name in the template (the conformance suite's RC has one) does not name the pods.
     let rc = json!({"metadata": {"name": "legacy"}, "spec": {"replicas": 2,
-        "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+        "template": {"metadata": {"name": "legacy", "labels": {"app": "legacy"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
     controllers.create(&pp, &object(rc)).await.unwrap();
     eventually("two ready replicas", || {
         let controllers = controllers.clone();
