@@ -4,13 +4,16 @@
 //!
 //! The store knows nothing of Kubernetes objects: keys are strings, values are bytes.
 //!
-//! Two embedded backends share one in-memory index ([`state`]):
+//! Three backends share one in-memory index ([`state`]):
 //! - [`MemoryStorage`]: nothing is persisted; for tests.
 //! - [`SqliteStorage`]: every acknowledged write is committed (WAL, `synchronous=FULL`) before the
 //!   caller hears about it; concurrent writers are grouped into one transaction per commit.
+//! - [`EtcdStorage`]: an etcd cluster (revisions are etcd's; the index is fed by an etcd watch,
+//!   so several API servers can share one etcd).
 //!
-//! Both pass the same conformance suite (`tests/conformance.rs`).
+//! All pass the same conformance suite (`tests/conformance.rs`).
 
+mod etcd;
 mod memory;
 mod sqlite;
 mod state;
@@ -18,6 +21,7 @@ mod state;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use etcd::{EtcdConfig, EtcdStorage};
 pub use memory::MemoryStorage;
 pub use sqlite::{SqliteStorage, read_prefix};
 pub use state::Watcher;
@@ -134,6 +138,9 @@ pub enum StorageError {
     /// The durable backend failed; the write was not acknowledged.
     #[error("storage backend failed")]
     Backend(#[source] rusqlite::Error),
+    /// The remote backend (etcd) failed or could not be reached; the write may not have happened.
+    #[error("{0}")]
+    Remote(String),
     /// The store is shutting down or its writer died.
     #[error("storage is closed")]
     Closed,

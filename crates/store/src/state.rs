@@ -167,6 +167,38 @@ impl Shared {
         self.notify.send_replace(revision);
     }
 
+    /// Moves the revision on without changes under any watched key (etcd writes elsewhere).
+    pub(crate) fn advance(&self, revision: Revision) {
+        {
+            let mut index = self.write();
+            if revision <= index.revision {
+                return;
+            }
+            index.revision = revision;
+        }
+        self.notify.send_replace(revision);
+    }
+
+    /// Waits until the revision is at least `revision`.
+    pub(crate) async fn wait_for(&self, revision: Revision) -> Result<(), StorageError> {
+        let mut changes = self.notify.subscribe();
+        changes.wait_for(|current| *current >= revision).await.map(|_| ()).map_err(|_| StorageError::Closed)
+    }
+
+    /// Replaces everything with `data` at `revision` (after history was lost): older
+    /// revisions can no longer be watched or listed, so watchers relist.
+    pub(crate) fn reset(&self, data: BTreeMap<String, KeyValue>, revision: Revision) {
+        {
+            let mut index = self.write();
+            index.data = data;
+            index.history.clear();
+            index.history_bytes = 0;
+            index.revision = index.revision.max(revision);
+            index.compacted = index.revision;
+        }
+        self.notify.send_replace(revision);
+    }
+
     pub(crate) fn compact(&self, revision: Revision) {
         let mut index = self.write();
         let revision = revision.min(index.revision);
