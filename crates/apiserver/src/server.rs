@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub plain_http: bool,
     /// Keep everything in memory instead of `dir/store.db`.
     pub memory: bool,
+    /// Keep everything in this etcd instead of `dir/store.db` (`dir` still holds `pki/`).
+    pub etcd: Option<vkube_store::EtcdConfig>,
     /// The minor version `/version` reports (it selects kubectl's dispatcher target).
     pub minor: u32,
     /// Extra names/IPs for the serving certificate.
@@ -55,6 +57,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             plain_http: false,
             memory: false,
+            etcd: None,
             minor: 33,
             sans: Vec::new(),
             bookmark_interval: Duration::from_secs(60),
@@ -73,6 +76,15 @@ pub enum ServerError {
     Store {
         /// The directory.
         dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: vkube_store::StorageError,
+    },
+    /// The etcd store could not be reached or loaded.
+    #[error("cannot use etcd at {endpoints}")]
+    Etcd {
+        /// The endpoints.
+        endpoints: String,
         /// The cause.
         #[source]
         source: vkube_store::StorageError,
@@ -172,6 +184,13 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
     let pod_logs = hooks.pod_logs;
     let store: Arc<dyn Storage> = if config.memory {
         Arc::new(MemoryStorage::new())
+    } else if let Some(etcd) = &config.etcd {
+        let endpoints = etcd.endpoints.join(",");
+        Arc::new(
+            vkube_store::EtcdStorage::connect(etcd.clone())
+                .await
+                .map_err(|source| ServerError::Etcd { endpoints, source })?,
+        )
     } else {
         std::fs::create_dir_all(&config.dir).map_err(|source| ServerError::Dir { dir: config.dir.clone(), source })?;
         let path = config.dir.join("store.db");

@@ -61,11 +61,30 @@ fn control_plane(config: &Config, add: &mut Add<'_>) {
             "no store is enabled; enable controlPlane.backingStore.database.embedded or controlPlane.backingStore.etcd.external".into(),
         );
     }
-    if etcd && store.etcd.external.endpoints.is_empty() {
+    let external = &store.etcd.external;
+    if etcd && external.all_endpoints().is_empty() {
         add(
             "controlPlane.backingStore.etcd.external.endpoints".into(),
             "at least one endpoint is required, e.g. http://127.0.0.1:2379".into(),
         );
+    }
+    let tls = &external.tls;
+    if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+        add(
+            "controlPlane.backingStore.etcd.external.tls".into(),
+            "certFile and keyFile go together: set both for a client certificate, or neither".into(),
+        );
+    }
+    if !external.endpoint.is_empty() {
+        for endpoint in external.endpoint.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let host = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.contains('/') && !h.ends_with('/')) {
+                add(
+                    "controlPlane.backingStore.etcd.external.endpoint".into(),
+                    format!("{endpoint:?} is not an etcd client URL (expected http://HOST:PORT or https://HOST:PORT)"),
+                );
+            }
+        }
     }
     for (i, endpoint) in store.etcd.external.endpoints.iter().enumerate() {
         let host = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));

@@ -154,6 +154,33 @@ pub struct ExternalEtcd {
     pub enabled: bool,
     /// Client URLs of the etcd members, e.g. `http://127.0.0.1:2379`.
     pub endpoints: Vec<String>,
+    /// One client URL, or several separated by commas (vcluster's field; joins `endpoints`).
+    pub endpoint: String,
+    /// TLS towards etcd: the CA and the client certificate etcd requires.
+    pub tls: EtcdTls,
+    /// Prepended to every key, so several virtual clusters can share one etcd (default
+    /// `/vkube/NAME/`).
+    pub prefix: String,
+}
+
+impl ExternalEtcd {
+    /// Every endpoint, from `endpoints` and `endpoint`.
+    pub fn all_endpoints(&self) -> Vec<String> {
+        let listed = self.endpoint.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from);
+        self.endpoints.iter().cloned().chain(listed).collect()
+    }
+}
+
+/// Files of the TLS settings towards etcd.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EtcdTls {
+    /// PEM CA the etcd servers' certificates must chain to.
+    pub ca_file: String,
+    /// PEM client certificate.
+    pub cert_file: String,
+    /// PEM key of the client certificate.
+    pub key_file: String,
 }
 
 /// The virtual API server's listener.

@@ -88,9 +88,103 @@ pub fn status(set: &Value, nodes: &[&Value], pods: &[&Value]) -> Value {
            "numberMisscheduled": 0, "observedGeneration": set.pointer("/metadata/generation").cloned().unwrap_or(json!(1))})
 }
 
+/// The ControllerRevision data of the set's current template (upstream's getPatch: the
+/// template, replacing whatever a rollback applies it over).
+pub fn revision_data(set: &Value) -> Value {
+    let mut template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    template["$patch"] = json!("replace");
+    json!({"spec": {"template": template}})
+}
+
+/// What the set's history needs: a revision for the current template, an existing one moved to
+/// the newest revision number, and old ones beyond `revisionHistoryLimit` removed.
+#[derive(Debug, Default, PartialEq)]
+pub struct HistoryPlan {
+    /// A ControllerRevision to create.
+    pub create: Option<Value>,
+    /// A revision (by name) whose `revision` becomes the given number.
+    pub renumber: Option<(String, i64)>,
+    /// Revisions to delete (oldest first).
+    pub delete: Vec<String>,
+}
+
+/// The history step for `set`, given the revisions it controls (upstream's constructHistory
+/// and cleanupHistory).
+pub fn history(set: &Value, revisions: &[&Value]) -> HistoryPlan {
+    let data = revision_data(set);
+    let number = |r: &Value| r.get("revision").and_then(Value::as_i64).unwrap_or(0);
+    let newest = revisions.iter().map(|r| number(r)).max().unwrap_or(0);
+    let current = revisions.iter().find(|r| r.get("data") == Some(&data));
+    let mut plan = HistoryPlan::default();
+    match current {
+        Some(current) if number(current) < newest => {
+            plan.renumber = Some((text(current, "/metadata/name").to_string(), newest + 1));
+        }
+        Some(_) => {}
+        None => {
+            let template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
+            // A name another template's revision holds (a hash collision, or a revision someone
+            // else made) moves on to the next collision count.
+            let taken: Vec<&str> = revisions.iter().map(|r| text(r, "/metadata/name")).collect();
+            let name_of = |collision: u32| {
+                let hash = if collision == 0 {
+                    template_hash(&template)
+                } else {
+                    template_hash(&json!([template, collision]))
+                };
+                (format!("{}-{hash}", text(set, "/metadata/name")), hash)
+            };
+            let (name, hash) = (0..).map(name_of).find(|(name, _)| !taken.contains(&name.as_str())).expect("unbounded");
+            let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            labels["controller-revision-hash"] = json!(hash);
+            let mut metadata = json!({"name": name, "namespace": text(set, "/metadata/namespace"), "labels": labels,
+                "ownerReferences": [owner_reference(set, "apps/v1", "DaemonSet")]});
+            if let Some(annotations) = set.pointer("/metadata/annotations").filter(|a| a.is_object()) {
+                metadata["annotations"] = annotations.clone();
+            }
+            plan.create = Some(json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": metadata,
+                "data": data, "revision": newest + 1}));
+        }
+    }
+    let limit = set.pointer("/spec/revisionHistoryLimit").and_then(Value::as_i64).unwrap_or(10).max(0) as usize;
+    let mut old: Vec<&&Value> = revisions.iter().filter(|r| r.get("data") != Some(&data)).collect();
+    old.sort_by_key(|r| number(r));
+    let excess = old.len().saturating_sub(limit);
+    plan.delete = old.iter().take(excess).map(|r| text(r, "/metadata/name").to_string()).collect();
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_keeps_one_revision_per_template_numbered_after_the_newest() {
+        let set = json!({"metadata": {"name": "ds", "namespace": "n", "uid": "u"},
+            "spec": {"template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c"}]}}}});
+        let first = history(&set, &[]).create.unwrap();
+        assert_eq!(first["revision"], 1);
+        assert_eq!(first["metadata"]["labels"]["app"], "a");
+        assert!(first["metadata"]["name"].as_str().unwrap().starts_with("ds-"));
+        assert_eq!(history(&set, &[&first]), HistoryPlan::default(), "nothing to do");
+        // Someone made revision 2 under the name the new template would take, with other data.
+        let mut changed = set.clone();
+        changed["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(1);
+        let squatter = json!({"metadata": {"name": history(&changed, &[]).create.unwrap()["metadata"]["name"]},
+            "data": {"other": true}, "revision": 2});
+        let next = history(&changed, &[&first, &squatter]).create.unwrap();
+        assert_eq!(next["revision"], 3);
+        assert_ne!(next["metadata"]["name"], squatter["metadata"]["name"]);
+        // Back to the first template: its revision becomes the newest.
+        let second = json!({"metadata": {"name": "ds-2"}, "data": revision_data(&changed), "revision": 4});
+        assert_eq!(
+            history(&set, &[&first, &second]).renumber,
+            Some((first["metadata"]["name"].as_str().unwrap().into(), 5))
+        );
+        let mut limited = set.clone();
+        limited["spec"]["revisionHistoryLimit"] = json!(0);
+        assert_eq!(history(&limited, &[&first, &second]).delete, vec!["ds-2".to_string()]);
+    }
 
     #[test]
     fn one_pod_per_eligible_node() {

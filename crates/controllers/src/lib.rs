@@ -913,8 +913,39 @@ impl Controllers {
         for pod in &delete {
             ignore_not_found(pods.delete(pod, &DeleteParams::default()).await)?;
         }
+        self.daemon_set_history(namespace, &set_value).await?;
         let status = daemonsets::status(&set_value, &node_refs, &pod_refs);
         write_status::<DaemonSet>(&self.client, namespace, name, &set_value, status).await?;
+        Ok(())
+    }
+
+    /// The set's ControllerRevisions: one per template, the current one newest.
+    async fn daemon_set_history(&self, namespace: &str, set: &Value) -> Result<(), kube::Error> {
+        use k8s_openapi::api::apps::v1::ControllerRevision;
+        let uid = set.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), namespace);
+        let revisions: Vec<Value> = api
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(value)
+            .filter(|r| workloads::controlled_by(r, uid))
+            .collect();
+        let refs: Vec<&Value> = revisions.iter().collect();
+        let plan = daemonsets::history(set, &refs);
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        if let Some(revision) = plan.create {
+            let revision: ControllerRevision = serde_json::from_value(revision).map_err(kube::Error::SerdeError)?;
+            api.create(&params, &revision).await?;
+        }
+        if let Some((name, number)) = plan.renumber {
+            let patch = Patch::Merge(json!({"revision": number}));
+            ignore_not_found(api.patch(&name, &PatchParams::default(), &patch).await.map(|_| ()))?;
+        }
+        for name in plan.delete {
+            ignore_not_found(api.delete(&name, &DeleteParams::default()).await.map(|_| ()))?;
+        }
         Ok(())
     }
 

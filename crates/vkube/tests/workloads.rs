@@ -36,6 +36,13 @@ fn deployment_rolls_out_scales_rolls_back_and_cascades(kind: HostKind) {
     let mut placed: Vec<&str> = placed.split_whitespace().collect();
     placed.sort();
     assert_eq!(placed, nodes, "one pod per node");
+    // Every template is a ControllerRevision: history lists them and undo goes back to one.
+    k.ok(&["set", "image", "daemonset/agent", "agent=busybox:1.36"]);
+    wait_until(Duration::from_secs(30), "the second revision", || {
+        k.ok(&["rollout", "history", "daemonset/agent"]).lines().filter(|l| l.starts_with(['1', '2'])).count() == 2
+    });
+    k.ok(&["rollout", "undo", "daemonset/agent", "--to-revision=1"]);
+    assert_eq!(k.ok(&["get", "daemonset", "agent", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "busybox");
     k.ok(&["delete", "daemonset", "agent"]);
     wait_until(Duration::from_secs(20), "daemon set pods gone", || {
         k.ok(&["get", "pods", "-l", "app=agent", "-o", "name"]).is_empty()

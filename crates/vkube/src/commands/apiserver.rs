@@ -24,6 +24,41 @@ pub struct Args {
     /// Extra DNS names or IPs for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+}
+
+/// Where the state is kept when not in `--dir`'s embedded database.
+#[derive(clap::Args, Debug, Default)]
+pub struct EtcdArgs {
+    /// Keep the state in this etcd (client URLs, comma-separated) instead of the embedded database.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// PEM CA of the etcd servers' certificates.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// PEM client certificate for etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Prefix of every key in etcd (several clusters can share one etcd).
+    #[arg(long, default_value = "/vkube/")]
+    pub etcd_prefix: String,
+}
+
+impl EtcdArgs {
+    /// The store settings, when an etcd was named.
+    pub fn config(&self) -> Option<vkube_store::EtcdConfig> {
+        (!self.etcd_endpoints.is_empty()).then(|| vkube_store::EtcdConfig {
+            endpoints: self.etcd_endpoints.clone(),
+            ca_file: self.etcd_cafile.clone(),
+            cert_file: self.etcd_certfile.clone(),
+            key_file: self.etcd_keyfile.clone(),
+            prefix: self.etcd_prefix.clone(),
+        })
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -33,6 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.plain_http = args.plain_http;
     config.minor = args.minor;
     config.sans = args.tls_sans;
+    config.etcd = args.etcd.config();
     let server = vkube_apiserver::start(config, None)
         .await
         .with_context(|| format!("starting the API server in {}", args.dir.display()))?;

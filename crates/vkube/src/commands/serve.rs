@@ -81,11 +81,6 @@ impl VirtualCluster {
         // Re-validate: the flags may have put invalid values in.
         let config =
             Config::from_value(serde_json::to_value(&config)?).map_err(|problems| anyhow::anyhow!("{problems}"))?;
-        if config.control_plane.backing_store.etcd.external.enabled {
-            anyhow::bail!(
-                "controlPlane.backingStore.etcd.external: the etcd store is not available in this build yet; use the embedded database"
-            );
-        }
         let listen = match listen {
             Some(listen) => listen,
             None => {
@@ -97,6 +92,20 @@ impl VirtualCluster {
         };
         Ok(VirtualCluster { config, dir, listen, kubelet_listen: None })
     }
+}
+
+/// The etcd store of `controlPlane.backingStore.etcd.external`, when enabled (keys under
+/// `/vkube/NAME/` unless a prefix is given).
+fn etcd_config(config: &Config) -> Option<vkube_store::EtcdConfig> {
+    let external = &config.control_plane.backing_store.etcd.external;
+    let file = |path: &str| (!path.is_empty()).then(|| PathBuf::from(path));
+    external.enabled.then(|| vkube_store::EtcdConfig {
+        endpoints: external.all_endpoints(),
+        ca_file: file(&external.tls.ca_file),
+        cert_file: file(&external.tls.cert_file),
+        key_file: file(&external.tls.key_file),
+        prefix: if external.prefix.is_empty() { format!("/vkube/{}/", config.name()) } else { external.prefix.clone() },
+    })
 }
 
 /// `pods/log` of virtual pods, read from their host pods.
@@ -632,6 +641,7 @@ pub async fn start(
     server_config.kubelet_listen = cluster.kubelet_listen;
     server_config.sans = config.control_plane.proxy.extra_sans.clone();
     server_config.cluster_name = name.clone();
+    server_config.etcd = etcd_config(config);
     let patches = translate_rules(config)?;
     let service_patches = patches.get("Service").cloned().unwrap_or_default();
     let syncer_metrics = Arc::new(vkube_syncer::Metrics::default());
