@@ -1,4 +1,4 @@
-//! Bad input gets the right Status and leaves nothing behind.
+// Bad input gets the right Status and leaves nothing behind.
 
 mod common;
 

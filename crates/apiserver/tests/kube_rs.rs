@@ -1,4 +1,4 @@
-//! kube-rs 5 against the API server: the client, runtime and discovery paths operators use.
+// kube-rs 5 against the API server: the client, runtime and discovery paths operators use.
 
 mod common;
 
