@@ -194,6 +194,8 @@ pub struct Registry {
     cleanup: Option<mpsc::UnboundedSender<Cleanup>>,
     /// Allocates service addresses elsewhere (a virtual cluster takes them from its host).
     pub service_addresses: Option<Arc<dyn ServiceAddresses>>,
+    /// One refresh of the custom types at a time, so an older list never replaces a newer one.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Background finalization the registry runs for a deleted object.
@@ -352,6 +354,7 @@ impl Registry {
             openapi: crate::openapi::OpenApi::default(),
             cleanup: None,
             service_addresses: None,
+            refreshing: Arc::default(),
         }
     }
 
@@ -360,6 +363,7 @@ impl Registry {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Cleanup>();
         self.cleanup = Some(sender.clone());
         self.refresh_custom_types().await?;
+        tokio::spawn(self.clone().follow_definitions(self.store.current_revision()));
         let registry = self.clone();
         tokio::spawn(async move {
             while let Some(work) = receiver.recv().await {
@@ -1784,8 +1788,45 @@ impl Registry {
         }
     }
 
+    /// Follows the CRDs in the store, so definitions written through another API server on the
+    /// same store (replicas on one etcd) are served here too.
+    async fn follow_definitions(self, mut revision: u64) {
+        let crds =
+            self.catalog.snapshot().get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
+        let prefix = crds.key_prefix();
+        loop {
+            let mut watcher = match self.store.watch(&prefix, revision) {
+                Ok(watcher) => watcher,
+                Err(StorageError::Closed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "custom resource types: cannot watch the definitions; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                match watcher.next_batch().await {
+                    Ok(_) => {
+                        if let Err(error) = self.refresh_custom_types().await {
+                            tracing::warn!(%error, "could not refresh custom resource types");
+                        }
+                    }
+                    Err(StorageError::Closed) => return,
+                    Err(error) => {
+                        // Fell behind a compaction: read everything again, then follow from there.
+                        tracing::warn!(%error, "custom resource types: watch ended; reloading");
+                        revision = self.store.current_revision();
+                        let _ = self.refresh_custom_types().await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Re-reads every CRD and serves exactly the Established ones.
     pub async fn refresh_custom_types(&self) -> ApiResult<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let crds =
             self.catalog.snapshot().get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
         let list = self.store.list(ListOptions { prefix: crds.key_prefix(), ..Default::default() }).await?;

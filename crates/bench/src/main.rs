@@ -63,6 +63,16 @@ enum Bench {
         #[arg(long, default_value_t = 64)]
         megabytes: usize,
     },
+    /// The etcd benchmark: creates through the API server on etcd, on SQLite and straight into
+    /// etcd at the same rate; then failover of three `vkube serve` replicas on one etcd.
+    Etcd {
+        /// The vkube binary to run (build it with --release first).
+        #[arg(long, default_value = "target/release/vkube")]
+        vkube: PathBuf,
+        /// Leaders killed (`kill -9`), one after the other.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+    },
     /// The controllers benchmark: a large deployment and pod churn in the virtual cluster.
     Controllers {
         /// The vkube binary to run (build it with --release first).
@@ -147,7 +157,7 @@ async fn send_at(at: tokio::time::Instant) {
     }
 }
 
-/// Open loop: `count` creates at `rate`/s; latency from the scheduled send time.
+/// Open loop: `count` secret creates at `rate`/s; latency from the scheduled send time.
 async fn open_loop(
     target: &Target,
     namespace: &str,
@@ -155,21 +165,37 @@ async fn open_loop(
     count: usize,
     rate: f64,
 ) -> anyhow::Result<Vec<f64>> {
+    let path = format!("/api/v1/namespaces/{namespace}/secrets");
+    let (target, prefix) = (target.clone(), prefix.to_string());
+    open_loop_with(count, rate, move |i| {
+        let (target, path, body) = (target.clone(), path.clone(), secret_body(&format!("{prefix}-{i}")));
+        async move {
+            let (status, _) = target.send("POST", &path, Some(body)).await?;
+            if status != 201 {
+                bail!("create answered {status}");
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Open loop: `write(i)` for i in 0..count at `rate`/s; latency from each scheduled send time.
+async fn open_loop_with<F, Fut>(count: usize, rate: f64, write: F) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let scheduled = start + interval * i as u32;
         send_at(scheduled).await;
-        let target = target.clone();
-        let path = format!("/api/v1/namespaces/{namespace}/secrets");
-        let body = secret_body(&format!("{prefix}-{i}"));
+        let write = write(i);
         tasks.push(tokio::spawn(async move {
-            let (status, _) = target.send("POST", &path, Some(body)).await?;
-            if status != 201 {
-                bail!("create answered {status}");
-            }
-            Ok(scheduled.elapsed().as_secs_f64() * 1000.0)
+            write.await?;
+            anyhow::Ok(scheduled.elapsed().as_secs_f64() * 1000.0)
         }));
     }
     let mut latencies = Vec::with_capacity(count);
@@ -177,6 +203,32 @@ async fn open_loop(
         latencies.push(task.await??);
     }
     Ok(latencies)
+}
+
+/// 16 clients, each one write after the other for 5 s (`write(client, n)` does one): writes/s.
+async fn closed_loop<F, Fut>(write: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let write = write.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                write(w, done).await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await??;
+    }
+    Ok(total as f64 / 5.0)
 }
 
 async fn create_namespace(target: &Target, name: &str) -> anyhow::Result<()> {
@@ -227,14 +279,26 @@ async fn bench_user(admin: &Target) -> anyhow::Result<String> {
     }
 }
 
-async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
+/// A `vkube apiserver` process (on a fresh folder) and an admin client for it.
+struct Launched {
+    child: std::process::Child,
+    pid: u32,
+    /// Milliseconds from spawning to its `ready` line.
+    ready_ms: f64,
+    admin: Target,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `vkube apiserver --dir NEW --listen 127.0.0.1:0 EXTRA...` and connects as the admin.
+async fn launch(vkube: &std::path::Path, extra: &[&str]) -> anyhow::Result<Launched> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let mut child = Command::new(&vkube)
+    let mut child = Command::new(vkube)
         .args(["apiserver", "--dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -249,9 +313,9 @@ async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
         }
     }
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let stderr = BufReader::new(child.stderr.take().context("stderr")?);
+    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?).lines();
     let mut url = String::new();
-    for line in stderr.lines() {
+    for line in stderr.by_ref() {
         let line = line?;
         if let Some(u) = line.strip_prefix("listening on ") {
             url = u.trim().to_string();
@@ -259,6 +323,7 @@ async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
         }
     }
     std::thread::spawn(move || for _ in stdout {});
+    std::thread::spawn(move || for _ in stderr {});
     let ca = std::fs::read_to_string(dir.path().join("pki/ca.crt"))?;
     let token = std::fs::read_to_string(dir.path().join("pki/admin.token"))?.trim().to_string();
     let mut roots = rustls::RootCertStore::empty();
@@ -280,6 +345,11 @@ async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
     let client: Https = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
     let admin = Target { base: url.clone(), token, client };
     admin.send("GET", "/readyz", None).await?;
+    Ok(Launched { child, pid, ready_ms, admin, _dir: dir })
+}
+
+async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
+    let Launched { mut child, pid, ready_ms, admin, _dir } = launch(&vkube, &[]).await?;
     let (target, user) = if rbac {
         let token = bench_user(&admin).await?;
         (Target { token, ..admin.clone() }, Some(("bench-users", "bench")))
@@ -371,28 +441,20 @@ async fn apiserver(vkube: PathBuf, rbac: bool) -> anyhow::Result<()> {
 
     // Closed loop: 16 clients creating as fast as they can for 5 s.
     prepare_namespace(&admin, "closed", user).await?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut workers = Vec::new();
-    for w in 0..16 {
-        let target = target.clone();
-        workers.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while Instant::now() < deadline {
-                let body = format!(r#"{{"metadata":{{"name":"c{w}-{done}"}},"data":{{"k":"v"}}}}"#);
-                let (status, _) = target.send("POST", "/api/v1/namespaces/closed/configmaps", Some(body)).await?;
-                if status != 201 {
-                    bail!("closed-loop create answered {status}");
-                }
-                done += 1;
+    let closed = target.clone();
+    let per_second = closed_loop(move |w, n| {
+        let target = closed.clone();
+        async move {
+            let body = format!(r#"{{"metadata":{{"name":"c{w}-{n}"}},"data":{{"k":"v"}}}}"#);
+            let (status, _) = target.send("POST", "/api/v1/namespaces/closed/configmaps", Some(body)).await?;
+            if status != 201 {
+                bail!("closed-loop create answered {status}");
             }
-            Ok(done)
-        }));
-    }
-    let mut creates = 0;
-    for w in workers {
-        creates += w.await??;
-    }
-    println!("| closed loop, 16 clients, durable configmap creates for 5 s | {:.0} creates/s |", creates as f64 / 5.0);
+            Ok(())
+        }
+    })
+    .await?;
+    println!("| closed loop, 16 clients, durable configmap creates for 5 s | {per_second:.0} creates/s |");
 
     // Watch delivery: 20 watchers, 1,000 creates at 100/s.
     prepare_namespace(&admin, "watched", user).await?;
@@ -486,9 +548,11 @@ async fn main() -> anyhow::Result<()> {
         Bench::Sync { vkube, objects, nodes, runs } => sync::run(vkube, objects, nodes, runs).await,
         Bench::Controllers { vkube, replicas, churn, nodes } => controllers::run(vkube, replicas, churn, nodes).await,
         Bench::Streams { vkube, rounds, megabytes } => streams::run(vkube, rounds, megabytes).await,
+        Bench::Etcd { vkube, kills } => etcd::run(vkube, kills).await,
     }
 }
 
 mod controllers;
+mod etcd;
 mod streams;
 mod sync;

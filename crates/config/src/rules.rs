@@ -95,6 +95,42 @@ fn control_plane(config: &Config, add: &mut Add<'_>) {
             );
         }
     }
+    let ha = &config.control_plane.stateful_set.high_availability;
+    let path = "controlPlane.statefulSet.highAvailability";
+    if ha.replicas == 0 {
+        add(format!("{path}.replicas"), "must be at least 1".into());
+    }
+    if ha.replicas > 1 && !etcd {
+        add(
+            format!("{path}.replicas"),
+            format!(
+                "{} replicas need a store they share; enable controlPlane.backingStore.etcd.external (the embedded database belongs to one process)",
+                ha.replicas
+            ),
+        );
+    }
+    // client-go's rules: the leader must give up before a standby may take over, and retry
+    // (with up to 20% jitter) more often than it must renew.
+    if ha.retry_period == 0 {
+        add(format!("{path}.retryPeriod"), "must be at least 1 second".into());
+    } else if ha.renew_deadline as f64 <= ha.retry_period as f64 * 1.2 {
+        add(
+            format!("{path}.renewDeadline"),
+            format!(
+                "{} s must be longer than 1.2 x retryPeriod ({} s), or the leader cannot retry before it gives up",
+                ha.renew_deadline, ha.retry_period
+            ),
+        );
+    }
+    if ha.lease_duration <= ha.renew_deadline {
+        add(
+            format!("{path}.leaseDuration"),
+            format!(
+                "{} s must be longer than renewDeadline ({} s), or a standby could take over while the leader still syncs",
+                ha.lease_duration, ha.renew_deadline
+            ),
+        );
+    }
     let standard = &config.policies.pod_security_standard;
     if !["", "privileged", "baseline", "restricted"].contains(&standard.as_str()) {
         // The reference's own words (its flag is `enforce-pod-security-standard`).

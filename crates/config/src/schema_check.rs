@@ -29,7 +29,7 @@ const NOT_IMPLEMENTED: &[(&str, &str, &str)] = &[
     ("", "external", "vkube has no external platform settings"),
     ("", "logging", "set VKUBE_LOG instead"),
     ("controlPlane", "distro", "vkube runs its own control plane; there is no distro to choose"),
-    ("controlPlane", "statefulSet", "vkube runs as a process, not a StatefulSet"),
+    ("controlPlane.statefulSet", "*", "vkube runs as processes, not a StatefulSet; only highAvailability applies"),
     ("controlPlane", "service", "vkube does not create a control-plane service yet"),
     ("controlPlane", "ingress", "vkube does not create a control-plane ingress yet"),
     ("controlPlane", "coredns", "vkube's DNS server is not configurable yet"),
@@ -280,7 +280,7 @@ fn unknown_key(
     path: &[String],
 ) -> Problem {
     let here = format_path(path);
-    if let Some((_, _, why)) = NOT_IMPLEMENTED.iter().find(|(p, k, _)| *p == parent && *k == key) {
+    if let Some((_, _, why)) = NOT_IMPLEMENTED.iter().find(|(p, k, _)| *p == parent && (*k == key || *k == "*")) {
         return Problem::new(
             here,
             format!("the reference option {key:?} is not implemented by vkube ({why}); remove it"),

@@ -84,6 +84,40 @@ pub struct ControlPlane {
     pub proxy: Proxy,
     /// Settings the syncer reads (sync-behavior.md §11.1).
     pub advanced: Advanced,
+    /// Of vcluster's StatefulSet settings, vkube reads `highAvailability` (its replicas are
+    /// processes: several `vkube serve` on one etcd).
+    pub stateful_set: StatefulSet,
+}
+
+/// `controlPlane.statefulSet`: only `highAvailability` applies to vkube.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StatefulSet {
+    /// Several replicas of one virtual cluster.
+    pub high_availability: HighAvailability,
+}
+
+/// `controlPlane.statefulSet.highAvailability`: every replica serves the API; the syncer and the
+/// controllers run in the one holding the `kube-system/vkube-controller` Lease of the virtual
+/// cluster. Times are seconds; the defaults are Kubernetes' own (kube-controller-manager's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HighAvailability {
+    /// How many `vkube serve` processes run this virtual cluster (more than one needs
+    /// `controlPlane.backingStore.etcd.external`). Leader election runs when above 1 or on etcd.
+    pub replicas: u32,
+    /// How long a standby waits, after it last saw the leader renew, before it takes over.
+    pub lease_duration: u32,
+    /// How long the leader keeps trying to renew before it gives up (and exits).
+    pub renew_deadline: u32,
+    /// How often the leader renews and a standby tries to acquire.
+    pub retry_period: u32,
+}
+
+impl Default for HighAvailability {
+    fn default() -> Self {
+        HighAvailability { replicas: 1, lease_duration: 15, renew_deadline: 10, retry_period: 2 }
+    }
 }
 
 /// `controlPlane.advanced`: the keys the syncer reads.

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod ephemeral;
 pub mod garbage;
 pub mod jobs;
+pub mod leader_election;
 pub mod quota;
 pub mod statefulsets;
 pub mod workloads;

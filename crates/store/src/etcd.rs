@@ -351,9 +351,13 @@ fn apply(result: &Value, prefix: &str, shared: &Shared) -> Flow {
     if at != 0 {
         publish(shared, batch, at);
     }
-    // Progress: nothing under the prefix changed up to the header's revision.
+    // Progress: nothing under the prefix changed up to the header's revision. Not so for the
+    // response that confirms the watch: its header is etcd's revision at that moment, and the
+    // events up to it (writes since the start revision) are still to come.
     let header = revision_of(&result["header"]["revision"]);
-    if result["events"].as_array().is_none_or(Vec::is_empty) && header > shared.current_revision() {
+    let confirms_creation = result["created"].as_bool() == Some(true);
+    if !confirms_creation && result["events"].as_array().is_none_or(Vec::is_empty) && header > shared.current_revision()
+    {
         shared.advance(header);
     }
     Flow::Continue
@@ -507,6 +511,10 @@ mod tests {
         assert!(shared.get("a").is_none(), "created then deleted");
         let listed = shared.list(&ListOptions { prefix: "a".into(), revision: Some(2), ..Default::default() }).unwrap();
         assert_eq!(listed.items[0].value, Bytes::from("1"), "history keeps the put");
+        // The watch's confirmation says where etcd is, not that its events have arrived.
+        let created = json!({"header": {"revision": "7"}, "created": true});
+        apply(&created, "p/", &shared);
+        assert_eq!(shared.current_revision(), 4, "the confirmation of the watch is no progress");
         let progress = json!({"header": {"revision": "9"}});
         apply(&progress, "p/", &shared);
         assert_eq!(shared.current_revision(), 9);

@@ -17,6 +17,7 @@ mod etcd;
 mod memory;
 mod sqlite;
 mod state;
+pub mod testing;
 
 use async_trait::async_trait;
 use bytes::Bytes;

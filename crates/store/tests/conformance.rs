@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use vkube_store::{
-    EtcdConfig, EtcdStorage, EventKind, ListOptions, MemoryStorage, SqliteStorage, Storage, StorageError,
-};
+use vkube_store::{EventKind, ListOptions, MemoryStorage, SqliteStorage, Storage, StorageError};
 
 fn v(s: &str) -> Bytes {
     Bytes::from(s.to_string())
@@ -237,65 +235,7 @@ suite!(sqlite, {
     (Arc::new(store) as Arc<dyn Storage>, dir)
 });
 
-/// A throwaway etcd (the binary tools/k8s/build.sh builds) on free ports; killed on drop.
-struct Etcd {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/k8s/build.sh");
-        let out = std::process::Command::new(build).output().expect("tools/k8s/build.sh runs");
-        assert!(out.status.success(), "building etcd: {}", String::from_utf8_lossy(&out.stderr));
-        let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = std::process::Command::new(format!("{bin}/etcd"))
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}"), "--unsafe-no-fsync", "--log-level", "error"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("etcd starts");
-        let etcd = Etcd { child, url, _dir: dir };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "etcd did not listen in 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-
-    async fn store(&self, prefix: &str) -> EtcdStorage {
-        let config = EtcdConfig { endpoints: vec![self.url.clone()], prefix: prefix.into(), ..Default::default() };
-        // etcd answers once it has elected itself; until then the first request fails.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match EtcdStorage::connect(config.clone()).await {
-                Ok(store) => return store,
-                Err(error) => assert!(std::time::Instant::now() < deadline, "etcd not ready: {error}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
+use vkube_store::testing::Etcd;
 
 suite!(etcd, {
     let etcd = Etcd::start();

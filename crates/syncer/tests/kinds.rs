@@ -2272,8 +2272,10 @@ async fn host_config_maps_and_secrets_are_copied_in_by_name() {
     let v_default: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "default");
     let v_imported: Api<ConfigMap> = Api::namespaced(clusters.vc.clone(), "imported");
     let v_secrets: Api<Secret> = Api::namespaced(clusters.vc.clone(), "default");
-    // The tenant's own objects where copies land: never touched.
-    v_imported.create(&pp, &object(json!({"metadata": {"name": "mine"}, "data": {"k": "v"}}))).await.ok();
+    // The tenant's own objects where copies land: never touched. (Its namespace may exist
+    // already: the syncer makes it for the copies.)
+    let _ = Api::<Namespace>::all(clusters.vc.clone()).create(&pp, &object(json!({"metadata": {"name": "imported"}}))).await;
+    v_imported.create(&pp, &object(json!({"metadata": {"name": "mine"}, "data": {"k": "v"}}))).await.unwrap();
     let data = |cm: &ConfigMap, key: &str| cm.data.as_ref().and_then(|d| d.get(key)).cloned();
     let ca = eventually("the copies in the virtual cluster", || {
         let (v_default, v_imported, v_secrets) = (v_default.clone(), v_imported.clone(), v_secrets.clone());

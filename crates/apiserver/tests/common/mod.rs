@@ -16,48 +16,7 @@ pub struct TestServer {
     pub etcd: Option<Etcd>,
 }
 
-/// A throwaway etcd (the binary tools/k8s/build.sh builds) on free ports; killed on drop.
-pub struct Etcd {
-    child: std::process::Child,
-    pub url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    pub fn start() -> Etcd {
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/k8s/build.sh");
-        let out = std::process::Command::new(build).output().expect("tools/k8s/build.sh runs");
-        assert!(out.status.success(), "building etcd: {}", String::from_utf8_lossy(&out.stderr));
-        let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free(), free());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = std::process::Command::new(format!("{bin}/etcd"))
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}"), "--unsafe-no-fsync", "--log-level", "error"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("etcd starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "etcd did not listen in 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Etcd { child, url, _dir: dir }
-    }
-}
+use vkube_store::testing::Etcd;
 
 /// Whether this test binary runs its suite on etcd (`kube_rs_on_etcd`, `bad_input_on_etcd`).
 fn on_etcd() -> bool {
@@ -85,7 +44,7 @@ impl TestServer {
         });
         tweak(&mut config);
         // etcd answers once it has elected itself.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let server = loop {
             match vkube_apiserver::start(config.clone(), None).await {
                 Ok(server) => break server,

@@ -625,11 +625,57 @@ async fn grant_component_access(
     Ok(())
 }
 
-/// Starts the virtual API server and the syncer; returns once the syncer's caches are synced.
-pub async fn start(
-    cluster: &VirtualCluster,
-    host: kube::Client,
-) -> anyhow::Result<(RunningServer, PathBuf, tokio::task::JoinHandle<()>)> {
+/// A started virtual cluster: its API server, and the syncer and controllers (here, or in the
+/// replica holding the lease).
+pub struct Serving {
+    pub server: RunningServer,
+    /// The admin kubeconfig written for it.
+    pub kubeconfig: PathBuf,
+    syncer: tokio::task::JoinHandle<()>,
+    elector: Option<Arc<vkube_controllers::leader_election::Elector>>,
+}
+
+impl Serving {
+    /// Stops the syncer and the controllers, gives the lease up (a standby takes over at once),
+    /// then stops serving.
+    pub async fn stop(self) {
+        self.syncer.abort();
+        let _ = self.syncer.await;
+        if let Some(elector) = &self.elector {
+            elector.release().await;
+        }
+        self.server.shutdown().await;
+    }
+}
+
+/// Whether this virtual cluster elects a leader among its replicas (several replicas, or a
+/// store several processes can share), and with which times.
+fn election(config: &Config) -> Option<vkube_controllers::leader_election::Timing> {
+    let ha = &config.control_plane.stateful_set.high_availability;
+    let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
+    (ha.replicas > 1 || config.control_plane.backing_store.etcd.external.enabled).then(|| {
+        vkube_controllers::leader_election::Timing {
+            lease_duration: secs(ha.lease_duration),
+            renew_deadline: secs(ha.renew_deadline),
+            retry_period: secs(ha.retry_period),
+        }
+    })
+}
+
+/// This replica's name in the lease: host name, API address and process id.
+fn replica_identity(addr: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "vkube".into());
+    format!("{host}_{addr}_{}", std::process::id())
+}
+
+/// Starts the virtual API server and the syncer; returns once the syncer's caches are synced,
+/// or, with leader election, once another replica is found leading.
+pub async fn start(cluster: &VirtualCluster, host: kube::Client) -> anyhow::Result<Serving> {
     let config = &cluster.config;
     for line in vkube_config::support::not_yet_synced(config) {
         say!("warning: {line}");
@@ -645,6 +691,8 @@ pub async fn start(
     let patches = translate_rules(config)?;
     let service_patches = patches.get("Service").cloned().unwrap_or_default();
     let syncer_metrics = Arc::new(vkube_syncer::Metrics::default());
+    let standby = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let standing_by = standby.clone();
     let (rendered, readiness) = (syncer_metrics.clone(), syncer_metrics.clone());
     let host_metrics = HostMetrics {
         host: host.clone(),
@@ -662,7 +710,11 @@ pub async fn start(
             Arc::new(HostServices { host: host.clone(), context: context.clone(), patches: service_patches }) as _
         }),
         metrics: Some(Arc::new(move || rendered.render())),
-        ready_checks: vec![("syncer".into(), Arc::new(move || readiness.is_ready()))],
+        // A standby replica serves the API; the syncer's readiness is the leader's.
+        ready_checks: vec![(
+            "syncer".into(),
+            Arc::new(move || standing_by.load(std::sync::atomic::Ordering::Relaxed) || readiness.is_ready()),
+        )],
     };
     let server = vkube_apiserver::start_with(server_config, hooks)
         .await
@@ -817,7 +869,35 @@ pub async fn start(
     let controllers_client = super::client_from_kubeconfig(&component_kubeconfig(vkube_controllers::USER)?).await?;
     let root_ca = server.pki.as_ref().map(|p| p.ca_cert.clone());
     let (failed, failure) = tokio::sync::oneshot::channel::<String>();
+    let elector = election(config).map(|timing| {
+        Arc::new(vkube_controllers::leader_election::Elector::new(
+            virtual_client.clone(),
+            replica_identity(server.addr),
+            timing,
+        ))
+    });
+    let (standing, mut standing_rx) = tokio::sync::watch::channel(None::<String>);
+    let candidate = elector.clone();
     let syncer = tokio::spawn(async move {
+        // With several replicas, only the lease holder syncs: wait for the lease, then hold it
+        // while syncing; a replica that cannot renew exits (as kube-controller-manager does)
+        // before a standby may take over, so the host never sees two syncers.
+        if let Some(elector) = &candidate {
+            let lease = format!(
+                "{}/{}",
+                vkube_controllers::leader_election::NAMESPACE,
+                vkube_controllers::leader_election::NAME
+            );
+            elector
+                .acquire(|holder| {
+                    standby.store(true, std::sync::atomic::Ordering::Relaxed);
+                    say!("standing by: {holder} holds the lease {lease}; serving the API only");
+                    let _ = standing.send(Some(holder.to_string()));
+                })
+                .await;
+            standby.store(false, std::sync::atomic::Ordering::Relaxed);
+            say!("leading as {} (lease {lease}): starting the syncer and the controllers", elector.identity());
+        }
         // The controllers stop with the syncer: both are dropped when this task is aborted. They
         // start once the syncer's caches are synced, so a restart does not list everything twice
         // at the same time on two cores ...
@@ -838,13 +918,25 @@ pub async fn start(
             }
         };
         let syncer = vkube_syncer::run(syncer_client, host, syncer_config, ready);
-        tokio::select! {
-            () = controllers => tracing::error!("the controllers stopped"),
-            result = syncer => if let Err(error) = result {
-                let error = format!("{:#}", anyhow::Error::from(error));
-                tracing::error!(%error, "the syncer stopped");
-                let _ = failed.send(error);
+        let work = async move {
+            tokio::select! {
+                () = controllers => tracing::error!("the controllers stopped"),
+                result = syncer => if let Err(error) = result {
+                    let error = format!("{:#}", anyhow::Error::from(error));
+                    tracing::error!(%error, "the syncer stopped");
+                    let _ = failed.send(error);
+                },
+            }
+        };
+        match &candidate {
+            Some(elector) => tokio::select! {
+                () = work => {}
+                why = elector.hold() => {
+                    say!("lost the leadership: {why}; exiting so that only the new leader syncs");
+                    std::process::exit(1);
+                }
             },
+            None => work.await,
         }
     });
     tokio::select! {
@@ -855,9 +947,11 @@ pub async fn start(
                 anyhow::bail!("the syncer could not start: {why}");
             }
         }
+        // Another replica leads: this one serves the API and waits for the lease.
+        _ = standing_rx.wait_for(Option::is_some), if elector.is_some() => {}
         _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => anyhow::bail!("the syncer did not sync its caches within 60 s; is the host reachable?"),
     }
-    Ok((server, path, syncer))
+    Ok(Serving { server, kubeconfig: path, syncer, elector })
 }
 
 /// Says where the virtual cluster's kubelet API listens, when it does.
@@ -877,15 +971,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let host = super::client_from_kubeconfig(&text)
         .await
         .with_context(|| format!("--host-kubeconfig {}", args.host_kubeconfig.display()))?;
-    let (server, path, syncer) = start(&cluster, host).await?;
-    say!("virtual kubeconfig: {}", path.display());
-    say!("listening on {}", server.url);
-    announce_kubelet(&server);
+    let serving = start(&cluster, host).await?;
+    say!("virtual kubeconfig: {}", serving.kubeconfig.display());
+    say!("listening on {}", serving.server.url);
+    announce_kubelet(&serving.server);
     super::announce_ready();
     super::shutdown_signal().await;
     say!("shutting down");
-    syncer.abort();
-    server.shutdown().await;
+    serving.stop().await;
     Ok(())
 }
 

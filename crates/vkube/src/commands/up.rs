@@ -74,17 +74,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         SimulatorConfig { nodes: args.nodes as usize, ..SimulatorConfig::default() },
     ));
 
-    let (server, path, syncer) = super::serve::start(&cluster, host).await?;
+    let serving = super::serve::start(&cluster, host).await?;
     say!("host kubeconfig: {}", host_path.display());
-    say!("virtual kubeconfig: {}", path.display());
-    say!("virtual cluster {cluster_name} on {}, host on {}", server.url, host_server.url);
-    super::serve::announce_kubelet(&server);
+    say!("virtual kubeconfig: {}", serving.kubeconfig.display());
+    say!("virtual cluster {cluster_name} on {}, host on {}", serving.server.url, host_server.url);
+    super::serve::announce_kubelet(&serving.server);
     super::announce_ready();
     super::shutdown_signal().await;
     say!("shutting down");
-    syncer.abort();
+    serving.stop().await;
     simulation.abort();
-    server.shutdown().await;
     host_server.shutdown().await;
     Ok(())
 }

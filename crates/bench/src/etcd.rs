@@ -1,0 +1,235 @@
+//! `vkube-bench etcd`: what etcd costs and what several replicas buy (docs/benchmarks.md).
+//!
+//! 1. Creates at one rate (open loop, 5,000 at 200/s, 1 KiB each) and closed loop (16 clients,
+//!    5 s): straight into etcd (its v3 JSON gateway, the floor vkube's store sits on), through
+//!    `vkube apiserver` on that etcd, and through `vkube apiserver` on its embedded SQLite.
+//! 2. Failover: three `vkube serve` replicas of one virtual cluster on the etcd with the default
+//!    lease times (15 s / 10 s / 2 s); the leader is killed (`kill -9`) `kills` times, each time
+//!    measuring until a standby holds the lease and until a pod created right after the kill is
+//!    on the host (the new leader syncing). The killed replica is started again as a standby.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use vkube_store::testing::Etcd;
+
+use crate::{Launched, closed_loop, launch, open_loop, open_loop_with, prepare_namespace, summary};
+
+type Plain = Client<HttpConnector, Full<Bytes>>;
+
+/// One put through etcd's gateway.
+async fn put(client: &Plain, url: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({"key": b64.encode(key), "value": b64.encode(value)}).to_string();
+    let request = hyper::Request::post(format!("{url}/v3/kv/put"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    let _ = response.into_body().collect().await?;
+    if !status.is_success() {
+        bail!("etcd put answered {status}");
+    }
+    Ok(())
+}
+
+/// About the bytes an API create stores: a 1 KiB secret as JSON.
+fn value() -> Vec<u8> {
+    crate::secret_body("raw").into_bytes()
+}
+
+fn row(what: &str, latencies: Vec<f64>, per_second: f64) {
+    let (mean, p50, p99, max) = summary(latencies);
+    println!(
+        "| {what} | mean {mean:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms | {per_second:.0} creates/s |"
+    );
+}
+
+async fn through_api(vkube: &Path, extra: &[&str], what: &str) -> anyhow::Result<()> {
+    let Launched { mut child, admin, .. } = launch(vkube, extra).await?;
+    prepare_namespace(&admin, "open", None).await?;
+    let latencies = open_loop(&admin, "open", "s", 5000, 200.0).await?;
+    prepare_namespace(&admin, "closed", None).await?;
+    let target = admin.clone();
+    let rate = closed_loop(move |w, n| {
+        let target = target.clone();
+        async move {
+            let (status, _) = target
+                .send("POST", "/api/v1/namespaces/closed/secrets", Some(crate::secret_body(&format!("c{w}-{n}"))))
+                .await?;
+            if status != 201 {
+                bail!("closed-loop create answered {status}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    row(what, latencies, rate);
+    crate::sync::stop(&mut child);
+    Ok(())
+}
+
+/// Writes the replicas' vcluster.yaml: etcd, three replicas, default lease times.
+fn replicas_config(dir: &Path, etcd: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("vcluster.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "controlPlane:\n  backingStore:\n    database: {{embedded: {{enabled: false}}}}\n    etcd: {{external: {{enabled: true, endpoint: \"{etcd}\", prefix: /failover/}}}}\n  statefulSet:\n    highAvailability: {{replicas: 3}}\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+struct Replica {
+    child: Child,
+    client: kube::Client,
+}
+
+async fn start_replica(vkube: &Path, dir: &Path, host_kubeconfig: &Path, config: &Path) -> anyhow::Result<Replica> {
+    let state = dir.join("vc1");
+    let args = [
+        "serve",
+        "--host-kubeconfig",
+        &host_kubeconfig.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+        "--dir",
+        &state.to_string_lossy(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .map(|a| a.to_string());
+    let (child, _) = crate::sync::start(vkube, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    // Each replica writes the kubeconfig with its own address over the last one's: keep a copy.
+    let own = dir.join(format!("replica-{}.kubeconfig", child.id()));
+    std::fs::copy(state.join("vc1.kubeconfig"), &own)?;
+    Ok(Replica { child, client: crate::sync::client(&own).await? })
+}
+
+async fn holder(client: &kube::Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    leases.get_opt("vkube-controller").await.ok().flatten()?.spec?.holder_identity
+}
+
+fn pid_of(identity: &str) -> u32 {
+    identity.rsplit('_').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
+/// Seconds (lease taken over, new leader syncing) for each of `kills` kills of the leader.
+async fn failover(vkube: &Path, etcd: &str, kills: usize) -> anyhow::Result<Vec<(f64, f64)>> {
+    let dir = tempfile::tempdir()?;
+    let host_dir = dir.path().join("host").to_string_lossy().to_string();
+    let (mut host, _) = crate::sync::start(vkube, &["host", "--dir", &host_dir, "--listen", "127.0.0.1:0"])?;
+    let host_kubeconfig = dir.path().join("host").join("host.kubeconfig");
+    let config = replicas_config(dir.path(), etcd)?;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(start_replica(vkube, dir.path(), &host_kubeconfig, &config).await?);
+    }
+    let host_pods: Api<Pod> = Api::namespaced(crate::sync::client(&host_kubeconfig).await?, "vcluster-vc1");
+    let mut times = Vec::new();
+    for kill in 0..kills {
+        let before = holder(&replicas[0].client).await.context("no replica holds the lease")?;
+        let leader = replicas
+            .iter()
+            .position(|r| r.child.id() == pid_of(&before))
+            .with_context(|| format!("the lease holder {before} is none of the replicas"))?;
+        let mut killed = replicas.remove(leader);
+        let survivor = replicas[0].client.clone();
+        let pods: Api<Pod> = Api::namespaced(survivor.clone(), "default");
+        killed.child.kill()?;
+        let at = Instant::now();
+        let _ = killed.child.wait();
+        let name = format!("probe-{kill}");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]},
+        }))?;
+        pods.create(&PostParams::default(), &pod).await.context("creating through a survivor")?;
+        let mut taken = None;
+        let synced = loop {
+            if taken.is_none() && holder(&survivor).await.is_some_and(|h| h != before) {
+                taken = Some(at.elapsed().as_secs_f64());
+            }
+            if taken.is_some() && host_pods.get_opt(&format!("{name}-x-default-x-vc1")).await?.is_some() {
+                break at.elapsed().as_secs_f64();
+            }
+            if at.elapsed() > Duration::from_secs(120) {
+                bail!("no replica synced within 120 s of kill {kill}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let taken = taken.unwrap_or(synced);
+        eprintln!("kill {}: lease taken over after {taken:.2} s, syncing after {synced:.2} s", kill + 1);
+        times.push((taken, synced));
+        replicas.push(start_replica(vkube, dir.path(), &host_kubeconfig, &config).await?);
+    }
+    for mut replica in replicas {
+        crate::sync::stop(&mut replica.child);
+    }
+    crate::sync::stop(&mut host);
+    Ok(times)
+}
+
+fn spread(values: impl Iterator<Item = f64>) -> String {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.as_slice() {
+        [] => "-".into(),
+        v => format!("min {:.2} s, median {:.2} s, max {:.2} s", v[0], v[v.len() / 2], v[v.len() - 1]),
+    }
+}
+
+pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let etcd = tokio::task::spawn_blocking(|| Etcd::start_with(true)).await?;
+    // Until etcd has elected itself, requests fail.
+    etcd.store("/ready/").await;
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let raw: Plain = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(http);
+    println!(
+        "| 5,000 creates (1 KiB) at 200/s, open loop | latency from the scheduled send | closed loop, 16 clients, 5 s |"
+    );
+    println!("|---|---|---|");
+    let (client, url) = (raw.clone(), etcd.url.clone());
+    let latencies = open_loop_with(5000, 200.0, move |i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { put(&client, &url, &format!("/raw/open/{i}"), &value()).await }
+    })
+    .await?;
+    let (client, url) = (raw.clone(), etcd.url.clone());
+    let rate = closed_loop(move |w, n| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { put(&client, &url, &format!("/raw/closed/{w}/{n}"), &value()).await }
+    })
+    .await?;
+    row("etcd put (its v3 JSON gateway)", latencies, rate);
+    through_api(&vkube, &["--etcd-endpoints", &etcd.url, "--etcd-prefix", "/api/"], "vkube apiserver on that etcd")
+        .await?;
+    through_api(&vkube, &[], "vkube apiserver on SQLite").await?;
+    if kills > 0 {
+        let times = failover(&vkube, &etcd.url, kills).await?;
+        println!();
+        println!("| failover, 3 replicas, lease 15 s / renew 10 s / retry 2 s, {kills} kills | result |");
+        println!("|---|---|");
+        println!("| leader killed -> a standby holds the lease | {} |", spread(times.iter().map(|t| t.0)));
+        println!(
+            "| leader killed -> a pod created after the kill is on the host | {} |",
+            spread(times.iter().map(|t| t.1))
+        );
+    }
+    Ok(())
+}
