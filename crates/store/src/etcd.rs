@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -56,6 +56,19 @@ pub struct EtcdStorage {
     prefix: String,
     shared: Shared,
     feed: tokio::task::JoinHandle<()>,
+    /// Consistent reads share etcd round trips (see [`EtcdStorage::sync`]).
+    reads: ReadBarrier,
+}
+
+/// Batches the "where is etcd now" requests of concurrent consistent reads: one request at a
+/// time, and a reader takes the answer of any request sent after it arrived.
+#[derive(Default)]
+struct ReadBarrier {
+    /// Readers arrived so far.
+    arrived: AtomicU64,
+    /// One request in flight; holds (readers arrived before the last request was sent, etcd's
+    /// revision it answered).
+    last: tokio::sync::Mutex<(u64, Revision)>,
 }
 
 impl Drop for EtcdStorage {
@@ -150,7 +163,7 @@ impl EtcdStorage {
         let (data, revision) = load(&caller, &prefix).await?;
         let shared = Shared::new(data, revision);
         let feed = tokio::spawn(follow(caller, prefix.clone(), shared.clone()));
-        Ok(EtcdStorage { http, endpoints, current, prefix, shared, feed })
+        Ok(EtcdStorage { http, endpoints, current, prefix, shared, feed, reads: ReadBarrier::default() })
     }
 
     fn caller(&self) -> Caller {
@@ -169,10 +182,25 @@ impl EtcdStorage {
         }
     }
 
-    /// Waits until the index shows everything etcd had committed when this was called.
+    /// Waits until the index shows everything etcd had committed when this was called: etcd's
+    /// current revision from a request sent after this call began (shared with the readers that
+    /// arrived meanwhile), then the watch up to it.
     async fn sync(&self) -> Result<(), StorageError> {
-        let answer = self.caller().call("kv/range", json!({"key": b64(b"\0"), "count_only": true, "limit": 1})).await?;
-        self.caught_up(revision_of(&answer["header"]["revision"])).await
+        let ticket = self.reads.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+        let revision = {
+            let mut last = self.reads.last.lock().await;
+            if last.0 >= ticket {
+                last.1
+            } else {
+                let covers = self.reads.arrived.load(Ordering::SeqCst);
+                let answer =
+                    self.caller().call("kv/range", json!({"key": b64(b"\0"), "count_only": true, "limit": 1})).await?;
+                let revision = revision_of(&answer["header"]["revision"]);
+                *last = (covers, revision);
+                revision
+            }
+        };
+        self.caught_up(revision).await
     }
 
     /// Runs a transaction comparing `key`: `compare` holds → `success`, else the key is read.
