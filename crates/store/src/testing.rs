@@ -6,6 +6,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// PEM files of an etcd serving TLS: its CA (which also signs the clients), its certificate and
+/// key (for 127.0.0.1).
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A running etcd.
 pub struct Etcd {
     child: Child,
@@ -35,6 +43,19 @@ impl Etcd {
     /// # Panics
     /// As [`Etcd::start`].
     pub fn start_with(fsync: bool) -> Etcd {
+        Self::launch(fsync, None)
+    }
+
+    /// [`Etcd::start`] serving HTTPS with `tls`'s certificate and accepting only clients with a
+    /// certificate of its CA (`--client-cert-auth`).
+    ///
+    /// # Panics
+    /// As [`Etcd::start`].
+    pub fn start_tls(tls: &Tls) -> Etcd {
+        Self::launch(false, Some(tls))
+    }
+
+    fn launch(fsync: bool, tls: Option<&Tls>) -> Etcd {
         let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/k8s/build.sh");
         let out = Command::new(build).output().expect("tools/k8s/build.sh runs");
         assert!(out.status.success(), "building etcd: {}", String::from_utf8_lossy(&out.stderr));
@@ -44,7 +65,8 @@ impl Etcd {
         let dir = std::env::temp_dir().join(format!("vkube-etcd-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = Command::new(bin.join("etcd"))
             .args(["--data-dir", &dir.join("data").to_string_lossy()])
@@ -52,6 +74,21 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("default={peer_url}"), "--log-level", "error"])
             .args(if fsync { &[][..] } else { &["--unsafe-no-fsync"][..] })
+            .args(
+                tls.map(|tls| {
+                    let path = |p: &PathBuf| p.to_string_lossy().to_string();
+                    vec![
+                        "--cert-file".to_string(),
+                        path(&tls.cert),
+                        "--key-file".into(),
+                        path(&tls.key),
+                        "--trusted-ca-file".into(),
+                        path(&tls.ca),
+                        "--client-cert-auth".into(),
+                    ]
+                })
+                .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
