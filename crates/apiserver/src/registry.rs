@@ -198,6 +198,17 @@ pub struct Registry {
     refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Forgets a finalization when it ends (or its task is dropped).
+struct Finalizing(Arc<std::sync::Mutex<std::collections::HashSet<String>>>, Option<String>);
+
+impl Drop for Finalizing {
+    fn drop(&mut self) {
+        if let Some(key) = &self.1 {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        }
+    }
+}
+
 /// Background finalization the registry runs for a deleted object.
 #[derive(Clone, Debug)]
 enum Cleanup {
@@ -363,13 +374,31 @@ impl Registry {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Cleanup>();
         self.cleanup = Some(sender.clone());
         self.refresh_custom_types().await?;
-        tokio::spawn(self.clone().follow_definitions(self.store.current_revision()));
+        let snapshot = self.catalog.snapshot();
+        let namespaces = snapshot.get("", "v1", "namespaces").expect("built-in");
+        let crds = snapshot.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
+        for rt in [namespaces, crds] {
+            tokio::spawn(self.clone().follow(rt, self.store.current_revision(), sender.clone()));
+        }
         let registry = self.clone();
+        // What is being finalized (a namespace or CRD is finalized once, whoever asks).
+        let active = Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
         tokio::spawn(async move {
             while let Some(work) = receiver.recv().await {
                 let registry = registry.clone();
+                let once = match &work {
+                    Cleanup::ApiServices => None,
+                    other => Some(format!("{other:?}")),
+                };
+                if let Some(key) = &once
+                    && !active.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone())
+                {
+                    continue;
+                }
+                let active = active.clone();
                 // Each runs on its own: a namespace waiting on a finalizer holds up nothing else.
                 tokio::spawn(async move {
+                    let _done = Finalizing(active, once);
                     let mut delay = Duration::from_millis(100);
                     loop {
                         let done = match &work {
@@ -1788,35 +1817,48 @@ impl Registry {
         }
     }
 
-    /// Follows the CRDs in the store, so definitions written through another API server on the
-    /// same store (replicas on one etcd) are served here too.
-    async fn follow_definitions(self, mut revision: u64) {
-        let crds =
-            self.catalog.snapshot().get("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("built-in");
-        let prefix = crds.key_prefix();
+    /// Follows namespaces or CRDs in the store, as they are written through any API server on
+    /// it (replicas on one etcd): definitions are served here too, and what another replica
+    /// began deleting is finalized here as well (so it completes if that replica dies).
+    async fn follow(self, rt: Arc<ResourceType>, mut revision: u64, cleanup: mpsc::UnboundedSender<Cleanup>) {
+        let definitions = rt.kind == "CustomResourceDefinition";
+        let prefix = rt.key_prefix();
         loop {
             let mut watcher = match self.store.watch(&prefix, revision) {
                 Ok(watcher) => watcher,
                 Err(StorageError::Closed) => return,
                 Err(error) => {
-                    tracing::warn!(%error, "custom resource types: cannot watch the definitions; retrying");
+                    tracing::warn!(%error, kind = %rt.kind, "following the store: cannot watch; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
             loop {
                 match watcher.next_batch().await {
-                    Ok(_) => {
-                        if let Err(error) = self.refresh_custom_types().await {
+                    Ok(events) => {
+                        for event in events.iter().filter(|e| e.kind == EventKind::Put) {
+                            let Ok(object) = self.decode(&rt, &event.kv) else { continue };
+                            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                                let name = meta_str(&object, "name").unwrap_or_default().to_string();
+                                let _ = cleanup.send(if definitions {
+                                    Cleanup::Definition(name)
+                                } else {
+                                    Cleanup::Namespace(name)
+                                });
+                            }
+                        }
+                        if definitions && let Err(error) = self.refresh_custom_types().await {
                             tracing::warn!(%error, "could not refresh custom resource types");
                         }
                     }
                     Err(StorageError::Closed) => return,
                     Err(error) => {
                         // Fell behind a compaction: read everything again, then follow from there.
-                        tracing::warn!(%error, "custom resource types: watch ended; reloading");
+                        tracing::warn!(%error, kind = %rt.kind, "following the store: watch ended; reloading");
                         revision = self.store.current_revision();
-                        let _ = self.refresh_custom_types().await;
+                        if definitions {
+                            let _ = self.refresh_custom_types().await;
+                        }
                         break;
                     }
                 }
