@@ -429,6 +429,17 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value, causes: &mut
             causes.push(Cause::invalid("status.qosClass", &after, "field is immutable"));
         }
     }
+    if rt.group == "scheduling.k8s.io" && rt.kind == "PriorityClass" {
+        // A class's value and preemption policy are fixed (upstream's ValidatePriorityClassUpdate).
+        if old.get("value") != new.get("value") {
+            causes.push(Cause::forbidden("value", "may not be changed in an update."));
+        }
+        let policy = |pc: &Value| pc.get("preemptionPolicy").cloned().unwrap_or(Value::Null);
+        if policy(old) != policy(new) {
+            let after = new.get("preemptionPolicy").and_then(Value::as_str).unwrap_or_default();
+            causes.push(Cause::invalid("preemptionPolicy", after, "field is immutable"));
+        }
+    }
 }
 
 /// Kind-specific validation beyond metadata, producing field causes.
@@ -919,6 +930,25 @@ mod tests {
         let changed = json!({"status": {"qosClass": "Guaranteed"}});
         validate_update(&pods, &old, &changed, &mut causes);
         assert_eq!(causes[0].line(), "status.qosClass: Invalid value: \"Guaranteed\": field is immutable");
+        let classes = rt("scheduling.k8s.io", "priorityclasses");
+        let old = json!({"value": 10, "preemptionPolicy": "PreemptLowerPriority", "description": "a"});
+        let mut causes = Vec::new();
+        validate_update(
+            &classes,
+            &old,
+            &json!({"value": 10, "preemptionPolicy": "PreemptLowerPriority", "description": "b"}),
+            &mut causes,
+        );
+        assert!(causes.is_empty(), "the description may change");
+        validate_update(&classes, &old, &json!({"value": 100, "preemptionPolicy": "Never"}), &mut causes);
+        let lines: Vec<String> = causes.iter().map(Cause::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "value: Forbidden: may not be changed in an update.",
+                "preemptionPolicy: Invalid value: \"Never\": field is immutable"
+            ]
+        );
     }
 
     #[test]

@@ -47,13 +47,18 @@ pub fn pod_for(set: &Value, node: &str) -> Value {
 }
 
 /// Nodes that need a pod, and pods to delete (on ineligible or missing nodes, duplicates,
-/// outdated templates).
+/// outdated templates, and pods that ended: a failed or succeeded daemon pod is deleted and its
+/// node gets a new one, as upstream's controller revives failed daemon pods).
 pub fn plan(set: &Value, nodes: &[&Value], pods: &[&Value]) -> (Vec<String>, Vec<String>) {
     let hash = template_hash(set.pointer("/spec/template").unwrap_or(&Value::Null));
     let eligible_nodes: Vec<&str> =
         nodes.iter().filter(|n| eligible(set, n)).map(|n| text(n, "/metadata/name")).collect();
     let mut create = Vec::new();
-    let mut delete = Vec::new();
+    let mut delete: Vec<String> = pods
+        .iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none() && !is_active(p))
+        .map(|p| text(p, "/metadata/name").to_string())
+        .collect();
     for node in &eligible_nodes {
         let mut on_node: Vec<&&Value> =
             pods.iter().filter(|p| is_active(p) && text(p, "/spec/nodeName") == *node).collect();
@@ -90,8 +95,25 @@ pub fn status(set: &Value, nodes: &[&Value], pods: &[&Value]) -> Value {
 
 /// The ControllerRevision data of the set's current template (upstream's getPatch: the
 /// template, replacing whatever a rollback applies it over).
+///
+/// Clients compare it byte for byte with what Go makes of the set they read (`daemon.Match`:
+/// the typed template marshalled through a map, so keys sorted), so it is in Go's form: struct
+/// fields Go always writes are there (`metadata.creationTimestamp: null`, each container's
+/// `resources: {}`).
 pub fn revision_data(set: &Value) -> Value {
     let mut template = set.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    if let Some(template) = template.as_object_mut() {
+        let metadata = template.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(metadata) = metadata.as_object_mut() {
+            metadata.entry("creationTimestamp").or_insert(Value::Null);
+        }
+        for kind in ["initContainers", "containers", "ephemeralContainers"] {
+            let containers = template.get_mut("spec").and_then(|s| s.get_mut(kind)).and_then(Value::as_array_mut);
+            for container in containers.into_iter().flatten().filter_map(Value::as_object_mut) {
+                container.entry("resources").or_insert_with(|| json!({}));
+            }
+        }
+    }
     template["$patch"] = json!("replace");
     json!({"spec": {"template": template}})
 }
@@ -164,6 +186,11 @@ mod tests {
             "spec": {"template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c"}]}}}});
         let first = history(&set, &[]).create.unwrap();
         assert_eq!(first["revision"], 1);
+        // In the form Go gives the template (what clients compare it with, byte for byte).
+        assert_eq!(
+            serde_json::to_string(&first["data"]).unwrap(),
+            r#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"a"}},"spec":{"containers":[{"name":"c","resources":{}}]}}}}"#
+        );
         assert_eq!(first["metadata"]["labels"]["app"], "a");
         assert!(first["metadata"]["name"].as_str().unwrap().starts_with("ds-"));
         assert_eq!(history(&set, &[&first]), HistoryPlan::default(), "nothing to do");
@@ -202,5 +229,9 @@ mod tests {
         assert!(create.is_empty() && delete.is_empty());
         let (_, delete) = plan(&set, &[], &[&pod]);
         assert_eq!(delete, ["agent-x"], "the node went away");
+        // A daemon pod that failed is deleted, and its node gets a new one.
+        pod["status"] = json!({"phase": "Failed"});
+        let (create, delete) = plan(&set, &[&a], &[&pod]);
+        assert_eq!((create, delete), (vec!["a".to_string()], vec!["agent-x".to_string()]));
     }
 }
