@@ -89,7 +89,7 @@ fn the_leader_killed_during_1000_creates_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "controlPlane:\n  backingStore:\n    database: {{embedded: {{enabled: false}}}}\n    etcd: {{external: {{enabled: true, endpoint: \"{}\"}}}}\n  statefulSet:\n    highAvailability: {{replicas: 3, leaseDuration: 6, renewDeadline: 4, retryPeriod: 1}}\n",
+            "controlPlane:\n  backingStore:\n    database: {{embedded: {{enabled: false}}}}\n    etcd: {{external: {{enabled: true, endpoint: \"{}\"}}}}\n  statefulSet:\n    highAvailability: {{replicas: 3}}\n",
             etcd.url
         ),
     )
@@ -172,7 +172,7 @@ fn the_leader_killed_during_1000_creates_loses_nothing() {
         {
             break now;
         }
-        assert!(killed_at.elapsed() < Duration::from_secs(30), "no replica took the lease over in 30 s");
+        assert!(killed_at.elapsed() < Duration::from_secs(60), "no replica took the lease over in 60 s");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(standbys.iter().any(|r| r.process.child.id() == pid_of(&new_leader)), "a survivor leads now: {new_leader}");
@@ -216,11 +216,14 @@ fn the_leader_killed_during_1000_creates_loses_nothing() {
         let missing = virtual_uids.keys().filter(|k| !on_host.contains_key(*k)).count();
         let extra: Vec<&String> = on_host.keys().filter(|k| !virtual_uids.contains_key(*k)).collect();
         assert!(extra.is_empty(), "host pods without a virtual pod: {extra:?}");
-        assert!(
-            Instant::now() < deadline,
-            "the host does not hold each pod exactly once after 180 s: {missing} missing, {} with another UID",
-            on_host.iter().filter(|(k, v)| virtual_uids.get(*k).is_some_and(|u| u != *v)).count()
-        );
+        if Instant::now() > deadline {
+            let said: Vec<String> = standbys.iter().map(|r| r.process.said.lock().unwrap().join("\n")).collect();
+            panic!(
+                "the host does not hold each pod exactly once after 180 s: {missing} missing, {} with another UID; the survivors said:\n{}",
+                on_host.iter().filter(|(k, v)| virtual_uids.get(*k).is_some_and(|u| u != *v)).count(),
+                said.join("\n---\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -229,11 +232,14 @@ fn the_leader_killed_during_1000_creates_loses_nothing() {
     assert_eq!(seen, created);
 
     // The new leader stopped with SIGTERM gives the lease up: the last replica takes it at its
-    // next try (retry period 1 s), well before the 6 s lease would have run out.
+    // next try (retry period 2 s), well before the 15 s lease would have run out.
     let (mut leading, last): (Vec<Replica>, Vec<Replica>) =
         standbys.into_iter().partition(|r| r.process.child.id() == pid_of(&new_leader));
     let stopped_at = Instant::now();
-    assert!(leading.pop().unwrap().process.stop().success(), "a replica stops cleanly on SIGTERM");
+    let leading = leading.pop().unwrap();
+    let said = leading.process.said.clone();
+    let status = leading.process.stop();
+    assert!(status.success(), "a replica stops cleanly on SIGTERM ({status}): {}", said.lock().unwrap().join("\n"));
     let last = &last[0];
     let client = runtime.block_on(client(&last.kubeconfig));
     loop {
@@ -241,7 +247,7 @@ fn the_leader_killed_during_1000_creates_loses_nothing() {
         if pid_of(&now) == last.process.child.id() {
             break;
         }
-        assert!(stopped_at.elapsed() < Duration::from_secs(5), "the released lease was not taken at once: {now:?}");
+        assert!(stopped_at.elapsed() < Duration::from_secs(8), "the released lease was not taken at once: {now:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(etcd);

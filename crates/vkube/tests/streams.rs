@@ -153,8 +153,8 @@ fn kubectl_attach_streams_the_containers_output() {
 fn a_scripted_container_logs_what_its_script_prints() {
     let up = Up::start();
     let k = &up.k;
-    let script =
-        "for i in $(seq 1 4); do if [ $i -lt 3 ]; then echo out $i; else echo err $i >&2; fi; sleep 0.5; done; exit 3";
+    // It waits 5 s before writing, so `kubectl attach` is there in time on a busy machine.
+    let script = "sleep 5; for i in $(seq 1 4); do if [ $i -lt 3 ]; then echo out $i; else echo err $i >&2; fi; sleep 0.5; done; exit 3";
     k.ok(&["run", "counter", "--image=busybox", "--restart=Never", "--", "sh", "-c", script]);
     k.ok(&["wait", "--for=condition=Ready", "pod/counter", "--timeout=30s"]);
     let attach = k
