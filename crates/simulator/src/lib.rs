@@ -291,6 +291,10 @@ impl Shared {
 
     /// Records a core/v1 Event about `pod`, as the real scheduler and kubelet do.
     async fn event(&self, pod: &Pod, reason: &str, message: String, component: &str, node: &str) {
+        self.event_of_type(pod, "Normal", reason, message, component, node).await;
+    }
+
+    async fn event_of_type(&self, pod: &Pod, kind: &str, reason: &str, message: String, component: &str, node: &str) {
         let namespace = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let now = now();
@@ -299,7 +303,7 @@ impl Shared {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": format!("{name}.{suffix}"), "namespace": namespace},
             "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": name, "uid": pod.uid().unwrap_or_default()},
-            "reason": reason, "message": message, "type": "Normal",
+            "reason": reason, "message": message, "type": kind,
             "source": {"component": component, "host": node},
             "reportingComponent": component, "reportingInstance": node,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
@@ -364,6 +368,19 @@ impl Shared {
                         value.pointer("/status/conditions/0/reason").and_then(Value::as_str) == Some("Unschedulable");
                     if !already {
                         let status = lifecycle::unschedulable_status(&value, views.len(), &now());
+                        let message =
+                            status.pointer("/conditions/0/message").and_then(Value::as_str).unwrap_or_default();
+                        // As kube-scheduler: a Warning event, which tools (and the conformance
+                        // suite) wait for.
+                        self.event_of_type(
+                            pod,
+                            "Warning",
+                            "FailedScheduling",
+                            message.to_string(),
+                            "default-scheduler",
+                            "",
+                        )
+                        .await;
                         let _ = api
                             .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status})))
                             .await;

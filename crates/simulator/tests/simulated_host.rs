@@ -96,6 +96,24 @@ async fn pods_get_scheduled_run_complete_and_get_endpoints() {
         }
     })
     .await;
+    // ... and says so in a Warning event, as kube-scheduler does.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    eventually("a FailedScheduling event for stuck", || {
+        let events = events.clone();
+        async move {
+            let listed = events.list(&Default::default()).await.ok()?;
+            listed
+                .items
+                .iter()
+                .any(|e| {
+                    e.involved_object.name.as_deref() == Some("stuck")
+                        && e.reason.as_deref() == Some("FailedScheduling")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        }
+    })
+    .await;
 
     let mut job_pod = pod("once", json!({"restartPolicy": "Never"}));
     job_pod.metadata.labels = None;
