@@ -1611,6 +1611,7 @@ impl Registry {
         name: &str,
         options: &DeleteOptions,
     ) -> ApiResult<Deleted> {
+        crate::admission::priority::check_delete(rt, name)?;
         for _attempt in 0..5 {
             let (current, revision) = self.get_with_revision(rt, namespace, name).await?;
             if let Some(uid) = &options.uid
@@ -2181,6 +2182,14 @@ impl Registry {
             let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             let options = WriteOptions { field_manager: "vkube-apiserver".into(), ..Default::default() };
             match self.create(&namespaces, None, object, &options).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let classes = self.catalog.snapshot().get("scheduling.k8s.io", "v1", "priorityclasses").expect("built-in");
+        for object in crate::admission::priority::system_classes() {
+            let options = WriteOptions { field_manager: "kube-apiserver".into(), ..Default::default() };
+            match self.create(&classes, None, object, &options).await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -54,17 +54,19 @@ pub fn default_object(rt: &ResourceType, object: &mut Value) {
         }
     }
     match (rt.group.as_str(), rt.kind.as_str()) {
+        ("scheduling.k8s.io", "PriorityClass") => {
+            if let Some(class) = object.as_object_mut() {
+                class.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+            }
+        }
         ("", "Pod") => {
             if let Some(spec) = object.get_mut("spec") {
                 default_pod_spec(spec);
             }
             if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
-                // SetDefaults_Pod and the Priority and DefaultTolerationSeconds admission plugins.
+                // SetDefaults_Pod and the DefaultTolerationSeconds admission plugin (priority and
+                // preemption policy: `admission::priority`).
                 spec.entry("enableServiceLinks").or_insert(json!(true));
-                if !spec.contains_key("priorityClassName") {
-                    spec.entry("priority").or_insert(json!(0));
-                }
-                spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
                 let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
                 if let Some(list) = tolerations.as_array_mut() {
                     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
@@ -450,6 +452,7 @@ pub fn validate(rt: &ResourceType, object: &Value, causes: &mut Vec<Cause>) {
     if rt.group == "admissionregistration.k8s.io" {
         crate::admission::registration::validate(&rt.kind, object, causes);
     }
+    crate::admission::priority::validate(rt, object, causes);
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Event") => {
             // core/v1 events: the involved object is in the event's namespace (an event about a

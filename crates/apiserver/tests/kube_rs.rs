@@ -769,3 +769,77 @@ async fn a_pods_automount_choice_wins_over_its_service_accounts() {
     let by_pod = pods.create(&PostParams::default(), &pod("by-pod", Some(true))).await.unwrap();
     assert!(mounted(&by_pod), "the pod opts back in");
 }
+
+#[tokio::test]
+async fn pods_get_the_priority_of_their_class_as_from_kube_apiserver() {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let critical = classes.get("system-node-critical").await.unwrap();
+    assert_eq!(critical.value, 2_000_001_000, "the system classes exist from the start");
+    assert_eq!(classes.get("system-cluster-critical").await.unwrap().value, 2_000_000_000);
+    let forbidden = |error: kube::Error| match error {
+        kube::Error::Api(status) if status.code == 403 || status.code == 422 => status.message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let refused = classes.delete("system-node-critical", &DeleteParams::default()).await.unwrap_err();
+    assert_eq!(
+        forbidden(refused),
+        "priorityclasses.scheduling.k8s.io \"system-node-critical\" is forbidden: this is a system priority class and cannot be deleted"
+    );
+    let class = |name: &str, value: i64, extra: serde_json::Value| -> PriorityClass {
+        let mut object = json!({"metadata": {"name": name}, "value": value});
+        object.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(object).unwrap()
+    };
+    let refused = classes.create(&PostParams::default(), &class("system-foo", 4, json!({}))).await.unwrap_err();
+    assert!(forbidden(refused).ends_with("metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-foo is not a known system priority class"));
+    let refused = classes.create(&PostParams::default(), &class("big", 1_000_000_001, json!({}))).await.unwrap_err();
+    assert!(
+        forbidden(refused)
+            .ends_with("value: Forbidden: maximum allowed value of a user defined priority is 1000000000")
+    );
+    classes.create(&PostParams::default(), &class("hi", 1000, json!({"preemptionPolicy": "Never"}))).await.unwrap();
+    classes.create(&PostParams::default(), &class("d1", 7, json!({"globalDefault": true}))).await.unwrap();
+    let refused =
+        classes.create(&PostParams::default(), &class("d2", 8, json!({"globalDefault": true}))).await.unwrap_err();
+    assert_eq!(
+        forbidden(refused),
+        "priorityclasses.scheduling.k8s.io \"d2\" is forbidden: PriorityClass d1 is already marked as default. Only one default can exist"
+    );
+
+    let pod = |spec: serde_json::Value| -> Pod {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
+        serde_json::from_value(json!({"metadata": {"generateName": "p-"}, "spec": spec})).unwrap()
+    };
+    let priority = |pod: Pod| {
+        let spec = pod.spec.unwrap();
+        (spec.priority_class_name, spec.priority, spec.preemption_policy)
+    };
+    let of_class = pods.create(&PostParams::default(), &pod(json!({"priorityClassName": "hi"}))).await.unwrap();
+    assert_eq!(priority(of_class), (Some("hi".into()), Some(1000), Some("Never".into())));
+    let by_default = pods.create(&PostParams::default(), &pod(json!({}))).await.unwrap();
+    assert_eq!(priority(by_default), (Some("d1".into()), Some(7), Some("PreemptLowerPriority".into())));
+    let refused = pods.create(&PostParams::default(), &pod(json!({"priorityClassName": "nope"}))).await.unwrap_err();
+    assert_eq!(forbidden(refused), "pods \"p-\" is forbidden: no PriorityClass with name nope was found");
+    let refused =
+        pods.create(&PostParams::default(), &pod(json!({"priorityClassName": "hi", "priority": 5}))).await.unwrap_err();
+    assert_eq!(
+        forbidden(refused),
+        "pods \"p-\" is forbidden: the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"
+    );
+    let refused = pods
+        .create(
+            &PostParams::default(),
+            &pod(json!({"priorityClassName": "hi", "preemptionPolicy": "PreemptLowerPriority"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(forbidden(refused).contains("the string value of PreemptionPolicy (PreemptLowerPriority) must not be provided in pod spec; priority admission controller computed Never"));
+    classes.delete("d1", &DeleteParams::default()).await.unwrap();
+    let plain = pods.create(&PostParams::default(), &pod(json!({}))).await.unwrap();
+    assert_eq!(priority(plain), (None, Some(0), Some("PreemptLowerPriority".into())));
+}

@@ -208,6 +208,11 @@ fn max_list(into: &mut ResourceList, from: &ResourceList) {
     }
 }
 
+/// A pod's effective requests, as the scheduler counts them ([`pod_resources`]).
+pub fn pod_requests(pod: &Value) -> ResourceList {
+    pod_resources(pod, "requests")
+}
+
 /// A pod's effective requests or limits (`field`): the containers' sum, at least each init
 /// container's (with the sidecars started before it), plus the pod overhead.
 pub(crate) fn pod_resources(pod: &Value, field: &str) -> ResourceList {

@@ -3,10 +3,12 @@
 //! controller. It talks to its API server only through `kube::Client`, so it runs unchanged
 //! against any Kubernetes API.
 //!
-//! The decisions are pure functions in [`lifecycle`]; this module is the thin async driver.
+//! The decisions are pure functions in [`lifecycle`] and [`scheduler`]; this module is the thin
+//! async driver.
 
 pub mod kubelet;
 pub mod lifecycle;
+pub mod scheduler;
 pub mod script;
 pub mod storage;
 
@@ -24,7 +26,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use lifecycle::NodeView;
+use scheduler::{NodeView, Placed};
 use vkube_controllers::Tasks;
 
 /// Annotation: seconds a pod with restartPolicy Never/OnFailure runs before it completes.
@@ -179,33 +181,59 @@ impl Addresses {
 /// the watch cache still shows as empty.
 #[derive(Debug, Default)]
 struct NodeLoad {
-    by_pod: HashMap<String, String>,
-    counts: HashMap<String, usize>,
+    by_pod: HashMap<String, (String, Placed)>,
+    /// Per node: how many pods, and what they request.
+    nodes: HashMap<String, (usize, vkube_quota::ResourceList)>,
+}
+
+fn add_requests(list: &mut vkube_quota::ResourceList, requests: &vkube_quota::ResourceList, remove: bool) {
+    for (name, q) in requests {
+        let have = list.get(name).copied().unwrap_or(vkube_quota::Quantity::ZERO);
+        list.insert(name.clone(), if remove { have - *q } else { have + *q });
+    }
 }
 
 impl NodeLoad {
-    /// Records where pod `uid` runs (None: nowhere, gone or finished); true when that freed a slot.
-    fn set(&mut self, uid: &str, node: Option<&str>) -> bool {
-        if self.by_pod.get(uid).map(String::as_str) == node {
+    /// Records where pod `uid` runs (None: nowhere, gone or finished); true when that freed room.
+    fn set(&mut self, uid: &str, placed: Option<(&str, Placed)>) -> bool {
+        if let (Some((old, _)), Some((node, _))) = (self.by_pod.get(uid), &placed)
+            && old == node
+        {
             return false;
         }
         let mut freed = false;
-        if let Some(old) = self.by_pod.remove(uid)
-            && let Some(count) = self.counts.get_mut(&old)
+        if let Some((old, pod)) = self.by_pod.remove(uid)
+            && let Some((count, requested)) = self.nodes.get_mut(&old)
         {
             *count = count.saturating_sub(1);
+            add_requests(requested, &pod.requests, true);
             freed = true;
         }
-        if let Some(node) = node {
-            *self.counts.entry(node.to_string()).or_default() += 1;
-            self.by_pod.insert(uid.to_string(), node.to_string());
+        if let Some((node, pod)) = placed {
+            let (count, requested) = self.nodes.entry(node.to_string()).or_default();
+            *count += 1;
+            add_requests(requested, &pod.requests, false);
+            self.by_pod.insert(uid.to_string(), (node.to_string(), pod));
         }
         freed
     }
 
-    fn on(&self, node: &str) -> usize {
-        self.counts.get(node).copied().unwrap_or(0)
+    fn on(&self, node: &str) -> (usize, vkube_quota::ResourceList) {
+        self.nodes.get(node).cloned().unwrap_or_default()
     }
+
+    fn pods_on(&self, node: &str) -> Vec<Placed> {
+        self.by_pod.values().filter(|(n, _)| n == node).map(|(_, p)| p.clone()).collect()
+    }
+}
+
+/// A pod nominated to a node by preemption: it waits there for its victims to go, and pods of
+/// lower priority may not take the room meanwhile.
+#[derive(Clone, Debug)]
+struct Nomination {
+    node: String,
+    pod: Placed,
+    victims: Vec<String>,
 }
 
 struct Shared {
@@ -213,6 +241,8 @@ struct Shared {
     config: SimulatorConfig,
     node_names: Vec<String>,
     load: Mutex<NodeLoad>,
+    /// Preemptors waiting for their victims, by UID.
+    nominated: Mutex<HashMap<String, Nomination>>,
     addresses: Mutex<Addresses>,
     completing: Mutex<HashSet<String>>,
     pods: Store<Pod>,
@@ -225,8 +255,11 @@ impl Shared {
         self.node_names.iter().position(|n| n == name)
     }
 
-    fn node_views(&self) -> Vec<NodeView> {
+    /// The nodes as pod `uid` of priority `priority` finds them: what is bound there, plus the
+    /// pods nominated there that it may not displace (those of at least its priority).
+    fn node_views(&self, uid: &str, priority: i64) -> Vec<NodeView> {
         let load = self.load.lock().unwrap_or_else(|p| p.into_inner());
+        let nominated = self.nominated.lock().unwrap_or_else(|p| p.into_inner());
         self.node_names
             .iter()
             .map(|name| {
@@ -242,14 +275,31 @@ impl Shared {
                     .into_iter()
                     .collect::<BTreeMap<_, _>>(),
                 };
+                let allocatable =
+                    match node.as_ref().and_then(|n| n.status.as_ref()).and_then(|s| s.allocatable.as_ref()) {
+                        Some(allocatable) => {
+                            vkube_quota::resource_list(Some(&serde_json::to_value(allocatable).unwrap_or_default()))
+                        }
+                        None => {
+                            vkube_quota::resource_list(Some(&node_object(&self.config, 0)["status"]["allocatable"]))
+                        }
+                    };
                 let spec = node.as_ref().and_then(|n| n.spec.clone()).unwrap_or_default();
+                let (mut pods, mut requested) = load.on(name);
+                for nomination in nominated.values() {
+                    if nomination.node == *name && nomination.pod.uid != uid && nomination.pod.priority >= priority {
+                        pods += 1;
+                        add_requests(&mut requested, &nomination.pod.requests, false);
+                    }
+                }
                 NodeView {
                     name: name.clone(),
                     labels,
                     taints: spec.taints.iter().flatten().map(|t| serde_json::to_value(t).unwrap_or_default()).collect(),
-                    pods: load.on(name),
-                    capacity: self.config.pods_per_node,
                     schedulable: spec.unschedulable != Some(true),
+                    allocatable,
+                    requested,
+                    pods,
                 }
             })
             .collect()
@@ -261,12 +311,16 @@ impl Shared {
         let active = !deleted && !matches!(phase, "Succeeded" | "Failed");
         let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|_| active);
         let uid = pod.uid().unwrap_or_default();
+        if deleted || node.is_some() {
+            self.nominated.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+        }
         let mut load = self.load.lock().unwrap_or_else(|p| p.into_inner());
         if node.is_none() && load.by_pod.contains_key(&uid) && !deleted && active {
             // Bound by us a moment ago; the watch has not shown the binding yet.
             return false;
         }
-        load.set(&uid, node)
+        let placed = node.map(|node| (node, Placed::of(&serde_json::to_value(pod).unwrap_or_default())));
+        load.set(&uid, placed)
     }
 
     /// Tries again to place pods no node had room for.
@@ -284,6 +338,12 @@ impl Shared {
                         .is_some_and(|c| c.iter().any(|c| c.reason.as_deref() == Some("Unschedulable")))
             })
             .collect();
+        // As kube-scheduler's queue: higher priority first, then the older.
+        let mut waiting = waiting;
+        waiting.sort_by_key(|p| {
+            let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            (std::cmp::Reverse(priority), p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        });
         for pod in waiting {
             self.handle_pod(&pod).await;
         }
@@ -322,6 +382,39 @@ impl Shared {
         });
     }
 
+    /// Carries out a preemption: `preemptor` is nominated to the node (its room held there) and
+    /// each victim gets the `DisruptionTarget` condition, a `Preempted` event and a graceful
+    /// delete, as kube-scheduler does.
+    async fn preempt(&self, preemptor: &Pod, value: &Value, decision: &scheduler::Preemption) {
+        let uid = preemptor.uid().unwrap_or_default();
+        let nomination = Nomination {
+            node: decision.node.clone(),
+            pod: Placed::of(value),
+            victims: decision.victims.iter().map(|v| v.uid.clone()).collect(),
+        };
+        self.nominated.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone(), nomination);
+        let condition = scheduler::disruption_condition(value, &now());
+        for victim in &decision.victims {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &victim.namespace);
+            tracing::info!(namespace = %victim.namespace, name = %victim.name, node = %decision.node, preemptor = %preemptor.name_any(), "preempting");
+            let patch = Patch::Strategic(json!({"status": {"conditions": [condition]}}));
+            if let Err(error) = api.patch_status(&victim.name, &PatchParams::default(), &patch).await {
+                tracing::debug!(name = %victim.name, %error, "could not mark the victim");
+            }
+            if let Ok(target) = serde_json::from_value::<Pod>(json!({"metadata": {
+                "name": victim.name, "namespace": victim.namespace, "uid": victim.uid}}))
+            {
+                let message = format!("Preempted by pod {uid} on node {}", decision.node);
+                self.event(&target, "Preempted", message, "default-scheduler", &decision.node).await;
+            }
+            if let Err(error) = api.delete(&victim.name, &DeleteParams::default()).await
+                && !matches!(&error, kube::Error::Api(s) if s.code == 404)
+            {
+                tracing::warn!(name = %victim.name, %error, "could not delete the victim");
+            }
+        }
+    }
+
     async fn handle_pod(self: &Arc<Self>, pod: &Pod) {
         let namespace = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
@@ -346,44 +439,69 @@ impl Shared {
             if scheduler != "default-scheduler" || self.config.attached {
                 return;
             }
-            let views = self.node_views();
-            match lifecycle::schedule(&value, &views) {
-                Some(target) => {
+            let uid = pod.uid().unwrap_or_default();
+            let views = self.node_views(&uid, scheduler::priority(&value));
+            match scheduler::schedule(&value, &views) {
+                Ok(target) => {
                     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": target.name}});
                     match api
                         .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
                         .await
                     {
                         Ok(_) => {
-                            let uid = pod.uid().unwrap_or_default();
-                            self.load.lock().unwrap_or_else(|p| p.into_inner()).set(&uid, Some(&target.name));
+                            self.load
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .set(&uid, Some((&target.name, Placed::of(&value))));
+                            self.nominated.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
                             let message = format!("Successfully assigned {namespace}/{name} to {}", target.name);
                             self.event(pod, "Scheduled", message, "default-scheduler", &target.name).await;
                         }
                         Err(error) => tracing::debug!(%namespace, %name, %error, "binding failed"),
                     }
                 }
-                None => {
+                Err(mut message) => {
+                    let preemption = {
+                        let load = self.load.lock().unwrap_or_else(|p| p.into_inner());
+                        let waiting = self
+                            .nominated
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&uid)
+                            .is_some_and(|n| n.victims.iter().any(|v| load.by_pod.contains_key(v)));
+                        if waiting {
+                            // Its victims are still going: no second round (kube-scheduler's
+                            // PodEligibleToPreemptOthers).
+                            None
+                        } else {
+                            match scheduler::preempt(&value, &views, &|node| load.pods_on(node)) {
+                                Ok(decision) => Some(decision),
+                                Err(why) => {
+                                    message = format!("{message} {why}");
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    if let Some(decision) = &preemption {
+                        self.preempt(pod, &value, decision).await;
+                    }
                     let already =
                         value.pointer("/status/conditions/0/reason").and_then(Value::as_str) == Some("Unschedulable");
                     if !already {
-                        let status = lifecycle::unschedulable_status(&value, views.len(), &now());
-                        let message =
-                            status.pointer("/conditions/0/message").and_then(Value::as_str).unwrap_or_default();
+                        let mut status = lifecycle::unschedulable_status(&value, &message, &now());
+                        if let Some(decision) = &preemption {
+                            status["nominatedNodeName"] = json!(decision.node);
+                        }
                         // As kube-scheduler: a Warning event, which tools (and the conformance
                         // suite) wait for.
-                        self.event_of_type(
-                            pod,
-                            "Warning",
-                            "FailedScheduling",
-                            message.to_string(),
-                            "default-scheduler",
-                            "",
-                        )
-                        .await;
+                        self.event_of_type(pod, "Warning", "FailedScheduling", message, "default-scheduler", "").await;
                         let _ = api
                             .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": status})))
                             .await;
+                    } else if let Some(decision) = &preemption {
+                        let patch = Patch::Merge(json!({"status": {"nominatedNodeName": decision.node}}));
+                        let _ = api.patch_status(&name, &PatchParams::apply(MANAGER), &patch).await;
                     }
                 }
             }
@@ -537,6 +655,7 @@ pub async fn run(client: Client, config: SimulatorConfig) -> Result<(), Simulato
         node_names,
         addresses: Mutex::new(Addresses::default()),
         load: Mutex::new(NodeLoad::default()),
+        nominated: Mutex::new(HashMap::new()),
         completing: Mutex::new(HashSet::new()),
         pods: pod_reader.clone(),
         nodes: node_reader,
@@ -609,12 +728,15 @@ mod tests {
     #[test]
     fn node_load_counts_bindings_at_once_and_frees_on_finish() {
         let mut load = NodeLoad::default();
-        assert!(!load.set("a", Some("n1")));
-        assert!(!load.set("b", Some("n1")));
-        assert_eq!(load.on("n1"), 2);
-        assert!(!load.set("a", Some("n1")), "the watch confirming a binding changes nothing");
-        assert!(load.set("a", None), "finished or deleted frees the slot");
-        assert_eq!(load.on("n1"), 1);
+        let pod = |cpu: &str| Placed::of(&json!({"spec": {"containers": [{"resources": {"requests": {"cpu": cpu}}}]}}));
+        assert!(!load.set("a", Some(("n1", pod("1")))));
+        assert!(!load.set("b", Some(("n1", pod("500m")))));
+        assert_eq!(load.on("n1").0, 2);
+        assert_eq!(load.on("n1").1["cpu"].to_string(), "1500m");
+        assert!(!load.set("a", Some(("n1", pod("1")))), "the watch confirming a binding changes nothing");
+        assert!(load.set("a", None), "finished or deleted frees the room");
+        assert_eq!(load.on("n1").0, 1);
+        assert_eq!(load.on("n1").1["cpu"].to_string(), "500m");
         assert!(!load.set("never-bound", None));
     }
 

@@ -1,110 +1,10 @@
-//! The simulator's decisions as pure functions on observed objects: where a pod goes, what a
-//! running or finished pod's status looks like, what endpoints a service has.
-
-use std::collections::BTreeMap;
+//! The simulator's decisions as pure functions on observed objects: what a running or finished
+//! pod's status looks like, what endpoints a service has (where a pod goes: [`crate::scheduler`]).
 
 use serde_json::{Value, json};
 
-/// A simulated node as the scheduler sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeView {
-    /// Node name.
-    pub name: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Taints (`{key, value, effect}`).
-    pub taints: Vec<Value>,
-    /// Pods already bound to it.
-    pub pods: usize,
-    /// Pod capacity.
-    pub capacity: usize,
-    /// Ready and schedulable.
-    pub schedulable: bool,
-}
-
 fn str_of<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-/// Whether `toleration` tolerates `taint`.
-fn tolerates(toleration: &Value, taint: &Value) -> bool {
-    let effect = str_of(toleration, "/effect");
-    if !effect.is_empty() && effect != str_of(taint, "/effect") {
-        return false;
-    }
-    let key = str_of(toleration, "/key");
-    match str_of(toleration, "/operator") {
-        "Exists" => key.is_empty() || key == str_of(taint, "/key"),
-        _ => key == str_of(taint, "/key") && str_of(toleration, "/value") == str_of(taint, "/value"),
-    }
-}
-
-fn expression_matches(expression: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let key = str_of(expression, "/key");
-    let values: Vec<&str> =
-        expression.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-    let actual = labels.get(key).map(String::as_str);
-    match str_of(expression, "/operator") {
-        "In" => actual.is_some_and(|a| values.contains(&a)),
-        "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
-        "Exists" => actual.is_some(),
-        "DoesNotExist" => actual.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(a), Some(v)) =
-                (actual.and_then(|a| a.parse::<i64>().ok()), values.first().and_then(|v| v.parse::<i64>().ok()))
-            else {
-                return false;
-            };
-            if str_of(expression, "/operator") == "Gt" { a > v } else { a < v }
-        }
-        _ => false,
-    }
-}
-
-/// Whether `pod` may run on `node`: node selector, required node affinity, taints, capacity.
-pub fn fits(pod: &Value, node: &NodeView) -> bool {
-    if !node.schedulable || node.pods >= node.capacity {
-        return false;
-    }
-    if let Some(selector) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object)
-        && !selector.iter().all(|(k, v)| node.labels.get(k).map(String::as_str) == v.as_str())
-    {
-        return false;
-    }
-    if let Some(terms) = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    {
-        let any_term = terms.iter().any(|term| {
-            term.get("matchExpressions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .all(|e| expression_matches(e, &node.labels))
-                && term.get("matchFields").and_then(Value::as_array).into_iter().flatten().all(|f| {
-                    str_of(f, "/key") != "metadata.name"
-                        || expression_matches(
-                            &json!({"key": "name", "operator": f["operator"], "values": f["values"]}),
-                            &[("name".to_string(), node.name.clone())].into(),
-                        )
-                })
-        });
-        if !any_term {
-            return false;
-        }
-    }
-    let tolerations: Vec<&Value> =
-        pod.pointer("/spec/tolerations").and_then(Value::as_array).into_iter().flatten().collect();
-    node.taints
-        .iter()
-        .filter(|t| matches!(str_of(t, "/effect"), "NoSchedule" | "NoExecute"))
-        .all(|taint| tolerations.iter().any(|t| tolerates(t, taint)))
-}
-
-/// The node for `pod`: among those it fits, the one with the fewest pods (ties by name).
-pub fn schedule<'a>(pod: &Value, nodes: &'a [NodeView]) -> Option<&'a NodeView> {
-    nodes.iter().filter(|n| fits(pod, n)).min_by(|a, b| a.pods.cmp(&b.pods).then_with(|| a.name.cmp(&b.name)))
 }
 
 fn condition(kind: &str, status: &str, now: &str) -> Value {
@@ -265,12 +165,12 @@ pub fn finished_status(pod: &Value, exit_code: i64, now: &str) -> Value {
 }
 
 /// The status of a pod no node can take.
-pub fn unschedulable_status(pod: &Value, nodes: usize, now: &str) -> Value {
+pub fn unschedulable_status(pod: &Value, message: &str, now: &str) -> Value {
     let mut status = pod.get("status").cloned().unwrap_or(json!({"phase": "Pending"}));
     status["phase"] = json!("Pending");
     status["conditions"] = json!([{
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastProbeTime": null, "lastTransitionTime": now,
-        "message": format!("0/{nodes} nodes are available: no node matches the pod's node selector, affinity, tolerations or capacity."),
+        "message": message,
     }]);
     status
 }
@@ -288,17 +188,6 @@ pub fn is_ready(pod: &Value) -> bool {
 mod tests {
     use super::*;
 
-    fn node(name: &str, pods: usize, labels: &[(&str, &str)], taints: Vec<Value>) -> NodeView {
-        NodeView {
-            name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            taints,
-            pods,
-            capacity: 110,
-            schedulable: true,
-        }
-    }
-
     #[test]
     fn sleeping_commands_set_how_long_a_pod_runs() {
         let pod = |command: Value| json!({"spec": {"containers": [{"name": "c", "command": command}]}});
@@ -311,26 +200,6 @@ mod tests {
         assert_eq!(command_run_time(&pod(json!(["sh", "-c", "run-server --port 80; sleep 3"]))), Some(Some(secs(3))));
         assert_eq!(command_run_time(&pod(json!(["sleep", "infinity"]))), Some(None));
         assert_eq!(command_run_time(&pod(json!(["nginx"]))), None);
-    }
-
-    #[test]
-    fn scheduling_honours_selectors_taints_and_load() {
-        let nodes = vec![
-            node("a", 5, &[("zone", "1")], vec![]),
-            node("b", 1, &[("zone", "2")], vec![]),
-            node("c", 0, &[("zone", "2")], vec![json!({"key": "gpu", "value": "yes", "effect": "NoSchedule"})]),
-        ];
-        let plain = json!({"spec": {}});
-        assert_eq!(schedule(&plain, &nodes).unwrap().name, "b", "least loaded untainted node");
-        let zone1 = json!({"spec": {"nodeSelector": {"zone": "1"}}});
-        assert_eq!(schedule(&zone1, &nodes).unwrap().name, "a");
-        let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}});
-        assert_eq!(schedule(&tolerant, &nodes).unwrap().name, "c");
-        let affinity = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["2"]}]}]}}}}});
-        assert_eq!(schedule(&affinity, &nodes).unwrap().name, "a");
-        let impossible = json!({"spec": {"nodeSelector": {"zone": "9"}}});
-        assert!(schedule(&impossible, &nodes).is_none());
     }
 
     #[test]

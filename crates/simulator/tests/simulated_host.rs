@@ -155,3 +155,92 @@ async fn pods_get_scheduled_run_complete_and_get_endpoints() {
     .await;
     simulator.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_fits_requests_and_preempts_lower_priority_pods() {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let (_server, client, _dir) = start().await;
+    let _simulator = tokio::spawn(run(client.clone(), SimulatorConfig { nodes: 1, ..Default::default() }));
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the node", || {
+        let nodes = nodes.clone();
+        async move { nodes.get_opt("sim-node-0").await.ok()?.map(|_| ()) }
+    })
+    .await;
+    // As the conformance suite does: a made-up resource on the node's status.
+    let extended = json!({"status": {"capacity": {"example.com/foo": "5"}, "allocatable": {"example.com/foo": "5"}}});
+    nodes
+        .patch_status("sim-node-0", &kube::api::PatchParams::default(), &kube::api::Patch::Strategic(extended))
+        .await
+        .unwrap();
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    for (name, value) in [("low", 1), ("medium", 100), ("high", 1000)] {
+        let class = json!({"metadata": {"name": name}, "value": value});
+        classes.create(&PostParams::default(), &serde_json::from_value(class).unwrap()).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let asking = |name: &str, class: &str, foo: &str| {
+        let resources = json!({"requests": {"example.com/foo": foo}, "limits": {"example.com/foo": foo}});
+        let mut pod = pod(name, json!({"priorityClassName": class}));
+        pod.spec.as_mut().unwrap().containers[0].resources = Some(serde_json::from_value(resources).unwrap());
+        pod
+    };
+    let phase = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.get_opt(name).await.ok()?.and_then(|p| p.status?.phase) }
+    };
+    pods.create(&PostParams::default(), &asking("low", "low", "2")).await.unwrap();
+    pods.create(&PostParams::default(), &asking("medium", "medium", "2")).await.unwrap();
+    for name in ["low", "medium"] {
+        eventually(name, || async move { (phase(name).await.as_deref() == Some("Running")).then_some(()) }).await;
+    }
+
+    // One more of the lowest priority does not fit (4 of 5 taken) and preempts nobody.
+    pods.create(&PostParams::default(), &asking("another", "low", "2")).await.unwrap();
+    let message = eventually("another unschedulable", || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get("another").await.ok()?;
+            let condition =
+                pod.status?.conditions?.into_iter().find(|c| c.reason.as_deref() == Some("Unschedulable"))?;
+            condition.message
+        }
+    })
+    .await;
+    assert!(message.starts_with("0/1 nodes are available: 1 Insufficient example.com/foo."), "{message}");
+    assert!(pods.get("low").await.unwrap().metadata.deletion_timestamp.is_none(), "no lower priority to preempt");
+
+    // A high-priority pod takes the low one's room: the low one is marked, then deleted.
+    let watched = pods.clone();
+    let marked = tokio::spawn(async move {
+        use futures::StreamExt;
+        let config = kube::runtime::watcher::Config::default().fields("metadata.name=low");
+        let mut events = std::pin::pin!(kube::runtime::watcher(watched, config));
+        let mut marked = false;
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                kube::runtime::watcher::Event::Apply(pod) | kube::runtime::watcher::Event::InitApply(pod) => {
+                    marked |=
+                        pod.status.and_then(|s| s.conditions).into_iter().flatten().any(|c| {
+                            c.type_ == "DisruptionTarget" && c.reason.as_deref() == Some("PreemptionByScheduler")
+                        });
+                }
+                kube::runtime::watcher::Event::Delete(_) => return marked,
+                _ => {}
+            }
+        }
+        marked
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods.create(&PostParams::default(), &asking("preemptor", "high", "2")).await.unwrap();
+    let marked = tokio::time::timeout(Duration::from_secs(10), marked).await.expect("low deleted").unwrap();
+    assert!(marked, "the victim carried DisruptionTarget before it went");
+    eventually("preemptor running", || async move {
+        (phase("preemptor").await.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let preemptor = pods.get("preemptor").await.unwrap();
+    assert_eq!(preemptor.spec.unwrap().priority, Some(1000));
+    assert!(pods.get("medium").await.unwrap().metadata.deletion_timestamp.is_none(), "only the lowest goes");
+    assert_eq!(phase("another").await.as_deref(), Some("Pending"), "the freed room went to the higher priority");
+}

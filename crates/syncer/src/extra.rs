@@ -309,6 +309,10 @@ impl Syncer {
         name: &str,
     ) -> Result<(), kube::Error> {
         let Some(kind) = kind else { return Ok(()) };
+        if kind.id == ClusterKind::PriorityClass && name.starts_with("system-") {
+            // Every cluster has its own system classes; pods keep their names (§4.3).
+            return Ok(());
+        }
         let label = kind.id.kind();
         let context = &self.config.context;
         let host = host_name_cluster(context, name);

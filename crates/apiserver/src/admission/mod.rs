@@ -2,8 +2,8 @@
 //! [`Chain::for_request`] builds the chain of one request; the registry calls it through
 //! [`crate::registry::Admission`]: `mutate` after defaulting, `admit` after validation.
 //!
-//! Mutating: LimitRanger defaults ([`limit_ranger`]); mutating admission webhooks
-//! ([`webhook`]).
+//! Mutating: LimitRanger defaults ([`limit_ranger`]); Priority ([`priority`]); mutating
+//! admission webhooks ([`webhook`]).
 //! Validating: RBAC escalation prevention (`crate::auth::escalation`), for writes of RBAC
 //! objects; LimitRanger's min/max ([`limit_ranger`]); ValidatingAdmissionPolicies ([`policy`]);
 //! validating admission webhooks ([`webhook`]); ResourceQuota ([`quota`]), for writes in a
@@ -12,6 +12,7 @@
 
 pub mod limit_ranger;
 pub mod policy;
+pub mod priority;
 pub mod quota;
 pub mod registration;
 pub mod webhook;
@@ -102,6 +103,7 @@ impl crate::registry::Admission for Chain {
             if old.is_none() {
                 limit_ranger::mutate(&self.state.registry, rt, new).await?;
             }
+            priority::admit(&self.state.registry, rt, old, new).await?;
             let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
             let mut object = new.clone();
             let before = new.clone();
