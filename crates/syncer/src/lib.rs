@@ -344,6 +344,10 @@ struct Syncer {
     service_links: links::LinkIndex,
     /// Whole virtual pods not bound to a node yet (the cache holds them slim).
     unbound: Arc<Mutex<HashMap<(String, String), Pod>>>,
+    /// Host pods deleted since their virtual pod was last reconciled, as they were last seen (by
+    /// virtual namespace and name): their final status (a preemption's `DisruptionTarget`)
+    /// reaches the virtual pod before it goes.
+    gone_host_pods: Arc<Mutex<HashMap<(String, String), Pod>>>,
     /// Every virtual ↔ host pair made, persisted in the virtual cluster's store.
     mappings: Arc<Mappings>,
     /// Data last written to both sides, per host config map or secret name (for bidirectional data).
@@ -1117,7 +1121,8 @@ pub async fn run(
             q.send(Work::Pod(ns, name));
         });
     tasks.push(task);
-    let (q, node_index, m) = (queue.clone(), nodes.clone(), mappings.clone());
+    let gone_host_pods: Arc<Mutex<HashMap<(String, String), Pod>>> = Arc::default();
+    let (q, node_index, m, gone) = (queue.clone(), nodes.clone(), mappings.clone(), gone_host_pods.clone());
     let (host_pods, task) = reflect_modified(
         Api::<Pod>::namespaced(host_client.clone(), &namespace),
         managed.clone(),
@@ -1131,6 +1136,9 @@ pub async fn run(
                 q.send(Work::Node(node));
             }
             if let Some((ns, name)) = virtual_key_of(&m, "Pod", pod) {
+                if deleted {
+                    lock(&gone).insert((ns.clone(), name.clone()), pod.clone());
+                }
                 q.send(Work::Pod(ns, name));
             }
         },
@@ -1483,6 +1491,7 @@ pub async fn run(
         replication,
         service_links,
         unbound,
+        gone_host_pods,
         node_sync,
         last_synced: Mutex::new(HashMap::new()),
         data_versions: Mutex::new(HashMap::new()),

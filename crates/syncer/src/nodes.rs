@@ -2,7 +2,7 @@
 //! host node that runs a synced pod other than a DaemonSet's. With `sync.fromHost.nodes.enabled`
 //! the host nodes themselves are shown (the needed ones, every one, or those matching the
 //! selector labels), following the host; with `syncBackChanges` a tenant's label, taint and
-//! cordon edits go to the host node.
+//! cordon edits, and the resources it advertises in the node's status, go to the host node.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use serde_json::{Value, json};
 use vkube_translate::labels::MANAGED_BY;
-use vkube_translate::nodes::{FAKE_NODE, NodeSettings, back_to_host, fake_addresses, fake_node, real_node};
+use vkube_translate::nodes::{
+    FAKE_NODE, NodeSettings, back_to_host, fake_addresses, fake_node, real_node, status_back_to_host,
+};
 
 use crate::{MANAGER, Syncer, cached, controlled, forcing_patch, ignore_not_found, lock, to_value};
 
@@ -105,11 +107,18 @@ impl Syncer {
                     && let Some(current) = &current_value
                 {
                     let written = lock(&sync.written).get(name).cloned();
-                    if let Some(patch) = written.and_then(|w| back_to_host(&w, current, &host_value)) {
+                    let main = written.as_ref().and_then(|w| back_to_host(w, current, &host_value));
+                    let status = written.as_ref().and_then(|w| status_back_to_host(w, current));
+                    if main.is_some() || status.is_some() {
                         // The host node's watch event brings the result back here.
                         tracing::info!(node = %name, "copying the tenant's node edit to the host");
                         let host_api: Api<Node> = Api::all(self.host_client.clone());
-                        host_api.patch(name, &PatchParams::default(), &Patch::Merge(patch.clone())).await?;
+                        if let Some(patch) = main {
+                            host_api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+                        }
+                        if let Some(patch) = status {
+                            host_api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+                        }
                         lock(&sync.written).insert(name.to_string(), current.clone());
                         return Ok(());
                     }

@@ -63,6 +63,7 @@ impl Syncer {
         let host_api: Api<Pod> = self.host_api();
         match (virtual_pod, host_pod_now) {
             (None, None) => {
+                lock(&self.gone_host_pods).remove(&(namespace.to_string(), name.to_string()));
                 self.forget("Pod", namespace, name);
                 Ok(())
             }
@@ -76,6 +77,11 @@ impl Syncer {
             (Some(virtual_pod), None) => {
                 let ran_before = virtual_pod.status.as_ref().and_then(|s| s.start_time.as_ref()).is_some();
                 if ran_before || virtual_pod.metadata.deletion_timestamp.is_some() {
+                    let last = lock(&self.gone_host_pods).remove(&(namespace.to_string(), name.to_string()));
+                    if let Some(last) = last.filter(|h| h.annotations().get(OBJECT_UID) == virtual_pod.uid().as_ref()) {
+                        // What the host said last (why it went) stays on the virtual pod.
+                        self.bring_status_back(&virtual_api, &virtual_pod, &last).await?;
+                    }
                     tracing::info!(%namespace, %name, "host pod is gone; deleting virtual pod");
                     let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
                     ignore_not_found(virtual_api.delete(name, &params).await)?;
@@ -179,6 +185,14 @@ impl Syncer {
                     return Ok(());
                 }
                 self.bring_status_back(&virtual_api, &virtual_pod, &host_pod).await?;
+                if host_pod.metadata.deletion_timestamp.is_some() {
+                    // Deleted on the host (preempted, evicted, drained): the virtual pod
+                    // terminates with it, with the same grace period, as the reference does.
+                    tracing::info!(%namespace, %name, "host pod is being deleted; deleting virtual pod");
+                    let grace = host_pod.metadata.deletion_grace_period_seconds.map(|g| g.max(0) as u32);
+                    let params = DeleteParams { grace_period_seconds: grace, ..DeleteParams::default() };
+                    return ignore_not_found(virtual_api.delete(name, &params).await);
+                }
                 self.project_namespace_labels(&host_api, namespace, &host_pod).await?;
                 self.sync_metadata("Pod", &virtual_api, virtual_pod.as_ref(), host_pod.as_ref(), POD_METADATA).await?;
                 self.forward_spec(&host_api, &virtual_pod, &host_pod).await?;

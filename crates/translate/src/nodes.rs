@@ -306,6 +306,43 @@ pub fn back_to_host(written: &Value, now: &Value, host: &Value) -> Option<Value>
     (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
+/// Whether `name` is an extended resource (`example.com/foo`): one a cluster's users advertise,
+/// not one the kubelet measures (`cpu`, `memory`, `hugepages-2Mi`, `kubernetes.io/...`).
+pub fn is_extended_resource(name: &str) -> bool {
+    name.contains('/') && !name.starts_with("kubernetes.io/") && !name.starts_with("requests.")
+}
+
+/// The status part of a tenant's node edit that goes back with `syncBackChanges`: the extended
+/// resources a tenant added, changed or removed in `capacity` and `allocatable` (device plugins'
+/// and the conformance suite's way to advertise them), as a merge patch of the host node's
+/// status; None when none changed. What the kubelet measures (cpu, memory, pods ...) stays the
+/// host's.
+pub fn status_back_to_host(written: &Value, now: &Value) -> Option<Value> {
+    let mut status = Map::new();
+    for field in ["capacity", "allocatable"] {
+        let pointer = format!("/status/{field}");
+        let list = |v: &Value| {
+            let mut list = v.pointer(&pointer).and_then(Value::as_object).cloned().unwrap_or_default();
+            list.retain(|name, _| is_extended_resource(name));
+            list
+        };
+        let (before, after) = (list(written), list(now));
+        let mut changes = Map::new();
+        for (name, quantity) in &after {
+            if before.get(name) != Some(quantity) {
+                changes.insert(name.clone(), quantity.clone());
+            }
+        }
+        for name in before.keys().filter(|name| !after.contains_key(*name)) {
+            changes.insert(name.clone(), Value::Null);
+        }
+        if !changes.is_empty() {
+            status.insert(field.into(), Value::Object(changes));
+        }
+    }
+    (!status.is_empty()).then(|| json!({"status": status}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +443,18 @@ mod tests {
             "host-only taints (hidden from the tenant) stay"
         );
         assert_eq!(patch["spec"]["unschedulable"], true);
+    }
+
+    #[test]
+    fn resources_a_tenant_advertises_go_back_to_the_host() {
+        let written =
+            json!({"status": {"capacity": {"cpu": "8", "example.com/gone": "1"}, "allocatable": {"cpu": "8"}}});
+        assert_eq!(status_back_to_host(&written, &written), None);
+        let now = json!({"status": {"capacity": {"cpu": "16", "example.com/foo": "5"}, "allocatable": {"cpu": "8", "example.com/foo": "5"}}});
+        assert_eq!(
+            status_back_to_host(&written, &now).unwrap(),
+            json!({"status": {"capacity": {"example.com/foo": "5", "example.com/gone": null}, "allocatable": {"example.com/foo": "5"}}}),
+            "the cpu the kubelet measures stays the host's"
+        );
     }
 }

@@ -534,9 +534,11 @@ pub fn host_pod(
             PriorityMode::Cleared => {
                 map.remove("priorityClassName");
                 map.remove("priority");
+                map.remove("preemptionPolicy");
             }
             PriorityMode::Translated => {
                 map.remove("priority");
+                map.remove("preemptionPolicy");
                 let class = map.get("priorityClassName").and_then(Value::as_str).unwrap_or_default().to_string();
                 if !class.is_empty() && !matches!(class.as_str(), "system-node-critical" | "system-cluster-critical") {
                     map.insert("priorityClassName".into(), json!(crate::names::host_name_cluster(context, &class)));
@@ -548,6 +550,7 @@ pub fn host_pod(
         if !has_class && !settings.default_priority_class.is_empty() {
             map.insert("priorityClassName".into(), json!(settings.default_priority_class));
             map.remove("priority");
+            map.remove("preemptionPolicy");
         }
         if !settings.runtime_class.is_empty() {
             map.insert("runtimeClassName".into(), json!(settings.runtime_class));
@@ -867,15 +870,17 @@ mod tests {
         let mut prioritized = fixture();
         prioritized["spec"]["priorityClassName"] = json!("high");
         prioritized["spec"]["priority"] = json!(1000);
-        for (mode, class, priority) in [
-            (PriorityMode::Cleared, None, None),
-            (PriorityMode::Kept, Some("high"), Some(1000)),
-            (PriorityMode::Translated, Some("vcluster-high-x-vcluster-my-vc-x-my-vc"), None),
+        prioritized["spec"]["preemptionPolicy"] = json!("Never");
+        for (mode, class, priority, policy) in [
+            (PriorityMode::Cleared, None, None, None),
+            (PriorityMode::Kept, Some("high"), Some(1000), Some("Never")),
+            (PriorityMode::Translated, Some("vcluster-high-x-vcluster-my-vc-x-my-vc"), None, None),
         ] {
             let with_mode = PodSettings { priority: mode, ..settings.clone() };
             let host = host_pod(&vc(), &prioritized, &BTreeMap::new(), &with_mode, &PodEnvironment::default());
             assert_eq!(host["spec"]["priorityClassName"].as_str(), class, "{mode:?}");
             assert_eq!(host["spec"]["priority"].as_i64(), priority, "{mode:?}");
+            assert_eq!(host["spec"]["preemptionPolicy"].as_str(), policy, "{mode:?}: the host's admission decides");
         }
         let synced_accounts = PodSettings { service_accounts: true, ..settings.clone() };
         let own = host_pod(&vc(), &fixture(), &ns_labels, &synced_accounts, &PodEnvironment::default());

@@ -413,3 +413,59 @@ spec:
     });
 }
 }
+
+on_both_hosts! {
+/// §4.9 `syncBackChanges` and §3.13 priority classes to the host, as the conformance suite's
+/// preemption tests use them: a resource the tenant advertises on a node's status reaches the
+/// host node; the host's scheduler preempts the tenant's low-priority pod for its high-priority
+/// one; the virtual victim shows `DisruptionTarget` and terminates while its finalizer holds it.
+fn the_hosts_scheduler_preempts_by_the_tenants_priorities(kind: HostKind) {
+    let config = "sync:\n  toHost:\n    priorityClasses: {enabled: true}\n  fromHost:\n    nodes: {enabled: true, syncBackChanges: true, selector: {all: true}}\n";
+    let cluster = VirtualCluster::start(kind, Some(config));
+    let (k, host) = (&cluster.k, &cluster.host);
+    common::wait_until(std::time::Duration::from_secs(60), "a virtual node", || {
+        !k.ok(&["get", "nodes", "-o", "name"]).trim().is_empty()
+    });
+    let node = k.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let resource = r#"{"status": {"capacity": {"example.com/foo": "1"}, "allocatable": {"example.com/foo": "1"}}}"#;
+    k.ok(&["patch", "node", &node, "--subresource=status", "-p", resource]);
+    common::wait_until(std::time::Duration::from_secs(30), "the resource on the host node", || {
+        host.ok(&["get", "node", &node, "-o", r"jsonpath={.status.allocatable.example\.com/foo}"]) == "1"
+    });
+    let classes = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 1\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n";
+    let created = k.output_with_stdin(&["create", "-f", "-"], classes);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let pod = |name: &str, class: &str, finalizer: bool| {
+        let finalizers = if finalizer { r#""finalizers": ["example.com/hold"],"# } else { "" };
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", {finalizers} "labels": {{"app": "p"}}}},
+              "spec": {{"priorityClassName": "{class}", "nodeSelector": {{"kubernetes.io/hostname": "{hostname}"}},
+              "containers": [{{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                "resources": {{"requests": {{"example.com/foo": "1"}}, "limits": {{"example.com/foo": "1"}}}}}}]}}}}"#,
+            hostname = k.ok(&["get", "node", &node, "-o", r"jsonpath={.metadata.labels.kubernetes\.io/hostname}"]),
+        )
+    };
+    let created = k.output_with_stdin(&["create", "-f", "-"], &pod("victim", "low", true));
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    k.ok(&["wait", "--for=condition=Ready", "pod/victim", "--timeout=60s"]);
+    assert_eq!(k.ok(&["get", "pod", "victim", "-o", "jsonpath={.spec.priority}"]), "1");
+    let created = k.output_with_stdin(&["create", "-f", "-"], &pod("preemptor", "high", false));
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    common::wait_until(std::time::Duration::from_secs(60), "the victim terminating", || {
+        !k.ok(&["get", "pod", "victim", "-o", "jsonpath={.metadata.deletionTimestamp}"]).is_empty()
+    });
+    let reason = k.ok(&["get", "pod", "victim", "-o", r#"jsonpath={.status.conditions[?(@.type=="DisruptionTarget")].reason}"#]);
+    assert_eq!(reason, "PreemptionByScheduler");
+    k.ok(&["wait", "--for=condition=Ready", "pod/preemptor", "--timeout=60s"]);
+    assert_eq!(k.ok(&["get", "pod", "preemptor", "-o", "jsonpath={.spec.nodeName}"]), node);
+    k.ok(&["patch", "pod", "victim", "--type=json", "-p", r#"[{"op": "remove", "path": "/metadata/finalizers"}]"#]);
+    k.ok(&["wait", "--for=delete", "pod/victim", "--timeout=30s"]);
+    // The tenant takes the resource back: the host node no longer has it.
+    k.ok(&["patch", "node", &node, "--subresource=status", "--type=json", "-p",
+        r#"[{"op": "remove", "path": "/status/capacity/example.com~1foo"}, {"op": "remove", "path": "/status/allocatable/example.com~1foo"}]"#]);
+    common::wait_until(std::time::Duration::from_secs(30), "the resource gone from the host node", || {
+        host.ok(&["get", "node", &node, "-o", r"jsonpath={.status.capacity.example\.com/foo}"]).is_empty()
+    });
+    assert!(cluster.stop().success());
+}
+}
