@@ -916,6 +916,15 @@ impl Registry {
         }
     }
 
+    /// What mutating admission returned, decoded as upstream decodes a webhook's patched
+    /// object: fields the schema does not know are dropped (silently), the rest defaulted (a
+    /// webhook's container gets its defaults).
+    fn after_mutation(&self, rt: &ResourceType, object: &mut Value) {
+        let snapshot = self.catalog.snapshot();
+        self.openapi.prune_unknown_fields(&snapshot, rt, object);
+        strategy::default_object(rt, object);
+    }
+
     fn validate(&self, rt: &ResourceType, object: &Value) -> ApiResult<()> {
         let mut causes = Vec::new();
         let rule =
@@ -1018,9 +1027,7 @@ impl Registry {
         }
         if let Some(admission) = &options.admission.0 {
             admission.mutate(rt, None, &mut object).await?;
-            // What mutating admission added is defaulted too (a webhook's container gets its
-            // defaults, as upstream decodes a webhook's patched object with defaulting).
-            strategy::default_object(rt, &mut object);
+            self.after_mutation(rt, &mut object);
         }
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut object);
@@ -1499,7 +1506,7 @@ impl Registry {
         strategy::default_object(rt, &mut new);
         if let Some(admission) = &options.admission.0 {
             admission.mutate(rt, Some(&current), &mut new).await?;
-            strategy::default_object(rt, &mut new);
+            self.after_mutation(rt, &mut new);
         }
         if rt.kind == "CustomResourceDefinition" {
             crate::crd::prepare(&mut new);
