@@ -66,6 +66,9 @@ pub struct CustomInfo {
     pub storage_version: String,
     /// The CRD is being deleted: its objects can be read and deleted, not created.
     pub terminating: bool,
+    /// `spec.conversion.webhook` when the strategy is `Webhook`: objects at another version
+    /// are converted by it.
+    pub conversion_webhook: Option<Value>,
 }
 
 /// One servable resource type.
@@ -630,6 +633,7 @@ mod tests {
             crd_name: "widgets.example.com".into(),
             storage_version: "v1".into(),
             terminating: false,
+            conversion_webhook: None,
         });
         catalog.set_custom(vec![widget.clone()]);
         let snapshot = catalog.snapshot();

@@ -239,6 +239,9 @@ pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
                 crd_name: text("/metadata/name"),
                 storage_version: storage_version.clone(),
                 terminating,
+                conversion_webhook: (text("/spec/conversion/strategy") == "Webhook")
+                    .then(|| crd.pointer("/spec/conversion/webhook").cloned())
+                    .flatten(),
             }),
             storage: None,
         });

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cel;
 pub mod conversion;
+pub mod conversion_webhook;
 pub mod crd;
 pub mod discovery;
 pub mod error;

@@ -196,6 +196,8 @@ pub struct Registry {
     pub service_addresses: Option<Arc<dyn ServiceAddresses>>,
     /// One refresh of the custom types at a time, so an older list never replaces a newer one.
     refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// Calls the conversion webhooks of custom resources (set once the server runs).
+    converter: Arc<std::sync::OnceLock<Arc<dyn crate::conversion_webhook::Converter>>>,
 }
 
 /// Forgets a finalization when it ends (or its task is dropped).
@@ -366,7 +368,71 @@ impl Registry {
             cleanup: None,
             service_addresses: None,
             refreshing: Arc::default(),
+            converter: Arc::default(),
         }
+    }
+
+    /// Who converts custom resources whose CRD names a conversion webhook.
+    pub fn set_converter(&self, converter: Arc<dyn crate::conversion_webhook::Converter>) {
+        let _ = self.converter.set(converter);
+    }
+
+    /// Brings `objects` (decoded for `rt`) to `rt`'s version: those of a CRD with a conversion
+    /// webhook that are stored at another version go to the webhook, in one review; the answer
+    /// is pruned and defaulted with `rt`'s schema. Others are already there.
+    pub async fn to_served(&self, rt: &ResourceType, objects: &mut [Value]) -> ApiResult<()> {
+        let Some(webhook) = rt.custom.as_ref().and_then(|c| c.conversion_webhook.as_ref()) else { return Ok(()) };
+        let desired = rt.api_version();
+        let indices: Vec<usize> =
+            (0..objects.len()).filter(|&i| objects[i]["apiVersion"].as_str() != Some(desired.as_str())).collect();
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let sent: Vec<Value> = indices.iter().map(|&i| objects[i].clone()).collect();
+        let converted = self.convert(rt, webhook, &desired, sent).await?;
+        let snapshot = self.catalog.snapshot();
+        for (i, mut object) in indices.into_iter().zip(converted) {
+            // The resource version is the stored object's (the webhook may not change it).
+            self.openapi.prune_unknown_fields(&snapshot, rt, &mut object);
+            if let Some(schema) = rt.custom.as_ref().and_then(|c| c.schema.as_ref()) {
+                crate::crd::apply_defaults(&mut object, schema);
+            }
+            objects[i] = object;
+        }
+        Ok(())
+    }
+
+    /// `object`, written at `rt`'s version, at the version its CRD stores (through the
+    /// conversion webhook when they differ), pruned with the storage version's schema.
+    async fn to_storage(&self, rt: &ResourceType, object: &Value) -> ApiResult<Value> {
+        let Some(custom) = rt.custom.as_ref() else { return Ok(object.clone()) };
+        let Some(webhook) = custom.conversion_webhook.as_ref().filter(|_| custom.storage_version != rt.version) else {
+            return Ok(object.clone());
+        };
+        let desired = format!("{}/{}", rt.group, custom.storage_version);
+        let mut converted = self.convert(rt, webhook, &desired, vec![object.clone()]).await?;
+        let mut stored = converted.pop().unwrap_or_default();
+        let snapshot = self.catalog.snapshot();
+        if let Some(storage) = snapshot.get(&rt.group, &custom.storage_version, &rt.plural) {
+            self.openapi.prune_unknown_fields(&snapshot, &storage, &mut stored);
+        }
+        Ok(stored)
+    }
+
+    /// One review to the webhook; a failure reads as upstream's (`conversion webhook for
+    /// stable.example.com/v1, Kind=Target failed: ...`, naming the version converted from).
+    async fn convert(
+        &self,
+        rt: &ResourceType,
+        webhook: &Value,
+        desired: &str,
+        sent: Vec<Value>,
+    ) -> ApiResult<Vec<Value>> {
+        let from = sent.first().and_then(|o| o["apiVersion"].as_str()).unwrap_or_default().to_string();
+        let failed =
+            |why: String| ApiError::Internal(format!("conversion webhook for {from}, Kind={} failed: {why}", rt.kind));
+        let Some(converter) = self.converter.get() else { return Err(failed("no conversion webhook client".into())) };
+        converter.convert(webhook, desired, sent).await.map_err(failed)
     }
 
     /// Starts the background work: namespace and CRD finalization and custom resource registration.
@@ -456,7 +522,12 @@ impl Registry {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         }
-        object["apiVersion"] = json!(rt.api_version());
+        let converted_later = rt.custom.as_ref().is_some_and(|c| c.conversion_webhook.is_some())
+            && object["apiVersion"].as_str().is_some_and(|v| !v.is_empty());
+        if !converted_later {
+            // A webhook's CRD keeps the stored version for `to_served` to convert from.
+            object["apiVersion"] = json!(rt.api_version());
+        }
         object["kind"] = json!(rt.kind);
         Ok(object)
     }
@@ -496,7 +567,11 @@ impl Registry {
         name: &str,
     ) -> ApiResult<(Value, u64)> {
         match self.store.get(&rt.key(namespace, name)).await? {
-            Some(kv) => Ok((self.decode(rt, &kv)?, kv.mod_revision)),
+            Some(kv) => {
+                let mut object = self.decode(rt, &kv)?;
+                self.to_served(rt, std::slice::from_mut(&mut object)).await?;
+                Ok((object, kv.mod_revision))
+            }
             None => Err(ApiError::not_found(&rt.group, &rt.plural, name)),
         }
     }
@@ -535,10 +610,11 @@ impl Registry {
     /// Lists objects, returning the list object (`kind: XList`).
     pub async fn list(&self, rt: &ResourceType, namespace: Option<&str>, params: &ListParams) -> ApiResult<Value> {
         let page = self.collect(rt, namespace, params).await?;
-        let items = match page.objects {
+        let mut items = match page.objects {
             Some(objects) => objects,
             None => page.kvs.iter().map(|kv| self.decode(rt, kv)).collect::<ApiResult<Vec<_>>>()?,
         };
+        self.to_served(rt, &mut items).await?;
         Ok(json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": page.metadata, "items": items}))
     }
 
@@ -551,7 +627,8 @@ impl Registry {
         namespace: Option<&str>,
         params: &ListParams,
     ) -> ApiResult<Vec<u8>> {
-        if rt.group == "events.k8s.io" {
+        let converted = rt.custom.as_ref().is_some_and(|c| c.conversion_webhook.is_some());
+        if rt.group == "events.k8s.io" || converted {
             return serde_json::to_vec(&self.list(rt, namespace, params).await?)
                 .map_err(|e| ApiError::Internal(e.to_string()));
         }
@@ -885,6 +962,7 @@ impl Registry {
         // does not know is dropped too (silently, as upstream's conversion does).
         if let Some(custom) = &rt.custom
             && custom.storage_version != rt.version
+            && custom.conversion_webhook.is_none()
             && let Some(storage) = snapshot.get(&rt.group, &custom.storage_version, &rt.plural)
         {
             self.openapi.prune_unknown_fields(&snapshot, &storage, object);
@@ -1090,7 +1168,7 @@ impl Registry {
             if options.dry_run {
                 return Ok(candidate);
             }
-            let created = self.store.create(&key, self.encode(rt, &candidate)?).await;
+            let created = self.store.create(&key, self.encode(rt, &self.to_storage(rt, &candidate).await?)?).await;
             if created.is_err()
                 && let Some(allocation) = allocated
                 && allocation.release.is_some()
@@ -1100,7 +1178,8 @@ impl Registry {
             }
             match created {
                 Ok(kv) => {
-                    let stored = self.decode(rt, &kv)?;
+                    let mut stored = self.decode(rt, &kv)?;
+                    self.to_served(rt, std::slice::from_mut(&mut stored)).await?;
                     self.after_write(rt, &stored).await;
                     return Ok(stored);
                 }
@@ -1598,9 +1677,10 @@ impl Registry {
                 return Ok(gone);
             }
         }
-        match self.store.update(&key, self.encode(rt, &new)?, revision).await {
+        match self.store.update(&key, self.encode(rt, &self.to_storage(rt, &new).await?)?, revision).await {
             Ok(kv) => {
-                let stored = self.decode(rt, &kv)?;
+                let mut stored = self.decode(rt, &kv)?;
+                self.to_served(rt, std::slice::from_mut(&mut stored)).await?;
                 self.after_write(rt, &stored).await;
                 Ok(stored)
             }
@@ -1722,9 +1802,11 @@ impl Registry {
                 if options.dry_run {
                     return Ok(Deleted::Pending(updated));
                 }
-                match self.store.update(&rt.key(namespace, name), self.encode(rt, &updated)?, revision).await {
+                let to_store = self.to_storage(rt, &updated).await?;
+                match self.store.update(&rt.key(namespace, name), self.encode(rt, &to_store)?, revision).await {
                     Ok(kv) => {
-                        let stored = self.decode(rt, &kv)?;
+                        let mut stored = self.decode(rt, &kv)?;
+                        self.to_served(rt, std::slice::from_mut(&mut stored)).await?;
                         if is_definition {
                             self.after_write(rt, &stored).await;
                         }
@@ -2068,12 +2150,15 @@ impl Registry {
         let mut initial_events = Vec::new();
         let start = if initial {
             let list = self.store.list(ListOptions { prefix: prefix.clone(), ..Default::default() }).await?;
+            let mut objects = Vec::new();
             for kv in &list.items {
                 let object = self.decode(&rt, kv)?;
                 if self.matches(&rt, &params, &object) {
-                    initial_events.push(WatchItem::Object("ADDED", object));
+                    objects.push(object);
                 }
             }
+            self.to_served(&rt, &mut objects).await?;
+            initial_events.extend(objects.into_iter().map(|o| WatchItem::Object("ADDED", o)));
             list.revision
         } else {
             // Upstream's watch answers a malformed version with an unclassified 500.
@@ -2139,7 +2224,14 @@ impl Registry {
                             Err(_) => return,
                         };
                         for event in batch {
-                            let Some(item) = registry.watch_item(&rt, &params, &event) else { continue };
+                            let Some(mut item) = registry.watch_item(&rt, &params, &event) else { continue };
+                            if let WatchItem::Object(_, object) = &mut item
+                                && let Err(error) = registry.to_served(&rt, std::slice::from_mut(object)).await
+                            {
+                                // As upstream: the watch ends with the error.
+                                let _ = sender.send(WatchItem::Error(error.status())).await;
+                                return;
+                            }
                             if sender.send(item).await.is_err() {
                                 return;
                             }

@@ -241,6 +241,7 @@ pub async fn start_with(config: ServerConfig, hooks: Hooks) -> Result<RunningSer
         metrics: hooks.metrics,
         ready_checks: hooks.ready_checks,
     });
+    state.registry.set_converter(Arc::new(crate::conversion_webhook::WebhookConverter::new(&state)));
     let acceptor = match &pki {
         Some(pki) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()?))),
         None => None,

@@ -33,6 +33,11 @@ fn b64(text: &str) -> String {
 }
 
 fn server(cert: &str, key: &str) -> String {
+    server_running(cert, key, "webhook")
+}
+
+/// The webhook server's namespace, secret, deployment (`agnhost <subcommand>`) and service.
+fn server_running(cert: &str, key: &str, subcommand: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -55,7 +60,7 @@ spec:
       containers:
       - name: webhook
         image: registry.k8s.io/e2e-test-images/agnhost:2.53
-        args: [webhook, --tls-cert-file=/certs/tls.crt, --tls-private-key-file=/certs/tls.key, --port=8444]
+        args: [{subcommand}, --tls-cert-file=/certs/tls.crt, --tls-private-key-file=/certs/tls.key, --port=8444]
         ports: [{{containerPort: 8444}}]
         volumeMounts: [{{name: certs, mountPath: /certs, readOnly: true}}]
       volumes: [{{name: certs, secret: {{secretName: serving}}}}]
@@ -68,7 +73,7 @@ spec:
   ports: [{{port: 8443, targetPort: 8444}}]
 "#,
         cert = b64(cert),
-        key = b64(key)
+        key = b64(key),
     )
 }
 
@@ -208,4 +213,98 @@ fn wait_until_some<T>(mut attempt: impl FnMut() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for the webhook to refuse");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A CRD whose two versions differ in shape (v1 `hostPort: "host:port"`, v2 `host` and `port`)
+/// with `conversion.strategy: Webhook` naming the webhook service; `storage` is the version
+/// objects are stored at.
+fn converted_crd(ca: &str, storage: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: targets.stable.example.com}}
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names: {{plural: targets, singular: target, kind: Target}}
+  conversion:
+    strategy: Webhook
+    webhook:
+      conversionReviewVersions: [v1, v1beta1]
+      clientConfig:
+        service: {{namespace: webhooks, name: e2e-test-webhook, path: /crdconvert, port: 8443}}
+        caBundle: {ca}
+  versions:
+  - name: v1
+    served: true
+    storage: {v1}
+    schema: {{openAPIV3Schema: {{type: object, properties: {{hostPort: {{type: string}}}}}}}}
+  - name: v2
+    served: true
+    storage: {v2}
+    schema: {{openAPIV3Schema: {{type: object, properties: {{host: {{type: string}}, port: {{type: string}}}}}}}}
+"#,
+        ca = b64(ca),
+        v1 = storage == "v1",
+        v2 = storage == "v2",
+    )
+}
+
+on_both_hosts! {
+/// Conversion webhooks (the conformance suite's `agnhost crd-conversion-webhook`): an object
+/// written at one version is read, listed and watched at the other as the webhook converts it;
+/// writes at a version other than the storage version are stored converted; a failing
+/// conversion is an error naming the webhook's reason.
+fn conversion_webhooks_convert_custom_resources_between_versions(kind: HostKind) {
+    let cluster = VirtualCluster::start(kind, None);
+    let k = &cluster.k;
+    let (ca, cert, key) = certificates();
+    let applied = k.output_with_stdin(&["apply", "-f", "-"], &server_running(&cert, &key, "crd-conversion-webhook"));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    wait_until(Duration::from_secs(60), "the webhook's endpoints", || {
+        !k.ok(&["get", "endpoints", "-n", "webhooks", "e2e-test-webhook", "-o", "jsonpath={.subsets[*].addresses[*].ip}"]).is_empty()
+    });
+    let applied = k.output_with_stdin(&["apply", "-f", "-"], &converted_crd(&ca, "v1"));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    k.ok(&["wait", "--for=condition=Established", "crd/targets.stable.example.com", "--timeout=30s"]);
+    let create = |version: &str, name: &str, fields: &str| {
+        let object = format!("{{\"apiVersion\": \"stable.example.com/{version}\", \"kind\": \"Target\", \"metadata\": {{\"name\": \"{name}\"}}, {fields}}}");
+        k.output_with_stdin(&["create", "-f", "-"], &object)
+    };
+    let read = |version: &str, name: &str| -> serde_json::Value {
+        serde_json::from_str(&k.ok(&["get", &format!("targets.{version}.stable.example.com"), name, "-o", "json"])).unwrap()
+    };
+    let created = create("v1", "t1", r#""hostPort": "localhost:8080""#);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let v2 = read("v2", "t1");
+    assert_eq!(v2["apiVersion"], "stable.example.com/v2");
+    assert_eq!((v2["host"].as_str(), v2["port"].as_str()), (Some("localhost"), Some("8080")));
+    assert!(v2.get("hostPort").is_none(), "{v2}");
+
+    // Written at v2, stored at v1: read back at v1 in v1's shape.
+    let created = create("v2", "t2", r#""host": "example.org", "port": "443""#);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert_eq!(read("v1", "t2")["hostPort"], "example.org:443");
+
+    // The storage version moves to v2; a v1 write is stored at v2. Lists at either version
+    // hold every object, each converted as needed.
+    let applied = k.output_with_stdin(&["apply", "-f", "-"], &converted_crd(&ca, "v2"));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    wait_until(Duration::from_secs(10), "a v1 write after the storage change", || {
+        create("v1", "t3", r#""hostPort": "b:2""#).status.success()
+    });
+    let host_ports = k.ok(&["get", "targets.v1.stable.example.com", "-o", "jsonpath={.items[*].hostPort}"]);
+    assert_eq!(host_ports, "localhost:8080 example.org:443 b:2");
+    let hosts = k.ok(&["get", "targets.v2.stable.example.com", "-o", "jsonpath={.items[*].host} {.items[*].port}"]);
+    assert_eq!(hosts, "localhost example.org b 8080 443 2");
+    let watched = k.output(&["get", "targets.v2.stable.example.com", "--watch", "--request-timeout=3s", "-o", "jsonpath={.host}:{.port} "]);
+    assert_eq!(String::from_utf8_lossy(&watched.stdout).trim(), "localhost:8080 example.org:443 b:2", "a watch sees converted objects");
+
+    // The webhook refuses what it cannot convert: the write fails with its reason, nothing stored.
+    let refused = create("v1", "bad", r#""hostPort": "nocolon""#);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("conversion webhook for stable.example.com/v1, Kind=Target failed: invalid hostPort value `nocolon`"), "{said}");
+    assert!(k.fails(&["get", "targets.v1.stable.example.com", "bad"]).contains("not found"));
+}
 }

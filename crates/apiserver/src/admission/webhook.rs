@@ -165,7 +165,7 @@ fn review(call: &Call, object: Option<&Value>, uid: &str, version: &str) -> Valu
 
 /// Why a webhook could not be called (upstream's ErrCallingWebhook).
 #[derive(Debug)]
-struct CallFailed(String);
+pub(crate) struct CallFailed(pub(crate) String);
 
 /// Whether the match conditions hold; an error counts as a failure to call.
 fn conditions_hold(hook: &Value, call: &Call, object: Option<&Value>, request: &Value) -> Result<bool, CallFailed> {
@@ -205,7 +205,12 @@ fn target(config: &Value) -> (String, String) {
 }
 
 /// Posts `body` to the webhook; its answer.
-async fn post(state: &AppState, config: &Value, body: Vec<u8>, timeout: Duration) -> Result<Value, CallFailed> {
+pub(crate) async fn post(
+    state: &AppState,
+    config: &Value,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Value, CallFailed> {
     let (url, service_host) = target(config);
     let seconds = timeout.as_secs().max(1);
     let location = format!("{url}?timeout={seconds}s");

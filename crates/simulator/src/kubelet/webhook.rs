@@ -4,7 +4,10 @@
 //! from the secret or config map volume mounted there), answering AdmissionReviews (v1 and
 //! v1beta1) as agnhost's handlers do: `/always-deny`, `/always-allow-delay-5s`, `/add-label`,
 //! `/pods`, `/pods/attach`, `/mutating-pods`, `/mutating-pods-sidecar`, `/configmaps`,
-//! `/mutating-configmaps`, `/custom-resource`, `/mutating-custom-resource`, `/crd`, `/readyz`.
+//! `/mutating-configmaps`, `/custom-resource`, `/mutating-custom-resource`, `/crd`, `/readyz`;
+//! and `agnhost crd-conversion-webhook` (the conversion webhook of the same suite): `/crdconvert`
+//! answers ConversionReviews with agnhost's example converter (`stable.example.com` v1
+//! `hostPort: "host:port"` <-> v2 `host`, `port`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +21,17 @@ use kube::Client;
 use serde_json::{Value, json};
 use tokio::io::DuplexStream;
 
-/// The container of `pod` that runs `agnhost webhook`, if any.
+/// The container of `pod` that runs `agnhost webhook` or `agnhost crd-conversion-webhook`.
 pub fn container(pod: &Value) -> Option<&Value> {
     pod.pointer("/spec/containers").and_then(Value::as_array)?.iter().find(|c| {
         let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
         let first = c.pointer("/args/0").and_then(Value::as_str);
-        super::ports::image_name(image) == "agnhost" && first == Some("webhook")
+        super::ports::image_name(image) == "agnhost" && matches!(first, Some("webhook" | CONVERSION))
     })
 }
+
+/// agnhost's conversion webhook subcommand.
+const CONVERSION: &str = "crd-conversion-webhook";
 
 /// The value of flag `--name` among `container`'s arguments.
 fn flag<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
@@ -79,11 +85,104 @@ pub async fn serve(io: DuplexStream, pod: Value, client: Option<Client>) {
     };
     let Ok(tls) = acceptor.accept(io).await else { return };
     let sidecar = flag(&container, "sidecar-image").unwrap_or_default().to_string();
+    let converts = container.pointer("/args/0").and_then(Value::as_str) == Some(CONVERSION);
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let sidecar = sidecar.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(request, &sidecar).await) }
+        async move {
+            let response = if converts { handle_conversion(request).await } else { handle(request, &sidecar).await };
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+}
+
+/// `agnhost crd-conversion-webhook`: `/crdconvert` and `/readyz`.
+async fn handle_conversion(request: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    if path == "/readyz" {
+        return Response::new(Body::from("ok"));
+    }
+    if path != "/crdconvert" {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n".into());
+    }
+    let content_type = request.headers().get(http::header::CONTENT_TYPE).and_then(|t| t.to_str().ok()).unwrap_or("");
+    let content_type = content_type.to_string();
+    if content_type != "application/json" {
+        return text(StatusCode::BAD_REQUEST, format!("invalid Content-Type header `{content_type}`\n"));
+    }
+    let Ok(body) = request.into_body().collect().await else { return Response::new(Body::empty()) };
+    let review: Value = match serde_json::from_slice(&body.to_bytes()) {
+        Ok(review) => review,
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("failed to deserialize body with error {error}\n")),
+    };
+    let mut reply = Response::new(Body::from(convert_review(&review).to_string()));
+    reply.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    reply
+}
+
+/// agnhost's answer to a ConversionReview (`doConversionV1`): every object converted, or the
+/// first failure.
+fn convert_review(review: &Value) -> Value {
+    let request = &review["request"];
+    let desired = request["desiredAPIVersion"].as_str().unwrap_or_default();
+    let mut converted = Vec::new();
+    let mut failure = None;
+    for object in request["objects"].as_array().into_iter().flatten() {
+        match convert_example(object, desired) {
+            Ok(mut object) => {
+                object["apiVersion"] = json!(desired);
+                converted.push(object);
+            }
+            Err(message) => {
+                failure = Some(message);
+                break;
+            }
+        }
+    }
+    let response = match failure {
+        None => {
+            json!({"uid": request["uid"], "convertedObjects": converted, "result": {"metadata": {}, "status": "Success"}})
+        }
+        Some(message) => {
+            json!({"uid": request["uid"], "result": {"metadata": {}, "status": "Failure", "message": message}})
+        }
+    };
+    json!({"apiVersion": review["apiVersion"], "kind": "ConversionReview", "response": response})
+}
+
+/// agnhost's `convertExampleCRD`.
+fn convert_example(object: &Value, to: &str) -> Result<Value, String> {
+    let from = object["apiVersion"].as_str().unwrap_or_default();
+    if from == to {
+        return Err(format!("conversion from a version to itself should not call the webhook: {to}"));
+    }
+    let mut out = object.clone();
+    let map = out.as_object_mut().ok_or("not an object")?;
+    match (from, to) {
+        ("stable.example.com/v1", "stable.example.com/v2") => {
+            if let Some(host_port) = map.remove("hostPort") {
+                let text = host_port.as_str().unwrap_or_default().to_string();
+                let parts: Vec<&str> = text.split(':').collect();
+                if parts.len() != 2 {
+                    return Err(format!("invalid hostPort value `{text}`"));
+                }
+                map.insert("host".into(), json!(parts[0]));
+                map.insert("port".into(), json!(parts[1]));
+            }
+        }
+        ("stable.example.com/v2", "stable.example.com/v1") => {
+            let (host, port) = (map.remove("host"), map.remove("port"));
+            if host.is_some() || port.is_some() {
+                let part = |v: Option<Value>| v.and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                map.insert("hostPort".into(), json!(format!("{}:{}", part(host), part(port))));
+            }
+        }
+        ("stable.example.com/v1" | "stable.example.com/v2", _) => {
+            return Err(format!("unexpected conversion version {to:?}"));
+        }
+        _ => return Err(format!("unexpected conversion version {from:?}")),
+    }
+    Ok(out)
 }
 
 async fn handle(request: Request<hyper::body::Incoming>, sidecar: &str) -> Response<Body> {
@@ -316,6 +415,29 @@ fn admit_crd(request: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conversion_follows_agnhosts_example_converter() {
+        let review = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview", "request": {
+            "uid": "u", "desiredAPIVersion": "stable.example.com/v2",
+            "objects": [{"apiVersion": "stable.example.com/v1", "kind": "E2e", "metadata": {"name": "a"}, "hostPort": "localhost:8080"}]}});
+        let answer = convert_review(&review);
+        assert_eq!(answer["response"]["uid"], "u");
+        assert_eq!(answer["response"]["result"]["status"], "Success");
+        let object = &answer["response"]["convertedObjects"][0];
+        assert_eq!(
+            (object["apiVersion"].as_str(), object["host"].as_str(), object["port"].as_str()),
+            (Some("stable.example.com/v2"), Some("localhost"), Some("8080"))
+        );
+        assert!(object.get("hostPort").is_none());
+        let back = convert_example(object, "stable.example.com/v1").unwrap();
+        assert_eq!(back["hostPort"], "localhost:8080");
+        let mut bad = review.clone();
+        bad["request"]["objects"][0]["hostPort"] = json!("nocolon");
+        let answer = convert_review(&bad);
+        assert_eq!(answer["response"]["result"]["message"], "invalid hostPort value `nocolon`");
+        assert!(answer["response"].get("convertedObjects").is_none());
+    }
 
     fn review(path_object: Value, operation: &str, resource: (&str, &str)) -> Value {
         json!({"uid": "u", "operation": operation, "resource": {"group": resource.0, "version": "v1", "resource": resource.1},
