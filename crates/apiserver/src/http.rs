@@ -1332,26 +1332,69 @@ async fn scale(
         })
     };
     let headers = &parts.headers;
-    let current = registry.get(rt, ns, name).await?;
-    let new_scale = match parts.method {
-        Method::GET => return Ok(json_response(StatusCode::OK, &to_scale(&current))),
-        Method::PUT => {
-            let bytes = read_body(body, headers).await?;
-            decode_body(&bytes, &content_type(headers))?
+    let body = match parts.method {
+        Method::GET => {
+            let current = registry.get(rt, ns, name).await?;
+            return Ok(json_response(StatusCode::OK, &to_scale(&current)));
         }
-        Method::PATCH => {
+        Method::PUT | Method::PATCH => {
             let bytes = read_body(body, headers).await?;
-            let patch = decode_body(&bytes, "application/json")?;
-            let mut scale = to_scale(&current);
-            match content_type(headers).as_str() {
-                "application/json-patch+json" => crate::patch::json_patch(&mut scale, &patch)?,
-                "application/strategic-merge-patch+json" => crate::patch::strategic_merge_patch(&mut scale, &patch)?,
-                _ => crate::patch::merge_patch(&mut scale, &patch)?,
-            }
-            scale
+            let kind = if parts.method == Method::PUT { content_type(headers) } else { "application/json".into() };
+            decode_body(&bytes, &kind)?
         }
         _ => return Err(ApiError::MethodNotAllowed),
     };
+    // A write that names no resourceVersion is unconditional: when the object changes between
+    // the read and the write (a controller's status update), it is made again on the new one,
+    // as upstream's GuaranteedUpdate does.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = registry.get(rt, ns, name).await?;
+        let new_scale = if parts.method == Method::PUT {
+            body.clone()
+        } else {
+            let mut scale = to_scale(&current);
+            match content_type(headers).as_str() {
+                "application/json-patch+json" => crate::patch::json_patch(&mut scale, &body)?,
+                "application/strategic-merge-patch+json" => crate::patch::strategic_merge_patch(&mut scale, &body)?,
+                _ => crate::patch::merge_patch(&mut scale, &body)?,
+            }
+            scale
+        };
+        let given = new_scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|r| {
+                !r.is_empty()
+                    && (parts.method == Method::PUT
+                        || Some(*r) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str))
+            })
+            .map(String::from);
+        match scale_to(registry, rt, ns, name, query, headers, &paths, &current, &new_scale, given.as_deref()).await {
+            Err(ApiError::Conflict { .. }) if given.is_none() && attempt < 5 => continue,
+            Ok(stored) => return Ok(json_response(StatusCode::OK, &to_scale(&stored))),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Writes `new_scale`'s replicas into `current` (at `given` resourceVersion, else at the one
+/// read); the stored object.
+#[allow(clippy::too_many_arguments)]
+async fn scale_to(
+    registry: &crate::registry::Registry,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    headers: &http::HeaderMap,
+    paths: &crate::catalog::ScalePaths,
+    current: &Value,
+    new_scale: &Value,
+    given: Option<&str>,
+) -> ApiResult<Value> {
+    let pointer = |path: &str| format!("/{}", path.trim_start_matches('.').replace('.', "/"));
     let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| ApiError::Invalid {
         group: "autoscaling".into(),
         kind: "Scale".into(),
@@ -1384,12 +1427,11 @@ async fn scale(
             target = &mut target[*segment];
         }
     }
-    if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+    if let Some(rv) = given {
         updated["metadata"]["resourceVersion"] = json!(rv);
     }
     let options = query.write_options(headers)?;
-    let stored = registry.update(rt, ns, name, updated, "", &options).await?;
-    Ok(json_response(StatusCode::OK, &to_scale(&stored)))
+    registry.update(rt, ns, name, updated, "", &options).await
 }
 
 /// The `kubernetes.io/kube-apiserver-client` signer (what kube-controller-manager's

@@ -843,3 +843,29 @@ async fn pods_get_the_priority_of_their_class_as_from_kube_apiserver() {
     let plain = pods.create(&PostParams::default(), &pod(json!({}))).await.unwrap();
     assert_eq!(priority(plain), (None, Some(0), Some("PreemptLowerPriority".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_patches_without_a_resource_version_survive_concurrent_writes() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    deployments.create(&PostParams::default(), &serde_json::from_value(deployment).unwrap()).await.unwrap();
+    // A controller writing the status all the time, as the deployment controller does.
+    let writer = deployments.clone();
+    let busy = tokio::spawn(async move {
+        for i in 0..400 {
+            let status = Patch::Merge(json!({"status": {"observedGeneration": i}}));
+            writer.patch_status("web", &PatchParams::default(), &status).await.unwrap();
+        }
+    });
+    for replicas in 2..40 {
+        let patch = Patch::Strategic(json!({"spec": {"replicas": replicas}}));
+        let scale = deployments.patch_scale("web", &PatchParams::default(), &patch).await;
+        let scale = scale.unwrap_or_else(|e| panic!("an unconditional scale patch failed: {e:?}"));
+        assert_eq!(scale.spec.unwrap().replicas, Some(replicas));
+    }
+    busy.await.unwrap();
+    assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(39));
+}
