@@ -1408,7 +1408,7 @@ async fn scale_to(
             name: name.into(),
             causes: vec![crate::error::Cause::invalid_number(
                 "spec.replicas",
-                replicas as i64,
+                replicas,
                 "must be greater than or equal to 0",
             )],
         });
