@@ -618,6 +618,14 @@ impl Registry {
         Ok(json!({"kind": rt.list_kind, "apiVersion": rt.api_version(), "metadata": page.metadata, "items": items}))
     }
 
+    /// Every object of `rt` (in `namespace`) as this server last saw it (admission's view,
+    /// like upstream's informers: see `Storage::list_recent`).
+    pub async fn list_recent(&self, rt: &ResourceType, namespace: Option<&str>) -> ApiResult<Vec<Value>> {
+        let prefix = rt.namespace_prefix(namespace);
+        let list = self.store.list_recent(ListOptions { prefix, ..Default::default() }).await?;
+        list.items.iter().map(|kv| self.decode(rt, kv)).collect()
+    }
+
     /// The same list as [`Registry::list`], already serialized. Unfiltered lists splice each
     /// object's resourceVersion into its stored bytes instead of parsing it, which is what makes
     /// large informer lists cheap.
@@ -867,7 +875,9 @@ impl Registry {
             return Ok(());
         }
         let namespaces = self.catalog.snapshot().get("", "v1", "namespaces").expect("built-in");
-        let ns = match self.store.get(&namespaces.key(None, namespace)).await? {
+        // As upstream's NamespaceLifecycle: the namespace as this server last saw it, read
+        // live when it has not seen it.
+        let ns = match self.store.get_recent(&namespaces.key(None, namespace)).await? {
             Some(kv) => self.decode(&namespaces, &kv)?,
             None => return Err(ApiError::not_found("", "namespaces", namespace)),
         };

@@ -438,6 +438,20 @@ impl crate::Storage for EtcdStorage {
         self.shared.list(&options)
     }
 
+    async fn get_recent(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        match self.shared.get(key) {
+            Some(kv) => Ok(Some(kv)),
+            None => self.get(key).await,
+        }
+    }
+
+    async fn list_recent(&self, options: ListOptions) -> Result<ListResult, StorageError> {
+        if options.revision.is_some() {
+            return self.list(options).await;
+        }
+        self.shared.list(&options)
+    }
+
     async fn count(&self, prefix: &str) -> Result<usize, StorageError> {
         self.sync().await?;
         Ok(self.shared.count(prefix))

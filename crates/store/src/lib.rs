@@ -159,6 +159,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Lists keys under a prefix, optionally at an older revision and paginated.
     async fn list(&self, options: ListOptions) -> Result<ListResult, StorageError>;
 
+    /// Reads one key as this server last saw it: a store that serves reads from a copy fed by a
+    /// watch (etcd) answers from the copy without asking for the latest revision first, so the
+    /// answer may lag other servers' writes by the watch's delay (what upstream's admission
+    /// plugins read from informers); a key the copy lacks is read at the latest revision.
+    async fn get_recent(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        self.get(key).await
+    }
+
+    /// Lists as this server last saw it (see [`Storage::get_recent`]).
+    async fn list_recent(&self, options: ListOptions) -> Result<ListResult, StorageError> {
+        self.list(options).await
+    }
+
     /// Counts keys under a prefix at the latest revision.
     async fn count(&self, prefix: &str) -> Result<usize, StorageError>;
 

@@ -190,6 +190,22 @@ async fn concurrent_writers(store: Arc<dyn Storage>) {
     assert_eq!(store.get("/conc-counter").await.unwrap().unwrap().value, v("160"));
 }
 
+/// What admission reads (`get_recent`, `list_recent`) includes this store's own writes at once
+/// (a write returns only once the store's copy has it) and leaves out what is deleted.
+async fn recent_reads_see_own_writes(store: Arc<dyn Storage>) {
+    assert!(store.get_recent("/recent/ns/a").await.unwrap().is_none());
+    let written = store.create("/recent/ns/a", v("one")).await.unwrap();
+    let read = store.get_recent("/recent/ns/a").await.unwrap().unwrap();
+    assert_eq!((read.value, read.mod_revision), (v("one"), written.mod_revision));
+    store.create("/recent/ns/b", v("two")).await.unwrap();
+    let listed = store.list_recent(ListOptions { prefix: "/recent/ns/".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(listed.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/recent/ns/a", "/recent/ns/b"]);
+    store.delete("/recent/ns/a", None).await.unwrap();
+    assert!(store.get_recent("/recent/ns/a").await.unwrap().is_none());
+    let listed = store.list_recent(ListOptions { prefix: "/recent/ns/".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -208,6 +224,11 @@ macro_rules! suite {
             async fn list_prefix_pagination_and_history() {
                 let (s, _g) = $make;
                 super::list_prefix_pagination_and_history(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn recent_reads_see_own_writes() {
+                let (s, _g) = $make;
+                super::recent_reads_see_own_writes(s).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn watch_from_revision() {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::auth::forbidden_error;
 use crate::catalog::ResourceType;
 use crate::error::ApiResult;
-use crate::registry::{ListParams, Registry};
+use crate::registry::Registry;
 
 fn applies(rt: &ResourceType) -> bool {
     rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "persistentvolumeclaims")
@@ -17,8 +17,7 @@ async fn ranges(registry: &Registry, object: &Value) -> ApiResult<Vec<Value>> {
     let Some(namespace) = object.pointer("/metadata/namespace").and_then(Value::as_str) else { return Ok(Vec::new()) };
     let snapshot = registry.catalog.snapshot();
     let Some(rt) = snapshot.get("", "v1", "limitranges") else { return Ok(Vec::new()) };
-    let list = registry.list(&rt, Some(namespace), &ListParams::default()).await?;
-    Ok(list["items"].as_array().cloned().unwrap_or_default())
+    registry.list_recent(&rt, Some(namespace)).await
 }
 
 /// Sets the namespace's default requests and limits on a new pod's containers.

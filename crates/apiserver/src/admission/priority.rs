@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::auth::forbidden_error;
 use crate::catalog::ResourceType;
 use crate::error::{ApiError, ApiResult, Cause};
-use crate::registry::{ListParams, Registry};
+use crate::registry::Registry;
 
 /// The classes every cluster has: name, value, description.
 pub const SYSTEM_CLASSES: [(&str, i64, &str); 2] = [
@@ -91,8 +91,7 @@ pub fn check_delete(rt: &ResourceType, name: &str) -> ApiResult<()> {
 async fn classes(registry: &Registry) -> ApiResult<Vec<Value>> {
     let snapshot = registry.catalog.snapshot();
     let Some(rt) = snapshot.get("scheduling.k8s.io", "v1", "priorityclasses") else { return Ok(Vec::new()) };
-    let list = registry.list(&rt, None, &ListParams::default()).await?;
-    Ok(list["items"].as_array().cloned().unwrap_or_default())
+    registry.list_recent(&rt, None).await
 }
 
 fn name_of(object: &Value) -> &str {

@@ -37,9 +37,15 @@ pub async fn admit(
     let Some(quotas_rt) = snapshot.get("", "v1", "resourcequotas") else { return Ok(()) };
     let now = jiff::Timestamp::now().as_second();
     // Charging races other writers' charges: a conflict re-reads the quotas and decides again.
-    for _ in 0..10 {
-        let list = registry.list(&quotas_rt, Some(namespace), &ListParams::default()).await?;
-        let quotas: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+    for attempt in 0..10 {
+        // The first look is at the quotas as this server last saw them (upstream's informer);
+        // after a conflict, at the latest.
+        let quotas: Vec<Value> = if attempt == 0 {
+            registry.list_recent(&quotas_rt, Some(namespace)).await?
+        } else {
+            let list = registry.list(&quotas_rt, Some(namespace), &ListParams::default()).await?;
+            list["items"].as_array().cloned().unwrap_or_default()
+        };
         if quotas.is_empty() {
             return Ok(());
         }
