@@ -28,8 +28,22 @@ const IN_FLIGHT: usize = 32;
 
 /// Starts `vkube ARGS` and waits for its `ready` line; returns the child and the time it took.
 pub(crate) fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
+    start_wrapped(&[], vkube, args)
+}
+
+/// [`start`] under a wrapper command (`perf record -g --`, `heaptrack`): `wrapper` comes first,
+/// then `vkube ARGS`.
+pub(crate) fn start_wrapped(wrapper: &[String], vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
     let started = Instant::now();
-    let mut child = Command::new(vkube)
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(vkube);
+            command
+        }
+        None => Command::new(vkube),
+    };
+    let mut child = command
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -82,7 +96,11 @@ impl Clusters {
         .map(|a| a.to_string())
         .collect();
         let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
-        let (serve, serve_ready_ms) = start(vkube, &args)?;
+        // VKUBE_BENCH_WRAP_SERVE="heaptrack -o FILE" profiles the first `vkube serve`.
+        let wrapper: Vec<String> = std::env::var("VKUBE_BENCH_WRAP_SERVE")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let (serve, serve_ready_ms) = start_wrapped(&wrapper, vkube, &args)?;
         Ok(Clusters { host, serve, serve_ready_ms, host_kubeconfig, vc_dir, serve_args })
     }
 }
@@ -371,7 +389,12 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
     // (d) restart the virtual cluster with everything synced: until ready, then until its queue drains.
     stop(&mut serve);
     let restart_started = Instant::now();
-    let (mut serve, restart_ready_ms) = start(vkube, &serve_args)?;
+    // VKUBE_BENCH_WRAP_RESTART="perf record -g -o FILE --" profiles the restarted process (its RSS
+    // row then reads the wrapper's).
+    let wrapper: Vec<String> = std::env::var("VKUBE_BENCH_WRAP_RESTART")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let (mut serve, restart_ready_ms) = start_wrapped(&wrapper, vkube, &serve_args)?;
     reap.0.push(serve.id());
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
     let mut drained_ms = f64::NAN;
@@ -388,6 +411,10 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
     {
         for line in text.lines().filter(|l| l.contains("_total") || l.contains("_sum")) {
             eprintln!("after restart: {line}");
+        }
+        for (side, client) in [("virtual", &virtual_client), ("host", &host_client)] {
+            let list = Api::<Pod>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await?;
+            eprintln!("{side} store revision after: {}", list.metadata.resource_version.unwrap_or_default());
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;

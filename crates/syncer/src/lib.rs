@@ -867,6 +867,9 @@ fn slim_virtual_pod(pod: &mut Pod) {
     // What follows the virtual pod after creation stays: tolerations, and the ephemeral
     // containers' names (§3.1).
     let tolerations = pod.spec.as_mut().and_then(|s| s.tolerations.take());
+    // The whole status stays: it is compared with the host pod's on every reconcile, and a
+    // slimmed one (without container statuses) would differ every time and be written again.
+    let status = pod.status.take();
     let ephemeral: Option<Vec<_>> = pod.spec.as_ref().and_then(|s| s.ephemeral_containers.as_ref()).map(|list| {
         list.iter()
             .map(|c| k8s_openapi::api::core::v1::EphemeralContainer { name: c.name.clone(), ..Default::default() })
@@ -883,6 +886,7 @@ fn slim_virtual_pod(pod: &mut Pod) {
         spec.ephemeral_containers = ephemeral;
     }
     pod.metadata.annotations = annotations;
+    pod.status = status;
 }
 
 /// Taken while one reconcile of a host copy runs.
@@ -1628,5 +1632,28 @@ mod forcing_patch_tests {
         let mut patched = current.clone();
         merge(&mut patched, &patch);
         assert_eq!(patched, desired);
+    }
+
+    #[test]
+    fn the_cached_virtual_pod_keeps_its_whole_status() {
+        // The status brought back from the host is compared with the cached virtual pod's: with
+        // container statuses slimmed away they would differ on every reconcile of a running pod
+        // and be written again (2,500 needless writes after a restart in `vkube-bench sync`).
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "env": [{"name": "A", "value": "1"}]}]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [{"name": "c", "image": "nginx", "imageID": "sim://nginx", "ready": true,
+                    "restartCount": 0, "started": true, "state": {"running": {"startedAt": "2026-12-03T16:15:47Z"}}}],
+                "initContainerStatuses": [{"name": "i", "image": "busybox", "imageID": "", "ready": true,
+                    "restartCount": 0, "state": {"terminated": {"exitCode": 0}}}]
+            }
+        }))
+        .unwrap();
+        let mut slim = pod.clone();
+        slim_virtual_pod(&mut slim);
+        assert_eq!(slim.status, pod.status);
+        assert_eq!(slim.spec.unwrap().containers[0].env, None);
     }
 }

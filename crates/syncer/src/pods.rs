@@ -409,6 +409,7 @@ impl Syncer {
         if host_status.is_null() || virtual_status == host_status {
             return Ok(());
         }
+        tracing::debug!(pod = %name, virtual = %virtual_status, host = %host_status, "status back to the virtual pod");
         match virtual_api
             .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(json!({"status": host_status})))
             .await
