@@ -96,7 +96,8 @@ impl Clusters {
         .map(|a| a.to_string())
         .collect();
         let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
-        // VKUBE_BENCH_WRAP_SERVE="heaptrack -o FILE" profiles the first `vkube serve`.
+        // VKUBE_BENCH_WRAP_SERVE="heaptrack -o FILE" profiles the first `vkube serve` (heaptrack
+        // does not pass SIGTERM on: kill the leftover `vkube serve` after such a run).
         let wrapper: Vec<String> = std::env::var("VKUBE_BENCH_WRAP_SERVE")
             .map(|w| w.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
