@@ -31,6 +31,11 @@ pub(crate) fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)>
     start_wrapped(&[], vkube, args)
 }
 
+/// The wrapper command an environment variable names (split at white space; none when unset).
+fn wrapper_from_env(variable: &str) -> Vec<String> {
+    std::env::var(variable).map(|w| w.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+}
+
 /// [`start`] under a wrapper command (`perf record -g --`, `heaptrack`): `wrapper` comes first,
 /// then `vkube ARGS`.
 pub(crate) fn start_wrapped(wrapper: &[String], vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
@@ -98,10 +103,7 @@ impl Clusters {
         let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
         // VKUBE_BENCH_WRAP_SERVE="heaptrack -o FILE" profiles the first `vkube serve` (heaptrack
         // does not pass SIGTERM on: kill the leftover `vkube serve` after such a run).
-        let wrapper: Vec<String> = std::env::var("VKUBE_BENCH_WRAP_SERVE")
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        let (serve, serve_ready_ms) = start_wrapped(&wrapper, vkube, &args)?;
+        let (serve, serve_ready_ms) = start_wrapped(&wrapper_from_env("VKUBE_BENCH_WRAP_SERVE"), vkube, &args)?;
         Ok(Clusters { host, serve, serve_ready_ms, host_kubeconfig, vc_dir, serve_args })
     }
 }
@@ -392,10 +394,8 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
     let restart_started = Instant::now();
     // VKUBE_BENCH_WRAP_RESTART="perf record -g -o FILE --" profiles the restarted process (its RSS
     // row then reads the wrapper's).
-    let wrapper: Vec<String> = std::env::var("VKUBE_BENCH_WRAP_RESTART")
-        .map(|w| w.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    let (mut serve, restart_ready_ms) = start_wrapped(&wrapper, vkube, &serve_args)?;
+    let (mut serve, restart_ready_ms) =
+        start_wrapped(&wrapper_from_env("VKUBE_BENCH_WRAP_RESTART"), vkube, &serve_args)?;
     reap.0.push(serve.id());
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
     let mut drained_ms = f64::NAN;
