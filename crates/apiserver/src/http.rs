@@ -1372,7 +1372,8 @@ async fn scale(
             })
             .map(String::from);
         match scale_to(registry, rt, ns, name, query, headers, &paths, &current, &new_scale, given.as_deref()).await {
-            Err(ApiError::Conflict { .. }) if given.is_none() && attempt < 5 => continue,
+            // Upstream retries without a bound; a bound keeps a pathological writer from pinning this.
+            Err(ApiError::Conflict { .. }) if given.is_none() && attempt < 100 => continue,
             Ok(stored) => return Ok(json_response(StatusCode::OK, &to_scale(&stored))),
             Err(error) => return Err(error),
         }

@@ -1,8 +1,9 @@
 //! `vkube-bench etcd`: what etcd costs and what several replicas buy (docs/benchmarks.md).
 //!
 //! 1. Creates at one rate (open loop, 5,000 at 200/s, 1 KiB each) and closed loop (16 clients,
-//!    5 s): straight into etcd (its v3 JSON gateway, the floor vkube's store sits on), through
-//!    `vkube apiserver` on that etcd, and through `vkube apiserver` on its embedded SQLite.
+//!    5 s): straight into etcd (gRPC `KV/Put`, the floor vkube's store sits on; and its v3 JSON
+//!    gateway, for comparison), through `vkube apiserver` on that etcd, and through `vkube
+//!    apiserver` on its embedded SQLite.
 //! 2. Failover: three `vkube serve` replicas of one virtual cluster on the etcd with the default
 //!    lease times (15 s / 10 s / 2 s); the leader is killed (`kill -9`) `kills` times, each time
 //!    measuring until a standby holds the lease and until a pod created right after the kill is
@@ -23,6 +24,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use vkube_store::testing::Etcd;
+use vkube_store::{EtcdConfig, RawEtcd};
 
 use crate::{Launched, closed_loop, launch, open_loop, open_loop_with, prepare_namespace, summary};
 
@@ -204,6 +206,21 @@ pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
         "| 5,000 creates (1 KiB) at 200/s, open loop | latency from the scheduled send | closed loop, 16 clients, 5 s |"
     );
     println!("|---|---|---|");
+    let grpc =
+        std::sync::Arc::new(RawEtcd::connect(&EtcdConfig { endpoints: vec![etcd.url.clone()], ..Default::default() })?);
+    let client = grpc.clone();
+    let latencies = open_loop_with(5000, 200.0, move |i| {
+        let client = client.clone();
+        async move { Ok(client.put(&format!("/grpc/open/{i}"), value().into()).await.map(|_| ())?) }
+    })
+    .await?;
+    let client = grpc.clone();
+    let rate = closed_loop(move |w, n| {
+        let client = client.clone();
+        async move { Ok(client.put(&format!("/grpc/closed/{w}/{n}"), value().into()).await.map(|_| ())?) }
+    })
+    .await?;
+    row("etcd put (gRPC)", latencies, rate);
     let (client, url) = (raw.clone(), etcd.url.clone());
     let latencies = open_loop_with(5000, 200.0, move |i| {
         let (client, url) = (client.clone(), url.clone());

@@ -289,12 +289,13 @@ struct Launched {
     _dir: tempfile::TempDir,
 }
 
-/// Starts `vkube apiserver --dir NEW --listen 127.0.0.1:0 EXTRA...` and connects as the admin.
+/// Starts `vkube apiserver --dir NEW --listen 127.0.0.1:0 EXTRA...` and connects as the admin
+/// (under the wrapper command `VKUBE_BENCH_WRAP_APISERVER` names, e.g. `perf record -g -o F --`).
 async fn launch(vkube: &std::path::Path, extra: &[&str]) -> anyhow::Result<Launched> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let mut child = Command::new(vkube)
+    let mut child = sync::wrapped_command(&sync::wrapper_from_env("VKUBE_BENCH_WRAP_APISERVER"), vkube)
         .args(["apiserver", "--dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0"])

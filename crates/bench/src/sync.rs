@@ -32,23 +32,27 @@ pub(crate) fn start(vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)>
 }
 
 /// The wrapper command an environment variable names (split at white space; none when unset).
-fn wrapper_from_env(variable: &str) -> Vec<String> {
+pub(crate) fn wrapper_from_env(variable: &str) -> Vec<String> {
     std::env::var(variable).map(|w| w.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
 }
 
-/// [`start`] under a wrapper command (`perf record -g --`, `heaptrack`): `wrapper` comes first,
-/// then `vkube ARGS`.
-pub(crate) fn start_wrapped(wrapper: &[String], vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
-    let started = Instant::now();
-    let mut command = match wrapper.split_first() {
+/// `vkube` as a command, under `wrapper` when there is one.
+pub(crate) fn wrapped_command(wrapper: &[String], vkube: &Path) -> Command {
+    match wrapper.split_first() {
         Some((program, rest)) => {
             let mut command = Command::new(program);
             command.args(rest).arg(vkube);
             command
         }
         None => Command::new(vkube),
-    };
-    let mut child = command
+    }
+}
+
+/// [`start`] under a wrapper command (`perf record -g --`, `heaptrack`): `wrapper` comes first,
+/// then `vkube ARGS`.
+pub(crate) fn start_wrapped(wrapper: &[String], vkube: &Path, args: &[&str]) -> anyhow::Result<(Child, f64)> {
+    let started = Instant::now();
+    let mut child = wrapped_command(wrapper, vkube)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -22,7 +22,7 @@ pub mod testing;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use etcd::{EtcdConfig, EtcdStorage};
+pub use etcd::{EtcdConfig, EtcdStorage, RawEtcd};
 pub use memory::MemoryStorage;
 pub use sqlite::{SqliteStorage, read_prefix};
 pub use state::Watcher;

@@ -3,10 +3,11 @@
 //! in-memory index ([`crate::state`]) fed by one etcd watch, so lists, gets and watches are
 //! served as the embedded backends serve them.
 //!
-//! It speaks etcd's v3 API through etcd's own JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
-//! `/v3/watch` ...) on the client URL, over HTTP/1.1 with rustls (CA, client certificate): no
-//! gRPC stack and no `protoc` at build time (what the `etcd-client` crate needs), and the same
-//! requests and guarantees.
+//! It speaks etcd's v3 gRPC API (`KV/Range`, `KV/Txn`, `KV/Compact`, `Watch/Watch`) over
+//! HTTP/2 with rustls (CA, client certificate) through a small client of its own
+//! ([`grpc`], messages in [`proto`]): no `protoc` at build time, which the `etcd-client` crate
+//! needs. (Until 2026-12 it used etcd's JSON gateway; a watch event through the gateway cost etcd
+//! about as much CPU as the write itself.)
 //!
 //! Consistency, as kube-apiserver's watch cache gives it: a write returns after the index has
 //! seen its revision (read your writes), and a read first asks etcd for its current revision
@@ -14,20 +15,21 @@
 //! replica wrote before. The watch covers the whole keyspace (events outside the prefix only
 //! move the revision on), so the index knows etcd's revision exactly.
 
+mod grpc;
+mod proto;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
 
+use self::grpc::Channel;
+use self::proto::request_op::Request;
+use self::proto::response_op::Response;
+use self::proto::{compare, compare_result, compare_target, event_type};
 use crate::state::Shared;
 use crate::{Event, EventKind, KeyValue, ListOptions, ListResult, Revision, StorageError, Watcher};
 
@@ -45,14 +47,9 @@ pub struct EtcdConfig {
     pub prefix: String,
 }
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// A store on an etcd cluster.
 pub struct EtcdStorage {
-    http: Client<Https, Full<Bytes>>,
-    endpoints: Vec<String>,
-    /// The endpoint that answered last.
-    current: Arc<AtomicUsize>,
+    channel: Channel,
     prefix: String,
     shared: Shared,
     feed: tokio::task::JoinHandle<()>,
@@ -77,20 +74,13 @@ impl Drop for EtcdStorage {
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// A revision as etcd sends it (int64; never negative).
+fn revision_of(header: Option<&proto::ResponseHeader>) -> Revision {
+    header.map_or(0, |h| Revision::try_from(h.revision).unwrap_or(0))
 }
 
-fn unb64(value: &Value) -> Vec<u8> {
-    value.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()).unwrap_or_default()
-}
-
-/// A revision as the gateway writes it (int64 as a JSON string).
-fn revision_of(value: &Value) -> Revision {
-    match value {
-        Value::String(s) => s.parse().unwrap_or(0),
-        other => other.as_u64().unwrap_or(0),
-    }
+fn signed(revision: Revision) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
 }
 
 /// The first key after every key starting with `prefix` (etcd's range end of a prefix).
@@ -108,6 +98,10 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 fn remote(message: impl std::fmt::Display) -> StorageError {
     StorageError::Remote(message.to_string())
 }
+
+const RANGE: &str = "/etcdserverpb.KV/Range";
+const TXN: &str = "/etcdserverpb.KV/Txn";
+const COMPACT: &str = "/etcdserverpb.KV/Compact";
 
 fn tls_config(config: &EtcdConfig) -> Result<rustls::ClientConfig, StorageError> {
     let read = |path: &PathBuf| std::fs::read(path).map_err(|e| remote(format!("reading {}: {e}", path.display())));
@@ -150,28 +144,16 @@ impl EtcdStorage {
         if config.endpoints.is_empty() {
             return Err(remote("no etcd endpoints given"));
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(&config)?)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http = Client::builder(TokioExecutor::new()).build(connector);
-        let endpoints: Vec<String> = config.endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect();
-        let current = Arc::new(AtomicUsize::new(0));
+        let channel = Channel::new(tls_config(&config)?, config.endpoints.clone());
         let prefix = config.prefix.clone();
-        let caller = Caller { http: http.clone(), endpoints: endpoints.clone(), current: current.clone() };
-        let (data, revision) = load(&caller, &prefix).await?;
+        let (data, revision) = load(&channel, &prefix).await?;
         let shared = Shared::new(data, revision);
-        let feed = tokio::spawn(follow(caller, prefix.clone(), shared.clone()));
-        Ok(EtcdStorage { http, endpoints, current, prefix, shared, feed, reads: ReadBarrier::default() })
+        let feed = tokio::spawn(follow(channel.clone(), prefix.clone(), shared.clone()));
+        Ok(EtcdStorage { channel, prefix, shared, feed, reads: ReadBarrier::default() })
     }
 
-    fn caller(&self) -> Caller {
-        Caller { http: self.http.clone(), endpoints: self.endpoints.clone(), current: self.current.clone() }
-    }
-
-    fn full_key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+    fn full_key(&self, key: &str) -> Vec<u8> {
+        format!("{}{key}", self.prefix).into_bytes()
     }
 
     /// Waits until the index has seen `revision` (a write's, or etcd's current one).
@@ -193,9 +175,9 @@ impl EtcdStorage {
                 last.1
             } else {
                 let covers = self.reads.arrived.load(Ordering::SeqCst);
-                let answer =
-                    self.caller().call("kv/range", json!({"key": b64(b"\0"), "count_only": true, "limit": 1})).await?;
-                let revision = revision_of(&answer["header"]["revision"]);
+                let request = proto::RangeRequest { key: vec![0], count_only: true, limit: 1, ..Default::default() };
+                let answer: proto::RangeResponse = self.channel.unary(RANGE, &request).await?;
+                let revision = revision_of(answer.header.as_ref());
                 *last = (covers, revision);
                 revision
             }
@@ -207,80 +189,66 @@ impl EtcdStorage {
     async fn transaction(
         &self,
         key: &str,
-        compare: Value,
-        success: Value,
-    ) -> Result<(bool, Value, Revision), StorageError> {
-        let full = b64(self.full_key(key).as_bytes());
-        let mut compare = compare;
-        compare["key"] = json!(full);
-        let body = json!({"compare": [compare], "success": [success], "failure": [{"request_range": {"key": full}}]});
-        let answer = self.caller().call("kv/txn", body).await?;
-        let revision = revision_of(&answer["header"]["revision"]);
-        Ok((answer["succeeded"].as_bool().unwrap_or(false), answer, revision))
+        result: i32,
+        target: compare::TargetUnion,
+        success: Request,
+    ) -> Result<(bool, proto::TxnResponse, Revision), StorageError> {
+        let full = self.full_key(key);
+        let target_kind = match target {
+            compare::TargetUnion::CreateRevision(_) => compare_target::CREATE,
+            compare::TargetUnion::ModRevision(_) => compare_target::MOD,
+        };
+        let compare = proto::Compare { result, target: target_kind, key: full.clone(), target_union: Some(target) };
+        let read = proto::RangeRequest { key: full, ..Default::default() };
+        let request = proto::TxnRequest {
+            compare: vec![compare],
+            success: vec![proto::RequestOp { request: Some(success) }],
+            failure: vec![proto::RequestOp { request: Some(Request::Range(read)) }],
+        };
+        let answer: proto::TxnResponse = self.channel.unary(TXN, &request).await?;
+        let revision = revision_of(answer.header.as_ref());
+        Ok((answer.succeeded, answer, revision))
     }
 
-    fn found(&self, answer: &Value) -> Option<KeyValue> {
-        let kv = answer.pointer("/responses/0/response_range/kvs/0")?;
-        key_value(kv, &self.prefix)
-    }
-}
-
-/// One etcd request at a time, to whichever endpoint answers.
-#[derive(Clone)]
-struct Caller {
-    http: Client<Https, Full<Bytes>>,
-    endpoints: Vec<String>,
-    current: Arc<AtomicUsize>,
-}
-
-impl Caller {
-    /// A request to an endpoint; on a connection failure the next endpoint is tried.
-    async fn send(&self, path: &str, body: Value) -> Result<http::Response<hyper::body::Incoming>, StorageError> {
-        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let mut last = None;
-        for attempt in 0..self.endpoints.len() {
-            let at = (self.current.load(Ordering::Relaxed) + attempt) % self.endpoints.len();
-            let request = http::Request::post(format!("{}/v3/{path}", self.endpoints[at]))
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(bytes.clone()))
-                .map_err(|e| remote(e.to_string()))?;
-            match self.http.request(request).await {
-                Ok(response) => {
-                    self.current.store(at, Ordering::Relaxed);
-                    return Ok(response);
-                }
-                Err(error) => last = Some(format!("{}: {error}", self.endpoints[at])),
-            }
+    /// The key the failure branch of [`EtcdStorage::transaction`] read.
+    fn found(&self, answer: &proto::TxnResponse) -> Option<KeyValue> {
+        match answer.responses.first()?.response.as_ref()? {
+            Response::Range(range) => key_value(range.kvs.first()?, &self.prefix),
+            _ => None,
         }
-        Err(remote(format!("no etcd endpoint answered ({})", last.unwrap_or_default())))
-    }
-
-    async fn call(&self, path: &str, body: Value) -> Result<Value, StorageError> {
-        let response = self.send(path, body).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| remote(e.to_string()))?.to_bytes();
-        let answer: Value =
-            serde_json::from_slice(&bytes).map_err(|e| remote(format!("etcd answered {status}: {e}")))?;
-        if !status.is_success() {
-            let message = answer["message"].as_str().or(answer["error"].as_str()).unwrap_or_default().to_string();
-            return Err(remote(format!("etcd: {message}")));
-        }
-        Ok(answer)
     }
 }
 
-fn key_value(kv: &Value, prefix: &str) -> Option<KeyValue> {
-    let key = String::from_utf8(unb64(&kv["key"])).ok()?;
+/// A bare etcd client for measuring etcd's own floor (`vkube-bench etcd`): puts through the
+/// gRPC channel the store uses, with nothing around them.
+pub struct RawEtcd(Channel);
+
+impl RawEtcd {
+    /// A client of `config`'s endpoints (its prefix is not used).
+    pub fn connect(config: &EtcdConfig) -> Result<Self, StorageError> {
+        Ok(RawEtcd(Channel::new(tls_config(config)?, config.endpoints.clone())))
+    }
+
+    /// `KV/Put` of `value` at `key`; etcd's revision after it.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<Revision, StorageError> {
+        let request = proto::PutRequest { key: key.as_bytes().to_vec(), value, prev_kv: false };
+        let answer: proto::PutResponse = self.0.unary("/etcdserverpb.KV/Put", &request).await?;
+        Ok(revision_of(answer.header.as_ref()))
+    }
+}
+
+fn key_value(kv: &proto::KeyValue, prefix: &str) -> Option<KeyValue> {
+    let key = std::str::from_utf8(&kv.key).ok()?;
     Some(KeyValue {
         key: key.strip_prefix(prefix)?.to_string(),
-        value: Bytes::from(unb64(&kv["value"])),
-        create_revision: revision_of(&kv["create_revision"]),
-        mod_revision: revision_of(&kv["mod_revision"]),
+        value: kv.value.clone(),
+        create_revision: Revision::try_from(kv.create_revision).unwrap_or(0),
+        mod_revision: Revision::try_from(kv.mod_revision).unwrap_or(0),
     })
 }
 
 /// Every key under `prefix`, at one revision (paged), and that revision.
-async fn load(caller: &Caller, prefix: &str) -> Result<(BTreeMap<String, KeyValue>, Revision), StorageError> {
+async fn load(channel: &Channel, prefix: &str) -> Result<(BTreeMap<String, KeyValue>, Revision), StorageError> {
     let (start, end) = if prefix.is_empty() {
         (vec![0], vec![0])
     } else {
@@ -290,55 +258,69 @@ async fn load(caller: &Caller, prefix: &str) -> Result<(BTreeMap<String, KeyValu
     let mut from = start;
     let mut revision = 0;
     loop {
-        let mut body = json!({"key": b64(&from), "range_end": b64(&end), "limit": 1000});
-        if revision > 0 {
-            body["revision"] = json!(revision.to_string());
-        }
-        let answer = caller.call("kv/range", body).await?;
+        let request = proto::RangeRequest {
+            key: from.clone(),
+            range_end: end.clone(),
+            limit: 1000,
+            revision: signed(revision),
+            ..Default::default()
+        };
+        let answer: proto::RangeResponse = channel.unary(RANGE, &request).await?;
         if revision == 0 {
-            revision = revision_of(&answer["header"]["revision"]);
+            revision = revision_of(answer.header.as_ref());
         }
-        let kvs = answer["kvs"].as_array().cloned().unwrap_or_default();
-        for kv in &kvs {
+        for kv in &answer.kvs {
             if let Some(kv) = key_value(kv, prefix) {
                 data.insert(kv.key.clone(), kv);
             }
         }
-        if !answer["more"].as_bool().unwrap_or(false) || kvs.is_empty() {
+        let Some(last) = answer.kvs.last() else { return Ok((data, revision)) };
+        if !answer.more {
             return Ok((data, revision));
         }
-        from = unb64(&kvs[kvs.len() - 1]["key"]);
+        from.clone_from(&last.key);
         from.push(0);
     }
 }
 
 /// Follows every change of etcd after the index's revision into the index, reconnecting when
 /// the stream ends; after a compaction it missed, reloads (watchers then relist).
-async fn follow(caller: Caller, prefix: String, shared: Shared) {
+async fn follow(channel: Channel, prefix: String, shared: Shared) {
     let mut delay = Duration::from_millis(100);
     loop {
         let start = shared.current_revision() + 1;
-        let body = json!({"create_request": {"key": b64(b"\0"), "range_end": b64(b"\0"),
-            "start_revision": start.to_string(), "prev_kv": true, "progress_notify": true}});
-        match caller.send("watch", body).await {
-            Ok(response) if response.status().is_success() => {
+        let create = proto::WatchCreateRequest {
+            key: vec![0],
+            range_end: vec![0],
+            start_revision: signed(start),
+            progress_notify: true,
+            prev_kv: true,
+        };
+        let request =
+            proto::WatchRequest { request_union: Some(proto::watch_request::RequestUnion::CreateRequest(create)) };
+        match channel.watch(&request).await {
+            Ok(mut watch) => {
                 delay = Duration::from_millis(100);
-                let mut body = response.into_body();
-                let mut buffer = Vec::new();
-                while let Some(Ok(frame)) = body.frame().await {
-                    let Ok(chunk) = frame.into_data() else { continue };
-                    buffer.extend_from_slice(&chunk);
-                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let Ok(message) = serde_json::from_slice::<Value>(&line) else { continue };
-                        if apply(&message["result"], &prefix, &shared) == Flow::Reload {
-                            reload(&caller, &prefix, &shared).await;
+                while let Some(answer) = watch.next().await {
+                    match answer {
+                        Ok(answer) => match apply(&answer, &prefix, &shared) {
+                            Flow::Continue => {}
+                            Flow::Reload => {
+                                reload(&channel, &prefix, &shared).await;
+                                break;
+                            }
+                            Flow::Ended => {
+                                tracing::warn!(reason = %answer.cancel_reason, "etcd ended the watch; watching again");
+                                break;
+                            }
+                        },
+                        Err(error) => {
+                            tracing::warn!(%error, "etcd watch failed; retrying");
                             break;
                         }
                     }
                 }
             }
-            Ok(response) => tracing::warn!(status = %response.status(), "etcd refused the watch; retrying"),
             Err(error) => tracing::warn!(%error, "etcd watch failed; retrying"),
         }
         tokio::time::sleep(delay).await;
@@ -346,31 +328,37 @@ async fn follow(caller: Caller, prefix: String, shared: Shared) {
     }
 }
 
-#[derive(PartialEq)]
+#[derive(PartialEq, Debug)]
 enum Flow {
     Continue,
     Reload,
+    /// etcd cancelled the watch for another reason than a compaction.
+    Ended,
 }
 
 /// Applies one watch response: its events, by revision, under the prefix; the revision otherwise.
-fn apply(result: &Value, prefix: &str, shared: &Shared) -> Flow {
-    if revision_of(&result["compact_revision"]) > 0 {
+fn apply(answer: &proto::WatchResponse, prefix: &str, shared: &Shared) -> Flow {
+    if answer.compact_revision > 0 {
         return Flow::Reload;
+    }
+    if answer.canceled {
+        return Flow::Ended;
     }
     let mut batch: Vec<Event> = Vec::new();
     let mut at = 0;
-    for event in result["events"].as_array().into_iter().flatten() {
-        let revision = revision_of(&event["kv"]["mod_revision"]);
+    for event in &answer.events {
+        let Some(current) = &event.kv else { continue };
+        let revision = Revision::try_from(current.mod_revision).unwrap_or(0);
         if revision != at && at != 0 {
             publish(shared, std::mem::take(&mut batch), at);
         }
         at = revision;
-        let prev = event.get("prev_kv").and_then(|kv| key_value(kv, prefix));
-        let deleted = event["type"] == "DELETE";
+        let prev = event.prev_kv.as_ref().and_then(|kv| key_value(kv, prefix));
+        let deleted = event.r#type == event_type::DELETE;
         let kv = if deleted {
             prev.clone().map(|p| KeyValue { mod_revision: revision, ..p })
         } else {
-            key_value(&event["kv"], prefix)
+            key_value(current, prefix)
         };
         if let Some(kv) = kv {
             batch.push(Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, kv, prev });
@@ -382,10 +370,8 @@ fn apply(result: &Value, prefix: &str, shared: &Shared) -> Flow {
     // Progress: nothing under the prefix changed up to the header's revision. Not so for the
     // response that confirms the watch: its header is etcd's revision at that moment, and the
     // events up to it (writes since the start revision) are still to come.
-    let header = revision_of(&result["header"]["revision"]);
-    let confirms_creation = result["created"].as_bool() == Some(true);
-    if !confirms_creation && result["events"].as_array().is_none_or(Vec::is_empty) && header > shared.current_revision()
-    {
+    let header = revision_of(answer.header.as_ref());
+    if !answer.created && answer.events.is_empty() && header > shared.current_revision() {
         shared.advance(header);
     }
     Flow::Continue
@@ -399,9 +385,9 @@ fn publish(shared: &Shared, events: Vec<Event>, revision: Revision) {
     }
 }
 
-async fn reload(caller: &Caller, prefix: &str, shared: &Shared) {
+async fn reload(channel: &Channel, prefix: &str, shared: &Shared) {
     loop {
-        match load(caller, prefix).await {
+        match load(channel, prefix).await {
             Ok((data, revision)) => {
                 tracing::warn!(revision, "etcd compacted history the watch had not seen; reloaded");
                 shared.reset(data, revision);
@@ -458,9 +444,9 @@ impl crate::Storage for EtcdStorage {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StorageError> {
-        let put = json!({"request_put": {"key": b64(self.full_key(key).as_bytes()), "value": b64(&value)}});
+        let put = Request::Put(proto::PutRequest { key: self.full_key(key), value: value.clone(), prev_kv: false });
         let (succeeded, _, revision) =
-            self.transaction(key, json!({"target": "CREATE", "result": "EQUAL", "create_revision": "0"}), put).await?;
+            self.transaction(key, compare_result::EQUAL, compare::TargetUnion::CreateRevision(0), put).await?;
         if !succeeded {
             return Err(StorageError::AlreadyExists { key: key.to_string() });
         }
@@ -469,31 +455,31 @@ impl crate::Storage for EtcdStorage {
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue, StorageError> {
-        let put =
-            json!({"request_put": {"key": b64(self.full_key(key).as_bytes()), "value": b64(&value), "prev_kv": true}});
-        let compare = json!({"target": "MOD", "result": "EQUAL", "mod_revision": expected.to_string()});
-        let (succeeded, answer, revision) = self.transaction(key, compare, put).await?;
+        let put = Request::Put(proto::PutRequest { key: self.full_key(key), value: value.clone(), prev_kv: true });
+        let compare = compare::TargetUnion::ModRevision(signed(expected));
+        let (succeeded, answer, revision) = self.transaction(key, compare_result::EQUAL, compare, put).await?;
         if !succeeded {
             return Err(match self.found(&answer) {
                 None => StorageError::NotFound { key: key.to_string() },
                 Some(kv) => StorageError::Conflict { key: key.to_string(), expected, actual: kv.mod_revision },
             });
         }
-        let created = answer
-            .pointer("/responses/0/response_put/prev_kv")
-            .and_then(|kv| key_value(kv, &self.prefix))
-            .map_or(revision, |kv| kv.create_revision);
+        let created = match answer.responses.first().and_then(|r| r.response.as_ref()) {
+            Some(Response::Put(put)) => put.prev_kv.as_ref().and_then(|kv| key_value(kv, &self.prefix)),
+            _ => None,
+        }
+        .map_or(revision, |kv| kv.create_revision);
         self.caught_up(revision).await?;
         Ok(KeyValue { key: key.to_string(), value, create_revision: created, mod_revision: revision })
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StorageError> {
-        let delete = json!({"request_delete_range": {"key": b64(self.full_key(key).as_bytes()), "prev_kv": true}});
-        let compare = match expected {
-            Some(expected) => json!({"target": "MOD", "result": "EQUAL", "mod_revision": expected.to_string()}),
-            None => json!({"target": "CREATE", "result": "GREATER", "create_revision": "0"}),
+        let delete = Request::DeleteRange(proto::DeleteRangeRequest { key: self.full_key(key), prev_kv: true });
+        let (result, compare) = match expected {
+            Some(expected) => (compare_result::EQUAL, compare::TargetUnion::ModRevision(signed(expected))),
+            None => (compare_result::GREATER, compare::TargetUnion::CreateRevision(0)),
         };
-        let (succeeded, answer, revision) = self.transaction(key, compare, delete).await?;
+        let (succeeded, answer, revision) = self.transaction(key, result, compare, delete).await?;
         if !succeeded {
             return Err(match (self.found(&answer), expected) {
                 (Some(kv), Some(expected)) => {
@@ -502,10 +488,11 @@ impl crate::Storage for EtcdStorage {
                 _ => StorageError::NotFound { key: key.to_string() },
             });
         }
-        let prev = answer
-            .pointer("/responses/0/response_delete_range/prev_kvs/0")
-            .and_then(|kv| key_value(kv, &self.prefix))
-            .ok_or_else(|| StorageError::NotFound { key: key.to_string() })?;
+        let prev = match answer.responses.first().and_then(|r| r.response.as_ref()) {
+            Some(Response::DeleteRange(deleted)) => deleted.prev_kvs.first().and_then(|kv| key_value(kv, &self.prefix)),
+            _ => None,
+        }
+        .ok_or_else(|| StorageError::NotFound { key: key.to_string() })?;
         self.caught_up(revision).await?;
         Ok(KeyValue { mod_revision: revision, ..prev })
     }
@@ -515,7 +502,8 @@ impl crate::Storage for EtcdStorage {
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StorageError> {
-        match self.caller().call("kv/compaction", json!({"revision": revision.to_string()})).await {
+        let request = proto::CompactionRequest { revision: signed(revision) };
+        match self.channel.unary::<_, proto::CompactionResponse>(COMPACT, &request).await {
             Ok(_) => {}
             // Already compacted there (another replica did it): the same outcome.
             Err(StorageError::Remote(message)) if message.contains("compacted") => {}
@@ -540,26 +528,42 @@ mod tests {
     #[test]
     fn watch_responses_become_events_by_revision() {
         let shared = Shared::new(BTreeMap::new(), 1);
-        let kv = |key: &str, value: &str, create: u64, modified: u64| {
-            json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes()), "create_revision": create.to_string(),
-                "mod_revision": modified.to_string()})
+        let kv = |key: &str, value: &'static str, create: i64, modified: i64| proto::KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: Bytes::from_static(value.as_bytes()),
+            create_revision: create,
+            mod_revision: modified,
         };
-        let result = json!({"header": {"revision": "4"}, "events": [
-            {"kv": kv("p/a", "1", 2, 2)},
-            {"kv": kv("other", "x", 3, 3)},
-            {"type": "DELETE", "kv": {"key": b64(b"p/a"), "mod_revision": "4"}, "prev_kv": kv("p/a", "1", 2, 2)}]});
-        assert!(apply(&result, "p/", &shared) == Flow::Continue);
+        let header = |revision| Some(proto::ResponseHeader { revision });
+        let put = |kv| proto::Event { r#type: 0, kv: Some(kv), prev_kv: None };
+        let result = proto::WatchResponse {
+            header: header(4),
+            events: vec![
+                put(kv("p/a", "1", 2, 2)),
+                put(kv("other", "x", 3, 3)),
+                proto::Event {
+                    r#type: event_type::DELETE,
+                    kv: Some(proto::KeyValue { key: b"p/a".to_vec(), mod_revision: 4, ..Default::default() }),
+                    prev_kv: Some(kv("p/a", "1", 2, 2)),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(apply(&result, "p/", &shared), Flow::Continue);
         assert_eq!(shared.current_revision(), 4, "a change outside the prefix moves the revision on");
         assert!(shared.get("a").is_none(), "created then deleted");
         let listed = shared.list(&ListOptions { prefix: "a".into(), revision: Some(2), ..Default::default() }).unwrap();
         assert_eq!(listed.items[0].value, Bytes::from("1"), "history keeps the put");
         // The watch's confirmation says where etcd is, not that its events have arrived.
-        let created = json!({"header": {"revision": "7"}, "created": true});
+        let created = proto::WatchResponse { header: header(7), created: true, ..Default::default() };
         apply(&created, "p/", &shared);
         assert_eq!(shared.current_revision(), 4, "the confirmation of the watch is no progress");
-        let progress = json!({"header": {"revision": "9"}});
+        let progress = proto::WatchResponse { header: header(9), ..Default::default() };
         apply(&progress, "p/", &shared);
         assert_eq!(shared.current_revision(), 9);
-        assert!(apply(&json!({"compact_revision": "5"}), "p/", &shared) == Flow::Reload);
+        let compacted = proto::WatchResponse { compact_revision: 5, canceled: true, ..Default::default() };
+        assert_eq!(apply(&compacted, "p/", &shared), Flow::Reload);
+        let cancelled = proto::WatchResponse { canceled: true, cancel_reason: "gone".into(), ..Default::default() };
+        assert_eq!(apply(&cancelled, "p/", &shared), Flow::Ended);
     }
 }
