@@ -6,6 +6,8 @@
 #   tools/k8s/control-plane.sh start DIR            # prints "kubeconfig: DIR/admin.kubeconfig", then "ready"
 #   tools/k8s/control-plane.sh start DIR --api-only # etcd and kube-apiserver only (an API oracle)
 #   tools/k8s/control-plane.sh stop DIR             # stops everything started in DIR
+#   VKUBE_K8S_ETCD=http://127.0.0.1:2379 tools/k8s/control-plane.sh start DIR --api-only
+#                                                   # on an etcd already running (none started)
 #
 # No kubelet runs: `vkube host --attach DIR/admin.kubeconfig` provides simulated nodes.
 set -euo pipefail
@@ -103,15 +105,18 @@ kubeconfig admin admin
 kubeconfig controller-manager controller-manager
 kubeconfig scheduler scheduler
 
+etcd_url="${VKUBE_K8S_ETCD:-http://127.0.0.1:$etcd_client}"
+if [ -z "${VKUBE_K8S_ETCD:-}" ]; then
 "$bin/etcd" --name vkube-k8s --data-dir "$dir/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
   --initial-cluster "vkube-k8s=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level warn \
   > "$dir/logs/etcd.log" 2>&1 &
 echo $! > "$dir/etcd.pid"
+fi
 
 "$bin/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$etcd_client" \
+  --etcd-servers "$etcd_url" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::catalog::ResourceType;
 use crate::discovery;
@@ -339,9 +340,9 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
+    let started = std::time::Instant::now();
     let span = tracing::debug_span!("request", %method, %path);
-    let _enter = span.enter();
-    match route(&state, identity, parts, body).await {
+    let response = match route(&state, identity, parts, body).instrument(span).await {
         Ok(response) => response,
         Err(error) => {
             if error.code() >= 500 {
@@ -349,7 +350,11 @@ pub async fn handle(
             }
             error_response(&error)
         }
-    }
+    };
+    // As kube-apiserver's httplog: `RUST_LOG=vkube::requests=debug` shows each request's time.
+    tracing::debug!(target: "vkube::requests", %method, %path, status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64, "served");
+    response
 }
 
 async fn read_body(body: hyper::body::Incoming, headers: &HeaderMap) -> ApiResult<Bytes> {

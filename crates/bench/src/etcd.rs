@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -26,7 +27,7 @@ use kube::api::{Api, PostParams};
 use vkube_store::testing::Etcd;
 use vkube_store::{EtcdConfig, RawEtcd};
 
-use crate::{Launched, closed_loop, launch, open_loop, open_loop_with, prepare_namespace, summary};
+use crate::{Launched, Target, closed_loop, launch, open_loop, open_loop_with, prepare_namespace, summary};
 
 type Plain = Client<HttpConnector, Full<Bytes>>;
 
@@ -51,18 +52,27 @@ fn value() -> Vec<u8> {
     crate::secret_body("raw").into_bytes()
 }
 
-fn row(what: &str, latencies: Vec<f64>, per_second: f64) {
+/// Prints a row; its (mean, p50, p99, max) and rate.
+fn row(what: &str, latencies: Vec<f64>, per_second: f64) -> ([f64; 4], f64) {
     let (mean, p50, p99, max) = summary(latencies);
     println!(
         "| {what} | mean {mean:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms | {per_second:.0} creates/s |"
     );
+    ([mean, p50, p99, max], per_second)
 }
 
-async fn through_api(vkube: &Path, extra: &[&str], what: &str) -> anyhow::Result<()> {
+async fn through_api(vkube: &Path, extra: &[&str], what: &str) -> anyhow::Result<([f64; 4], f64)> {
     let Launched { mut child, admin, .. } = launch(vkube, extra).await?;
-    prepare_namespace(&admin, "open", None).await?;
-    let latencies = open_loop(&admin, "open", "s", 5000, 200.0).await?;
-    prepare_namespace(&admin, "closed", None).await?;
+    let measured = drive(&admin, what).await;
+    crate::sync::stop(&mut child);
+    measured
+}
+
+/// The open and the closed loop of secret creates through an API server; the row.
+async fn drive(admin: &Target, what: &str) -> anyhow::Result<([f64; 4], f64)> {
+    prepare_namespace(admin, "open", None).await?;
+    let latencies = open_loop(admin, "open", "s", 5000, 200.0).await?;
+    prepare_namespace(admin, "closed", None).await?;
     let target = admin.clone();
     let rate = closed_loop(move |w, n| {
         let target = target.clone();
@@ -77,9 +87,41 @@ async fn through_api(vkube: &Path, extra: &[&str], what: &str) -> anyhow::Result
         }
     })
     .await?;
-    row(what, latencies, rate);
-    crate::sync::stop(&mut child);
-    Ok(())
+    Ok(row(what, latencies, rate))
+}
+
+/// The same loops through upstream's kube-apiserver (`tools/k8s/control-plane.sh --api-only`, the
+/// binary `tools/k8s/build.sh` builds) on `etcd`, as admin by client certificate.
+async fn through_kube_apiserver(etcd: &str) -> anyhow::Result<([f64; 4], f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/k8s/control-plane.sh");
+    let dir = tempfile::tempdir()?;
+    let out = tokio::process::Command::new(script)
+        .args(["start", &dir.path().to_string_lossy(), "--api-only"])
+        .env("VKUBE_K8S_ETCD", etcd)
+        .output()
+        .await?;
+    let stop = || std::process::Command::new(script).args(["stop", &dir.path().to_string_lossy()]).status();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(base) = stdout.lines().find_map(|l| l.strip_prefix("api: ")) else {
+        let _ = stop();
+        bail!("control-plane.sh did not start kube-apiserver: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let pki = dir.path().join("pki");
+    let pem = |name: &str| std::fs::read(pki.join(name)).with_context(|| format!("reading {name}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem("ca.crt")?[..]) {
+        roots.add(cert?)?;
+    }
+    let chain = rustls_pemfile::certs(&mut &pem("admin.crt")?[..]).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut &pem("admin.key")?[..])?.context("admin.key holds no key")?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    let admin = Target::new(base.trim().to_string(), String::new(), tls);
+    let measured = drive(&admin, "kube-apiserver 1.33 (upstream) on that etcd").await;
+    let _ = stop();
+    measured
 }
 
 /// Writes the replicas' vcluster.yaml: etcd, three replicas, default lease times.
@@ -194,20 +236,23 @@ fn spread(values: impl Iterator<Item = f64>) -> String {
     }
 }
 
-pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// A new etcd (with fsync), ready: every create row starts on an empty one, as a row measured
+/// after another's 40,000 writes would pay for a bigger database.
+async fn fresh_etcd() -> anyhow::Result<Etcd> {
     let etcd = tokio::task::spawn_blocking(|| Etcd::start_with(true)).await?;
     // Until etcd has elected itself, requests fail.
     etcd.store("/ready/").await;
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let raw: Plain = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(http);
+    Ok(etcd)
+}
+
+pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     println!(
         "| 5,000 creates (1 KiB) at 200/s, open loop | latency from the scheduled send | closed loop, 16 clients, 5 s |"
     );
     println!("|---|---|---|");
-    let grpc =
-        std::sync::Arc::new(RawEtcd::connect(&EtcdConfig { endpoints: vec![etcd.url.clone()], ..Default::default() })?);
+    let etcd = fresh_etcd().await?;
+    let grpc = Arc::new(RawEtcd::connect(&EtcdConfig { endpoints: vec![etcd.url.clone()], ..Default::default() })?);
     let client = grpc.clone();
     let latencies = open_loop_with(5000, 200.0, move |i| {
         let client = client.clone();
@@ -220,7 +265,12 @@ pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
         async move { Ok(client.put(&format!("/grpc/closed/{w}/{n}"), value().into()).await.map(|_| ())?) }
     })
     .await?;
-    row("etcd put (gRPC)", latencies, rate);
+    let floor = row("etcd put (gRPC, what vkube's store uses)", latencies, rate);
+    drop(etcd);
+    let etcd = fresh_etcd().await?;
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let raw: Plain = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(http);
     let (client, url) = (raw.clone(), etcd.url.clone());
     let latencies = open_loop_with(5000, 200.0, move |i| {
         let (client, url) = (client.clone(), url.clone());
@@ -234,9 +284,28 @@ pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
     })
     .await?;
     row("etcd put (its v3 JSON gateway)", latencies, rate);
-    through_api(&vkube, &["--etcd-endpoints", &etcd.url, "--etcd-prefix", "/api/"], "vkube apiserver on that etcd")
-        .await?;
+    drop(etcd);
+    let etcd = fresh_etcd().await?;
+    let api =
+        through_api(&vkube, &["--etcd-endpoints", &etcd.url, "--etcd-prefix", "/api/"], "vkube apiserver on that etcd")
+            .await?;
+    drop(etcd);
+    let upstream_etcd = fresh_etcd().await?;
+    let upstream = through_kube_apiserver(&upstream_etcd.url).await?;
+    drop(upstream_etcd);
     through_api(&vkube, &[], "vkube apiserver on SQLite").await?;
+    println!();
+    for (what, of) in [("vkube", api), ("kube-apiserver", upstream)] {
+        let ratio = |at: usize| of.0[at] / floor.0[at];
+        println!(
+            "{what} on etcd / etcd's gRPC put: mean {:.2}x, p50 {:.2}x, p99 {:.2}x; closed loop {:.0} % of etcd's puts/s",
+            ratio(0),
+            ratio(1),
+            ratio(2),
+            100.0 * of.1 / floor.1
+        );
+    }
+    let etcd = fresh_etcd().await?;
     if kills > 0 {
         let times = failover(&vkube, &etcd.url, kills).await?;
         println!();

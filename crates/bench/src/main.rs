@@ -100,13 +100,30 @@ struct Target {
 }
 
 impl Target {
+    /// HTTPS/1.1 to `base` with `tls`, sending `token` (none when empty).
+    fn new(base: String, token: String, tls: rustls::ClientConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let client: Https = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+        Target { base, token, client }
+    }
+
     async fn send(&self, method: &str, path: &str, body: Option<String>) -> anyhow::Result<(u16, Bytes)> {
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+            .header("content-type", "application/json");
+        // No token: the client certificate of the TLS connection says who this is.
+        if !self.token.is_empty() {
+            request = request.header("authorization", format!("Bearer {}", self.token));
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let response = self.client.request(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
@@ -335,16 +352,7 @@ async fn launch(vkube: &std::path::Path, extra: &[&str]) -> anyhow::Result<Launc
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
-    let client: Https = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
-    let admin = Target { base: url.clone(), token, client };
+    let admin = Target::new(url.clone(), token, tls);
     admin.send("GET", "/readyz", None).await?;
     Ok(Launched { child, pid, ready_ms, admin, _dir: dir })
 }

@@ -124,17 +124,19 @@ impl Channel {
         let http = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .timer(TokioTimer::new())
-            // A dead etcd member shows up within seconds, not at the kernel's TCP timeout.
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .http2_keep_alive_timeout(Duration::from_secs(5))
+            // A dead etcd member shows up within 40 s, not at the kernel's TCP timeout; the
+            // times are kube-apiserver's (more frequent pings make etcd's server, whose minimum
+            // is 5 s, answer with GOAWAY "too many pings").
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
             .http2_keep_alive_while_idle(true)
             .build(connector);
         let endpoints = endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect();
         Channel { http, endpoints: Arc::new(endpoints), current: Arc::new(AtomicUsize::new(0)) }
     }
 
-    /// Sends `body` to `path` (`/etcdserverpb.KV/Txn`); on a connection failure the next
-    /// endpoint is tried.
+    /// Sends `body` to `path` (`/etcdserverpb.KV/Txn`); when an endpoint cannot be connected
+    /// to, the next one is tried.
     async fn send(&self, path: &str, body: impl Fn() -> GrpcBody) -> Result<http::Response<Incoming>, StorageError> {
         let mut last = None;
         for attempt in 0..self.endpoints.len() {
@@ -152,7 +154,10 @@ impl Channel {
                     }
                     return Ok(response);
                 }
-                Err(error) => last = Some(format!("{}: {error:?}", self.endpoints[at])),
+                // Only a request that never left is sent again: a transaction that may have
+                // been applied must not be applied twice.
+                Err(error) if error.is_connect() => last = Some(format!("{}: {error:?}", self.endpoints[at])),
+                Err(error) => return Err(remote(format!("etcd at {}: {error:?}", self.endpoints[at]))),
             }
         }
         Err(remote(format!("no etcd endpoint answered ({})", last.unwrap_or_default())))

@@ -158,10 +158,16 @@ impl EtcdStorage {
 
     /// Waits until the index has seen `revision` (a write's, or etcd's current one).
     async fn caught_up(&self, revision: Revision) -> Result<(), StorageError> {
-        match tokio::time::timeout(Duration::from_secs(30), self.shared.wait_for(revision)).await {
+        if self.shared.current_revision() >= revision {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(Duration::from_secs(30), self.shared.wait_for(revision)).await {
             Ok(result) => result,
             Err(_) => Err(remote(format!("the watch of etcd did not reach revision {revision} in 30s"))),
-        }
+        };
+        tracing::debug!(target: "vkube::etcd", micros = started.elapsed().as_micros() as u64, revision, "waited for the watch");
+        outcome
     }
 
     /// Waits until the index shows everything etcd had committed when this was called: etcd's
@@ -205,8 +211,10 @@ impl EtcdStorage {
             success: vec![proto::RequestOp { request: Some(success) }],
             failure: vec![proto::RequestOp { request: Some(Request::Range(read)) }],
         };
+        let started = std::time::Instant::now();
         let answer: proto::TxnResponse = self.channel.unary(TXN, &request).await?;
         let revision = revision_of(answer.header.as_ref());
+        tracing::debug!(target: "vkube::etcd", micros = started.elapsed().as_micros() as u64, revision, "transaction");
         Ok((answer.succeeded, answer, revision))
     }
 
