@@ -357,6 +357,61 @@ struct ContinueToken {
     start: String,
 }
 
+/// The `[]byte` fields of built-in kinds (Secret `data`, ConfigMap `binaryData`) hold base64,
+/// as Go decodes it: anything else is refused as kube-apiserver's decoder refuses it (400,
+/// `Secret in version "v1" cannot be handled as a Secret: illegal base64 data at input byte 36`).
+fn check_byte_fields(rt: &ResourceType, object: &Value) -> ApiResult<()> {
+    let field = match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Secret") => "data",
+        ("", "ConfigMap") => "binaryData",
+        _ => return Ok(()),
+    };
+    let go_type = |value: &Value| match value {
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::String(_) => "string",
+        Value::Null => "null",
+    };
+    let refuse = |problem: String| {
+        Err(ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {problem}",
+            kind = rt.kind,
+            version = rt.version
+        )))
+    };
+    let values = match object.get(field) {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(values)) => values,
+        Some(other) => {
+            return refuse(format!(
+                "json: cannot unmarshal {} into Go struct field {}.{field} of type map[string][]uint8",
+                go_type(other),
+                rt.kind
+            ));
+        }
+    };
+    for value in values.values() {
+        match value {
+            Value::Null => {}
+            Value::String(text) => {
+                if let Some(at) = validation::go_base64_error(text) {
+                    return refuse(format!("illegal base64 data at input byte {at}"));
+                }
+            }
+            other => {
+                return refuse(format!(
+                    "json: cannot unmarshal {} into Go struct field {}.{field} of type []uint8",
+                    go_type(other),
+                    rt.kind
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Registry {
     /// A registry over `store` serving `catalog`.
     pub fn new(store: Arc<dyn Storage>, catalog: Catalog) -> Self {
@@ -966,6 +1021,8 @@ impl Registry {
     }
 
     fn check_unknown_fields(&self, rt: &ResourceType, object: &mut Value, options: &WriteOptions) -> ApiResult<()> {
+        // Decoding into the typed object fails before unknown fields are looked at.
+        check_byte_fields(rt, object)?;
         let snapshot = self.catalog.snapshot();
         let unknown = self.openapi.prune_unknown_fields(&snapshot, rt, object);
         // Objects written at another version are stored at the storage version: what its schema

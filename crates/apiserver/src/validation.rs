@@ -160,3 +160,81 @@ mod tests {
         assert!(causes[0].message.starts_with("Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"));
     }
 }
+
+/// Where Go's `base64.StdEncoding` (what decoding a JSON string into a `[]byte` field uses)
+/// stops on `text`: the byte offset its `illegal base64 data at input byte N` names, or `None`
+/// when it decodes. Newlines are skipped and the last quantum's spare bits are not checked, as
+/// Go's non-strict decoder does.
+pub fn go_base64_error(text: &str) -> Option<usize> {
+    let src = text.as_bytes();
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+    let newline = |b: u8| b == b'\n' || b == b'\r';
+    let mut si = 0;
+    while si < src.len() {
+        // One quantum of four characters (Go's decodeQuantum).
+        let mut j = 0;
+        while j < 4 {
+            if si == src.len() {
+                return (j > 0).then(|| si - j);
+            }
+            let byte = src[si];
+            si += 1;
+            if alphabet(byte) {
+                j += 1;
+                continue;
+            }
+            if newline(byte) {
+                continue;
+            }
+            if byte != b'=' || j < 2 {
+                return Some(si - 1);
+            }
+            if j == 2 {
+                // "==" is expected; the first "=" is consumed.
+                while si < src.len() && newline(src[si]) {
+                    si += 1;
+                }
+                if si == src.len() {
+                    return Some(src.len());
+                }
+                if src[si] != b'=' {
+                    return Some(si - 1);
+                }
+                si += 1;
+            }
+            while si < src.len() && newline(src[si]) {
+                si += 1;
+            }
+            // Anything after the padding is trailing garbage.
+            return (si < src.len()).then_some(si);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod base64_tests {
+    use super::go_base64_error;
+
+    /// Offsets as kube-apiserver 1.33 reports them (`illegal base64 data at input byte N`).
+    #[test]
+    fn base64_errors_are_where_go_reports_them() {
+        for good in ["", "YQ==", "YWJj", "YWJj\nZA==", "YQ=\n=", "YWI=", "QUJD\r\nREVG"] {
+            assert_eq!(go_base64_error(good), None, "{good:?}");
+        }
+        let joined = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=".repeat(2);
+        for (bad, at) in [
+            ("!!", 0),
+            ("YQ", 0),
+            ("YWJ", 0),
+            ("a", 0),
+            (joined.as_str(), 36),
+            ("YQ=", 3),
+            ("YQ=x", 2),
+            ("Y===", 1),
+            ("YWJjZA==Z", 8),
+        ] {
+            assert_eq!(go_base64_error(bad), Some(at), "{bad:?}");
+        }
+    }
+}

@@ -324,3 +324,42 @@ async fn unknown_metadata_fields_of_custom_resources_are_found_at_the_root_and_i
         reply.json()
     );
 }
+
+/// Secret `data` and ConfigMap `binaryData` are `[]byte` in Go: values that are not base64 (or
+/// not strings) are refused at decoding, in kube-apiserver 1.33's words, and nothing is stored.
+#[tokio::test]
+async fn byte_fields_that_are_not_base64_are_refused_as_upstream_refuses_them() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let json = "application/json";
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let joined = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=".repeat(2);
+    for (data, problem) in [
+        (format!(r#"{{"a": "{joined}"}}"#), "illegal base64 data at input byte 36"),
+        (r#"{"a": "YQ"}"#.to_string(), "illegal base64 data at input byte 0"),
+        (r#"{"a": 5}"#.to_string(), "json: cannot unmarshal number into Go struct field Secret.data of type []uint8"),
+    ] {
+        let body = format!(r#"{{"metadata": {{"name": "s"}}, "data": {data}}}"#);
+        let status = assert_status(&http.send("POST", secrets, json, &body).await, 400, "BadRequest");
+        assert_eq!(
+            status["message"],
+            format!("Secret in version \"v1\" cannot be handled as a Secret: {problem}"),
+            "{data}"
+        );
+    }
+    assert_eq!(http.send("GET", &format!("{secrets}/s"), json, "").await.status, 404, "nothing stored");
+    let created = http.send("POST", secrets, json, r#"{"metadata": {"name": "s"}, "data": {"a": "YWJj\nZA=="}}"#).await;
+    assert_eq!(created.status, 201, "newlines inside base64 are skipped, as Go does");
+    assert_eq!(
+        http.send("POST", CM, json, r#"{"metadata": {"name": "c"}, "binaryData": {"b": "YWJj"}}"#).await.status,
+        201
+    );
+    let replaced =
+        http.send("PUT", &format!("{CM}/c"), json, r#"{"metadata": {"name": "c"}, "binaryData": {"b": "YWJ"}}"#).await;
+    let status = assert_status(&replaced, 400, "BadRequest");
+    assert_eq!(
+        status["message"],
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: illegal base64 data at input byte 0"
+    );
+    assert_eq!(http.send("GET", &format!("{CM}/c"), json, "").await.json()["binaryData"]["b"], "YWJj", "unchanged");
+}

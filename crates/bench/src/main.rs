@@ -157,7 +157,8 @@ fn rss_mib(pid: u32) -> f64 {
 
 fn secret_body(name: &str) -> String {
     // About 1 KiB of data, like kube-burner's api-intensive secrets.
-    let payload = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=".repeat(28);
+    // (Valid base64: kube-apiserver refuses anything else in a Secret's data.)
+    let payload = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY".repeat(32);
     format!(
         r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"{name}","labels":{{"bench":"yes"}}}},"data":{{"payload":"{payload}"}}}}"#
     )
