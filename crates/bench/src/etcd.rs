@@ -2,8 +2,10 @@
 //!
 //! 1. Creates at one rate (open loop, 5,000 at 200/s, 1 KiB each) and closed loop (16 clients,
 //!    5 s): straight into etcd (gRPC `KV/Put`, the floor vkube's store sits on; and its v3 JSON
-//!    gateway, for comparison), through `vkube apiserver` on that etcd, and through `vkube
-//!    apiserver` on its embedded SQLite.
+//!    gateway, for comparison), through `vkube apiserver` on that etcd, through upstream's
+//!    kube-apiserver on that etcd, and through `vkube apiserver` on its embedded SQLite; each
+//!    etcd row on a fresh etcd. Then vkube creates and raw puts taking turns on one etcd, the
+//!    steadiest ratio of the two on a noisy machine.
 //! 2. Failover: three `vkube serve` replicas of one virtual cluster on the etcd with the default
 //!    lease times (15 s / 10 s / 2 s); the leader is killed (`kill -9`) `kills` times, each time
 //!    measuring until a standby holds the lease and until a pod created right after the kill is
@@ -88,6 +90,39 @@ async fn drive(admin: &Target, what: &str) -> anyhow::Result<([f64; 4], f64)> {
     })
     .await?;
     Ok(row(what, latencies, rate))
+}
+
+/// Creates through `vkube apiserver` on `etcd` and raw gRPC puts into the same etcd, taking
+/// turns (5,000 at 200/s in all): a stall of the machine or the disk weighs on both alike, so
+/// their ratio is steadier than that of rows measured one after the other. (p50, p99) of each.
+async fn interleaved(vkube: &Path, etcd: &str) -> anyhow::Result<((f64, f64), (f64, f64))> {
+    let Launched { mut child, admin, .. } =
+        launch(vkube, &["--etcd-endpoints", etcd, "--etcd-prefix", "/mixed/"]).await?;
+    prepare_namespace(&admin, "mixed", None).await?;
+    let raw = Arc::new(RawEtcd::connect(&EtcdConfig { endpoints: vec![etcd.to_string()], ..Default::default() })?);
+    let latencies = open_loop_with(5000, 200.0, move |i| {
+        let (raw, admin) = (raw.clone(), admin.clone());
+        async move {
+            if i % 2 == 0 {
+                raw.put(&format!("/raw-mixed/{i}"), value().into()).await?;
+            } else {
+                let body = crate::secret_body(&format!("m{i}"));
+                let (status, _) = admin.send("POST", "/api/v1/namespaces/mixed/secrets", Some(body)).await?;
+                if status != 201 {
+                    bail!("create answered {status}");
+                }
+            }
+            Ok(())
+        }
+    })
+    .await;
+    crate::sync::stop(&mut child);
+    let latencies = latencies?;
+    let half = |parity: usize| {
+        let (_, p50, p99, _) = summary(latencies.iter().skip(parity).step_by(2).copied().collect());
+        (p50, p99)
+    };
+    Ok((half(0), half(1)))
 }
 
 /// The same loops through upstream's kube-apiserver (`tools/k8s/control-plane.sh --api-only`, the
@@ -306,6 +341,16 @@ pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
         );
     }
     let etcd = fresh_etcd().await?;
+    let (put, create) = interleaved(&vkube, &etcd.url).await?;
+    println!(
+        "taking turns on one etcd (2,500 each at 100/s): etcd put p50 {:.2} ms, p99 {:.2} ms; vkube create p50 {:.2} ms, p99 {:.2} ms: {:.2}x at p50, {:.2}x at p99",
+        put.0,
+        put.1,
+        create.0,
+        create.1,
+        create.0 / put.0,
+        create.1 / put.1
+    );
     if kills > 0 {
         let times = failover(&vkube, &etcd.url, kills).await?;
         println!();
