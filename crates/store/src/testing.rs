@@ -22,6 +22,9 @@ pub struct Etcd {
     pub url: String,
     /// The folder its binaries (`etcd`, `etcdctl`, ...) are in.
     pub bin: PathBuf,
+    /// What it was started with (for [`Etcd::restart`]).
+    args: Vec<std::ffi::OsString>,
+    client: u16,
 }
 
 fn free_port() -> u16 {
@@ -68,7 +71,8 @@ impl Etcd {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(bin.join("etcd"))
+        let mut command = Command::new(bin.join("etcd"));
+        let child = command
             .args(["--data-dir", &dir.join("data").to_string_lossy()])
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
@@ -93,13 +97,34 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd starts");
-        let etcd = Etcd { child, dir, url, bin };
+        let args = command.get_args().map(ToOwned::to_owned).collect();
+        let etcd = Etcd { child, dir, url, bin, args, client };
+        etcd.wait_listening();
+        etcd
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.client)).is_err() {
             assert!(Instant::now() < deadline, "etcd did not listen in 60 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        etcd
+    }
+
+    /// Kills etcd (`kill -9`) and starts it again on the same data and ports.
+    ///
+    /// # Panics
+    /// When it does not start or listen again within 60 s.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new(self.bin.join("etcd"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts again");
+        self.wait_listening();
     }
 
     /// A store on it under `prefix`, once etcd has elected itself (until then requests fail).

@@ -289,6 +289,36 @@ async fn etcd_replicas_read_each_others_writes() {
     assert_eq!(c.get("/k/x").await.unwrap().unwrap(), updated);
 }
 
+/// etcd killed and started again under a running store: once etcd answers again, the store
+/// writes again (no restart of vkube), and its watch carries on where it was: every change
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_carries_on_after_etcd_restarts() {
+    let mut etcd = Etcd::start();
+    let store = etcd.store("/vc1/").await;
+    let mut watcher = store.watch("/k/", store.current_revision()).unwrap();
+    let before = store.create("/k/1", v("before")).await.unwrap();
+    tokio::task::block_in_place(|| etcd.restart());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        match store.create("/k/2", v("after")).await {
+            Ok(kv) => break kv,
+            // A create etcd applied but whose answer was lost.
+            Err(StorageError::AlreadyExists { .. }) => break store.get("/k/2").await.unwrap().unwrap(),
+            Err(error) => assert!(std::time::Instant::now() < deadline, "no write 60 s after the restart: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(after.mod_revision > before.mod_revision);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), watcher.next_batch()).await.unwrap().unwrap();
+        seen.extend(batch.into_iter().map(|e| (e.kv.key, e.kv.value)));
+    }
+    assert_eq!(seen, [("/k/1".to_string(), v("before")), ("/k/2".to_string(), v("after"))]);
+    assert_eq!(store.get("/k/1").await.unwrap().unwrap(), before, "a consistent read after the restart");
+}
+
 /// An etcd that serves TLS and requires client certificates: vkube connects with the CA and a
 /// client certificate, and is refused without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
