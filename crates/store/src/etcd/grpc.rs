@@ -125,11 +125,12 @@ impl Channel {
             .http2_only(true)
             .timer(TokioTimer::new())
             // A dead etcd member shows up within 40 s, not at the kernel's TCP timeout; the
-            // times are kube-apiserver's (more frequent pings make etcd's server, whose minimum
-            // is 5 s, answer with GOAWAY "too many pings").
+            // times are kube-apiserver's. Pings go only while a call is open (the store's watch
+            // always is): etcd's server counts pings on a connection without streams, and more
+            // frequent ones, as abuse and answers with GOAWAY "too many pings".
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(10))
-            .http2_keep_alive_while_idle(true)
+            .http2_keep_alive_while_idle(false)
             .build(connector);
         let endpoints = endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect();
         Channel { http, endpoints: Arc::new(endpoints), current: Arc::new(AtomicUsize::new(0)) }
