@@ -143,10 +143,7 @@ async fn through_kube_apiserver(etcd: &str) -> anyhow::Result<([f64; 4], f64)> {
     };
     let pki = dir.path().join("pki");
     let pem = |name: &str| std::fs::read(pki.join(name)).with_context(|| format!("reading {name}"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem("ca.crt")?[..]) {
-        roots.add(cert?)?;
-    }
+    let roots = crate::roots(&pem("ca.crt")?)?;
     let chain = rustls_pemfile::certs(&mut &pem("admin.crt")?[..]).collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut &pem("admin.key")?[..])?.context("admin.key holds no key")?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -271,6 +268,18 @@ fn spread(values: impl Iterator<Item = f64>) -> String {
     }
 }
 
+/// The open and the closed loop of raw puts (`put(key)` does one); the row.
+async fn put_row<F, Fut>(what: &str, put: F) -> anyhow::Result<([f64; 4], f64)>
+where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let open = put.clone();
+    let latencies = open_loop_with(5000, 200.0, move |i| open(format!("/raw/open/{i}"))).await?;
+    let rate = closed_loop(move |w, n| put(format!("/raw/closed/{w}/{n}"))).await?;
+    Ok(row(what, latencies, rate))
+}
+
 /// A new etcd (with fsync), ready: every create row starts on an empty one, as a row measured
 /// after another's 40,000 writes would pay for a bigger database.
 async fn fresh_etcd() -> anyhow::Result<Etcd> {
@@ -288,37 +297,22 @@ pub async fn run(vkube: PathBuf, kills: usize) -> anyhow::Result<()> {
     println!("|---|---|---|");
     let etcd = fresh_etcd().await?;
     let grpc = Arc::new(RawEtcd::connect(&EtcdConfig { endpoints: vec![etcd.url.clone()], ..Default::default() })?);
-    let client = grpc.clone();
-    let latencies = open_loop_with(5000, 200.0, move |i| {
-        let client = client.clone();
-        async move { Ok(client.put(&format!("/grpc/open/{i}"), value().into()).await.map(|_| ())?) }
+    let floor = put_row("etcd put (gRPC, what vkube's store uses)", move |key| {
+        let grpc = grpc.clone();
+        async move { Ok(grpc.put(&key, value().into()).await.map(|_| ())?) }
     })
     .await?;
-    let client = grpc.clone();
-    let rate = closed_loop(move |w, n| {
-        let client = client.clone();
-        async move { Ok(client.put(&format!("/grpc/closed/{w}/{n}"), value().into()).await.map(|_| ())?) }
-    })
-    .await?;
-    let floor = row("etcd put (gRPC, what vkube's store uses)", latencies, rate);
     drop(etcd);
     let etcd = fresh_etcd().await?;
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let raw: Plain = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(http);
-    let (client, url) = (raw.clone(), etcd.url.clone());
-    let latencies = open_loop_with(5000, 200.0, move |i| {
-        let (client, url) = (client.clone(), url.clone());
-        async move { put(&client, &url, &format!("/raw/open/{i}"), &value()).await }
+    let url = etcd.url.clone();
+    put_row("etcd put (its v3 JSON gateway)", move |key| {
+        let (raw, url) = (raw.clone(), url.clone());
+        async move { put(&raw, &url, &key, &value()).await }
     })
     .await?;
-    let (client, url) = (raw.clone(), etcd.url.clone());
-    let rate = closed_loop(move |w, n| {
-        let (client, url) = (client.clone(), url.clone());
-        async move { put(&client, &url, &format!("/raw/closed/{w}/{n}"), &value()).await }
-    })
-    .await?;
-    row("etcd put (its v3 JSON gateway)", latencies, rate);
     drop(etcd);
     let etcd = fresh_etcd().await?;
     let api =

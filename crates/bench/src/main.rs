@@ -307,6 +307,15 @@ struct Launched {
     _dir: tempfile::TempDir,
 }
 
+/// The certificates of a PEM CA bundle, as rustls trusts them.
+fn roots(pem: &[u8]) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert?)?;
+    }
+    Ok(roots)
+}
+
 /// Starts `vkube apiserver --dir NEW --listen 127.0.0.1:0 EXTRA...` and connects as the admin
 /// (under the wrapper command `VKUBE_BENCH_WRAP_APISERVER` names, e.g. `perf record -g -o F --`).
 async fn launch(vkube: &std::path::Path, extra: &[&str]) -> anyhow::Result<Launched> {
@@ -345,10 +354,7 @@ async fn launch(vkube: &std::path::Path, extra: &[&str]) -> anyhow::Result<Launc
     std::thread::spawn(move || for _ in stderr {});
     let ca = std::fs::read_to_string(dir.path().join("pki/ca.crt"))?;
     let token = std::fs::read_to_string(dir.path().join("pki/admin.token"))?.trim().to_string();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca.as_bytes()) {
-        roots.add(cert?)?;
-    }
+    let roots = roots(ca.as_bytes())?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
