@@ -2,6 +2,7 @@
 //! type over the key/value store, with the metadata rules every Kubernetes object follows.
 //! Per-kind behaviour comes from [`crate::strategy`]; the HTTP layer only translates requests.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -459,10 +460,10 @@ impl Registry {
 
     /// `object`, written at `rt`'s version, at the version its CRD stores (through the
     /// conversion webhook when they differ), pruned with the storage version's schema.
-    async fn to_storage(&self, rt: &ResourceType, object: &Value) -> ApiResult<Value> {
-        let Some(custom) = rt.custom.as_ref() else { return Ok(object.clone()) };
+    async fn to_storage<'a>(&self, rt: &ResourceType, object: &'a Value) -> ApiResult<Cow<'a, Value>> {
+        let Some(custom) = rt.custom.as_ref() else { return Ok(Cow::Borrowed(object)) };
         let Some(webhook) = custom.conversion_webhook.as_ref().filter(|_| custom.storage_version != rt.version) else {
-            return Ok(object.clone());
+            return Ok(Cow::Borrowed(object));
         };
         let desired = format!("{}/{}", rt.group, custom.storage_version);
         let mut converted = self.convert(rt, webhook, &desired, vec![object.clone()]).await?;
@@ -471,7 +472,7 @@ impl Registry {
         if let Some(storage) = snapshot.get(&rt.group, &custom.storage_version, &rt.plural) {
             self.openapi.prune_unknown_fields(&snapshot, &storage, &mut stored);
         }
-        Ok(stored)
+        Ok(Cow::Owned(stored))
     }
 
     /// One review to the webhook; a failure reads as upstream's (`conversion webhook for
@@ -557,6 +558,24 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// What a write of `written` (at `rt`'s version) stored as `kv` reads back as: `written` with
+    /// the new resource version when the stored form is the served one (no conversion on the way
+    /// in or out), else the stored bytes decoded; either way before [`Registry::to_served`].
+    fn read_back(&self, rt: &ResourceType, mut written: Value, kv: &KeyValue) -> ApiResult<Value> {
+        let converted = rt.custom.is_some() || matches!(rt.group.as_str(), "events.k8s.io" | "autoscaling");
+        if converted {
+            return self.decode(rt, kv);
+        }
+        match written.get_mut("metadata").and_then(Value::as_object_mut) {
+            Some(meta) => {
+                meta.remove("selfLink");
+                meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+            }
+            None => return self.decode(rt, kv),
+        }
+        Ok(written)
     }
 
     /// The stored bytes as an API object of type `rt`.
@@ -1235,7 +1254,7 @@ impl Registry {
             if options.dry_run {
                 return Ok(candidate);
             }
-            let created = self.store.create(&key, self.encode(rt, &self.to_storage(rt, &candidate).await?)?).await;
+            let created = self.store.create(&key, self.encode(rt, &*self.to_storage(rt, &candidate).await?)?).await;
             if created.is_err()
                 && let Some(allocation) = allocated
                 && allocation.release.is_some()
@@ -1245,7 +1264,7 @@ impl Registry {
             }
             match created {
                 Ok(kv) => {
-                    let mut stored = self.decode(rt, &kv)?;
+                    let mut stored = self.read_back(rt, candidate, &kv)?;
                     self.to_served(rt, std::slice::from_mut(&mut stored)).await?;
                     self.after_write(rt, &stored).await;
                     return Ok(stored);
@@ -1744,9 +1763,9 @@ impl Registry {
                 return Ok(gone);
             }
         }
-        match self.store.update(&key, self.encode(rt, &self.to_storage(rt, &new).await?)?, revision).await {
+        match self.store.update(&key, self.encode(rt, &*self.to_storage(rt, &new).await?)?, revision).await {
             Ok(kv) => {
-                let mut stored = self.decode(rt, &kv)?;
+                let mut stored = self.read_back(rt, new, &kv)?;
                 self.to_served(rt, std::slice::from_mut(&mut stored)).await?;
                 self.after_write(rt, &stored).await;
                 Ok(stored)

@@ -104,6 +104,9 @@ impl crate::registry::Admission for Chain {
                 limit_ranger::mutate(&self.state.registry, rt, new).await?;
             }
             priority::admit(&self.state.registry, rt, old, new).await?;
+            if !webhook::any_mutating(&self.state, rt) {
+                return Ok(());
+            }
             let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
             let mut object = new.clone();
             let before = new.clone();

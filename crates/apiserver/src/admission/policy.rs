@@ -54,6 +54,10 @@ impl ObjectCache {
     pub(super) fn all(&self) -> Vec<Value> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
 }
 
 /// Two caches of admissionregistration.k8s.io kinds, started on first use.

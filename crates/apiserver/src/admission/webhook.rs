@@ -397,6 +397,11 @@ async fn namespace_of(state: &AppState, call: &Call<'_>) -> Option<Value> {
     state.registry.get(&rt, None, namespace).await.ok()
 }
 
+/// Whether any mutating webhook is configured that could select a write of `rt`.
+pub fn any_mutating(state: &AppState, rt: &ResourceType) -> bool {
+    !exempt(rt) && !state.webhooks.caches(state).0.is_empty()
+}
+
 /// Runs the mutating webhooks that select `call` over `object`, one after another.
 pub async fn mutate(
     state: &AppState,
