@@ -189,6 +189,7 @@ impl Query {
             field_validation,
             warnings: self.2.clone(),
             duplicate_fields: Vec::new(),
+            request_json: None,
         })
     }
 
@@ -430,6 +431,9 @@ fn decode_write_body(bytes: &[u8], content_type: &str, options: &mut WriteOption
         std::str::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
     if text.trim().is_empty() {
         return Err(ApiError::BadRequest("the request body is empty".into()));
+    }
+    if !content_type.contains("yaml") {
+        options.request_json = Some(bytes::Bytes::copy_from_slice(bytes));
     }
     decode_text(text, content_type, Some(options))
 }

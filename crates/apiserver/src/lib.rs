@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod error;
 pub mod eviction;
 pub mod fields;
+pub mod go_decode;
 pub mod http;
 pub mod kubelet;
 pub mod openapi;

@@ -102,6 +102,9 @@ pub struct WriteOptions {
     /// Fields the request body gave twice (paths, `spec.replicas`): refused or warned about
     /// with the unknown fields, as `fieldValidation` says.
     pub duplicate_fields: Vec<String>,
+    /// The request's JSON body, when the object written is that body: a wrongly typed value is
+    /// then reported as the first one in the client's order, as Go's decoder reports it.
+    pub request_json: Option<bytes::Bytes>,
 }
 
 /// The patch types the server accepts.
@@ -358,59 +361,25 @@ struct ContinueToken {
     start: String,
 }
 
-/// The `[]byte` fields of built-in kinds (Secret `data`, ConfigMap `binaryData`) hold base64,
-/// as Go decodes it: anything else is refused as kube-apiserver's decoder refuses it (400,
-/// `Secret in version "v1" cannot be handled as a Secret: illegal base64 data at input byte 36`).
-fn check_byte_fields(rt: &ResourceType, object: &Value) -> ApiResult<()> {
-    let field = match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Secret") => "data",
-        ("", "ConfigMap") => "binaryData",
-        _ => return Ok(()),
-    };
-    let go_type = |value: &Value| match value {
-        Value::Number(_) => "number",
-        Value::Bool(_) => "bool",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-        Value::String(_) => "string",
-        Value::Null => "null",
-    };
-    let refuse = |problem: String| {
-        Err(ApiError::BadRequest(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: {problem}",
-            kind = rt.kind,
-            version = rt.version
-        )))
-    };
-    let values = match object.get(field) {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::Object(values)) => values,
-        Some(other) => {
-            return refuse(format!(
-                "json: cannot unmarshal {} into Go struct field {}.{field} of type map[string][]uint8",
-                go_type(other),
-                rt.kind
-            ));
-        }
-    };
-    for value in values.values() {
-        match value {
-            Value::Null => {}
-            Value::String(text) => {
-                if let Some(at) = validation::go_base64_error(text) {
-                    return refuse(format!("illegal base64 data at input byte {at}"));
-                }
-            }
-            other => {
-                return refuse(format!(
-                    "json: cannot unmarshal {} into Go struct field {}.{field} of type []uint8",
-                    go_type(other),
-                    rt.kind
-                ));
-            }
-        }
+/// Refuses `object` as kube-apiserver's decoder refuses a built-in kind with a value of the wrong
+/// JSON type (400, `Deployment in version "v1" cannot be handled as a Deployment: json: cannot
+/// unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32`), a
+/// `[]byte` field that is not base64, a malformed quantity or time.
+fn check_go_types(rt: &ResourceType, object: &Value, options: &WriteOptions) -> ApiResult<()> {
+    if crate::go_decode::refusal(rt, object, None).is_none() {
+        return Ok(());
     }
-    Ok(())
+    // The first bad value as the client wrote them, when we have the text.
+    let text = options.request_json.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+    let problem = text
+        .and_then(|text| crate::go_decode::refusal(rt, object, Some(text)))
+        .or_else(|| crate::go_decode::refusal(rt, object, None))
+        .unwrap_or_default();
+    Err(ApiError::BadRequest(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {kind}: {problem}",
+        kind = rt.kind,
+        version = rt.version
+    )))
 }
 
 impl Registry {
@@ -1040,8 +1009,6 @@ impl Registry {
     }
 
     fn check_unknown_fields(&self, rt: &ResourceType, object: &mut Value, options: &WriteOptions) -> ApiResult<()> {
-        // Decoding into the typed object fails before unknown fields are looked at.
-        check_byte_fields(rt, object)?;
         let snapshot = self.catalog.snapshot();
         let unknown = self.openapi.prune_unknown_fields(&snapshot, rt, object);
         // Objects written at another version are stored at the storage version: what its schema
@@ -1139,6 +1106,8 @@ impl Registry {
                 "create not allowed while custom resource definition is terminating".into(),
             ));
         }
+        check_go_types(rt, &object, options)?;
+        crate::go_decode::drop_nulls(rt, &mut object);
         self.check_type_meta(rt, &mut object)?;
         let meta = object["metadata"].as_object_mut().expect("checked");
         if rt.namespaced {
@@ -1507,6 +1476,22 @@ impl Registry {
                 PatchType::Json => patch::json_patch(&mut patched, patch_body)?,
                 PatchType::Merge => patch::merge_patch(&mut patched, patch_body)?,
                 PatchType::Strategic => patch::strategic_merge_patch(&mut patched, patch_body)?,
+                PatchType::Apply { .. } => {}
+            }
+            if let PatchType::Json | PatchType::Merge | PatchType::Strategic = patch_type
+                && let Some(problem) = crate::go_decode::refusal(rt, &patched, None)
+            {
+                // As upstream decodes a patched object: 422 with the whole object as the value.
+                let text = String::from_utf8_lossy(&crate::wire::to_vec_compact(&patched)).into_owned();
+                return Err(ApiError::Invalid {
+                    group: String::new(),
+                    kind: String::new(),
+                    name: String::new(),
+                    causes: vec![Cause::invalid("patch", &text, &problem)],
+                });
+            }
+            match patch_type {
+                PatchType::Json | PatchType::Merge | PatchType::Strategic => {}
                 PatchType::Apply { force } => {
                     let mut applied = patch_body.clone();
                     self.check_apply_body(rt, name, &mut applied)?;
@@ -1594,6 +1579,9 @@ impl Registry {
         options: &WriteOptions,
         record: bool,
     ) -> ApiResult<Value> {
+        // Decoding into the typed object fails before anything else is looked at.
+        check_go_types(rt, &new, options)?;
+        crate::go_decode::drop_nulls(rt, &mut new);
         self.check_type_meta(rt, &mut new)?;
         if subresource == "status" {
             let mut merged = current.clone();

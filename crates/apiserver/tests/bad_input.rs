@@ -363,3 +363,197 @@ async fn byte_fields_that_are_not_base64_are_refused_as_upstream_refuses_them() 
     );
     assert_eq!(http.send("GET", &format!("{CM}/c"), json, "").await.json()["binaryData"]["b"], "YWJj", "unchanged");
 }
+
+/// A Deployment / Pod / Service body with `spec` merged in (JSON text, fields in this order).
+fn deployment(spec: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "d"}}, "spec": {{"selector": {{"matchLabels": {{"a": "b"}}}}, "template": {{"metadata": {{"labels": {{"a": "b"}}}}, "spec": {{"containers": [{{"name": "c", "image": "i"}}]}}}}{spec}}}}}"#
+    )
+}
+
+fn pod(container: &str, spec: &str, meta: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p"{meta}}}, "spec": {{"containers": [{{"name": "c", "image": "i"{container}}}]{spec}}}}}"#
+    )
+}
+
+// Each expected message is kube-apiserver 1.33.13's answer to the same body
+// (`tools/k8s/control-plane.sh start DIR --api-only`, `kubectl create --raw PATH -f -`).
+#[tokio::test]
+async fn values_of_the_wrong_type_are_refused_as_go_decodes_them() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let pods = "/api/v1/namespaces/default/pods";
+    let services = "/api/v1/namespaces/default/services";
+    let service = |port: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "s"}}, "spec": {{"ports": [{port}]}}}}"#
+        )
+    };
+    let quantity = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+    let cases = [
+        (
+            deployments,
+            deployment(r#", "replicas": "three""#),
+            "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            deployments,
+            deployment(r#", "replicas": 3.5"#),
+            "json: cannot unmarshal number 3.5 into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            deployments,
+            deployment(r#", "replicas": 3.0"#),
+            "json: cannot unmarshal number 3.0 into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            deployments,
+            deployment(r#", "replicas": 99999999999"#),
+            "json: cannot unmarshal number 99999999999 into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            deployments,
+            deployment(r#", "replicas": true"#),
+            "json: cannot unmarshal bool into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            deployments,
+            deployment(r#", "paused": "yes""#),
+            "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.paused of type bool",
+        ),
+        (
+            deployments,
+            r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": []}"#.to_string(),
+            "json: cannot unmarshal array into Go struct field Deployment.spec of type v1.DeploymentSpec",
+        ),
+        (
+            pods,
+            pod(r#", "ports": [{"containerPort": "80"}]"#, "", ""),
+            "json: cannot unmarshal string into Go struct field ContainerPort.spec.containers.ports.containerPort of type int32",
+        ),
+        (
+            pods,
+            pod(r#", "ports": [{"containerPort": 80, "protocol": 6}]"#, "", ""),
+            "json: cannot unmarshal number into Go struct field ContainerPort.spec.containers.ports.protocol of type v1.Protocol",
+        ),
+        (
+            pods,
+            pod(r#", "args": [1]"#, "", ""),
+            "json: cannot unmarshal number into Go struct field Container.spec.containers.args of type string",
+        ),
+        (
+            pods,
+            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": {}}}"#.to_string(),
+            "json: cannot unmarshal object into Go struct field PodSpec.spec.containers of type []v1.Container",
+        ),
+        (
+            pods,
+            pod("", "", r#", "labels": {"a": 1}"#),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string",
+        ),
+        (
+            pods,
+            pod("", "", r#", "labels": []"#),
+            "json: cannot unmarshal array into Go struct field ObjectMeta.metadata.labels of type map[string]string",
+        ),
+        (pods, pod(r#", "resources": {"limits": {"cpu": true}}"#, "", ""), quantity),
+        (pods, pod(r#", "resources": {"limits": {"cpu": "lots"}}"#, "", ""), quantity),
+        (pods, pod(r#", "resources": {"limits": {"cpu": {}}}"#, "", ""), quantity),
+        (
+            services,
+            service(r#"{"port": 80, "targetPort": true}"#),
+            "json: cannot unmarshal bool into Go struct field ServicePort.spec.ports.targetPort of type int32",
+        ),
+        (
+            services,
+            service(r#"{"port": 80, "targetPort": 8.5}"#),
+            "json: cannot unmarshal number 8.5 into Go struct field ServicePort.spec.ports.targetPort of type int32",
+        ),
+        (
+            services,
+            service(r#"{"port": 80, "targetPort": {}}"#),
+            "json: cannot unmarshal object into Go struct field ServicePort.spec.ports.targetPort of type int32",
+        ),
+        (
+            pods,
+            pod("", "", r#", "creationTimestamp": 5"#),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.creationTimestamp of type string",
+        ),
+        (
+            pods,
+            pod("", "", r#", "creationTimestamp": "yesterday""#),
+            r#"parsing time "yesterday" as "2006-01-02T15:04:05Z07:00": cannot parse "yesterday" as "2006""#,
+        ),
+        (
+            pods,
+            pod("", r#", "terminationGracePeriodSeconds": true"#, ""),
+            "json: cannot unmarshal bool into Go struct field PodSpec.spec.terminationGracePeriodSeconds of type int64",
+        ),
+        // Two bad values: Go reports the first in the body, not the first in sorted order.
+        (
+            pods,
+            pod(r#", "ports": [{"containerPort": "80"}]"#, r#", "activeDeadlineSeconds": "x""#, ""),
+            "json: cannot unmarshal string into Go struct field ContainerPort.spec.containers.ports.containerPort of type int32",
+        ),
+        (
+            CM,
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": 1}}"#.to_string(),
+            "json: cannot unmarshal number into Go struct field ConfigMap.data of type string",
+        ),
+        (
+            CM,
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": "x"}"#.to_string(),
+            "json: cannot unmarshal string into Go struct field ConfigMap.metadata of type v1.ObjectMeta",
+        ),
+        (
+            CM,
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 5}}"#.to_string(),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.name of type string",
+        ),
+    ];
+    for (path, body, problem) in &cases {
+        let reply = http.send("POST", path, "application/json", body).await;
+        let status = assert_status(&reply, 400, "BadRequest");
+        let kind = body.split(r#""kind": ""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+        assert_eq!(
+            status["message"],
+            format!("{kind} in version \"v1\" cannot be handled as a {kind}: {problem}"),
+            "{body}"
+        );
+    }
+    for path in [deployments, pods, services, CM] {
+        assert_eq!(
+            http.send("GET", path, "application/json", "").await.json()["items"],
+            serde_json::json!([]),
+            "nothing stored"
+        );
+    }
+    // null leaves the zero value, as in Go: accepted.
+    assert_eq!(
+        http.send("POST", deployments, "application/json", &deployment(r#", "replicas": null"#)).await.status,
+        201
+    );
+    // A patch that makes a value the wrong type: upstream's 422 naming the patched object.
+    let patched = http
+        .send(
+            "PATCH",
+            &format!("{deployments}/d"),
+            "application/merge-patch+json",
+            r#"{"spec": {"replicas": "three"}}"#,
+        )
+        .await;
+    let status = assert_status(&patched, 422, "Invalid");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.starts_with(r#" "" is invalid: patch: Invalid value: "{"#), "{message}");
+    assert!(
+        message.ends_with(
+            r#": json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"#
+        ),
+        "{message}"
+    );
+    assert_eq!(status["details"]["causes"][0]["field"], "patch");
+    let stored = http.send("GET", &format!("{deployments}/d"), "application/json", "").await.json();
+    assert_eq!(stored["spec"]["replicas"], 1, "the patch changed nothing");
+}
