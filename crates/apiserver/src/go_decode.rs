@@ -148,6 +148,132 @@ fn drop_nulls_at(ty: usize, value: &mut Value, depth: usize) {
     }
 }
 
+/// Why upstream's converter from unstructured objects (what a strategic merge patch's result goes
+/// through) refuses `object` as a `rt`: `unrecognized type: int32`, `cannot convert int64 to
+/// string`, `cannot restore struct from: string` ... or `None`.
+pub fn conversion_refusal(rt: &ResourceType, object: &Value) -> Option<String> {
+    convert(root_of(rt)?, object, 0).err()
+}
+
+/// The source kind as Go's reflection names a decoded JSON value (integers are `int64`).
+fn source_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Object(_) => "map",
+        Value::Array(_) => "slice",
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float64",
+        Value::Number(_) => "int64",
+        Value::Null => "invalid",
+    }
+}
+
+/// The reflect kind of a scalar Go type (`v1.Protocol` is a `string`).
+fn reflect_kind(ty: &Type) -> String {
+    match ty.kind {
+        Kind::String => "string".into(),
+        Kind::Bool => "bool".into(),
+        Kind::Int(bits) => format!("int{bits}"),
+        Kind::Uint(bits) => format!("uint{bits}"),
+        Kind::Float => "float64".into(),
+        _ => ty.go.clone(),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Object(_) => "object",
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::Null => "null",
+    }
+}
+
+fn convert(at: usize, value: &Value, depth: usize) -> Result<(), String> {
+    let Some(ty) = TABLE.types.get(at) else { return Ok(()) };
+    if value.is_null() || depth > 64 {
+        return Ok(());
+    }
+    let numeric = |kind: Kind| matches!(kind, Kind::Int(_) | Kind::Uint(_) | Kind::Float);
+    match (ty.kind, value) {
+        (Kind::Any, _) => Ok(()),
+        (Kind::Struct, Value::Object(map)) => {
+            for (key, child) in map {
+                if let Some(&field) = ty.fields.get(key) {
+                    convert(field, child, depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        (Kind::Struct, other) => Err(format!("cannot restore struct from: {}", source_kind(other))),
+        (Kind::Slice, Value::Array(items)) => items.iter().try_for_each(|item| convert(ty.elem, item, depth + 1)),
+        (Kind::Slice | Kind::Bytes, other @ (Value::Object(_) | Value::Number(_) | Value::Bool(_))) => {
+            Err(format!("cannot restore slice from {}", source_kind(other)))
+        }
+        (Kind::Slice, other) => Err(format!("cannot restore slice from {}", source_kind(other))),
+        (Kind::Bytes, Value::String(text)) => match crate::validation::go_base64_error(text) {
+            Some(at) => Err(format!("illegal base64 data at input byte {at}")),
+            None => Ok(()),
+        },
+        (Kind::Bytes, Value::Array(_)) => Ok(()),
+        (Kind::Map, Value::Object(map)) => map.values().try_for_each(|item| convert(ty.elem, item, depth + 1)),
+        (Kind::Map, other) => Err(format!("cannot restore map from {}", source_kind(other))),
+        // The types that decode themselves get the value as JSON.
+        (Kind::Quantity, Value::String(text)) => {
+            vkube_quota::Quantity::parse(text).map(|_| ()).map_err(|_| QUANTITY_FORMAT.to_string())
+        }
+        (Kind::Quantity, Value::Number(n)) => {
+            vkube_quota::Quantity::parse(&n.to_string()).map(|_| ()).map_err(|_| QUANTITY_FORMAT.to_string())
+        }
+        (Kind::Quantity, _) => Err(QUANTITY_FORMAT.to_string()),
+        (Kind::IntOrString, Value::String(_)) => Ok(()),
+        (Kind::IntOrString, Value::Number(n)) if n.as_i64().is_some_and(|n| i32::try_from(n).is_ok()) => Ok(()),
+        (Kind::IntOrString, Value::Number(n)) => {
+            Err(format!("json: cannot unmarshal number {n} into Go value of type int32"))
+        }
+        (Kind::IntOrString, other) => {
+            Err(format!("json: cannot unmarshal {} into Go value of type int32", json_kind(other)))
+        }
+        (Kind::Time, Value::String(text)) => match time_error(text) {
+            Some(problem) => Err(format!("parsing time {text:?} as {RFC3339:?}: {problem}")),
+            None => Ok(()),
+        },
+        (Kind::Time, other) => Err(format!("json: cannot unmarshal {} into Go value of type string", json_kind(other))),
+        // Scalars: what Go's reflection assigns or converts between JSON's four groups.
+        (Kind::String, Value::String(_)) | (Kind::Bool, Value::Bool(_)) => Ok(()),
+        (kind, Value::Number(n)) if numeric(kind) => {
+            let whole = n.as_i64().is_some() || n.as_u64().is_some() || n.as_f64().is_some_and(|f| f == f.trunc());
+            if whole || kind == Kind::Float { Ok(()) } else { Err(format!("cannot convert float64 to {}", ty.go)) }
+        }
+        (Kind::String, number @ Value::Number(_)) => {
+            Err(format!("cannot convert {} to {}", source_kind(number), ty.go))
+        }
+        _ => Err(format!("unrecognized type: {}", reflect_kind(ty))),
+    }
+}
+
+/// `value` as Go's `%v` prints the decoded JSON (`map[spec:map[replicas:three]]`).
+pub fn go_print(value: &Value) -> String {
+    match value {
+        Value::Null => "<nil>".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) if f.abs() < 1e21 && f.abs() >= 1e-4 || f == 0.0 => f.to_string(),
+            (_, _, Some(f)) => format!("{f:e}").replace('e', "e+").replace("e+-", "e-"),
+            _ => n.to_string(),
+        },
+        Value::Array(items) => format!("[{}]", items.iter().map(go_print).collect::<Vec<_>>().join(" ")),
+        Value::Object(map) => {
+            format!("map[{}]", map.iter().map(|(k, v)| format!("{k}:{}", go_print(v))).collect::<Vec<_>>().join(" "))
+        }
+    }
+}
+
 struct Walk {
     found: RefCell<Option<String>>,
 }

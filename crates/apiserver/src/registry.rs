@@ -1478,11 +1478,18 @@ impl Registry {
                 PatchType::Strategic => patch::strategic_merge_patch(&mut patched, patch_body)?,
                 PatchType::Apply { .. } => {}
             }
-            if let PatchType::Json | PatchType::Merge | PatchType::Strategic = patch_type
-                && let Some(problem) = crate::go_decode::refusal(rt, &patched, None)
-            {
-                // As upstream decodes a patched object: 422 with the whole object as the value.
-                let text = String::from_utf8_lossy(&crate::wire::to_vec_compact(&patched)).into_owned();
+            // As upstream turns a patched object into its Go type: a JSON or merge patch's
+            // result is decoded from JSON (422 quoting the patched object), a strategic one's is
+            // converted from its map (422 quoting the patch, as Go prints it).
+            let refused = match patch_type {
+                PatchType::Json | PatchType::Merge => crate::go_decode::refusal(rt, &patched, None).map(|problem| {
+                    (String::from_utf8_lossy(&crate::wire::to_vec_compact(&patched)).into_owned(), problem)
+                }),
+                PatchType::Strategic => crate::go_decode::conversion_refusal(rt, &patched)
+                    .map(|problem| (crate::go_decode::go_print(patch_body), problem)),
+                PatchType::Apply { .. } => None,
+            };
+            if let Some((text, problem)) = refused {
                 return Err(ApiError::Invalid {
                     group: String::new(),
                     kind: String::new(),

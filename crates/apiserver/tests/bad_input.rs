@@ -554,6 +554,26 @@ async fn values_of_the_wrong_type_are_refused_as_go_decodes_them() {
         "{message}"
     );
     assert_eq!(status["details"]["causes"][0]["field"], "patch");
+    // A strategic merge patch's result is converted from its map: other words, the patch quoted.
+    for (patch, problem) in [
+        (r#"{"spec":{"replicas":"three"}}"#, r#""map[spec:map[replicas:three]]": unrecognized type: int32"#),
+        (r#"{"spec":{"paused":"yes"}}"#, r#""map[spec:map[paused:yes]]": unrecognized type: bool"#),
+        (
+            r#"{"metadata":{"labels":{"a":1}}}"#,
+            r#""map[metadata:map[labels:map[a:1]]]": cannot convert int64 to string"#,
+        ),
+        (r#"{"spec":{"replicas":3.5}}"#, r#""map[spec:map[replicas:3.5]]": cannot convert float64 to int32"#),
+        (
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","ports":[{"containerPort":"80"}]}]}}}}"#,
+            r#""map[spec:map[template:map[spec:map[containers:[map[name:c ports:[map[containerPort:80]]]]]]]]": unrecognized type: int32"#,
+        ),
+        (r#"{"spec":{"strategy":"x"}}"#, r#""map[spec:map[strategy:x]]": cannot restore struct from: string"#),
+    ] {
+        let reply =
+            http.send("PATCH", &format!("{deployments}/d"), "application/strategic-merge-patch+json", patch).await;
+        let status = assert_status(&reply, 422, "Invalid");
+        assert_eq!(status["message"], format!(r#" "" is invalid: patch: Invalid value: {problem}"#), "{patch}");
+    }
     let stored = http.send("GET", &format!("{deployments}/d"), "application/json", "").await.json();
-    assert_eq!(stored["spec"]["replicas"], 1, "the patch changed nothing");
+    assert_eq!(stored["spec"]["replicas"], 1, "the patches changed nothing");
 }
