@@ -244,14 +244,19 @@ impl Syncer {
             _ => cached(&self.secrets, ns, n).and_then(|o| o.uid()),
         };
         let Some(uid) = uid else { return Ok(()) };
-        let object = vkube_translate::events::VirtualObject { namespace: &namespace, name: &name, uid: &uid };
-        let mirrored =
-            vkube_translate::events::virtual_event(&to_value(event), self.host_namespace(), &host_object, &object);
-        let event_name = mirrored["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let count = mirrored["count"].as_i64().unwrap_or(1) as i32;
+        // Already mirrored (a restart lists every host event again): nothing to translate.
+        let event_name = vkube_translate::events::virtual_event_name(
+            event.metadata.name.as_deref().unwrap_or_default(),
+            &host_object,
+            &name,
+        );
+        let count = event.count.unwrap_or(1);
         if skip.and_then(|known| known.get(&(namespace.clone(), event_name.clone()))).is_some_and(|c| *c >= count) {
             return Ok(());
         }
+        let object = vkube_translate::events::VirtualObject { namespace: &namespace, name: &name, uid: &uid };
+        let mirrored =
+            vkube_translate::events::virtual_event(&to_value(event), self.host_namespace(), &host_object, &object);
         let api: Api<CoreEvent> = Api::namespaced(self.virtual_client.clone(), &namespace);
         let object: CoreEvent = serde_json::from_value(mirrored.clone()).map_err(kube::Error::SerdeError)?;
         match api.create(&PostParams::default(), &object).await {

@@ -20,10 +20,7 @@ pub struct VirtualObject<'a> {
 /// The virtual event for host event `event` about host object `host_name` in `host_namespace`.
 pub fn virtual_event(event: &Value, host_namespace: &str, host_name: &str, object: &VirtualObject<'_>) -> Value {
     let event_name = event.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let name = match event_name.strip_prefix(host_name) {
-        Some(rest) => format!("{}{rest}", object.name),
-        None => event_name.to_string(),
-    };
+    let name = virtual_event_name(event_name, host_name, object.name);
     let mut out = event.clone();
     let metadata = json!({
         "name": name,
@@ -45,6 +42,15 @@ pub fn virtual_event(event: &Value, host_namespace: &str, host_name: &str, objec
         out["message"] = json!(qualified);
     }
     out
+}
+
+/// The virtual name of host event `event_name` about host object `host_name`, which stands for
+/// virtual object `virtual_name`: the object's name at its start is the virtual one.
+pub fn virtual_event_name(event_name: &str, host_name: &str, virtual_name: &str) -> String {
+    match event_name.strip_prefix(host_name) {
+        Some(rest) => format!("{virtual_name}{rest}"),
+        None => event_name.to_string(),
+    }
 }
 
 #[cfg(test)]
