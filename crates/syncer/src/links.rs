@@ -22,6 +22,8 @@ struct Namespace {
     count: usize,
     /// The config maps last written: the generation they hold, their names, when.
     written: Option<(u64, Vec<String>, Instant)>,
+    /// A rewrite of the config maps is under way in the background.
+    rewriting: bool,
 }
 
 /// Service links by virtual namespace.
@@ -35,7 +37,19 @@ pub(crate) enum Links {
     /// Read from these host config maps (already written).
     ConfigMaps(Vec<String>),
     /// The config maps must be (re)written with these variables first, as of `generation`.
-    Write { generation: u64, variables: Vec<(String, String)>, before: Vec<String> },
+    Write(Rewrite),
+    /// Read from these host config maps (already written, but older than the services): the pod
+    /// need not wait for the rewrite, which the caller starts in the background (its creation
+    /// would otherwise wait for a few hundred KiB written to the host, every two seconds).
+    Stale(Vec<String>, Rewrite),
+}
+
+/// A (re)write of a namespace's link config maps: the variables as of `generation`, and the
+/// names written before (those no longer needed go).
+pub(crate) struct Rewrite {
+    pub generation: u64,
+    pub variables: Vec<(String, String)>,
+    pub before: Vec<String>,
 }
 
 /// A burst of service changes rewrites a namespace's link config maps at most this often.
@@ -80,22 +94,27 @@ impl LinkIndex {
 
     /// What a new pod of `namespace` gets.
     pub(crate) fn for_pod(&self, namespace: &str) -> Links {
-        let index = lock(&self.0);
-        let Some(entry) = index.get(namespace) else { return Links::Inline(Vec::new()) };
+        let mut index = lock(&self.0);
+        let Some(entry) = index.get_mut(namespace) else { return Links::Inline(Vec::new()) };
         let before = entry.written.as_ref().map(|(_, names, _)| names.clone()).unwrap_or_default();
         if entry.count <= vkube_translate::pods::INLINE_SERVICE_LINKS {
             if before.is_empty() {
                 return Links::Inline(Self::flatten(entry));
             }
             // Back under the limit: the maps go (written as none).
-            return Links::Write { generation: entry.generation, variables: Vec::new(), before };
+            return Links::Write(Rewrite { generation: entry.generation, variables: Vec::new(), before });
         }
+        let rewrite = Rewrite { generation: entry.generation, variables: Vec::new(), before: before.clone() };
         match &entry.written {
             Some((generation, names, _)) if *generation == entry.generation => Links::ConfigMaps(names.clone()),
-            Some((_, names, at)) if at.elapsed() < REWRITE_EVERY && !names.is_empty() => {
+            Some((_, names, at)) if !names.is_empty() && (entry.rewriting || at.elapsed() < REWRITE_EVERY) => {
                 Links::ConfigMaps(names.clone())
             }
-            _ => Links::Write { generation: entry.generation, variables: Self::flatten(entry), before },
+            Some((_, names, _)) if !names.is_empty() => {
+                entry.rewriting = true;
+                Links::Stale(names.clone(), Rewrite { variables: Self::flatten(entry), ..rewrite })
+            }
+            _ => Links::Write(Rewrite { variables: Self::flatten(entry), ..rewrite }),
         }
     }
 
@@ -103,6 +122,15 @@ impl LinkIndex {
     pub(crate) fn written(&self, namespace: &str, generation: u64, names: Vec<String>) {
         if let Some(entry) = lock(&self.0).get_mut(namespace) {
             entry.written = Some((generation, names, Instant::now()));
+            entry.rewriting = false;
+        }
+    }
+
+    /// Records that a background rewrite of `namespace`'s config maps failed: the next pod of the
+    /// namespace tries again.
+    pub(crate) fn rewrite_failed(&self, namespace: &str) {
+        if let Some(entry) = lock(&self.0).get_mut(namespace) {
+            entry.rewriting = false;
         }
     }
 }
@@ -132,7 +160,9 @@ mod tests {
         for i in 0..60 {
             index.update(&service("big", &format!("svc-{i}"), &format!("10.0.1.{i}")), false);
         }
-        let Links::Write { generation, variables, before } = index.for_pod("big") else { panic!("too many: maps") };
+        let Links::Write(Rewrite { generation, variables, before }) = index.for_pod("big") else {
+            panic!("too many: maps")
+        };
         assert_eq!(variables.len(), 60 * 7);
         assert!(before.is_empty());
         index.written("big", generation, vec!["m0".into()]);
@@ -140,5 +170,18 @@ mod tests {
         // A change moments after a write waits for the next rewrite.
         index.update(&service("big", "svc-60", "10.0.1.60"), false);
         assert!(matches!(index.for_pod("big"), Links::ConfigMaps(_)));
+        // Once that is due, one pod starts it in the background and goes on with the maps as they
+        // are; the pods after it do not start another until it is done (or failed).
+        lock(&index.0).get_mut("big").unwrap().written.as_mut().unwrap().2 -= REWRITE_EVERY;
+        let Links::Stale(names, rewrite) = index.for_pod("big") else { panic!("a stale map is read, not waited for") };
+        assert_eq!(
+            (names, rewrite.variables.len(), rewrite.before),
+            (vec!["m0".to_string()], 61 * 7, vec!["m0".into()])
+        );
+        assert!(matches!(index.for_pod("big"), Links::ConfigMaps(_)));
+        index.rewrite_failed("big");
+        let Links::Stale(_, rewrite) = index.for_pod("big") else { panic!("a failed rewrite is tried again") };
+        index.written("big", rewrite.generation, vec!["m0".into(), "m1".into()]);
+        assert!(matches!(index.for_pod("big"), Links::ConfigMaps(names) if names.len() == 2));
     }
 }

@@ -326,10 +326,25 @@ impl Syncer {
         let (service_links, service_link_config_maps) = match self.service_links.for_pod(&namespace) {
             crate::links::Links::Inline(links) => (links, Vec::new()),
             crate::links::Links::ConfigMaps(names) => (Vec::new(), names),
-            crate::links::Links::Write { generation, variables, before } => {
-                let names = self.write_service_link_config_maps(&namespace, &variables, &before).await?;
-                self.service_links.written(&namespace, generation, names.clone());
-                (if names.is_empty() { variables } else { Vec::new() }, names)
+            crate::links::Links::Write(rewrite) => {
+                let (maps, names) = self.service_link_config_maps(&namespace, &rewrite.variables);
+                write_service_link_config_maps(self.host_api(), maps, &names, &rewrite.before).await?;
+                self.service_links.written(&namespace, rewrite.generation, names.clone());
+                (if names.is_empty() { rewrite.variables } else { Vec::new() }, names)
+            }
+            crate::links::Links::Stale(names, rewrite) => {
+                let (maps, written) = self.service_link_config_maps(&namespace, &rewrite.variables);
+                let (api, index) = (self.host_api(), self.service_links.clone());
+                tokio::spawn(async move {
+                    match write_service_link_config_maps(api, maps, &written, &rewrite.before).await {
+                        Ok(()) => index.written(&namespace, rewrite.generation, written),
+                        Err(error) => {
+                            tracing::warn!(%namespace, %error, "rewriting the service-link config maps failed; the next pod tries again");
+                            index.rewrite_failed(&namespace);
+                        }
+                    }
+                });
+                (Vec::new(), names)
             }
         };
         Ok(PodEnvironment {
@@ -342,32 +357,19 @@ impl Syncer {
         })
     }
 
-    /// §4.8 at scale: writes the host config maps holding a namespace's service-link variables
-    /// (none when they fit into each container) and removes those of `before` no longer needed;
-    /// returns their names.
-    async fn write_service_link_config_maps(
-        &self,
-        namespace: &str,
-        links: &[(String, String)],
-        before: &[String],
-    ) -> Result<Vec<String>, kube::Error> {
-        let maps = if links.len() <= vkube_translate::pods::INLINE_SERVICE_LINKS {
-            Vec::new()
-        } else {
-            vkube_translate::pods::service_link_config_maps(&self.config.context, namespace, links)
-        };
-        let names: Vec<String> =
+    /// §4.8 at scale: the host config maps holding a namespace's service-link variables (none
+    /// when they fit into each container), owned as configured, and their names.
+    fn service_link_config_maps(&self, namespace: &str, links: &[(String, String)]) -> (Vec<Value>, Vec<String>) {
+        if links.len() <= vkube_translate::pods::INLINE_SERVICE_LINKS {
+            return (Vec::new(), Vec::new());
+        }
+        let maps: Vec<Value> = vkube_translate::pods::service_link_config_maps(&self.config.context, namespace, links)
+            .into_iter()
+            .map(|map| self.owned(map, false))
+            .collect();
+        let names =
             maps.iter().filter_map(|m| m.pointer("/metadata/name").and_then(Value::as_str).map(String::from)).collect();
-        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = self.host_api();
-        let apply = PatchParams::apply(MANAGER).force();
-        for map in maps {
-            let name = map.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-            api.patch(&name, &apply, &Patch::Apply(self.owned(map, false))).await?;
-        }
-        for stale in before.iter().filter(|n| !names.contains(n)) {
-            ignore_not_found(api.delete(stale, &DeleteParams::default()).await)?;
-        }
-        Ok(names)
+        (maps, names)
     }
 
     async fn bring_status_back(
@@ -558,4 +560,22 @@ fn host_pod_images(config: &SyncerConfig, pod: &Pod) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Writes a namespace's service-link config maps `maps` (named `names`) to the host and removes
+/// those of `before` no longer needed.
+async fn write_service_link_config_maps(
+    api: Api<k8s_openapi::api::core::v1::ConfigMap>,
+    maps: Vec<Value>,
+    names: &[String],
+    before: &[String],
+) -> Result<(), kube::Error> {
+    let apply = PatchParams::apply(MANAGER).force();
+    for (map, name) in maps.into_iter().zip(names) {
+        api.patch(name, &apply, &Patch::Apply(map)).await?;
+    }
+    for stale in before.iter().filter(|n| !names.contains(n)) {
+        ignore_not_found(api.delete(stale, &DeleteParams::default()).await)?;
+    }
+    Ok(())
 }
