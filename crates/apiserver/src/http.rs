@@ -1269,20 +1269,32 @@ async fn watch_response(
     let receiver = state.registry.watch(rt.clone(), namespace, params).await?;
     let mut first = true;
     let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(move |item| {
-        let (kind, object) = match item {
-            WatchItem::Object(kind, object) => {
-                let object = match shape {
-                    Shape::Object => object,
-                    Shape::Metadata => table::partial_metadata(&object),
-                    Shape::Table => {
-                        let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
-                        let t = table::table(&rt, std::slice::from_ref(&object), rv.as_deref(), first, &include);
-                        first = false;
-                        t
-                    }
-                };
-                (kind, object)
+        let mut shaped = |object: Value| match shape {
+            Shape::Object => object,
+            Shape::Metadata => table::partial_metadata(&object),
+            Shape::Table => {
+                let rv = object.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
+                let t = table::table(&rt, std::slice::from_ref(&object), rv.as_deref(), first, &include);
+                first = false;
+                t
             }
+        };
+        let (kind, object) = match item {
+            // The object as stored: written into the event line without parsing it.
+            WatchItem::Raw(kind, bytes) if shape == Shape::Object => {
+                let mut line = Vec::with_capacity(bytes.len() + 32);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(&bytes);
+                line.extend_from_slice(b"}\n");
+                return Ok::<_, std::io::Error>(Bytes::from(line));
+            }
+            WatchItem::Raw(kind, bytes) => match serde_json::from_slice(&bytes) {
+                Ok(object) => (kind, shaped(object)),
+                Err(_) => return Ok(Bytes::new()),
+            },
+            WatchItem::Object(kind, object) => (kind, shaped(object)),
             WatchItem::Bookmark(rv, initial_end) => {
                 let (api_version, kind) = match shape {
                     Shape::Object => (rt.api_version(), rt.kind.clone()),
@@ -1299,7 +1311,7 @@ async fn watch_response(
             WatchItem::Error(status) => ("ERROR", status),
         };
         let line = crate::wire::to_vec(&json!({"type": kind, "object": object}));
-        Ok::<_, std::io::Error>(Bytes::from(line))
+        Ok(Bytes::from(line))
     });
     let mut response = Response::new(Body::from_stream(stream));
     let content_type = if shape == Shape::Table { TABLE_CONTENT_TYPE } else { "application/json" };

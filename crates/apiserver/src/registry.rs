@@ -177,10 +177,25 @@ pub enum Deleted {
 pub enum WatchItem {
     /// ADDED / MODIFIED / DELETED with the object.
     Object(&'static str, Value),
+    /// As `Object`, the object already serialized: the stored bytes with the event's
+    /// resourceVersion spliced in. A watch without selectors on a kind stored as it is served
+    /// sends these, so an event is not parsed and serialized again for every watcher.
+    Raw(&'static str, Bytes),
     /// A bookmark at this resourceVersion; `initial_end` marks the end of initial events.
     Bookmark(u64, bool),
     /// An ERROR event carrying a Status.
     Error(Value),
+}
+
+impl WatchItem {
+    /// The event type and the object of an ADDED / MODIFIED / DELETED item, parsed if raw.
+    pub fn into_object(self) -> Option<(&'static str, Value)> {
+        match self {
+            WatchItem::Object(kind, object) => Some((kind, object)),
+            WatchItem::Raw(kind, bytes) => serde_json::from_slice(&bytes).ok().map(|object| (kind, object)),
+            WatchItem::Bookmark(..) | WatchItem::Error(_) => None,
+        }
+    }
 }
 
 /// The registry over one store.
@@ -2324,7 +2339,40 @@ impl Registry {
         Ok(receiver)
     }
 
+    /// `kv` as [`Registry::decode`] would serialize it, straight from the stored bytes (their
+    /// resourceVersion spliced in), when it is stored as `rt` serves it and nothing is changed on
+    /// reading it (no defaults, conversions or re-labelling); `None` otherwise.
+    fn raw_object(&self, rt: &ResourceType, kv: &KeyValue) -> Option<Bytes> {
+        let custom = rt.custom.as_ref();
+        if rt.group == "events.k8s.io"
+            || custom.is_some_and(|c| c.conversion_webhook.is_some())
+            || custom.and_then(|c| c.schema.as_ref()).is_some_and(crate::crd::has_defaults)
+        {
+            return None;
+        }
+        let type_prefix = format!("{{\"kind\":{},\"apiVersion\":{},", json!(rt.kind), json!(rt.api_version()));
+        let bytes = splice_resource_version(&kv.value, kv.mod_revision)?;
+        // One line per event: stored bytes with any line break (none are written) are re-encoded.
+        (bytes.starts_with(type_prefix.as_bytes()) && !bytes.contains(&b'\n')).then(|| Bytes::from(bytes))
+    }
+
     fn watch_item(&self, rt: &ResourceType, params: &ListParams, event: &vkube_store::Event) -> Option<WatchItem> {
+        if params.labels.is_empty() && params.fields.is_empty() {
+            // Every object is in the watch's view: the event's type follows from whether the
+            // key existed before, and the object goes out as stored when that is how it is served.
+            let kind = match event.kind {
+                EventKind::Put if event.prev.is_some() => "MODIFIED",
+                EventKind::Put => "ADDED",
+                EventKind::Delete => {
+                    event.prev.as_ref()?;
+                    "DELETED"
+                }
+            };
+            return Some(match self.raw_object(rt, &event.kv) {
+                Some(bytes) => WatchItem::Raw(kind, bytes),
+                None => WatchItem::Object(kind, self.decode(rt, &event.kv).ok()?),
+            });
+        }
         let decode = |kv: &KeyValue| self.decode(rt, kv).ok();
         let was = event.prev.as_ref().and_then(decode).filter(|o| self.matches(rt, params, o));
         match event.kind {

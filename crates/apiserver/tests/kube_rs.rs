@@ -413,6 +413,35 @@ async fn scale_subresource_and_generation() {
     assert_eq!(labelled.metadata.generation, Some(2), "metadata-only change keeps generation");
 }
 
+/// A watch without selectors sends each object as it is stored (not parsed and encoded again for
+/// every watcher): its events are those a watch whose selector matches everything sends, one
+/// line each, with each change's resourceVersion, kind and apiVersion.
+#[tokio::test]
+async fn unfiltered_watches_send_what_filtered_ones_send() {
+    let server = TestServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    let before = api.create(&PostParams::default(), &configmap("before", &[])).await.unwrap();
+    let start = before.metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &configmap("one", &[("a", "1")])).await.unwrap();
+    let patched =
+        api.patch("one", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "line\nbreak"}}))).await.unwrap();
+    api.delete("one", &DeleteParams::default()).await.unwrap();
+    let http = server.http();
+    let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={start}&timeoutSeconds=1");
+    let (all, selected) = (http.get(&path).await, http.get(&format!("{path}&labelSelector=app%3Dtest")).await);
+    let events = |body: &[u8]| -> Vec<serde_json::Value> {
+        body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    };
+    let (all, selected) = (events(&all.body), events(&selected.body));
+    let types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"]);
+    assert_eq!(all, selected);
+    let modified = &all[1]["object"];
+    assert_eq!((modified["kind"].as_str(), modified["apiVersion"].as_str()), (Some("ConfigMap"), Some("v1")));
+    assert_eq!(modified["metadata"]["resourceVersion"].as_str(), patched.metadata.resource_version.as_deref());
+    assert_eq!(modified["data"]["a"], "line\nbreak");
+}
+
 #[tokio::test]
 async fn too_old_watches_get_an_in_stream_410_and_collections_delete() {
     let server = TestServer::start().await;

@@ -396,6 +396,7 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
     let total = on_host.count("");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_virtual, rss_host) = (rss_mib(serve.id()), rss_mib(host_process.id()));
+    let (cpu_virtual, cpu_host) = (cpu_seconds(serve.id()), cpu_seconds(host_process.id()));
 
     if std::env::var_os("VKUBE_BENCH_DEBUG").is_some() {
         // The slowest host copies of (b), with when their create was answered: clustered in time
@@ -437,10 +438,11 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
         start_wrapped(&wrapper_from_env("VKUBE_BENCH_WRAP_RESTART"), vkube, &serve_args)?;
     reap.0.push(serve.id());
     let virtual_client = client(&vc_dir.join("vc1.kubeconfig")).await?;
-    let mut drained_ms = f64::NAN;
+    let (mut drained_ms, mut restart_cpu) = (f64::NAN, f64::NAN);
     for _ in 0..60_000 {
         if queue_depth(&virtual_client).await == Some(0) {
             drained_ms = restart_started.elapsed().as_secs_f64() * 1000.0;
+            restart_cpu = cpu_seconds(serve.id());
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -491,6 +493,9 @@ async fn run_once(vkube: &Path, objects: usize, nodes: usize) -> anyhow::Result<
         maps_after,
         rss_virtual,
         rss_host,
+        cpu_virtual,
+        cpu_host,
+        restart_cpu,
     })
 }
 
@@ -530,6 +535,21 @@ struct Run {
     maps_after: usize,
     rss_virtual: f64,
     rss_host: f64,
+    /// CPU seconds (user + system) each process had used when (e) was read (the direct-write
+    /// baseline of (a) counts on the host's), and the restarted `vkube serve` when drained.
+    cpu_virtual: f64,
+    cpu_host: f64,
+    restart_cpu: f64,
+}
+
+/// CPU seconds (user + system) `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) : state is the first, utime the 12th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `min / median / max` of one number over the runs, with `decimals`.
@@ -586,10 +606,11 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize, runs: usize) -> a
         spread(runs, 1, |r| r.rmax),
     );
     println!(
-        "| (d) restart of `vkube serve` with {} synced objects: to `ready` / until its queue drained | {} ms / {} ms; host pods {}, config maps {} after (no duplicates) |",
+        "| (d) restart of `vkube serve` with {} synced objects: to `ready` / until its queue drained | {} ms / {} ms ({} CPU s); host pods {}, config maps {} after (no duplicates) |",
         spread(runs, 0, |r| r.total as f64),
         spread(runs, 0, |r| r.restart_ready_ms),
         spread(runs, 0, |r| r.drained_ms),
+        spread(runs, 2, |r| r.restart_cpu),
         spread(runs, 0, |r| r.pods_after as f64),
         spread(runs, 0, |r| r.maps_after as f64),
     );
@@ -597,6 +618,11 @@ pub async fn run(vkube: PathBuf, objects: usize, nodes: usize, runs: usize) -> a
         "| (e) RSS at the synced objects: `vkube serve` (virtual cluster) / `vkube host` (simulated host) | {} MiB / {} MiB |",
         spread(runs, 1, |r| r.rss_virtual),
         spread(runs, 1, |r| r.rss_host),
+    );
+    println!(
+        "| CPU used through (a) and (b): `vkube serve` / `vkube host` (with the direct writes of (a)) | {} s / {} s |",
+        spread(runs, 1, |r| r.cpu_virtual),
+        spread(runs, 1, |r| r.cpu_host),
     );
     Ok(())
 }

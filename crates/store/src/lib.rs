@@ -6,8 +6,9 @@
 //!
 //! Three backends share one in-memory index ([`state`]):
 //! - [`MemoryStorage`]: nothing is persisted; for tests.
-//! - [`SqliteStorage`]: every acknowledged write is committed (WAL, `synchronous=FULL`) before the
-//!   caller hears about it; concurrent writers are grouped into one transaction per commit.
+//! - [`SqliteStorage`]: every acknowledged write is committed and its write-ahead log
+//!   `fdatasync`ed before the caller hears about it; concurrent writers are grouped into one
+//!   transaction per commit.
 //! - [`EtcdStorage`]: an etcd cluster (revisions are etcd's; the index is fed by an etcd watch,
 //!   so several API servers can share one etcd).
 //!

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::Identity;
 use crate::catalog::ResourceType;
 use crate::error::{ApiError, ApiResult, Cause, Subject};
-use crate::registry::{ListParams, Registry, WatchItem};
+use crate::registry::{ListParams, Registry};
 use crate::selector::LabelSelector;
 
 /// Objects of one cluster-scoped kind, kept current by a watch.
@@ -35,7 +35,7 @@ impl ObjectCache {
                 };
                 feed.objects.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 while let Some(item) = events.recv().await {
-                    if let WatchItem::Object(kind, object) = item {
+                    if let Some((kind, object)) = item.into_object() {
                         let name =
                             object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
                         let mut objects = feed.objects.lock().unwrap_or_else(|p| p.into_inner());
