@@ -309,6 +309,32 @@ struct ListPage {
     metadata: Value,
 }
 
+/// What the cluster IP and node port allocators read of a stored service: decoded without
+/// building the whole object, since a service create reads every service.
+#[derive(serde::Deserialize)]
+struct ServiceAllocations {
+    #[serde(rename = "clusterIP")]
+    cluster_ip: Option<String>,
+    ports: Option<Vec<AllocatedPort>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AllocatedPort {
+    #[serde(rename = "nodePort")]
+    node_port: Option<i64>,
+}
+
+impl ServiceAllocations {
+    /// The `spec` of stored service bytes (`None` when they do not decode).
+    fn read(stored: &[u8]) -> Option<ServiceAllocations> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            spec: Option<ServiceAllocations>,
+        }
+        serde_json::from_slice::<Stored>(stored).ok()?.spec
+    }
+}
+
 /// Inserts `"resourceVersion":"N"` into the top-level `metadata` object of a stored JSON
 /// object without parsing it. None when the bytes do not have the expected shape.
 pub fn splice_resource_version(stored: &[u8], revision: u64) -> Option<Vec<u8>> {
@@ -1277,12 +1303,8 @@ impl Registry {
         let existing = self.store.list(ListOptions { prefix: services.key_prefix(), ..Default::default() }).await?;
         let mut used_ports = std::collections::HashSet::new();
         for kv in &existing.items {
-            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else { continue };
-            for port in other.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(p) = port.get("nodePort").and_then(Value::as_i64) {
-                    used_ports.insert(p);
-                }
-            }
+            let Some(other) = ServiceAllocations::read(&kv.value) else { continue };
+            used_ports.extend(other.ports.into_iter().flatten().filter_map(|p| p.node_port));
         }
         for port in service.pointer_mut("/spec/ports").and_then(Value::as_array_mut).into_iter().flatten() {
             if let Some(p) = port.get("nodePort").and_then(Value::as_i64) {
@@ -1313,11 +1335,8 @@ impl Registry {
         let existing = self.store.list(ListOptions { prefix: services.key_prefix(), ..Default::default() }).await?;
         let mut used_ips = std::collections::HashSet::new();
         for kv in &existing.items {
-            let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else {
-                continue;
-            };
-            if let Some(ip) = other.pointer("/spec/clusterIP").and_then(Value::as_str) {
-                used_ips.insert(ip.to_string());
+            if let Some(ip) = ServiceAllocations::read(&kv.value).and_then(|other| other.cluster_ip) {
+                used_ips.insert(ip);
             }
         }
         let spec = strategy::ensure_object(service, "spec");

@@ -442,6 +442,31 @@ async fn unfiltered_watches_send_what_filtered_ones_send() {
     assert_eq!(modified["data"]["a"], "line\nbreak");
 }
 
+/// A service asking for a cluster IP another service holds is refused as upstream refuses it; one
+/// asking for none gets a free one.
+#[tokio::test]
+async fn a_cluster_ip_in_use_is_refused() {
+    let server = TestServer::start().await;
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(server.client().await, "default");
+    let service = |name: &str, ip: &str| {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"clusterIP": ip, "type": "NodePort", "ports": [{"port": 80}]}}))
+        .unwrap()
+    };
+    let first = api.create(&PostParams::default(), &service("first", "10.96.7.7")).await.unwrap();
+    let spec = first.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.7.7"));
+    let error = api.create(&PostParams::default(), &service("second", "10.96.7.7")).await.unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("provided IP is already allocated")),
+        "{error:?}"
+    );
+    let third = api.create(&PostParams::default(), &service("third", "")).await.unwrap().spec.unwrap();
+    assert!(third.cluster_ip.as_deref().is_some_and(|ip| ip != "10.96.7.7" && ip.starts_with("10.")));
+    let ports = |spec: &k8s_openapi::api::core::v1::ServiceSpec| spec.ports.as_ref().unwrap()[0].node_port;
+    assert!(ports(&third).is_some() && ports(&third) != ports(&spec), "each gets its own node port");
+}
+
 #[tokio::test]
 async fn too_old_watches_get_an_in_stream_410_and_collections_delete() {
     let server = TestServer::start().await;
