@@ -20,6 +20,14 @@ impl Cause {
         Cause { reason: "FieldValueInvalid", message: format!("Invalid value: {}: {detail}", quote(value)), field }
     }
 
+    /// A `FieldValueInvalid` cause about a list of strings (written as Go's `%#v` writes a
+    /// `[]string`).
+    pub fn invalid_strings(field: impl Into<String>, values: &[&str], detail: &str) -> Self {
+        let values: Vec<String> = values.iter().map(|v| quote(v)).collect();
+        let message = format!("Invalid value: []string{{{}}}: {detail}", values.join(", "));
+        Cause { reason: "FieldValueInvalid", message, field: field.into() }
+    }
+
     /// A `FieldValueInvalid` cause about a number (written bare, as upstream's `%v` does).
     pub fn invalid_number(field: impl Into<String>, value: i64, detail: &str) -> Self {
         Cause { reason: "FieldValueInvalid", message: format!("Invalid value: {value}: {detail}"), field: field.into() }

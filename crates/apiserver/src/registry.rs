@@ -1357,10 +1357,10 @@ impl Registry {
                 group: String::new(),
                 kind: "Service".into(),
                 name: meta_str(service, "name").unwrap_or_default().to_string(),
-                causes: vec![Cause::invalid(
+                causes: vec![Cause::invalid_strings(
                     "spec.clusterIPs",
-                    &requested,
-                    "failed to allocate IP: provided IP is already allocated",
+                    &[&requested],
+                    &format!("failed to allocate IP {requested}: provided IP is already allocated"),
                 )],
             });
         } else {

@@ -458,7 +458,8 @@ async fn a_cluster_ip_in_use_is_refused() {
     assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.7.7"));
     let error = api.create(&PostParams::default(), &service("second", "10.96.7.7")).await.unwrap_err();
     assert!(
-        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("provided IP is already allocated")),
+        // kube-apiserver 1.33's words.
+        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message == r#"Service "second" is invalid: spec.clusterIPs: Invalid value: []string{"10.96.7.7"}: failed to allocate IP 10.96.7.7: provided IP is already allocated"#),
         "{error:?}"
     );
     let third = api.create(&PostParams::default(), &service("third", "")).await.unwrap().spec.unwrap();
