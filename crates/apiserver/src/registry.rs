@@ -733,9 +733,8 @@ impl Registry {
         // Items of built-in lists carry no kind and apiVersion (upstream's typed lists); those
         // of custom resources do.
         let typed = !rt.is_custom();
-        let type_prefix = format!("{{\"kind\":{},\"apiVersion\":{},", json!(rt.kind), json!(rt.api_version()));
-        // Custom resources whose schema has defaults are defaulted on read: never raw.
-        let raw_ok = !rt.custom.as_ref().and_then(|c| c.schema.as_ref()).is_some_and(crate::crd::has_defaults);
+        let raw = Self::served_as_stored(rt);
+        let (raw_ok, type_prefix) = (raw.is_some(), raw.unwrap_or_default());
         let item = |mut object: Value| {
             if typed && let Some(map) = object.as_object_mut() {
                 map.remove("kind");
@@ -2358,18 +2357,22 @@ impl Registry {
         Ok(receiver)
     }
 
+    /// When objects of `rt` stored under its served version can be sent as stored (nothing is
+    /// converted, defaulted or re-labelled on reading them): the start such stored bytes have,
+    /// `{"kind":K,"apiVersion":V,` (bytes stored under another version do not have it).
+    fn served_as_stored(rt: &ResourceType) -> Option<String> {
+        let custom = rt.custom.as_ref();
+        let changed_on_read = rt.group == "events.k8s.io"
+            || custom.is_some_and(|c| c.conversion_webhook.is_some())
+            || custom.and_then(|c| c.schema.as_ref()).is_some_and(crate::crd::has_defaults);
+        (!changed_on_read).then(|| format!("{{\"kind\":{},\"apiVersion\":{},", json!(rt.kind), json!(rt.api_version())))
+    }
+
     /// `kv` as [`Registry::decode`] would serialize it, straight from the stored bytes (their
     /// resourceVersion spliced in), when it is stored as `rt` serves it and nothing is changed on
     /// reading it (no defaults, conversions or re-labelling); `None` otherwise.
     fn raw_object(&self, rt: &ResourceType, kv: &KeyValue) -> Option<Bytes> {
-        let custom = rt.custom.as_ref();
-        if rt.group == "events.k8s.io"
-            || custom.is_some_and(|c| c.conversion_webhook.is_some())
-            || custom.and_then(|c| c.schema.as_ref()).is_some_and(crate::crd::has_defaults)
-        {
-            return None;
-        }
-        let type_prefix = format!("{{\"kind\":{},\"apiVersion\":{},", json!(rt.kind), json!(rt.api_version()));
+        let type_prefix = Self::served_as_stored(rt)?;
         let bytes = splice_resource_version(&kv.value, kv.mod_revision)?;
         // One line per event: stored bytes with any line break (none are written) are re-encoded.
         (bytes.starts_with(type_prefix.as_bytes()) && !bytes.contains(&b'\n')).then(|| Bytes::from(bytes))
